@@ -1,0 +1,1 @@
+//! gembok-bench (filled by the benchmark issue).

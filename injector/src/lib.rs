@@ -1,0 +1,1 @@
+//! gembok-injector (filled by the injector issue).

@@ -1,0 +1,1 @@
+//! gembok-proxy.

@@ -1,0 +1,1 @@
+//! Test harness (filled by the proxy issue).
