@@ -1,0 +1,367 @@
+//! Parsing and validating one snapshot of certificate files into [`Material`].
+//!
+//! Validation happens here, before anything is published: the private key must match the leaf,
+//! the leaf must be inside its validity window, and the chain must verify against the CA bundle
+//! for every [`Usage`] the caller needs (a sidecar is both a TLS server and a TLS client).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::source::Files;
+
+/// What the leaf certificate will be used for; the chain is verified for each one required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Presented by a TLS server (extended key usage serverAuth).
+    Server,
+    /// Presented by a TLS client (extended key usage clientAuth).
+    Client,
+}
+
+/// A validated certificate, its key and the CA bundle, ready to build TLS configs from.
+#[derive(Debug)]
+pub struct Material {
+    /// Leaf first, then any intermediates, as read from the certificate file.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The chain with its loaded signing key (shared by every config built from this material).
+    pub certified_key: Arc<CertifiedKey>,
+    /// Trust anchors from the CA bundle; `None` when no CA file was given and none is required.
+    pub roots: Option<Arc<RootCertStore>>,
+    /// Facts about the leaf for logs, metrics and readiness.
+    pub leaf: LeafInfo,
+    /// Digest of the file contents this material was built from.
+    pub digest: [u8; 32],
+}
+
+/// Facts about the leaf certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafInfo {
+    /// Serial number, lower-case hex without separators.
+    pub serial: String,
+    pub subject: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+}
+
+impl LeafInfo {
+    /// Parses a DER certificate. Shared with callers that inspect peer certificates.
+    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+        let validity = cert.validity();
+        let mut dns_names = Vec::new();
+        let mut uris = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(n) => dns_names.push((*n).to_owned()),
+                    GeneralName::URI(u) => uris.push((*u).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(LeafInfo {
+            serial: cert
+                .tbs_certificate
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            subject: cert.subject().to_string(),
+            not_before: to_system_time(validity.not_before.timestamp()),
+            not_after: to_system_time(validity.not_after.timestamp()),
+            dns_names,
+            uris,
+        })
+    }
+
+    /// Seconds since the Unix epoch at which the certificate expires (for metrics).
+    pub fn not_after_unix(&self) -> f64 {
+        self.not_after
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    }
+}
+
+fn to_system_time(unix: i64) -> SystemTime {
+    if unix >= 0 {
+        UNIX_EPOCH + Duration::from_secs(unix as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(unix.unsigned_abs())
+    }
+}
+
+/// Why a snapshot of certificate files was refused. Each variant names the file or the check.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Read(#[from] crate::source::ReadError),
+    #[error("{}: no PEM certificate found", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: invalid PEM: {reason}", path.display())]
+    BadPem { path: PathBuf, reason: String },
+    #[error("{}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)", path.display())]
+    NoKey { path: PathBuf },
+    #[error("{}: private key not usable: {reason}", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error("private key {} does not match certificate {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: CA bundle required but no file was configured", path.display())]
+    NoCa { path: PathBuf },
+    #[error("{}: no usable CA certificate: {reason}", path.display())]
+    BadCa { path: PathBuf, reason: String },
+    #[error("{}: leaf certificate cannot be parsed: {reason}", path.display())]
+    BadLeaf { path: PathBuf, reason: String },
+    #[error("{}: certificate (serial {serial}) is not valid before {}", path.display(), humanize(*not_before))]
+    NotYetValid {
+        path: PathBuf,
+        serial: String,
+        not_before: SystemTime,
+    },
+    #[error("{}: certificate (serial {serial}) expired at {}", path.display(), humanize(*not_after))]
+    Expired {
+        path: PathBuf,
+        serial: String,
+        not_after: SystemTime,
+    },
+    #[error("{}: chain does not verify against the CA bundle {} for {usage:?} use: {reason}", cert.display(), ca.display())]
+    Untrusted {
+        cert: PathBuf,
+        ca: PathBuf,
+        usage: Usage,
+        reason: String,
+    },
+}
+
+impl LoadError {
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::Read(_) => "read",
+            LoadError::NoCertificate { .. } | LoadError::BadPem { .. } => "bad_pem",
+            LoadError::NoKey { .. } | LoadError::BadKey { .. } => "bad_key",
+            LoadError::KeyMismatch { .. } => "key_mismatch",
+            LoadError::NoCa { .. } | LoadError::BadCa { .. } => "bad_ca",
+            LoadError::BadLeaf { .. } => "bad_certificate",
+            LoadError::NotYetValid { .. } => "not_yet_valid",
+            LoadError::Expired { .. } => "expired",
+            LoadError::Untrusted { .. } => "untrusted",
+        }
+    }
+}
+
+fn humanize(t: SystemTime) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(t)
+}
+
+/// What validation must check beyond parsing.
+#[derive(Debug, Clone)]
+pub struct Requirements {
+    /// Refuse material without a CA bundle (needed to verify peers and our own chain).
+    pub ca_required: bool,
+    /// Verify the chain against the CA for each of these uses. Ignored without a CA.
+    pub usages: Vec<Usage>,
+}
+
+impl Material {
+    /// Parses and validates one snapshot of files at time `now`.
+    pub fn validate(
+        files: &Files,
+        provider: &CryptoProvider,
+        req: &Requirements,
+        now: SystemTime,
+    ) -> Result<Material, LoadError> {
+        let paths = &files.paths;
+        let chain = parse_certs(&files.cert, &paths.cert)?;
+        let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => LoadError::NoKey {
+                path: paths.key.clone(),
+            },
+            other => LoadError::BadKey {
+                path: paths.key.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+        let signing_key =
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| LoadError::BadKey {
+                    path: paths.key.clone(),
+                    reason: e.to_string(),
+                })?;
+        let certified_key = CertifiedKey::new(chain.clone(), signing_key);
+        match certified_key.keys_match() {
+            Ok(()) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                // The provider cannot derive the public key: prove possession instead.
+                prove_key_matches(&certified_key, provider, &chain[0]).map_err(|_| {
+                    LoadError::KeyMismatch {
+                        cert: paths.cert.clone(),
+                        key: paths.key.clone(),
+                    }
+                })?;
+            }
+            Err(_) => {
+                return Err(LoadError::KeyMismatch {
+                    cert: paths.cert.clone(),
+                    key: paths.key.clone(),
+                });
+            }
+        }
+
+        let leaf = LeafInfo::from_der(&chain[0]).map_err(|reason| LoadError::BadLeaf {
+            path: paths.cert.clone(),
+            reason,
+        })?;
+        if now < leaf.not_before {
+            return Err(LoadError::NotYetValid {
+                path: paths.cert.clone(),
+                serial: leaf.serial,
+                not_before: leaf.not_before,
+            });
+        }
+        if now > leaf.not_after {
+            return Err(LoadError::Expired {
+                path: paths.cert.clone(),
+                serial: leaf.serial,
+                not_after: leaf.not_after,
+            });
+        }
+
+        let roots = match (&files.ca, &paths.ca) {
+            (Some(ca_pem), Some(ca_path)) => {
+                let roots = parse_roots(ca_pem, ca_path)?;
+                verify_chain(&chain, &roots, provider, &req.usages, now).map_err(
+                    |(usage, reason)| LoadError::Untrusted {
+                        cert: paths.cert.clone(),
+                        ca: ca_path.clone(),
+                        usage,
+                        reason,
+                    },
+                )?;
+                Some(Arc::new(roots))
+            }
+            _ if req.ca_required => {
+                return Err(LoadError::NoCa {
+                    path: paths.ca.clone().unwrap_or_else(|| PathBuf::from("ca.crt")),
+                });
+            }
+            _ => None,
+        };
+
+        Ok(Material {
+            chain,
+            certified_key: Arc::new(certified_key),
+            roots,
+            leaf,
+            digest: files.digest,
+        })
+    }
+}
+
+fn parse_certs(
+    pem: &[u8],
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LoadError::BadPem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(LoadError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn parse_roots(pem: &[u8], path: &std::path::Path) -> Result<RootCertStore, LoadError> {
+    let certs = parse_certs(pem, path).map_err(|e| LoadError::BadCa {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| LoadError::BadCa {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn verify_chain(
+    chain: &[CertificateDer<'static>],
+    roots: &RootCertStore,
+    provider: &CryptoProvider,
+    usages: &[Usage],
+    now: SystemTime,
+) -> Result<(), (Usage, String)> {
+    let unix = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let end_entity =
+        webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| (Usage::Server, e.to_string()))?;
+    for &usage in usages {
+        let eku = match usage {
+            Usage::Server => webpki::KeyUsage::server_auth(),
+            Usage::Client => webpki::KeyUsage::client_auth(),
+        };
+        end_entity
+            .verify_for_usage(
+                provider.signature_verification_algorithms.all,
+                &roots.roots,
+                &chain[1..],
+                unix,
+                eku,
+                None,
+                None,
+            )
+            .map_err(|e| (usage, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Signs a message with the key and verifies it with the certificate's public key.
+fn prove_key_matches(
+    ck: &CertifiedKey,
+    provider: &CryptoProvider,
+    leaf: &CertificateDer<'_>,
+) -> Result<(), ()> {
+    let schemes = provider
+        .signature_verification_algorithms
+        .mapping
+        .iter()
+        .map(|(scheme, _)| *scheme)
+        .collect::<Vec<_>>();
+    let signer = ck.key.choose_scheme(&schemes).ok_or(())?;
+    let scheme = signer.scheme();
+    let message = b"gembok certwatch key possession check";
+    let signature = signer.sign(message).map_err(|_| ())?;
+    let algs = provider
+        .signature_verification_algorithms
+        .mapping
+        .iter()
+        .find(|(s, _)| *s == scheme)
+        .map(|(_, algs)| *algs)
+        .ok_or(())?;
+    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|_| ())?;
+    algs.iter()
+        .any(|alg| cert.verify_signature(*alg, message, &signature).is_ok())
+        .then_some(())
+        .ok_or(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use time::Duration as TimeDuration;
+
+use super::*;
+use crate::source::CertSource;
+use crate::test_pki::{Ca, ca, good_leaf, leaf};
+
+fn write(dir: &Path, cert: &str, key: &str, ca: &str) -> CertSource {
+    std::fs::write(dir.join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.join("tls.key"), key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca).unwrap();
+    CertSource::Dir(dir.to_path_buf())
+}
+
+fn validate(src: &CertSource) -> Result<Material, LoadError> {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let files = src.read(true).unwrap();
+    Material::validate(
+        &files,
+        &provider,
+        &Requirements {
+            ca_required: true,
+            usages: vec![Usage::Server, Usage::Client],
+        },
+        SystemTime::now(),
+    )
+}
+
+#[test]
+fn accepts_a_good_chain_and_reports_leaf_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let l = good_leaf(&ca);
+    let m = validate(&write(dir.path(), &l.cert, &l.key, &ca.pem)).unwrap();
+    assert_eq!(m.chain.len(), 1);
+    assert_eq!(m.leaf.dns_names, vec!["svc.example"]);
+    assert_eq!(m.leaf.uris, vec!["spiffe://cluster.local/ns/a/sa/b"]);
+    assert!(!m.leaf.serial.is_empty());
+    assert!(m.leaf.not_after > SystemTime::now());
+    assert!(m.roots.is_some());
+}
+
+#[test]
+fn accepts_a_leaf_signed_by_an_intermediate_when_the_chain_carries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = ca("root");
+    let inter_key = KeyPair::generate().unwrap();
+    let mut inter_params = CertificateParams::new(vec![]).unwrap();
+    inter_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    inter_params
+        .distinguished_name
+        .push(DnType::CommonName, "intermediate eu");
+    let inter_cert = inter_params.signed_by(&inter_key, &root.issuer).unwrap();
+    let inter = Ca {
+        pem: inter_cert.pem(),
+        issuer: Issuer::new(inter_params, inter_key),
+    };
+    let l = good_leaf(&inter);
+    let chain = format!("{}{}", l.cert, inter.pem);
+    let m = validate(&write(dir.path(), &chain, &l.key, &root.pem)).unwrap();
+    assert_eq!(m.chain.len(), 2);
+
+    // Without the intermediate in the chain, the leaf does not verify against the root.
+    let err = validate(&write(dir.path(), &l.cert, &l.key, &root.pem)).unwrap_err();
+    assert_eq!(err.reason(), "untrusted", "{err}");
+}
+
+#[test]
+fn refuses_a_key_that_belongs_to_another_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let a = good_leaf(&ca);
+    let b = good_leaf(&ca);
+    let err = validate(&write(dir.path(), &a.cert, &b.key, &ca.pem)).unwrap_err();
+    assert_eq!(err.reason(), "key_mismatch");
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+#[test]
+fn refuses_garbage_pem_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let a = good_leaf(&ca);
+    let err = validate(&write(dir.path(), "not a certificate\n", &a.key, &ca.pem)).unwrap_err();
+    assert_eq!(err.reason(), "bad_pem");
+    assert!(err.to_string().contains("tls.crt"), "{err}");
+
+    let err = validate(&write(dir.path(), &a.cert, "garbage", &ca.pem)).unwrap_err();
+    assert_eq!(err.reason(), "bad_key");
+    assert!(err.to_string().contains("tls.key"), "{err}");
+
+    let err = validate(&write(dir.path(), &a.cert, &a.key, "")).unwrap_err();
+    assert_eq!(err.reason(), "bad_ca");
+    assert!(err.to_string().contains("ca.crt"), "{err}");
+}
+
+#[test]
+fn refuses_expired_and_not_yet_valid_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let old = leaf(&ca, TimeDuration::days(-10), TimeDuration::days(1));
+    let err = validate(&write(dir.path(), &old.cert, &old.key, &ca.pem)).unwrap_err();
+    assert!(matches!(err, LoadError::Expired { .. }), "{err}");
+    assert!(err.to_string().contains("expired at"), "{err}");
+
+    let future = leaf(&ca, TimeDuration::days(1), TimeDuration::days(10));
+    let err = validate(&write(dir.path(), &future.cert, &future.key, &ca.pem)).unwrap_err();
+    assert!(matches!(err, LoadError::NotYetValid { .. }), "{err}");
+}
+
+#[test]
+fn refuses_a_chain_from_another_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = ca("ours");
+    let theirs = ca("theirs");
+    let l = good_leaf(&theirs);
+    let err = validate(&write(dir.path(), &l.cert, &l.key, &ours.pem)).unwrap_err();
+    assert_eq!(err.reason(), "untrusted", "{err}");
+}
+
+#[test]
+fn refuses_a_leaf_without_the_required_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["server.only".to_owned()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let err = validate(&write(
+        dir.path(),
+        &cert.pem(),
+        &key.serialize_pem(),
+        &ca.pem,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::Untrusted {
+                usage: Usage::Client,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn ring_provider_validates_the_same_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let l = good_leaf(&ca);
+    let src = write(dir.path(), &l.cert, &l.key, &ca.pem);
+    let files = src.read(true).unwrap();
+    let provider = rustls::crypto::ring::default_provider();
+    let req = Requirements {
+        ca_required: true,
+        usages: vec![Usage::Server],
+    };
+    Material::validate(&files, &provider, &req, SystemTime::now()).unwrap();
+    let other = good_leaf(&ca);
+    let src = write(dir.path(), &l.cert, &other.key, &ca.pem);
+    let files = src.read(true).unwrap();
+    let err = Material::validate(&files, &provider, &req, SystemTime::now()).unwrap_err();
+    assert_eq!(err.reason(), "key_mismatch");
+}

@@ -1,0 +1,354 @@
+//! The published certificate state and a single reload attempt.
+//!
+//! Readers call [`Reloadable::current`] once per connection and keep that snapshot for the
+//! connection's life; the writer ([`Reloader`], owned by the watch task) builds a complete new
+//! value aside and publishes it with one pointer swap, so a handshake never sees half a reload.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use rustls::crypto::CryptoProvider;
+
+use crate::material::{LoadError, Material, Requirements};
+use crate::source::CertSource;
+
+/// Error returned by the caller's build function (for example a rustls config error).
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
+type BuildFn<T> = dyn Fn(&Material) -> Result<T, BuildError> + Send + Sync;
+
+/// What the caller built from validated material, with the material it came from.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub value: T,
+    pub material: Arc<Material>,
+    pub loaded_at: SystemTime,
+}
+
+/// The current certificate state: cheap to clone and to read on every connection.
+#[derive(Debug)]
+pub struct Reloadable<T> {
+    current: Arc<ArcSwapOption<Loaded<T>>>,
+}
+
+impl<T> Clone for Reloadable<T> {
+    fn clone(&self) -> Self {
+        Self {
+            current: self.current.clone(),
+        }
+    }
+}
+
+impl<T> Reloadable<T> {
+    /// A snapshot of the last good state, or `None` until certificates have loaded once.
+    pub fn current(&self) -> Option<Arc<Loaded<T>>> {
+        self.current.load_full()
+    }
+}
+
+/// The result of one reload attempt.
+#[derive(Debug)]
+pub enum Outcome {
+    /// New material validated, built and published.
+    Loaded { serial: String },
+    /// The files are byte-for-byte what is already published (or what already failed); nothing done.
+    Unchanged,
+    /// The files were refused; the previous state (if any) is still published.
+    Failed(ReloadError),
+}
+
+/// Why a reload attempt was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("certificate is valid but building the TLS configuration failed: {0}")]
+    Build(BuildError),
+}
+
+impl ReloadError {
+    /// A short, stable label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReloadError::Load(e) => e.reason(),
+            ReloadError::Build(_) => "build",
+        }
+    }
+}
+
+/// Names of the reload metrics, under the binary's prefix (`gembok_`, `gembok_injector_`).
+#[derive(Debug, Clone)]
+pub(crate) struct MetricNames {
+    pub reloads: String,
+    pub not_after: String,
+}
+
+impl MetricNames {
+    pub(crate) fn new(prefix: &str) -> Self {
+        let names = Self {
+            reloads: format!("{prefix}cert_reloads_total"),
+            not_after: format!("{prefix}cert_not_after_timestamp_seconds"),
+        };
+        metrics::describe_counter!(
+            names.reloads.clone(),
+            "Certificate reload attempts that found changed files, by result (success, failure)."
+        );
+        metrics::describe_gauge!(
+            names.not_after.clone(),
+            metrics::Unit::Seconds,
+            "Expiry (notAfter, Unix time) of the certificate currently served."
+        );
+        names
+    }
+}
+
+/// The writer side: reads, validates, builds and publishes. Owned by the watch task.
+pub struct Reloader<T> {
+    source: CertSource,
+    provider: Arc<CryptoProvider>,
+    requirements: Requirements,
+    build: Box<BuildFn<T>>,
+    published: Reloadable<T>,
+    last_failed: Option<FailureKey>,
+    metrics: MetricNames,
+}
+
+impl<T> Reloader<T> {
+    pub(crate) fn new(
+        source: CertSource,
+        provider: Arc<CryptoProvider>,
+        requirements: Requirements,
+        build: Box<BuildFn<T>>,
+        metric_prefix: &str,
+    ) -> Self {
+        Self {
+            source,
+            provider,
+            requirements,
+            build,
+            published: Reloadable {
+                current: Arc::new(ArcSwapOption::empty()),
+            },
+            last_failed: None,
+            metrics: MetricNames::new(metric_prefix),
+        }
+    }
+
+    /// The reader side of what this reloader publishes.
+    pub fn reloadable(&self) -> Reloadable<T> {
+        self.published.clone()
+    }
+
+    /// One attempt. Without `force`, files identical to the published ones (or to the last
+    /// refused ones) are skipped, so a periodic re-read costs a few small reads and a hash.
+    pub fn attempt(&mut self, force: bool) -> Outcome {
+        let now = SystemTime::now();
+        let files = match self.source.read(self.requirements.ca_required) {
+            Ok(files) => files,
+            Err(e) => {
+                let key = FailureKey::Read(e.to_string());
+                return self.refuse(ReloadError::Load(e.into()), key);
+            }
+        };
+        if !force {
+            let current = self.published.current();
+            if current.as_ref().map(|c| c.material.digest) == Some(files.digest)
+                || self.last_failed == Some(FailureKey::Content(files.digest))
+            {
+                return Outcome::Unchanged;
+            }
+        }
+        let material = match Material::validate(&files, &self.provider, &self.requirements, now) {
+            Ok(m) => m,
+            // A certificate that is not valid *yet* may become valid with time alone: do not
+            // remember its digest, so the next periodic read tries again.
+            Err(e @ LoadError::NotYetValid { .. }) => {
+                return self.refuse(e.into(), FailureKey::NotYetValid(files.digest));
+            }
+            Err(e) => return self.refuse(e.into(), FailureKey::Content(files.digest)),
+        };
+        let value = match (self.build)(&material) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.refuse(ReloadError::Build(e), FailureKey::Content(files.digest));
+            }
+        };
+        let leaf = material.leaf.clone();
+        self.published.current.store(Some(Arc::new(Loaded {
+            value,
+            material: Arc::new(material),
+            loaded_at: now,
+        })));
+        self.last_failed = None;
+        metrics::counter!(self.metrics.reloads.clone(), "result" => "success").increment(1);
+        metrics::gauge!(self.metrics.not_after.clone()).set(leaf.not_after_unix());
+        tracing::info!(
+            serial = %leaf.serial,
+            subject = %leaf.subject,
+            not_after = %humantime::format_rfc3339_seconds(leaf.not_after),
+            dns_names = ?leaf.dns_names,
+            uris = ?leaf.uris,
+            "certificate loaded"
+        );
+        Outcome::Loaded {
+            serial: leaf.serial,
+        }
+    }
+
+    fn refuse(&mut self, error: ReloadError, key: FailureKey) -> Outcome {
+        // The same refusal again (a periodic re-read of the same broken files) is not news.
+        if self.last_failed.as_ref() != Some(&key) {
+            metrics::counter!(self.metrics.reloads.clone(), "result" => "failure").increment(1);
+            match self.published.current() {
+                Some(good) => tracing::warn!(
+                    error = %error,
+                    reason = error.reason(),
+                    kept_serial = %good.material.leaf.serial,
+                    "certificate reload refused; keeping the last good certificate"
+                ),
+                None => tracing::warn!(
+                    error = %error,
+                    reason = error.reason(),
+                    "no usable certificate yet; TLS handshakes are refused until one loads"
+                ),
+            }
+        }
+        self.last_failed = Some(key);
+        Outcome::Failed(error)
+    }
+}
+
+/// Identifies a refusal so that repeating it is neither logged nor counted again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FailureKey {
+    /// Files that failed validation: skipped until their content changes.
+    Content([u8; 32]),
+    /// Files not valid *yet*: retried on every attempt (time alone can fix them), reported once.
+    NotYetValid([u8; 32]),
+    /// Files that could not be read, keyed by the message.
+    Read(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::material::Usage;
+    use crate::test_pki::{ca, good_leaf};
+    use crate::testing::SecretDir;
+
+    fn reloader(dir: &std::path::Path) -> Reloader<String> {
+        Reloader::new(
+            CertSource::Dir(dir.to_path_buf()),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Requirements {
+                ca_required: true,
+                usages: vec![Usage::Server, Usage::Client],
+            },
+            Box::new(|m: &Material| Ok(m.leaf.serial.clone())),
+            "test_",
+        )
+    }
+
+    fn serial(r: &Reloader<String>) -> Option<String> {
+        r.reloadable().current().map(|l| l.value.clone())
+    }
+
+    #[test]
+    fn refusals_keep_the_last_good_value_and_repeats_are_not_news() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = SecretDir::new(dir.path());
+        let mut r = reloader(dir.path());
+        assert!(matches!(
+            r.attempt(false),
+            Outcome::Failed(ReloadError::Load(LoadError::Read(_)))
+        ));
+        assert!(serial(&r).is_none());
+
+        let ca = ca("root");
+        let good = good_leaf(&ca);
+        secret
+            .swap(&[
+                ("tls.crt", good.cert.as_bytes()),
+                ("tls.key", good.key.as_bytes()),
+                ("ca.crt", ca.pem.as_bytes()),
+            ])
+            .unwrap();
+        let Outcome::Loaded { serial: loaded } = r.attempt(false) else {
+            panic!("good material refused")
+        };
+        assert_eq!(serial(&r).as_deref(), Some(loaded.as_str()));
+        assert!(matches!(r.attempt(false), Outcome::Unchanged));
+
+        let other = good_leaf(&ca);
+        secret
+            .swap(&[
+                ("tls.crt", good.cert.as_bytes()),
+                ("tls.key", other.key.as_bytes()),
+                ("ca.crt", ca.pem.as_bytes()),
+            ])
+            .unwrap();
+        match r.attempt(false) {
+            Outcome::Failed(e) => assert_eq!(e.reason(), "key_mismatch"),
+            other => panic!("mismatched key accepted: {other:?}"),
+        }
+        assert_eq!(serial(&r).as_deref(), Some(loaded.as_str()));
+        // Re-reading the same broken files is skipped; forcing re-validates (and refuses again).
+        assert!(matches!(r.attempt(false), Outcome::Unchanged));
+        assert!(matches!(r.attempt(true), Outcome::Failed(_)));
+
+        secret
+            .swap(&[
+                (
+                    "tls.crt",
+                    b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                ),
+                ("tls.key", b"x"),
+                ("ca.crt", ca.pem.as_bytes()),
+            ])
+            .unwrap();
+        assert!(matches!(r.attempt(false), Outcome::Failed(_)));
+        assert_eq!(serial(&r).as_deref(), Some(loaded.as_str()));
+
+        let next = good_leaf(&ca);
+        secret
+            .swap(&[
+                ("tls.crt", next.cert.as_bytes()),
+                ("tls.key", next.key.as_bytes()),
+                ("ca.crt", ca.pem.as_bytes()),
+            ])
+            .unwrap();
+        assert!(matches!(r.attempt(false), Outcome::Loaded { .. }));
+        assert_ne!(serial(&r).as_deref(), Some(loaded.as_str()));
+    }
+
+    #[test]
+    fn build_errors_are_refusals_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = SecretDir::new(dir.path());
+        let ca = ca("root");
+        let good = good_leaf(&ca);
+        secret
+            .swap(&[
+                ("tls.crt", good.cert.as_bytes()),
+                ("tls.key", good.key.as_bytes()),
+                ("ca.crt", ca.pem.as_bytes()),
+            ])
+            .unwrap();
+        let mut r: Reloader<()> = Reloader::new(
+            CertSource::Dir(dir.path().to_path_buf()),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Requirements {
+                ca_required: true,
+                usages: vec![],
+            },
+            Box::new(|_: &Material| Err("no listener accepts this".into())),
+            "test_",
+        );
+        match r.attempt(false) {
+            Outcome::Failed(e) => assert_eq!(e.reason(), "build"),
+            other => panic!("{other:?}"),
+        }
+        assert!(r.reloadable().current().is_none());
+    }
+}

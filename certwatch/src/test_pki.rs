@@ -1,0 +1,53 @@
+//! Certificates for this crate's unit tests (rcgen).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
+use time::{Duration as TimeDuration, OffsetDateTime};
+
+pub struct Ca {
+    pub pem: String,
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+pub fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
+}
+
+pub fn leaf(ca: &Ca, valid_from: TimeDuration, valid_for: TimeDuration) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["svc.example".to_owned()]).unwrap();
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://cluster.local/ns/a/sa/b".try_into().unwrap(),
+    ));
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let start = OffsetDateTime::now_utc() + valid_from;
+    params.not_before = start;
+    params.not_after = start + valid_for;
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    Leaf {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+pub fn good_leaf(ca: &Ca) -> Leaf {
+    leaf(ca, TimeDuration::hours(-1), TimeDuration::days(30))
+}
