@@ -1,0 +1,452 @@
+//! The pure core: a typed Pod in; the injected Pod, warnings, and a skip reason or the
+//! annotation errors out. No I/O. Both edges (the webhook and `inject`) call [`inject`].
+//!
+//! Order of work: [`policy::precheck`] (opt-out, already injected, hostNetwork, name clashes) →
+//! read the annotations → check ports against each other and the pod → resolve a
+//! [`sidecar::Plan`] → add the container, the volume and the status annotation → Istio
+//! exclusions → warnings about risky combinations.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use serde::Serialize;
+
+use crate::annotations::{
+    self, AnnotationError, CERT_SECRET, CPU_LIMIT, CPU_REQUEST, DRAIN_SECONDS, INBOUND,
+    MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND, PodSettings, STATUS, SidecarMode,
+};
+use crate::policy::{self, SkipReason};
+use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, Resources, VOLUME_NAME};
+use crate::{istio, quantity};
+
+/// Injector-wide settings (from the command line); pod annotations override them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectorConfig {
+    pub proxy_image: String,
+    pub sidecar_mode: SidecarMode,
+}
+
+impl InjectorConfig {
+    /// `ghcr.io/gembok/gembok-proxy:<this injector's version>`.
+    pub fn default_proxy_image() -> String {
+        format!("ghcr.io/gembok/gembok-proxy:{}", env!("CARGO_PKG_VERSION"))
+    }
+}
+
+impl Default for InjectorConfig {
+    fn default() -> Self {
+        Self {
+            proxy_image: Self::default_proxy_image(),
+            sidecar_mode: SidecarMode::Native,
+        }
+    }
+}
+
+/// What the edge knows about the pod's surroundings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// The namespace is Istio-injected (`istio-injection=enabled` or `istio.io/rev`). The
+    /// webhook learns it from the path the API server calls; `inject` from Namespace objects.
+    pub namespace_istio: bool,
+}
+
+/// The verdict on one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Inject {
+        pod: Box<Pod>,
+        plan: Box<Plan>,
+    },
+    Skip(SkipReason),
+    /// Annotation values the injector refuses (see the policy in `annotations`).
+    Reject(Vec<AnnotationError>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// Human-readable, one line each; returned as AdmissionResponse warnings.
+    pub warnings: Vec<String>,
+}
+
+/// What `gembok.io/status` records. A struct, not a JSON map, so the field order is fixed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    mode: &'a str,
+    image: &'a str,
+    container: &'a str,
+    volume: &'a str,
+    cert_secret: &'a str,
+    inbound: Vec<u16>,
+    outbound: Vec<u16>,
+}
+
+/// Decides and, when it should, injects the proxy into `pod`.
+pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome {
+    let mut warnings = Vec::new();
+    if let Some(reason) = policy::precheck(pod) {
+        return Outcome {
+            decision: Decision::Skip(reason),
+            warnings,
+        };
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Outcome {
+            decision: Decision::Skip(SkipReason::NothingToEncrypt),
+            warnings,
+        };
+    };
+    let empty = BTreeMap::new();
+    let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let parsed = annotations::parse(pod_annotations);
+    warnings.extend(parsed.warnings);
+    let mut errors = parsed.errors;
+    let settings = parsed.settings;
+
+    if errors.is_empty() && settings.inbound.is_empty() && settings.outbound.is_empty() {
+        return Outcome {
+            decision: Decision::Skip(SkipReason::NothingToEncrypt),
+            warnings,
+        };
+    }
+    errors.extend(check_ports(&settings, spec, pod_annotations));
+    let cert_secret = match resolve_cert_secret(&settings, spec) {
+        Ok(name) => name,
+        Err(e) => {
+            errors.push(e);
+            String::new()
+        }
+    };
+    if !errors.is_empty() {
+        return Outcome {
+            decision: Decision::Reject(errors),
+            warnings,
+        };
+    }
+
+    let plan = Plan {
+        mode: settings.sidecar_mode.unwrap_or(config.sidecar_mode),
+        image: settings
+            .image
+            .clone()
+            .unwrap_or_else(|| config.proxy_image.clone()),
+        inbound: merge_allowed_sans(&settings),
+        outbound: settings.outbound.clone(),
+        cert_secret,
+        log_level: settings.log_level.clone(),
+        resources: resolve_resources(&settings, &mut warnings),
+        drain_seconds: settings.drain_seconds,
+    };
+    warnings.extend(risk_warnings(&plan, spec));
+
+    let mut injected = pod.clone();
+    add_sidecar(&mut injected, &plan);
+    let annotations = injected
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new);
+    annotations.insert(STATUS.to_owned(), status_json(&plan));
+    if let Some(why) = istio::detect(pod, context.namespace_istio) {
+        warnings.push(exclude_from_istio(annotations, &plan, &why));
+    }
+    Outcome {
+        decision: Decision::Inject {
+            pod: Box::new(injected),
+            plan: Box::new(plan),
+        },
+        warnings,
+    }
+}
+
+/// Native: first init container, so later init containers can already use the mesh. Classic:
+/// first container, so the kubelet starts it (and runs its postStart hook) before the app.
+/// Nothing else is moved or removed.
+fn add_sidecar(pod: &mut Pod, plan: &Plan) {
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    let container = sidecar::container(plan);
+    match plan.mode {
+        SidecarMode::Native => spec
+            .init_containers
+            .get_or_insert_with(Vec::new)
+            .insert(0, container),
+        SidecarMode::Classic => spec.containers.insert(0, container),
+    }
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .push(sidecar::volume(plan));
+}
+
+fn status_json(plan: &Plan) -> String {
+    let status = Status {
+        mode: plan.mode.as_str(),
+        image: &plan.image,
+        container: CONTAINER_NAME,
+        volume: VOLUME_NAME,
+        cert_secret: &plan.cert_secret,
+        inbound: plan.inbound.iter().map(|m| m.tls_port).collect(),
+        outbound: plan.outbound.iter().map(|r| r.local_port).collect(),
+    };
+    serde_json::to_string(&status).unwrap_or_default()
+}
+
+fn exclude_from_istio(
+    annotations: &mut BTreeMap<String, String>,
+    plan: &Plan,
+    why: &str,
+) -> String {
+    let mut inbound: Vec<u16> = plan.inbound.iter().map(|m| m.tls_port).collect();
+    inbound.push(ADMIN_PORT);
+    let outbound: Vec<u16> = unique(plan.outbound.iter().map(|r| r.port));
+    let added_in = istio::exclude_ports(annotations, istio::EXCLUDE_INBOUND, &inbound);
+    let added_out = istio::exclude_ports(annotations, istio::EXCLUDE_OUTBOUND, &outbound);
+    let list = |ports: &[u16]| {
+        if ports.is_empty() {
+            "nothing new".to_owned()
+        } else {
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    format!(
+        "Istio also injects this pod ({why}): Gembok's ports are excluded from Istio's capture so \
+         traffic is not intercepted or encrypted twice ({}: {}; {}: {})",
+        istio::EXCLUDE_INBOUND,
+        list(&added_in),
+        istio::EXCLUDE_OUTBOUND,
+        list(&added_out)
+    )
+}
+
+fn unique(ports: impl Iterator<Item = u16>) -> Vec<u16> {
+    let mut seen = BTreeSet::new();
+    ports.filter(|p| seen.insert(*p)).collect()
+}
+
+/// The Secret name: the annotation, or `<serviceAccountName>-gembok-tls`.
+fn resolve_cert_secret(settings: &PodSettings, spec: &PodSpec) -> Result<String, AnnotationError> {
+    if let Some(name) = &settings.cert_secret {
+        return Ok(name.clone());
+    }
+    #[allow(deprecated)] // `serviceAccount` is the deprecated alias some old manifests still use.
+    let account = spec
+        .service_account_name
+        .as_deref()
+        .or(spec.service_account.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    let name = format!("{account}-gembok-tls");
+    annotations::check_dns_subdomain(&name)
+        .map(|()| name.clone())
+        .map_err(|reason| AnnotationError {
+            key: CERT_SECRET.to_owned(),
+            value: String::new(),
+            reason: format!(
+                "the default Secret name {name:?} derived from the service account is not valid \
+                 ({reason}); set {CERT_SECRET}"
+            ),
+        })
+}
+
+fn merge_allowed_sans(settings: &PodSettings) -> Vec<annotations::InboundMapping> {
+    settings
+        .inbound
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            for san in &settings.allowed_sans {
+                if !m.allow_sans.contains(san) {
+                    m.allow_sans.push(san.clone());
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+/// Ports the proxy will listen on must not clash with each other, the admin port, the app's
+/// ports or any declared container port: two listeners on one port in one network namespace
+/// means the pod never becomes ready, with an error far from the annotation.
+fn check_ports(
+    settings: &PodSettings,
+    spec: &PodSpec,
+    annotations: &BTreeMap<String, String>,
+) -> Vec<AnnotationError> {
+    let declared: Vec<(i32, &str)> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .map(move |p| (p.container_port, c.name.as_str()))
+        })
+        .collect();
+    let app_ports: BTreeSet<u16> = settings.inbound.iter().map(|m| m.app_port).collect();
+    let listeners = settings
+        .inbound
+        .iter()
+        .map(|m| (INBOUND, "TLSPORT", m.tls_port))
+        .chain(
+            settings
+                .outbound
+                .iter()
+                .map(|r| (OUTBOUND, "LOCALPORT", r.local_port)),
+        );
+    let mut taken = BTreeSet::new();
+    let mut errors = Vec::new();
+    for (key, what, port) in listeners {
+        let reason = if port == ADMIN_PORT {
+            Some(format!("{what} {port} is the proxy's admin port"))
+        } else if !taken.insert(port) {
+            Some(format!("{what} {port} is used twice by the proxy"))
+        } else if app_ports.contains(&port) {
+            Some(format!(
+                "{what} {port} is also an APPPORT, where the app listens"
+            ))
+        } else {
+            declared
+                .iter()
+                .find(|(p, _)| *p == i32::from(port))
+                .map(|(_, name)| format!("{what} {port} is already a port of container {name:?}"))
+        };
+        if let Some(reason) = reason {
+            let value = annotations.get(key).cloned().unwrap_or_default();
+            errors.push(AnnotationError {
+                key: key.to_owned(),
+                value,
+                reason,
+            });
+        }
+    }
+    errors
+}
+
+/// Defaults for whatever the annotations leave out, keeping request <= limit: a default gives
+/// way to an annotation; two annotations that disagree lower the request, with a warning.
+fn resolve_resources(settings: &PodSettings, warnings: &mut Vec<String>) -> Resources {
+    let r = &settings.resources;
+    let (cpu_request, cpu_limit) = pair(
+        (
+            CPU_REQUEST,
+            r.cpu_request.as_deref(),
+            sidecar::DEFAULT_CPU_REQUEST,
+        ),
+        (
+            CPU_LIMIT,
+            r.cpu_limit.as_deref(),
+            sidecar::DEFAULT_CPU_LIMIT,
+        ),
+        warnings,
+    );
+    let (memory_request, memory_limit) = pair(
+        (
+            MEMORY_REQUEST,
+            r.memory_request.as_deref(),
+            sidecar::DEFAULT_MEMORY_REQUEST,
+        ),
+        (
+            MEMORY_LIMIT,
+            r.memory_limit.as_deref(),
+            sidecar::DEFAULT_MEMORY_LIMIT,
+        ),
+        warnings,
+    );
+    Resources {
+        cpu_request,
+        cpu_limit,
+        memory_request,
+        memory_limit,
+    }
+}
+
+fn pair(
+    (request_key, request, request_default): (&str, Option<&str>, &str),
+    (limit_key, limit, limit_default): (&str, Option<&str>, &str),
+    warnings: &mut Vec<String>,
+) -> (String, String) {
+    let value = |q: &str| quantity::parse(q).unwrap_or(0.0);
+    let req = request.unwrap_or(request_default);
+    let lim = limit.unwrap_or(limit_default);
+    if value(req) <= value(lim) {
+        return (req.to_owned(), lim.to_owned());
+    }
+    match (request, limit) {
+        (Some(_), None) => (req.to_owned(), req.to_owned()),
+        (None, Some(_)) => (lim.to_owned(), lim.to_owned()),
+        _ => {
+            warnings.push(format!(
+                "annotation {request_key}={req:?} is above {limit_key}={lim:?}; the request is \
+                 lowered to the limit"
+            ));
+            (lim.to_owned(), lim.to_owned())
+        }
+    }
+}
+
+fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let run_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
+    if plan.mode == SidecarMode::Classic && run_to_completion {
+        warnings.push(format!(
+            "classic sidecar in a run-to-completion pod (restartPolicy {}): the pod only \
+             completes when the app ends with `gembok-proxy`'s POST http://127.0.0.1:{ADMIN_PORT}/shutdown, \
+             or use gembok.io/sidecar-mode=native (Kubernetes 1.29+)",
+            spec.restart_policy.as_deref().unwrap_or_default()
+        ));
+    }
+    let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+    if let Some(drain) = plan.drain_seconds
+        && i64::from(drain) > grace
+    {
+        warnings.push(format!(
+            "annotation {DRAIN_SECONDS}={drain} is longer than terminationGracePeriodSeconds \
+             ({grace}); the kubelet kills the proxy before it finishes draining"
+        ));
+    }
+    let ports = plan
+        .inbound
+        .iter()
+        .map(|m| ("TLSPORT", m.tls_port))
+        .chain(plan.outbound.iter().map(|r| ("LOCALPORT", r.local_port)));
+    for (what, port) in ports {
+        if port < 1024 {
+            warnings.push(format!(
+                "{what} {port} is below 1024: the proxy runs without NET_BIND_SERVICE, so this \
+                 only works where the runtime sets net.ipv4.ip_unprivileged_port_start=0"
+            ));
+        }
+        if istio::RESERVED.contains(&port) {
+            warnings.push(format!(
+                "{what} {port} is in Istio's reserved range 15000-15090; pick another port if \
+                 Istio may run in this pod"
+            ));
+        }
+    }
+    for m in &plan.inbound {
+        let udp_only = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .fold(None, |acc, p| {
+                if p.container_port != i32::from(m.app_port) {
+                    return acc;
+                }
+                let udp = p.protocol.as_deref() == Some("UDP");
+                Some(acc.unwrap_or(true) && udp)
+            });
+        if udp_only == Some(true) {
+            warnings.push(format!(
+                "APPPORT {} is declared as UDP only; the proxy forwards TCP",
+                m.app_port
+            ));
+        }
+    }
+    warnings
+}

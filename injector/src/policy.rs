@@ -1,0 +1,104 @@
+//! Whether a pod gets the sidecar at all: the reasons to leave it alone, checked before any
+//! annotation is read. Each reason is a variant (not a bool) so metrics, warnings and `--explain`
+//! all say the same thing.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::annotations::{INJECT_LABEL, STATUS};
+use crate::sidecar::{CONTAINER_NAME, VOLUME_NAME};
+
+/// Why a pod is left unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Label `gembok.io/inject: "false"`.
+    OptedOut,
+    /// `hostNetwork: true`: the proxy's ports would bind on the node.
+    HostNetwork,
+    /// `gembok.io/status` is present: injected before (re-invocation, or `inject` run twice).
+    AlreadyInjected,
+    /// A container or volume already uses one of the injector's names.
+    NameTaken(String),
+    /// Neither `gembok.io/inbound` nor `gembok.io/outbound`: the proxy would have nothing to do.
+    NothingToEncrypt,
+}
+
+impl SkipReason {
+    /// Stable value for the `reason` label of `gembok_injector_skipped_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::OptedOut => "opted_out",
+            Self::HostNetwork => "host_network",
+            Self::AlreadyInjected => "already_injected",
+            Self::NameTaken(_) => "name_taken",
+            Self::NothingToEncrypt => "nothing_to_encrypt",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OptedOut => write!(
+                f,
+                "the pod opts out with the label {INJECT_LABEL}=\"false\""
+            ),
+            Self::HostNetwork => {
+                write!(
+                    f,
+                    "the pod uses hostNetwork; the proxy's ports would bind on the node"
+                )
+            }
+            Self::AlreadyInjected => write!(f, "already injected ({STATUS} is set)"),
+            Self::NameTaken(what) => write!(
+                f,
+                "{what} is already in the pod without {STATUS}; remove it or opt out"
+            ),
+            Self::NothingToEncrypt => write!(
+                f,
+                "neither gembok.io/inbound nor gembok.io/outbound is set; nothing to encrypt"
+            ),
+        }
+    }
+}
+
+/// Reasons that do not need the annotations, in the order they are checked.
+pub fn precheck(pod: &Pod) -> Option<SkipReason> {
+    let meta = &pod.metadata;
+    if meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(INJECT_LABEL))
+        .map(String::as_str)
+        == Some("false")
+    {
+        return Some(SkipReason::OptedOut);
+    }
+    if meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STATUS))
+    {
+        return Some(SkipReason::AlreadyInjected);
+    }
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return Some(SkipReason::HostNetwork);
+    }
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    if containers.into_iter().any(|c| c.name == CONTAINER_NAME) {
+        return Some(SkipReason::NameTaken(format!(
+            "a container named {CONTAINER_NAME}"
+        )));
+    }
+    if spec.volumes.iter().flatten().any(|v| v.name == VOLUME_NAME) {
+        return Some(SkipReason::NameTaken(format!(
+            "a volume named {VOLUME_NAME}"
+        )));
+    }
+    None
+}

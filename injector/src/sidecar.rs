@@ -1,0 +1,297 @@
+//! Pure builders for what gets added to a pod: the `gembok-proxy` container and its certificate
+//! volume, from a resolved [`Plan`]. The proxy is configured only through `GEMBOK_*` environment
+//! variables (docs/contracts.md section 1), so the container has no `args`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle,
+    LifecycleHandler, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::annotations::{InboundMapping, OutboundRoute, SidecarMode};
+
+pub const CONTAINER_NAME: &str = "gembok-proxy";
+pub const VOLUME_NAME: &str = "gembok-certs";
+pub const CERT_MOUNT_PATH: &str = "/etc/gembok/certs";
+pub const ADMIN_PORT: u16 = 15700;
+pub const ADMIN_PORT_NAME: &str = "gembok-admin";
+/// The distroless `nonroot` user; any fixed non-zero UID works, a fixed one makes file
+/// permissions predictable.
+pub const PROXY_UID: i64 = 65532;
+/// How long the app is held (classic mode) or the pod waits (native startup probe) for `/ready`.
+pub const STARTUP_SECONDS: i32 = 120;
+
+pub const DEFAULT_CPU_REQUEST: &str = "100m";
+pub const DEFAULT_CPU_LIMIT: &str = "1";
+pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
+pub const DEFAULT_MEMORY_LIMIT: &str = "256Mi";
+
+/// Resolved resources (annotation or default), already checked: request <= limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_request: String,
+    pub cpu_limit: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+}
+
+/// Everything needed to build the sidecar, after annotations and defaults were merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub mode: SidecarMode,
+    pub image: String,
+    /// Inbound mappings with `gembok.io/allowed-sans` already merged in.
+    pub inbound: Vec<InboundMapping>,
+    pub outbound: Vec<OutboundRoute>,
+    pub cert_secret: String,
+    pub log_level: Option<String>,
+    pub resources: Resources,
+    pub drain_seconds: Option<u32>,
+}
+
+/// Name of the container port for the `index`-th (0-based) inbound mapping: `gembok-tls-1`, ...
+/// Port names are limited to 15 characters, too short for `gembok-tls-` plus a 5-digit port.
+pub fn tls_port_name(index: usize) -> String {
+    format!("gembok-tls-{}", index + 1)
+}
+
+/// `GEMBOK_INBOUND`: `0.0.0.0:TLSPORT=127.0.0.1:APPPORT[,allow-san=P]...` joined by `;`.
+pub fn inbound_env(inbound: &[InboundMapping]) -> String {
+    let entries: Vec<String> = inbound
+        .iter()
+        .map(|m| {
+            let mut entry = format!("0.0.0.0:{}=127.0.0.1:{}", m.tls_port, m.app_port);
+            for san in &m.allow_sans {
+                entry.push_str(",allow-san=");
+                entry.push_str(san);
+            }
+            entry
+        })
+        .collect();
+    entries.join(";")
+}
+
+/// `GEMBOK_OUTBOUND`: `127.0.0.1:LOCALPORT=HOST:PORT[,server-name=N][,alpn=P]...` joined by `;`.
+pub fn outbound_env(outbound: &[OutboundRoute]) -> String {
+    let entries: Vec<String> = outbound
+        .iter()
+        .map(|r| {
+            let mut entry = format!("127.0.0.1:{}={}:{}", r.local_port, r.host, r.port);
+            if let Some(name) = &r.server_name {
+                entry.push_str(",server-name=");
+                entry.push_str(name);
+            }
+            for proto in &r.alpn {
+                entry.push_str(",alpn=");
+                entry.push_str(proto);
+            }
+            entry
+        })
+        .collect();
+    entries.join(";")
+}
+
+/// The `gembok-proxy` container for either mode. The caller places it.
+pub fn container(plan: &Plan) -> Container {
+    let mut env = Vec::new();
+    let mut push = |name: &str, value: String| {
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            value_from: None,
+        });
+    };
+    if !plan.inbound.is_empty() {
+        push("GEMBOK_INBOUND", inbound_env(&plan.inbound));
+    }
+    if !plan.outbound.is_empty() {
+        push("GEMBOK_OUTBOUND", outbound_env(&plan.outbound));
+    }
+    push("GEMBOK_CERT_DIR", CERT_MOUNT_PATH.to_owned());
+    // Kubelet probes and Prometheus reach the admin port on the pod IP, not loopback.
+    push("GEMBOK_ADMIN", format!("0.0.0.0:{ADMIN_PORT}"));
+    if let Some(level) = &plan.log_level {
+        push("GEMBOK_LOG", level.clone());
+    }
+    if let Some(seconds) = plan.drain_seconds {
+        push("GEMBOK_DRAIN_GRACE", format!("{seconds}s"));
+    }
+
+    let mut ports = vec![ContainerPort {
+        name: Some(ADMIN_PORT_NAME.to_owned()),
+        container_port: i32::from(ADMIN_PORT),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }];
+    ports.extend(plan.inbound.iter().enumerate().map(|(i, m)| ContainerPort {
+        name: Some(tls_port_name(i)),
+        container_port: i32::from(m.tls_port),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }));
+
+    let (restart_policy, lifecycle) = match plan.mode {
+        SidecarMode::Native => (Some("Always".to_owned()), None),
+        // The kubelet starts regular containers in order and does not start the next one until
+        // this hook returns, so the app starts only once the proxy reports ready.
+        SidecarMode::Classic => (
+            None,
+            Some(Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: Some(wait_ready_command()),
+                    }),
+                    ..LifecycleHandler::default()
+                }),
+                ..Lifecycle::default()
+            }),
+        ),
+    };
+
+    Container {
+        name: CONTAINER_NAME.to_owned(),
+        image: Some(plan.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        restart_policy,
+        lifecycle,
+        env: Some(env),
+        ports: Some(ports),
+        startup_probe: Some(http_probe("/ready", 1, STARTUP_SECONDS)),
+        liveness_probe: Some(http_probe("/live", 10, 3)),
+        readiness_probe: Some(http_probe("/ready", 5, 3)),
+        resources: Some(resources(&plan.resources)),
+        security_context: Some(security_context()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: VOLUME_NAME.to_owned(),
+            mount_path: CERT_MOUNT_PATH.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+/// The classic-mode postStart hook: `gembok-proxy wait-ready` (docs/contracts.md section 1).
+pub fn wait_ready_command() -> Vec<String> {
+    [
+        "gembok-proxy",
+        "wait-ready",
+        "--admin",
+        &format!("127.0.0.1:{ADMIN_PORT}"),
+        "--timeout",
+        &format!("{STARTUP_SECONDS}s"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The certificate Secret, mounted read-only; a missing Secret keeps the pod pending with a
+/// clear event rather than starting a proxy that cannot serve.
+pub fn volume(plan: &Plan) -> Volume {
+    Volume {
+        name: VOLUME_NAME.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(plan.cert_secret.clone()),
+            // Readable by the proxy's UID without an fsGroup; nothing may write.
+            default_mode: Some(0o444),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(i32::from(ADMIN_PORT)),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(1),
+        ..Probe::default()
+    }
+}
+
+fn resources(r: &Resources) -> ResourceRequirements {
+    let map = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(map(&r.cpu_request, &r.memory_request)),
+        limits: Some(map(&r.cpu_limit, &r.memory_limit)),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(PROXY_UID),
+        run_as_group: Some(PROXY_UID),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_follow_the_proxy_contract() {
+        let inbound = vec![
+            InboundMapping {
+                tls_port: 8443,
+                app_port: 8080,
+                allow_sans: vec!["a".into(), "b".into()],
+            },
+            InboundMapping {
+                tls_port: 9443,
+                app_port: 9090,
+                allow_sans: vec![],
+            },
+        ];
+        assert_eq!(
+            inbound_env(&inbound),
+            "0.0.0.0:8443=127.0.0.1:8080,allow-san=a,allow-san=b;0.0.0.0:9443=127.0.0.1:9090"
+        );
+        let outbound = vec![OutboundRoute {
+            local_port: 15701,
+            host: "rec.ns.svc.cluster.local".into(),
+            port: 8443,
+            server_name: Some("rec".into()),
+            alpn: vec!["h2".into(), "http/1.1".into()],
+        }];
+        assert_eq!(
+            outbound_env(&outbound),
+            "127.0.0.1:15701=rec.ns.svc.cluster.local:8443,server-name=rec,alpn=h2,alpn=http/1.1"
+        );
+    }
+
+    #[test]
+    fn port_names_fit_the_15_character_limit() {
+        assert!(tls_port_name(98).len() <= 15);
+        assert_eq!(tls_port_name(0), "gembok-tls-1");
+    }
+}
