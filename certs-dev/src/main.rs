@@ -1,1 +1,70 @@
-fn main() {}
+//! `gembok-certs-dev`: parse flags, generate, write, say what was written. Development only.
+
+use std::process::ExitCode;
+
+use gembok_certs_dev::cli::{self, CliError};
+use gembok_certs_dev::{DevPki, WriteError, Written, k8s, layout};
+
+/// sysexits.h: usage error, internal error, cannot create output, I/O error.
+const EX_USAGE: u8 = 64;
+const EX_SOFTWARE: u8 = 70;
+const EX_CANTCREAT: u8 = 73;
+const EX_IOERR: u8 = 74;
+
+fn main() -> ExitCode {
+    let config = match cli::parse(std::env::args_os()) {
+        Ok(config) => config,
+        Err(CliError::Info(e)) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(CliError::Invalid(problems)) => {
+            eprintln!("gembok-certs-dev: invalid configuration:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            eprintln!("Run `gembok-certs-dev --help` for usage.");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let pki = match DevPki::generate(&config.options) {
+        Ok(pki) => pki,
+        Err(e) => {
+            eprintln!("gembok-certs-dev: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    match pki.write(&config.out, config.existing) {
+        Ok(written) => {
+            summary(&pki, &written);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gembok-certs-dev: {e}");
+            ExitCode::from(match e {
+                WriteError::Exists(_) | WriteError::NotOurs(_) | WriteError::NotADirectory(_) => {
+                    EX_CANTCREAT
+                }
+                WriteError::Io { .. } | WriteError::Yaml { .. } => EX_IOERR,
+            })
+        }
+    }
+}
+
+fn summary(pki: &DevPki, written: &Written) {
+    let out = &written.dir;
+    println!("{}.", k8s::WARNING);
+    println!("Wrote {} files to {}:", written.files.len(), out.display());
+    println!("  root CA      {}", layout::root_dir(out).display());
+    for region in &pki.regions {
+        let r = &region.name;
+        println!(
+            "  {r:<12} intermediate {}, certificates for {} and {} in {}, Secrets in {}",
+            layout::intermediate_dir(out, r).display(),
+            pki.options.services.join(", "),
+            pki.options.injector_service,
+            out.join(r).display(),
+            layout::k8s_dir(out, r).display(),
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! The `gembok-certs-dev` command line: one typed [`Config`], every problem reported at once.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+use crate::options::{Field, MAX_DAYS, Options};
+use crate::write::Existing;
+
+/// Writes a development-only PKI for Gembok: a root CA, one intermediate CA per region and, per
+/// region, a certificate for every service and for the injector's webhook, as PEM files and as
+/// Kubernetes Secret manifests.
+///
+/// DEVELOPMENT ONLY: the private keys are written in plain files. Never use them in production.
+#[derive(Debug, Parser)]
+#[command(name = "gembok-certs-dev", version, args_override_self = true)]
+struct Args {
+    /// Output directory. Must not exist or be empty, unless --force.
+    #[arg(long, env = "GEMBOK_CERTS_DEV_OUT", default_value = "certs-dev/out")]
+    out: PathBuf,
+    /// Replace an output directory written earlier by gembok-certs-dev (one that holds its
+    /// DEVELOPMENT-ONLY.txt marker); any other non-empty directory is never touched.
+    #[arg(long, env = "GEMBOK_CERTS_DEV_FORCE")]
+    force: bool,
+    /// Comma-separated regions; each gets its own intermediate CA under the shared root.
+    #[arg(long, env = "GEMBOK_CERTS_DEV_REGIONS", default_value = "us,eu,asia")]
+    regions: String,
+    /// Comma-separated services (service account names) that get a sidecar certificate.
+    #[arg(
+        long,
+        env = "GEMBOK_CERTS_DEV_SERVICES",
+        default_value = "product-catalog,payment,recommendation,auth"
+    )]
+    services: String,
+    /// Namespace of the services (DNS and SPIFFE SANs, Secret namespace).
+    #[arg(long, env = "GEMBOK_CERTS_DEV_NAMESPACE", default_value = "ecommerce")]
+    namespace: String,
+    /// SPIFFE trust domain of the URI SANs.
+    #[arg(
+        long,
+        env = "GEMBOK_CERTS_DEV_TRUST_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    trust_domain: String,
+    /// Cluster DNS domain of the DNS SANs (<svc>.<ns>.svc.<domain>).
+    #[arg(
+        long,
+        env = "GEMBOK_CERTS_DEV_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    cluster_domain: String,
+    /// Lifetime of the leaf certificates, in days.
+    #[arg(long, env = "GEMBOK_CERTS_DEV_DAYS", default_value = "365")]
+    days: String,
+    /// Lifetime of the root and intermediate CAs, in days.
+    #[arg(long, env = "GEMBOK_CERTS_DEV_CA_DAYS", default_value = "3650")]
+    ca_days: String,
+}
+
+/// A run of the tool, fully checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub out: PathBuf,
+    pub existing: Existing,
+    pub options: Options,
+}
+
+#[derive(Debug)]
+pub enum CliError {
+    /// `--help` or `--version`: print it and exit 0.
+    Info(clap::Error),
+    /// Every problem found, one per line, each naming its flag.
+    Invalid(Vec<String>),
+}
+
+/// Parses `args` (program name first).
+pub fn parse<I, T>(args: I) -> Result<Config, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut problems = Vec::new();
+    // clap stops at its first error; dropping the offending argument and parsing again lets us
+    // report every unknown flag and every bad value in one go.
+    let parsed = loop {
+        match Args::try_parse_from(&args) {
+            Ok(parsed) => break Some(parsed),
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+                return Err(CliError::Info(e));
+            }
+            Err(e) => {
+                problems.push(describe(&e));
+                match offending_index(&args, &e) {
+                    Some(i) => {
+                        args.remove(i);
+                    }
+                    None => break None,
+                }
+            }
+        }
+    };
+    let Some(parsed) = parsed else {
+        return Err(CliError::Invalid(problems));
+    };
+
+    // A value that does not parse is reported here and replaced by a placeholder that passes
+    // every check, so it cannot cause a second, misleading complaint.
+    let mut unparsed = Vec::new();
+    let mut days = |field: Field, value: &str, placeholder: u32| match value.trim().parse() {
+        Ok(days) => days,
+        Err(_) => {
+            problems.push(format!(
+                "{}: {value:?} is not a whole number of days",
+                flag(field)
+            ));
+            unparsed.push(field);
+            placeholder
+        }
+    };
+    let leaf_days = days(Field::Days, &parsed.days, 1);
+    let ca_days = days(Field::CaDays, &parsed.ca_days, MAX_DAYS);
+    let options = Options {
+        regions: split_list(&parsed.regions),
+        services: split_list(&parsed.services),
+        namespace: parsed.namespace,
+        trust_domain: parsed.trust_domain,
+        cluster_domain: parsed.cluster_domain,
+        days: leaf_days,
+        ca_days,
+        ..Options::default()
+    };
+    for p in options.validate() {
+        if !unparsed.contains(&p.field) {
+            problems.push(format!("{}: {}", flag(p.field), p.message));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CliError::Invalid(problems));
+    }
+    Ok(Config {
+        out: parsed.out,
+        existing: if parsed.force {
+            Existing::Replace
+        } else {
+            Existing::Refuse
+        },
+        options,
+    })
+}
+
+fn flag(field: Field) -> &'static str {
+    match field {
+        Field::Regions => "--regions",
+        Field::Services => "--services",
+        Field::Namespace => "--namespace",
+        Field::TrustDomain => "--trust-domain",
+        Field::ClusterDomain => "--cluster-domain",
+        Field::Days => "--days",
+        Field::CaDays => "--ca-days",
+        Field::InjectorService => "injector service",
+        Field::InjectorNamespace => "injector namespace",
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn describe(e: &clap::Error) -> String {
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    match (e.kind(), context(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(arg)) => {
+            let hint = context(ContextKind::SuggestedArg)
+                .map(|s| format!(" (did you mean {s}?)"))
+                .unwrap_or_default();
+            format!("{arg}: unknown argument{hint}")
+        }
+        _ => first_line(e),
+    }
+}
+
+fn first_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let line = rendered.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// Index in `args` of the argument clap complained about (never the program name).
+fn offending_index(args: &[OsString], e: &clap::Error) -> Option<usize> {
+    let Some(ContextValue::String(invalid)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // "--days <DAYS>" for a missing value; "--bogus" or "stray" for unknown arguments.
+    let word = invalid.split_whitespace().next()?;
+    let with_value = format!("{word}=");
+    args.iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, a)| {
+            a.to_str()
+                .is_some_and(|a| a == word || a.starts_with(&with_value))
+        })
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(args: &[&str]) -> Vec<String> {
+        match parse(std::iter::once("gembok-certs-dev").chain(args.iter().copied())) {
+            Err(CliError::Invalid(p)) => p,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_flags_means_default_options() {
+        let config = parse(["gembok-certs-dev"]).unwrap();
+        assert_eq!(config.options, Options::default());
+        assert_eq!(config.out, PathBuf::from("certs-dev/out"));
+        assert_eq!(config.existing, Existing::Refuse);
+    }
+
+    #[test]
+    fn flags_reach_the_options() {
+        let config = parse([
+            "x",
+            "--out=o",
+            "--force",
+            "--regions",
+            "eu, us",
+            "--services=a",
+            "--namespace=shop",
+            "--trust-domain=example.org",
+            "--days=30",
+            "--ca-days",
+            "60",
+        ])
+        .unwrap();
+        assert_eq!(config.existing, Existing::Replace);
+        assert_eq!(config.out, PathBuf::from("o"));
+        assert_eq!(config.options.regions, ["eu", "us"]);
+        assert_eq!(config.options.services, ["a"]);
+        assert_eq!(config.options.namespace, "shop");
+        assert_eq!(config.options.trust_domain, "example.org");
+        assert_eq!((config.options.days, config.options.ca_days), (30, 60));
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_are_all_listed() {
+        let problems = invalid(&[
+            "--bogus",
+            "--regions=US",
+            "--other=1",
+            "--days=abc",
+            "--namespace",
+            "Shop",
+        ]);
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems[0], "--bogus: unknown argument", "{problems:#?}");
+        assert_eq!(problems[1], "--other: unknown argument", "{problems:#?}");
+        assert!(problems[2].starts_with("--days: \"abc\""), "{problems:#?}");
+        assert!(problems[3].starts_with("--regions: "), "{problems:#?}");
+        assert!(problems[4].starts_with("--namespace: "), "{problems:#?}");
+    }
+
+    #[test]
+    fn near_miss_gets_a_suggestion() {
+        let problems = invalid(&["--dyas=3"]);
+        assert_eq!(
+            problems,
+            ["--dyas: unknown argument (did you mean --days?)"]
+        );
+    }
+
+    #[test]
+    fn missing_value_is_reported_with_the_rest() {
+        let problems = invalid(&["--services=../x", "--days"]);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("--days"), "{problems:#?}");
+        assert!(problems[1].starts_with("--services: "), "{problems:#?}");
+    }
+
+    #[test]
+    fn help_is_not_an_error() {
+        assert!(matches!(parse(["x", "--help"]), Err(CliError::Info(_))));
+    }
+}

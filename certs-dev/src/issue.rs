@@ -1,0 +1,555 @@
+//! Certificate authorities and the certificates they issue, in memory.
+//!
+//! [`Ca`] is a root or an intermediate that can sign; [`LeafSpec`] says what a leaf should
+//! contain (SANs, validity window, key type, usages) and [`Ca::issue`] turns it into a [`Leaf`]
+//! with everything a sidecar mounts: the chain (`tls.crt`), the key (`tls.key`) and the root
+//! (`ca.crt`). All ASN.1 is written by rcgen.
+
+use std::net::IpAddr;
+
+use rand::RngCore;
+use rcgen::string::Ia5String;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, RsaKeySize,
+    SanType, SerialNumber,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::{Duration, OffsetDateTime};
+
+/// Organization written into every subject, so the certificates say what they are when inspected.
+pub const ORGANIZATION: &str = "Gembok (development only)";
+
+/// How far a normal validity window starts in the past, so that a node whose clock is a little
+/// behind the generating machine does not reject a certificate as not yet valid.
+pub const BACKDATE: Duration = Duration::minutes(5);
+
+/// A failure while creating a key or a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("{subject}: not_after ({not_after}) must be later than not_before ({not_before})")]
+    Validity {
+        subject: String,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    },
+    #[error("{subject}: subject alternative name {value:?} is not plain ASCII (IA5String)")]
+    San { subject: String, value: String },
+    #[error("{subject}: {source}")]
+    Rcgen {
+        subject: String,
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+/// Key algorithm of a generated key pair.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256: the project's default (contract §4).
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    /// RSA 2048 (PKCS#1 v1.5 SHA-256 signatures by this key), for tests of RSA certificates.
+    Rsa2048,
+}
+
+impl KeyType {
+    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        match self {
+            Self::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
+            Self::EcdsaP384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384),
+            Self::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048),
+        }
+    }
+}
+
+/// Which TLS roles a leaf may play (its extended key usages).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Server,
+    Client,
+    /// A sidecar is both: TLS server on inbound, TLS client on outbound.
+    #[default]
+    ServerAndClient,
+}
+
+/// A certificate's validity window (whole seconds, as X.509 stores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// From [`BACKDATE`] ago until `days` from now.
+    pub fn days(days: u32) -> Self {
+        let now = now();
+        Self::between(now - BACKDATE, now + Duration::days(days.into()))
+    }
+
+    /// Ended a day ago (valid from two days ago until one day ago).
+    pub fn expired() -> Self {
+        let now = now();
+        Self::between(now - Duration::days(2), now - Duration::days(1))
+    }
+
+    /// Starts tomorrow (valid from one day until two days from now).
+    pub fn not_yet_valid() -> Self {
+        let now = now();
+        Self::between(now + Duration::days(1), now + Duration::days(2))
+    }
+
+    /// Any window; [`Ca::issue`] rejects one that ends before it starts.
+    pub fn between(not_before: OffsetDateTime, not_after: OffsetDateTime) -> Self {
+        Self {
+            not_before: whole_seconds(not_before),
+            not_after: whole_seconds(not_after),
+        }
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// What a leaf certificate should contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafSpec {
+    pub common_name: String,
+    pub dns_names: Vec<String>,
+    /// URI SANs, e.g. SPIFFE IDs.
+    pub uris: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+    pub validity: Validity,
+    pub key_type: KeyType,
+    pub usage: Usage,
+}
+
+impl LeafSpec {
+    /// A leaf with no SANs, valid for 365 days, ECDSA P-256, server and client usage.
+    pub fn new(common_name: impl Into<String>) -> Self {
+        Self {
+            common_name: common_name.into(),
+            dns_names: Vec::new(),
+            uris: Vec::new(),
+            ip_addresses: Vec::new(),
+            validity: Validity::days(365),
+            key_type: KeyType::default(),
+            usage: Usage::default(),
+        }
+    }
+
+    /// The identity of a workload as contract §4 defines it: DNS
+    /// `<name>.<namespace>.svc.<cluster_domain>` and `<name>.<namespace>.svc`, URI
+    /// `spiffe://<trust_domain>/ns/<namespace>/sa/<name>` (service and service account share
+    /// `name`).
+    pub fn workload(name: &str, namespace: &str, trust_domain: &str, cluster_domain: &str) -> Self {
+        Self::new(name)
+            .dns(format!("{name}.{namespace}.svc.{cluster_domain}"))
+            .dns(format!("{name}.{namespace}.svc"))
+            .uri(spiffe_id(trust_domain, namespace, name))
+    }
+
+    pub fn dns(mut self, name: impl Into<String>) -> Self {
+        self.dns_names.push(name.into());
+        self
+    }
+
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uris.push(uri.into());
+        self
+    }
+
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip_addresses.push(ip);
+        self
+    }
+
+    pub fn validity(mut self, validity: Validity) -> Self {
+        self.validity = validity;
+        self
+    }
+
+    pub fn key_type(mut self, key_type: KeyType) -> Self {
+        self.key_type = key_type;
+        self
+    }
+
+    pub fn usage(mut self, usage: Usage) -> Self {
+        self.usage = usage;
+        self
+    }
+}
+
+/// `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
+/// An issued leaf certificate with its key and everything needed to present and verify it.
+#[derive(Clone)]
+pub struct Leaf {
+    /// The leaf certificate alone.
+    pub cert_pem: String,
+    /// PKCS#8 private key (`tls.key`).
+    pub key_pem: String,
+    /// The leaf followed by every intermediate up to (not including) the root (`tls.crt`).
+    pub chain_pem: String,
+    /// The root certificate (`ca.crt`).
+    pub ca_pem: String,
+    /// Serial number, big-endian, exactly as encoded in the certificate.
+    pub serial: Vec<u8>,
+    pub validity: Validity,
+    chain_der: Vec<CertificateDer<'static>>,
+    key_der: Vec<u8>,
+    ca_der: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("serial", &hex(&self.serial))
+            .field("validity", &self.validity)
+            .field("key", &"[elided]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leaf {
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.chain_der[0].clone()
+    }
+
+    /// Leaf first, then intermediates: what a TLS peer presents.
+    pub fn chain_der(&self) -> Vec<CertificateDer<'static>> {
+        self.chain_der.clone()
+    }
+
+    pub fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+
+    pub fn ca_der(&self) -> CertificateDer<'static> {
+        self.ca_der.clone()
+    }
+
+    /// Serial number as lowercase hex (what `openssl x509 -serial` prints, lower-cased).
+    pub fn serial_hex(&self) -> String {
+        hex(&self.serial)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A certificate authority that can sign intermediates and leaves.
+pub struct Ca {
+    common_name: String,
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    /// This CA and every CA between it and the root, nearest first; empty for the root itself.
+    chain_pem: Vec<String>,
+    chain_der: Vec<CertificateDer<'static>>,
+    root_pem: String,
+    root_der: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("common_name", &self.common_name)
+            .field("is_root", &self.is_root())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// A new self-signed root (ECDSA P-256, no path length limit).
+    pub fn root(common_name: &str, validity: Validity) -> Result<Self, IssueError> {
+        let rcgen_err = rcgen_err(common_name);
+        let key = KeyType::EcdsaP256.generate().map_err(&rcgen_err)?;
+        let params = ca_params(common_name, validity, BasicConstraints::Unconstrained)?;
+        let cert = params.self_signed(&key).map_err(&rcgen_err)?;
+        let der = cert.der().clone();
+        Ok(Self {
+            common_name: common_name.to_owned(),
+            issuer: Issuer::new(params, key),
+            cert_pem: cert.pem(),
+            chain_pem: Vec::new(),
+            chain_der: Vec::new(),
+            root_pem: cert.pem(),
+            root_der: der,
+        })
+    }
+
+    /// A new intermediate signed by this CA: ECDSA P-256, path length 0 (it signs leaves only).
+    pub fn intermediate(&self, common_name: &str, validity: Validity) -> Result<Self, IssueError> {
+        let rcgen_err = rcgen_err(common_name);
+        let key = KeyType::EcdsaP256.generate().map_err(&rcgen_err)?;
+        let mut params = ca_params(common_name, validity, BasicConstraints::Constrained(0))?;
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).map_err(&rcgen_err)?;
+        let mut chain_pem = vec![cert.pem()];
+        chain_pem.extend(self.chain_pem.iter().cloned());
+        let mut chain_der = vec![cert.der().clone()];
+        chain_der.extend(self.chain_der.iter().cloned());
+        Ok(Self {
+            common_name: common_name.to_owned(),
+            issuer: Issuer::new(params, key),
+            cert_pem: cert.pem(),
+            chain_pem,
+            chain_der,
+            root_pem: self.root_pem.clone(),
+            root_der: self.root_der.clone(),
+        })
+    }
+
+    /// Loads a CA written earlier (e.g. `root/ca.crt` + `root/ca.key`, or a region's
+    /// `intermediate/tls.crt` + `tls.key` with `root_pem` = `ca.crt`). `root_pem: None` means
+    /// the certificate is itself the root; otherwise it must be signed directly by the root.
+    pub fn from_pem(
+        cert_pem: &str,
+        key_pem: &str,
+        root_pem: Option<&str>,
+    ) -> Result<Self, IssueError> {
+        let subject = "CA loaded from PEM";
+        let rcgen_err = rcgen_err(subject);
+        let key = KeyPair::from_pem(key_pem).map_err(&rcgen_err)?;
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| rcgen_err(rcgen::Error::CouldNotParseCertificate))?;
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(&rcgen_err)?;
+        let pem = pem_of(&der);
+        let (chain_pem, chain_der, root_pem, root_der) = match root_pem {
+            None => (Vec::new(), Vec::new(), pem.clone(), der.clone()),
+            Some(root) => {
+                let root_der = CertificateDer::from_pem_slice(root.as_bytes())
+                    .map_err(|_| rcgen_err(rcgen::Error::CouldNotParseCertificate))?;
+                (vec![pem.clone()], vec![der], pem_of(&root_der), root_der)
+            }
+        };
+        Ok(Self {
+            common_name: subject.to_owned(),
+            issuer,
+            cert_pem: pem,
+            chain_pem,
+            chain_der,
+            root_pem,
+            root_der,
+        })
+    }
+
+    /// Signs a new leaf with a fresh key and a random serial.
+    pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf, IssueError> {
+        let subject = spec.common_name.as_str();
+        let rcgen_err = rcgen_err(subject);
+        check_window(subject, spec.validity)?;
+        let key = spec.key_type.generate().map_err(&rcgen_err)?;
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(subject);
+        params.not_before = spec.validity.not_before;
+        params.not_after = spec.validity.not_after;
+        let serial = random_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = match spec.key_type {
+            KeyType::Rsa2048 => vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 => vec![KeyUsagePurpose::DigitalSignature],
+        };
+        params.extended_key_usages = match spec.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::ServerAndClient => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        params.subject_alt_names = sans(spec)?;
+
+        let cert = params.signed_by(&key, &self.issuer).map_err(&rcgen_err)?;
+        let mut chain_der = vec![cert.der().clone()];
+        chain_der.extend(self.chain_der.iter().cloned());
+        let chain_pem = std::iter::once(cert.pem())
+            .chain(self.chain_pem.iter().cloned())
+            .collect::<String>();
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            chain_pem,
+            ca_pem: self.root_pem.clone(),
+            serial,
+            validity: spec.validity,
+            chain_der,
+            key_der: key.serialize_der(),
+            ca_der: self.root_der.clone(),
+        })
+    }
+
+    pub fn common_name(&self) -> &str {
+        &self.common_name
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.chain_pem.is_empty()
+    }
+
+    /// This CA's certificate alone.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// This CA's PKCS#8 private key.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    pub fn root_der(&self) -> CertificateDer<'static> {
+        self.root_der.clone()
+    }
+
+    /// This CA and the intermediates above it (nearest first); empty for a root.
+    pub fn chain_der(&self) -> Vec<CertificateDer<'static>> {
+        self.chain_der.clone()
+    }
+}
+
+fn rcgen_err(subject: &str) -> impl Fn(rcgen::Error) -> IssueError + '_ {
+    move |source| IssueError::Rcgen {
+        subject: subject.to_owned(),
+        source,
+    }
+}
+
+fn check_window(subject: &str, v: Validity) -> Result<(), IssueError> {
+    if v.not_after <= v.not_before {
+        return Err(IssueError::Validity {
+            subject: subject.to_owned(),
+            not_before: v.not_before,
+            not_after: v.not_after,
+        });
+    }
+    Ok(())
+}
+
+fn ca_params(
+    common_name: &str,
+    validity: Validity,
+    constraints: BasicConstraints,
+) -> Result<CertificateParams, IssueError> {
+    check_window(common_name, validity)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(common_name);
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+fn distinguished_name(common_name: &str) -> rcgen::DistinguishedName {
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn sans(spec: &LeafSpec) -> Result<Vec<SanType>, IssueError> {
+    let ia5 = |value: &String| {
+        Ia5String::try_from(value.as_str()).map_err(|_| IssueError::San {
+            subject: spec.common_name.clone(),
+            value: value.clone(),
+        })
+    };
+    let mut sans = Vec::new();
+    for dns in &spec.dns_names {
+        sans.push(SanType::DnsName(ia5(dns)?));
+    }
+    for uri in &spec.uris {
+        sans.push(SanType::URI(ia5(uri)?));
+    }
+    sans.extend(spec.ip_addresses.iter().copied().map(SanType::IpAddress));
+    Ok(sans)
+}
+
+/// 128 random bits, positive and without a leading zero byte so the DER encoding is exactly
+/// these 16 bytes. Explicit because rcgen's default serial is a hash of the public key.
+fn random_serial() -> Vec<u8> {
+    let mut serial = vec![0u8; 16];
+    rand::rng().fill_bytes(&mut serial);
+    serial[0] = (serial[0] & 0x7f).max(1);
+    serial
+}
+
+fn pem_of(der: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_is_sixteen_positive_bytes() {
+        for _ in 0..256 {
+            let s = random_serial();
+            assert_eq!(s.len(), 16);
+            assert!(s[0] >= 1 && s[0] <= 0x7f, "{s:?}");
+        }
+        assert_ne!(random_serial(), random_serial());
+    }
+
+    #[test]
+    fn inverted_window_is_rejected() {
+        let root = Ca::root("r", Validity::days(1)).unwrap();
+        let now = now();
+        let spec = LeafSpec::new("x").validity(Validity::between(now, now - Duration::hours(1)));
+        assert!(matches!(
+            root.issue(&spec),
+            Err(IssueError::Validity { .. })
+        ));
+    }
+
+    #[test]
+    fn non_ascii_san_is_rejected() {
+        let root = Ca::root("r", Validity::days(1)).unwrap();
+        let spec = LeafSpec::new("x").dns("bücher.example");
+        assert!(matches!(root.issue(&spec), Err(IssueError::San { .. })));
+    }
+
+    #[test]
+    fn leaf_from_root_has_no_intermediates() {
+        let root = Ca::root("r", Validity::days(1)).unwrap();
+        let leaf = root.issue(&LeafSpec::new("x").dns("x.test")).unwrap();
+        assert_eq!(leaf.chain_der().len(), 1);
+        assert_eq!(leaf.chain_pem, leaf.cert_pem);
+        assert_eq!(leaf.ca_pem, root.cert_pem());
+    }
+}

@@ -1,0 +1,52 @@
+//! Where each generated file goes, relative to the output directory. `README.md` documents the
+//! same layout and a test holds the two together.
+
+use std::path::{Path, PathBuf};
+
+/// Written first-level file that marks a directory as ours: `--force` only replaces a directory
+/// that contains it, so a mistyped `--out $HOME --force` cannot delete anything else.
+pub const MARKER: &str = "DEVELOPMENT-ONLY.txt";
+pub const ROOT_DIR: &str = "root";
+pub const ROOT_CERT: &str = "ca.crt";
+pub const ROOT_KEY: &str = "ca.key";
+pub const INTERMEDIATE_DIR: &str = "intermediate";
+pub const K8S_DIR: &str = "k8s";
+pub const KUSTOMIZATION: &str = "kustomization.yaml";
+
+/// The three files a sidecar (or any TLS endpoint) mounts, as in a `kubernetes.io/tls` Secret.
+pub const CERT: &str = "tls.crt";
+pub const KEY: &str = "tls.key";
+pub const CA: &str = "ca.crt";
+
+pub fn root_dir(out: &Path) -> PathBuf {
+    out.join(ROOT_DIR)
+}
+
+pub fn intermediate_dir(out: &Path, region: &str) -> PathBuf {
+    out.join(region).join(INTERMEDIATE_DIR)
+}
+
+/// `<out>/<region>/<name>/` holding `tls.crt`, `tls.key`, `ca.crt`: what `--cert-dir` expects.
+/// `name` is a service or the injector's service name.
+pub fn cert_dir(out: &Path, region: &str, name: &str) -> PathBuf {
+    out.join(region).join(name)
+}
+
+pub fn k8s_dir(out: &Path, region: &str) -> PathBuf {
+    out.join(K8S_DIR).join(region)
+}
+
+/// Secret name of a workload's sidecar certificate (contract §4).
+pub fn secret_name(service_account: &str) -> String {
+    format!("{service_account}-gembok-tls")
+}
+
+/// Secret name of the injector's serving certificate (contract §3).
+pub fn injector_secret_name(injector_service: &str) -> String {
+    format!("{injector_service}-tls")
+}
+
+/// File name of a Secret manifest inside [`k8s_dir`].
+pub fn secret_file(secret_name: &str) -> String {
+    format!("{secret_name}.yaml")
+}

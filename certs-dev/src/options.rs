@@ -1,0 +1,265 @@
+//! What to generate: regions, services, names and lifetimes, and the checks on them.
+//!
+//! Every name ends up in a file path, a DNS name, a Secret name or a label value, so each one
+//! must be a DNS-1123 label; that also rules out path traversal (`../`) through `--services`.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::layout;
+
+/// Regions of the e-commerce platform; each gets its own intermediate CA.
+pub const DEFAULT_REGIONS: [&str; 3] = ["us", "eu", "asia"];
+/// Services that get a sidecar certificate in every region.
+pub const DEFAULT_SERVICES: [&str; 4] = ["product-catalog", "payment", "recommendation", "auth"];
+
+/// Everything [`DevPki::generate`](crate::DevPki::generate) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub regions: Vec<String>,
+    /// Service names; the service account is assumed to have the same name (contract §4).
+    pub services: Vec<String>,
+    /// Namespace of the services (DNS SANs, SPIFFE path, Secret namespace).
+    pub namespace: String,
+    /// SPIFFE trust domain: `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`.
+    pub trust_domain: String,
+    /// Cluster DNS domain: `<svc>.<ns>.svc.<cluster_domain>`.
+    pub cluster_domain: String,
+    /// Lifetime of leaf certificates.
+    pub days: u32,
+    /// Lifetime of the root and the intermediates.
+    pub ca_days: u32,
+    /// Service and namespace of the admission webhook whose serving certificate is generated.
+    pub injector_service: String,
+    pub injector_namespace: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            regions: DEFAULT_REGIONS.iter().map(|s| s.to_string()).collect(),
+            services: DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect(),
+            namespace: "ecommerce".into(),
+            trust_domain: "cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
+            days: 365,
+            ca_days: 3650,
+            injector_service: "gembok-injector".into(),
+            injector_namespace: "gembok-system".into(),
+        }
+    }
+}
+
+/// The option a [`Problem`] is about (the CLI maps it to its flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Regions,
+    Services,
+    Namespace,
+    TrustDomain,
+    ClusterDomain,
+    Days,
+    CaDays,
+    InjectorService,
+    InjectorNamespace,
+}
+
+/// One thing wrong with [`Options`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: Field,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.field, self.message)
+    }
+}
+
+/// Longest lifetime accepted, so a typo (`--days 36500`) cannot mint a century-long credential.
+pub const MAX_DAYS: u32 = 10 * 366;
+
+impl Options {
+    /// Every problem at once; empty when the options are usable.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut push = |field, message: String| problems.push(Problem { field, message });
+
+        check_list(Field::Regions, "region", &self.regions, &[], &mut push);
+        check_list(
+            Field::Services,
+            "service",
+            &self.services,
+            &[layout::INTERMEDIATE_DIR, &self.injector_service],
+            &mut push,
+        );
+        for (field, value) in [
+            (Field::Namespace, &self.namespace),
+            (Field::InjectorService, &self.injector_service),
+            (Field::InjectorNamespace, &self.injector_namespace),
+        ] {
+            if let Err(why) = check_label(value) {
+                push(field, format!("{value:?} {why}"));
+            }
+        }
+        if let Err(why) = check_trust_domain(&self.trust_domain) {
+            push(Field::TrustDomain, format!("{:?} {why}", self.trust_domain));
+        }
+        if let Err(why) = check_dns_name(&self.cluster_domain) {
+            push(
+                Field::ClusterDomain,
+                format!("{:?} {why}", self.cluster_domain),
+            );
+        }
+        let mut in_range = true;
+        for (field, days) in [(Field::Days, self.days), (Field::CaDays, self.ca_days)] {
+            if days == 0 || days > MAX_DAYS {
+                in_range = false;
+                push(
+                    field,
+                    format!("{days} is out of range (1 to {MAX_DAYS} days)"),
+                );
+            }
+        }
+        if in_range && self.days > self.ca_days {
+            push(
+                Field::Days,
+                format!(
+                    "leaf lifetime ({} days) must not exceed the CA lifetime ({} days)",
+                    self.days, self.ca_days
+                ),
+            );
+        }
+        problems
+    }
+}
+
+fn check_list(
+    field: Field,
+    what: &str,
+    names: &[String],
+    reserved: &[&str],
+    push: &mut impl FnMut(Field, String),
+) {
+    if names.is_empty() {
+        push(field, format!("at least one {what} is required"));
+    }
+    let mut seen = HashSet::new();
+    for name in names {
+        if let Err(why) = check_label(name) {
+            push(field, format!("{what} {name:?} {why}"));
+        } else if reserved.contains(&name.as_str()) {
+            push(
+                field,
+                format!("{what} {name:?} is reserved by the output layout"),
+            );
+        } else if !seen.insert(name) {
+            push(field, format!("{what} {name:?} is listed twice"));
+        }
+    }
+}
+
+/// A DNS-1123 label: what Kubernetes accepts as a namespace or Service name.
+pub(crate) fn check_label(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 63 {
+        return Err("must be 1 to 63 characters long");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("may contain only lowercase letters, digits and '-'");
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+fn check_dns_name(s: &str) -> Result<(), &'static str> {
+    if s.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    s.split('.').try_for_each(check_label)
+}
+
+/// SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_' (SPIFFE-ID §2.1).
+fn check_trust_domain(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 255 {
+        return Err("must be 1 to 255 characters long");
+    }
+    if s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        Ok(())
+    } else {
+        Err("may contain only lowercase letters, digits, '.', '-' and '_'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Options::default().validate(), vec![]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let opts = Options {
+            regions: vec![],
+            services: vec![
+                "../etc".into(),
+                "payment".into(),
+                "payment".into(),
+                "intermediate".into(),
+            ],
+            namespace: "Ecommerce".into(),
+            trust_domain: "cluster local".into(),
+            cluster_domain: "cluster..local".into(),
+            days: 0,
+            ca_days: 99_999,
+            ..Options::default()
+        };
+        let fields: Vec<Field> = opts.validate().iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                Field::Regions,
+                Field::Services,
+                Field::Services,
+                Field::Services,
+                Field::Namespace,
+                Field::TrustDomain,
+                Field::ClusterDomain,
+                Field::Days,
+                Field::CaDays,
+            ]
+        );
+    }
+
+    #[test]
+    fn leaf_may_not_outlive_ca() {
+        let opts = Options {
+            days: 400,
+            ca_days: 300,
+            ..Options::default()
+        };
+        let problems = opts.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, Field::Days);
+    }
+
+    #[test]
+    fn labels() {
+        for good in ["a", "us", "product-catalog", "a1", &"x".repeat(63)] {
+            assert_eq!(check_label(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "../x", &"x".repeat(64)] {
+            assert!(check_label(bad).is_err(), "{bad}");
+        }
+    }
+}

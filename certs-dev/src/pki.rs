@@ -1,0 +1,127 @@
+//! The whole development PKI: one root, one intermediate per region, one leaf per service per
+//! region plus the injector's webhook serving certificate.
+
+use crate::issue::{Ca, IssueError, Leaf, LeafSpec, Usage, Validity};
+use crate::options::{Options, Problem};
+
+pub const ROOT_COMMON_NAME: &str = "Gembok Development Root CA";
+
+pub fn intermediate_common_name(region: &str) -> String {
+    format!("Gembok Development Intermediate CA ({region})")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("invalid options: {}", join(.0))]
+    Options(Vec<Problem>),
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Generated material, in memory. [`DevPki::write`](crate::DevPki::write) puts it on disk.
+#[derive(Debug)]
+pub struct DevPki {
+    pub options: Options,
+    pub root: Ca,
+    /// In the order of `options.regions`.
+    pub regions: Vec<Region>,
+}
+
+#[derive(Debug)]
+pub struct Region {
+    pub name: String,
+    pub intermediate: Ca,
+    /// `(service name, leaf)` in the order of `options.services`.
+    pub services: Vec<(String, Leaf)>,
+    /// Serving certificate of the admission webhook in this region's cluster.
+    pub injector: Leaf,
+}
+
+impl DevPki {
+    pub fn generate(options: &Options) -> Result<Self, GenerateError> {
+        let problems = options.validate();
+        if !problems.is_empty() {
+            return Err(GenerateError::Options(problems));
+        }
+        // One window for every CA, so no intermediate outlives the root.
+        let ca_validity = Validity::days(options.ca_days);
+        let root = Ca::root(ROOT_COMMON_NAME, ca_validity)?;
+        let regions = options
+            .regions
+            .iter()
+            .map(|region| generate_region(&root, ca_validity, region, options))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            options: options.clone(),
+            root,
+            regions,
+        })
+    }
+
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+}
+
+impl Region {
+    pub fn service(&self, name: &str) -> Option<&Leaf> {
+        self.services
+            .iter()
+            .find_map(|(svc, leaf)| (svc == name).then_some(leaf))
+    }
+}
+
+/// The leaf spec used for each service (exposed so tests can compare against it).
+pub fn service_spec(options: &Options, service: &str) -> LeafSpec {
+    LeafSpec::workload(
+        service,
+        &options.namespace,
+        &options.trust_domain,
+        &options.cluster_domain,
+    )
+    .validity(Validity::days(options.days))
+}
+
+/// The API server calls the webhook by `<svc>.<ns>.svc`; the long form is for humans and tools.
+pub fn injector_spec(options: &Options) -> LeafSpec {
+    let (svc, ns) = (&options.injector_service, &options.injector_namespace);
+    LeafSpec::new(svc.as_str())
+        .dns(format!("{svc}.{ns}.svc"))
+        .dns(format!("{svc}.{ns}.svc.{}", options.cluster_domain))
+        .usage(Usage::Server)
+        .validity(Validity::days(options.days))
+}
+
+fn generate_region(
+    root: &Ca,
+    ca_validity: Validity,
+    region: &str,
+    options: &Options,
+) -> Result<Region, IssueError> {
+    let intermediate = root.intermediate(&intermediate_common_name(region), ca_validity)?;
+    let services = options
+        .services
+        .iter()
+        .map(|svc| {
+            Ok((
+                svc.clone(),
+                intermediate.issue(&service_spec(options, svc))?,
+            ))
+        })
+        .collect::<Result<_, IssueError>>()?;
+    let injector = intermediate.issue(&injector_spec(options))?;
+    Ok(Region {
+        name: region.to_owned(),
+        intermediate,
+        services,
+        injector,
+    })
+}
