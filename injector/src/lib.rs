@@ -22,3 +22,11 @@ pub mod quantity;
 pub mod sidecar;
 
 pub use inject::{Context, Decision, InjectorConfig, Outcome, inject};
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod shutdown;
+pub mod workload;

@@ -1,0 +1,335 @@
+//! The command line (docs/contracts.md section 3): clap reads flags and `GEMBOK_INJECTOR_*`
+//! variables as plain strings, then [`Cli::validate`] turns them into typed configs, reporting
+//! every problem at once (the binary exits 64 with the list).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::annotations::SidecarMode;
+use crate::inject::InjectorConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gembok-injector",
+    version,
+    about = "Injects the gembok-proxy sidecar into pods"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the mutating admission webhook (HTTPS POST /mutate) and the admin listener.
+    Serve(ServeArgs),
+    /// Inject pod templates in YAML (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
+    /// CronJob) and write the result to stdout.
+    Inject(InjectArgs),
+}
+
+/// Options both subcommands share.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Sidecar image when the pod has no gembok.io/image [default: ghcr.io/gembok/gembok-proxy:<version>]
+    #[arg(long, env = "GEMBOK_INJECTOR_PROXY_IMAGE")]
+    pub proxy_image: Option<String>,
+    /// `native` (init container with restartPolicy Always, Kubernetes 1.29+) or `classic`
+    #[arg(long, env = "GEMBOK_INJECTOR_SIDECAR_MODE", default_value = "native")]
+    pub sidecar_mode: String,
+    /// Log level or tracing filter directive
+    #[arg(long, env = "GEMBOK_INJECTOR_LOG", default_value = "info")]
+    pub log: String,
+    /// `text` or `json`
+    #[arg(long, env = "GEMBOK_INJECTOR_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTPS address for POST /mutate
+    #[arg(long, env = "GEMBOK_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: String,
+    /// Directory with tls.crt and tls.key (a mounted cert-manager Secret)
+    #[arg(long, env = "GEMBOK_INJECTOR_CERT_DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Serving certificate chain (PEM), with --key instead of --cert-dir
+    #[arg(long, env = "GEMBOK_INJECTOR_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) for --cert
+    #[arg(long, env = "GEMBOK_INJECTOR_KEY")]
+    pub key: Option<PathBuf>,
+    /// Plaintext address for /live, /ready and /metrics
+    #[arg(long, env = "GEMBOK_INJECTOR_ADMIN", default_value = "0.0.0.0:15780")]
+    pub admin: String,
+    /// After SIGTERM: how long /ready reports 503 while requests are still served, so the
+    /// endpoint is removed before the listener closes
+    #[arg(long, env = "GEMBOK_INJECTOR_SHUTDOWN_DELAY", default_value = "5s")]
+    pub shutdown_delay: String,
+    /// After the listener closes: how long in-flight requests may take to finish
+    #[arg(long, env = "GEMBOK_INJECTOR_DRAIN_GRACE", default_value = "10s")]
+    pub drain_grace: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// YAML file to read, or - for stdin
+    #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
+    pub file: String,
+    /// Print, per object, whether it would be injected and why, instead of the YAML
+    #[arg(long)]
+    pub explain: bool,
+    /// Treat every namespace as Istio-injected (Namespace objects in the input are read anyway)
+    #[arg(long)]
+    pub istio: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// How logs are written (always to stderr: `inject` writes YAML to stdout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+/// Where the webhook's serving certificate is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertPaths {
+    Dir(PathBuf),
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub cert: CertPaths,
+    pub shutdown_delay: Duration,
+    pub drain_grace: Duration,
+    pub injector: InjectorConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectConfig {
+    /// `None` for stdin.
+    pub file: Option<PathBuf>,
+    pub explain: bool,
+    pub istio: bool,
+    pub injector: InjectorConfig,
+    pub log: LogConfig,
+}
+
+/// A validated command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Config {
+    Serve(ServeConfig),
+    Inject(InjectConfig),
+}
+
+impl Cli {
+    /// Every problem with the values, not just the first.
+    pub fn validate(self) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        match self.command {
+            Command::Serve(args) => {
+                let (injector, log) = common(&args.common, &mut errors);
+                let listen = addr("--listen", &args.listen, &mut errors);
+                let admin = addr("--admin", &args.admin, &mut errors);
+                if listen.is_some() && listen == admin {
+                    errors.push(format!("--listen and --admin are both {}", args.listen));
+                }
+                let cert = match (args.cert_dir, args.cert, args.key) {
+                    (Some(dir), None, None) => Some(CertPaths::Dir(dir)),
+                    (None, Some(cert), Some(key)) => Some(CertPaths::Files { cert, key }),
+                    (None, None, None) => {
+                        errors.push("give --cert-dir DIR or --cert FILE --key FILE".into());
+                        None
+                    }
+                    (Some(_), _, _) => {
+                        errors.push("--cert-dir cannot be combined with --cert/--key".into());
+                        None
+                    }
+                    (None, _, _) => {
+                        errors.push("--cert and --key must be given together".into());
+                        None
+                    }
+                };
+                let shutdown_delay =
+                    duration("--shutdown-delay", &args.shutdown_delay, &mut errors);
+                let drain_grace = duration("--drain-grace", &args.drain_grace, &mut errors);
+                match (listen, admin, cert, shutdown_delay, drain_grace) {
+                    (
+                        Some(listen),
+                        Some(admin),
+                        Some(cert),
+                        Some(shutdown_delay),
+                        Some(drain_grace),
+                    ) if errors.is_empty() => Ok(Config::Serve(ServeConfig {
+                        listen,
+                        admin,
+                        cert,
+                        shutdown_delay,
+                        drain_grace,
+                        injector,
+                        log,
+                    })),
+                    _ => Err(errors),
+                }
+            }
+            Command::Inject(args) => {
+                let (injector, log) = common(&args.common, &mut errors);
+                let file = match args.file.as_str() {
+                    "-" => None,
+                    "" => {
+                        errors.push("-f needs a file name or -".into());
+                        None
+                    }
+                    path => Some(PathBuf::from(path)),
+                };
+                if errors.is_empty() {
+                    Ok(Config::Inject(InjectConfig {
+                        file,
+                        explain: args.explain,
+                        istio: args.istio,
+                        injector,
+                        log,
+                    }))
+                } else {
+                    Err(errors)
+                }
+            }
+        }
+    }
+}
+
+fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogConfig) {
+    let mut injector = InjectorConfig::default();
+    if let Some(image) = &args.proxy_image {
+        if image.is_empty() || image.chars().any(char::is_whitespace) {
+            errors.push(format!("--proxy-image {image:?} is not an image reference"));
+        } else {
+            injector.proxy_image = image.clone();
+        }
+    }
+    match args.sidecar_mode.parse::<SidecarMode>() {
+        Ok(mode) => injector.sidecar_mode = mode,
+        Err(e) => errors.push(format!("--sidecar-mode: {e}")),
+    }
+    let format = match args.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            errors.push(format!("--log-format {other:?} is not text or json"));
+            LogFormat::Text
+        }
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+        errors.push(format!(
+            "--log {:?} is not a level or filter directive: {e}",
+            args.log
+        ));
+    }
+    (
+        injector,
+        LogConfig {
+            filter: args.log.clone(),
+            format,
+        },
+    )
+}
+
+fn addr(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| errors.push(format!("{flag} {value:?} is not an IP:PORT address")))
+        .ok()
+}
+
+fn duration(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<Duration> {
+    humantime::parse_duration(value)
+        .map_err(|e| errors.push(format!("{flag} {value:?} is not a duration like 10s: {e}")))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, Vec<String>> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("gembok-injector").chain(args.iter().copied()))
+                .expect("clap accepts the shape");
+        cli.validate()
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let Ok(Config::Serve(config)) = parse(&["serve", "--cert-dir", "certs"]) else {
+            panic!("valid")
+        };
+        assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(config.admin, "0.0.0.0:15780".parse().unwrap());
+        assert_eq!(config.cert, CertPaths::Dir("certs".into()));
+        assert_eq!(config.injector.sidecar_mode, SidecarMode::Native);
+        assert_eq!(
+            config.injector.proxy_image,
+            format!("ghcr.io/gembok/gembok-proxy:{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
+    fn reports_every_bad_value_at_once() {
+        let errors = parse(&[
+            "serve",
+            "--listen",
+            "nowhere",
+            "--admin",
+            "1.2.3.4",
+            "--cert",
+            "c.pem",
+            "--sidecar-mode",
+            "sidecar",
+            "--log-format",
+            "xml",
+            "--drain-grace",
+            "soon",
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        for flag in [
+            "--listen",
+            "--admin",
+            "--cert and --key",
+            "--sidecar-mode",
+            "--log-format",
+            "--drain-grace",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.contains(flag)),
+                "nothing about {flag}: {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn inject_reads_stdin_for_dash() {
+        let Ok(Config::Inject(config)) = parse(&["inject", "-f", "-", "--explain"]) else {
+            panic!("valid")
+        };
+        assert_eq!(config.file, None);
+        assert!(config.explain);
+    }
+}

@@ -1,0 +1,425 @@
+//! The webhook edge: HTTPS (rustls, TLS 1.3, certificates hot-reloaded by `gembok-certwatch`)
+//! in front of [`review`], plus the lifecycle of the whole process.
+//!
+//! HTTP rules for `POST /mutate` (and `POST /mutate/istio`, the same for namespaces that are
+//! Istio-injected): 404 for other paths, 405 for other methods, 415 unless the body is
+//! `application/json`, 413 over [`MAX_BODY`], 408 when the body is not sent within
+//! [`BODY_TIMEOUT`], 400 when it is not an AdmissionReview, otherwise 200 with the answer.
+//!
+//! Shutdown (SIGTERM or SIGINT): `/ready` turns 503 at once while requests are still served for
+//! `--shutdown-delay` (the endpoint is being removed from the Service meanwhile), then the
+//! listener closes, idle keep-alive connections close, and in-flight requests get
+//! `--drain-grace` to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gembok_certwatch::{CertSource, Material, Options, Reloadable, Requirements, Usage};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::SingleCertAndKey;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::admin::{self, Health};
+use crate::config::{CertPaths, ServeConfig};
+use crate::inject::{Context, InjectorConfig};
+use crate::metrics;
+use crate::review::{self, Verdict};
+use crate::shutdown;
+
+/// Largest request body accepted. The API server caps objects near 3 MiB; a review carries
+/// the object once for CREATE, plus envelope.
+pub const MAX_BODY: usize = 6 * 1024 * 1024;
+/// Time allowed for the request body to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for the TLS handshake and for request headers.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not run.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+type Tls = Reloadable<Arc<ServerConfig>>;
+
+/// Starts the runtime, binds both listeners and serves until SIGTERM/SIGINT.
+pub fn run_blocking(config: ServeConfig) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let prometheus = metrics::install()?;
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let https = bind(config.listen).await?;
+        let admin = bind(config.admin).await?;
+        run(config, https, admin, prometheus, shutdown::signal()).await;
+        Ok(())
+    })
+}
+
+/// Serves on already-bound listeners until `shutdown` completes, then drains.
+pub async fn run(
+    config: ServeConfig,
+    https: TcpListener,
+    admin: TcpListener,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let source = match &config.cert {
+        CertPaths::Dir(dir) => CertSource::Dir(dir.clone()),
+        CertPaths::Files { cert, key } => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: None,
+        },
+    };
+    let options = Options {
+        // The API server presents no client certificate, so no CA is needed.
+        requirements: Requirements {
+            ca_required: false,
+            usages: vec![Usage::Server],
+        },
+        metric_prefix: metrics::PREFIX.to_owned(),
+        ..Options::default()
+    };
+    let stop_certs = CancellationToken::new();
+    let build_provider = provider.clone();
+    let (tls, reload) = gembok_certwatch::start(
+        source,
+        provider,
+        options,
+        move |material: &Material| server_config(material, &build_provider),
+        stop_certs.clone(),
+    );
+    tokio::spawn(shutdown::reload_on_sighup(reload, stop_certs.clone()));
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        tls: tls.clone(),
+        draining: draining.clone(),
+    };
+    let stop_admin = CancellationToken::new();
+    let admin_addr = admin.local_addr().ok();
+    tokio::spawn(admin::serve(admin, health, prometheus, stop_admin.clone()));
+
+    let stop_accepting = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let https_addr = https.local_addr().ok();
+    let injector = Arc::new(config.injector.clone());
+    let accept = tokio::spawn(accept_loop(
+        https,
+        tls.clone(),
+        injector,
+        stop_accepting.clone(),
+        tracker.clone(),
+    ));
+    info!(
+        https = %show(https_addr),
+        admin = %show(admin_addr),
+        proxy_image = %config.injector.proxy_image,
+        sidecar_mode = config.injector.sidecar_mode.as_str(),
+        "listening"
+    );
+
+    shutdown.await;
+    draining.store(true, Ordering::SeqCst);
+    info!(delay = ?config.shutdown_delay, "shutting down: /ready is now 503, still serving");
+    tokio::time::sleep(config.shutdown_delay).await;
+    stop_accepting.cancel();
+    let graceful = accept.await.unwrap_or_default();
+    tracker.close();
+    info!(grace = ?config.drain_grace, "listener closed, draining connections");
+    let drained = tokio::time::timeout(config.drain_grace, async {
+        graceful.shutdown().await;
+        tracker.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        warn!("drain grace elapsed with requests still in flight; closing them");
+    }
+    stop_admin.cancel();
+    stop_certs.cancel();
+    info!("stopped");
+}
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "?".to_owned(), |a| a.to_string())
+}
+
+/// TLS 1.3 only, HTTP/1.1 only (the API server speaks both; one protocol keeps this small).
+fn server_config(
+    material: &Material,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<ServerConfig>, gembok_certwatch::BuildError> {
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(
+            material.certified_key.clone(),
+        )));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts until `stop`; returns the graceful-shutdown handle for the connections it started.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Tls,
+    injector: Arc<InjectorConfig>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return graceful,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff = Duration::from_millis(5);
+                    accepted
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    metrics::error("accept");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        // One snapshot per connection: a reload mid-connection never mixes two certificates.
+        let Some(loaded) = tls.current() else {
+            debug!(client.addr = %peer, "no certificate loaded yet; closing connection");
+            metrics::error("no_certificate");
+            continue;
+        };
+        let acceptor = TlsAcceptor::from(loaded.value.clone());
+        let watcher = graceful.watcher();
+        let injector = injector.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let handshake = tokio::select! {
+                () = stop.cancelled() => return,
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+            };
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    debug!(client.addr = %peer, error = %e, "TLS handshake failed");
+                    metrics::error("tls_handshake");
+                    return;
+                }
+                Err(_) => {
+                    debug!(client.addr = %peer, "TLS handshake timed out");
+                    metrics::error("tls_handshake");
+                    return;
+                }
+            };
+            let service = service_fn(move |req| handle(req, injector.clone()));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                debug!(client.addr = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    injector: Arc<InjectorConfig>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let (result, response) = route(req, &injector).await;
+    metrics::request(result, started.elapsed());
+    Ok(response)
+}
+
+async fn route(
+    req: Request<Incoming>,
+    injector: &InjectorConfig,
+) -> (&'static str, Response<Full<Bytes>>) {
+    let context = match req.uri().path() {
+        "/mutate" => Context::default(),
+        "/mutate/istio" => Context {
+            namespace_istio: true,
+        },
+        _ => {
+            return (
+                "not_found",
+                text(
+                    StatusCode::NOT_FOUND,
+                    "not found: the webhook serves POST /mutate",
+                ),
+            );
+        }
+    };
+    if req.method() != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return ("method_not_allowed", response);
+    }
+    if !is_json(req.headers().get(CONTENT_TYPE)) {
+        metrics::error("unsupported_media_type");
+        return (
+            "unsupported_media_type",
+            text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+            ),
+        );
+    }
+    let too_large = || {
+        metrics::error("too_large");
+        (
+            "too_large",
+            text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body larger than {MAX_BODY} bytes"),
+            ),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    );
+    let body = match body.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(e)) => {
+            metrics::error("bad_request");
+            let message = format!("cannot read the request body: {e}");
+            return ("bad_request", text(StatusCode::BAD_REQUEST, &message));
+        }
+        Err(_) => {
+            metrics::error("timeout");
+            return (
+                "timeout",
+                text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time",
+                ),
+            );
+        }
+    };
+    match review::review(&body, injector, &context) {
+        Ok(answer) => {
+            let result = match &answer.result {
+                Verdict::Injected => {
+                    metrics::injected();
+                    info!(pod = %answer.object, "injected");
+                    "injected"
+                }
+                Verdict::Skipped(reason) => {
+                    metrics::skipped(reason);
+                    info!(pod = %answer.object, reason, "skipped");
+                    "skipped"
+                }
+                Verdict::Rejected => {
+                    metrics::rejected();
+                    info!(pod = %answer.object, "rejected: invalid gembok.io annotations");
+                    "rejected"
+                }
+                Verdict::Ignored => "ignored",
+                Verdict::Unreadable => {
+                    metrics::error("unreadable_pod");
+                    warn!(pod = %answer.object, "denied: the Pod does not deserialise");
+                    "unreadable"
+                }
+            };
+            match serde_json::to_vec(&answer.review) {
+                Ok(json) => {
+                    let mut response = Response::new(Full::new(Bytes::from(json)));
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    (result, response)
+                }
+                Err(e) => {
+                    metrics::error("internal");
+                    (
+                        "internal",
+                        text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                    )
+                }
+            }
+        }
+        Err(e) if e.is_client_error() => {
+            metrics::error("bad_request");
+            ("bad_request", text(StatusCode::BAD_REQUEST, &e.to_string()))
+        }
+        Err(e) => {
+            metrics::error("internal");
+            (
+                "internal",
+                text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            )
+        }
+    }
+}
+
+/// `application/json`, with or without parameters such as `; charset=utf-8`.
+fn is_json(value: Option<&HeaderValue>) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+pub(crate) fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{message}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

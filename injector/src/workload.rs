@@ -1,0 +1,296 @@
+//! The `inject` edge: multi-document YAML in, the same documents out, with every pod template
+//! injected by the core. The result is applied to each document as a JSON Patch (the same diff
+//! the webhook sends), so fields k8s-openapi does not know survive, and other kinds pass through
+//! unchanged.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use crate::annotations::AnnotationError;
+use crate::inject::{Context, Decision, InjectorConfig, inject};
+use crate::istio;
+use crate::patch;
+use crate::policy::SkipReason;
+use crate::sidecar::Plan;
+
+/// Input the command cannot read.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("YAML document {index}: {source}")]
+    Yaml {
+        index: usize,
+        source: serde_yaml_ng::Error,
+    },
+    #[error(
+        "YAML document {index} is not a Kubernetes object (a mapping with kind and apiVersion)"
+    )]
+    NotAnObject { index: usize },
+}
+
+/// Splits a YAML stream into objects; empty documents are dropped.
+pub fn read_documents(text: &str) -> Result<Vec<Value>, ReadError> {
+    let mut docs = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
+        let value = Value::deserialize(doc).map_err(|source| ReadError::Yaml { index, source })?;
+        match value {
+            Value::Null => {}
+            Value::Object(_) => docs.push(value),
+            _ => return Err(ReadError::NotAnObject { index }),
+        }
+    }
+    Ok(docs)
+}
+
+/// Writes objects back as one YAML stream.
+pub fn write_documents(docs: &[Value]) -> Result<String, serde_yaml_ng::Error> {
+    let mut out = String::new();
+    for doc in docs {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(doc)?);
+    }
+    Ok(out)
+}
+
+/// Where the pod template sits in an object of a given kind, as a JSON pointer.
+pub fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
+    match (api_version, kind) {
+        ("v1", "Pod") => Some(""),
+        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch/v1", "Job") => Some("/spec/template"),
+        ("batch/v1", "CronJob") => Some("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug)]
+pub enum Verdict {
+    NotAWorkload,
+    Injected {
+        plan: Box<Plan>,
+        warnings: Vec<String>,
+    },
+    Skipped {
+        reason: SkipReason,
+        warnings: Vec<String>,
+    },
+    Rejected {
+        errors: Vec<AnnotationError>,
+        warnings: Vec<String>,
+    },
+    /// The pod template does not read as a Pod (wrong types); left unchanged.
+    Invalid(String),
+}
+
+#[derive(Debug)]
+pub struct Report {
+    /// `Kind namespace/name`, for messages.
+    pub object: String,
+    pub verdict: Verdict,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        matches!(self.verdict, Verdict::Rejected { .. } | Verdict::Invalid(_))
+    }
+}
+
+/// Injects every pod template in `docs` in place. `istio_everywhere` treats every namespace as
+/// Istio-injected; Namespace objects in `docs` labelled for Istio count too.
+pub fn inject_documents(
+    docs: &mut [Value],
+    config: &InjectorConfig,
+    istio_everywhere: bool,
+) -> Vec<Report> {
+    let istio_namespaces = istio_namespaces(docs);
+    let mut reports = Vec::new();
+    for doc in docs.iter_mut() {
+        inject_object(
+            doc,
+            config,
+            istio_everywhere,
+            &istio_namespaces,
+            &mut reports,
+        );
+    }
+    reports
+}
+
+fn inject_object(
+    doc: &mut Value,
+    config: &InjectorConfig,
+    istio_everywhere: bool,
+    istio_namespaces: &BTreeSet<String>,
+    reports: &mut Vec<Report>,
+) {
+    let text = |pointer: &str| {
+        doc.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (api_version, kind) = (text("/apiVersion").to_owned(), text("/kind").to_owned());
+    let namespace = text("/metadata/namespace").to_owned();
+    let object = format!(
+        "{kind} {}{}",
+        if namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}/")
+        },
+        text("/metadata/name")
+    );
+    if kind == "List" {
+        if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items {
+                inject_object(item, config, istio_everywhere, istio_namespaces, reports);
+            }
+        }
+        return;
+    }
+    let Some(pointer) = template_pointer(&api_version, &kind) else {
+        reports.push(Report {
+            object,
+            verdict: Verdict::NotAWorkload,
+        });
+        return;
+    };
+    let context = Context {
+        namespace_istio: istio_everywhere || istio_namespaces.contains(&namespace),
+    };
+    let verdict = match doc.pointer_mut(pointer) {
+        Some(template @ Value::Object(_)) => inject_template(template, config, &context),
+        _ => Verdict::Invalid(format!("no pod template at {pointer}")),
+    };
+    reports.push(Report { object, verdict });
+}
+
+/// Runs the core on one pod template (`{metadata, spec}`, or a whole Pod) and patches it.
+fn inject_template(template: &mut Value, config: &InjectorConfig, context: &Context) -> Verdict {
+    let pod = match pod_from_template(template) {
+        Ok(pod) => pod,
+        Err(e) => return Verdict::Invalid(format!("pod template does not read as a Pod: {e}")),
+    };
+    let outcome = inject(&pod, config, context);
+    match outcome.decision {
+        Decision::Skip(reason) => Verdict::Skipped {
+            reason,
+            warnings: outcome.warnings,
+        },
+        Decision::Reject(errors) => Verdict::Rejected {
+            errors,
+            warnings: outcome.warnings,
+        },
+        Decision::Inject {
+            pod: injected,
+            plan,
+        } => {
+            let before = serde_json::to_value(&pod);
+            let after = serde_json::to_value(&*injected);
+            let (Ok(before), Ok(after)) = (before, after) else {
+                return Verdict::Invalid("pod does not serialise".into());
+            };
+            if !template.get("metadata").is_some_and(Value::is_object) {
+                template["metadata"] = Value::Object(Map::new());
+            }
+            match json_patch::patch(template, &patch::diff(&before, &after).0) {
+                Ok(()) => Verdict::Injected {
+                    plan,
+                    warnings: outcome.warnings,
+                },
+                Err(e) => Verdict::Invalid(format!("patch does not apply: {e}")),
+            }
+        }
+    }
+}
+
+/// The typed Pod for a template: its metadata and spec under Pod's type meta.
+pub fn pod_from_template(template: &Value) -> Result<Pod, serde_json::Error> {
+    let field = |name: &str| template.get(name).cloned().unwrap_or(Value::Null);
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": field("metadata"),
+        "spec": field("spec"),
+    }))
+}
+
+/// Namespaces in the stream whose labels turn on Istio's injection.
+fn istio_namespaces(docs: &[Value]) -> BTreeSet<String> {
+    docs.iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("Namespace"))
+        .filter(|d| {
+            let label = |k: &str| d.pointer(&format!("/metadata/labels/{}", k.replace('/', "~1")));
+            let injection = label(istio::NAMESPACE_LABEL).and_then(Value::as_str);
+            injection == Some("enabled")
+                || (injection.is_none() && label(istio::REV_LABEL).is_some())
+        })
+        .filter_map(|d| {
+            d.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The `--explain` text for one object.
+pub fn explain(report: &Report) -> String {
+    let mut out = String::new();
+    let warn = |warnings: &[String], out: &mut String| {
+        for w in warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
+    };
+    match &report.verdict {
+        Verdict::NotAWorkload => {
+            out.push_str(&format!("{}: not a workload, unchanged\n", report.object))
+        }
+        Verdict::Invalid(why) => out.push_str(&format!("{}: error: {why}\n", report.object)),
+        Verdict::Skipped { reason, warnings } => {
+            out.push_str(&format!("{}: skip: {reason}\n", report.object));
+            warn(warnings, &mut out);
+        }
+        Verdict::Rejected { errors, warnings } => {
+            out.push_str(&format!(
+                "{}: reject: the webhook would refuse this pod\n",
+                report.object
+            ));
+            for e in errors {
+                out.push_str(&format!("  error: {e}\n"));
+            }
+            warn(warnings, &mut out);
+        }
+        Verdict::Injected { plan, warnings } => {
+            out.push_str(&format!(
+                "{}: inject: {} sidecar, image {}, certificates from Secret {}\n",
+                report.object,
+                plan.mode.as_str(),
+                plan.image,
+                plan.cert_secret
+            ));
+            for m in &plan.inbound {
+                let sans = if m.allow_sans.is_empty() {
+                    "any peer certified by the mesh CA".to_owned()
+                } else {
+                    m.allow_sans.join(", ")
+                };
+                out.push_str(&format!(
+                    "  inbound  mTLS :{} -> app 127.0.0.1:{} (peers: {sans})\n",
+                    m.tls_port, m.app_port
+                ));
+            }
+            for r in &plan.outbound {
+                out.push_str(&format!(
+                    "  outbound app 127.0.0.1:{} -> mTLS {}:{}\n",
+                    r.local_port, r.host, r.port
+                ));
+            }
+            warn(warnings, &mut out);
+        }
+    }
+    out
+}
