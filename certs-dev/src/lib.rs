@@ -15,9 +15,10 @@
 //! # let _ = expired; Ok(()) }
 //! ```
 //!
-//! Module map: [`options`] (what to generate, checks), [`issue`] (CAs, leaf specs, signing),
-//! [`pki`] (the whole tree), [`layout`] (file paths), [`write`] (files, modes, atomic replace),
-//! [`k8s`] (Secret and kustomization manifests), [`cli`] (the binary's flags).
+//! Module map: [`options`] (what to generate, checks), [`spec`] (what a leaf should contain),
+//! [`issue`] (CAs and signing), [`pki`] (the whole tree), [`layout`] (file paths),
+//! [`write`](mod@write) (files, modes, atomic replace), [`k8s`] (Secret and kustomization
+//! manifests), [`cli`] (the binary's flags).
 
 pub mod cli;
 pub mod issue;
@@ -25,11 +26,13 @@ pub mod k8s;
 pub mod layout;
 pub mod options;
 pub mod pki;
+pub mod spec;
 pub mod write;
 
-pub use issue::{Ca, IssueError, KeyType, Leaf, LeafSpec, Usage, Validity, spiffe_id};
+pub use issue::{Ca, IssueError, Leaf};
 pub use options::{Field, Options, Problem};
 pub use pki::{DevPki, GenerateError, Region};
+pub use spec::{KeyType, LeafSpec, Usage, Validity, spiffe_id};
 /// The `time` crate, whose `OffsetDateTime` appears in [`Validity`].
 pub use time;
 pub use write::{Existing, WriteError, Written};

@@ -1,8 +1,9 @@
 //! The whole development PKI: one root, one intermediate per region, one leaf per service per
 //! region plus the injector's webhook serving certificate.
 
-use crate::issue::{Ca, IssueError, Leaf, LeafSpec, Usage, Validity};
+use crate::issue::{Ca, IssueError, Leaf};
 use crate::options::{Options, Problem};
+use crate::spec::{LeafSpec, Usage, Validity};
 
 pub const ROOT_COMMON_NAME: &str = "Gembok Development Root CA";
 
