@@ -1,1 +1,267 @@
-//! gembok-proxy.
+//! gembok-proxy: the encryption sidecar. It terminates mTLS for the app it sits beside (inbound)
+//! and originates mTLS for it (outbound), so plaintext never leaves the pod.
+//!
+//! ```text
+//!            pod A                                              pod B
+//!  ┌────────────────────────────┐                    ┌────────────────────────────┐
+//!  │ app ──plaintext──► outbound│ ══ mTLS (TLS 1.3) ══► inbound ──plaintext──► app │
+//!  │     127.0.0.1:15701        │                    │ :8443          127.0.0.1:8080
+//!  └────────────────────────────┘                    └────────────────────────────┘
+//! ```
+//!
+//! Module map (the README has the same map by concept):
+//! - [`cli`], [`config`]: flags and `GEMBOK_*` variables → one typed [`Config`], all errors at once;
+//! - [`serve`]: the one accept loop (permit → accept with backoff → span → tracked task);
+//! - [`inbound`], [`outbound`]: one connection each way; the two files mirror each other;
+//! - [`forward`]: moves bytes both ways with exact half-close; [`conn`]: connect, reset, finish;
+//! - [`tls`], [`identity`]: rustls configs, suite policy, `allow-san` checks;
+//!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;
+//! - [`admin`]: `/live`, `/ready`, `/metrics`; [`metrics`]: every metric name;
+//! - [`shutdown`]: cancellation token, task tracker, grace deadline.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod forward;
+pub mod identity;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod serve;
+pub mod shutdown;
+pub mod tls;
+pub mod wait_ready;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gembok_certwatch::{CertSource, Requirements, Usage};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use config::Config;
+
+use crate::admin::Health;
+use crate::forward::{BufferPolicy, Settings};
+use crate::inbound::Inbound;
+use crate::metrics::ListenerMetrics;
+use crate::outbound::Outbound;
+use crate::shutdown::{Drained, Shutdown};
+
+/// Which way a connection goes, seen from the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From another pod to our app (we terminate TLS).
+    Inbound,
+    /// From our app to another pod (we originate TLS).
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// The bound sockets `run` serves; bound by the caller so that tests can use port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    /// One per `Config::inbound` route, same order.
+    pub inbound: Vec<TcpListener>,
+    /// One per `Config::outbound` route, same order.
+    pub outbound: Vec<TcpListener>,
+    pub admin: TcpListener,
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub what: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { addr, what, source })
+        }
+        let mut inbound = Vec::new();
+        for r in &config.inbound {
+            inbound.push(bind(r.listen, "inbound").await?);
+        }
+        let mut outbound = Vec::new();
+        for r in &config.outbound {
+            outbound.push(bind(r.listen, "outbound").await?);
+        }
+        Ok(Self {
+            inbound,
+            outbound,
+            admin: bind(config.admin, "admin").await?,
+        })
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains (see [`shutdown`]) and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = &'static str>,
+) -> io::Result<()> {
+    let prometheus = metrics::install();
+    metrics::build_info(config.tls.provider.name());
+    let provider = Arc::new(tls::provider(config.tls.provider, config.tls.tls12));
+    let stop = Shutdown::default();
+    let config = Arc::new(config);
+
+    // Certificates: loaded now, then kept current in the background.
+    let mut usages = Vec::new();
+    if !config.inbound.is_empty() {
+        usages.push(Usage::Server);
+    }
+    if !config.outbound.is_empty() {
+        usages.push(Usage::Client);
+    }
+    let options = gembok_certwatch::Options {
+        poll_interval: config.reload_interval,
+        requirements: Requirements {
+            ca_required: true,
+            usages,
+        },
+        metric_prefix: metrics::PREFIX.to_owned(),
+        ..Default::default()
+    };
+    let build_config = config.clone();
+    let build_provider = provider.clone();
+    let (certs, reload) = gembok_certwatch::start(
+        config.certs.clone(),
+        provider.clone(),
+        options,
+        move |material| tls::build(material, &build_provider, &build_config),
+        stop.token.child_token(),
+    );
+    spawn_sighup_reload(reload, stop.token.clone());
+
+    let health = Arc::new(Health {
+        certs: certs.clone(),
+        expiry_margin: config.cert_expiry_margin,
+        draining: AtomicBool::new(false),
+    });
+    let admin_addr = listeners.admin.local_addr()?;
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(admin::serve(
+        listeners.admin,
+        health.clone(),
+        prometheus,
+        admin_stop.clone(),
+    ));
+
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let forward = Settings {
+        idle_timeout: config.limits.idle_timeout,
+        buffers: BufferPolicy::default(),
+    };
+    for (index, (route, listener)) in config.inbound.iter().zip(listeners.inbound).enumerate() {
+        let addr = listener.local_addr()?;
+        tracing::info!(direction = "inbound", listen = %addr, target = %route.target,
+            allow_san = ?route.allow_san.iter().map(ToString::to_string).collect::<Vec<_>>(), "listening");
+        let handler = Arc::new(Inbound {
+            route: route.clone(),
+            index,
+            certs: certs.clone(),
+            limits: config.limits,
+            forward,
+            metrics: ListenerMetrics::new(Direction::Inbound, route.listen.to_string()),
+        });
+        stop.tracker.spawn(serve::serve(
+            listener,
+            handler,
+            permits.clone(),
+            stop.clone(),
+        ));
+    }
+    for (index, (route, listener)) in config.outbound.iter().zip(listeners.outbound).enumerate() {
+        let addr = listener.local_addr()?;
+        tracing::info!(direction = "outbound", listen = %addr, upstream = %format_args!("{}:{}", route.host, route.port),
+            server_name = ?route.server_name, "listening");
+        let handler = Arc::new(Outbound {
+            route: route.clone(),
+            index,
+            certs: certs.clone(),
+            limits: config.limits,
+            forward,
+            metrics: ListenerMetrics::new(Direction::Outbound, route.listen.to_string()),
+        });
+        stop.tracker.spawn(serve::serve(
+            listener,
+            handler,
+            permits.clone(),
+            stop.clone(),
+        ));
+    }
+    tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), tls12 = config.tls.tls12,
+        certificate_loaded = certs.current().is_some(), "gembok-proxy started");
+
+    let signal = shutdown.await;
+    health.draining.store(true, Ordering::Release);
+    tracing::info!(signal, grace = ?config.drain_grace, open = stop.tracker.len(), "draining");
+    match stop.drain(config.drain_grace).await {
+        Drained::Complete => tracing::info!("drained; exiting"),
+        Drained::Expired { remaining } => {
+            tracing::warn!(
+                remaining,
+                "drain grace period over; closing the remaining connections"
+            )
+        }
+    }
+    admin_stop.cancel();
+    Ok(())
+}
+
+fn spawn_sighup_reload(
+    reload: gembok_certwatch::ReloadHandle,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler; reloads rely on file events and re-reads");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading certificates");
+                    reload.reload_now();
+                }
+            }
+        }
+    });
+}
+
+/// The certificate source as the operator configured it, for logs.
+pub fn describe_certs(source: &CertSource) -> String {
+    match source {
+        CertSource::Dir(d) => format!("dir {}", d.display()),
+        CertSource::Files { cert, key, ca } => format!(
+            "cert {} key {} ca {}",
+            cert.display(),
+            key.display(),
+            ca.as_ref()
+                .map(|c| c.display().to_string())
+                .unwrap_or_default()
+        ),
+    }
+}

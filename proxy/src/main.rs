@@ -1,1 +1,105 @@
-fn main() {}
+//! `gembok-proxy`: parse the configuration (exit 64 on any problem, listing all of them), set up
+//! logs and the runtime, bind, and hand over to [`gembok_proxy::run`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use gembok_proxy::cli::{Cli, Command};
+use gembok_proxy::config::{Config, LogConfig};
+use gembok_proxy::{Listeners, shutdown, wait_ready};
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// sysexits' EX_USAGE: the command was used incorrectly.
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
+    };
+    if let Some(Command::WaitReady { admin, timeout }) = cli.command {
+        let Ok(timeout) = humantime::parse_duration(&timeout) else {
+            eprintln!("--timeout: `{timeout}` is not a duration like 10s or 2m");
+            return ExitCode::from(EX_USAGE);
+        };
+        return match wait_ready::wait(&admin, timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("gembok-proxy at {admin} not ready after {timeout:?}: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::from_cli(&cli.proxy) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("gembok-proxy: {errors}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    init_tracing(&config.log);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), certs = %gembok_proxy::describe_certs(&config.certs), "starting");
+
+    let runtime = match runtime(config.workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listeners = Listeners::bind(&config).await?;
+        gembok_proxy::run(config, listeners, shutdown::signal()).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    });
+    // Connections still open after the grace period are dropped here, not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gembok-proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::new(&log.filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Worker threads = the CPUs this process may use (cgroup quota aware), current-thread at one.
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let n = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut builder = if n == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(n);
+        b
+    };
+    builder.enable_all().thread_name("gembok-proxy").build()
+}

@@ -1,0 +1,132 @@
+//! The plaintext admin listener.
+//!
+//! | endpoint   | answers |
+//! |------------|---------|
+//! | `/live`    | 200 while the process runs |
+//! | `/ready`   | 200 when certificates are loaded, listeners are bound, the certificate does not expire within `--cert-expiry-margin`, and the proxy is not draining; 503 with the reason otherwise |
+//! | `/metrics` | Prometheus text format (see `metrics.rs` for the names) |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use gembok_certwatch::Reloadable;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::tls::TlsConfigs;
+
+/// What `/ready` looks at.
+#[derive(Debug)]
+pub struct Health {
+    pub certs: Reloadable<TlsConfigs>,
+    pub expiry_margin: Duration,
+    pub draining: AtomicBool,
+}
+
+impl Health {
+    /// `Ok` when the proxy can serve new connections, else why not.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err("draining: shutting down".to_owned());
+        }
+        let Some(certs) = self.certs.current() else {
+            return Err("no certificate loaded".to_owned());
+        };
+        let leaf = &certs.material.leaf;
+        let now = SystemTime::now();
+        match leaf.not_after.duration_since(now) {
+            Ok(left) if left > self.expiry_margin => Ok(()),
+            Ok(left) => Err(format!(
+                "certificate {} expires in {}s, within the {}s margin",
+                leaf.serial,
+                left.as_secs(),
+                self.expiry_margin.as_secs()
+            )),
+            Err(_) => Err(format!("certificate {} has expired", leaf.serial)),
+        }
+    }
+}
+
+/// Serves the admin endpoints until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (health, metrics) = (health.clone(), metrics.clone());
+        let service = hyper::service::service_fn(move |req| {
+            let response = respond(&req, &health, &metrics);
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(
+    req: &Request<Incoming>,
+    health: &Health,
+    metrics: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n".to_owned()),
+        "/ready" => match health.ready() {
+            Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, metrics.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /live, /ready or /metrics\n".to_owned(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,137 @@
+//! The command line as typed by an operator (or set by the injector through `GEMBOK_*`).
+//!
+//! Values stay strings here on purpose: [`crate::config`] parses them all and reports every
+//! problem at once, where clap would stop at the first bad value.
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+/// Gembok's encryption sidecar: terminates mTLS for the app (inbound) and originates mTLS for it
+/// (outbound). TLS 1.3 only and client certificates required, unless relaxed explicitly.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gembok-proxy",
+    version,
+    about,
+    after_help = "Every option also reads a GEMBOK_* environment variable (shown in [env: ...]); \
+repeatable options take several values separated by ';'.\n\n\
+Examples:\n  gembok-proxy --cert-dir /etc/gembok/certs --inbound 0.0.0.0:8443=127.0.0.1:8080,allow-san=spiffe://cluster.local/ns/ecommerce/sa/*\n  \
+gembok-proxy --cert-dir /etc/gembok/certs --outbound 127.0.0.1:15701=payment.ecommerce.svc.cluster.local:8443"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Wait until a gembok-proxy's /ready answers 200 (for a postStart hook that holds the app
+    /// until the classic-container sidecar is ready). Exits 0 when ready, 1 on timeout.
+    WaitReady {
+        /// Admin address of the proxy to wait for.
+        #[arg(long, env = "GEMBOK_ADMIN", default_value = "127.0.0.1:15700")]
+        admin: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "120s")]
+        timeout: String,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct ProxyArgs {
+    /// Accept mTLS on LISTEN and forward plaintext to TARGET on this host:
+    /// LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]... A PATTERN is a DNS name or a URI
+    /// (spiffe://...) where `*` stands for one whole label or path segment.
+    #[arg(
+        long,
+        env = "GEMBOK_INBOUND",
+        value_delimiter = ';',
+        value_name = "SPEC"
+    )]
+    pub inbound: Vec<String>,
+
+    /// Accept plaintext on a loopback LISTEN and originate mTLS to HOST:PORT:
+    /// LISTEN=HOST:PORT[,server-name=NAME][,alpn=PROTO]... The server must present a
+    /// certificate for NAME (default HOST) that chains to --ca.
+    #[arg(
+        long,
+        env = "GEMBOK_OUTBOUND",
+        value_delimiter = ';',
+        value_name = "SPEC"
+    )]
+    pub outbound: Vec<String>,
+
+    /// Directory with tls.crt (chain), tls.key and ca.crt, e.g. a mounted Secret.
+    #[arg(long, env = "GEMBOK_CERT_DIR", value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Certificate chain (PEM), leaf first. Use with --key and --ca instead of --cert-dir.
+    #[arg(long, env = "GEMBOK_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, env = "GEMBOK_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// CA bundle (PEM) that peers' certificates must chain to.
+    #[arg(long, env = "GEMBOK_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Plaintext HTTP admin listener serving /metrics, /live and /ready.
+    #[arg(
+        long,
+        env = "GEMBOK_ADMIN",
+        default_value = "127.0.0.1:15700",
+        value_name = "ADDR"
+    )]
+    pub admin: String,
+
+    /// Client certificates on inbound listeners: required, optional or none.
+    #[arg(long, env = "GEMBOK_INBOUND_CLIENT_AUTH", default_value = "required")]
+    pub inbound_client_auth: String,
+
+    /// Log level or tracing filter directive (e.g. `info`, `gembok_proxy=debug,info`).
+    #[arg(long, env = "GEMBOK_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: text or json.
+    #[arg(long, env = "GEMBOK_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    /// Longest a TLS handshake may take.
+    #[arg(long, env = "GEMBOK_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    pub handshake_timeout: String,
+    /// Longest a TCP connect (to the app or to the peer) may take.
+    #[arg(long, env = "GEMBOK_CONNECT_TIMEOUT", default_value = "5s")]
+    pub connect_timeout: String,
+    /// Close a connection after this long without a byte in either direction.
+    #[arg(long, env = "GEMBOK_IDLE_TIMEOUT", default_value = "1h")]
+    pub idle_timeout: String,
+    /// Most concurrent connections across all listeners; accepting waits beyond it.
+    #[arg(long, env = "GEMBOK_MAX_CONNECTIONS", default_value = "10000")]
+    pub max_connections: String,
+    /// After SIGTERM, how long open connections may keep going before the process exits.
+    #[arg(long, env = "GEMBOK_DRAIN_GRACE", default_value = "30s")]
+    pub drain_grace: String,
+
+    /// Also accept and offer TLS 1.2 (ECDHE with AEAD suites only). Off: TLS 1.3 only.
+    #[arg(long, env = "GEMBOK_TLS12", default_value = "false", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub tls12: String,
+    /// Cryptography provider: aws-lc-rs or ring.
+    #[arg(long, env = "GEMBOK_CRYPTO_PROVIDER", default_value = "aws-lc-rs")]
+    pub crypto_provider: String,
+    /// ALPN protocols (comma-separated) offered on outbound routes and accepted on inbound
+    /// listeners that do not set their own `alpn=`.
+    #[arg(long, env = "GEMBOK_ALPN", default_value = "")]
+    pub alpn: String,
+
+    /// /ready fails when the served certificate expires within this margin.
+    #[arg(long, env = "GEMBOK_CERT_EXPIRY_MARGIN", default_value = "1h")]
+    pub cert_expiry_margin: String,
+    /// Re-read certificate files at least this often (directory events are the fast path).
+    #[arg(long, env = "GEMBOK_RELOAD_INTERVAL", default_value = "30s")]
+    pub reload_interval: String,
+    /// Runtime worker threads: a number, or `auto` (the CPUs this process may use).
+    #[arg(long, env = "GEMBOK_WORKERS", default_value = "auto")]
+    pub workers: String,
+}

@@ -1,0 +1,485 @@
+//! The proxy's configuration: plain data, parsed once at the edge from [`crate::cli`].
+//!
+//! [`Config::from_cli`] checks every value and returns *all* problems at once, each naming its
+//! flag, so an operator fixes a manifest in one round instead of one error per pod restart.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use gembok_certwatch::CertSource;
+use rustls::pki_types::ServerName;
+
+use crate::cli::ProxyArgs;
+use crate::identity::SanPattern;
+
+/// Everything the proxy needs to run. Nothing below `main` reads the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub inbound: Vec<InboundRoute>,
+    pub outbound: Vec<OutboundRoute>,
+    pub certs: CertSource,
+    pub admin: SocketAddr,
+    pub client_auth: ClientAuth,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub tls: TlsOptions,
+    /// After SIGTERM, how long open connections may keep going.
+    pub drain_grace: Duration,
+    /// `/ready` fails when the certificate expires sooner than this.
+    pub cert_expiry_margin: Duration,
+    /// Safety-net re-read interval for certificate files.
+    pub reload_interval: Duration,
+    /// Runtime worker threads; `None` = the CPUs available to the process.
+    pub workers: Option<usize>,
+}
+
+/// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
+#[derive(Debug, Clone)]
+pub struct InboundRoute {
+    pub listen: SocketAddr,
+    /// Where the app listens; always a loopback address (plaintext never leaves the pod).
+    pub target: SocketAddr,
+    /// Empty: any client certificate that chains to the CA.
+    pub allow_san: Vec<SanPattern>,
+    /// Empty: use `--alpn`.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// `--outbound LISTEN=HOST:PORT[,server-name=NAME][,alpn=PROTO]...`
+#[derive(Debug, Clone)]
+pub struct OutboundRoute {
+    /// Always a loopback address: the app's plaintext is only accepted from inside the pod.
+    pub listen: SocketAddr,
+    pub host: String,
+    pub port: u16,
+    /// The name the server's certificate must be valid for.
+    pub server_name: ServerName<'static>,
+    /// Empty: use `--alpn`.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Required,
+    Optional,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    AwsLcRs,
+    Ring,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::AwsLcRs => "aws-lc-rs",
+            Provider::Ring => "ring",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub filter: String,
+    pub json: bool,
+}
+
+/// Bounds on everything a peer controls.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    pub tls12: bool,
+    pub provider: Provider,
+    /// Default ALPN protocols for routes that set none.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// Every problem found in the configuration, one per line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects problems while parsing continues.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn check<T, E: fmt::Display>(&mut self, flag: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push(format!("--{flag}: {e}"))).ok()
+    }
+
+    fn push(&mut self, flag: &str, message: impl fmt::Display) {
+        self.0.push(format!("--{flag}: {message}"));
+    }
+}
+
+impl Config {
+    pub fn from_cli(args: &ProxyArgs) -> Result<Config, ConfigErrors> {
+        let mut p = Problems::default();
+
+        let inbound: Vec<InboundRoute> = args
+            .inbound
+            .iter()
+            .filter_map(|spec| p.check("inbound", parse_inbound(spec)))
+            .collect();
+        let outbound: Vec<OutboundRoute> = args
+            .outbound
+            .iter()
+            .filter_map(|spec| p.check("outbound", parse_outbound(spec)))
+            .collect();
+        if args.inbound.is_empty() && args.outbound.is_empty() {
+            p.0.push("--inbound/--outbound: nothing to do; give at least one route".to_owned());
+        }
+
+        let certs = cert_source(args, &mut p);
+        let admin = p.check("admin", parse_addr(&args.admin));
+        let client_auth = p.check(
+            "inbound-client-auth",
+            match args.inbound_client_auth.as_str() {
+                "required" => Ok(ClientAuth::Required),
+                "optional" => Ok(ClientAuth::Optional),
+                "none" => Ok(ClientAuth::None),
+                other => Err(format!("`{other}` is not one of required, optional, none")),
+            },
+        );
+        if client_auth.is_some_and(|a| a != ClientAuth::Required)
+            && inbound.iter().any(|r| !r.allow_san.is_empty())
+        {
+            p.push(
+                "inbound-client-auth",
+                "allow-san needs client certificates; use `required` or drop allow-san",
+            );
+        }
+        let json = p.check(
+            "log-format",
+            match args.log_format.as_str() {
+                "text" => Ok(false),
+                "json" => Ok(true),
+                other => Err(format!("`{other}` is not one of text, json")),
+            },
+        );
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+            p.push("log", format!("`{}`: {e}", args.log));
+        }
+        let handshake_timeout =
+            p.check("handshake-timeout", parse_duration(&args.handshake_timeout));
+        let connect_timeout = p.check("connect-timeout", parse_duration(&args.connect_timeout));
+        let idle_timeout = p.check("idle-timeout", parse_duration(&args.idle_timeout));
+        let max_connections = p.check("max-connections", parse_positive(&args.max_connections));
+        let drain_grace = p.check("drain-grace", parse_duration_allow_zero(&args.drain_grace));
+        let cert_expiry_margin = p.check(
+            "cert-expiry-margin",
+            parse_duration_allow_zero(&args.cert_expiry_margin),
+        );
+        let reload_interval = p.check("reload-interval", parse_duration(&args.reload_interval));
+        let tls12 = p.check("tls12", parse_bool(&args.tls12));
+        let provider = p.check(
+            "crypto-provider",
+            match args.crypto_provider.as_str() {
+                "aws-lc-rs" => Ok(Provider::AwsLcRs),
+                "ring" => Ok(Provider::Ring),
+                other => Err(format!("`{other}` is not one of aws-lc-rs, ring")),
+            },
+        );
+        let alpn = p.check("alpn", parse_alpn_list(&args.alpn));
+        let workers = p.check(
+            "workers",
+            match args.workers.as_str() {
+                "auto" => Ok(None),
+                n => parse_positive(n).map(Some),
+            },
+        );
+
+        check_unique_listeners(&inbound, &outbound, admin, &mut p);
+
+        if !p.0.is_empty() {
+            return Err(ConfigErrors(p.0));
+        }
+        // Every `None` above pushed a problem, so these all hold values now.
+        let some = "checked above";
+        Ok(Config {
+            inbound,
+            outbound,
+            certs: certs.expect(some),
+            admin: admin.expect(some),
+            client_auth: client_auth.expect(some),
+            log: LogConfig {
+                filter: args.log.clone(),
+                json: json.expect(some),
+            },
+            limits: Limits {
+                handshake_timeout: handshake_timeout.expect(some),
+                connect_timeout: connect_timeout.expect(some),
+                idle_timeout: idle_timeout.expect(some),
+                max_connections: max_connections.expect(some),
+            },
+            tls: TlsOptions {
+                tls12: tls12.expect(some),
+                provider: provider.expect(some),
+                alpn: alpn.expect(some),
+            },
+            drain_grace: drain_grace.expect(some),
+            cert_expiry_margin: cert_expiry_margin.expect(some),
+            reload_interval: reload_interval.expect(some),
+            workers: workers.expect(some),
+        })
+    }
+}
+
+fn cert_source(args: &ProxyArgs, p: &mut Problems) -> Option<CertSource> {
+    let files = [("cert", &args.cert), ("key", &args.key), ("ca", &args.ca)];
+    let given: Vec<&str> = files
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(n, _)| *n)
+        .collect();
+    match (&args.cert_dir, given.len()) {
+        (Some(dir), 0) => Some(CertSource::Dir(dir.clone())),
+        (Some(_), _) => {
+            p.push(
+                "cert-dir",
+                format!(
+                    "give either --cert-dir or --cert/--key/--ca, not both (also got --{})",
+                    given.join(", --")
+                ),
+            );
+            None
+        }
+        (None, 3) => Some(CertSource::Files {
+            cert: args.cert.clone().expect("counted"),
+            key: args.key.clone().expect("counted"),
+            ca: args.ca.clone(),
+        }),
+        (None, 0) => {
+            p.push(
+                "cert-dir",
+                "certificates are required: give --cert-dir DIR or --cert, --key and --ca",
+            );
+            None
+        }
+        (None, _) => {
+            for (name, value) in files {
+                if value.is_none() {
+                    p.push(
+                        name,
+                        format!("required together with --{}", given.join(" and --")),
+                    );
+                }
+            }
+            None
+        }
+    }
+}
+
+fn check_unique_listeners(
+    inbound: &[InboundRoute],
+    outbound: &[OutboundRoute],
+    admin: Option<SocketAddr>,
+    p: &mut Problems,
+) {
+    let mut seen: Vec<(SocketAddr, &str)> = admin.map(|a| (a, "admin")).into_iter().collect();
+    let listens = inbound
+        .iter()
+        .map(|r| (r.listen, "inbound"))
+        .chain(outbound.iter().map(|r| (r.listen, "outbound")));
+    for (addr, flag) in listens {
+        let clash = seen.iter().find(|(other, _)| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip()
+                    || other.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        });
+        match clash {
+            Some((other, other_flag)) => p.push(
+                flag,
+                format!("listen address {addr} clashes with --{other_flag} {other}"),
+            ),
+            None => seen.push((addr, flag)),
+        }
+    }
+}
+
+// === route specs ===
+
+/// `LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
+pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
+    let (listen, target, options) = split_spec(spec)?;
+    let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
+    let target = parse_addr(target).map_err(|e| format!("`{spec}`: target {e}"))?;
+    if !target.ip().is_loopback() {
+        return Err(format!(
+            "`{spec}`: target {target} is not a loopback address; plaintext must not leave the pod"
+        ));
+    }
+    let mut route = InboundRoute {
+        listen,
+        target,
+        allow_san: Vec::new(),
+        alpn: Vec::new(),
+    };
+    for (key, value) in options {
+        match key {
+            "allow-san" => route
+                .allow_san
+                .push(SanPattern::parse(value).map_err(|e| format!("`{spec}`: allow-san {e}"))?),
+            "alpn" => route
+                .alpn
+                .push(parse_alpn(value).map_err(|e| format!("`{spec}`: {e}"))?),
+            other => {
+                return Err(format!(
+                    "`{spec}`: unknown option `{other}` (expected allow-san or alpn)"
+                ));
+            }
+        }
+    }
+    Ok(route)
+}
+
+/// `LISTEN=HOST:PORT[,server-name=NAME][,alpn=PROTO]...`
+pub fn parse_outbound(spec: &str) -> Result<OutboundRoute, String> {
+    let (listen, upstream, options) = split_spec(spec)?;
+    let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
+    if !listen.ip().is_loopback() {
+        return Err(format!(
+            "`{spec}`: listen {listen} is not a loopback address; outbound plaintext is only accepted from inside the pod"
+        ));
+    }
+    let (host, port) = split_host_port(upstream).map_err(|e| format!("`{spec}`: {e}"))?;
+    let mut server_name = None;
+    let mut alpn = Vec::new();
+    for (key, value) in options {
+        match key {
+            "server-name" if server_name.is_none() => server_name = Some(value),
+            "server-name" => return Err(format!("`{spec}`: server-name given twice")),
+            "alpn" => alpn.push(parse_alpn(value).map_err(|e| format!("`{spec}`: {e}"))?),
+            other => {
+                return Err(format!(
+                    "`{spec}`: unknown option `{other}` (expected server-name or alpn)"
+                ));
+            }
+        }
+    }
+    let name = server_name.unwrap_or(host.as_str());
+    let server_name = ServerName::try_from(name.to_owned())
+        .map_err(|_| format!("`{spec}`: `{name}` is not a valid server name"))?;
+    Ok(OutboundRoute {
+        listen,
+        host,
+        port,
+        server_name,
+        alpn,
+    })
+}
+
+type Options<'a> = Vec<(&'a str, &'a str)>;
+
+fn split_spec(spec: &str) -> Result<(&str, &str, Options<'_>), String> {
+    let mut parts = spec.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (left, right) = head
+        .split_once('=')
+        .ok_or_else(|| format!("`{spec}`: expected LISTEN=TARGET"))?;
+    let options = parts
+        .map(|opt| {
+            opt.split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .ok_or_else(|| format!("`{spec}`: option `{opt}` must be KEY=VALUE"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((left.trim(), right.trim(), options))
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or `:PORT` (all interfaces).
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = split_host_port(s)?;
+    let ip = match host.as_str() {
+        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        other => {
+            return Err(format!(
+                "`{other}` is not an IP address (names are only allowed for outbound upstreams)"
+            ));
+        }
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` must be HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{s}`: `{port}` is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_owned(), port))
+}
+
+fn parse_alpn(s: &str) -> Result<Vec<u8>, String> {
+    if s.is_empty() || s.len() > 255 {
+        return Err(format!("ALPN protocol `{s}` must be 1 to 255 bytes"));
+    }
+    Ok(s.as_bytes().to_vec())
+}
+
+fn parse_alpn_list(s: &str) -> Result<Vec<Vec<u8>>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(parse_alpn)
+        .collect()
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration_allow_zero(s)? {
+        d if d.is_zero() => Err(format!("`{s}` must be longer than zero")),
+        d => Ok(d),
+    }
+}
+
+fn parse_duration_allow_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 10s, 500ms or 2m ({e})"))
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a positive whole number")),
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("`{s}` is not true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+use clap::Parser;
+
+use super::*;
+use crate::cli::Cli;
+
+fn config(args: &[&str]) -> Result<Config, ConfigErrors> {
+    let mut argv = vec!["gembok-proxy"];
+    argv.extend_from_slice(args);
+    Config::from_cli(
+        &Cli::try_parse_from(argv)
+            .expect("clap accepts the shape")
+            .proxy,
+    )
+}
+
+#[test]
+fn parses_the_documented_example() {
+    let c = config(&[
+        "--cert-dir",
+        "/etc/gembok/certs",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080,allow-san=spiffe://cluster.local/ns/ecommerce/sa/*",
+        "--outbound",
+        "127.0.0.1:15701=payment.ecommerce.svc.cluster.local:8443",
+        "--outbound",
+        "127.0.0.1:15702=10.0.0.7:6379,server-name=redis.redis.svc,alpn=h2",
+    ])
+    .unwrap();
+    assert_eq!(c.inbound[0].listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(c.inbound[0].target, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(
+        c.inbound[0].allow_san[0].to_string(),
+        "spiffe://cluster.local/ns/ecommerce/sa/*"
+    );
+    assert_eq!(c.outbound[0].host, "payment.ecommerce.svc.cluster.local");
+    assert_eq!(c.outbound[0].port, 8443);
+    assert_eq!(c.outbound[1].server_name.to_str(), "redis.redis.svc");
+    assert_eq!(c.outbound[1].alpn, vec![b"h2".to_vec()]);
+    assert_eq!(c.client_auth, ClientAuth::Required);
+    assert!(!c.tls.tls12);
+    assert_eq!(c.tls.provider, Provider::AwsLcRs);
+    assert_eq!(c.admin, "127.0.0.1:15700".parse().unwrap());
+    assert_eq!(c.certs, CertSource::Dir("/etc/gembok/certs".into()));
+}
+
+#[test]
+fn semicolons_separate_repeated_values() {
+    let c = config(&[
+        "--cert-dir",
+        "d",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080;0.0.0.0:9443=127.0.0.1:9090,alpn=h2",
+    ])
+    .unwrap();
+    assert_eq!(c.inbound.len(), 2);
+    assert_eq!(c.inbound[1].alpn, vec![b"h2".to_vec()]);
+}
+
+#[test]
+fn reports_every_problem_at_once_naming_each_flag() {
+    let err = config(&[
+        "--cert",
+        "c.pem",
+        "--inbound",
+        "0.0.0.0:8443=10.1.2.3:8080",
+        "--inbound",
+        "0.0.0.0:9443",
+        "--outbound",
+        "0.0.0.0:15701=payment:8443",
+        "--outbound",
+        "127.0.0.1:15702=payment:8443,colour=blue",
+        "--handshake-timeout",
+        "soon",
+        "--max-connections",
+        "0",
+        "--crypto-provider",
+        "openssl",
+        "--inbound-client-auth",
+        "maybe",
+        "--log-format",
+        "xml",
+        "--tls12",
+        "perhaps",
+    ])
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "--inbound: `0.0.0.0:8443=10.1.2.3:8080`: target 10.1.2.3:8080 is not a loopback address",
+        "--inbound: `0.0.0.0:9443`: expected LISTEN=TARGET",
+        "--outbound: `0.0.0.0:15701=payment:8443`: listen 0.0.0.0:15701 is not a loopback address",
+        "unknown option `colour`",
+        "--key: required together with --cert",
+        "--ca: required together with --cert",
+        "--handshake-timeout: `soon`",
+        "--max-connections: `0` is not a positive whole number",
+        "--crypto-provider: `openssl`",
+        "--inbound-client-auth: `maybe`",
+        "--log-format: `xml`",
+        "--tls12: `perhaps`",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(err.0.len(), 12, "{text}");
+}
+
+#[test]
+fn refuses_clashing_listeners_and_missing_routes() {
+    let err = config(&[
+        "--cert-dir",
+        "d",
+        "--admin",
+        "0.0.0.0:8443",
+        "--inbound",
+        "127.0.0.1:8443=127.0.0.1:80",
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("clashes with --admin 0.0.0.0:8443"),
+        "{err}"
+    );
+    let err = config(&["--cert-dir", "d"]).unwrap_err();
+    assert!(err.to_string().contains("nothing to do"), "{err}");
+    let err = config(&["--inbound", "0.0.0.0:1=127.0.0.1:2"]).unwrap_err();
+    assert!(
+        err.to_string().contains("certificates are required"),
+        "{err}"
+    );
+    let err = config(&[
+        "--cert-dir",
+        "d",
+        "--cert",
+        "c",
+        "--inbound",
+        "0.0.0.0:1=127.0.0.1:2",
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+}
+
+#[test]
+fn allow_san_requires_client_certificates() {
+    let err = config(&[
+        "--cert-dir",
+        "d",
+        "--inbound-client-auth",
+        "optional",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080,allow-san=a.b",
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("allow-san needs client certificates"),
+        "{err}"
+    );
+}
+
+#[test]
+fn outbound_to_an_ip_verifies_the_ip_unless_a_name_is_given() {
+    let r = parse_outbound("127.0.0.1:1=10.0.0.1:443").unwrap();
+    assert!(matches!(r.server_name, ServerName::IpAddress(_)));
+    let r = parse_outbound("127.0.0.1:1=[fd00::1]:443,server-name=db.internal").unwrap();
+    assert_eq!(r.host, "fd00::1");
+    assert_eq!(r.server_name.to_str(), "db.internal");
+    assert!(parse_outbound("127.0.0.1:1=x:443,server-name=a,server-name=b").is_err());
+}

@@ -1,0 +1,140 @@
+//! Shared steps of a proxied connection: connect with a deadline, record the peer's identity,
+//! and close both sockets the way forwarding ended.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::forward::End;
+use crate::identity;
+use crate::metrics::ListenerMetrics;
+
+/// Why a TCP connect (to the app, or to the peer) failed: the `reason` label of
+/// `gembok_upstream_connect_failures_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, io::Error),
+    #[error("{0} resolved to no address")]
+    NoAddress(String),
+    #[error("connect to {addr}: {source}")]
+    Io { addr: SocketAddr, source: io::Error },
+}
+
+impl ConnectError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::Timeout(_) => "timeout",
+            ConnectError::Resolve(..) | ConnectError::NoAddress(_) => "resolve",
+            ConnectError::Io { source, .. } => match source.kind() {
+                io::ErrorKind::ConnectionRefused => "refused",
+                io::ErrorKind::ConnectionReset => "reset",
+                _ => "other",
+            },
+        }
+    }
+}
+
+/// Resolves `host` (an IP literal resolves without a lookup) and connects to the first address
+/// that accepts, all within `timeout`. TCP_NODELAY is set: records are flushed explicitly.
+pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ConnectError::Resolve(host.to_owned(), e))?
+            .collect();
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(source) => last = Some(ConnectError::Io { addr, source }),
+            }
+        }
+        Err(last.unwrap_or_else(|| ConnectError::NoAddress(host.to_owned())))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err(ConnectError::Timeout(timeout)))
+}
+
+/// Records the peer's identity on the connection span (parsing the certificate only when the
+/// span is being recorded).
+pub fn record_peer(certs: Option<&[CertificateDer<'_>]>) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(leaf) = certs.and_then(|c| c.first())
+        && let Ok(info) = gembok_certwatch::LeafInfo::from_der(leaf)
+        && let Some(id) = identity::peer_id(&info)
+    {
+        span.record("peer.id", id);
+    }
+}
+
+/// The peer side of a connection: a TLS stream over a TCP socket we can reset.
+pub trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl PeerStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl PeerStream for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// Sends a TCP reset instead of a FIN when the socket is dropped.
+pub fn reset(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}
+
+/// Ends a forwarded connection. A clean end already half-closed both sides. Anything else must
+/// not look clean to the other side: a truncated or failed peer resets the app, a failed app
+/// resets the peer (no close_notify, so the remote sidecar sees a truncation and resets its app).
+/// An idle timeout closes both sides gracefully.
+pub async fn finish<P: PeerStream>(
+    end: &End,
+    app: &mut TcpStream,
+    peer: &mut P,
+    metrics: &ListenerMetrics,
+) {
+    match end {
+        End::Clean => {}
+        End::Truncated => {
+            metrics.truncated();
+            tracing::info!("peer closed without close_notify; resetting the app connection");
+            reset(app);
+        }
+        End::PeerError(e) => {
+            tracing::info!(error = %e, "peer connection failed; resetting the app connection");
+            reset(app);
+        }
+        End::AppError(e) => {
+            tracing::info!(error = %e, "app connection failed; resetting the peer connection");
+            reset(peer.tcp());
+        }
+        End::IdleTimeout => {
+            tracing::info!("idle timeout; closing both sides");
+            let close = async {
+                let _ = peer.shutdown().await;
+                let _ = app.shutdown().await;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Moving bytes both ways between the app's socket and the peer's TLS stream.
+//!
+//! Both directions run in one future on one task, so a connection costs one task and no
+//! cross-thread wake-ups between its halves. Each direction:
+//! - reads into a buffer that grows with the traffic (16 KiB, then 64 KiB after 128 KiB: tokio's
+//!   8 KiB default costs about twice the CPU per byte), and is *released* whenever the read side
+//!   has nothing to give, so an idle connection holds no buffer at all;
+//! - writes everything read before reading again, and flushes only when the next read would block
+//!   (many TLS records then leave in one `writev`);
+//! - on EOF, shuts the other side's write half (app FIN → close_notify + FIN to the peer; peer
+//!   close_notify → FIN to the app) while the other direction keeps flowing.
+//!
+//! A peer that closes without close_notify is a truncation: we stop and report
+//! [`End::Truncated`] so the caller resets the app side instead of forging a clean end.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use metrics::Counter;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+
+/// Buffer sizes by how much a direction has carried so far.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferPolicy {
+    pub initial: usize,
+    pub large: usize,
+    /// Bytes after which a direction switches to `large`.
+    pub grow_after: u64,
+}
+
+impl Default for BufferPolicy {
+    fn default() -> Self {
+        Self {
+            initial: 16 * 1024,
+            large: 64 * 1024,
+            grow_after: 128 * 1024,
+        }
+    }
+}
+
+impl BufferPolicy {
+    fn size_for(&self, carried: u64) -> usize {
+        if carried >= self.grow_after {
+            self.large
+        } else {
+            self.initial
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub idle_timeout: Duration,
+    pub buffers: BufferPolicy,
+}
+
+/// How a forwarded connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both directions reached EOF cleanly (FIN from the app, close_notify from the peer).
+    Clean,
+    /// The peer's TCP stream ended without close_notify.
+    Truncated,
+    /// Reading from or writing to the app failed (usually a reset).
+    AppError(io::Error),
+    /// Reading from or writing to the peer failed (reset, TLS alert, bad record).
+    PeerError(io::Error),
+    /// Nothing moved either way for the idle timeout.
+    IdleTimeout,
+}
+
+impl End {
+    /// The `end` label of `gembok_connections_closed_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            End::Clean => "clean",
+            End::Truncated => "truncated",
+            End::AppError(_) | End::PeerError(_) => "reset",
+            End::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// What a connection carried and how it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub app_to_peer: u64,
+    pub peer_to_app: u64,
+    pub end: End,
+}
+
+/// Forwards until both directions are done, one fails, or the connection idles out.
+/// `app_to_peer` and `peer_to_app` count bytes as they move (live in /metrics).
+pub async fn forward<A, P>(
+    app: &mut A,
+    peer: &mut P,
+    settings: Settings,
+    app_to_peer: &Counter,
+    peer_to_app: &Counter,
+) -> Outcome
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    P: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut up = Direction::new(settings.buffers, app_to_peer);
+    let mut down = Direction::new(settings.buffers, peer_to_app);
+    let mut idle = Idle::new(settings.idle_timeout);
+
+    let end = poll_fn(|cx| {
+        if !up.done {
+            match up.poll(cx, Pin::new(&mut *app), Pin::new(&mut *peer)) {
+                Poll::Ready(Ok(())) => up.done = true,
+                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(End::AppError(e)),
+                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(End::PeerError(e)),
+                Poll::Pending => {}
+            }
+        }
+        if !down.done {
+            match down.poll(cx, Pin::new(&mut *peer), Pin::new(&mut *app)) {
+                Poll::Ready(Ok(())) => down.done = true,
+                Poll::Ready(Err(Failed::Read(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Poll::Ready(End::Truncated);
+                }
+                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(End::PeerError(e)),
+                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(End::AppError(e)),
+                Poll::Pending => {}
+            }
+        }
+        if up.done && down.done {
+            return Poll::Ready(End::Clean);
+        }
+        let moved = std::mem::take(&mut up.moved) | std::mem::take(&mut down.moved);
+        idle.poll(cx, moved).map(|()| End::IdleTimeout)
+    })
+    .await;
+
+    Outcome {
+        app_to_peer: up.carried,
+        peer_to_app: down.carried,
+        end,
+    }
+}
+
+enum Failed {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// One direction's state.
+struct Direction<'a> {
+    policy: BufferPolicy,
+    /// Holds bytes read but not yet written; `None` while the reader has nothing to give.
+    buf: Option<BytesMut>,
+    /// How much of `buf` has been written.
+    written: usize,
+    carried: u64,
+    counter: &'a Counter,
+    read_done: bool,
+    needs_flush: bool,
+    /// Bytes moved since the idle timer last looked.
+    moved: bool,
+    done: bool,
+}
+
+impl<'a> Direction<'a> {
+    fn new(policy: BufferPolicy, counter: &'a Counter) -> Self {
+        Self {
+            policy,
+            buf: None,
+            written: 0,
+            carried: 0,
+            counter,
+            read_done: false,
+            needs_flush: false,
+            moved: false,
+            done: false,
+        }
+    }
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<Result<(), Failed>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            // Read only once everything read before has been written.
+            let pending = self.buf.as_ref().map_or(0, |b| b.len() - self.written);
+            if pending == 0 && !self.read_done {
+                let size = self.policy.size_for(self.carried);
+                let buf = self
+                    .buf
+                    .get_or_insert_with(|| BytesMut::with_capacity(size));
+                buf.clear();
+                if buf.capacity() < size {
+                    buf.reserve(size);
+                }
+                self.written = 0;
+                match tokio_util::io::poll_read_buf(reader.as_mut(), cx, buf) {
+                    Poll::Pending => {
+                        // Nothing to read now: give the buffer back and push out what we wrote.
+                        self.buf = None;
+                        if self.needs_flush {
+                            ready!(writer.as_mut().poll_flush(cx)).map_err(Failed::Write)?;
+                            self.needs_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed::Read(e))),
+                    Poll::Ready(Ok(0)) => {
+                        self.read_done = true;
+                        self.buf = None;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.carried += n as u64;
+                        self.counter.increment(n as u64);
+                        self.moved = true;
+                    }
+                }
+            }
+
+            if let Some(buf) = &self.buf {
+                while self.written < buf.len() {
+                    let n = ready!(writer.as_mut().poll_write(cx, &buf[self.written..]))
+                        .map_err(Failed::Write)?;
+                    if n == 0 {
+                        return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
+                    }
+                    self.written += n;
+                    self.needs_flush = true;
+                }
+            }
+
+            if self.read_done {
+                // EOF: flush, then half-close the other side's write direction.
+                ready!(writer.as_mut().poll_flush(cx)).map_err(Failed::Write)?;
+                ready!(writer.as_mut().poll_shutdown(cx)).map_err(Failed::Write)?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Fires after `timeout` without traffic. The timer is re-armed lazily (only when it fires and
+/// traffic happened meanwhile), so the data path never touches the timer wheel.
+struct Idle {
+    timeout: Duration,
+    last_activity: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            timeout,
+            last_activity: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, moved: bool) -> Poll<()> {
+        if moved {
+            self.last_activity = Instant::now();
+        }
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            let deadline = self.last_activity + self.timeout;
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

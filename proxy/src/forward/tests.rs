@@ -1,0 +1,181 @@
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use metrics::Counter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf, duplex};
+
+use super::*;
+
+fn settings(idle: Duration) -> Settings {
+    Settings {
+        idle_timeout: idle,
+        buffers: BufferPolicy::default(),
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn run(mut app: DuplexStream, mut peer: DuplexStream, idle: Duration) -> Outcome {
+    let c = Counter::noop();
+    forward(&mut app, &mut peer, settings(idle), &c, &c).await
+}
+
+#[tokio::test]
+async fn carries_both_directions_at_once_and_half_closes_each_way() {
+    // Small pipes so that back-pressure and partial writes happen.
+    let (app_far, app_near) = duplex(8 * 1024);
+    let (peer_near, mut peer_far) = duplex(8 * 1024);
+    let up = pattern(3 * 1024 * 1024 + 17, 1);
+    let down = pattern(2 * 1024 * 1024 + 5, 2);
+    let proxy = tokio::spawn(run(app_near, peer_near, Duration::from_secs(60)));
+
+    let (mut app_r, mut app_w) = tokio::io::split(app_far);
+    let up_sent = up.clone();
+    let app_writer = tokio::spawn(async move {
+        app_w.write_all(&up_sent).await.unwrap();
+        app_w.shutdown().await.unwrap(); // app FIN
+    });
+    let app_reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        app_r.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let down_sent = down.clone();
+    let peer = tokio::spawn(async move {
+        // The app's FIN arrives while the peer still has most of its data to send.
+        peer_far.write_all(&down_sent[..1024]).await.unwrap();
+        let mut got = Vec::new();
+        peer_far.read_to_end(&mut got).await.unwrap();
+        peer_far.write_all(&down_sent[1024..]).await.unwrap();
+        peer_far.shutdown().await.unwrap();
+        got
+    });
+
+    app_writer.await.unwrap();
+    assert_eq!(peer.await.unwrap(), up);
+    assert_eq!(app_reader.await.unwrap(), down);
+    let outcome = proxy.await.unwrap();
+    assert!(matches!(outcome.end, End::Clean), "{:?}", outcome.end);
+    assert_eq!(outcome.app_to_peer, up.len() as u64);
+    assert_eq!(outcome.peer_to_app, down.len() as u64);
+}
+
+#[tokio::test]
+async fn peer_eof_first_closes_the_app_side_and_keeps_the_other_direction() {
+    let (mut app_far, app_near) = duplex(64 * 1024);
+    let (peer_near, mut peer_far) = duplex(64 * 1024);
+    let proxy = tokio::spawn(run(app_near, peer_near, Duration::from_secs(60)));
+
+    peer_far.write_all(b"response").await.unwrap();
+    peer_far.shutdown().await.unwrap(); // the peer's close_notify, as the TLS stream reports it
+    let mut got = Vec::new();
+    app_far.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"response");
+    // The app can still send after it saw EOF.
+    app_far.write_all(b"late request").await.unwrap();
+    app_far.shutdown().await.unwrap();
+    let mut late = Vec::new();
+    peer_far.read_to_end(&mut late).await.unwrap();
+    assert_eq!(late, b"late request");
+    assert!(matches!(proxy.await.unwrap().end, End::Clean));
+}
+
+/// A peer stream whose reads end the way tokio-rustls reports a FIN without close_notify.
+struct TruncatingPeer {
+    data: Vec<u8>,
+}
+
+impl tokio::io::AsyncRead for TruncatingPeer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.data.is_empty() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "peer closed connection without sending TLS close_notify",
+            )));
+        }
+        let n = self.data.len().min(buf.remaining());
+        buf.put_slice(&self.data[..n]);
+        self.data.drain(..n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for TruncatingPeer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_peer_fin_without_close_notify_is_a_truncation() {
+    let (mut app_far, mut app_near) = duplex(64 * 1024);
+    let mut peer = TruncatingPeer {
+        data: b"partial".to_vec(),
+    };
+    let c = Counter::noop();
+    let outcome = forward(
+        &mut app_near,
+        &mut peer,
+        settings(Duration::from_secs(60)),
+        &c,
+        &c,
+    )
+    .await;
+    assert!(matches!(outcome.end, End::Truncated), "{:?}", outcome.end);
+    assert_eq!(outcome.peer_to_app, 7);
+    let mut got = [0u8; 7];
+    app_far.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"partial");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idles_out_only_after_a_quiet_period() {
+    let (mut app_far, app_near) = duplex(1024);
+    let (peer_near, mut peer_far) = duplex(1024);
+    let proxy = tokio::spawn(run(app_near, peer_near, Duration::from_secs(10)));
+    // Traffic every 6 s keeps it alive past the 10 s timeout...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        app_far.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        peer_far.read_exact(&mut b).await.unwrap();
+    }
+    assert!(!proxy.is_finished());
+    // ...then silence ends it.
+    let started = tokio::time::Instant::now();
+    let outcome = proxy.await.unwrap();
+    assert!(matches!(outcome.end, End::IdleTimeout), "{:?}", outcome.end);
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn buffers_grow_with_traffic() {
+    let p = BufferPolicy::default();
+    assert_eq!(p.size_for(0), 16 * 1024);
+    assert_eq!(p.size_for(128 * 1024 - 1), 16 * 1024);
+    assert_eq!(p.size_for(128 * 1024), 64 * 1024);
+}

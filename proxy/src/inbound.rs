@@ -1,0 +1,120 @@
+//! Inbound: mTLS from other pods in, plaintext to the app on localhost out.
+//!
+//! Steps, in the same order as `outbound.rs`:
+//! 1. snapshot the current TLS configs (one per certificate generation);
+//! 2. TLS handshake with the peer, under the handshake timeout (client certificate required by
+//!    default, and its SANs checked against `allow-san` inside the handshake);
+//! 3. connect to the app, under the connect timeout;
+//! 4. forward both ways until both sides are done;
+//! 5. close the way forwarding ended, and count it.
+
+use std::time::Instant;
+
+use gembok_certwatch::Reloadable;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::Direction;
+use crate::config::{InboundRoute, Limits};
+use crate::conn::{self, PeerStream};
+use crate::forward::{self, Settings};
+use crate::metrics::ListenerMetrics;
+use crate::serve::Handler;
+use crate::tls::{self, TlsConfigs};
+
+/// One `--inbound` listener.
+pub struct Inbound {
+    pub route: InboundRoute,
+    /// Position of this route's config in `TlsConfigs::inbound`.
+    pub index: usize,
+    pub certs: Reloadable<TlsConfigs>,
+    pub limits: Limits,
+    pub forward: Settings,
+    pub metrics: ListenerMetrics,
+}
+
+impl Handler for Inbound {
+    fn direction(&self) -> Direction {
+        Direction::Inbound
+    }
+
+    fn metrics(&self) -> &ListenerMetrics {
+        &self.metrics
+    }
+
+    async fn proxy(&self, peer: TcpStream) -> &'static str {
+        let _ = peer.set_nodelay(true);
+
+        // 1. Configs of the current certificate generation, kept for this connection's life.
+        let Some(certs) = self.certs.current() else {
+            self.metrics.handshake_failed("no_certificate_loaded");
+            tracing::warn!("refusing connection: no certificate loaded yet");
+            conn::reset(&peer);
+            return "handshake_failed";
+        };
+        let acceptor = TlsAcceptor::from(certs.value.inbound[self.index].clone());
+        drop(certs);
+
+        // 2. Handshake.
+        let started = Instant::now();
+        let mut peer = match tokio::time::timeout(
+            self.limits.handshake_timeout,
+            acceptor.accept(peer),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = tls::failure_reason(&e);
+                self.metrics.handshake_failed(reason);
+                tracing::info!(reason, error = %e, "TLS handshake failed");
+                return "handshake_failed";
+            }
+            Err(_) => {
+                self.metrics.handshake_failed("timeout");
+                tracing::info!(timeout = ?self.limits.handshake_timeout, "TLS handshake timed out");
+                return "handshake_failed";
+            }
+        };
+        self.metrics.handshake.record(started.elapsed());
+        conn::record_peer(peer.get_ref().1.peer_certificates());
+
+        // 3. The app.
+        let target = self.route.target;
+        let mut app = match conn::connect(
+            &target.ip().to_string(),
+            target.port(),
+            self.limits.connect_timeout,
+        )
+        .await
+        {
+            Ok(app) => app,
+            Err(e) => {
+                self.metrics.upstream_failed(e.reason());
+                tracing::warn!(app = %target, error = %e, "cannot reach the app; resetting the peer");
+                conn::reset(peer.tcp());
+                return "upstream_failed";
+            }
+        };
+
+        // 4. Forward.
+        let outcome = forward::forward(
+            &mut app,
+            &mut peer,
+            self.forward,
+            &self.metrics.app_to_peer,
+            &self.metrics.peer_to_app,
+        )
+        .await;
+        tracing::debug!(
+            app_to_peer = outcome.app_to_peer,
+            peer_to_app = outcome.peer_to_app,
+            end = outcome.end.label(),
+            "connection finished"
+        );
+
+        // 5. Close.
+        conn::finish(&outcome.end, &mut app, &mut peer, &self.metrics).await;
+        outcome.end.label()
+    }
+}

@@ -1,0 +1,160 @@
+//! Every metric the proxy exports, named and described in one place.
+//!
+//! Names are part of Gembok's interface (dashboards and alerts in `manifests/` use them), so they
+//! follow Prometheus conventions and do not change casually. Per-listener handles are resolved
+//! once ([`ListenerMetrics::new`]) so the data path only touches atomics.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::Direction;
+
+pub const CONNECTIONS_OPENED: &str = "gembok_connections_opened_total";
+pub const CONNECTIONS_CLOSED: &str = "gembok_connections_closed_total";
+pub const CONNECTIONS_ACTIVE: &str = "gembok_connections_active";
+pub const BYTES: &str = "gembok_bytes_total";
+pub const HANDSHAKE_DURATION: &str = "gembok_handshake_duration_seconds";
+pub const HANDSHAKE_FAILURES: &str = "gembok_handshake_failures_total";
+pub const TRUNCATIONS: &str = "gembok_truncations_total";
+pub const UPSTREAM_FAILURES: &str = "gembok_upstream_connect_failures_total";
+pub const ACCEPT_ERRORS: &str = "gembok_accept_errors_total";
+pub const BUILD_INFO: &str = "gembok_build_info";
+/// Certificate metrics come from `gembok-certwatch` under this prefix:
+/// `gembok_cert_reloads_total{result}` and `gembok_cert_not_after_timestamp_seconds`.
+pub const PREFIX: &str = "gembok_";
+
+const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder (once) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HANDSHAKE_DURATION.to_owned()),
+                    HANDSHAKE_BUCKETS,
+                )
+                .expect("bucket list is non-empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed in this process");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        CONNECTIONS_OPENED,
+        "Connections accepted, by direction and listener."
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections finished, by direction, listener and how they ended (clean, truncated, reset, idle_timeout, handshake_failed, upstream_failed)."
+    );
+    metrics::describe_gauge!(
+        CONNECTIONS_ACTIVE,
+        "Connections open now, by direction and listener."
+    );
+    metrics::describe_counter!(
+        BYTES,
+        Unit::Bytes,
+        "Plaintext bytes forwarded, by direction, listener and flow (app_to_peer, peer_to_app)."
+    );
+    metrics::describe_histogram!(
+        HANDSHAKE_DURATION,
+        Unit::Seconds,
+        "Successful TLS handshake duration, by direction and listener."
+    );
+    metrics::describe_counter!(
+        HANDSHAKE_FAILURES,
+        "Failed TLS handshakes, by direction, listener and reason (no_client_cert, unknown_ca, san_not_allowed, expired, not_yet_valid, name_mismatch, protocol_version, timeout, peer_rejected, no_certificate_loaded, eof, other)."
+    );
+    metrics::describe_counter!(
+        TRUNCATIONS,
+        "Peer connections that ended without a TLS close_notify (the app side was reset), by direction and listener."
+    );
+    metrics::describe_counter!(
+        UPSTREAM_FAILURES,
+        "Failed connects to the app (inbound) or the peer (outbound), by direction, listener and reason."
+    );
+    metrics::describe_counter!(
+        ACCEPT_ERRORS,
+        "Errors accepting connections (e.g. EMFILE), by listener."
+    );
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1; labels carry the version and the crypto provider."
+    );
+}
+
+/// Records the build-info gauge.
+pub fn build_info(provider: &'static str) {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "provider" => provider)
+        .set(1.0);
+}
+
+/// Handles for one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    direction: &'static str,
+    listener: String,
+    pub opened: Counter,
+    pub active: Gauge,
+    pub app_to_peer: Counter,
+    pub peer_to_app: Counter,
+    pub handshake: Histogram,
+}
+
+impl ListenerMetrics {
+    pub fn new(direction: Direction, listener: String) -> Self {
+        let d = direction.as_str();
+        let labels = [("direction", d.to_owned()), ("listener", listener.clone())];
+        let flow = |f: &'static str| {
+            let mut l = labels.to_vec();
+            l.push(("flow", f.to_owned()));
+            metrics::counter!(BYTES, &l)
+        };
+        Self {
+            direction: d,
+            opened: metrics::counter!(CONNECTIONS_OPENED, &labels),
+            active: metrics::gauge!(CONNECTIONS_ACTIVE, &labels),
+            app_to_peer: flow("app_to_peer"),
+            peer_to_app: flow("peer_to_app"),
+            handshake: metrics::histogram!(HANDSHAKE_DURATION, &labels),
+            listener,
+        }
+    }
+
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        metrics::counter!(HANDSHAKE_FAILURES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    pub fn upstream_failed(&self, reason: &'static str) {
+        metrics::counter!(UPSTREAM_FAILURES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    pub fn truncated(&self) {
+        metrics::counter!(TRUNCATIONS, "direction" => self.direction, "listener" => self.listener.clone()).increment(1);
+    }
+
+    pub fn closed(&self, end: &'static str) {
+        metrics::counter!(CONNECTIONS_CLOSED, "direction" => self.direction, "listener" => self.listener.clone(), "end" => end)
+            .increment(1);
+    }
+
+    pub fn accept_error(&self) {
+        metrics::counter!(ACCEPT_ERRORS, "listener" => self.listener.clone()).increment(1);
+    }
+}

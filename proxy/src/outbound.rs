@@ -1,0 +1,112 @@
+//! Outbound: plaintext from the app on localhost in, mTLS to the peer out.
+//!
+//! Steps, in the same order as `inbound.rs`:
+//! 1. snapshot the current TLS configs (one per certificate generation);
+//! 2. connect to the peer, under the connect timeout (resolving its name);
+//! 3. TLS handshake with the peer, under the handshake timeout, presenting our certificate and
+//!    verifying the server's against the CA and the route's server name;
+//! 4. forward both ways until both sides are done;
+//! 5. close the way forwarding ended, and count it.
+
+use std::time::Instant;
+
+use gembok_certwatch::Reloadable;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::Direction;
+use crate::config::{Limits, OutboundRoute};
+use crate::conn;
+use crate::forward::{self, Settings};
+use crate::metrics::ListenerMetrics;
+use crate::serve::Handler;
+use crate::tls::{self, TlsConfigs};
+
+/// One `--outbound` route.
+pub struct Outbound {
+    pub route: OutboundRoute,
+    /// Position of this route's config in `TlsConfigs::outbound`.
+    pub index: usize,
+    pub certs: Reloadable<TlsConfigs>,
+    pub limits: Limits,
+    pub forward: Settings,
+    pub metrics: ListenerMetrics,
+}
+
+impl Handler for Outbound {
+    fn direction(&self) -> Direction {
+        Direction::Outbound
+    }
+
+    fn metrics(&self) -> &ListenerMetrics {
+        &self.metrics
+    }
+
+    async fn proxy(&self, mut app: TcpStream) -> &'static str {
+        let _ = app.set_nodelay(true);
+
+        // 1. Configs of the current certificate generation, kept for this connection's life.
+        let Some(certs) = self.certs.current() else {
+            self.metrics.handshake_failed("no_certificate_loaded");
+            tracing::warn!("refusing connection: no certificate loaded yet");
+            conn::reset(&app);
+            return "handshake_failed";
+        };
+        let connector = TlsConnector::from(certs.value.outbound[self.index].clone());
+        drop(certs);
+
+        // 2. The peer.
+        let route = &self.route;
+        let tcp = match conn::connect(&route.host, route.port, self.limits.connect_timeout).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                self.metrics.upstream_failed(e.reason());
+                tracing::warn!(peer = %format_args!("{}:{}", route.host, route.port), error = %e, "cannot reach the peer; resetting the app");
+                conn::reset(&app);
+                return "upstream_failed";
+            }
+        };
+
+        // 3. Handshake.
+        let started = Instant::now();
+        let handshake = connector.connect(route.server_name.clone(), tcp);
+        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = tls::failure_reason(&e);
+                self.metrics.handshake_failed(reason);
+                tracing::info!(reason, error = %e, server_name = ?route.server_name, "TLS handshake failed; resetting the app");
+                conn::reset(&app);
+                return "handshake_failed";
+            }
+            Err(_) => {
+                self.metrics.handshake_failed("timeout");
+                tracing::info!(timeout = ?self.limits.handshake_timeout, "TLS handshake timed out; resetting the app");
+                conn::reset(&app);
+                return "handshake_failed";
+            }
+        };
+        self.metrics.handshake.record(started.elapsed());
+        conn::record_peer(peer.get_ref().1.peer_certificates());
+
+        // 4. Forward.
+        let outcome = forward::forward(
+            &mut app,
+            &mut peer,
+            self.forward,
+            &self.metrics.app_to_peer,
+            &self.metrics.peer_to_app,
+        )
+        .await;
+        tracing::debug!(
+            app_to_peer = outcome.app_to_peer,
+            peer_to_app = outcome.peer_to_app,
+            end = outcome.end.label(),
+            "connection finished"
+        );
+
+        // 5. Close.
+        conn::finish(&outcome.end, &mut app, &mut peer, &self.metrics).await;
+        outcome.end.label()
+    }
+}

@@ -1,0 +1,141 @@
+//! The one accept loop, shared by inbound and outbound listeners.
+//!
+//! Per connection: take a permit (the global connection limit; accepting waits when none is
+//! left, which is the back-pressure), accept (backing off on errors such as EMFILE instead of
+//! spinning), open a span, and spawn the handler on the shutdown tracker.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::Direction;
+use crate::metrics::ListenerMetrics;
+use crate::shutdown::Shutdown;
+
+/// What a listener does with each accepted connection.
+pub trait Handler: Send + Sync + 'static {
+    fn direction(&self) -> Direction;
+    fn metrics(&self) -> &ListenerMetrics;
+    /// Serves one connection to its end, handling (logging and counting) its errors, and returns
+    /// how it ended: the `end` label of `gembok_connections_closed_total`.
+    fn proxy(&self, stream: TcpStream) -> impl Future<Output = &'static str> + Send;
+}
+
+/// Accepts on `listener` until `shutdown` is cancelled, then drops the listener.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    permits: Arc<Semaphore>,
+    shutdown: Shutdown,
+) {
+    let mut backoff = Backoff::default();
+    let listen = handler.metrics().listener().to_owned();
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.token.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.token.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, client) = match accepted {
+            Ok(conn) => {
+                backoff.reset();
+                conn
+            }
+            Err(e) => {
+                handler.metrics().accept_error();
+                if is_per_connection(&e) {
+                    tracing::debug!(listener = %listen, error = %e, "accept failed for one connection");
+                    continue;
+                }
+                let wait = backoff.next();
+                tracing::warn!(listener = %listen, error = %e, retry_in = ?wait, "accept failed; backing off");
+                tokio::select! {
+                    _ = shutdown.token.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        let span = tracing::info_span!(
+            "conn",
+            direction = handler.direction().as_str(),
+            listener = %listen,
+            client.addr = %client,
+            peer.id = tracing::field::Empty,
+        );
+        let handler = handler.clone();
+        shutdown.tracker.spawn(
+            async move {
+                let metrics = handler.metrics();
+                metrics.opened.increment(1);
+                metrics.active.increment(1.0);
+                let end = handler.proxy(stream).await;
+                metrics.active.decrement(1.0);
+                metrics.closed(end);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    tracing::info!(listener = %listen, "stopped accepting");
+}
+
+/// Errors that concern one connection (it was reset before we accepted it), not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// 5 ms doubling to 1 s; reset by a successful accept.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn next(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        now
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<_> = (0..10).map(|_| b.next().as_millis()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next(), Duration::from_millis(5));
+    }
+}

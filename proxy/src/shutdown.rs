@@ -1,0 +1,74 @@
+//! Shutdown: one cancellation token down, one task tracker up, one grace deadline.
+//!
+//! On SIGTERM (or SIGINT) the proxy turns `/ready` to 503, cancels the token so every accept
+//! loop stops and drops its listener (new connections are refused), then waits for the tracked
+//! connection tasks until the drain grace period ends, and returns so the process exits 0.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Handed to every accept loop and connection task.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Cancelled when the process should stop accepting.
+    pub token: CancellationToken,
+    /// Tracks accept loops and connection tasks, so the drain can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// How a drain ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished within the grace period.
+    Complete,
+    /// The grace period ended with this many tasks still running; they are dropped at exit.
+    Expired { remaining: usize },
+}
+
+impl Shutdown {
+    /// Stops accepting and waits up to `grace` for open connections to finish.
+    pub async fn drain(&self, grace: Duration) -> Drained {
+        self.token.cancel();
+        self.tracker.close();
+        match tokio::time::timeout(grace, self.tracker.wait()).await {
+            Ok(()) => Drained::Complete,
+            Err(_) => Drained::Expired {
+                remaining: self.tracker.len(),
+            },
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, naming the signal.
+pub async fn signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_tasks_but_not_past_the_grace_period() {
+        let s = Shutdown::default();
+        let token = s.token.clone();
+        s.tracker.spawn(async move { token.cancelled().await });
+        s.tracker.spawn(tokio::time::sleep(Duration::from_secs(5)));
+        assert_eq!(s.drain(Duration::from_secs(10)).await, Drained::Complete);
+
+        let s = Shutdown::default();
+        s.tracker.spawn(tokio::time::sleep(Duration::from_secs(60)));
+        assert_eq!(
+            s.drain(Duration::from_secs(1)).await,
+            Drained::Expired { remaining: 1 }
+        );
+    }
+}
