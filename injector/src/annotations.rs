@@ -253,14 +253,37 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
                      set the label {INJECT_LABEL}=\"false\" to opt out"
                 ));
             } else {
-                out.warnings.push(format!(
-                    "unknown annotation {key} is ignored (known: {})",
-                    KNOWN.join(", ")
-                ));
+                let hint = KNOWN
+                    .iter()
+                    .map(|known| (edit_distance(key, known), known))
+                    .min()
+                    .filter(|(distance, _)| *distance <= 3)
+                    .map_or_else(
+                        || "see the annotation table in the injector README".to_owned(),
+                        |(_, known)| format!("did you mean {known}?"),
+                    );
+                out.warnings
+                    .push(format!("unknown annotation {key} is ignored ({hint})"));
             }
         }
     }
     out
+}
+
+/// Levenshtein distance, to suggest the annotation a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn error(key: &str, value: &str, reason: String) -> AnnotationError {
@@ -531,10 +554,9 @@ mod tests {
         ]));
         assert_eq!(parsed.warnings.len(), 2);
         assert!(
-            parsed
-                .warnings
-                .iter()
-                .any(|w| w.contains("unknown annotation gembok.io/inbond"))
+            parsed.warnings.iter().any(
+                |w| w.contains("gembok.io/inbond is ignored (did you mean gembok.io/inbound?)")
+            )
         );
         assert!(
             parsed

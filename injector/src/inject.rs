@@ -149,6 +149,13 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     annotations.insert(STATUS.to_owned(), status_json(&plan));
     if let Some(why) = istio::detect(pod, context.namespace_istio) {
         warnings.push(exclude_from_istio(annotations, &plan, &why));
+        if istio::init_rendered(pod) {
+            warnings.push(format!(
+                "Istio injected this pod first: its {} container was rendered without these \
+                 exclusions; let gembok-injector's webhook run first, or use Istio CNI",
+                istio::INIT_CONTAINER
+            ));
+        }
     }
     Outcome {
         decision: Decision::Inject {
@@ -202,7 +209,7 @@ fn exclude_from_istio(
     let added_out = istio::exclude_ports(annotations, istio::EXCLUDE_OUTBOUND, &outbound);
     let list = |ports: &[u16]| {
         if ports.is_empty() {
-            "nothing new".to_owned()
+            "no port".to_owned()
         } else {
             ports
                 .iter()
@@ -212,12 +219,12 @@ fn exclude_from_istio(
         }
     };
     format!(
-        "Istio also injects this pod ({why}): Gembok's ports are excluded from Istio's capture so \
-         traffic is not intercepted or encrypted twice ({}: {}; {}: {})",
-        istio::EXCLUDE_INBOUND,
+        "Istio also injects this pod ({why}): added {} to {} and {} to {} so Istio does not \
+         capture Gembok's TLS",
         list(&added_in),
+        istio::EXCLUDE_INBOUND,
+        list(&added_out),
         istio::EXCLUDE_OUTBOUND,
-        list(&added_out)
     )
 }
 
@@ -395,9 +402,9 @@ fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
     let run_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
     if plan.mode == SidecarMode::Classic && run_to_completion {
         warnings.push(format!(
-            "classic sidecar in a run-to-completion pod (restartPolicy {}): the pod only \
-             completes when the app ends with `gembok-proxy`'s POST http://127.0.0.1:{ADMIN_PORT}/shutdown, \
-             or use gembok.io/sidecar-mode=native (Kubernetes 1.29+)",
+            "classic sidecar in a run-to-completion pod (restartPolicy {}): the pod completes \
+             only if the app calls POST http://127.0.0.1:{ADMIN_PORT}/shutdown when done; prefer \
+             gembok.io/sidecar-mode=native (Kubernetes 1.29+)",
             spec.restart_policy.as_deref().unwrap_or_default()
         ));
     }

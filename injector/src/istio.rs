@@ -27,20 +27,28 @@ pub fn detect(pod: &Pod, namespace_istio: bool) -> Option<String> {
         return None;
     }
     if annotation(STATUS).is_some() {
-        Some(format!(
-            "the pod carries {STATUS} (Istio injected it already)"
-        ))
+        Some(format!("pod has {STATUS}"))
     } else if label(INJECT) == Some("true") {
-        Some(format!("the pod has the label {INJECT}=true"))
+        Some(format!("pod label {INJECT}=true"))
     } else if label(REV_LABEL).is_some_and(|r| !r.is_empty()) {
-        Some(format!("the pod has the label {REV_LABEL}"))
+        Some(format!("pod label {REV_LABEL}"))
     } else if namespace_istio {
-        Some(format!(
-            "its namespace has {NAMESPACE_LABEL}=enabled or {REV_LABEL}"
-        ))
+        Some("namespace is Istio-injected".to_owned())
     } else {
         None
     }
+}
+
+/// Istio's iptables init container (absent with Istio CNI, which reads the annotations later).
+pub const INIT_CONTAINER: &str = "istio-init";
+
+/// Whether Istio already rendered its iptables init container, whose arguments were computed
+/// from the exclusion annotations as they were then.
+pub fn init_rendered(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == INIT_CONTAINER))
 }
 
 /// Adds `ports` to a comma-separated port list annotation, keeping what is there.

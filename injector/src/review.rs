@@ -147,3 +147,21 @@ pub fn review(
         object,
     })
 }
+
+/// The review as JSON for the API server. kube-core serialises `patch` (`[]byte` in Go) as an
+/// array of numbers; the API documents base64 (standard alphabet, padded), which is what Go's
+/// encoder writes and what every client expects, so it is rewritten here.
+pub fn to_wire(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine as _;
+    let mut value = serde_json::to_value(review)?;
+    if let Some(patch) = value.pointer_mut("/response/patch")
+        && let Some(numbers) = patch.as_array()
+    {
+        let bytes: Vec<u8> = numbers
+            .iter()
+            .filter_map(|n| n.as_u64().and_then(|n| u8::try_from(n).ok()))
+            .collect();
+        *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    serde_json::to_vec(&value)
+}

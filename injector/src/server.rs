@@ -375,7 +375,7 @@ async fn route(
                     "unreadable"
                 }
             };
-            match serde_json::to_vec(&answer.review) {
+            match review::to_wire(&answer.review) {
                 Ok(json) => {
                     let mut response = Response::new(Full::new(Bytes::from(json)));
                     response

@@ -135,15 +135,14 @@ fn inject_object(
     };
     let (api_version, kind) = (text("/apiVersion").to_owned(), text("/kind").to_owned());
     let namespace = text("/metadata/namespace").to_owned();
-    let object = format!(
-        "{kind} {}{}",
-        if namespace.is_empty() {
-            String::new()
-        } else {
-            format!("{namespace}/")
-        },
-        text("/metadata/name")
-    );
+    let name = match text("/metadata/name") {
+        "" => format!("{}*", text("/metadata/generateName")),
+        name => name.to_owned(),
+    };
+    let object = match namespace.as_str() {
+        "" => format!("{kind} {name}"),
+        ns => format!("{kind} {ns}/{name}"),
+    };
     if kind == "List" {
         if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
             for item in items {
@@ -220,7 +219,7 @@ pub fn pod_from_template(template: &Value) -> Result<Pod, serde_json::Error> {
 }
 
 /// Namespaces in the stream whose labels turn on Istio's injection.
-fn istio_namespaces(docs: &[Value]) -> BTreeSet<String> {
+pub fn istio_namespaces(docs: &[Value]) -> BTreeSet<String> {
     docs.iter()
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("Namespace"))
         .filter(|d| {

@@ -1,0 +1,379 @@
+//! Golden files: `tests/golden/<case>.yaml` is the input; `<case>.injected.yaml` the expected
+//! `inject` output (absent when the input is refused) and `<case>.explain.txt` the expected
+//! `inject --explain` output. `UPDATE_GOLDEN=1 cargo nextest run -p gembok-injector --test golden`
+//! rewrites them; review the diff.
+//!
+//! For every case this also checks that the webhook's JSON Patch, applied to the pod of an
+//! AdmissionReview, gives exactly the CLI's output; that injecting twice equals injecting once;
+//! and that the outputs pass `../shared/k8s/validate-manifests` (strict schemas).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gembok_injector::annotations::SidecarMode;
+use gembok_injector::cli::transform;
+use gembok_injector::config::{InjectConfig, LogConfig, LogFormat};
+use gembok_injector::review::{self, Verdict};
+use gembok_injector::workload::{self, template_pointer};
+use gembok_injector::{Context, InjectorConfig};
+use serde_json::{Value, json};
+
+const IMAGE: &str = "ghcr.io/gembok/gembok-proxy:golden";
+
+fn config() -> InjectConfig {
+    InjectConfig {
+        file: None,
+        explain: false,
+        istio: false,
+        injector: InjectorConfig {
+            proxy_image: IMAGE.into(),
+            sidecar_mode: SidecarMode::Native,
+        },
+        log: LogConfig {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        },
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+struct Case {
+    name: String,
+    input: String,
+}
+
+impl Case {
+    fn path(&self, suffix: &str) -> PathBuf {
+        golden_dir().join(format!("{}{suffix}", self.name))
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = std::fs::read_dir(golden_dir())
+        .expect("golden dir")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let file = path.file_name()?.to_str()?.to_owned();
+            let name = file.strip_suffix(".yaml")?;
+            if name.ends_with(".injected") {
+                return None;
+            }
+            Some(Case {
+                name: name.to_owned(),
+                input: std::fs::read_to_string(&path).ok()?,
+            })
+        })
+        .collect();
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    cases
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1")
+}
+
+fn parse_docs(text: &str) -> Vec<Value> {
+    workload::read_documents(text).expect("YAML reads")
+}
+
+#[test]
+fn there_are_at_least_25_golden_inputs() {
+    let n = cases().len();
+    assert!(n >= 25, "only {n} golden inputs");
+}
+
+#[test]
+fn cli_output_matches_the_golden_files() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let (output, code) = transform(&case.input, &config());
+        let explain = transform(
+            &case.input,
+            &InjectConfig {
+                explain: true,
+                ..config()
+            },
+        )
+        .0
+        .unwrap_or_default();
+        let injected_path = case.path(".injected.yaml");
+        let explain_path = case.path(".explain.txt");
+        if updating() {
+            match &output {
+                Some(out) => std::fs::write(&injected_path, out).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&injected_path);
+                }
+            }
+            std::fs::write(&explain_path, &explain).unwrap();
+            continue;
+        }
+        let expected_explain = std::fs::read_to_string(&explain_path).unwrap_or_default();
+        if explain != expected_explain {
+            failures.push(format!(
+                "{}: --explain differs\n--- expected\n{expected_explain}--- actual\n{explain}",
+                case.name
+            ));
+        }
+        let expected = std::fs::read_to_string(&injected_path).ok();
+        match (&output, &expected) {
+            (Some(out), Some(exp)) if parse_docs(out) == parse_docs(exp) => {}
+            (None, None) => assert_ne!(code, 0, "{}: no output but exit 0", case.name),
+            _ => failures.push(format!(
+                "{}: output differs (exit {code})\n--- expected\n{}\n--- actual\n{}",
+                case.name,
+                expected.as_deref().unwrap_or("(none: refused)"),
+                output.as_deref().unwrap_or("(none: refused)")
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden failures (UPDATE_GOLDEN=1 rewrites):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn injecting_twice_equals_injecting_once() {
+    for case in cases() {
+        let Some(once) = transform(&case.input, &config()).0 else {
+            continue;
+        };
+        let twice = transform(&once, &config())
+            .0
+            .expect("injected output is accepted again");
+        assert_eq!(
+            parse_docs(&once),
+            parse_docs(&twice),
+            "{}: second pass changed the output",
+            case.name
+        );
+    }
+}
+
+/// The kube-apiserver shape of a Pod CREATE review.
+fn admission_review(uid: &str, namespace: &str, pod: &Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": pod.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+/// Every pod template in a stream, as `(namespace, {metadata, spec})`, in document order.
+fn templates(docs: &[Value]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for doc in docs {
+        if doc["kind"] == "List" {
+            out.extend(templates(doc["items"].as_array().unwrap()));
+            continue;
+        }
+        let (Some(api), Some(kind)) = (doc["apiVersion"].as_str(), doc["kind"].as_str()) else {
+            continue;
+        };
+        let Some(pointer) = template_pointer(api, kind) else {
+            continue;
+        };
+        let template = doc.pointer(pointer).unwrap();
+        let namespace = doc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove("namespace");
+        }
+        out.push((
+            namespace.to_owned(),
+            json!({"metadata": metadata, "spec": template["spec"]}),
+        ));
+    }
+    out
+}
+
+#[test]
+fn webhook_patch_applied_to_the_review_object_equals_the_cli_output() {
+    for case in cases() {
+        let docs = parse_docs(&case.input);
+        let istio = workload::istio_namespaces(&docs);
+        let cli = transform(&case.input, &config())
+            .0
+            .map(|out| templates(&parse_docs(&out)));
+        for (i, (namespace, template)) in templates(&docs).into_iter().enumerate() {
+            let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]});
+            pod["metadata"]["namespace"] = json!(namespace);
+            let uid = format!("{}-{i}", case.name);
+            let body = serde_json::to_vec(&admission_review(&uid, &namespace, &pod)).unwrap();
+            let context = Context {
+                namespace_istio: istio.contains(&namespace),
+            };
+            let answer =
+                review::review(&body, &config().injector, &context).expect("review is answered");
+            let response = wire(&answer.review);
+            assert_eq!(response["uid"], json!(uid), "{}: uid not echoed", case.name);
+            let Some(cli) = &cli else {
+                // Refused by the CLI: the webhook refuses too, unless this template was fine.
+                if answer.result == Verdict::Rejected {
+                    assert_eq!(response["allowed"], json!(false), "{}", case.name);
+                    assert!(
+                        response["status"]["message"]
+                            .as_str()
+                            .unwrap()
+                            .contains("gembok.io/"),
+                        "{}",
+                        case.name
+                    );
+                }
+                continue;
+            };
+            let mut patched = pod.clone();
+            if let Some(patch) = response["patch"].as_str() {
+                assert_eq!(response["patchType"], "JSONPatch");
+                let bytes = base64_decode(patch);
+                let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+                json_patch::patch(&mut patched, &patch).unwrap();
+            } else {
+                assert!(
+                    matches!(answer.result, Verdict::Skipped(_)),
+                    "{}: no patch but {:?}",
+                    case.name,
+                    answer.result
+                );
+            }
+            assert_eq!(response["allowed"], json!(true), "{}", case.name);
+            patched["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("namespace");
+            let expected = &cli[i].1;
+            assert_eq!(
+                patched["metadata"], expected["metadata"],
+                "{}: metadata differs",
+                case.name
+            );
+            assert_eq!(
+                patched["spec"], expected["spec"],
+                "{}: spec differs",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_outputs_validate_strictly() {
+    let files: Vec<PathBuf> = cases()
+        .iter()
+        .map(|c| c.path(".injected.yaml"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        files.len() >= 20,
+        "expected most cases to produce output, got {}",
+        files.len()
+    );
+    let validator =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s/validate-manifests");
+    assert!(
+        validator.exists(),
+        "{} is missing: shared/ must sit beside the checkout",
+        validator.display()
+    );
+    let out = Command::new("python3")
+        .arg(&validator)
+        .arg("-q")
+        .args(&files)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "validate-manifests failed (exit {:?}; run injector/tests/setup.sh if packages are missing):\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Fields k8s-openapi does not know (a newer Kubernetes, another webhook) must survive both the
+/// webhook patch and the CLI, at pod spec level and inside an existing init container.
+#[test]
+fn fields_the_injector_does_not_know_survive() {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "future", "namespace": "shop", "annotations": {"gembok.io/inbound": "8443=8080"}},
+        "spec": {
+            "futurePodField": {"enabled": true},
+            "initContainers": [{"name": "setup", "image": "setup:1", "futureContainerField": "keep-me"}],
+            "containers": [{"name": "app", "image": "app:1", "futureContainerField": 7}]
+        }
+    });
+    let body = serde_json::to_vec(&admission_review("u-future", "shop", &pod)).unwrap();
+    let answer = review::review(&body, &config().injector, &Context::default()).unwrap();
+    let response = wire(&answer.review);
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&base64_decode(response["patch"].as_str().unwrap())).unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    assert_eq!(patched["spec"]["futurePodField"], json!({"enabled": true}));
+    assert_eq!(patched["spec"]["initContainers"][0]["name"], "gembok-proxy");
+    assert_eq!(
+        patched["spec"]["initContainers"][1]["futureContainerField"],
+        "keep-me"
+    );
+    assert_eq!(patched["spec"]["containers"][0]["futureContainerField"], 7);
+    // No operation may rewrite an existing element wholesale.
+    for op in &patch.0 {
+        let path = op.path().to_string();
+        assert!(
+            !path.starts_with("/spec/initContainers/1"),
+            "existing init container touched: {path}"
+        );
+        assert!(
+            !path.starts_with("/spec/containers"),
+            "app container touched: {path}"
+        );
+    }
+
+    let yaml = serde_yaml_ng::to_string(&pod).unwrap();
+    let (out, code) = transform(&yaml, &config());
+    assert_eq!(code, 0);
+    let out = parse_docs(&out.unwrap()).remove(0);
+    assert_eq!(out["spec"]["futurePodField"], json!({"enabled": true}));
+    assert_eq!(
+        out["spec"]["initContainers"][1]["futureContainerField"],
+        "keep-me"
+    );
+}
+
+/// The response as the API server receives it.
+fn wire(review: &kube_core::admission::AdmissionReview<kube_core::DynamicObject>) -> Value {
+    let bytes = review::to_wire(review).expect("answer encodes");
+    serde_json::from_slice::<Value>(&bytes).unwrap()["response"].clone()
+}
+
+/// The patch field is `[]byte` in Go: standard base64 in JSON.
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("patch is base64")
+}
