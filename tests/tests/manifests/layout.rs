@@ -1,0 +1,201 @@
+//! The layout itself: every kustomization renders, the paths the operations guide uses exist,
+//! and the directories it applies with `kubectl apply -f` hold nothing but Kubernetes objects.
+
+use std::fs;
+use std::path::Path;
+
+use super::support::*;
+
+/// Paths from the operations guide (issue 4's layout) that must exist exactly.
+const REQUIRED_PATHS: &[&str] = &[
+    "base/namespaces",
+    "base/deployments",
+    "base/services",
+    "base/config/redis-config.yaml",
+    "base/config/prometheus-config.yaml",
+    "base/config/grafana-dashboard.yaml",
+    "base/config/jaeger.yaml",
+    "base/networking/network-policies.yaml",
+    "base/networking/service-mesh/peer-authentication.yaml",
+    "base/scaling/hpa-config.yaml",
+    "base/gembok",
+    "overlays/development",
+    "overlays/staging",
+    "overlays/production",
+    "clusters/us",
+    "clusters/eu",
+    "clusters/asia",
+    "README.md",
+];
+
+/// Directories of plain manifests (what `kubectl apply -f <dir>` may be pointed at).
+const PLAIN_DIRS: &[&str] = &[
+    "base/namespaces",
+    "base/deployments",
+    "base/services",
+    "base/config",
+    "base/networking",
+    "base/networking/service-mesh",
+    "base/scaling",
+];
+
+/// The operations guide's commands, each of which must appear in manifests/README.md.
+const SEED_COMMANDS: &[&str] = &[
+    "kubectl apply -f base/namespaces/",
+    "kubectl apply -f base/config/redis-config.yaml",
+    "kubectl apply -f base/config/prometheus-config.yaml",
+    "kubectl apply -f base/config/grafana-dashboard.yaml",
+    "kubectl apply -k overlays/production/",
+    "kubectl apply -k clusters/us/",
+    "kubectl scale deployment product-catalog --replicas=5 -n ecommerce",
+    "kubectl get hpa -n ecommerce",
+    "kubectl port-forward -n monitoring",
+];
+
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "ClusterIssuer",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "PriorityClass",
+    "CustomResourceDefinition",
+];
+
+fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_overlay_and_cluster_renders() {
+    let mut f = Failures::default();
+    for target in TARGETS {
+        match render_text(target).and_then(|t| parse_docs(&t)) {
+            Ok(docs) => f.check(docs.len() > 20, || {
+                format!("{target}: only {} objects rendered", docs.len())
+            }),
+            Err(e) => f.push(format!("{target}: {e:#}")),
+        }
+    }
+    f.assert_none("kubectl kustomize");
+}
+
+#[test]
+fn paths_of_the_operations_guide_exist() {
+    let mut f = Failures::default();
+    for p in REQUIRED_PATHS {
+        f.check(manifests_dir().join(p).exists(), || {
+            format!("manifests/{p} is missing")
+        });
+    }
+    f.assert_none("layout");
+}
+
+#[test]
+fn directories_applied_with_dash_f_hold_only_kubernetes_objects() {
+    let mut f = Failures::default();
+    for dir in PLAIN_DIRS {
+        let path = manifests_dir().join(dir);
+        for k in ["kustomization.yaml", "kustomization.yml", "Kustomization"] {
+            // kubectl apply -f <dir> would try to create a "Kustomization" object and fail.
+            f.check(!path.join(k).exists(), || {
+                format!("manifests/{dir}/{k}: `kubectl apply -f {dir}/` would fail on it")
+            });
+        }
+        for file in yaml_files(&path) {
+            let rel = file
+                .strip_prefix(manifests_dir())
+                .unwrap()
+                .display()
+                .to_string();
+            let text = fs::read_to_string(&file).expect("read");
+            let docs = match parse_docs(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    f.push(format!("{rel}: {e:#}"));
+                    continue;
+                }
+            };
+            f.check(!docs.is_empty(), || format!("{rel}: no objects"));
+            for d in &docs {
+                let ok = d["apiVersion"].is_string() && !kind(d).is_empty() && !name(d).is_empty();
+                f.check(ok, || {
+                    format!("{rel}: a document is not a Kubernetes object")
+                });
+                // Applied on its own with -f, an object must say where it goes.
+                if !CLUSTER_SCOPED.contains(&kind(d)) {
+                    f.check(!namespace(d).is_empty(), || {
+                        format!("{rel}: {} has no metadata.namespace", id(d))
+                    });
+                }
+            }
+        }
+    }
+    f.assert_none("plain manifest directories");
+}
+
+#[test]
+fn base_kustomization_lists_every_plain_manifest() {
+    let base = manifests_dir().join("base");
+    let k: serde_json::Value =
+        serde_yaml_ng::from_str(&fs::read_to_string(base.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let listed: Vec<&str> = arr(&k["resources"])
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let mut f = Failures::default();
+    for dir in PLAIN_DIRS {
+        for file in yaml_files(&base.join(dir.trim_start_matches("base/"))) {
+            let rel = file.strip_prefix(&base).unwrap().display().to_string();
+            f.check(listed.contains(&rel.as_str()), || {
+                format!("base/{rel} is not listed in base/kustomization.yaml")
+            });
+        }
+    }
+    f.check(listed.contains(&"gembok"), || {
+        "base/gembok is not in the base".into()
+    });
+    f.assert_none("base/kustomization.yaml");
+}
+
+#[test]
+fn operations_guide_commands_are_documented_and_valid() {
+    let readme =
+        fs::read_to_string(manifests_dir().join("README.md")).expect("manifests/README.md");
+    let mut f = Failures::default();
+    for cmd in SEED_COMMANDS {
+        f.check(readme.contains(cmd), || format!("README.md lacks `{cmd}`"));
+    }
+    // The objects those commands act on exist where they say.
+    for target in ["overlays/production", "clusters/us"] {
+        let objs = render(target);
+        f.check(
+            find(&objs, "Deployment", APP_NAMESPACE, "product-catalog").is_some(),
+            || format!("{target}: no Deployment ecommerce/product-catalog to scale"),
+        );
+        f.check(
+            of_kind(&objs, "HorizontalPodAutoscaler").any(|h| namespace(h) == APP_NAMESPACE),
+            || format!("{target}: no HPA in ecommerce"),
+        );
+        // The Jaeger operator names the query Service "<instance>-query" (port-forward target).
+        f.check(
+            find(&objs, "Jaeger", "monitoring", "jaeger").is_some(),
+            || format!("{target}: no Jaeger monitoring/jaeger (svc/jaeger-query)"),
+        );
+    }
+    f.assert_none("operations guide");
+}

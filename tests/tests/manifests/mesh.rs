@@ -1,0 +1,450 @@
+//! Istio multi-primary settings per region, Istio/Gembok coexistence, and the injector's
+//! webhook registration and Deployment.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use serde_json::Value;
+
+use super::support::*;
+
+fn istio_values(region: &str) -> Value {
+    let path = manifests_dir().join(format!("clusters/{region}/istio-values.yaml"));
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_region_is_one_cluster_and_network_of_one_mesh() {
+    let mut f = Failures::default();
+    let mut mesh_ids = BTreeSet::new();
+    let mut clusters = BTreeSet::new();
+    let mut networks = BTreeSet::new();
+    for region in REGIONS {
+        let target = format!("clusters/{region}");
+        let v = istio_values(region);
+        let network = v["global"]["network"].as_str().unwrap_or("").to_owned();
+        mesh_ids.insert(v["global"]["meshID"].as_str().unwrap_or("").to_owned());
+        clusters.insert(
+            v["global"]["multiCluster"]["clusterName"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+        networks.insert(network.clone());
+        let objs = render(&target);
+        let ns = namespace_labels(&objs, "istio-system");
+        f.check(
+            ns.get("topology.istio.io/network") == Some(&network),
+            || {
+                format!(
+                    "{target}: istio-system network label {:?} != istio-values network {network}",
+                    ns.get("topology.istio.io/network")
+                )
+            },
+        );
+        match find(&objs, "Deployment", "istio-system", "istio-eastwestgateway") {
+            Some(gw) => {
+                let t = &gw["spec"]["template"];
+                f.check(
+                    t["metadata"]["labels"]["topology.istio.io/network"] == network.as_str(),
+                    || format!("{target}: east-west gateway pod network label"),
+                );
+                let env = arr(&t["spec"]["containers"][0]["env"]);
+                let view = env
+                    .iter()
+                    .find(|e| e["name"] == "ISTIO_META_REQUESTED_NETWORK_VIEW");
+                f.check(view.is_some_and(|e| e["value"] == network.as_str()), || {
+                    format!("{target}: east-west gateway network view")
+                });
+            }
+            None => f.push(format!("{target}: no east-west gateway")),
+        }
+        match find(&objs, "Service", "istio-system", "istio-eastwestgateway") {
+            Some(s) => {
+                f.check(
+                    s["metadata"]["labels"]["topology.istio.io/network"] == network.as_str(),
+                    || format!("{target}: east-west Service network label"),
+                );
+                f.check(
+                    arr(&s["spec"]["ports"]).iter().any(|p| p["port"] == 15443),
+                    || format!("{target}: east-west Service lacks 15443"),
+                );
+            }
+            None => f.push(format!("{target}: no east-west Service")),
+        }
+        let passthrough = of_kind(&objs, "Gateway").any(|g| {
+            g["spec"]["selector"]["istio"] == "eastwestgateway"
+                && arr(&g["spec"]["servers"])
+                    .iter()
+                    .any(|s| s["port"]["number"] == 15443 && s["tls"]["mode"] == "AUTO_PASSTHROUGH")
+        });
+        f.check(passthrough, || {
+            format!("{target}: no AUTO_PASSTHROUGH cross-network Gateway")
+        });
+        // Telemetry providers must be declared in meshConfig.
+        let providers: BTreeSet<&str> = arr(&v["meshConfig"]["extensionProviders"])
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for t in of_kind(&objs, "Telemetry") {
+            for tr in arr(&t["spec"]["tracing"]) {
+                for p in arr(&tr["providers"]) {
+                    let n = p["name"].as_str().unwrap_or("");
+                    f.check(providers.contains(n), || {
+                        format!("{target}: {} uses provider {n} not in meshConfig", id(t))
+                    });
+                }
+            }
+        }
+        // The regional issuer and Redis cluster.
+        let issuer = of_kind(&objs, "ClusterIssuer").find(|i| name(i) == "gembok-ca");
+        f.check(
+            issuer.is_some_and(|i| {
+                i["spec"]["ca"]["secretName"] == format!("gembok-intermediate-ca-{region}").as_str()
+            }),
+            || format!("{target}: gembok-ca does not sign with the {region} intermediate"),
+        );
+        let rec = format!("rec-{region}");
+        f.check(
+            find(&objs, "RedisEnterpriseCluster", "redis", &rec).is_some(),
+            || format!("{target}: no RedisEnterpriseCluster {rec}"),
+        );
+        let rercs: BTreeSet<String> = of_kind(&objs, "RedisEnterpriseRemoteCluster")
+            .map(|r| r["spec"]["recName"].as_str().unwrap_or("").to_owned())
+            .collect();
+        f.check(
+            rercs == REGIONS.iter().map(|r| format!("rec-{r}")).collect(),
+            || format!("{target}: remote clusters {rercs:?}"),
+        );
+        for aa in of_kind(&objs, "RedisEnterpriseActiveActiveDatabase") {
+            for pc in arr(&aa["spec"]["participatingClusters"]) {
+                let n = pc["name"].as_str().unwrap_or("");
+                f.check(
+                    find(&objs, "RedisEnterpriseRemoteCluster", "redis", n).is_some(),
+                    || format!("{target}: {} lists unknown {n}", id(aa)),
+                );
+            }
+        }
+        // Region label on every pod template.
+        for p in pod_templates(&objs) {
+            f.check(
+                p.labels().get("gembok.io/region").map(String::as_str) == Some(region),
+                || format!("{target}: {} lacks gembok.io/region={region}", id(p.owner)),
+            );
+        }
+    }
+    f.check(mesh_ids.len() == 1 && !mesh_ids.contains(""), || {
+        format!("mesh IDs differ: {mesh_ids:?}")
+    });
+    f.check(clusters.len() == REGIONS.len(), || {
+        format!("cluster names not unique: {clusters:?}")
+    });
+    f.check(networks.len() == REGIONS.len(), || {
+        format!("networks not unique: {networks:?}")
+    });
+    let aa_in: Vec<&str> = REGIONS
+        .iter()
+        .copied()
+        .filter(|r| {
+            of_kind(
+                &render(&format!("clusters/{r}")),
+                "RedisEnterpriseActiveActiveDatabase",
+            )
+            .count()
+                > 0
+        })
+        .collect();
+    f.check(aa_in == ["us"], || format!("the active-active database must be declared in exactly one region (us), found in {aa_in:?}"));
+    f.assert_none("Istio multi-primary and regions");
+}
+
+#[test]
+fn istio_mtls_is_strict_and_scrape_ports_are_the_only_exception() {
+    let mut f = Failures::default();
+    for target in TARGETS {
+        let objs = render(target);
+        let mesh = find(&objs, "PeerAuthentication", "istio-system", "default");
+        f.check(
+            mesh.is_some_and(|p| p["spec"]["mtls"]["mode"] == "STRICT"),
+            || format!("{target}: mesh-wide PeerAuthentication is not STRICT"),
+        );
+        for pa in of_kind(&objs, "PeerAuthentication") {
+            f.check(pa["spec"]["mtls"]["mode"] == "STRICT", || {
+                format!("{target}: {} is not STRICT", id(pa))
+            });
+            for (port, setting) in pa["spec"]["portLevelMtls"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let p: i64 = port.parse().unwrap_or(-1);
+                let ok = setting["mode"] == "STRICT" || super::sidecar::SCRAPE_PORTS.contains(&p);
+                f.check(ok, || format!("{target}: {} relaxes port {port}", id(pa)));
+            }
+        }
+        // The gateway originates Gembok mTLS with a Gembok client certificate.
+        for dr in of_kind(&objs, "DestinationRule") {
+            let tls = &dr["spec"]["trafficPolicy"]["tls"];
+            f.check(
+                tls["mode"] == "MUTUAL"
+                    && tls["credentialName"] == "istio-ingressgateway-gembok-tls",
+                || format!("{target}: {} does not originate Gembok mTLS", id(dr)),
+            );
+            f.check(!arr(&tls["subjectAltNames"]).is_empty(), || {
+                format!("{target}: {} does not pin the service identity", id(dr))
+            });
+        }
+    }
+    f.assert_none("Istio mTLS");
+}
+
+#[test]
+fn webhook_registration_follows_the_contract() {
+    let mut f = Failures::default();
+    for target in TARGETS {
+        let objs = render(target);
+        let Some(mwc) =
+            of_kind(&objs, "MutatingWebhookConfiguration").find(|m| name(m) == "gembok-injector")
+        else {
+            f.push(format!(
+                "{target}: no MutatingWebhookConfiguration gembok-injector"
+            ));
+            continue;
+        };
+        let hooks = arr(&mwc["webhooks"]);
+        f.check(!hooks.is_empty(), || format!("{target}: no webhooks"));
+        for w in hooks {
+            let wn = w["name"].as_str().unwrap_or("?");
+            f.check(
+                arr(&w["admissionReviewVersions"]) == [Value::from("v1")],
+                || format!("{target}: {wn}: admissionReviewVersions"),
+            );
+            f.check(w["sideEffects"] == "None", || {
+                format!("{target}: {wn}: sideEffects")
+            });
+            f.check(w["reinvocationPolicy"] == "IfNeeded", || {
+                format!("{target}: {wn}: reinvocationPolicy")
+            });
+            f.check(w["failurePolicy"] == "Fail", || {
+                format!("{target}: {wn}: failurePolicy (documented as Fail)")
+            });
+            f.check(
+                w["timeoutSeconds"]
+                    .as_i64()
+                    .is_some_and(|t| (1..=10).contains(&t)),
+                || format!("{target}: {wn}: timeoutSeconds"),
+            );
+            let svc = &w["clientConfig"]["service"];
+            f.check(
+                svc["name"] == "gembok-injector"
+                    && svc["namespace"] == "gembok-system"
+                    && svc["port"] == 443,
+                || format!("{target}: {wn}: clientConfig {svc}"),
+            );
+            f.check(
+                arr(&w["rules"]).iter().any(|r| {
+                    arr(&r["resources"]).contains(&Value::from("pods"))
+                        && arr(&r["operations"]).contains(&Value::from("CREATE"))
+                }),
+                || format!("{target}: {wn}: rules"),
+            );
+            let obj_sel = &w["objectSelector"];
+            let opted_out = [("gembok.io/inject".to_owned(), "false".to_owned())].into();
+            f.check(!selector_matches(obj_sel, &opted_out), || {
+                format!("{target}: {wn}: the opt-out label still calls the webhook")
+            });
+            f.check(selector_matches(obj_sel, &Default::default()), || {
+                format!("{target}: {wn}: objectSelector excludes ordinary pods")
+            });
+        }
+        // Which entry a namespace calls, evaluated on namespace labels: exactly one entry for an
+        // injection-enabled namespace, on the path that tells the injector whether Istio is there.
+        let matching = |labels: &std::collections::BTreeMap<String, String>| -> Vec<String> {
+            hooks
+                .iter()
+                .filter(|w| selector_matches(&w["namespaceSelector"], labels))
+                .map(|w| {
+                    w["clientConfig"]["service"]["path"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        };
+        let variants: [&[(&str, &str)]; 3] = [
+            &[],
+            &[("istio-injection", "enabled")],
+            &[("istio.io/rev", "stable")],
+        ];
+        for (i, extra) in variants.iter().enumerate() {
+            let mut labels = namespace_labels(&objs, "shop");
+            labels.insert("gembok-injection".into(), "enabled".into());
+            labels.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            let want = if i == 0 { "/mutate" } else { "/mutate/istio" };
+            let got = matching(&labels);
+            f.check(got == [want], || {
+                format!("{target}: namespace labels {labels:?} call {got:?}, want [{want}]")
+            });
+            for ns in ["kube-system", "gembok-system"] {
+                let mut l = labels.clone();
+                l.insert("kubernetes.io/metadata.name".into(), ns.into());
+                f.check(matching(&l).is_empty(), || {
+                    format!("{target}: {ns} is not excluded")
+                });
+            }
+        }
+        let ecommerce = matching(&namespace_labels(&objs, APP_NAMESPACE));
+        f.check(ecommerce == ["/mutate/istio"], || {
+            format!("{target}: ecommerce calls {ecommerce:?}")
+        });
+        for ns in ["monitoring", "redis", "default", "istio-system"] {
+            f.check(matching(&namespace_labels(&objs, ns)).is_empty(), || {
+                format!("{target}: {ns} calls the webhook")
+            });
+        }
+        // Where the CA bundle comes from.
+        let ca_from = mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].as_str();
+        if target == "overlays/development" {
+            f.check(ca_from.is_none(), || {
+                format!("{target}: development has no cert-manager, but inject-ca-from is set")
+            });
+            let secret = find(&objs, "Secret", "gembok-system", "gembok-injector-tls");
+            for hook in hooks {
+                let bundle = hook["clientConfig"]["caBundle"].as_str().unwrap_or("");
+                f.check(
+                    !bundle.is_empty() && secret.is_some_and(|s| s["data"]["ca.crt"] == bundle),
+                    || {
+                        format!(
+                            "{target}: {}: caBundle is not the serving Secret's ca.crt",
+                            hook["name"]
+                        )
+                    },
+                );
+            }
+        } else {
+            let cert = ca_from
+                .and_then(|a| a.split_once('/'))
+                .and_then(|(ns, n)| find(&objs, "Certificate", ns, n));
+            match cert {
+                Some(c) => {
+                    f.check(c["spec"]["secretName"] == "gembok-injector-tls", || {
+                        format!("{target}: serving Secret name")
+                    });
+                    let dns: Vec<&str> = arr(&c["spec"]["dnsNames"])
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    f.check(dns.contains(&"gembok-injector.gembok-system.svc"), || {
+                        format!("{target}: serving certificate lacks the service DNS name: {dns:?}")
+                    });
+                }
+                None => f.push(format!(
+                    "{target}: inject-ca-from {ca_from:?} names no Certificate"
+                )),
+            }
+        }
+    }
+    f.assert_none("webhook");
+}
+
+#[test]
+fn injector_is_highly_available_and_serves_the_contract_ports() {
+    let mut f = Failures::default();
+    for target in TARGETS {
+        let objs = render(target);
+        let Some(d) = find(&objs, "Deployment", "gembok-system", "gembok-injector") else {
+            f.push(format!("{target}: no injector"));
+            continue;
+        };
+        let spec = &d["spec"]["template"]["spec"];
+        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        if target != "overlays/development" {
+            f.check(replicas == 2, || {
+                format!("{target}: injector replicas {replicas}")
+            });
+            let anti = arr(
+                &spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
+            );
+            f.check(
+                anti.iter()
+                    .any(|t| t["topologyKey"] == "kubernetes.io/hostname"),
+                || format!("{target}: no required anti-affinity on hostname"),
+            );
+        }
+        f.check(
+            find(
+                &objs,
+                "PodDisruptionBudget",
+                "gembok-system",
+                "gembok-injector",
+            )
+            .is_some(),
+            || format!("{target}: no injector PDB"),
+        );
+        let c = &spec["containers"][0];
+        let env: Vec<(String, String)> = arr(&c["env"])
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or("").into(),
+                    e["value"].as_str().unwrap_or("").into(),
+                )
+            })
+            .collect();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        f.check(get("GEMBOK_INJECTOR_LISTEN").ends_with(":8443"), || {
+            format!("{target}: listen")
+        });
+        f.check(get("GEMBOK_INJECTOR_ADMIN").ends_with(":15780"), || {
+            format!("{target}: admin")
+        });
+        let mounts = arr(&c["volumeMounts"]);
+        let cert_dir = get("GEMBOK_INJECTOR_CERT_DIR");
+        f.check(
+            mounts
+                .iter()
+                .any(|m| m["mountPath"] == cert_dir && m["readOnly"] == true),
+            || format!("{target}: cert dir {cert_dir} is not a read-only mount"),
+        );
+        f.check(
+            arr(&spec["volumes"])
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "gembok-injector-tls"),
+            || format!("{target}: serving Secret not mounted"),
+        );
+        let ports: Vec<i64> = arr(&c["ports"])
+            .iter()
+            .filter_map(|p| p["containerPort"].as_i64())
+            .collect();
+        f.check(ports.contains(&8443) && ports.contains(&15780), || {
+            format!("{target}: container ports {ports:?}")
+        });
+        let svc = find(&objs, "Service", "gembok-system", "gembok-injector");
+        let https = svc.and_then(|s| {
+            arr(&s["spec"]["ports"])
+                .iter()
+                .find(|p| p["port"] == 443)
+                .cloned()
+        });
+        f.check(
+            https.is_some_and(|p| p["targetPort"] == "https" || p["targetPort"] == 8443),
+            || format!("{target}: Service 443 -> 8443"),
+        );
+        let labels = str_map(&d["spec"]["template"]["metadata"]["labels"]);
+        f.check(
+            labels.get("gembok.io/inject").map(String::as_str) == Some("false"),
+            || format!("{target}: the injector does not opt out of itself"),
+        );
+    }
+    f.assert_none("injector Deployment");
+}

@@ -1,0 +1,355 @@
+//! Shared helpers: where things are, rendering with `kubectl kustomize`, running the real
+//! `gembok-injector inject`, and reading Kubernetes objects as JSON values.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize as _;
+use serde_json::Value;
+
+/// Every deployable kustomization: the three environments and the three production regions.
+pub const TARGETS: [&str; 6] = [
+    "overlays/development",
+    "overlays/staging",
+    "overlays/production",
+    "clusters/us",
+    "clusters/eu",
+    "clusters/asia",
+];
+pub const REGIONS: [&str; 3] = ["us", "eu", "asia"];
+pub const SERVICES: [&str; 4] = ["product-catalog", "payment", "recommendation", "auth"];
+pub const APP_NAMESPACE: &str = "ecommerce";
+pub const PROXY_CONTAINER: &str = "gembok-proxy";
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+pub fn manifests_dir() -> PathBuf {
+    repo().join("manifests")
+}
+
+/// `kubectl kustomize manifests/<target>` as text.
+pub fn render_text(target: &str) -> Result<String> {
+    let dir = manifests_dir().join(target);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .context("running kubectl (is it installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+pub fn render(target: &str) -> Vec<Value> {
+    let text = render_text(target).unwrap_or_else(|e| panic!("{target}: {e:#}"));
+    parse_docs(&text).unwrap_or_else(|e| panic!("{target}: {e:#}"))
+}
+
+/// Multi-document YAML to JSON values (empty documents dropped).
+pub fn parse_docs(text: &str) -> Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = Value::deserialize(doc).context("parsing YAML")?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// The `gembok-injector` binary: `GEMBOK_INJECTOR_BIN`, else next to this test's target dir.
+pub fn injector_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GEMBOK_INJECTOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/manifests-<hash> -> target/<profile>/gembok-injector
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    profile_dir.join("gembok-injector")
+}
+
+/// Runs the real `gembok-injector inject -f -` over the rendered target.
+pub fn inject_text(input: &str, extra: &[&str]) -> Result<String> {
+    let bin = injector_bin();
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p gembok-injector) or set GEMBOK_INJECTOR_BIN",
+            bin.display()
+        );
+    }
+    let mut child = Command::new(&bin)
+        .args(["inject", "-f", "-"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output()?;
+    writer.join().expect("stdin writer")?;
+    if !out.status.success() {
+        bail!(
+            "gembok-injector inject failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The rendered target after injection.
+pub fn injected(target: &str) -> Vec<Value> {
+    let text = render_text(target).unwrap_or_else(|e| panic!("{target}: {e:#}"));
+    let out = inject_text(&text, &[]).unwrap_or_else(|e| panic!("{target}: {e:#}"));
+    parse_docs(&out).unwrap_or_else(|e| panic!("{target}: injector output: {e:#}"))
+}
+
+/// Collects failures and panics once with all of them, so one run shows every problem.
+#[derive(Default)]
+pub struct Failures(Vec<String>);
+
+impl Failures {
+    pub fn push(&mut self, msg: impl Into<String>) {
+        self.0.push(msg.into());
+    }
+    pub fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(msg());
+        }
+    }
+    pub fn assert_none(self, what: &str) {
+        assert!(
+            self.0.is_empty(),
+            "{what}: {} problem(s):\n  - {}",
+            self.0.len(),
+            self.0.join("\n  - ")
+        );
+    }
+}
+
+// ---- object accessors ------------------------------------------------------------------
+
+pub fn kind(o: &Value) -> &str {
+    o["kind"].as_str().unwrap_or("")
+}
+pub fn name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or("")
+}
+pub fn namespace(o: &Value) -> &str {
+    o["metadata"]["namespace"].as_str().unwrap_or("")
+}
+pub fn id(o: &Value) -> String {
+    match namespace(o) {
+        "" => format!("{}/{}", kind(o), name(o)),
+        ns => format!("{}/{}/{}", kind(o), ns, name(o)),
+    }
+}
+pub fn str_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+pub fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+pub fn of_kind<'a>(objs: &'a [Value], k: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    objs.iter().filter(move |o| kind(o) == k)
+}
+pub fn find<'a>(objs: &'a [Value], k: &str, ns: &str, n: &str) -> Option<&'a Value> {
+    objs.iter()
+        .find(|o| kind(o) == k && namespace(o) == ns && name(o) == n)
+}
+
+/// A workload's pod template (or the Pod itself), with the workload it came from.
+pub struct PodTemplate<'a> {
+    pub owner: &'a Value,
+    pub template: &'a Value,
+}
+impl PodTemplate<'_> {
+    pub fn namespace(&self) -> &str {
+        namespace(self.owner)
+    }
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        str_map(&self.template["metadata"]["labels"])
+    }
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        str_map(&self.template["metadata"]["annotations"])
+    }
+    pub fn spec(&self) -> &Value {
+        &self.template["spec"]
+    }
+    /// App containers followed by init containers.
+    pub fn all_containers(&self) -> impl Iterator<Item = &Value> {
+        arr(&self.spec()["containers"])
+            .iter()
+            .chain(arr(&self.spec()["initContainers"]))
+    }
+    /// Containers that run for the pod's lifetime: app containers and native sidecars.
+    pub fn long_running(&self) -> impl Iterator<Item = &Value> {
+        self.all_containers().filter(|c| {
+            arr(&self.spec()["containers"]).contains(c) || c["restartPolicy"] == "Always"
+        })
+    }
+    pub fn container_ports(&self) -> Vec<(String, i64)> {
+        self.long_running()
+            .flat_map(|c| arr(&c["ports"]))
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or("").to_owned(),
+                    p["containerPort"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect()
+    }
+    pub fn service_account(&self) -> &str {
+        self.spec()["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default")
+    }
+    pub fn app(&self) -> String {
+        self.labels()
+            .get("app.kubernetes.io/name")
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+pub fn pod_templates(objs: &[Value]) -> Vec<PodTemplate<'_>> {
+    objs.iter()
+        .filter_map(|o| {
+            let template = match kind(o) {
+                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+                    &o["spec"]["template"]
+                }
+                "CronJob" => &o["spec"]["jobTemplate"]["spec"]["template"],
+                "Pod" => o,
+                _ => return None,
+            };
+            Some(PodTemplate { owner: o, template })
+        })
+        .collect()
+}
+
+/// Kubernetes label selector semantics (matchLabels + matchExpressions). `None` selects nothing.
+pub fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let Some(sel) = selector.as_object() else {
+        return false;
+    };
+    for (k, v) in str_map(&selector["matchLabels"]) {
+        if labels.get(&k) != Some(&v) {
+            return false;
+        }
+    }
+    for e in arr(sel.get("matchExpressions").unwrap_or(&Value::Null)) {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = arr(&e["values"]).iter().filter_map(Value::as_str).collect();
+        let have = labels.get(key).map(String::as_str);
+        let ok = match e["operator"].as_str().unwrap_or("") {
+            "In" => have.is_some_and(|h| values.contains(&h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// A Service-style selector (plain map).
+pub fn map_selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let sel = str_map(selector);
+    !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Labels of a namespace as the API server sees them (including kubernetes.io/metadata.name).
+pub fn namespace_labels(objs: &[Value], ns: &str) -> BTreeMap<String, String> {
+    let mut labels = of_kind(objs, "Namespace")
+        .find(|o| name(o) == ns)
+        .map(|o| str_map(&o["metadata"]["labels"]))
+        .unwrap_or_default();
+    labels.insert("kubernetes.io/metadata.name".into(), ns.into());
+    labels
+}
+
+/// `gembok.io/inbound`: `TLSPORT=APPPORT[,allow-san=...]` entries separated by `;`.
+pub fn inbound_ports(annotation: &str) -> Vec<(i64, i64)> {
+    annotation
+        .split(';')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mapping = e.split(',').next().unwrap_or("");
+            let (tls, app) = mapping.split_once('=').unwrap_or(("", ""));
+            (
+                tls.trim().parse().unwrap_or(-1),
+                app.trim().parse().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// `gembok.io/outbound`: `LOCALPORT=HOST:PORT[,...]` entries separated by `;`.
+pub fn outbound_routes(annotation: &str) -> Vec<(i64, String, i64)> {
+    annotation
+        .split(';')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mapping = e.split(',').next().unwrap_or("");
+            let (local, target) = mapping.split_once('=').unwrap_or(("", ""));
+            let (host, port) = target.rsplit_once(':').unwrap_or(("", ""));
+            (
+                local.trim().parse().unwrap_or(-1),
+                host.trim().to_owned(),
+                port.trim().parse().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// `<svc>.<ns>.svc.cluster.local` (or `.svc`) to (svc, ns).
+pub fn service_host(host: &str) -> Option<(String, String)> {
+    let rest = host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| host.strip_suffix(".svc"))?;
+    let (svc, ns) = rest.split_once('.')?;
+    Some((svc.to_owned(), ns.to_owned()))
+}
+
+pub fn spiffe_id(ns: &str, sa: &str) -> String {
+    format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
+}
+
+/// Glob match with `*` (allow-san patterns).
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((pre, rest)) => {
+            s.starts_with(pre) && (0..=s.len() - pre.len()).any(|i| glob(rest, &s[pre.len() + i..]))
+        }
+    }
+}
