@@ -303,7 +303,8 @@ fn check_unique_listeners(
         .iter()
         .map(|r| (r.listen, "inbound"))
         .chain(outbound.iter().map(|r| (r.listen, "outbound")));
-    for (addr, flag) in listens {
+    // Port 0 asks the kernel for a free port, so it never clashes.
+    for (addr, flag) in listens.filter(|(addr, _)| addr.port() != 0) {
         let clash = seen.iter().find(|(other, _)| {
             other.port() == addr.port()
                 && (other.ip() == addr.ip()

@@ -174,7 +174,7 @@ pub async fn run(
     };
     for (index, (route, listener)) in config.inbound.iter().zip(listeners.inbound).enumerate() {
         let addr = listener.local_addr()?;
-        tracing::info!(direction = "inbound", listen = %addr, target = %route.target,
+        tracing::info!(direction = "inbound", listen = %addr, app = %route.target,
             allow_san = ?route.allow_san.iter().map(ToString::to_string).collect::<Vec<_>>(), "listening");
         let handler = Arc::new(Inbound {
             route: route.clone(),
