@@ -268,6 +268,7 @@ async fn handle(
     injector: Arc<InjectorConfig>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
+    debug!(method = %req.method(), path = req.uri().path(), "request received");
     let (result, response) = route(req, &injector).await;
     metrics::request(result, started.elapsed());
     Ok(response)
