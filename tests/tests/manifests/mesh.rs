@@ -105,18 +105,38 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             }),
             || format!("{target}: gembok-ca does not sign with the {region} intermediate"),
         );
-        let rec = format!("rec-{region}");
+        // One Redis Enterprise cluster, reachable from the other regions on this region's FQDN,
+        // which the local RedisEnterpriseRemoteCluster must name.
+        let rec = find(&objs, "RedisEnterpriseCluster", "redis", "rec");
+        let api = rec
+            .and_then(|r| r["spec"]["ingressOrRouteSpec"]["apiFqdnUrl"].as_str())
+            .unwrap_or("");
+        f.check(api.contains(&format!(".{region}.")), || {
+            format!("{target}: REC API FQDN {api:?} is not this region's")
+        });
+        let local = find(
+            &objs,
+            "RedisEnterpriseRemoteCluster",
+            "redis",
+            &format!("rerc-{region}"),
+        );
         f.check(
-            find(&objs, "RedisEnterpriseCluster", "redis", &rec).is_some(),
-            || format!("{target}: no RedisEnterpriseCluster {rec}"),
+            local.is_some_and(|r| r["spec"]["apiFqdnUrl"] == api && r["spec"]["recName"] == "rec"),
+            || format!("{target}: rerc-{region} does not describe this cluster ({api})"),
         );
         let rercs: BTreeSet<String> = of_kind(&objs, "RedisEnterpriseRemoteCluster")
-            .map(|r| r["spec"]["recName"].as_str().unwrap_or("").to_owned())
+            .map(|r| name(r).to_owned())
             .collect();
         f.check(
-            rercs == REGIONS.iter().map(|r| format!("rec-{r}")).collect(),
+            rercs == REGIONS.iter().map(|r| format!("rerc-{r}")).collect(),
             || format!("{target}: remote clusters {rercs:?}"),
         );
+        let fqdns: BTreeSet<&str> = of_kind(&objs, "RedisEnterpriseRemoteCluster")
+            .filter_map(|r| r["spec"]["apiFqdnUrl"].as_str())
+            .collect();
+        f.check(fqdns.len() == REGIONS.len(), || {
+            format!("{target}: remote cluster FQDNs are not distinct: {fqdns:?}")
+        });
         for aa in of_kind(&objs, "RedisEnterpriseActiveActiveDatabase") {
             for pc in arr(&aa["spec"]["participatingClusters"]) {
                 let n = pc["name"].as_str().unwrap_or("");

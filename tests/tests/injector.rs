@@ -1,0 +1,980 @@
+//! Black-box tests of `gembok-injector serve` and `inject`: the real binary, real TLS (rustls
+//! client and curl), certificates generated here with rcgen, readiness by polling `/ready`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use serde_json::{Value, json};
+
+// === the binary ===
+
+/// Builds `gembok-injector` once per test process and returns its path (next to `deps/`).
+fn binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "gembok-injector",
+                "--bin",
+                "gembok-injector",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building gembok-injector failed");
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        dir.join("gembok-injector")
+    })
+}
+
+// === certificates ===
+
+struct Pki {
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "gembok-injector test CA");
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            ca_pem: cert.pem(),
+            ca_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A serving certificate for localhost/127.0.0.1; returns (chain PEM, key PEM, leaf DER).
+    fn leaf(&self) -> (String, String, Vec<u8>) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "gembok-injector.gembok-system.svc");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn client_config(&self) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+/// A directory laid out like a mounted Secret: `..data -> ..<gen>/`, `tls.crt -> ..data/tls.crt`.
+/// [`SecretDir::swap`] replaces the contents the way the kubelet's AtomicWriter does.
+struct SecretDir {
+    root: PathBuf,
+    generation: usize,
+}
+
+impl SecretDir {
+    fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            generation: 0,
+        }
+    }
+
+    fn swap(&mut self, cert: &str, key: &str) -> Result<()> {
+        self.generation += 1;
+        let name = format!("..2026_01_01_00_00_00.{:04}", self.generation);
+        let dir = self.root.join(&name);
+        std::fs::create_dir(&dir)?;
+        std::fs::write(dir.join("tls.crt"), cert)?;
+        std::fs::write(dir.join("tls.key"), key)?;
+        let data = self.root.join("..data");
+        let previous = std::fs::read_link(&data).ok();
+        let tmp = self.root.join("..data_tmp");
+        std::os::unix::fs::symlink(&name, &tmp)?;
+        std::fs::rename(&tmp, &data)?;
+        for file in ["tls.crt", "tls.key"] {
+            let link = self.root.join(file);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(Path::new("..data").join(file), &link)?;
+            }
+        }
+        if let Some(previous) = previous {
+            std::fs::remove_dir_all(self.root.join(previous))?;
+        }
+        Ok(())
+    }
+}
+
+// === the running webhook ===
+
+struct Webhook {
+    child: Child,
+    https: SocketAddr,
+    admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+    secret: SecretDir,
+    pki: Pki,
+    client: Arc<ClientConfig>,
+}
+
+impl Webhook {
+    /// Starts `serve` on ephemeral ports with a freshly issued certificate and waits until the
+    /// addresses are logged.
+    fn start(extra: &[&str]) -> Result<Self> {
+        let pki = Pki::new();
+        let dir = tempfile::tempdir()?;
+        let mut secret = SecretDir::new(dir.path());
+        let (cert, key, _) = pki.leaf();
+        secret.swap(&cert, &key)?;
+        Self::start_with(pki, dir, secret, extra)
+    }
+
+    fn start_with(
+        pki: Pki,
+        dir: tempfile::TempDir,
+        secret: SecretDir,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--cert-dir")
+            .arg(dir.path())
+            .args([
+                "--log-format",
+                "json",
+                "--shutdown-delay",
+                "0s",
+                "--proxy-image",
+                "ghcr.io/gembok/gembok-proxy:test",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().context("stderr")?;
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["fields"]["message"] == "listening"
+                {
+                    let _ = tx.send((v["fields"]["https"].clone(), v["fields"]["admin"].clone()));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (https, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addrs) => addrs,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("no 'listening' log line; logs: {:?}", logs.lock().unwrap());
+            }
+        };
+        let parse = |v: Value| -> Result<SocketAddr> {
+            v.as_str()
+                .context("address field")?
+                .parse()
+                .context("address")
+        };
+        let client = pki.client_config();
+        Ok(Self {
+            child,
+            https: parse(https)?,
+            admin: parse(admin)?,
+            logs,
+            _dir: dir,
+            secret,
+            pki,
+            client,
+        })
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        poll(Duration::from_secs(20), || {
+            Ok(admin_get(self.admin, "/ready")?.0 == 200)
+        })
+        .context("webhook never became ready")
+    }
+
+    /// One HTTPS request on a fresh connection; returns (status, headers, body, leaf DER).
+    fn request(&self, raw_head: &str, body: &[u8]) -> Result<(u16, String, Vec<u8>, Vec<u8>)> {
+        let tcp = TcpStream::connect(self.https)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let conn = ClientConnection::new(
+            self.client.clone(),
+            ServerName::try_from("localhost")?.to_owned(),
+        )?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        // A server that refuses early (413) may close before taking the whole body: keep going
+        // and read whatever answer it sent.
+        let written = tls
+            .write_all(raw_head.as_bytes())
+            .and_then(|()| tls.write_all(body))
+            .and_then(|()| tls.flush());
+        let mut response = Vec::new();
+        match tls.read_to_end(&mut response) {
+            Ok(_) => {}
+            // The server may close without close_notify after answering; keep what arrived.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+            Err(e) => return Err(written.err().map_or_else(|| e.into(), Into::into)),
+        }
+        let leaf = tls
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let (status, headers, body) = split_response(&response)?;
+        Ok((status, headers, body, leaf))
+    }
+
+    fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, String, Vec<u8>)> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let (status, headers, body, _) = self.request(&head, body)?;
+        Ok((status, headers, body))
+    }
+
+    /// POSTs a review to /mutate and returns the decoded `response`.
+    fn review(&self, review: &Value) -> Result<Value> {
+        let (status, _, body) =
+            self.post("/mutate", "application/json", &serde_json::to_vec(review)?)?;
+        ensure!(
+            status == 200,
+            "status {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let answer: Value = serde_json::from_slice(&body)?;
+        ensure!(
+            answer["kind"] == "AdmissionReview" && answer["apiVersion"] == "admission.k8s.io/v1",
+            "not a review: {answer}"
+        );
+        Ok(answer["response"].clone())
+    }
+
+    fn sigterm(&self) {
+        assert!(kill(self.child.id(), "-TERM"), "kill -TERM failed");
+    }
+
+    fn child_alive(&self) -> bool {
+        kill(self.child.id(), "-0")
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal to a process this test started (`-0` only checks that it exists).
+fn kill(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn split_response(raw: &[u8]) -> Result<(u16, String, Vec<u8>)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no header end")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head.split(' ').nth(1).context("status line")?.parse()?;
+    Ok((status, head, raw[end + 4..].to_vec()))
+}
+
+fn admin_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw)?;
+    let (status, _, body) = split_response(&raw)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Retries `check` every 20 ms until it returns true or `limit` passes.
+fn poll(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = None,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(anyhow!(
+        "condition not met within {limit:?}; last error: {last:?}"
+    ))
+}
+
+// === reviews ===
+
+/// A Pod CREATE review as kube-apiserver sends it (fields and nesting from a captured request).
+fn pod_review(uid: &str, annotations: Value, labels: Value, dry_run: bool) -> Value {
+    json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "",
+            "namespace": "ecommerce",
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": "4b4a3d6e-0c0b-4f44-9d55-0b4c3e2f6a11",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
+            },
+            "object": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "metadata": {
+                    "generateName": "payment-6c9f7d8b5-",
+                    "namespace": "ecommerce",
+                    "creationTimestamp": null,
+                    "labels": labels,
+                    "annotations": annotations,
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "payment-6c9f7d8b5", "uid": "9f3c2b1a-1111-4222-8333-444455556666", "controller": true, "blockOwnerDeletion": true}],
+                    "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1", "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:generateName": {}}}}]
+                },
+                "spec": {
+                    "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}], "defaultMode": 420}}],
+                    "containers": [{
+                        "name": "payment",
+                        "image": "registry.example.com/ecommerce/payment:1.0.0",
+                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                        "resources": {},
+                        "volumeMounts": [{"name": "kube-api-access-x7k2p", "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                        "imagePullPolicy": "IfNotPresent"
+                    }],
+                    "restartPolicy": "Always",
+                    "terminationGracePeriodSeconds": 30,
+                    "dnsPolicy": "ClusterFirst",
+                    "serviceAccountName": "payment",
+                    "serviceAccount": "payment",
+                    "securityContext": {},
+                    "schedulerName": "default-scheduler",
+                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+                    "priority": 0,
+                    "enableServiceLinks": true,
+                    "preemptionPolicy": "PreemptLowerPriority"
+                },
+                "status": {}
+            },
+            "oldObject": null,
+            "dryRun": dry_run,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+fn injectable(uid: &str) -> Value {
+    pod_review(
+        uid,
+        json!({"gembok.io/inbound": "8443=8080"}),
+        json!({"app": "payment"}),
+        false,
+    )
+}
+
+/// Decodes the base64 JSON Patch of a response.
+fn patch_of(response: &Value) -> Result<Vec<Value>> {
+    let text = response["patch"]
+        .as_str()
+        .context("patch is a base64 string")?;
+    let bytes = base64_decode(text)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut child = out;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
+    let output = child.wait_with_output()?;
+    ensure!(output.status.success(), "not base64: {text}");
+    Ok(output.stdout)
+}
+
+// === tests ===
+
+#[test]
+fn answers_a_kube_apiserver_review_over_tls_with_its_uid_and_a_patch() -> Result<()> {
+    let webhook = Webhook::start(&[])?;
+    webhook.wait_ready()?;
+    // curl as the client: an independent TLS 1.3 + HTTP/1.1 implementation.
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &webhook.pki.ca_pem)?;
+    let body = serde_json::to_vec(&injectable("705ab4f5-6393-11e8-b7cc-42010a800002"))?;
+    let body_file = dir.path().join("review.json");
+    std::fs::write(&body_file, body)?;
+    let out = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail-with-body",
+            "--tlsv1.3",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!(
+            "https://localhost:{}/mutate?timeout=10s",
+            webhook.https.port()
+        ))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout)?;
+    let response = &answer["response"];
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch = patch_of(response)?;
+    let sidecar = patch
+        .iter()
+        .find(|op| op["path"] == "/spec/initContainers")
+        .context("adds initContainers")?;
+    assert_eq!(sidecar["op"], "add");
+    assert_eq!(sidecar["value"][0]["name"], "gembok-proxy");
+    assert_eq!(
+        sidecar["value"][0]["image"],
+        "ghcr.io/gembok/gembok-proxy:test"
+    );
+    assert!(patch.iter().any(|op| op["path"] == "/spec/volumes/1"
+        && op["value"]["secret"]["secretName"] == "payment-gembok-tls"));
+    assert!(
+        patch
+            .iter()
+            .all(|op| !op["path"].as_str().unwrap().starts_with("/spec/containers")),
+        "app container untouched: {patch:?}"
+    );
+    assert!(
+        patch
+            .iter()
+            .all(|op| !op["path"].as_str().unwrap().contains("managedFields"))
+    );
+
+    // dryRun changes nothing: same answer (the injector has no side effects).
+    let mut dry = injectable("dry-1");
+    dry["request"]["dryRun"] = json!(true);
+    let dry_response = webhook.review(&dry)?;
+    assert_eq!(dry_response["uid"], "dry-1");
+    assert_eq!(patch_of(&dry_response)?, patch);
+    Ok(())
+}
+
+#[test]
+fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
+    let webhook = Webhook::start(&[])?;
+    webhook.wait_ready()?;
+
+    let opted_out = pod_review(
+        "skip-1",
+        json!({"gembok.io/inbound": "8443=8080"}),
+        json!({"gembok.io/inject": "false"}),
+        false,
+    );
+    let response = webhook.review(&opted_out)?;
+    assert_eq!(response["uid"], "skip-1");
+    assert_eq!(response["allowed"], true);
+    assert!(
+        response.get("patch").is_none(),
+        "skipped pod got a patch: {response}"
+    );
+    let warnings = response["warnings"].to_string();
+    assert!(
+        warnings.contains("opts out with the label gembok.io/inject"),
+        "{warnings}"
+    );
+
+    let bad = pod_review(
+        "deny-1",
+        json!({"gembok.io/inbound": "8443:8080", "gembok.io/proxy-memory-limit": "1GB"}),
+        json!({}),
+        false,
+    );
+    let response = webhook.review(&bad)?;
+    assert_eq!(response["uid"], "deny-1");
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("gembok.io/inbound=\"8443:8080\""),
+        "{message}"
+    );
+    assert!(
+        response["warnings"]
+            .to_string()
+            .contains("gembok.io/proxy-memory-limit"),
+        "{response}"
+    );
+
+    // A Deployment review (misconfigured rules) and a Pod UPDATE: allowed untouched.
+    let mut deployment = injectable("other-1");
+    deployment["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    deployment["request"]["object"] = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {}});
+    let mut update = injectable("update-1");
+    update["request"]["operation"] = json!("UPDATE");
+    for (review, uid) in [(deployment, "other-1"), (update, "update-1")] {
+        let response = webhook.review(&review)?;
+        assert_eq!(response["uid"], uid);
+        assert_eq!(response["allowed"], true);
+        assert!(response.get("patch").is_none(), "{response}");
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_requests_get_http_errors_and_the_server_keeps_serving() -> Result<()> {
+    let webhook = Webhook::start(&[])?;
+    webhook.wait_ready()?;
+    let (status, _, body) = webhook.post("/mutate", "application/json", b"{not json")?;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not an admission.k8s.io/v1 AdmissionReview"));
+    let (status, _, body) = webhook.post(
+        "/mutate",
+        "application/json",
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+    )?;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = webhook.post(
+        "/mutate",
+        "application/json",
+        br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#,
+    )?;
+    assert_eq!(status, 400);
+    let (status, _, _) = webhook.post("/mutate", "text/plain", b"{}")?;
+    assert_eq!(status, 415);
+    let (status, _, _) = webhook.post("/mutate", "application/yaml", b"{}")?;
+    assert_eq!(status, 415);
+    let (status, head, _) = webhook
+        .request(
+            "GET /mutate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"",
+        )
+        .map(|(s, h, b, _)| (s, h, b))?;
+    assert_eq!(status, 405);
+    assert!(head.to_ascii_lowercase().contains("allow: post"));
+    let (status, _, _) = webhook.post("/validate", "application/json", b"{}")?;
+    assert_eq!(status, 404);
+
+    // Over the limit, declared up front and streamed without a length.
+    let big = vec![b' '; 7 * 1024 * 1024];
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        big.len()
+    );
+    let (status, ..) = webhook.request(&head, b"")?;
+    assert_eq!(
+        status, 413,
+        "declared length over the limit is refused before the body"
+    );
+    let mut chunked = Vec::new();
+    for chunk in big.chunks(1024 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let (status, ..) = webhook.request(head, &chunked)?;
+    assert_eq!(status, 413, "a streamed body is cut at the limit");
+
+    // Plaintext HTTP on the TLS port: the handshake fails, nothing else happens.
+    let mut plain = TcpStream::connect(webhook.https)?;
+    plain.set_read_timeout(Some(Duration::from_secs(10)))?;
+    plain.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut sink = Vec::new();
+    let _ = plain.read_to_end(&mut sink);
+
+    // Still serving, and the errors were counted.
+    let response = webhook.review(&injectable("after-errors"))?;
+    assert_eq!(response["uid"], "after-errors");
+    assert_eq!(response["allowed"], true);
+    let (_, metrics) = admin_get(webhook.admin, "/metrics")?;
+    for line in [
+        "gembok_injector_requests_total{result=\"bad_request\"} 3",
+        "gembok_injector_requests_total{result=\"unsupported_media_type\"} 2",
+        "gembok_injector_requests_total{result=\"method_not_allowed\"} 1",
+        "gembok_injector_requests_total{result=\"not_found\"} 1",
+        "gembok_injector_requests_total{result=\"injected\"} 1",
+        "gembok_injector_injected_total 1",
+        "gembok_injector_errors_total{kind=\"tls_handshake\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("gembok_injector_requests_total{result=\"too_large\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gembok_injector_request_duration_seconds_bucket"));
+    assert!(metrics.contains("gembok_injector_cert_not_after_timestamp_seconds"));
+    assert!(webhook.child_alive());
+    Ok(())
+}
+
+#[test]
+fn reloads_a_rotated_certificate_while_requests_flow() -> Result<()> {
+    let mut webhook = Webhook::start(&[])?;
+    webhook.wait_ready()?;
+    let (_, _, _, first_leaf) = webhook.request(
+        "GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"",
+    )?;
+
+    // Clients keep sending reviews during the swap; every one must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let (addr, client) = (webhook.https, webhook.client.clone());
+    let load = {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let shadow = ShadowClient {
+                https: addr,
+                client,
+            };
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                match shadow.review(&injectable(&format!("flow-{n}"))) {
+                    Ok(r) if r["uid"] == format!("flow-{n}") && r["allowed"] == true => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures.lock().unwrap().push(format!("bad answer {r}")),
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+            }
+        })
+    };
+    poll(Duration::from_secs(10), || {
+        Ok(ok.load(Ordering::SeqCst) >= 5)
+    })?;
+
+    let (cert, key, new_leaf) = webhook.pki.leaf();
+    assert_ne!(new_leaf, first_leaf);
+    webhook.secret.swap(&cert, &key)?;
+    poll(Duration::from_secs(20), || {
+        let (.., leaf) = webhook.request(
+            "GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"",
+        )?;
+        Ok(leaf == new_leaf)
+    })
+    .context("the rotated certificate was never served")?;
+    let before = ok.load(Ordering::SeqCst);
+    poll(Duration::from_secs(10), || {
+        Ok(ok.load(Ordering::SeqCst) >= before + 5)
+    })?;
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the swap: {:?}",
+        failures.len(),
+        ok.load(Ordering::SeqCst),
+        &failures[..failures.len().min(5)]
+    );
+
+    // A broken update keeps the last good certificate.
+    webhook.secret.swap("not a certificate", "not a key")?;
+    let metric = "gembok_injector_cert_reloads_total{result=\"failure\"";
+    poll(Duration::from_secs(20), || {
+        Ok(admin_get(webhook.admin, "/metrics")?.1.contains(metric))
+    })?;
+    let (status, .., leaf) = webhook.request(
+        "GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"",
+    )?;
+    assert_eq!(leaf, new_leaf);
+    assert_eq!(status, 404, "the webhook port serves only /mutate");
+    assert_eq!(admin_get(webhook.admin, "/ready")?.0, 200);
+    Ok(())
+}
+
+/// A client usable from another thread (the webhook handle stays with the test).
+struct ShadowClient {
+    https: SocketAddr,
+    client: Arc<ClientConfig>,
+}
+
+impl ShadowClient {
+    fn review(&self, review: &Value) -> Result<Value> {
+        let body = serde_json::to_vec(review)?;
+        let tcp = TcpStream::connect(self.https)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let conn = ClientConnection::new(
+            self.client.clone(),
+            ServerName::try_from("localhost")?.to_owned(),
+        )?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        write!(
+            tls,
+            "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        tls.write_all(&body)?;
+        let mut raw = Vec::new();
+        match tls.read_to_end(&mut raw) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (status, _, body) = split_response(&raw)?;
+        ensure!(status == 200, "status {status}");
+        Ok(serde_json::from_slice::<Value>(&body)?["response"].clone())
+    }
+}
+
+#[test]
+fn is_ready_only_once_a_certificate_has_loaded() -> Result<()> {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    let secret = SecretDir::new(dir.path());
+    let mut webhook = Webhook::start_with(pki, dir, secret, &[])?;
+    assert_eq!(admin_get(webhook.admin, "/live")?.0, 200);
+    let (status, body) = admin_get(webhook.admin, "/ready")?;
+    assert_eq!(status, 503);
+    assert!(body.contains("no valid serving certificate"), "{body}");
+    // TLS connections are closed while there is nothing to serve.
+    assert!(webhook.review(&injectable("early")).is_err());
+
+    let (cert, key, _) = webhook.pki.leaf();
+    webhook.secret.swap(&cert, &key)?;
+    webhook.wait_ready()?;
+    assert_eq!(webhook.review(&injectable("late"))?["uid"], "late");
+    Ok(())
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_zero() -> Result<()> {
+    let mut webhook = Webhook::start(&["--drain-grace", "20s", "--log", "gembok_injector=debug"])?;
+    webhook.wait_ready()?;
+    let body = serde_json::to_vec(&injectable("in-flight"))?;
+    // Headers and half of the body, then SIGTERM, then the rest.
+    let tcp = TcpStream::connect(webhook.https)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let conn = ClientConnection::new(
+        webhook.client.clone(),
+        ServerName::try_from("localhost")?.to_owned(),
+    )?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    let (first, rest) = body.split_at(body.len() / 2);
+    tls.write_all(first)?;
+    tls.flush()?;
+    // The server has parsed the headers and is waiting for the body.
+    poll(Duration::from_secs(10), || {
+        Ok(webhook
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("request received")))
+    })?;
+
+    webhook.sigterm();
+    poll(Duration::from_secs(10), || {
+        Ok(admin_get(webhook.admin, "/ready")?.0 == 503)
+    })
+    .context("/ready did not turn 503")?;
+    // New connections are refused once the listener is closed.
+    poll(Duration::from_secs(10), || {
+        Ok(TcpStream::connect(webhook.https).is_err())
+    })?;
+
+    tls.write_all(rest)?;
+    tls.flush()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (status, _, body) = split_response(&raw)?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body)?["response"]["uid"],
+        "in-flight"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = webhook.child.try_wait()? {
+            break status;
+        }
+        ensure!(Instant::now() < deadline, "did not exit after draining");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "logs: {:?}",
+        webhook.logs.lock().unwrap()
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_flags_exit_64_listing_every_problem() -> Result<()> {
+    let out = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "nowhere",
+            "--sidecar-mode",
+            "sidecar",
+            "--cert",
+            "only-cert.pem",
+            "--log-format",
+            "xml",
+        ])
+        .env_remove("GEMBOK_INJECTOR_CERT_DIR")
+        .output()?;
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "--listen",
+        "--sidecar-mode",
+        "--cert and --key",
+        "--log-format",
+    ] {
+        assert!(stderr.contains(needle), "no mention of {needle}: {stderr}");
+    }
+    let out = Command::new(binary())
+        .args(["serve", "--no-such-flag"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(64));
+    // Environment variables are read like flags (docs/contracts.md section 3).
+    let out = Command::new(binary())
+        .args(["serve", "--cert-dir", "certs"])
+        .env("GEMBOK_INJECTOR_ADMIN", "not-an-address")
+        .output()?;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin \"not-an-address\""));
+    Ok(())
+}
+
+#[test]
+fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Result<()> {
+    let run = |args: &[&str], stdin: &str| -> Result<(Option<i32>, String, String)> {
+        let mut child = Command::new(binary())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(stdin.as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8(out.stdout)?,
+            String::from_utf8(out.stderr)?,
+        ))
+    };
+    let good = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
+    let (code, once, _) = run(&["inject", "-f", "-"], good)?;
+    assert_eq!(code, Some(0));
+    assert!(
+        once.contains("name: gembok-proxy") && once.contains("gembok.io/status"),
+        "{once}"
+    );
+    let (code, twice, _) = run(&["inject", "-f", "-"], &once)?;
+    assert_eq!(code, Some(0));
+    assert_eq!(twice, once, "injecting twice changed the output");
+
+    let bad = good.replace("8443=8080", "8443=http");
+    let (code, stdout, stderr) = run(&["inject", "-f", "-"], &bad)?;
+    assert_eq!(code, Some(65));
+    assert!(
+        stdout.is_empty(),
+        "nothing may be written when refused: {stdout}"
+    );
+    assert!(
+        stderr.contains("Pod a: annotation gembok.io/inbound=\"8443=http\""),
+        "{stderr}"
+    );
+    let (code, stdout, _) = run(&["inject", "-f", "-", "--explain"], &bad)?;
+    assert_eq!(code, Some(65));
+    assert!(stdout.contains("reject"), "{stdout}");
+    let (code, _, stderr) = run(&["inject", "-f", "/nonexistent/file.yaml"], "")?;
+    assert_eq!(code, Some(66), "{stderr}");
+    let (code, _, stderr) = run(&["inject", "-f", "-"], "a: [unclosed")?;
+    assert_eq!(code, Some(65), "{stderr}");
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! Black-box tests of the real `gembok-proxy` binary. One test binary, one module per concern.
+//!
+//! Every test starts its own processes on port 0 and waits on `/ready` or on a port, never on a
+//! sleep. Run `cargo build --workspace --bins` first (the project's test command does).
+
+#[path = "proxy/support.rs"]
+mod support;
+
+#[path = "proxy/clients.rs"]
+mod clients;
+#[path = "proxy/half_close.rs"]
+mod half_close;
+#[path = "proxy/lifecycle.rs"]
+mod lifecycle;
+#[path = "proxy/rejections.rs"]
+mod rejections;
+#[path = "proxy/reload.rs"]
+mod reload;
+#[path = "proxy/roundtrip.rs"]
+mod roundtrip;

@@ -1,0 +1,155 @@
+//! Half-close is exact in both orders; truncations and failures never look like a clean end.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gembok_tests::pki::dns_name;
+use gembok_tests::tls::Client;
+use gembok_tests::traffic::ExchangeApp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::support::{Pair, unused_port, wait_metric};
+
+/// How the app's read side ended.
+#[derive(Debug, PartialEq)]
+enum AppSaw {
+    Eof(Vec<u8>),
+    Error(io::ErrorKind, Vec<u8>),
+}
+
+/// An app that runs `behaviour` on its first connection and reports the result.
+async fn one_shot_app<F, Fut, T>(behaviour: F) -> (SocketAddr, oneshot::Receiver<T>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let _ = tx.send(behaviour(stream).await);
+    });
+    (addr, rx)
+}
+
+async fn read_until_end(stream: &mut (impl AsyncReadExt + Unpin)) -> AppSaw {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => return AppSaw::Eof(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return AppSaw::Error(e.kind(), got),
+        }
+    }
+}
+
+async fn pair_to(target: SocketAddr) -> Pair {
+    Pair::start_with(target, ExchangeApp::start().await, &[]).await
+}
+
+#[tokio::test]
+async fn client_fin_first_keeps_the_reply_flowing() {
+    // The app answers only after it has seen the whole request (EOF), like a batch upload.
+    let (app, saw) = one_shot_app(|mut s| async move {
+        let request = read_until_end(&mut s).await;
+        s.write_all(b"reply after your FIN").await.unwrap();
+        s.shutdown().await.unwrap();
+        request
+    })
+    .await;
+    let pair = pair_to(app).await;
+    let mut client = TcpStream::connect(pair.entry()).await.unwrap();
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"reply after your FIN");
+    assert_eq!(saw.await.unwrap(), AppSaw::Eof(b"request".to_vec()));
+    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+}
+
+#[tokio::test]
+async fn server_fin_first_keeps_the_request_flowing() {
+    // The app speaks first and closes its side at once, then keeps reading (server-speaks-first).
+    let (app, saw) = one_shot_app(|mut s| async move {
+        s.write_all(b"greeting").await.unwrap();
+        s.shutdown().await.unwrap();
+        read_until_end(&mut s).await
+    })
+    .await;
+    let pair = pair_to(app).await;
+    let mut client = TcpStream::connect(pair.entry()).await.unwrap();
+    let mut greeting = Vec::new();
+    client.read_to_end(&mut greeting).await.unwrap(); // the app's FIN arrived as our EOF
+    assert_eq!(greeting, b"greeting");
+    client.write_all(b"data after the server's FIN").await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(saw.await.unwrap(), AppSaw::Eof(b"data after the server's FIN".to_vec()));
+    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+}
+
+#[tokio::test]
+async fn a_peer_fin_without_close_notify_resets_the_app() {
+    let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
+    let pair = pair_to(app).await;
+    // A TLS client straight to the inbound listener that drops TCP without close_notify.
+    let client = Client::new(pair.pki.root_pem(), Some(&pair.pki.workload("client")), false);
+    let mut tls = client.connect(pair.inbound.inbound[0], &dns_name("server")).await.unwrap();
+    tls.write_all(b"half a request").await.unwrap();
+    tls.flush().await.unwrap();
+    wait_metric(&pair.inbound, "gembok_bytes_total", &[("flow", "peer_to_app")], 14.0).await;
+    let (tcp, _) = tls.into_inner();
+    drop(tcp); // FIN, no close_notify
+    match saw.await.unwrap() {
+        AppSaw::Error(io::ErrorKind::ConnectionReset, got) => assert_eq!(got, b"half a request"),
+        other => panic!("the app must see a reset, not {other:?}"),
+    }
+    wait_metric(&pair.inbound, "gembok_truncations_total", &[], 1.0).await;
+    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "truncated")], 1.0).await;
+}
+
+#[tokio::test]
+async fn a_refused_upstream_resets_the_client() {
+    let pair = pair_to(unused_port()).await;
+    let mut client = TcpStream::connect(pair.entry()).await.unwrap();
+    client.write_all(b"anyone there?").await.unwrap();
+    let saw = read_until_end(&mut client).await;
+    assert!(matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)), "client saw {saw:?}");
+    wait_metric(&pair.inbound, "gembok_upstream_connect_failures_total", &[("reason", "refused")], 1.0).await;
+    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "upstream_failed")], 1.0).await;
+    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "reset")], 1.0).await;
+}
+
+#[tokio::test]
+async fn an_upstream_reset_mid_stream_reaches_the_client() {
+    // The app reads 1 MiB of an upload, then resets the connection.
+    let (app, _saw) = one_shot_app(|mut s| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        s.read_exact(&mut buf).await.unwrap();
+        s.set_zero_linger().unwrap();
+        drop(s);
+    })
+    .await;
+    let pair = pair_to(app).await;
+    let client = TcpStream::connect(pair.entry()).await.unwrap();
+    let (mut r, mut w) = client.into_split();
+    let upload = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..(64 * 16) {
+            w.write_all(&chunk).await?; // 64 MiB: far more than the app will read
+        }
+        Ok::<_, io::Error>(())
+    });
+    let saw = tokio::time::timeout(Duration::from_secs(30), read_until_end(&mut r)).await.unwrap();
+    assert!(matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)), "client saw {saw:?}");
+    assert!(upload.await.unwrap().is_err(), "the upload must fail, not complete");
+    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "reset")], 1.0).await;
+    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "reset")], 1.0).await;
+}

@@ -1,0 +1,191 @@
+//! Start-up, readiness, metrics, configuration errors and the SIGTERM drain.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gembok_tests::bins;
+use gembok_tests::pki::{CertDir, TestPki, workload_spec};
+use gembok_tests::proxy::Proxy;
+use gembok_tests::traffic::{Exchange, ExchangeApp};
+
+use crate::support::{Pair, wait_metric};
+
+async fn wait_status(proxy: &Proxy, path: &str, want: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = proxy.get(path).await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path} still {status} ({body}) after {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn ready_only_once_certificates_load_and_live_all_along() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::empty(); // the Secret is not there yet
+    let proxy = Proxy::builder().cert_dir(&dir).inbound(app.addr, "").start();
+    assert_eq!(proxy.get("/live").await.0, 200);
+    let (status, body) = proxy.get("/ready").await;
+    assert_eq!((status, body.trim()), (503, "not ready: no certificate loaded"));
+    dir.swap(&pki.workload("server"));
+    wait_status(&proxy, "/ready", 200, Duration::from_secs(5)).await;
+    assert_eq!(proxy.get("/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn not_ready_when_the_certificate_expires_within_the_margin() {
+    use gembok_certs_dev::Validity;
+    use gembok_certs_dev::time::{Duration as Span, OffsetDateTime};
+    let pki = TestPki::new();
+    let now = OffsetDateTime::now_utc();
+    let short = pki.issue(workload_spec("server").validity(Validity::between(now - Span::hours(1), now + Span::hours(2))));
+    let dir = CertDir::new(&short);
+    let app = ExchangeApp::start().await;
+    let proxy = Proxy::builder().cert_dir(&dir).inbound(app.addr, "").args(["--cert-expiry-margin", "3h"]).start();
+    let (status, body) = proxy.get("/ready").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("within the 10800s margin"), "{body}");
+    let m = proxy.metrics().await;
+    let left = m.sum("gembok_cert_not_after_timestamp_seconds", &[]) - now.unix_timestamp() as f64;
+    assert!((7100.0..7300.0).contains(&left), "not_after gauge is {left}s from now");
+}
+
+#[tokio::test]
+async fn metrics_follow_prometheus_conventions() {
+    let mut pair = Pair::start().await;
+    let x = Exchange { id: 0, send_len: 1000, send_seed: 1, reply_len: 2000, reply_seed: 2 };
+    x.run(pair.entry()).await.unwrap();
+    pair.app.received.recv().await.unwrap().unwrap();
+    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+    let m = pair.outbound.metrics().await;
+    for (name, kind) in [
+        ("gembok_connections_opened_total", "counter"),
+        ("gembok_connections_closed_total", "counter"),
+        ("gembok_connections_active", "gauge"),
+        ("gembok_bytes_total", "counter"),
+        ("gembok_handshake_duration_seconds", "histogram"),
+        ("gembok_cert_reloads_total", "counter"),
+        ("gembok_cert_not_after_timestamp_seconds", "gauge"),
+        ("gembok_build_info", "gauge"),
+    ] {
+        assert_eq!(m.types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+    let labels = [("direction", "outbound"), ("listener", "127.0.0.1:0")];
+    assert_eq!(m.sum("gembok_connections_opened_total", &labels), 1.0);
+    assert_eq!(m.sum("gembok_bytes_total", &[("flow", "app_to_peer")]), 1024.0);
+    assert_eq!(m.sum("gembok_bytes_total", &[("flow", "peer_to_app")]), 2000.0);
+    assert_eq!(m.sum("gembok_handshake_duration_seconds_count", &labels), 1.0);
+    assert_eq!(m.sum("gembok_build_info", &[("provider", "aws-lc-rs")]), 1.0);
+    // Every sample name is gembok_-prefixed.
+    assert!(m.samples.iter().all(|s| s.name.starts_with("gembok_")), "{:?}", m.samples.iter().map(|s| &s.name).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
+    let mut pair = Pair::start_with_app_args(&["--drain-grace", "60s"]).await;
+    // A transfer slow enough to be in flight when SIGTERM arrives: the client paces its upload.
+    let entry = pair.entry();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let transfer = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(entry).await.unwrap();
+        let mut header = [0u8; 24];
+        header[8..16].copy_from_slice(&(1u64 << 20).to_be_bytes()); // ask for 1 MiB back
+        s.write_all(&header).await.unwrap();
+        s.write_all(&[1u8; 4096]).await.unwrap();
+        go_rx.await.unwrap(); // ...finish only after the drain has begun
+        s.write_all(&[2u8; 4096]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await.unwrap();
+        reply.len()
+    });
+    wait_metric(&pair.inbound, "gembok_connections_active", &[], 1.0).await;
+    pair.inbound.signal(libc::SIGTERM);
+    let (status, body) = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = pair.inbound.get("/ready").await;
+            if got.0 == 503 || Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert_eq!(status, 503);
+    assert!(body.contains("draining"), "{body}");
+    // New connections are refused once the listener is gone.
+    let listener = pair.inbound.inbound[0];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(listener).await.is_ok() {
+        assert!(Instant::now() < deadline, "the inbound listener still accepts after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pair.inbound.get("/live").await.0, 200);
+    go_tx.send(()).unwrap();
+    assert_eq!(transfer.await.unwrap(), 1 << 20, "the in-flight transfer finished intact");
+    let at_app = pair.app.received.recv().await.unwrap().unwrap();
+    assert_eq!(at_app.stream.len, 8192);
+    let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn drain_ends_at_the_grace_period_and_still_exits_zero() {
+    let pair = Pair::start_with_app_args(&["--drain-grace", "1s"]).await;
+    let mut pair = pair;
+    // An idle connection that never finishes by itself.
+    let _idle = tokio::net::TcpStream::connect(pair.entry()).await.unwrap();
+    wait_metric(&pair.inbound, "gembok_connections_active", &[], 1.0).await;
+    let started = Instant::now();
+    pair.inbound.signal(libc::SIGTERM);
+    let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "exited before the grace period: {:?}", started.elapsed());
+    assert!(pair.inbound.logs().contains("drain grace period over"), "{}", pair.inbound.logs());
+}
+
+#[test]
+fn bad_flags_exit_64_listing_every_problem() {
+    let out = Command::new(bins::proxy())
+        .args(["--inbound", "0.0.0.0:8443=10.0.0.1:80", "--outbound", "bad", "--idle-timeout", "forever"])
+        .args(["--crypto-provider", "openssl", "--max-connections", "-3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for flag in ["--inbound", "--outbound", "--idle-timeout", "--crypto-provider", "--max-connections", "--cert-dir"] {
+        assert!(stderr.lines().any(|l| l.trim_start().starts_with(flag)), "no line for {flag}:\n{stderr}");
+    }
+    // An unknown flag is a usage error too.
+    let out = Command::new(bins::proxy()).arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    // --help documents the defaults and the environment variables.
+    let help = Command::new(bins::proxy()).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in ["GEMBOK_INBOUND", "GEMBOK_CERT_DIR", "[default: 10s]", "[default: aws-lc-rs]", "[default: 127.0.0.1:15700]"] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[tokio::test]
+async fn environment_variables_configure_it_like_flags() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::new(&pki.workload("server"));
+    let proxy = gembok_tests::proxy::ProxyBuilder::default()
+        .env("GEMBOK_CERT_DIR", &dir.arg())
+        .env("GEMBOK_INBOUND", &format!("127.0.0.1:0={};127.0.0.1:0={}", app.addr, app.addr))
+        .env("GEMBOK_ADMIN", "127.0.0.1:0")
+        .env("GEMBOK_LOG_FORMAT", "json")
+        .env("GEMBOK_CRYPTO_PROVIDER", "ring")
+        .start();
+    proxy.ready().await;
+    assert_eq!(proxy.inbound.len(), 2);
+    assert_eq!(proxy.metrics().await.sum("gembok_build_info", &[("provider", "ring")]), 1.0);
+}
