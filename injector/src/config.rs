@@ -148,7 +148,7 @@ impl Cli {
                 let (injector, log) = common(&args.common, &mut errors);
                 let listen = addr("--listen", &args.listen, &mut errors);
                 let admin = addr("--admin", &args.admin, &mut errors);
-                if listen.is_some() && listen == admin {
+                if listen.is_some_and(|a| a.port() != 0) && listen == admin {
                     errors.push(format!("--listen and --admin are both {}", args.listen));
                 }
                 let cert = match (args.cert_dir, args.cert, args.key) {

@@ -19,7 +19,7 @@ fi
 
 missing=()
 for tool in curl base64 kill; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
+    type -P "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     apt-get update -qq
