@@ -1,1 +1,176 @@
-//! gembok-bench (filled by the benchmark issue).
+//! gembok-bench: measures the gembok-proxy sidecar pair against established TLS proxies
+//! (haproxy, stunnel4, nginx, hitch) on loopback, with the same certificates and TLS policy,
+//! and writes a markdown report with plots. The README maps each concept to its file.
+//!
+//! Module map:
+//! - [`cli`], [`plan`]: modes and their sizes;
+//! - [`run`]: one run (install, start, verify, interleaved repetitions, memory, syscalls);
+//! - [`contender`]: config templates and start-up of each proxy; [`verify`]: the mTLS checks;
+//! - [`scenario`]: bulk, connections, latency, memory, syscalls; [`client`], [`server`]: the
+//!   load client and the echo/sink app; [`tlsconf`], [`pki`]: TLS settings and certificates;
+//! - [`procs`], [`sys`]: child processes, cleanup, `/proc` CPU and RSS;
+//! - [`facts`], [`install`]: machine facts, apt-get; [`report`], [`plot`], [`stats`]: output.
+
+pub mod cli;
+pub mod client;
+pub mod contender;
+pub mod facts;
+pub mod install;
+pub mod pki;
+pub mod plan;
+pub mod plot;
+pub mod procs;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod server;
+pub mod stats;
+pub mod sys;
+pub mod tlsconf;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{Command, Common};
+use crate::contender::Kind;
+use crate::plan::Plan;
+use crate::run::Options;
+
+/// What `main` should do after parsing.
+pub fn execute(command: Command, argv: String) -> Result<()> {
+    match command {
+        Command::Serve { listen } => server::run(listen),
+        Command::Report { from, report, out } => {
+            let r = report::load(&from)?;
+            report::write(&r, &report, &out)
+        }
+        Command::Full { common, report } => {
+            let out = common
+                .out
+                .clone()
+                .unwrap_or_else(|| "benches/results".into());
+            measure("full", Plan::full(), common, &out, &report, argv, true)
+        }
+        Command::Quick { common } => {
+            let out = common
+                .out
+                .clone()
+                .unwrap_or_else(|| "target/gembok-bench/quick".into());
+            let report = out.join("RESULTS.md");
+            measure("quick", Plan::quick(), common, &out, &report, argv, false)
+        }
+        Command::Smoke { common } => {
+            let out = common
+                .out
+                .clone()
+                .unwrap_or_else(|| "target/gembok-bench/smoke".into());
+            let report = out.join("RESULTS.md");
+            measure("smoke", Plan::smoke(), common, &out, &report, argv, false)
+        }
+    }
+}
+
+fn measure(
+    mode: &str,
+    mut plan: Plan,
+    c: Common,
+    out: &Path,
+    report: &Path,
+    argv: String,
+    full: bool,
+) -> Result<()> {
+    if let Some(r) = c.reps {
+        plan.reps = r.max(1);
+    }
+    let kinds: Vec<Kind> = if c.contenders.is_empty() {
+        if mode == "smoke" {
+            vec![Kind::parse("gembok-aws-lc-rs").expect("known id")]
+        } else {
+            Kind::ALL.to_vec()
+        }
+    } else {
+        let mut kinds = Vec::new();
+        let mut bad = Vec::new();
+        for id in &c.contenders {
+            match Kind::parse(id) {
+                Some(k) => kinds.push(k),
+                None => bad.push(id.clone()),
+            }
+        }
+        if !bad.is_empty() {
+            bail!(
+                "unknown contender(s) {}; known: {}",
+                bad.join(", "),
+                Kind::ALL.map(Kind::id).join(", ")
+            );
+        }
+        kinds
+    };
+    let gembok_bin = match c.gembok_bin {
+        Some(p) => p,
+        None => sibling("gembok-proxy")?,
+    };
+    if !gembok_bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p gembok-proxy) or pass --gembok-bin",
+            gembok_bin.display()
+        );
+    }
+    if full && !gembok_bin.to_string_lossy().contains("release") {
+        eprintln!(
+            "warning: {} does not look like a release build",
+            gembok_bin.display()
+        );
+    }
+    let opts = Options {
+        mode: mode.into(),
+        kinds,
+        plan,
+        gembok_bin,
+        allow_install: !c.no_install,
+        workers: c
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        strace_all: c.strace_all || full,
+        command: argv,
+    };
+    procs::install_cleanup_handlers();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // Children are spawned from this (the main) thread only: their parent-death signal is tied
+    // to the thread that forked them.
+    let result = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = run::run(&opts) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+        }
+    });
+    procs::cleanup();
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    let results = result?;
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let json = out.join("results.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&results)?)?;
+    report::write(&results, report, out)?;
+    eprintln!("wrote {} and {}", json.display(), report.display());
+    Ok(())
+}
+
+/// A binary next to this one (same cargo profile directory).
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate gembok-bench")?;
+    let dir = exe.parent().context("gembok-bench has no directory")?;
+    // Integration tests run from target/<profile>/deps.
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    Ok(dir.join(name))
+}

@@ -1,0 +1,81 @@
+//! The command line. Run from the repository root (paths default relative to it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Benchmarks gembok-proxy against haproxy, stunnel4, nginx and hitch on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "gembok-bench", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The full run: every contender, every scenario, 3 repetitions; writes
+    /// benches/RESULTS.md and its plots (about 15 minutes on 2 cores).
+    Full {
+        #[command(flatten)]
+        common: Common,
+        /// Markdown report to write.
+        #[arg(long, default_value = "benches/RESULTS.md")]
+        report: PathBuf,
+    },
+    /// One repetition at reduced sizes, for tuning.
+    Quick {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every scenario at a tiny size against gembok only (no timing meaning): proves the
+    /// harness works.
+    Smoke {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Re-renders the report and plots from an earlier run's results.json.
+    Report {
+        /// results.json of the run.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, default_value = "benches/RESULTS.md")]
+        report: PathBuf,
+        /// Directory for the plots.
+        #[arg(long, default_value = "benches/results")]
+        out: PathBuf,
+    },
+    /// Internal: the echo/sink app server (started by the harness itself).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Directory for results.json and the plots.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Comma-separated contenders (gembok-aws-lc-rs, gembok-ring, haproxy, stunnel4, nginx,
+    /// hitch). Default: all (smoke: gembok-aws-lc-rs).
+    #[arg(long, value_delimiter = ',')]
+    pub contenders: Vec<String>,
+    /// The gembok-proxy binary. Default: next to this binary (target/<profile>/gembok-proxy).
+    #[arg(long)]
+    pub gembok_bin: Option<PathBuf>,
+    /// Never run apt-get; skip contenders that are not installed.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Worker threads / processes for every contender. Default: the CPUs available.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Repetitions of the timed scenarios (overrides the mode's default).
+    #[arg(long)]
+    pub reps: Option<u32>,
+    /// Count syscalls for every pair contender, not just gembok (on by default in `full`).
+    #[arg(long)]
+    pub strace_all: bool,
+}

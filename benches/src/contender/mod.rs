@@ -1,0 +1,332 @@
+//! The proxies under test. Each kind writes its configuration from a template in code (the
+//! same certificates, TLS 1.3 only, client certificates required, ECDSA P-256) and starts an
+//! outbound sidecar (plaintext in, mTLS out) and an inbound sidecar (mTLS in, plaintext out) as
+//! two processes, like two pods. hitch only terminates TLS, so it has no outbound side.
+//!
+//! Every outbound side has three routes: `main` to the inbound side, `probe` to the harness's
+//! TLS server that records what the sidecar negotiated, and `rogue` to a server with a foreign
+//! certificate that the sidecar must refuse (see `verify.rs`).
+
+mod gembok;
+mod haproxy;
+mod hitch;
+mod nginx;
+mod stunnel;
+
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use gembok_proxy::config::Provider;
+
+use crate::pki::Pki;
+use crate::procs::{self, Proc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Gembok(ProviderKind),
+    Haproxy,
+    Stunnel,
+    Nginx,
+    Hitch,
+}
+
+/// `gembok_proxy::config::Provider` with the traits a table key needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProviderKind {
+    AwsLcRs,
+    Ring,
+}
+
+impl ProviderKind {
+    pub fn provider(self) -> Provider {
+        match self {
+            ProviderKind::AwsLcRs => Provider::AwsLcRs,
+            ProviderKind::Ring => Provider::Ring,
+        }
+    }
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Gembok(ProviderKind::AwsLcRs),
+        Kind::Gembok(ProviderKind::Ring),
+        Kind::Haproxy,
+        Kind::Stunnel,
+        Kind::Nginx,
+        Kind::Hitch,
+    ];
+
+    /// Name in reports and on the command line.
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::Gembok(ProviderKind::AwsLcRs) => "gembok-aws-lc-rs",
+            Kind::Gembok(ProviderKind::Ring) => "gembok-ring",
+            Kind::Haproxy => "haproxy",
+            Kind::Stunnel => "stunnel4",
+            Kind::Nginx => "nginx",
+            Kind::Hitch => "hitch",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.id() == s)
+    }
+
+    pub fn is_gembok(self) -> bool {
+        matches!(self, Kind::Gembok(_))
+    }
+
+    /// Can originate TLS (has an outbound side, so takes part in the pair topology).
+    pub fn has_outbound(self) -> bool {
+        self != Kind::Hitch
+    }
+
+    /// Debian packages that provide it (none for gembok: built from this workspace).
+    pub fn packages(self) -> &'static [&'static str] {
+        match self {
+            Kind::Gembok(_) => &[],
+            Kind::Haproxy => &["haproxy"],
+            Kind::Stunnel => &["stunnel4"],
+            Kind::Nginx => &["nginx", "libnginx-mod-stream"],
+            Kind::Hitch => &["hitch"],
+        }
+    }
+
+    /// The program and the files that must exist for it to run.
+    pub fn required_files(self) -> &'static [&'static str] {
+        match self {
+            Kind::Gembok(_) => &[],
+            Kind::Haproxy => &["/usr/sbin/haproxy"],
+            Kind::Stunnel => &["/usr/bin/stunnel4"],
+            Kind::Nginx => &["/usr/sbin/nginx", nginx::STREAM_MODULE],
+            Kind::Hitch => &["/usr/sbin/hitch"],
+        }
+    }
+
+    /// `program args` printing the version (first line kept).
+    pub fn version_command(self) -> Option<(&'static str, &'static [&'static str])> {
+        match self {
+            Kind::Gembok(_) => None,
+            Kind::Haproxy => Some(("/usr/sbin/haproxy", &["-v"])),
+            Kind::Stunnel => Some(("/usr/bin/stunnel4", &["-version"])),
+            Kind::Nginx => Some(("/usr/sbin/nginx", &["-v"])),
+            Kind::Hitch => Some(("/usr/sbin/hitch", &["--version"])),
+        }
+    }
+
+    /// The TLS library it uses, for the report.
+    pub fn tls_library(self) -> &'static str {
+        match self {
+            Kind::Gembok(ProviderKind::AwsLcRs) => "rustls + aws-lc-rs",
+            Kind::Gembok(ProviderKind::Ring) => "rustls + ring",
+            _ => "OpenSSL (system)",
+        }
+    }
+}
+
+/// What every contender is started with.
+pub struct Env<'a> {
+    pub pki: &'a Pki,
+    pub gembok_bin: &'a Path,
+    /// The app (echo/sink server) behind every inbound side.
+    pub app: SocketAddr,
+    /// Harness TLS servers for the outbound checks.
+    pub probe: SocketAddr,
+    pub rogue: SocketAddr,
+    /// Scratch directory for configs, pid files and logs.
+    pub work: &'a Path,
+    pub workers: usize,
+    /// The open-file limit every contender inherits (sizes their connection limits).
+    pub nofile: u64,
+}
+
+/// TLS 1.3 suites in gembok's order (AES-128-GCM first), given to every OpenSSL contender so
+/// that all of them negotiate the same cipher (OpenSSL's own default puts AES-256-GCM first).
+pub const TLS13_SUITES: &str =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+/// Listen addresses of one contender.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub out_main: SocketAddr,
+    pub out_probe: SocketAddr,
+    pub out_rogue: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin_out: SocketAddr,
+    pub admin_in: SocketAddr,
+}
+
+impl Ports {
+    pub fn pick() -> Result<Ports> {
+        Ok(Ports {
+            out_main: free_port()?,
+            out_probe: free_port()?,
+            out_rogue: free_port()?,
+            inbound: free_port()?,
+            admin_out: free_port()?,
+            admin_in: free_port()?,
+        })
+    }
+}
+
+/// A free loopback port (bound and released; nothing else on this host races for it).
+pub fn free_port() -> Result<SocketAddr> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A contender's two processes.
+#[derive(Debug)]
+pub struct Running {
+    pub kind: Kind,
+    pub ports: Ports,
+    pub outbound: Option<Proc>,
+    pub inbound: Proc,
+    /// RSS (KiB) of each side right after it became ready, before any traffic.
+    pub idle_rss_out: Option<u64>,
+    pub idle_rss_in: u64,
+}
+
+impl Running {
+    pub fn stop(&self) {
+        if let Some(o) = &self.outbound {
+            procs::stop(o);
+        }
+        procs::stop(&self.inbound);
+    }
+
+    /// CPU seconds used so far by (outbound, inbound).
+    pub fn cpu(&self) -> (f64, f64) {
+        (
+            self.outbound
+                .as_ref()
+                .map_or(0.0, |o| procs::cpu_seconds(o.pid)),
+            procs::cpu_seconds(self.inbound.pid),
+        )
+    }
+}
+
+/// The pieces of one side before it is spawned.
+struct Launch {
+    name: String,
+    command: Command,
+    /// Listeners that must accept before the side counts as ready.
+    listens: Vec<SocketAddr>,
+    /// gembok: its admin address, polled for `GET /ready` → 200.
+    admin: Option<SocketAddr>,
+}
+
+/// Writes the configs and starts the inbound side, then the outbound side, each ready.
+pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
+    let dir = env.work.join(kind.id());
+    std::fs::create_dir_all(&dir)?;
+    let ports = Ports::pick()?;
+    let (inbound, outbound) = match kind {
+        Kind::Gembok(p) => gembok::launches(p, env, &ports),
+        Kind::Haproxy => haproxy::launches(env, &ports, &dir)?,
+        Kind::Stunnel => stunnel::launches(env, &ports, &dir)?,
+        Kind::Nginx => nginx::launches(env, &ports, &dir)?,
+        Kind::Hitch => (hitch::launch(env, &ports, &dir)?, None),
+    };
+    let inbound = launch(inbound, &dir)?;
+    let idle_rss_in = procs::rss_kib(inbound.pid);
+    let outbound = match outbound.map(|o| launch(o, &dir)).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            procs::stop(&inbound);
+            return Err(e);
+        }
+    };
+    let idle_rss_out = outbound.as_ref().map(|o| procs::rss_kib(o.pid));
+    Ok(Running {
+        kind,
+        ports,
+        outbound,
+        inbound,
+        idle_rss_out,
+        idle_rss_in,
+    })
+}
+
+fn launch(mut l: Launch, dir: &Path) -> Result<Proc> {
+    l.command
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let log = dir.join(format!("{}.log", l.name));
+    let proc = procs::spawn(&l.name, l.command, &log)?;
+    if let Err(e) = wait_ready(&proc, &l.listens, l.admin, Duration::from_secs(15)) {
+        procs::stop(&proc);
+        bail!(
+            "{e:#}\n--- {} ---\n{}",
+            log.display(),
+            procs::log_tail(&proc, 15)
+        );
+    }
+    Ok(proc)
+}
+
+/// Polls until every listener accepts (and gembok's `/ready` says 200); never sleeps blindly.
+fn wait_ready(
+    proc: &Proc,
+    listens: &[SocketAddr],
+    admin: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut pending: Vec<SocketAddr> = listens.to_vec();
+    let mut admin = admin;
+    loop {
+        if let Some(status) = procs::exited(proc) {
+            bail!("{} exited during start-up ({status})", proc.name);
+        }
+        if let Some(a) = admin
+            && http_status(a, "/ready").ok() == Some(200)
+        {
+            admin = None;
+        }
+        pending.retain(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_err());
+        if pending.is_empty() && admin.is_none() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready after {timeout:?} (still waiting for {pending:?}{})",
+                proc.name,
+                if admin.is_some() { " and /ready" } else { "" }
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Status code of a plain HTTP/1.0 GET (gembok's admin listener).
+pub fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let body = http_get(addr, path)?;
+    body.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The directory holding a config, for templates that want absolute paths.
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
+    Ok(p)
+}

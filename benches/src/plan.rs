@@ -1,0 +1,90 @@
+//! How big each scenario is, per mode. Every scenario is bounded both in bytes or counts and
+//! in time, so a slow contender makes a run longer by a bounded amount, never forever.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    /// Repetitions of the timed scenarios (bulk, connections, latency); contenders interleaved.
+    pub reps: u32,
+    pub bulk_one_stream_bytes: u64,
+    pub bulk_four_streams_bytes: u64,
+    /// Bytes of the inbound-only bulk run (the TLS client in the harness is also the sender).
+    pub bulk_inbound_bytes: u64,
+    pub bulk_max: Duration,
+    pub cps_duration: Duration,
+    pub cps_concurrency: usize,
+    pub latency_small_round_trips: usize,
+    pub latency_large_round_trips: usize,
+    pub latency_warmup: usize,
+    /// Fixed request rates (64 B requests per second over one connection).
+    pub latency_rates: Vec<u32>,
+    pub latency_rate_duration: Duration,
+    /// Idle connection counts held open at once (cumulative steps).
+    pub memory_steps: Vec<usize>,
+    pub memory_max: Duration,
+    pub syscalls_bytes: u64,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Plan {
+    /// The full run that regenerates `benches/RESULTS.md` (about 15 minutes on 2 cores).
+    pub fn full() -> Plan {
+        Plan {
+            reps: 3,
+            bulk_one_stream_bytes: 2048 * MIB,
+            bulk_four_streams_bytes: 2048 * MIB,
+            bulk_inbound_bytes: 1024 * MIB,
+            bulk_max: Duration::from_secs(10),
+            cps_duration: Duration::from_secs(3),
+            cps_concurrency: 8,
+            latency_small_round_trips: 10_000,
+            latency_large_round_trips: 3_000,
+            latency_warmup: 300,
+            latency_rates: vec![1_000, 5_000],
+            latency_rate_duration: Duration::from_secs(2),
+            memory_steps: vec![1_000, 10_000],
+            memory_max: Duration::from_secs(90),
+            syscalls_bytes: 512 * MIB,
+        }
+    }
+
+    /// Every scenario at a tiny size, so the harness cannot rot (no timing meaning at all).
+    pub fn smoke() -> Plan {
+        Plan {
+            reps: 1,
+            // Large enough that each side uses several CPU clock ticks (10 ms each).
+            bulk_one_stream_bytes: 32 * MIB,
+            bulk_four_streams_bytes: 32 * MIB,
+            bulk_inbound_bytes: 16 * MIB,
+            bulk_max: Duration::from_secs(10),
+            cps_duration: Duration::from_millis(300),
+            cps_concurrency: 2,
+            latency_small_round_trips: 50,
+            latency_large_round_trips: 20,
+            latency_warmup: 5,
+            latency_rates: vec![200],
+            latency_rate_duration: Duration::from_millis(250),
+            memory_steps: vec![20, 50],
+            memory_max: Duration::from_secs(20),
+            syscalls_bytes: 8 * MIB,
+        }
+    }
+
+    /// A quick look (one repetition, smaller sizes) while tuning.
+    pub fn quick() -> Plan {
+        Plan {
+            reps: 1,
+            bulk_one_stream_bytes: 1024 * MIB,
+            bulk_four_streams_bytes: 1024 * MIB,
+            bulk_inbound_bytes: 512 * MIB,
+            cps_duration: Duration::from_secs(2),
+            latency_small_round_trips: 5_000,
+            latency_large_round_trips: 1_000,
+            memory_steps: vec![1_000],
+            syscalls_bytes: 256 * MIB,
+            ..Plan::full()
+        }
+    }
+}

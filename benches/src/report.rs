@@ -1,0 +1,873 @@
+//! `results.json` → markdown (absolute figures, medians with min–max, ratios against the best
+//! established contender and against direct, the issue's targets) and SVG plots.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::plot::{self, Series};
+use crate::run::{Results, verdict};
+use crate::scenario::{Sample, Topology};
+use crate::stats::Spread;
+
+/// The gembok variant the targets are judged on (the default provider).
+pub const GEMBOK: &str = "gembok-aws-lc-rs";
+
+fn is_gembok(id: &str) -> bool {
+    id.starts_with("gembok")
+}
+
+struct View<'a> {
+    r: &'a Results,
+}
+
+impl View<'_> {
+    fn spread(
+        &self,
+        scenario: &str,
+        topo: Topology,
+        variant: &str,
+        subject: &str,
+        metric: &str,
+    ) -> Option<Spread> {
+        let v: Vec<f64> = self
+            .r
+            .samples
+            .iter()
+            .filter(|s| {
+                s.scenario == scenario
+                    && s.topology == topo
+                    && s.variant == variant
+                    && s.subject == subject
+            })
+            .filter_map(|s| s.metrics.get(metric).copied())
+            .collect();
+        Spread::of(&v)
+    }
+
+    /// Subjects with at least one sample in (scenario, topology), in a stable order: gembok
+    /// first, then the others, direct last.
+    fn subjects(&self, scenario: &str, topo: Topology) -> Vec<String> {
+        let mut set: BTreeSet<(u8, String)> = BTreeSet::new();
+        for s in self
+            .r
+            .samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.topology == topo)
+        {
+            let rank = if is_gembok(&s.subject) {
+                0
+            } else if s.subject == "direct" {
+                2
+            } else {
+                1
+            };
+            set.insert((rank, s.subject.clone()));
+        }
+        set.into_iter().map(|(_, s)| s).collect()
+    }
+
+    fn variants(&self, scenario: &str, topo: Topology) -> Vec<String> {
+        let mut seen = Vec::new();
+        for s in self
+            .r
+            .samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.topology == topo)
+        {
+            if !seen.contains(&s.variant) {
+                seen.push(s.variant.clone());
+            }
+        }
+        seen
+    }
+
+    /// The best established (non-gembok, non-direct) contender's median.
+    fn best(
+        &self,
+        scenario: &str,
+        topo: Topology,
+        variant: &str,
+        metric: &str,
+        higher_better: bool,
+    ) -> Option<(String, f64)> {
+        self.subjects(scenario, topo)
+            .into_iter()
+            .filter(|s| !is_gembok(s) && s != "direct")
+            .filter_map(|s| {
+                self.spread(scenario, topo, variant, &s, metric)
+                    .map(|v| (s, v.median))
+            })
+            .reduce(|a, b| if (b.1 > a.1) == higher_better { b } else { a })
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn cell(s: Option<Spread>) -> String {
+    match s {
+        None => "–".into(),
+        Some(s) if s.n > 1 => format!(
+            "{} ({}–{})",
+            fmt_num(s.median),
+            fmt_num(s.min),
+            fmt_num(s.max)
+        ),
+        Some(s) => fmt_num(s.median),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// Writes `report` (markdown) and the plots into `plots_dir` (linked relative to the report).
+pub fn write(r: &Results, report: &Path, plots_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(plots_dir)?;
+    let v = View { r };
+    let rel = pathdiff(report, plots_dir);
+    let mut md = String::new();
+    header(&v, &mut md);
+    targets(&v, &mut md);
+    contenders(&v, &mut md);
+    plots(&v, plots_dir, &rel, &mut md)?;
+    tables(&v, &mut md);
+    let tuning = report.with_file_name("tuning.md");
+    if r.mode == "full"
+        && let Ok(text) = std::fs::read_to_string(&tuning)
+    {
+        md.push_str("\n## What was tried to meet the targets\n\n");
+        md.push_str("(From `benches/tuning.md`, kept by hand; ratios there come from the runs they name.)\n\n");
+        md.push_str(&text);
+    }
+    if !r.errors.is_empty() {
+        md.push_str("\n## Measurements that failed\n\n");
+        for e in &r.errors {
+            let _ = writeln!(md, "- {}", e.replace('\n', " "));
+        }
+    }
+    std::fs::write(report, md)?;
+    Ok(())
+}
+
+/// `plots_dir` relative to the report's directory (both given relative to the same base).
+fn pathdiff(report: &Path, plots_dir: &Path) -> String {
+    let base = report.parent().unwrap_or(Path::new(""));
+    let rel = plots_dir
+        .strip_prefix(base)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| plots_dir.display().to_string());
+    if rel.is_empty() { ".".into() } else { rel }
+}
+
+fn header(v: &View<'_>, md: &mut String) {
+    let r = v.r;
+    let _ = writeln!(md, "# gembok-bench results\n");
+    let _ = writeln!(
+        md,
+        "Mode `{}`, started {} UTC, {:.0} s. Regenerate with `{}` (see `benches/README.md`).\n",
+        r.mode, r.started, r.duration_secs, r.command
+    );
+    md.push_str(
+        "All traffic is on 127.0.0.1; the load client, the app, and both sidecars share the same CPUs, \
+         so wall-clock figures are contention-bound. CPU seconds per GiB and per connection (from \
+         `/proc/<pid>/stat`, every thread and worker process of each sidecar) are the figures that carry \
+         to other machines. Medians of the repetitions, with min–max in parentheses.\n\n",
+    );
+    if let Some(f) = r.facts() {
+        md.push_str("## Machine\n\n| | |\n|---|---|\n");
+        let _ = writeln!(md, "| CPU | {} |", f.cpu);
+        let _ = writeln!(
+            md,
+            "| CPU flags (crypto, copies) | {} |",
+            f.cpu_flags.join(" ")
+        );
+        let _ = writeln!(
+            md,
+            "| cores / memory | {} / {:.1} GiB |",
+            f.cores, f.memory_gib
+        );
+        let _ = writeln!(md, "| kernel | {} |", f.kernel);
+        let _ = writeln!(
+            md,
+            "| kTLS | tcp_available_ulp = `{}`; /proc/net/tls_stat {} |",
+            f.tcp_available_ulp,
+            if f.ktls_stats {
+                "present"
+            } else {
+                "absent (no kTLS)"
+            }
+        );
+        let _ = writeln!(md, "| OpenSSL | {} |", f.openssl);
+        for (k, ver) in &f.versions {
+            let _ = writeln!(md, "| {k} | {ver} |");
+        }
+        let _ = writeln!(md, "| open-file limit | {} |", r.nofile_limit);
+        md.push('\n');
+    }
+}
+
+fn targets(v: &View<'_>, md: &mut String) {
+    md.push_str("## Targets (issue 5), judged on gembok with aws-lc-rs\n\n");
+    md.push_str("| target | gembok | best established contender | ratio | goal | met |\n|---|---|---|---|---|---|\n");
+    let mut row = |name: &str,
+                   g: Option<f64>,
+                   best: Option<(String, f64)>,
+                   goal: &str,
+                   met: Option<bool>,
+                   ratio_text: String| {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {ratio_text} | {goal} | {} |",
+            g.map_or("–".into(), fmt_num),
+            best.as_ref()
+                .map_or("–".into(), |(n, b)| format!("{} ({n})", fmt_num(*b))),
+            match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            }
+        );
+    };
+    let rel = |scenario, topo, variant, metric, higher: bool, goal: f64| {
+        let g = v
+            .spread(scenario, topo, variant, GEMBOK, metric)
+            .map(|s| s.median);
+        let best = v.best(scenario, topo, variant, metric, higher);
+        let r = g.zip(best.as_ref().map(|b| b.1)).map(|(g, b)| g / b);
+        let met = r.map(|r| if higher { r >= goal } else { r <= goal });
+        (g, best, met, r.map_or("–".into(), |r| format!("{r:.2}×")))
+    };
+    let (g, b, m, t) = rel("bulk", Topology::Pair, "1 stream", "gbit_per_s", true, 2.0);
+    row(
+        "pair bulk throughput, 1 connection (Gbit/s)",
+        g,
+        b,
+        "≥ 2×",
+        m,
+        t,
+    );
+    let (g, b, m, t) = rel(
+        "bulk",
+        Topology::Pair,
+        "1 stream",
+        "cpu_s_per_gib",
+        false,
+        0.5,
+    );
+    row(
+        "CPU s/GiB, both sidecars (1 connection)",
+        g,
+        b,
+        "≤ 0.5×",
+        m,
+        t,
+    );
+    let (g, b, m, t) = rel(
+        "connections",
+        Topology::Pair,
+        "new connections",
+        "conn_per_s",
+        true,
+        3.0,
+    );
+    row(
+        "new mTLS connections/s through the pair",
+        g,
+        b,
+        "≥ 3×",
+        m,
+        t,
+    );
+    let (g, b, _, t) = rel(
+        "connections",
+        Topology::Pair,
+        "new connections",
+        "cpu_ms_per_conn",
+        false,
+        1.0,
+    );
+    row(
+        "CPU ms per new connection, both sidecars",
+        g,
+        b,
+        "(context)",
+        None,
+        t,
+    );
+    for (p, goal) in [("p50_us", 40.0), ("p99_us", 100.0)] {
+        let g = v
+            .spread("latency", Topology::Pair, "64 B", GEMBOK, p)
+            .map(|s| s.median);
+        let d = v
+            .spread("latency", Topology::Direct, "64 B", "direct", p)
+            .map(|s| s.median);
+        let added = g.zip(d).map(|(g, d)| g - d);
+        let best = v
+            .best("latency", Topology::Pair, "64 B", p, false)
+            .and_then(|(n, b)| d.map(|d| (n, b - d)));
+        row(
+            &format!(
+                "64 B round trip added by the pair, {} (µs)",
+                &p[..p.len() - 3]
+            ),
+            added,
+            best,
+            &format!("≤ {goal} µs"),
+            added.map(|a| a <= goal),
+            "–".into(),
+        );
+    }
+    let step =
+        v.r.samples
+            .iter()
+            .filter(|s| s.scenario == "memory" && s.subject == GEMBOK && s.variant != "idle")
+            .max_by_key(|s| s.metrics.get("held").copied().unwrap_or(0.0) as u64)
+            .map(|s| s.variant.clone());
+    if let Some(step) = step {
+        let per = ["out_kib_per_conn", "in_kib_per_conn"]
+            .iter()
+            .filter_map(|m| {
+                v.spread("memory", Topology::Pair, &step, GEMBOK, m)
+                    .map(|s| s.median)
+            })
+            .fold(f64::NAN, f64::max);
+        let best = ["out_kib_per_conn", "in_kib_per_conn"]
+            .iter()
+            .filter_map(|m| v.best("memory", Topology::Pair, &step, m, false))
+            .reduce(|a, b| if b.1 > a.1 { b } else { a });
+        row(
+            &format!("RSS per idle connection per sidecar at {step}, worse side (KiB)"),
+            Some(per),
+            best,
+            "≤ 16 KiB",
+            Some(per <= 16.0),
+            "–".into(),
+        );
+    }
+    let idle = ["out_kib", "in_kib"]
+        .iter()
+        .filter_map(|m| {
+            v.spread("memory", Topology::Pair, "idle", GEMBOK, m)
+                .map(|s| s.median / 1024.0)
+        })
+        .fold(f64::NAN, f64::max);
+    let best = ["out_kib", "in_kib"]
+        .iter()
+        .filter_map(|m| {
+            v.best("memory", Topology::Pair, "idle", m, false)
+                .map(|(n, b)| (n, b / 1024.0))
+        })
+        .reduce(|a, b| if b.1 > a.1 { b } else { a });
+    row(
+        "idle RSS per sidecar, worse side (MiB)",
+        Some(idle),
+        best,
+        "≤ 8 MiB",
+        Some(idle <= 8.0),
+        "–".into(),
+    );
+    md.push('\n');
+}
+
+fn contenders(v: &View<'_>, md: &mut String) {
+    md.push_str("## Contenders\n\n");
+    md.push_str("Same PKI for all (root → intermediate → ECDSA P-256 leaves), TLS 1.3 only, client certificates required. Each was checked before it was measured (see `src/verify.rs`).\n\n");
+    md.push_str("| contender | TLS library | status | mTLS checks | outbound negotiated | data path |\n|---|---|---|---|---|---|\n");
+    for c in &v.r.contenders {
+        let verdict = verdict(c);
+        let checks = verdict.as_ref().map_or("–".into(), |vd| {
+            format!(
+                "{}/{} passed",
+                vd.checks.iter().filter(|c| c.passed).count(),
+                vd.checks.len()
+            )
+        });
+        let neg = verdict
+            .as_ref()
+            .and_then(|vd| vd.negotiated.clone())
+            .map_or("–".into(), |n| {
+                format!("{} {} {}", n.version, n.suite, n.group)
+            });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {checks} | {neg} | {} |",
+            c.id,
+            c.tls_library,
+            c.status.replace('\n', " ").replace('|', "/"),
+            c.data_path
+        );
+    }
+    md.push('\n');
+}
+
+fn plots(v: &View<'_>, dir: &Path, rel: &str, md: &mut String) -> Result<()> {
+    md.push_str("## Plots\n\n");
+    let mut emit =
+        |file: &str, title: &str, y: &str, cats: Vec<String>, series: Vec<Series>| -> Result<()> {
+            if cats.is_empty() || series.iter().all(|s| s.values.iter().all(Option::is_none)) {
+                return Ok(());
+            }
+            plot::bars(&dir.join(file), title, y, &cats, &series)?;
+            let _ = writeln!(md, "![{title}]({rel}/{file})\n");
+            Ok(())
+        };
+    let pair = v.subjects("bulk", Topology::Pair);
+    let mut cats: Vec<String> = pair.clone();
+    for s in v.subjects("bulk", Topology::Inbound) {
+        if !cats.contains(&s) {
+            cats.push(s);
+        }
+    }
+    let series = |scenario: &str,
+                  list: &[(Topology, &str, &str)],
+                  metric: &str,
+                  cats: &[String]|
+     -> Vec<Series> {
+        list.iter()
+            .map(|(t, variant, name)| Series {
+                name: (*name).into(),
+                values: cats
+                    .iter()
+                    .map(|c| v.spread(scenario, *t, variant, c, metric))
+                    .collect(),
+            })
+            .collect()
+    };
+    let mut with_direct = cats.clone();
+    with_direct.push("direct".into());
+    let thr = [
+        (Topology::Pair, "1 stream", "pair, 1 stream"),
+        (Topology::Pair, "4 streams", "pair, 4 streams"),
+        (Topology::Inbound, "1 stream", "inbound only, 1 stream"),
+    ];
+    let mut s = series("bulk", &thr, "gbit_per_s", &with_direct);
+    // The direct baseline has no topology of its own in the chart: show it in the pair series.
+    for (i, variant) in [(0, "1 stream"), (1, "4 streams")] {
+        if let Some(last) = s[i].values.last_mut() {
+            *last = v.spread("bulk", Topology::Direct, variant, "direct", "gbit_per_s");
+        }
+    }
+    emit(
+        "throughput.svg",
+        "Bulk throughput (higher is better)",
+        "Gbit/s",
+        with_direct,
+        s,
+    )?;
+    emit(
+        "cpu-per-gib.svg",
+        "CPU seconds per GiB, all sidecar processes (lower is better)",
+        "CPU s / GiB",
+        cats.clone(),
+        series("bulk", &thr, "cpu_s_per_gib", &cats),
+    )?;
+    let conn = [
+        (
+            Topology::Pair,
+            "new connections",
+            "pair (proxies' own session reuse)",
+        ),
+        (
+            Topology::Inbound,
+            "full handshake",
+            "inbound only, full handshake",
+        ),
+        (Topology::Inbound, "resumed", "inbound only, resumed"),
+    ];
+    emit(
+        "connections.svg",
+        "New mTLS connections per second (higher is better)",
+        "connections/s",
+        cats.clone(),
+        series("connections", &conn, "conn_per_s", &cats),
+    )?;
+    emit(
+        "cpu-per-connection.svg",
+        "CPU ms per new connection, all sidecar processes (lower is better)",
+        "CPU ms / connection",
+        cats.clone(),
+        series("connections", &conn, "cpu_ms_per_conn", &cats),
+    )?;
+    for (variant, file) in [("64 B", "latency-64b.svg"), ("16 KiB", "latency-16k.svg")] {
+        let lat_cats = v.subjects("latency", Topology::Pair);
+        let lat: Vec<Series> = [
+            ("p50_us", "p50"),
+            ("p90_us", "p90"),
+            ("p99_us", "p99"),
+            ("p999_us", "p99.9"),
+        ]
+        .iter()
+        .map(|(m, name)| {
+            let d = v.spread("latency", Topology::Direct, variant, "direct", m);
+            Series {
+                name: (*name).into(),
+                values: lat_cats
+                    .iter()
+                    .map(|c| {
+                        let s = v.spread("latency", Topology::Pair, variant, c, m)?;
+                        let d = d?.median;
+                        Some(Spread {
+                            median: s.median - d,
+                            min: s.min - d,
+                            max: s.max - d,
+                            n: s.n,
+                        })
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+        emit(
+            file,
+            &format!(
+                "Round trip added by the pair over direct, {variant} ping-pong (lower is better)"
+            ),
+            "µs added",
+            lat_cats,
+            lat,
+        )?;
+    }
+    let mem_cats: Vec<String> =
+        v.r.samples
+            .iter()
+            .filter(|s| s.scenario == "memory")
+            .fold(Vec::new(), |mut acc, s| {
+                if !acc.contains(&s.subject) {
+                    acc.push(s.subject.clone());
+                }
+                acc
+            });
+    let steps: Vec<String> =
+        v.r.samples
+            .iter()
+            .filter(|s| s.scenario == "memory" && s.variant != "idle")
+            .fold(Vec::new(), |mut acc, s| {
+                if !acc.contains(&s.variant) {
+                    acc.push(s.variant.clone());
+                }
+                acc
+            });
+    let mut mem = Vec::new();
+    for step in &steps {
+        for (m, side) in [
+            ("out_kib_per_conn", "outbound"),
+            ("in_kib_per_conn", "inbound"),
+        ] {
+            mem.push(Series {
+                name: format!("{side}, {step}"),
+                values: mem_cats
+                    .iter()
+                    .map(|c| {
+                        [Topology::Pair, Topology::Inbound]
+                            .iter()
+                            .find_map(|t| v.spread("memory", *t, step, c, m))
+                    })
+                    .collect(),
+            });
+        }
+    }
+    emit(
+        "memory-per-connection.svg",
+        "RSS per idle connection, per sidecar (lower is better)",
+        "KiB / connection",
+        mem_cats,
+        mem,
+    )?;
+    Ok(())
+}
+
+struct Col {
+    metric: &'static str,
+    title: &'static str,
+    higher_better: bool,
+}
+
+const fn col(metric: &'static str, title: &'static str, higher_better: bool) -> Col {
+    Col {
+        metric,
+        title,
+        higher_better,
+    }
+}
+
+fn tables(v: &View<'_>, md: &mut String) {
+    md.push_str("## Figures\n\nRatios: \"vs best\" divides by the best established contender's median (for lower-is-better figures a ratio below 1 is better); \"vs direct\" divides by the no-proxy baseline.\n\n");
+    let bulk = [
+        col("gbit_per_s", "Gbit/s", true),
+        col("cpu_s_per_gib", "CPU s/GiB (both sides)", false),
+        col("cpu_out_s_per_gib", "outbound CPU s/GiB", false),
+        col("cpu_in_s_per_gib", "inbound CPU s/GiB", false),
+    ];
+    md.push_str("### 1. Bulk throughput\n\n");
+    for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
+        for variant in v.variants("bulk", topo) {
+            table(v, md, "bulk", topo, &variant, &bulk, Some("gbit_per_s"));
+        }
+    }
+    md.push_str("### 2. New connections\n\nEach connection: connect, (TLS handshake), 64 B request, echo, close. In the pair the client speaks plaintext, so resumption between the sidecars is each proxy's own default (all of them resume); the inbound-only rows control it from the client.\n\n");
+    let conn = [
+        col("conn_per_s", "connections/s", true),
+        col("cpu_ms_per_conn", "CPU ms/conn (all sidecars)", false),
+        col("connect_p50_us", "connect→echo p50 µs", false),
+        col("failed", "failed", false),
+    ];
+    for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
+        for variant in v.variants("connections", topo) {
+            table(
+                v,
+                md,
+                "connections",
+                topo,
+                &variant,
+                &conn,
+                Some("conn_per_s"),
+            );
+        }
+    }
+    md.push_str("### 3. Latency\n\nAbsolute round trips in µs; \"+\" columns are added over the direct baseline (same variant, same repetition set).\n\n");
+    for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
+        for variant in v.variants("latency", topo) {
+            latency_table(v, md, topo, &variant);
+        }
+    }
+    md.push_str("### 4. Memory\n\nRSS of each sidecar's whole process tree. Idle: right after start-up, before any traffic. Per connection: (RSS holding N idle connections − RSS before) / N, each connection proven established by an echo. Kernel socket buffers are not included.\n\n");
+    let mem = [
+        col("out_kib", "outbound idle KiB", false),
+        col("in_kib", "inbound idle KiB", false),
+        col("out_kib_per_conn", "outbound KiB/conn", false),
+        col("in_kib_per_conn", "inbound KiB/conn", false),
+        col("held", "connections held", true),
+    ];
+    for topo in [Topology::Pair, Topology::Inbound] {
+        for variant in v.variants("memory", topo) {
+            table(v, md, "memory", topo, &variant, &mem, None);
+        }
+    }
+    md.push_str("### 5. System calls per GiB (strace -c -f, one bulk stream through the pair)\n\n");
+    let subjects = v.subjects("syscalls", Topology::Pair);
+    if !subjects.is_empty() {
+        md.push_str("| contender | side | calls/GiB | top calls per GiB |\n|---|---|---|---|\n");
+        for s in &subjects {
+            let Some(sample) =
+                v.r.samples
+                    .iter()
+                    .find(|x| x.scenario == "syscalls" && &x.subject == s)
+            else {
+                continue;
+            };
+            for side in ["out", "in"] {
+                let mut calls: Vec<(&str, f64)> = sample
+                    .metrics
+                    .iter()
+                    .filter_map(|(k, val)| k.strip_prefix(&format!("{side}:")).map(|n| (n, *val)))
+                    .collect();
+                calls.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let top: Vec<String> = calls
+                    .iter()
+                    .take(6)
+                    .map(|(n, c)| format!("{n} {}", fmt_num(*c)))
+                    .collect();
+                let _ = writeln!(
+                    md,
+                    "| {s} | {} | {} | {} |",
+                    if side == "out" { "outbound" } else { "inbound" },
+                    sample
+                        .metrics
+                        .get(&format!("{side}_total_per_gib"))
+                        .map_or("–".into(), |t| fmt_num(*t)),
+                    top.join(", ")
+                );
+            }
+        }
+        md.push('\n');
+    }
+}
+
+fn table(
+    v: &View<'_>,
+    md: &mut String,
+    scenario: &str,
+    topo: Topology,
+    variant: &str,
+    cols: &[Col],
+    ratio_on: Option<&str>,
+) {
+    let subjects = v.subjects(scenario, topo);
+    let cols: Vec<&Col> = cols
+        .iter()
+        .filter(|c| {
+            subjects
+                .iter()
+                .any(|s| v.spread(scenario, topo, variant, s, c.metric).is_some())
+        })
+        .collect();
+    if cols.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "**{} — {}**\n", topo_name(topo), variant);
+    md.push_str("| subject |");
+    for c in &cols {
+        let _ = write!(md, " {} |", c.title);
+    }
+    let ratio_col = ratio_on.and_then(|m| cols.iter().find(|c| c.metric == m).copied());
+    let cpu_col = cols
+        .iter()
+        .find(|c| {
+            c.metric.starts_with("cpu_")
+                && !c.metric.contains("_out_")
+                && !c.metric.contains("_in_")
+        })
+        .copied();
+    if ratio_col.is_some() {
+        md.push_str(" vs best |");
+        if topo != Topology::Direct {
+            md.push_str(" vs direct |");
+        }
+    }
+    if cpu_col.is_some() {
+        md.push_str(" CPU vs best |");
+    }
+    md.push('\n');
+    md.push_str("|---|");
+    let extra = usize::from(ratio_col.is_some()) * (1 + usize::from(topo != Topology::Direct))
+        + usize::from(cpu_col.is_some());
+    for _ in 0..cols.len() + extra {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for s in &subjects {
+        let _ = write!(md, "| {s} |");
+        for c in &cols {
+            let _ = write!(
+                md,
+                " {} |",
+                cell(v.spread(scenario, topo, variant, s, c.metric))
+            );
+        }
+        if let Some(c) = ratio_col {
+            let mine = v
+                .spread(scenario, topo, variant, s, c.metric)
+                .map(|x| x.median);
+            let best = v
+                .best(scenario, topo, variant, c.metric, c.higher_better)
+                .map(|b| b.1);
+            let _ = write!(md, " {} |", ratio(mine, best));
+            if topo != Topology::Direct {
+                let direct = v
+                    .spread(scenario, Topology::Direct, variant, "direct", c.metric)
+                    .or_else(|| {
+                        v.variants(scenario, Topology::Direct)
+                            .first()
+                            .and_then(|dv| {
+                                v.spread(scenario, Topology::Direct, dv, "direct", c.metric)
+                            })
+                    })
+                    .map(|x| x.median);
+                let _ = write!(md, " {} |", ratio(mine, direct));
+            }
+        }
+        if let Some(c) = cpu_col {
+            let mine = v
+                .spread(scenario, topo, variant, s, c.metric)
+                .map(|x| x.median);
+            let best = v
+                .best(scenario, topo, variant, c.metric, false)
+                .map(|b| b.1);
+            let _ = write!(md, " {} |", ratio(mine, best));
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
+fn latency_table(v: &View<'_>, md: &mut String, topo: Topology, variant: &str) {
+    let subjects = v.subjects("latency", topo);
+    let subjects: Vec<&String> = subjects
+        .iter()
+        .filter(|s| v.spread("latency", topo, variant, s, "p50_us").is_some())
+        .collect();
+    if subjects.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "**{} — {}**\n", topo_name(topo), variant);
+    let ps = [
+        ("p50_us", "p50"),
+        ("p90_us", "p90"),
+        ("p99_us", "p99"),
+        ("p999_us", "p99.9"),
+    ];
+    md.push_str("| subject |");
+    for (_, p) in ps {
+        let _ = write!(md, " {p} |");
+    }
+    if topo != Topology::Direct {
+        for (_, p) in ps {
+            let _ = write!(md, " +{p} |");
+        }
+    }
+    md.push_str("\n|---|");
+    for _ in 0..ps.len() * if topo != Topology::Direct { 2 } else { 1 } {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for s in subjects {
+        let _ = write!(md, "| {s} |");
+        for (m, _) in ps {
+            let _ = write!(md, " {} |", cell(v.spread("latency", topo, variant, s, m)));
+        }
+        if topo != Topology::Direct {
+            for (m, _) in ps {
+                let mine = v.spread("latency", topo, variant, s, m).map(|x| x.median);
+                let d = v
+                    .spread("latency", Topology::Direct, variant, "direct", m)
+                    .map(|x| x.median);
+                let _ = write!(
+                    md,
+                    " {} |",
+                    mine.zip(d).map_or("–".into(), |(a, b)| fmt_num(a - b))
+                );
+            }
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
+fn topo_name(t: Topology) -> &'static str {
+    match t {
+        Topology::Pair => "sidecar pair (client → outbound → mTLS → inbound → app)",
+        Topology::Inbound => "inbound only (TLS client → inbound → app)",
+        Topology::Direct => "direct (client → app, no proxy)",
+    }
+}
+
+/// Loads a `results.json` written by an earlier run.
+pub fn load(path: &Path) -> Result<Results> {
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+}
+
+/// Every scenario that a complete run must have produced figures for (the smoke test checks).
+pub const SCENARIOS: [&str; 5] = ["bulk", "connections", "latency", "memory", "syscalls"];
+
+pub fn samples_of<'a>(r: &'a Results, scenario: &str) -> Vec<&'a Sample> {
+    r.samples
+        .iter()
+        .filter(|s| s.scenario == scenario)
+        .collect()
+}

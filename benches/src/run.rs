@@ -1,0 +1,628 @@
+//! One benchmark run: get the contenders, start the app and every contender once, verify
+//! each, then measure. Timed scenarios go repetition by repetition and, inside one, variant by
+//! variant over every subject in a rotated order, so drift (thermal, noisy neighbours) hits all
+//! subjects alike. Memory and syscall counts come last: they leave connections and tracers
+//! behind that would disturb timing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::client::Target;
+use crate::contender::{self, Env, Kind, Running};
+use crate::facts::{self, Facts};
+use crate::pki::Pki;
+use crate::plan::Plan;
+use crate::procs::{self, Proc};
+use crate::scenario::{Sample, Topology, bulk, cps, latency, memory, syscalls};
+use crate::stats::quantile;
+use crate::tlsconf::{self, ClientOpts};
+use crate::verify::{self, Probes, Verdict};
+use crate::{install, sys};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: String,
+    pub kinds: Vec<Kind>,
+    pub plan: Plan,
+    pub gembok_bin: PathBuf,
+    pub allow_install: bool,
+    pub workers: usize,
+    /// Count syscalls of every pair contender, not only gembok's.
+    pub strace_all: bool,
+    pub command: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContenderInfo {
+    pub id: String,
+    pub tls_library: String,
+    /// `measured`, or why not.
+    pub status: String,
+    pub verdict: Option<serde_json::Value>,
+    /// `userspace` or `ktls` (from /proc/net/tls_stat deltas during its bulk runs).
+    pub data_path: String,
+    pub idle_rss_out_kib: Option<u64>,
+    pub idle_rss_in_kib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub mode: String,
+    pub command: String,
+    pub started: String,
+    pub duration_secs: f64,
+    pub plan: serde_json::Value,
+    pub facts: serde_json::Value,
+    pub nofile_limit: u64,
+    pub contenders: Vec<ContenderInfo>,
+    pub samples: Vec<Sample>,
+    /// Measurements that failed (the run went on without them).
+    pub errors: Vec<String>,
+}
+
+impl Results {
+    pub fn facts(&self) -> Option<Facts> {
+        serde_json::from_value(self.facts.clone()).ok()
+    }
+}
+
+/// A contender, or the direct baseline.
+struct Subject {
+    id: String,
+    running: Option<Running>,
+    ktls_seen: u64,
+}
+
+impl Subject {
+    fn topologies(&self) -> Vec<Topology> {
+        match &self.running {
+            None => vec![Topology::Direct],
+            Some(r) if r.outbound.is_some() => vec![Topology::Pair, Topology::Inbound],
+            Some(_) => vec![Topology::Inbound],
+        }
+    }
+
+    fn target(
+        &self,
+        topo: Topology,
+        app: std::net::SocketAddr,
+        pki: &Pki,
+        opts: ClientOpts,
+    ) -> Result<Target> {
+        Ok(match (topo, &self.running) {
+            (Topology::Direct, _) | (_, None) => Target::plain(app),
+            (Topology::Pair, Some(r)) => Target::plain(r.ports.out_main),
+            (Topology::Inbound, Some(r)) => Target {
+                addr: r.ports.inbound,
+                tls: Some(tlsconf::client_config(pki, opts)?),
+            },
+        })
+    }
+
+    /// CPU seconds (outbound, inbound); zero for direct.
+    fn cpu(&self) -> (f64, f64) {
+        self.running.as_ref().map_or((0.0, 0.0), Running::cpu)
+    }
+}
+
+struct Recorder {
+    samples: Vec<Sample>,
+    errors: Vec<String>,
+}
+
+impl Recorder {
+    fn add(
+        &mut self,
+        scenario: &str,
+        topology: Topology,
+        variant: &str,
+        subject: &str,
+        rep: u32,
+        metrics: &[(&str, f64)],
+    ) {
+        self.samples.push(Sample {
+            scenario: scenario.into(),
+            topology,
+            variant: variant.into(),
+            subject: subject.into(),
+            rep,
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        });
+    }
+
+    fn fail(&mut self, what: String, e: anyhow::Error) {
+        eprintln!("  FAILED {what}: {e:#}");
+        self.errors.push(format!("{what}: {e:#}"));
+    }
+}
+
+pub async fn run(opts: &Options) -> Result<Results> {
+    let started = std::time::SystemTime::now();
+    let clock = std::time::Instant::now();
+    let nofile = sys::raise_nofile(200_000);
+    let mut infos: BTreeMap<Kind, ContenderInfo> = BTreeMap::new();
+    let mut available = Vec::new();
+    for (kind, r) in install::ensure(&opts.kinds, opts.allow_install) {
+        match r {
+            Ok(()) => available.push(kind),
+            Err(why) => {
+                eprintln!("skipping {}: {why}", kind.id());
+                infos.insert(kind, info(kind, format!("skipped: {why}")));
+            }
+        }
+    }
+    let facts = facts::collect(&opts.kinds, &opts.gembok_bin);
+
+    let work = tempfile::Builder::new().prefix("gembok-bench-").tempdir()?;
+    let pki = Pki::generate(&work.path().join("pki"))?;
+    let app = contender::free_port()?;
+    let server = start_server(app, work.path())?;
+    let probes = Probes::start(&pki).await?;
+    let env = Env {
+        pki: &pki,
+        gembok_bin: &opts.gembok_bin,
+        app,
+        probe: probes.probe,
+        rogue: probes.rogue,
+        work: work.path(),
+        workers: opts.workers,
+        nofile,
+    };
+
+    let mut subjects = vec![Subject {
+        id: "direct".into(),
+        running: None,
+        ktls_seen: 0,
+    }];
+    for kind in available {
+        eprintln!("starting {}", kind.id());
+        let running = match contender::start(kind, &env) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("skipping {}: cannot start: {e:#}", kind.id());
+                infos.insert(kind, info(kind, format!("skipped: cannot start: {e:#}")));
+                continue;
+            }
+        };
+        let verdict = verify::verify(&running, &pki, &probes).await;
+        let mut i = info(kind, String::new());
+        i.idle_rss_out_kib = running.idle_rss_out;
+        i.idle_rss_in_kib = Some(running.idle_rss_in);
+        match verdict {
+            Ok(v) if v.passed() => {
+                i.status = "measured".into();
+                i.verdict = serde_json::to_value(&v).ok();
+                subjects.push(Subject {
+                    id: kind.id().into(),
+                    running: Some(running),
+                    ktls_seen: 0,
+                });
+            }
+            Ok(v) => {
+                eprintln!(
+                    "skipping {}: mTLS verification failed: {}",
+                    kind.id(),
+                    v.failures()
+                );
+                i.status = format!("skipped: mTLS verification failed: {}", v.failures());
+                i.verdict = serde_json::to_value(&v).ok();
+                running.stop();
+            }
+            Err(e) => {
+                i.status = format!("skipped: could not be verified: {e:#}");
+                running.stop();
+            }
+        }
+        infos.insert(kind, i);
+    }
+
+    let mut rec = Recorder {
+        samples: Vec::new(),
+        errors: Vec::new(),
+    };
+    let plan = &opts.plan;
+    let ktls_before = facts::ktls_connections();
+    for rep in 0..plan.reps {
+        eprintln!("repetition {}/{}", rep + 1, plan.reps);
+        let n = subjects.len();
+        let order: Vec<usize> = (0..n).map(|i| (i + rep as usize) % n).collect();
+        timed_rep(&mut subjects, &order, rep, plan, app, &pki, &mut rec).await;
+    }
+    if let Some(before) = ktls_before {
+        let _ = before; // kTLS use is attributed per bulk sample in `bulk_sample`.
+    }
+
+    eprintln!("memory");
+    for s in subjects.iter().filter(|s| s.running.is_some()) {
+        memory_sample(s, plan, nofile, app, &pki, &mut rec).await;
+    }
+    match install::ensure_strace(opts.allow_install) {
+        Err(why) => rec.fail("syscalls".into(), anyhow::anyhow!(why)),
+        Ok(()) => {
+            eprintln!("syscalls");
+            for s in subjects.iter().filter(|s| {
+                s.running.as_ref().is_some_and(|r| {
+                    r.outbound.is_some() && (r.kind.is_gembok() || opts.strace_all)
+                })
+            }) {
+                if let Err(e) = syscalls_sample(s, plan, work.path()).await.map(|m| {
+                    let metrics: Vec<(&str, f64)> =
+                        m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                    rec.add("syscalls", Topology::Pair, "1 stream", &s.id, 0, &metrics);
+                }) {
+                    rec.fail(format!("syscalls {}", s.id), e);
+                }
+            }
+        }
+    }
+
+    for s in &subjects {
+        if let Some(r) = &s.running {
+            r.stop();
+            if let Some(i) = infos.get_mut(&r.kind) {
+                i.data_path = if facts.ktls_stats {
+                    if s.ktls_seen > 0 {
+                        "ktls".into()
+                    } else {
+                        "userspace".into()
+                    }
+                } else {
+                    format!(
+                        "userspace (no kTLS in this kernel: tcp_available_ulp = {})",
+                        facts.tcp_available_ulp
+                    )
+                };
+            }
+        }
+    }
+    procs::stop(&server);
+
+    Ok(Results {
+        mode: opts.mode.clone(),
+        command: opts.command.clone(),
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        duration_secs: clock.elapsed().as_secs_f64(),
+        plan: serde_json::to_value(plan)?,
+        facts: serde_json::to_value(&facts)?,
+        nofile_limit: nofile,
+        contenders: infos.into_values().collect(),
+        samples: rec.samples,
+        errors: rec.errors,
+    })
+}
+
+fn info(kind: Kind, status: String) -> ContenderInfo {
+    ContenderInfo {
+        id: kind.id().into(),
+        tls_library: kind.tls_library().into(),
+        status,
+        verdict: None,
+        data_path: "n/a".into(),
+        idle_rss_out_kib: None,
+        idle_rss_in_kib: None,
+    }
+}
+
+fn start_server(app: std::net::SocketAddr, dir: &std::path::Path) -> Result<Proc> {
+    let exe = std::env::current_exe().context("locate the gembok-bench binary")?;
+    let mut cmd = procs::command(exe);
+    cmd.arg("serve").arg("--listen").arg(app.to_string());
+    let proc = procs::spawn("app", cmd, &dir.join("app.log"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&app, Duration::from_millis(200)).is_err() {
+        if procs::exited(&proc).is_some() || std::time::Instant::now() > deadline {
+            procs::stop(&proc);
+            anyhow::bail!(
+                "the app server did not start: {}",
+                procs::log_tail(&proc, 5)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(proc)
+}
+
+async fn timed_rep(
+    subjects: &mut [Subject],
+    order: &[usize],
+    rep: u32,
+    plan: &Plan,
+    app: std::net::SocketAddr,
+    pki: &Pki,
+    rec: &mut Recorder,
+) {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    // 1. Bulk.
+    let bulk_variants = [
+        (Topology::Pair, "1 stream", 1, plan.bulk_one_stream_bytes),
+        (Topology::Pair, "4 streams", 4, plan.bulk_four_streams_bytes),
+        (Topology::Inbound, "1 stream", 1, plan.bulk_inbound_bytes),
+        (Topology::Direct, "1 stream", 1, plan.bulk_one_stream_bytes),
+        (
+            Topology::Direct,
+            "4 streams",
+            4,
+            plan.bulk_four_streams_bytes,
+        ),
+    ];
+    for (topo, variant, streams, bytes) in bulk_variants {
+        for &i in order {
+            let s = &mut subjects[i];
+            if !s.topologies().contains(&topo) {
+                continue;
+            }
+            let what = format!("bulk {} {variant} {}", topo.as_str(), s.id);
+            let target = match s.target(topo, app, pki, ClientOpts::FULL) {
+                Ok(t) => t,
+                Err(e) => {
+                    rec.fail(what, e);
+                    continue;
+                }
+            };
+            let ktls0 = facts::ktls_connections();
+            let (o0, i0) = s.cpu();
+            match bulk::run(&target, streams, bytes, plan.bulk_max).await {
+                Ok(t) => {
+                    let (o1, i1) = s.cpu();
+                    if let (Some(a), Some(b)) = (ktls0, facts::ktls_connections()) {
+                        s.ktls_seen += b.saturating_sub(a);
+                    }
+                    let gib = t.bytes as f64 / GIB;
+                    let mut m = vec![
+                        ("gbit_per_s", t.bytes as f64 * 8.0 / t.secs / 1e9),
+                        ("bytes", t.bytes as f64),
+                        ("secs", t.secs),
+                    ];
+                    if s.running.is_some() {
+                        m.push(("cpu_s_per_gib", (o1 - o0 + i1 - i0) / gib));
+                        m.push(("cpu_out_s_per_gib", (o1 - o0) / gib));
+                        m.push(("cpu_in_s_per_gib", (i1 - i0) / gib));
+                    }
+                    eprintln!("  {what}: {:.2} Gbit/s", m[0].1);
+                    rec.add("bulk", topo, variant, &s.id, rep, &m);
+                }
+                Err(e) => rec.fail(what, e),
+            }
+        }
+    }
+
+    // 2. New connections.
+    let cps_variants = [
+        (Topology::Pair, "new connections", ClientOpts::FULL),
+        (Topology::Inbound, "full handshake", ClientOpts::FULL),
+        (Topology::Inbound, "resumed", ClientOpts::RESUMED),
+        (Topology::Direct, "new connections", ClientOpts::FULL),
+    ];
+    for (topo, variant, copts) in cps_variants {
+        for &i in order {
+            let s = &subjects[i];
+            if !s.topologies().contains(&topo) {
+                continue;
+            }
+            let what = format!("connections {} {variant} {}", topo.as_str(), s.id);
+            let target = match s.target(topo, app, pki, copts) {
+                Ok(t) => t,
+                Err(e) => {
+                    rec.fail(what, e);
+                    continue;
+                }
+            };
+            let (o0, i0) = s.cpu();
+            match cps::run(&target, plan.cps_concurrency, plan.cps_duration).await {
+                Ok(r) if r.ok > 0 => {
+                    let (o1, i1) = s.cpu();
+                    let n = r.ok as f64;
+                    let mut m = vec![
+                        ("conn_per_s", n / r.secs),
+                        ("failed", r.failed as f64),
+                        ("connect_p50_us", r.p50_us),
+                        ("connect_p99_us", r.p99_us),
+                    ];
+                    if s.running.is_some() {
+                        m.push(("cpu_ms_per_conn", (o1 - o0 + i1 - i0) * 1e3 / n));
+                        m.push(("cpu_out_ms_per_conn", (o1 - o0) * 1e3 / n));
+                        m.push(("cpu_in_ms_per_conn", (i1 - i0) * 1e3 / n));
+                    }
+                    eprintln!("  {what}: {:.0}/s ({} failed)", m[0].1, r.failed);
+                    rec.add("connections", topo, variant, &s.id, rep, &m);
+                }
+                Ok(r) => rec.fail(
+                    what,
+                    anyhow::anyhow!("no connection succeeded ({} failed)", r.failed),
+                ),
+                Err(e) => rec.fail(what, e),
+            }
+        }
+    }
+
+    // 3. Latency.
+    let mut lat_variants: Vec<(Topology, String, usize, Option<u32>)> = Vec::new();
+    for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
+        lat_variants.push((topo, "64 B".into(), 64, None));
+        lat_variants.push((topo, "16 KiB".into(), 16 * 1024, None));
+    }
+    for &rate in &plan.latency_rates {
+        for topo in [Topology::Pair, Topology::Direct] {
+            lat_variants.push((topo, format!("64 B at {rate}/s"), 64, Some(rate)));
+        }
+    }
+    for (topo, variant, size, rate) in &lat_variants {
+        for &i in order {
+            let s = &subjects[i];
+            if !s.topologies().contains(topo) {
+                continue;
+            }
+            let what = format!("latency {} {variant} {}", topo.as_str(), s.id);
+            let target = match s.target(*topo, app, pki, ClientOpts::FULL) {
+                Ok(t) => t,
+                Err(e) => {
+                    rec.fail(what, e);
+                    continue;
+                }
+            };
+            let (size, rate) = (*size, *rate);
+            let n = if size > 64 {
+                plan.latency_large_round_trips
+            } else {
+                plan.latency_small_round_trips
+            };
+            let (warmup, dur) = (plan.latency_warmup, plan.latency_rate_duration);
+            let r = tokio::task::spawn_blocking(move || match rate {
+                None => latency::ping_pong(&target, size, n, warmup),
+                Some(rate) => latency::fixed_rate(&target, size, rate, dur),
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+            match r {
+                Ok(t) => {
+                    let m = [
+                        ("p50_us", quantile(&t, 0.5) / 1e3),
+                        ("p90_us", quantile(&t, 0.9) / 1e3),
+                        ("p99_us", quantile(&t, 0.99) / 1e3),
+                        ("p999_us", quantile(&t, 0.999) / 1e3),
+                        ("samples", t.len() as f64),
+                    ];
+                    eprintln!("  {what}: p50 {:.0} µs p99 {:.0} µs", m[0].1, m[2].1);
+                    rec.add("latency", *topo, variant, &s.id, rep, &m);
+                }
+                Err(e) => rec.fail(what, e),
+            }
+        }
+    }
+}
+
+async fn memory_sample(
+    s: &Subject,
+    plan: &Plan,
+    nofile: u64,
+    app: std::net::SocketAddr,
+    pki: &Pki,
+    rec: &mut Recorder,
+) {
+    let Some(r) = &s.running else { return };
+    let topo = if r.outbound.is_some() {
+        Topology::Pair
+    } else {
+        Topology::Inbound
+    };
+    if let Some(out) = r.idle_rss_out {
+        rec.add(
+            "memory",
+            topo,
+            "idle",
+            &s.id,
+            0,
+            &[("out_kib", out as f64), ("in_kib", r.idle_rss_in as f64)],
+        );
+    } else {
+        rec.add(
+            "memory",
+            topo,
+            "idle",
+            &s.id,
+            0,
+            &[("in_kib", r.idle_rss_in as f64)],
+        );
+    }
+    let what = format!("memory {}", s.id);
+    let target = match s.target(topo, app, pki, ClientOpts::RESUMED) {
+        Ok(t) => t,
+        Err(e) => return rec.fail(what, e),
+    };
+    let rss = || {
+        (
+            r.outbound.as_ref().map(|o| procs::rss_kib(o.pid)),
+            procs::rss_kib(r.inbound.pid),
+        )
+    };
+    let (out0, in0) = rss();
+    // A sidecar holds two sockets per connection; stay under the open-file limit (which an
+    // unprivileged or capability-less harness cannot raise) and say so in the variant name.
+    let cap = (nofile.saturating_sub(256) / 2) as usize;
+    let steps: Vec<usize> = plan.memory_steps.iter().map(|&n| n.min(cap)).collect();
+    if steps != plan.memory_steps {
+        eprintln!("  memory steps capped at {cap} connections by the open-file limit {nofile}");
+    }
+    match memory::run(&target, &steps, plan.memory_max, rss).await {
+        Ok(steps) => {
+            for st in steps {
+                if st.held == 0 {
+                    rec.fail(
+                        format!("{what} {} connections", st.asked),
+                        anyhow::anyhow!("no connection held"),
+                    );
+                    continue;
+                }
+                let n = st.held as f64;
+                let mut m = vec![
+                    ("held", n),
+                    ("failed", st.failed as f64),
+                    ("in_kib_per_conn", (st.in_kib as f64 - in0 as f64) / n),
+                ];
+                if let (Some(o), Some(o0)) = (st.out_kib, out0) {
+                    m.push(("out_kib_per_conn", (o as f64 - o0 as f64) / n));
+                }
+                eprintln!("  {what} {} held: {:?}", st.held, m);
+                rec.add(
+                    "memory",
+                    topo,
+                    &format!("{} connections", st.asked),
+                    &s.id,
+                    0,
+                    &m,
+                );
+            }
+        }
+        Err(e) => rec.fail(what, e),
+    }
+}
+
+async fn syscalls_sample(
+    s: &Subject,
+    plan: &Plan,
+    dir: &std::path::Path,
+) -> Result<BTreeMap<String, f64>> {
+    let r = s.running.as_ref().context("no contender")?;
+    let out = r.outbound.as_ref().context("no outbound side")?;
+    let dir = dir.join(&s.id);
+    std::fs::create_dir_all(&dir)?;
+    let t_out = syscalls::attach("outbound", out.pid, &dir)?;
+    let t_in = syscalls::attach("inbound", r.inbound.pid, &dir)?;
+    let target = Target::plain(r.ports.out_main);
+    let result = bulk::run(&target, 1, plan.syscalls_bytes, Duration::from_secs(60)).await;
+    let c_out = t_out.finish()?;
+    let c_in = t_in.finish()?;
+    let t = result?;
+    let gib = t.bytes as f64 / (1024.0 * 1024.0 * 1024.0);
+    let mut m = BTreeMap::new();
+    m.insert(
+        "out_total_per_gib".to_owned(),
+        c_out.values().sum::<u64>() as f64 / gib,
+    );
+    m.insert(
+        "in_total_per_gib".to_owned(),
+        c_in.values().sum::<u64>() as f64 / gib,
+    );
+    for (side, counts) in [("out", &c_out), ("in", &c_in)] {
+        for (name, n) in counts {
+            m.insert(format!("{side}:{name}"), *n as f64 / gib);
+        }
+    }
+    eprintln!(
+        "  syscalls {}: out {:.0}/GiB in {:.0}/GiB",
+        s.id, m["out_total_per_gib"], m["in_total_per_gib"]
+    );
+    Ok(m)
+}
+
+/// Re-exported for the report: a verdict parsed back from JSON.
+pub fn verdict(info: &ContenderInfo) -> Option<Verdict> {
+    info.verdict
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}

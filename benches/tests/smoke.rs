@@ -1,0 +1,180 @@
+//! Runs `gembok-bench smoke` (the real binary, against the real gembok-proxy binary) and checks
+//! that the report has every scenario with sane figures. No timing assertions: this only keeps
+//! the harness from rotting. Needs root or strace installed (`benches/tests/setup.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gembok_bench::report::{self, SCENARIOS};
+use gembok_bench::scenario::Topology;
+
+/// The gembok-proxy binary of this cargo profile, built if missing (a `-p gembok-bench` test
+/// run does not build other packages' binaries).
+fn gembok_proxy() -> PathBuf {
+    let bench = Path::new(env!("CARGO_BIN_EXE_gembok-bench"));
+    let dir = bench.parent().expect("target/<profile>");
+    let proxy = dir.join("gembok-proxy");
+    if !proxy.exists() {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "gembok-proxy"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build -p gembok-proxy");
+        assert!(status.success(), "cargo build -p gembok-proxy failed");
+    }
+    proxy
+}
+
+#[test]
+fn smoke_run_covers_every_scenario_with_sane_figures() {
+    let proxy = gembok_proxy();
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .arg("smoke")
+        .arg("--out")
+        .arg(out.path())
+        .arg("--gembok-bin")
+        .arg(&proxy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "smoke run failed:\n{stderr}");
+
+    let r = report::load(&out.path().join("results.json")).unwrap();
+    assert!(r.errors.is_empty(), "failed measurements: {:#?}", r.errors);
+    let gembok = r
+        .contenders
+        .iter()
+        .find(|c| c.id == "gembok-aws-lc-rs")
+        .expect("gembok in the report");
+    assert_eq!(gembok.status, "measured", "{gembok:?}");
+    let verdict = gembok_bench::run::verdict(gembok).expect("a verdict");
+    assert!(verdict.checks.len() >= 7 && verdict.passed(), "{verdict:?}");
+    assert_eq!(verdict.negotiated.unwrap().version, "TLSv1_3");
+    assert!(gembok.data_path.starts_with("userspace") || gembok.data_path == "ktls");
+
+    for scenario in SCENARIOS {
+        let samples = report::samples_of(&r, scenario);
+        assert!(!samples.is_empty(), "no samples for {scenario}");
+        for s in &samples {
+            assert!(!s.metrics.is_empty(), "{s:?}");
+            for (k, v) in &s.metrics {
+                assert!(v.is_finite(), "{scenario} {k} = {v}");
+            }
+        }
+    }
+    let metric = |scenario: &str, topo: Topology, variant: &str, subject: &str, m: &str| -> f64 {
+        report::samples_of(&r, scenario)
+            .into_iter()
+            .find(|s| s.topology == topo && s.variant == variant && s.subject == subject)
+            .and_then(|s| s.metrics.get(m).copied())
+            .unwrap_or_else(|| panic!("no {scenario}/{topo:?}/{variant}/{subject}/{m}"))
+    };
+    let g = "gembok-aws-lc-rs";
+    for (topo, variant) in [
+        (Topology::Pair, "1 stream"),
+        (Topology::Pair, "4 streams"),
+        (Topology::Inbound, "1 stream"),
+    ] {
+        assert!(metric("bulk", topo, variant, g, "gbit_per_s") > 0.0);
+        assert!(
+            metric("bulk", topo, variant, g, "cpu_s_per_gib") > 0.0,
+            "{topo:?} {variant}"
+        );
+    }
+    assert!(metric("bulk", Topology::Direct, "1 stream", "direct", "gbit_per_s") > 0.0);
+    for (topo, variant) in [
+        (Topology::Pair, "new connections"),
+        (Topology::Inbound, "full handshake"),
+        (Topology::Inbound, "resumed"),
+    ] {
+        assert!(metric("connections", topo, variant, g, "conn_per_s") > 0.0);
+        assert!(metric("connections", topo, variant, g, "cpu_ms_per_conn") > 0.0);
+    }
+    for variant in ["64 B", "16 KiB"] {
+        let p50 = metric("latency", Topology::Pair, variant, g, "p50_us");
+        let p999 = metric("latency", Topology::Pair, variant, g, "p999_us");
+        assert!(
+            p50 > 0.0 && p999 >= p50,
+            "{variant}: p50 {p50} p99.9 {p999}"
+        );
+    }
+    assert!(metric("memory", Topology::Pair, "idle", g, "in_kib") > 0.0);
+    assert!(metric("memory", Topology::Pair, "idle", g, "out_kib") > 0.0);
+    let held = metric("memory", Topology::Pair, "50 connections", g, "held");
+    assert_eq!(held, 50.0);
+    assert!(
+        metric(
+            "syscalls",
+            Topology::Pair,
+            "1 stream",
+            g,
+            "out_total_per_gib"
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            "syscalls",
+            Topology::Pair,
+            "1 stream",
+            g,
+            "in_total_per_gib"
+        ) > 0.0
+    );
+
+    let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
+    for heading in [
+        "## Targets",
+        "### 1. Bulk",
+        "### 2. New connections",
+        "### 3. Latency",
+        "### 4. Memory",
+        "### 5. System calls",
+    ] {
+        assert!(md.contains(heading), "report lacks {heading}");
+    }
+    for svg in [
+        "throughput.svg",
+        "cpu-per-gib.svg",
+        "connections.svg",
+        "latency-64b.svg",
+        "memory-per-connection.svg",
+    ] {
+        let text = std::fs::read_to_string(out.path().join(svg)).unwrap_or_default();
+        assert!(
+            text.contains("<svg") && text.contains("<rect"),
+            "{svg} is not a bar chart"
+        );
+        assert!(
+            md.contains(&format!("(./{svg})")),
+            "report does not link {svg}"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_exit_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .args(["smoke", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn unknown_contender_is_refused_by_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .args([
+            "smoke",
+            "--contenders",
+            "gembok-aws-lc-rs,envoy",
+            "--no-install",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("envoy") && err.contains("haproxy"), "{err}");
+}
