@@ -4,7 +4,8 @@
 #
 #   GEMBOK_MANIFESTS_CACHE  where the venvs live (default: ${XDG_CACHE_HOME:-~/.cache}/gembok/manifests-tests)
 #
-# Needs: python3 (3.9+) with the venv module, kubectl (with its built-in kustomize).
+# Needs: python3 (3.9+) with the venv module, kubectl (with its built-in kustomize); network
+# access to PyPI on the first run only.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +33,8 @@ make_venv() { # name packages...
 
 command -v kubectl >/dev/null || { echo "setup: kubectl is required (with built-in kustomize)" >&2; exit 2; }
 command -v python3 >/dev/null || { echo "setup: python3 is required" >&2; exit 2; }
+python3 -c 'import venv, ensurepip' 2>/dev/null || {
+  echo "setup: python3's venv module is missing (Debian/Ubuntu: apt-get install -y python3-venv)" >&2; exit 2; }
 mkdir -p "$GEMBOK_MANIFESTS_CACHE"
 make_venv validate "${VALIDATE_PKGS[@]}"
 make_venv checkov "${CHECKOV_PKGS[@]}"
