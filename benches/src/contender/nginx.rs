@@ -1,5 +1,7 @@
 //! nginx with the stream module: `listen ... ssl` + `ssl_verify_client on` inbound,
 //! `proxy_ssl on` + `proxy_ssl_certificate` + `proxy_ssl_verify on` outbound; TLS 1.3 only.
+//! `proxy_half_close on` on both, or a client's FIN would close the whole connection (every
+//! other contender forwards half-closes, and the sink scenario depends on it).
 
 use std::path::Path;
 
@@ -44,6 +46,7 @@ pub(super) fn launches(
         ssl_client_certificate {ca};
         ssl_verify_client on;
         ssl_verify_depth 3;
+        proxy_half_close on;
         proxy_pass {app};
     }}
 }}
@@ -65,6 +68,7 @@ pub(super) fn launches(
             "    server {{
         listen {listen};
         proxy_pass {upstream};
+        proxy_half_close on;
         proxy_ssl on;
         proxy_ssl_protocols TLSv1.3;
         proxy_ssl_conf_command Ciphersuites {TLS13_SUITES};
