@@ -5,7 +5,9 @@
 //! | `/live`    | 200 while the process runs |
 //! | `/ready`   | 200 when certificates are loaded, listeners are bound, the certificate does not expire within `--cert-expiry-margin`, and the proxy is not draining; 503 with the reason otherwise |
 //! | `/metrics` | Prometheus text format (see `metrics.rs` for the names) |
+//! | `POST /shutdown` | from a loopback peer only (403 otherwise): 202, then the same drain as SIGTERM. Lets a Job's app end a classic (non-native) sidecar so the pod completes |
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -22,12 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tls::TlsConfigs;
 
-/// What `/ready` looks at.
+/// What `/ready` looks at, and how `/shutdown` reaches the main task.
 #[derive(Debug)]
 pub struct Health {
     pub certs: Reloadable<TlsConfigs>,
     pub expiry_margin: Duration,
     pub draining: AtomicBool,
+    /// Cancelled by `POST /shutdown`.
+    pub shutdown_requested: CancellationToken,
 }
 
 impl Health {
@@ -62,10 +66,10 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     loop {
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -75,7 +79,7 @@ pub async fn serve(
         };
         let (health, metrics) = (health.clone(), metrics.clone());
         let service = hyper::service::service_fn(move |req| {
-            let response = respond(&req, &health, &metrics);
+            let response = respond(&req, client, &health, &metrics);
             async move { Ok::<_, std::convert::Infallible>(response) }
         });
         tokio::spawn(async move {
@@ -92,9 +96,13 @@ pub async fn serve(
 
 fn respond(
     req: &Request<Incoming>,
+    client: SocketAddr,
     health: &Health,
     metrics: &PrometheusHandle,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/shutdown" {
+        return shutdown(req, client, health);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
     }
@@ -120,6 +128,24 @@ fn respond(
             "not found: try /live, /ready or /metrics\n".to_owned(),
         ),
     }
+}
+
+fn shutdown(req: &Request<Incoming>, client: SocketAddr, health: &Health) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".to_owned());
+    }
+    // The admin port listens on the pod IP for probes and scraping; only the pod itself may stop
+    // its sidecar.
+    if !client.ip().is_loopback() {
+        tracing::warn!(client = %client, "refused /shutdown from a non-loopback address");
+        return text(
+            StatusCode::FORBIDDEN,
+            "shutdown is only accepted from loopback\n".to_owned(),
+        );
+    }
+    tracing::info!(client = %client, "shutdown requested through the admin endpoint");
+    health.shutdown_requested.cancel();
+    text(StatusCode::ACCEPTED, "shutting down\n".to_owned())
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

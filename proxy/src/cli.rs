@@ -29,10 +29,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Wait until a gembok-proxy's /ready answers 200 (for a postStart hook that holds the app
-    /// until the classic-container sidecar is ready). Exits 0 when ready, 1 on timeout.
+    /// until the classic-container sidecar is ready). Exits 0 when ready, 1 on timeout. Reads
+    /// only its own flags, no GEMBOK_* variable.
     WaitReady {
-        /// Admin address of the proxy to wait for.
-        #[arg(long, env = "GEMBOK_ADMIN", default_value = "127.0.0.1:15700")]
+        /// Admin address of the proxy to wait for (an unspecified host means loopback).
+        #[arg(long, default_value = "127.0.0.1:15700")]
         admin: String,
         /// Give up after this long.
         #[arg(long, default_value = "120s")]

@@ -90,30 +90,45 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// Accept queue length asked of the kernel (capped by `net.core.somaxconn`). tokio's default of
+/// 128 overflows when a burst of clients arrives while the accept loop waits for a connection
+/// permit; the kernel then drops SYNs and clients stall for a one-second retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 impl Listeners {
-    pub async fn bind(config: &Config) -> Result<Self, BindError> {
-        async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, BindError> {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { addr, what, source })
-        }
-        let mut inbound = Vec::new();
-        for r in &config.inbound {
-            inbound.push(bind(r.listen, "inbound").await?);
-        }
-        let mut outbound = Vec::new();
-        for r in &config.outbound {
-            outbound.push(bind(r.listen, "outbound").await?);
-        }
+    pub fn bind(config: &Config) -> Result<Self, BindError> {
+        let bind = |addr: SocketAddr, what: &'static str| {
+            listen(addr).map_err(|source| BindError { addr, what, source })
+        };
         Ok(Self {
-            inbound,
-            outbound,
-            admin: bind(config.admin, "admin").await?,
+            inbound: config
+                .inbound
+                .iter()
+                .map(|r| bind(r.listen, "inbound"))
+                .collect::<Result<_, _>>()?,
+            outbound: config
+                .outbound
+                .iter()
+                .map(|r| bind(r.listen, "outbound"))
+                .collect::<Result<_, _>>()?,
+            admin: bind(config.admin, "admin")?,
         })
     }
 }
 
-/// Serves until `shutdown` resolves, then drains (see [`shutdown`]) and returns.
+/// Binds a listening socket with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as tokio does).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves until `shutdown` resolves (or `POST /shutdown` arrives on the admin listener), then
+/// drains (see [`shutdown`]) and returns.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -157,6 +172,7 @@ pub async fn run(
         certs: certs.clone(),
         expiry_margin: config.cert_expiry_margin,
         draining: AtomicBool::new(false),
+        shutdown_requested: tokio_util::sync::CancellationToken::new(),
     });
     let admin_addr = listeners.admin.local_addr()?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
@@ -213,7 +229,10 @@ pub async fn run(
     tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), tls12 = config.tls.tls12,
         certificate_loaded = certs.current().is_some(), "gembok-proxy started");
 
-    let signal = shutdown.await;
+    let signal = tokio::select! {
+        signal = shutdown => signal,
+        _ = health.shutdown_requested.cancelled() => "POST /shutdown",
+    };
     health.draining.store(true, Ordering::Release);
     tracing::info!(signal, grace = ?config.drain_grace, open = stop.tracker.len(), "draining");
     match stop.drain(config.drain_grace).await {

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listeners = Listeners::bind(&config).await?;
+        let listeners = Listeners::bind(&config)?;
         gembok_proxy::run(config, listeners, shutdown::signal()).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     });

@@ -1,1 +1,37 @@
-//! Test harness (filled by the proxy issue).
+//! Test harness for Gembok's black-box tests: it starts the real binaries, real app stand-ins
+//! and real TLS clients, and reads the binaries' own answers (`/ready`, `/metrics`, logs).
+//!
+//! - [`bins`]: where the built binaries are;
+//! - [`pki`]: certificates for a test (a root, an intermediate, leaves; broken ones on demand);
+//! - [`proxy`]: a running `gembok-proxy` (addresses read from its JSON start-up log);
+//! - [`admin`]: a tiny HTTP client for admin endpoints and a Prometheus text parser;
+//! - [`traffic`]: app stand-ins and clients that move seeded random bytes and check SHA-256;
+//! - [`tls`]: a rustls client for driving inbound listeners directly.
+
+pub mod admin;
+pub mod bins;
+pub mod pki;
+pub mod proxy;
+pub mod tls;
+pub mod traffic;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `within`.
+pub async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

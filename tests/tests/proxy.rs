@@ -12,6 +12,8 @@ mod clients;
 mod half_close;
 #[path = "proxy/lifecycle.rs"]
 mod lifecycle;
+#[path = "proxy/limits.rs"]
+mod limits;
 #[path = "proxy/rejections.rs"]
 mod rejections;
 #[path = "proxy/reload.rs"]

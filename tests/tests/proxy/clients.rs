@@ -29,7 +29,10 @@ async fn http_app() -> SocketAddr {
                     }
                 }
                 let body = "hello from the app";
-                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = s.write_all(reply.as_bytes()).await;
                 let _ = s.shutdown().await;
             });
@@ -60,11 +63,18 @@ async fn greeting_app() -> SocketAddr {
 async fn curl_with_a_client_certificate_gets_through_the_inbound_listener() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = Proxy::builder().cert_dir(&dir).inbound(http_app().await, "").start();
+    let inbound = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(http_app().await, "")
+        .start();
     inbound.ready().await;
     let tmp = tempfile::tempdir().unwrap();
     let client = pki.workload("client");
-    let (ca, cert, key) = (tmp.path().join("ca.crt"), tmp.path().join("tls.crt"), tmp.path().join("tls.key"));
+    let (ca, cert, key) = (
+        tmp.path().join("ca.crt"),
+        tmp.path().join("tls.crt"),
+        tmp.path().join("tls.key"),
+    );
     std::fs::write(&ca, pki.root_pem()).unwrap();
     std::fs::write(&cert, &client.chain_pem).unwrap();
     std::fs::write(&key, &client.key_pem).unwrap();
@@ -83,43 +93,93 @@ async fn curl_with_a_client_certificate_gets_through_the_inbound_listener() {
         c.output()
     };
     let ok = curl(true).await.unwrap();
-    assert!(ok.status.success(), "curl failed: {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "hello from the app");
 
     let refused = curl(false).await.unwrap();
-    assert!(!refused.status.success(), "curl without a client certificate must fail");
-    wait_metric(&inbound, "gembok_handshake_failures_total", &[("reason", "no_client_cert")], 1.0).await;
+    assert!(
+        !refused.status.success(),
+        "curl without a client certificate must fail"
+    );
+    wait_metric(
+        &inbound,
+        "gembok_handshake_failures_total",
+        &[("reason", "no_client_cert")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn openssl_s_client_negotiates_tls13_with_an_aead_suite() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = Proxy::builder().cert_dir(&dir).inbound(greeting_app().await, "").start();
+    let inbound = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(greeting_app().await, "")
+        .start();
     inbound.ready().await;
     let tmp = tempfile::tempdir().unwrap();
     let client = pki.workload("client");
     std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
     std::fs::write(tmp.path().join("tls.crt"), &client.chain_pem).unwrap();
     std::fs::write(tmp.path().join("tls.key"), &client.key_pem).unwrap();
+    std::fs::write(
+        tmp.path().join("intermediate.crt"),
+        pki.intermediate.cert_pem(),
+    )
+    .unwrap();
     let mut child = Command::new("openssl")
         .current_dir(tmp.path())
         .args(["s_client", "-brief", "-ign_eof", "-verify_return_error"])
-        .args(["-connect", &inbound.inbound[0].to_string(), "-servername", &dns_name("server")])
-        .args(["-CAfile", "ca.crt", "-cert", "tls.crt", "-key", "tls.key"])
+        .args([
+            "-connect",
+            &inbound.inbound[0].to_string(),
+            "-servername",
+            &dns_name("server"),
+        ])
+        .args([
+            "-CAfile",
+            "ca.crt",
+            "-cert",
+            "tls.crt",
+            "-cert_chain",
+            "intermediate.crt",
+            "-key",
+            "tls.key",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"ping\n").await.unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ping\n")
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stdout.contains("app got: ping"), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("app got: ping"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert!(stderr.contains("Protocol version: TLSv1.3"), "{stderr}");
-    assert!(stderr.contains("Ciphersuite: TLS_AES_128_GCM_SHA256"), "server order must win: {stderr}");
+    assert!(
+        stderr.contains("Ciphersuite: TLS_AES_128_GCM_SHA256"),
+        "server order must win: {stderr}"
+    );
     assert!(stderr.contains("Verification: OK"), "{stderr}");
 }
 
@@ -131,6 +191,11 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
     std::fs::write(tmp.path().join("tls.crt"), &server.chain_pem).unwrap();
     std::fs::write(tmp.path().join("tls.key"), &server.key_pem).unwrap();
+    std::fs::write(
+        tmp.path().join("intermediate.crt"),
+        pki.intermediate.cert_pem(),
+    )
+    .unwrap();
 
     // s_server cannot report a port it picked: pick a free one, retry if it was taken meanwhile,
     // and wait until it accepts TCP connections (a bare probe does not stop it serving).
@@ -138,8 +203,23 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
         let addr = crate::support::unused_port();
         let mut child = Command::new("openssl")
             .current_dir(tmp.path())
-            .args(["s_server", "-rev", "-tls1_3", "-Verify", "2", "-verify_return_error"])
-            .args(["-accept", &addr.to_string(), "-cert", "tls.crt", "-key", "tls.key", "-CAfile", "ca.crt"])
+            .args([
+                "s_server",
+                "-rev",
+                "-tls1_3",
+                "-Verify",
+                "2",
+                "-verify_return_error",
+            ])
+            .args([
+                "-accept",
+                &addr.to_string(),
+                "-cert",
+                "tls.crt",
+                "-cert_chain",
+                "intermediate.crt",
+            ])
+            .args(["-key", "tls.key", "-CAfile", "ca.crt"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -164,19 +244,31 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = Proxy::builder()
         .cert_dir(&client_dir)
-        .outbound(&addr.to_string(), &format!(",server-name={}", dns_name("server")))
+        .outbound(
+            &addr.to_string(),
+            &format!(",server-name={}", dns_name("server")),
+        )
         .start();
     outbound.ready().await;
 
     let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
     app.write_all(b"hello gembok\n").await.unwrap();
     let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(10), BufReader::new(&mut app).read_line(&mut reply))
-        .await
-        .expect("s_server answered")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(&mut app).read_line(&mut reply),
+    )
+    .await
+    .expect("s_server answered")
+    .unwrap();
     assert_eq!(reply.trim_end(), "kobmeg olleh");
-    wait_metric(&outbound, "gembok_handshake_duration_seconds_count", &[], 1.0).await;
+    wait_metric(
+        &outbound,
+        "gembok_handshake_duration_seconds_count",
+        &[],
+        1.0,
+    )
+    .await;
     let _ = s_server.kill().await;
     let out = s_server.wait_with_output().await.unwrap();
     let log = String::from_utf8_lossy(&out.stdout);

@@ -71,8 +71,20 @@ async fn client_fin_first_keeps_the_reply_flowing() {
     client.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, b"reply after your FIN");
     assert_eq!(saw.await.unwrap(), AppSaw::Eof(b"request".to_vec()));
-    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
-    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "clean")],
+        1.0,
+    )
+    .await;
+    wait_metric(
+        &pair.outbound,
+        "gembok_connections_closed_total",
+        &[("end", "clean")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -89,10 +101,22 @@ async fn server_fin_first_keeps_the_request_flowing() {
     let mut greeting = Vec::new();
     client.read_to_end(&mut greeting).await.unwrap(); // the app's FIN arrived as our EOF
     assert_eq!(greeting, b"greeting");
-    client.write_all(b"data after the server's FIN").await.unwrap();
+    client
+        .write_all(b"data after the server's FIN")
+        .await
+        .unwrap();
     client.shutdown().await.unwrap();
-    assert_eq!(saw.await.unwrap(), AppSaw::Eof(b"data after the server's FIN".to_vec()));
-    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+    assert_eq!(
+        saw.await.unwrap(),
+        AppSaw::Eof(b"data after the server's FIN".to_vec())
+    );
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "clean")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -100,19 +124,38 @@ async fn a_peer_fin_without_close_notify_resets_the_app() {
     let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
     let pair = pair_to(app).await;
     // A TLS client straight to the inbound listener that drops TCP without close_notify.
-    let client = Client::new(pair.pki.root_pem(), Some(&pair.pki.workload("client")), false);
-    let mut tls = client.connect(pair.inbound.inbound[0], &dns_name("server")).await.unwrap();
+    let client = Client::new(
+        pair.pki.root_pem(),
+        Some(&pair.pki.workload("client")),
+        false,
+    );
+    let mut tls = client
+        .connect(pair.inbound.inbound[0], &dns_name("server"))
+        .await
+        .unwrap();
     tls.write_all(b"half a request").await.unwrap();
     tls.flush().await.unwrap();
-    wait_metric(&pair.inbound, "gembok_bytes_total", &[("flow", "peer_to_app")], 14.0).await;
-    let (tcp, _) = tls.into_inner();
-    drop(tcp); // FIN, no close_notify
+    wait_metric(
+        &pair.inbound,
+        "gembok_bytes_total",
+        &[("flow", "peer_to_app")],
+        14.0,
+    )
+    .await;
+    let (mut tcp, _) = tls.into_inner();
+    tcp.shutdown().await.unwrap(); // FIN, no close_notify (the socket stays open)
     match saw.await.unwrap() {
         AppSaw::Error(io::ErrorKind::ConnectionReset, got) => assert_eq!(got, b"half a request"),
         other => panic!("the app must see a reset, not {other:?}"),
     }
     wait_metric(&pair.inbound, "gembok_truncations_total", &[], 1.0).await;
-    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "truncated")], 1.0).await;
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "truncated")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -121,10 +164,31 @@ async fn a_refused_upstream_resets_the_client() {
     let mut client = TcpStream::connect(pair.entry()).await.unwrap();
     client.write_all(b"anyone there?").await.unwrap();
     let saw = read_until_end(&mut client).await;
-    assert!(matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)), "client saw {saw:?}");
-    wait_metric(&pair.inbound, "gembok_upstream_connect_failures_total", &[("reason", "refused")], 1.0).await;
-    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "upstream_failed")], 1.0).await;
-    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "reset")], 1.0).await;
+    assert!(
+        matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)),
+        "client saw {saw:?}"
+    );
+    wait_metric(
+        &pair.inbound,
+        "gembok_upstream_connect_failures_total",
+        &[("reason", "refused")],
+        1.0,
+    )
+    .await;
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "upstream_failed")],
+        1.0,
+    )
+    .await;
+    wait_metric(
+        &pair.outbound,
+        "gembok_connections_closed_total",
+        &[("end", "reset")],
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -147,9 +211,29 @@ async fn an_upstream_reset_mid_stream_reaches_the_client() {
         }
         Ok::<_, io::Error>(())
     });
-    let saw = tokio::time::timeout(Duration::from_secs(30), read_until_end(&mut r)).await.unwrap();
-    assert!(matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)), "client saw {saw:?}");
-    assert!(upload.await.unwrap().is_err(), "the upload must fail, not complete");
-    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "reset")], 1.0).await;
-    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "reset")], 1.0).await;
+    let saw = tokio::time::timeout(Duration::from_secs(30), read_until_end(&mut r))
+        .await
+        .unwrap();
+    assert!(
+        matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)),
+        "client saw {saw:?}"
+    );
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the upload must fail, not complete"
+    );
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "reset")],
+        1.0,
+    )
+    .await;
+    wait_metric(
+        &pair.outbound,
+        "gembok_connections_closed_total",
+        &[("end", "reset")],
+        1.0,
+    )
+    .await;
 }

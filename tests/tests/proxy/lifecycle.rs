@@ -17,7 +17,10 @@ async fn wait_status(proxy: &Proxy, path: &str, want: u16, within: Duration) -> 
         if status == want {
             return body;
         }
-        assert!(Instant::now() < deadline, "{path} still {status} ({body}) after {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{path} still {status} ({body}) after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -27,10 +30,16 @@ async fn ready_only_once_certificates_load_and_live_all_along() {
     let pki = TestPki::new();
     let app = ExchangeApp::start().await;
     let dir = CertDir::empty(); // the Secret is not there yet
-    let proxy = Proxy::builder().cert_dir(&dir).inbound(app.addr, "").start();
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .start();
     assert_eq!(proxy.get("/live").await.0, 200);
     let (status, body) = proxy.get("/ready").await;
-    assert_eq!((status, body.trim()), (503, "not ready: no certificate loaded"));
+    assert_eq!(
+        (status, body.trim()),
+        (503, "not ready: no certificate loaded")
+    );
     dir.swap(&pki.workload("server"));
     wait_status(&proxy, "/ready", 200, Duration::from_secs(5)).await;
     assert_eq!(proxy.get("/nope").await.0, 404);
@@ -42,25 +51,47 @@ async fn not_ready_when_the_certificate_expires_within_the_margin() {
     use gembok_certs_dev::time::{Duration as Span, OffsetDateTime};
     let pki = TestPki::new();
     let now = OffsetDateTime::now_utc();
-    let short = pki.issue(workload_spec("server").validity(Validity::between(now - Span::hours(1), now + Span::hours(2))));
+    let short = pki.issue(workload_spec("server").validity(Validity::between(
+        now - Span::hours(1),
+        now + Span::hours(2),
+    )));
     let dir = CertDir::new(&short);
     let app = ExchangeApp::start().await;
-    let proxy = Proxy::builder().cert_dir(&dir).inbound(app.addr, "").args(["--cert-expiry-margin", "3h"]).start();
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .args(["--cert-expiry-margin", "3h"])
+        .start();
     let (status, body) = proxy.get("/ready").await;
     assert_eq!(status, 503);
     assert!(body.contains("within the 10800s margin"), "{body}");
     let m = proxy.metrics().await;
     let left = m.sum("gembok_cert_not_after_timestamp_seconds", &[]) - now.unix_timestamp() as f64;
-    assert!((7100.0..7300.0).contains(&left), "not_after gauge is {left}s from now");
+    assert!(
+        (7100.0..7300.0).contains(&left),
+        "not_after gauge is {left}s from now"
+    );
 }
 
 #[tokio::test]
 async fn metrics_follow_prometheus_conventions() {
     let mut pair = Pair::start().await;
-    let x = Exchange { id: 0, send_len: 1000, send_seed: 1, reply_len: 2000, reply_seed: 2 };
+    let x = Exchange {
+        id: 0,
+        send_len: 1000,
+        send_seed: 1,
+        reply_len: 2000,
+        reply_seed: 2,
+    };
     x.run(pair.entry()).await.unwrap();
     pair.app.received.recv().await.unwrap().unwrap();
-    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+    wait_metric(
+        &pair.outbound,
+        "gembok_connections_closed_total",
+        &[("end", "clean")],
+        1.0,
+    )
+    .await;
     let m = pair.outbound.metrics().await;
     for (name, kind) in [
         ("gembok_connections_opened_total", "counter"),
@@ -76,12 +107,28 @@ async fn metrics_follow_prometheus_conventions() {
     }
     let labels = [("direction", "outbound"), ("listener", "127.0.0.1:0")];
     assert_eq!(m.sum("gembok_connections_opened_total", &labels), 1.0);
-    assert_eq!(m.sum("gembok_bytes_total", &[("flow", "app_to_peer")]), 1024.0);
-    assert_eq!(m.sum("gembok_bytes_total", &[("flow", "peer_to_app")]), 2000.0);
-    assert_eq!(m.sum("gembok_handshake_duration_seconds_count", &labels), 1.0);
-    assert_eq!(m.sum("gembok_build_info", &[("provider", "aws-lc-rs")]), 1.0);
+    assert_eq!(
+        m.sum("gembok_bytes_total", &[("flow", "app_to_peer")]),
+        1024.0
+    );
+    assert_eq!(
+        m.sum("gembok_bytes_total", &[("flow", "peer_to_app")]),
+        2000.0
+    );
+    assert_eq!(
+        m.sum("gembok_handshake_duration_seconds_count", &labels),
+        1.0
+    );
+    assert_eq!(
+        m.sum("gembok_build_info", &[("provider", "aws-lc-rs")]),
+        1.0
+    );
     // Every sample name is gembok_-prefixed.
-    assert!(m.samples.iter().all(|s| s.name.starts_with("gembok_")), "{:?}", m.samples.iter().map(|s| &s.name).collect::<Vec<_>>());
+    assert!(
+        m.samples.iter().all(|s| s.name.starts_with("gembok_")),
+        "{:?}",
+        m.samples.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,12 +169,19 @@ async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
     let listener = pair.inbound.inbound[0];
     let deadline = Instant::now() + Duration::from_secs(5);
     while tokio::net::TcpStream::connect(listener).await.is_ok() {
-        assert!(Instant::now() < deadline, "the inbound listener still accepts after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the inbound listener still accepts after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(pair.inbound.get("/live").await.0, 200);
     go_tx.send(()).unwrap();
-    assert_eq!(transfer.await.unwrap(), 1 << 20, "the in-flight transfer finished intact");
+    assert_eq!(
+        transfer.await.unwrap(),
+        1 << 20,
+        "the in-flight transfer finished intact"
+    );
     let at_app = pair.app.received.recv().await.unwrap().unwrap();
     assert_eq!(at_app.stream.len, 8192);
     let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
@@ -145,30 +199,67 @@ async fn drain_ends_at_the_grace_period_and_still_exits_zero() {
     pair.inbound.signal(libc::SIGTERM);
     let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
-    assert!(started.elapsed() >= Duration::from_millis(900), "exited before the grace period: {:?}", started.elapsed());
-    assert!(pair.inbound.logs().contains("drain grace period over"), "{}", pair.inbound.logs());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "exited before the grace period: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        pair.inbound.logs().contains("drain grace period over"),
+        "{}",
+        pair.inbound.logs()
+    );
 }
 
 #[test]
 fn bad_flags_exit_64_listing_every_problem() {
     let out = Command::new(bins::proxy())
-        .args(["--inbound", "0.0.0.0:8443=10.0.0.1:80", "--outbound", "bad", "--idle-timeout", "forever"])
-        .args(["--crypto-provider", "openssl", "--max-connections", "-3"])
+        .args([
+            "--inbound",
+            "0.0.0.0:8443=10.0.0.1:80",
+            "--outbound",
+            "bad",
+            "--idle-timeout",
+            "forever",
+        ])
+        .args(["--crypto-provider", "openssl", "--max-connections=-3"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for flag in ["--inbound", "--outbound", "--idle-timeout", "--crypto-provider", "--max-connections", "--cert-dir"] {
-        assert!(stderr.lines().any(|l| l.trim_start().starts_with(flag)), "no line for {flag}:\n{stderr}");
+    for flag in [
+        "--inbound",
+        "--outbound",
+        "--idle-timeout",
+        "--crypto-provider",
+        "--max-connections",
+        "--cert-dir",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.trim_start().starts_with(flag)),
+            "no line for {flag}:\n{stderr}"
+        );
     }
     // An unknown flag is a usage error too.
-    let out = Command::new(bins::proxy()).arg("--frobnicate").output().unwrap();
+    let out = Command::new(bins::proxy())
+        .arg("--frobnicate")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     // --help documents the defaults and the environment variables.
     let help = Command::new(bins::proxy()).arg("--help").output().unwrap();
     assert!(help.status.success());
-    let help = String::from_utf8_lossy(&help.stdout);
-    for needle in ["GEMBOK_INBOUND", "GEMBOK_CERT_DIR", "[default: 10s]", "[default: aws-lc-rs]", "[default: 127.0.0.1:15700]"] {
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needle in [
+        "GEMBOK_INBOUND",
+        "GEMBOK_CERT_DIR",
+        "[default: 10s]",
+        "[default: aws-lc-rs]",
+        "[default: 127.0.0.1:15700]",
+    ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
 }
@@ -180,12 +271,120 @@ async fn environment_variables_configure_it_like_flags() {
     let dir = CertDir::new(&pki.workload("server"));
     let proxy = gembok_tests::proxy::ProxyBuilder::default()
         .env("GEMBOK_CERT_DIR", &dir.arg())
-        .env("GEMBOK_INBOUND", &format!("127.0.0.1:0={};127.0.0.1:0={}", app.addr, app.addr))
+        .env(
+            "GEMBOK_INBOUND",
+            &format!("127.0.0.1:0={};127.0.0.1:0={}", app.addr, app.addr),
+        )
         .env("GEMBOK_ADMIN", "127.0.0.1:0")
         .env("GEMBOK_LOG_FORMAT", "json")
         .env("GEMBOK_CRYPTO_PROVIDER", "ring")
         .start();
     proxy.ready().await;
     assert_eq!(proxy.inbound.len(), 2);
-    assert_eq!(proxy.metrics().await.sum("gembok_build_info", &[("provider", "ring")]), 1.0);
+    assert_eq!(
+        proxy
+            .metrics()
+            .await
+            .sum("gembok_build_info", &[("provider", "ring")]),
+        1.0
+    );
+}
+
+/// A non-loopback address of this host, if it has one.
+fn host_address() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the outgoing interface's address.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("192.0.2.254:9").ok()?;
+    probe
+        .local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+#[tokio::test]
+async fn post_shutdown_is_loopback_only_and_drains_like_sigterm() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::new(&pki.workload("server"));
+    let mut proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .args(["--admin", "0.0.0.0:0"])
+        .start();
+    proxy.ready().await;
+    let port = proxy.admin.port();
+    match host_address() {
+        Some(ip) => {
+            let (status, body) =
+                gembok_tests::admin::request((ip, port).into(), "POST", "/shutdown")
+                    .await
+                    .unwrap();
+            assert_eq!(status, 403, "{body}");
+            assert_eq!(
+                proxy.get("/ready").await.0,
+                200,
+                "a refused /shutdown must change nothing"
+            );
+        }
+        None => eprintln!("this host has no non-loopback address: the 403 case is not exercised"),
+    }
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        gembok_tests::admin::request(loopback, "GET", "/shutdown")
+            .await
+            .unwrap()
+            .0,
+        405
+    );
+    let (status, _) = gembok_tests::admin::request(loopback, "POST", "/shutdown")
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(proxy.logs().contains("POST /shutdown"), "{}", proxy.logs());
+}
+
+#[tokio::test]
+async fn wait_ready_returns_once_the_proxy_is_ready() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::empty();
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .start();
+    let wait = |timeout: &str| {
+        tokio::process::Command::new(bins::proxy())
+            .args([
+                "wait-ready",
+                "--admin",
+                &proxy.admin.to_string(),
+                "--timeout",
+                timeout,
+            ])
+            .output()
+    };
+    // Not ready (no certificate): a short wait fails with the reason.
+    let out = wait("300ms").await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A longer wait succeeds as soon as the certificate arrives.
+    let waiting = tokio::spawn(wait("20s"));
+    dir.swap(&pki.workload("server"));
+    let out = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Bad flags are a usage error.
+    let out = wait("soon").await.unwrap();
+    assert_eq!(out.status.code(), Some(64));
 }

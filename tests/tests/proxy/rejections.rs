@@ -17,8 +17,15 @@ use crate::support::wait_metric;
 async fn inbound(pki: &TestPki, allow: bool) -> (Proxy, CertDir, ExchangeApp) {
     let app = ExchangeApp::start().await;
     let dir = CertDir::new(&pki.workload("server"));
-    let options = if allow { format!(",allow-san={}", spiffe("client")) } else { String::new() };
-    let proxy = Proxy::builder().cert_dir(&dir).inbound(app.addr, &options).start();
+    let options = if allow {
+        format!(",allow-san={}", spiffe("client"))
+    } else {
+        String::new()
+    };
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, &options)
+        .start();
     proxy.ready().await;
     (proxy, dir, app)
 }
@@ -27,26 +34,52 @@ async fn inbound(pki: &TestPki, allow: bool) -> (Proxy, CertDir, ExchangeApp) {
 /// handshake before the server has checked the client certificate, so a refusal may only show
 /// on the first read.
 async fn try_exchange(proxy: &Proxy, client: &Client) -> Result<(), String> {
-    let mut tls = client.connect(proxy.inbound[0], &dns_name("server")).await.map_err(|e| e.to_string())?;
+    let mut tls = client
+        .connect(proxy.inbound[0], &dns_name("server"))
+        .await
+        .map_err(|e| e.to_string())?;
     tls.write_all(&[0u8; 24]).await.map_err(|e| e.to_string())?;
-    tls.flush().await.map_err(|e| e.to_string())?;
+    tls.shutdown().await.map_err(|e| e.to_string())?; // close_notify + FIN: a clean end
     let mut buf = Vec::new();
     tls.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
 async fn assert_refused(proxy: &Proxy, client: Client, reason: &str) {
-    let err = try_exchange(proxy, &client).await.expect_err("the handshake must be refused");
-    wait_metric(proxy, "gembok_handshake_failures_total", &[("direction", "inbound"), ("reason", reason)], 1.0).await;
-    wait_metric(proxy, "gembok_connections_closed_total", &[("end", "handshake_failed")], 1.0).await;
-    assert_eq!(proxy.metrics().await.sum("gembok_bytes_total", &[]), 0.0, "nothing may reach the app ({err})");
+    let err = try_exchange(proxy, &client)
+        .await
+        .expect_err("the handshake must be refused");
+    wait_metric(
+        proxy,
+        "gembok_handshake_failures_total",
+        &[("direction", "inbound"), ("reason", reason)],
+        1.0,
+    )
+    .await;
+    wait_metric(
+        proxy,
+        "gembok_connections_closed_total",
+        &[("end", "handshake_failed")],
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        proxy.metrics().await.sum("gembok_bytes_total", &[]),
+        0.0,
+        "nothing may reach the app ({err})"
+    );
 }
 
 #[tokio::test]
 async fn the_allowed_client_gets_through() {
     let pki = TestPki::new();
     let (proxy, _dir, mut app) = inbound(&pki, true).await;
-    try_exchange(&proxy, &Client::new(pki.root_pem(), Some(&pki.workload("client")), false)).await.unwrap();
+    try_exchange(
+        &proxy,
+        &Client::new(pki.root_pem(), Some(&pki.workload("client")), false),
+    )
+    .await
+    .unwrap();
     app.received.recv().await.unwrap().unwrap();
 }
 
@@ -54,7 +87,12 @@ async fn the_allowed_client_gets_through() {
 async fn refuses_a_client_without_a_certificate() {
     let pki = TestPki::new();
     let (proxy, _dir, _app) = inbound(&pki, false).await;
-    assert_refused(&proxy, Client::new(pki.root_pem(), None, false), "no_client_cert").await;
+    assert_refused(
+        &proxy,
+        Client::new(pki.root_pem(), None, false),
+        "no_client_cert",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -62,21 +100,36 @@ async fn refuses_a_certificate_from_another_ca() {
     let pki = TestPki::new();
     let other = TestPki::new();
     let (proxy, _dir, _app) = inbound(&pki, false).await;
-    assert_refused(&proxy, Client::new(pki.root_pem(), Some(&other.workload("client")), false), "unknown_ca").await;
+    assert_refused(
+        &proxy,
+        Client::new(pki.root_pem(), Some(&other.workload("client")), false),
+        "unknown_ca",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn refuses_an_expired_certificate() {
     let pki = TestPki::new();
     let (proxy, _dir, _app) = inbound(&pki, false).await;
-    assert_refused(&proxy, Client::new(pki.root_pem(), Some(&pki.expired("client")), false), "expired").await;
+    assert_refused(
+        &proxy,
+        Client::new(pki.root_pem(), Some(&pki.expired("client")), false),
+        "expired",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn refuses_a_san_outside_the_allow_list() {
     let pki = TestPki::new();
     let (proxy, _dir, _app) = inbound(&pki, true).await;
-    assert_refused(&proxy, Client::new(pki.root_pem(), Some(&pki.workload("intruder")), false), "san_not_allowed").await;
+    assert_refused(
+        &proxy,
+        Client::new(pki.root_pem(), Some(&pki.workload("intruder")), false),
+        "san_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -85,19 +138,43 @@ async fn refuses_a_tls12_only_client_when_tls13_only() {
     let (proxy, _dir, _app) = inbound(&pki, false).await;
     // A real TLS 1.2-only client.
     let out = Command::new("openssl")
-        .args(["s_client", "-tls1_2", "-connect", &proxy.inbound[0].to_string()])
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-connect",
+            &proxy.inbound[0].to_string(),
+        ])
         .stdin(Stdio::null())
         .output()
         .await
         .unwrap();
-    assert!(!out.status.success(), "openssl -tls1_2 must fail: {}", String::from_utf8_lossy(&out.stdout));
-    wait_metric(&proxy, "gembok_handshake_failures_total", &[("reason", "protocol_version")], 1.0).await;
+    assert!(
+        !out.status.success(),
+        "openssl -tls1_2 must fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_metric(
+        &proxy,
+        "gembok_handshake_failures_total",
+        &[("reason", "protocol_version")],
+        1.0,
+    )
+    .await;
     // And with --tls12 the same client gets through (mTLS still required).
     let app = ExchangeApp::start().await;
     let dir = CertDir::new(&pki.workload("server"));
-    let tls12 = Proxy::builder().cert_dir(&dir).inbound(app.addr, "").args(["--tls12"]).start();
+    let tls12 = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .args(["--tls12"])
+        .start();
     tls12.ready().await;
-    try_exchange(&tls12, &Client::new(pki.root_pem(), Some(&pki.workload("client")), true)).await.unwrap();
+    try_exchange(
+        &tls12,
+        &Client::new(pki.root_pem(), Some(&pki.workload("client")), true),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -105,9 +182,17 @@ async fn accepts_rsa_certificates_too() {
     let pki = TestPki::new();
     let app = ExchangeApp::start().await;
     let dir = CertDir::new(&pki.rsa("server"));
-    let proxy = Proxy::builder().cert_dir(&dir).inbound(app.addr, "").start();
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .start();
     proxy.ready().await;
-    try_exchange(&proxy, &Client::new(pki.root_pem(), Some(&pki.rsa("client")), false)).await.unwrap();
+    try_exchange(
+        &proxy,
+        &Client::new(pki.root_pem(), Some(&pki.rsa("client")), false),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -117,13 +202,27 @@ async fn outbound_refuses_a_server_with_the_wrong_name() {
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = Proxy::builder()
         .cert_dir(&client_dir)
-        .outbound(&server.inbound[0].to_string(), ",server-name=payment.test.svc.cluster.local")
+        .outbound(
+            &server.inbound[0].to_string(),
+            ",server-name=payment.test.svc.cluster.local",
+        )
         .start();
     outbound.ready().await;
     let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
     let _ = app.write_all(b"secret").await;
     let mut buf = Vec::new();
-    let result = tokio::time::timeout(Duration::from_secs(10), app.read_to_end(&mut buf)).await.unwrap();
-    assert!(result.is_err() && buf.is_empty(), "the app must see its connection reset: {result:?}");
-    wait_metric(&outbound, "gembok_handshake_failures_total", &[("direction", "outbound"), ("reason", "name_mismatch")], 1.0).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), app.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        result.is_err() && buf.is_empty(),
+        "the app must see its connection reset: {result:?}"
+    );
+    wait_metric(
+        &outbound,
+        "gembok_handshake_failures_total",
+        &[("direction", "outbound"), ("reason", "name_mismatch")],
+        1.0,
+    )
+    .await;
 }

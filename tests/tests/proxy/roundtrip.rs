@@ -22,8 +22,16 @@ async fn carries_256_mib_each_way_at_once_intact() {
         .expect("transfer finished")
         .expect("client side");
     let at_app = pair.app.received.recv().await.unwrap().expect("app side");
-    assert_eq!(at_app.stream, x.expected_at_app(), "app → peer direction corrupted");
-    assert_eq!(client.received, x.expected_reply(), "peer → app direction corrupted");
+    assert_eq!(
+        at_app.stream,
+        x.expected_at_app(),
+        "app → peer direction corrupted"
+    );
+    assert_eq!(
+        client.received,
+        x.expected_reply(),
+        "peer → app direction corrupted"
+    );
     assert_eq!(client.sent, x.expected_at_app());
 
     // The byte counters saw the same: 24-byte header + payload up, reply down.
@@ -36,7 +44,13 @@ async fn carries_256_mib_each_way_at_once_intact() {
     wait_metric(&pair.inbound, BYTES, &[("flow", "peer_to_app")], up).await;
     wait_metric(&pair.inbound, BYTES, &[("flow", "app_to_peer")], down).await;
     for proxy in [&pair.outbound, &pair.inbound] {
-        wait_metric(proxy, "gembok_connections_closed_total", &[("end", "clean")], 1.0).await;
+        wait_metric(
+            proxy,
+            "gembok_connections_closed_total",
+            &[("end", "clean")],
+            1.0,
+        )
+        .await;
     }
 }
 
@@ -69,17 +83,50 @@ async fn carries_200_concurrent_connections_of_random_sizes() {
         .collect();
     for t in tasks {
         let (x, result) = t.await.unwrap();
-        let result = result.unwrap_or_else(|e| panic!("connection {} failed: {e}", x.id));
-        assert_eq!(result.received, x.expected_reply(), "reply of connection {} corrupted", x.id);
+        let result = result.unwrap_or_else(|e| {
+            panic!(
+                "connection {} failed: {e}\n--- outbound:\n{}\n--- inbound:\n{}",
+                x.id,
+                pair.outbound.logs(),
+                pair.inbound.logs()
+            )
+        });
+        assert_eq!(
+            result.received,
+            x.expected_reply(),
+            "reply of connection {} corrupted",
+            x.id
+        );
     }
     let mut seen = vec![false; exchanges.len()];
     for _ in 0..exchanges.len() {
         let got = pair.app.received.recv().await.unwrap().expect("app side");
         let x = exchanges[got.id as usize];
-        assert_eq!(got.stream, x.expected_at_app(), "upload of connection {} corrupted", x.id);
-        assert!(!std::mem::replace(&mut seen[got.id as usize], true), "connection {} seen twice", x.id);
+        assert_eq!(
+            got.stream,
+            x.expected_at_app(),
+            "upload of connection {} corrupted",
+            x.id
+        );
+        assert!(
+            !std::mem::replace(&mut seen[got.id as usize], true),
+            "connection {} seen twice",
+            x.id
+        );
     }
-    wait_metric(&pair.inbound, "gembok_connections_closed_total", &[("end", "clean")], 200.0).await;
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "clean")],
+        200.0,
+    )
+    .await;
     wait_metric(&pair.inbound, "gembok_connections_active", &[], 0.0).await;
-    wait_metric(&pair.outbound, "gembok_connections_closed_total", &[("end", "clean")], 200.0).await;
+    wait_metric(
+        &pair.outbound,
+        "gembok_connections_closed_total",
+        &[("end", "clean")],
+        200.0,
+    )
+    .await;
 }

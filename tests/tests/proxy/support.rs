@@ -33,7 +33,10 @@ impl Pair {
             .start();
         let outbound = Proxy::builder()
             .cert_dir(&client_dir)
-            .outbound(&inbound.inbound[0].to_string(), &format!(",server-name={}", dns_name("server")))
+            .outbound(
+                &inbound.inbound[0].to_string(),
+                &format!(",server-name={}", dns_name("server")),
+            )
             .start();
         inbound.ready().await;
         outbound.ready().await;

@@ -1,0 +1,59 @@
+//! A rustls client for talking TLS straight to an inbound listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gembok_certs_dev::Leaf;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Who the client is and what it accepts.
+pub struct Client {
+    config: Arc<ClientConfig>,
+}
+
+impl Client {
+    /// Trusts `root_pem`, presents `leaf` (or nothing), TLS 1.3 and 1.2 allowed unless
+    /// `tls12_only`.
+    pub fn new(root_pem: &str, leaf: Option<&Leaf>, tls12_only: bool) -> Self {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(root_pem.as_bytes())
+            .expect("root PEM");
+        roots.add(der).expect("root cert");
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = match leaf {
+            Some(l) => builder
+                .with_client_auth_cert(l.chain_der(), l.key_der())
+                .expect("client cert"),
+            None => builder.with_no_client_auth(),
+        };
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Connects and completes the handshake.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+        TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+    }
+}

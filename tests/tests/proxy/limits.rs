@@ -1,0 +1,107 @@
+//! Every wait a peer controls is bounded: handshake, idle, and the number of connections.
+
+use std::time::{Duration, Instant};
+
+use gembok_tests::pki::{CertDir, TestPki};
+use gembok_tests::proxy::Proxy;
+use gembok_tests::traffic::{Exchange, ExchangeApp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Pair, wait_metric};
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::new(&pki.workload("server"));
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .args(["--handshake-timeout", "300ms"])
+        .start();
+    proxy.ready().await;
+    let mut silent = TcpStream::connect(proxy.inbound[0]).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed by the proxy");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    wait_metric(
+        &proxy,
+        "gembok_handshake_failures_total",
+        &[("reason", "timeout")],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let pair = Pair::start_with_app_args(&["--idle-timeout", "500ms"]).await;
+    let mut client = TcpStream::connect(pair.entry()).await.unwrap();
+    client.write_all(&[0u8; 24]).await.unwrap(); // a header, then silence
+    let mut buf = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut buf)).await;
+    assert!(ended.is_ok(), "the idle connection was not closed");
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "idle_timeout")],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let mut pair = Pair::start_with_app_args(&["--max-connections", "1"]).await;
+    // The first connection holds the only slot until we finish it.
+    let mut first = TcpStream::connect(pair.entry()).await.unwrap();
+    first.write_all(&[0u8; 24]).await.unwrap();
+    wait_metric(&pair.inbound, "gembok_connections_active", &[], 1.0).await;
+    // The second is accepted by the kernel but not served: its exchange cannot finish yet.
+    let second = Exchange {
+        id: 2,
+        send_len: 10,
+        send_seed: 1,
+        reply_len: 10,
+        reply_seed: 2,
+    };
+    let entry = pair.entry();
+    let waiting = tokio::spawn(async move { second.run(entry).await });
+    // A negative can only be observed over a window: half a second without it being served.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second exchange finished while the limit was reached"
+    );
+    let opened = pair
+        .inbound
+        .metrics()
+        .await
+        .sum("gembok_connections_opened_total", &[]);
+    assert_eq!(
+        opened, 1.0,
+        "a second connection was served while the limit was reached"
+    );
+    // Freeing the slot lets it through.
+    first.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served after the slot freed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.received, second.expected_reply());
+    for _ in 0..2 {
+        pair.app.received.recv().await.unwrap().unwrap();
+    }
+}
