@@ -75,6 +75,10 @@ pub struct Common {
     /// Repetitions of the timed scenarios (overrides the mode's default).
     #[arg(long)]
     pub reps: Option<u32>,
+    /// Also measure a gembok build or flag set beside the others, interleaved:
+    /// NAME=BINARY[,ARG...] (repeatable), reported as gembok-NAME.
+    #[arg(long = "variant", value_name = "NAME=BINARY[,ARG...]")]
+    pub variants: Vec<String>,
     /// Count syscalls for every pair contender, not just gembok (on by default in `full`).
     #[arg(long)]
     pub strace_all: bool,

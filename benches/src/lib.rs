@@ -108,6 +108,8 @@ fn measure(
         }
         kinds
     };
+    let mut kinds = kinds;
+    kinds.extend(contender::set_variants(&c.variants)?);
     let gembok_bin = match c.gembok_bin {
         Some(p) => p,
         None => sibling("gembok-proxy")?,

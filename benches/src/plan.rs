@@ -11,6 +11,7 @@ pub struct Plan {
     pub bulk_four_streams_bytes: u64,
     /// Bytes of the inbound-only bulk run (the TLS client in the harness is also the sender).
     pub bulk_inbound_bytes: u64,
+    /// A bulk transfer not finished by then fails (the scenario's time bound).
     pub bulk_max: Duration,
     pub cps_duration: Duration,
     pub cps_concurrency: usize,
@@ -36,13 +37,13 @@ impl Plan {
             bulk_one_stream_bytes: 2048 * MIB,
             bulk_four_streams_bytes: 2048 * MIB,
             bulk_inbound_bytes: 1024 * MIB,
-            bulk_max: Duration::from_secs(10),
+            bulk_max: Duration::from_secs(60),
             cps_duration: Duration::from_secs(3),
             cps_concurrency: 8,
             latency_small_round_trips: 10_000,
             latency_large_round_trips: 3_000,
             latency_warmup: 300,
-            latency_rates: vec![1_000, 5_000],
+            latency_rates: vec![500, 2_000],
             latency_rate_duration: Duration::from_secs(2),
             memory_steps: vec![1_000, 10_000],
             memory_max: Duration::from_secs(90),

@@ -1,6 +1,7 @@
 //! The app behind the inbound sidecar: one port, the first byte picks the mode.
-//! - `S` (sink): read to EOF, then answer with the byte count (u64, little endian) and close;
-//!   the count proves every byte crossed the proxies and the half-close reached the app.
+//! - `S` (sink): a u64 length (little endian) follows; read that many bytes (or to EOF), then
+//!   answer with the count received (u64, little endian). The count proves every byte crossed
+//!   the proxies; the length means no half-close is needed (hitch cannot forward one).
 //! - `E` (echo): send back everything read; on EOF, close the write side.
 //!
 //! It runs as its own process (`gembok-bench serve`), so its CPU and file descriptors are not
@@ -53,10 +54,14 @@ async fn handle(mut s: TcpStream) {
 }
 
 async fn sink(s: &mut TcpStream) -> std::io::Result<()> {
+    let mut len = [0u8; 8];
+    s.read_exact(&mut len).await?;
+    let len = u64::from_le_bytes(len);
     let mut buf = vec![0u8; 256 * 1024];
     let mut count: u64 = 0;
-    loop {
-        let n = s.read(&mut buf).await?;
+    while count < len {
+        let want = buf.len().min((len - count) as usize);
+        let n = s.read(&mut buf[..want]).await?;
         if n == 0 {
             break;
         }

@@ -4,21 +4,34 @@ use super::{Env, Launch, Ports, ProviderKind};
 use crate::pki::SERVER_NAME;
 use crate::procs;
 
-pub(super) fn launches(p: ProviderKind, env: &Env<'_>, ports: &Ports) -> (Launch, Option<Launch>) {
+pub(super) fn launches(
+    p: ProviderKind,
+    bin: &std::path::Path,
+    extra: &[String],
+    env: &Env<'_>,
+    ports: &Ports,
+) -> (Launch, Option<Launch>) {
+    let defaults = [
+        ("--crypto-provider", p.provider().name().to_owned()),
+        ("--log", "warn".to_owned()),
+        // Enough for the 10,000-connection memory step (each side holds two sockets each).
+        ("--max-connections", "30000".to_owned()),
+        ("--workers", env.workers.to_string()),
+    ];
     let common = |cmd: &mut std::process::Command, admin| {
-        cmd.arg("--admin")
-            .arg(format!("{admin}"))
-            .arg("--crypto-provider")
-            .arg(p.provider().name())
-            .arg("--log")
-            .arg("warn")
-            // Enough for the 10,000-connection memory step (each side holds two sockets each).
-            .arg("--max-connections")
-            .arg("30000")
-            .arg("--workers")
-            .arg(env.workers.to_string());
+        cmd.arg("--admin").arg(format!("{admin}"));
+        // A variant's own flags replace these defaults (clap refuses a flag given twice).
+        for (flag, value) in &defaults {
+            let overridden = extra
+                .iter()
+                .any(|e| e == flag || e.starts_with(&format!("{flag}=")));
+            if !overridden {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        cmd.args(extra);
     };
-    let mut inbound = procs::command(env.gembok_bin);
+    let mut inbound = procs::command(bin);
     inbound
         .arg("--cert-dir")
         .arg(&env.pki.server.dir)
@@ -26,7 +39,7 @@ pub(super) fn launches(p: ProviderKind, env: &Env<'_>, ports: &Ports) -> (Launch
         .arg(format!("{}={}", ports.inbound, env.app));
     common(&mut inbound, ports.admin_in);
 
-    let mut outbound = procs::command(env.gembok_bin);
+    let mut outbound = procs::command(bin);
     outbound.arg("--cert-dir").arg(&env.pki.client.dir);
     for (listen, upstream) in [
         (ports.out_main, ports.inbound),

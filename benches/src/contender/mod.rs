@@ -27,10 +27,53 @@ use crate::procs::{self, Proc};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Gembok(ProviderKind),
+    /// An extra gembok build or setting under test (`--variant`), index into [`variants`].
+    Variant(usize),
     Haproxy,
     Stunnel,
     Nginx,
     Hitch,
+}
+
+/// A gembok build or flag set measured beside the default, for before/after figures from one
+/// interleaved run: `--variant NAME=BINARY[,ARG...]` (e.g. `w1=target/release/gembok-proxy,--workers=1`).
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// `gembok-NAME` in reports.
+    pub id: &'static str,
+    pub bin: PathBuf,
+    pub args: Vec<String>,
+}
+
+static VARIANTS: std::sync::OnceLock<Vec<Variant>> = std::sync::OnceLock::new();
+
+/// Registers the variants (once, before any contender starts); returns their kinds.
+pub fn set_variants(specs: &[String]) -> Result<Vec<Kind>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let (name, rest) = spec
+            .split_once('=')
+            .with_context(|| format!("--variant {spec}: expected NAME=BINARY[,ARG...]"))?;
+        let mut parts = rest.split(',');
+        let bin = PathBuf::from(parts.next().unwrap_or_default());
+        if !bin.exists() {
+            bail!("--variant {spec}: {} does not exist", bin.display());
+        }
+        out.push(Variant {
+            id: Box::leak(format!("gembok-{name}").into_boxed_str()),
+            bin,
+            args: parts.map(str::to_owned).collect(),
+        });
+    }
+    let kinds = (0..out.len()).map(Kind::Variant).collect();
+    VARIANTS
+        .set(out)
+        .map_err(|_| anyhow::anyhow!("variants already set"))?;
+    Ok(kinds)
+}
+
+pub fn variants() -> &'static [Variant] {
+    VARIANTS.get().map_or(&[], Vec::as_slice)
 }
 
 /// `gembok_proxy::config::Provider` with the traits a table key needs.
@@ -64,6 +107,7 @@ impl Kind {
         match self {
             Kind::Gembok(ProviderKind::AwsLcRs) => "gembok-aws-lc-rs",
             Kind::Gembok(ProviderKind::Ring) => "gembok-ring",
+            Kind::Variant(i) => variants()[i].id,
             Kind::Haproxy => "haproxy",
             Kind::Stunnel => "stunnel4",
             Kind::Nginx => "nginx",
@@ -76,7 +120,7 @@ impl Kind {
     }
 
     pub fn is_gembok(self) -> bool {
-        matches!(self, Kind::Gembok(_))
+        matches!(self, Kind::Gembok(_) | Kind::Variant(_))
     }
 
     /// Can originate TLS (has an outbound side, so takes part in the pair topology).
@@ -87,7 +131,7 @@ impl Kind {
     /// Debian packages that provide it (none for gembok: built from this workspace).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
-            Kind::Gembok(_) => &[],
+            Kind::Gembok(_) | Kind::Variant(_) => &[],
             Kind::Haproxy => &["haproxy"],
             Kind::Stunnel => &["stunnel4"],
             Kind::Nginx => &["nginx", "libnginx-mod-stream"],
@@ -98,7 +142,7 @@ impl Kind {
     /// The program and the files that must exist for it to run.
     pub fn required_files(self) -> &'static [&'static str] {
         match self {
-            Kind::Gembok(_) => &[],
+            Kind::Gembok(_) | Kind::Variant(_) => &[],
             Kind::Haproxy => &["/usr/sbin/haproxy"],
             Kind::Stunnel => &["/usr/bin/stunnel4"],
             Kind::Nginx => &["/usr/sbin/nginx", nginx::STREAM_MODULE],
@@ -109,7 +153,7 @@ impl Kind {
     /// `program args` printing the version (first line kept).
     pub fn version_command(self) -> Option<(&'static str, &'static [&'static str])> {
         match self {
-            Kind::Gembok(_) => None,
+            Kind::Gembok(_) | Kind::Variant(_) => None,
             Kind::Haproxy => Some(("/usr/sbin/haproxy", &["-v"])),
             Kind::Stunnel => Some(("/usr/bin/stunnel4", &["-version"])),
             Kind::Nginx => Some(("/usr/sbin/nginx", &["-v"])),
@@ -122,6 +166,7 @@ impl Kind {
         match self {
             Kind::Gembok(ProviderKind::AwsLcRs) => "rustls + aws-lc-rs",
             Kind::Gembok(ProviderKind::Ring) => "rustls + ring",
+            Kind::Variant(_) => "rustls (variant build/flags)",
             _ => "OpenSSL (system)",
         }
     }
@@ -224,7 +269,11 @@ pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
     std::fs::create_dir_all(&dir)?;
     let ports = Ports::pick()?;
     let (inbound, outbound) = match kind {
-        Kind::Gembok(p) => gembok::launches(p, env, &ports),
+        Kind::Gembok(p) => gembok::launches(p, env.gembok_bin, &[], env, &ports),
+        Kind::Variant(i) => {
+            let v = &variants()[i];
+            gembok::launches(ProviderKind::AwsLcRs, &v.bin, &v.args, env, &ports)
+        }
         Kind::Haproxy => haproxy::launches(env, &ports, &dir)?,
         Kind::Stunnel => stunnel::launches(env, &ports, &dir)?,
         Kind::Nginx => nginx::launches(env, &ports, &dir)?,
