@@ -66,9 +66,27 @@ pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStre
         .unwrap_or(Err(ConnectError::Timeout(timeout)))
 }
 
+/// Records a completed handshake: its duration, what was negotiated, and who the peer is.
+pub fn handshake_done(metrics: &ListenerMetrics, tls: &rustls::CommonState, took: Duration) {
+    metrics.handshake.record(took);
+    let name = |s: Option<&'static str>| s.unwrap_or("unknown");
+    metrics.handshake_ok(
+        name(tls.protocol_version().and_then(|v| v.as_str())),
+        name(
+            tls.negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str()),
+        ),
+        name(
+            tls.negotiated_key_exchange_group()
+                .and_then(|g| g.name().as_str()),
+        ),
+    );
+    record_peer(tls.peer_certificates());
+}
+
 /// Records the peer's identity on the connection span (parsing the certificate only when the
 /// span is being recorded).
-pub fn record_peer(certs: Option<&[CertificateDer<'_>]>) {
+fn record_peer(certs: Option<&[CertificateDer<'_>]>) {
     let span = tracing::Span::current();
     if span.is_disabled() {
         return;

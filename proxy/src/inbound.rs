@@ -76,8 +76,7 @@ impl Handler for Inbound {
                 return "handshake_failed";
             }
         };
-        self.metrics.handshake.record(started.elapsed());
-        conn::record_peer(peer.get_ref().1.peer_certificates());
+        conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
 
         // 3. The app.
         let target = self.route.target;

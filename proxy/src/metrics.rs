@@ -17,6 +17,7 @@ pub const CONNECTIONS_ACTIVE: &str = "gembok_connections_active";
 pub const BYTES: &str = "gembok_bytes_total";
 pub const HANDSHAKE_DURATION: &str = "gembok_handshake_duration_seconds";
 pub const HANDSHAKE_FAILURES: &str = "gembok_handshake_failures_total";
+pub const HANDSHAKES: &str = "gembok_tls_handshakes_total";
 pub const TRUNCATIONS: &str = "gembok_truncations_total";
 pub const UPSTREAM_FAILURES: &str = "gembok_upstream_connect_failures_total";
 pub const ACCEPT_ERRORS: &str = "gembok_accept_errors_total";
@@ -74,6 +75,10 @@ fn describe() {
     metrics::describe_counter!(
         HANDSHAKE_FAILURES,
         "Failed TLS handshakes, by direction, listener and reason (no_client_cert, unknown_ca, san_not_allowed, expired, not_yet_valid, name_mismatch, protocol_version, timeout, peer_rejected, no_certificate_loaded, eof, other)."
+    );
+    metrics::describe_counter!(
+        HANDSHAKES,
+        "Successful TLS handshakes, by direction, listener, protocol version, cipher suite and key exchange group."
     );
     metrics::describe_counter!(
         TRUNCATIONS,
@@ -138,6 +143,12 @@ impl ListenerMetrics {
     pub fn handshake_failed(&self, reason: &'static str) {
         metrics::counter!(HANDSHAKE_FAILURES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
             .increment(1);
+    }
+
+    pub fn handshake_ok(&self, version: &'static str, suite: &'static str, kx: &'static str) {
+        metrics::counter!(HANDSHAKES, "direction" => self.direction, "listener" => self.listener.clone(),
+            "version" => version, "suite" => suite, "kx" => kx)
+        .increment(1);
     }
 
     pub fn upstream_failed(&self, reason: &'static str) {

@@ -86,8 +86,7 @@ impl Handler for Outbound {
                 return "handshake_failed";
             }
         };
-        self.metrics.handshake.record(started.elapsed());
-        conn::record_peer(peer.get_ref().1.peer_certificates());
+        conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
 
         // 4. Forward.
         let outcome = forward::forward(

@@ -1,15 +1,16 @@
-//! The binaries under test, built by `cargo build --bins` (the test command does that first).
+//! The binaries under test, built by `cargo build --workspace --bins` (the test command and the
+//! demo script do that first).
 
 use std::path::PathBuf;
 
 /// Path of a workspace binary in the same target directory and profile as this test.
 pub fn path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash>  →  target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps");
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests run from target/<profile>/deps/, binaries (the demo) from target/<profile>/.
+    let mut dir = exe.parent().expect("executable has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
     let bin = dir.join(name);
     assert!(
         bin.exists(),

@@ -67,16 +67,25 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// JSON logs on port-0 listeners; `--admin` is `127.0.0.1:0` unless the test sets it.
+    /// Logs in JSON (the harness reads them); `--admin 127.0.0.1:0` and `--log info` unless
+    /// the caller sets them.
     pub fn builder() -> ProxyBuilder {
-        ProxyBuilder::default().args(["--log-format", "json", "--log", "info"])
+        ProxyBuilder::default()
     }
 
     fn spawn(b: ProxyBuilder) -> Proxy {
         let mut cmd = Command::new(crate::bins::proxy());
-        if !b.args.iter().any(|a| a == "--admin") && !b.env.iter().any(|(k, _)| k == "GEMBOK_ADMIN")
-        {
-            cmd.args(["--admin", "127.0.0.1:0"]);
+        let given = |flag: &str, var: &str| {
+            b.args.iter().any(|a| a == flag) || b.env.iter().any(|(k, _)| k == var)
+        };
+        for (flag, var, default) in [
+            ("--admin", "GEMBOK_ADMIN", "127.0.0.1:0"),
+            ("--log", "GEMBOK_LOG", "info"),
+            ("--log-format", "GEMBOK_LOG_FORMAT", "json"),
+        ] {
+            if !given(flag, var) {
+                cmd.args([flag, default]);
+            }
         }
         cmd.args(&b.args)
             .stdin(Stdio::null())

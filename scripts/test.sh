@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Gembok's test command (README.md, command 2; .ci/run calls exactly this). On a fresh machine of
+# this kind it installs what the tests need, then runs every test and fails if any fails:
+#   1. system packages (apt) and each part's set-up (Python packages for manifest validation,
+#      checkov in a virtualenv), all idempotent;
+#   2. cargo fmt --check and clippy with warnings as errors;
+#   3. every Rust test in the workspace (unit, golden files, the real binaries end to end,
+#      manifest consistency, the benchmark harness's smoke run);
+#   4. the manifests: kubectl kustomize, strict validation, injected output, checkov;
+#   5. the kTLS data path inside a qemu VM (scripts/ktls-vm.sh), when present.
+# ../shared (beside the checkout) is used for offline manifest validation; override with
+# GEMBOK_SHARED.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export GEMBOK_SHARED="${GEMBOK_SHARED:-$(cd .. && pwd)/shared}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+started=$SECONDS
+step() { printf '\n=== %s (%ds) ===\n' "$*" $((SECONDS - started)); }
+
+step "system packages"
+missing=()
+for pkg_tool in curl:curl openssl:openssl procps:kill python3:python3; do
+  command -v "${pkg_tool#*:}" >/dev/null || missing+=("${pkg_tool%%:*}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+command -v kubectl >/dev/null || { echo "kubectl is required (preinstalled on this kind of machine)" >&2; exit 2; }
+[[ -x $GEMBOK_SHARED/k8s/validate-manifests ]] || { echo "no $GEMBOK_SHARED/k8s/validate-manifests (set GEMBOK_SHARED)" >&2; exit 2; }
+
+step "per-part set-up"
+certs-dev/tests/setup.sh
+injector/tests/setup.sh
+manifests/tests/setup.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "build"
+cargo build --locked --workspace --bins
+
+step "Rust tests"
+cargo nextest run --locked --workspace --no-fail-fast
+
+step "manifests"
+GEMBOK_MANIFESTS_SKIP_RUST=1 manifests/tests/run.sh
+
+if [[ -x scripts/ktls-vm.sh ]]; then
+  step "kTLS in a VM"
+  scripts/ktls-vm.sh
+fi
+
+step "all tests passed"
