@@ -94,8 +94,9 @@ pub struct Outcome {
     pub end: End,
 }
 
-/// Forwards until both directions are done, one fails, or the connection idles out.
-/// `app_to_peer` and `peer_to_app` count bytes as they move (live in /metrics).
+/// Forwards until both directions are done, one fails, or the connection idles out, copying
+/// through user-space buffers both ways. `app_to_peer` and `peer_to_app` count bytes as they
+/// move (live in /metrics).
 pub async fn forward<A, P>(
     app: &mut A,
     peer: &mut P,
@@ -107,22 +108,41 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     P: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut up = Direction::new(settings.buffers, app_to_peer);
-    let mut down = Direction::new(settings.buffers, peer_to_app);
-    let mut idle = Idle::new(settings.idle_timeout);
+    let up = Buffered::new(settings.buffers, app_to_peer);
+    let down = Buffered::new(settings.buffers, peer_to_app);
+    forward_with(app, peer, up, down, settings.idle_timeout).await
+}
+
+/// [`forward`] with the pump of each direction chosen by the caller (the kTLS path splices
+/// app → peer). Peer reads that fail with `UnexpectedEof` are truncations.
+pub async fn forward_with<A, P, U, D>(
+    app: &mut A,
+    peer: &mut P,
+    mut up: U,
+    mut down: D,
+    idle_timeout: Duration,
+) -> Outcome
+where
+    A: Unpin + ?Sized,
+    P: Unpin + ?Sized,
+    U: Pump<A, P>,
+    D: Pump<P, A>,
+{
+    let mut idle = Idle::new(idle_timeout);
+    let (mut up_done, mut down_done) = (false, false);
 
     let end = poll_fn(|cx| {
-        if !up.done {
-            match up.poll(cx, Pin::new(&mut *app), Pin::new(&mut *peer)) {
-                Poll::Ready(Ok(())) => up.done = true,
+        if !up_done {
+            match up.poll_pump(cx, Pin::new(&mut *app), Pin::new(&mut *peer)) {
+                Poll::Ready(Ok(())) => up_done = true,
                 Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(End::AppError(e)),
                 Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(End::PeerError(e)),
                 Poll::Pending => {}
             }
         }
-        if !down.done {
-            match down.poll(cx, Pin::new(&mut *peer), Pin::new(&mut *app)) {
-                Poll::Ready(Ok(())) => down.done = true,
+        if !down_done {
+            match down.poll_pump(cx, Pin::new(&mut *peer), Pin::new(&mut *app)) {
+                Poll::Ready(Ok(())) => down_done = true,
                 Poll::Ready(Err(Failed::Read(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Poll::Ready(End::Truncated);
                 }
@@ -131,28 +151,46 @@ where
                 Poll::Pending => {}
             }
         }
-        if up.done && down.done {
+        if up_done && down_done {
             return Poll::Ready(End::Clean);
         }
-        let moved = std::mem::take(&mut up.moved) | std::mem::take(&mut down.moved);
+        let moved = up.take_moved() | down.take_moved();
         idle.poll(cx, moved).map(|()| End::IdleTimeout)
     })
     .await;
 
     Outcome {
-        app_to_peer: up.carried,
-        peer_to_app: down.carried,
+        app_to_peer: up.carried(),
+        peer_to_app: down.carried(),
         end,
     }
 }
 
-enum Failed {
+/// Which side of a direction failed.
+#[derive(Debug)]
+pub enum Failed {
     Read(io::Error),
     Write(io::Error),
 }
 
-/// One direction's state.
-struct Direction<'a> {
+/// Moves one direction's bytes from a reader to a writer.
+pub trait Pump<R: ?Sized, W: ?Sized> {
+    /// Moves bytes until the reader has nothing to give (`Pending`), or until its EOF has been
+    /// passed on as a write-side shutdown of the writer (`Ready(Ok)`).
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: Pin<&mut R>,
+        writer: Pin<&mut W>,
+    ) -> Poll<Result<(), Failed>>;
+    /// Bytes carried so far.
+    fn carried(&self) -> u64;
+    /// Whether bytes moved since the last call (for the idle timer).
+    fn take_moved(&mut self) -> bool;
+}
+
+/// The user-space pump: read into a buffer, write it out.
+pub struct Buffered<'a> {
     policy: BufferPolicy,
     /// Holds bytes read but not yet written; `None` while the reader has nothing to give.
     buf: Option<BytesMut>,
@@ -162,13 +200,11 @@ struct Direction<'a> {
     counter: &'a Counter,
     read_done: bool,
     needs_flush: bool,
-    /// Bytes moved since the idle timer last looked.
     moved: bool,
-    done: bool,
 }
 
-impl<'a> Direction<'a> {
-    fn new(policy: BufferPolicy, counter: &'a Counter) -> Self {
+impl<'a> Buffered<'a> {
+    pub fn new(policy: BufferPolicy, counter: &'a Counter) -> Self {
         Self {
             policy,
             buf: None,
@@ -178,20 +214,29 @@ impl<'a> Direction<'a> {
             read_done: false,
             needs_flush: false,
             moved: false,
-            done: false,
         }
     }
+}
 
-    fn poll<R, W>(
+impl<R, W> Pump<R, W> for Buffered<'_>
+where
+    R: AsyncRead + ?Sized,
+    W: AsyncWrite + ?Sized,
+{
+    fn carried(&self) -> u64 {
+        self.carried
+    }
+
+    fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
+    }
+
+    fn poll_pump(
         &mut self,
         cx: &mut Context<'_>,
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
-    ) -> Poll<Result<(), Failed>>
-    where
-        R: AsyncRead + ?Sized,
-        W: AsyncWrite + ?Sized,
-    {
+    ) -> Poll<Result<(), Failed>> {
         loop {
             // Read only once everything read before has been written.
             let pending = self.buf.as_ref().map_or(0, |b| b.len() - self.written);
