@@ -177,5 +177,5 @@ fn buffers_grow_with_traffic() {
     let p = BufferPolicy::default();
     assert_eq!(p.size_for(0), 16 * 1024);
     assert_eq!(p.size_for(128 * 1024 - 1), 16 * 1024);
-    assert_eq!(p.size_for(128 * 1024), 64 * 1024);
+    assert_eq!(p.size_for(128 * 1024), 256 * 1024);
 }
