@@ -27,6 +27,8 @@ use crate::tls::TlsConfigs;
 /// What `/ready` looks at, and how `/shutdown` reaches the main task.
 #[derive(Debug)]
 pub struct Health {
+    /// Which data path new connections can take (kTLS or user space), as probed at start-up.
+    pub data_path: String,
     pub certs: Reloadable<TlsConfigs>,
     pub expiry_margin: Duration,
     pub draining: AtomicBool,
@@ -109,7 +111,10 @@ fn respond(
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n".to_owned()),
         "/ready" => match health.ready() {
-            Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
+            Ok(()) => text(
+                StatusCode::OK,
+                format!("ready\ndata path: {}\n", health.data_path),
+            ),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {why}\n"),

@@ -132,6 +132,10 @@ pub struct ProxyArgs {
     /// Re-read certificate files at least this often (directory events are the fast path).
     #[arg(long, env = "GEMBOK_RELOAD_INTERVAL", default_value = "30s")]
     pub reload_interval: String,
+    /// Kernel TLS data path: auto (use it when the kernel can, per connection), off, or
+    /// require (exit 64 at start-up when the kernel has no kTLS).
+    #[arg(long, env = "GEMBOK_KTLS", default_value = "auto")]
+    pub ktls: String,
     /// Runtime worker threads: a number, or `auto` (the CPUs this process may use).
     #[arg(long, env = "GEMBOK_WORKERS", default_value = "auto")]
     pub workers: String,

@@ -32,6 +32,10 @@ pub struct Config {
     pub reload_interval: Duration,
     /// Runtime worker threads; `None` = the CPUs available to the process.
     pub workers: Option<usize>,
+    /// `--ktls`.
+    pub ktls: crate::ktls::Mode,
+    /// What the kernel can do; probed by `main` (not part of the command line).
+    pub ktls_support: crate::ktls::Support,
 }
 
 /// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
@@ -211,6 +215,16 @@ impl Config {
             },
         );
 
+        let ktls = p.check(
+            "ktls",
+            match args.ktls.as_str() {
+                "auto" => Ok(crate::ktls::Mode::Auto),
+                "off" => Ok(crate::ktls::Mode::Off),
+                "require" => Ok(crate::ktls::Mode::Require),
+                other => Err(format!("`{other}` is not one of auto, off, require")),
+            },
+        );
+
         check_unique_listeners(&inbound, &outbound, admin, &mut p);
 
         if !p.0.is_empty() {
@@ -243,6 +257,8 @@ impl Config {
             cert_expiry_margin: cert_expiry_margin.expect(some),
             reload_interval: reload_interval.expect(some),
             workers: workers.expect(some),
+            ktls: ktls.expect(some),
+            ktls_support: crate::ktls::Support::not_probed(),
         })
     }
 }

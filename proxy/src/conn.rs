@@ -9,8 +9,12 @@ use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::forward::End;
+use crate::forward::{self, Buffered, End, Outcome, Settings};
 use crate::identity;
+use crate::ktls::setup::TlsSession;
+use crate::ktls::splice::Splice;
+use crate::ktls::stream::ControlError;
+use crate::ktls::{self, Handover, KtlsStream, RecordAligned, Support};
 use crate::metrics::ListenerMetrics;
 
 /// Why a TCP connect (to the app, or to the peer) failed: the `reason` label of
@@ -104,16 +108,98 @@ pub trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {
     fn tcp(&self) -> &TcpStream;
 }
 
-impl PeerStream for tokio_rustls::server::TlsStream<TcpStream> {
+impl PeerStream for tokio_rustls::server::TlsStream<RecordAligned<TcpStream>> {
     fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
+        self.get_ref().0.tcp()
     }
 }
 
-impl PeerStream for tokio_rustls::client::TlsStream<TcpStream> {
+impl PeerStream for tokio_rustls::client::TlsStream<RecordAligned<TcpStream>> {
     fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
+        self.get_ref().0.tcp()
     }
+}
+
+impl PeerStream for KtlsStream {
+    fn tcp(&self) -> &TcpStream {
+        KtlsStream::tcp(self)
+    }
+}
+
+/// Steps 4 and 5 of both directions: choose the data path (the kernel when it can take the
+/// connection), forward until both sides are done, and close the way forwarding ended.
+/// Returns the `end` label of `gembok_connections_closed_total`.
+pub async fn carry<S>(
+    mut app: TcpStream,
+    peer: S,
+    settings: Settings,
+    metrics: &ListenerMetrics,
+    ktls: Option<&Support>,
+) -> &'static str
+where
+    S: TlsSession + PeerStream,
+{
+    let peer = match ktls {
+        None => peer,
+        Some(support) => match ktls::handover(peer, support).await {
+            Handover::Kernel(mut peer) => {
+                metrics.data_path("ktls");
+                let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
+                let outcome = match Splice::new(&metrics.app_to_peer) {
+                    Ok(up) => {
+                        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout)
+                            .await
+                    }
+                    Err(e) => {
+                        // No pipe (e.g. out of file descriptors): still kTLS, one copy each way.
+                        tracing::debug!(error = %e, "no pipe for splice; copying app -> peer");
+                        let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
+                        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout)
+                            .await
+                    }
+                };
+                return finish_logged(outcome, &mut app, &mut peer, metrics).await;
+            }
+            Handover::UserSpace(peer, reason) => {
+                metrics.ktls_fallback(reason);
+                tracing::debug!(reason, "kTLS not used for this connection");
+                peer
+            }
+            Handover::Failed(e, reason) => {
+                metrics.ktls_fallback(reason);
+                tracing::warn!(reason, error = %e, "kTLS hand-over failed after the handshake; closing");
+                reset(&app);
+                return "ktls_failed";
+            }
+        },
+    };
+    let mut peer = peer;
+    metrics.data_path("userspace");
+    let outcome = forward::forward(
+        &mut app,
+        &mut peer,
+        settings,
+        &metrics.app_to_peer,
+        &metrics.peer_to_app,
+    )
+    .await;
+    finish_logged(outcome, &mut app, &mut peer, metrics).await
+}
+
+async fn finish_logged<P: PeerStream>(
+    outcome: Outcome,
+    app: &mut TcpStream,
+    peer: &mut P,
+    metrics: &ListenerMetrics,
+) -> &'static str {
+    tracing::debug!(
+        app_to_peer = outcome.app_to_peer,
+        peer_to_app = outcome.peer_to_app,
+        end = outcome.end.label(),
+        "connection finished"
+    );
+    finish(&outcome.end, app, peer, metrics).await;
+    outcome.end.label()
 }
 
 /// Sends a TCP reset instead of a FIN when the socket is dropped.
@@ -139,6 +225,13 @@ pub async fn finish<P: PeerStream>(
             reset(app);
         }
         End::PeerError(e) => {
+            // kTLS control records and the record limit end a connection as peer errors.
+            if let Some(control) = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ControlError>())
+            {
+                metrics.ktls_closed(control.reason());
+            }
             tracing::info!(error = %e, "peer connection failed; resetting the app connection");
             reset(app);
         }

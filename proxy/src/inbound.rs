@@ -5,9 +5,11 @@
 //! 2. TLS handshake with the peer, under the handshake timeout (client certificate required by
 //!    default, and its SANs checked against `allow-san` inside the handshake);
 //! 3. connect to the app, under the connect timeout;
-//! 4. forward both ways until both sides are done;
+//! 4. hand the connection to the kernel (kTLS) when it can take it, and forward both ways until
+//!    both sides are done;
 //! 5. close the way forwarding ended, and count it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use gembok_certwatch::Reloadable;
@@ -17,7 +19,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::Direction;
 use crate::config::{InboundRoute, Limits};
 use crate::conn::{self, PeerStream};
-use crate::forward::{self, Settings};
+use crate::forward::Settings;
+use crate::ktls::{RecordAligned, Support};
 use crate::metrics::ListenerMetrics;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -31,6 +34,8 @@ pub struct Inbound {
     pub limits: Limits,
     pub forward: Settings,
     pub metrics: ListenerMetrics,
+    /// What the kernel can take, when kTLS is enabled and available.
+    pub ktls: Option<Arc<Support>>,
 }
 
 impl Handler for Inbound {
@@ -55,14 +60,11 @@ impl Handler for Inbound {
         let acceptor = TlsAcceptor::from(certs.value.inbound[self.index].clone());
         drop(certs);
 
-        // 2. Handshake.
+        // 2. Handshake (reading record by record when the kernel may take over afterwards).
         let started = Instant::now();
-        let mut peer = match tokio::time::timeout(
-            self.limits.handshake_timeout,
-            acceptor.accept(peer),
-        )
-        .await
-        {
+        let peer = RecordAligned::new(peer, self.ktls.is_some());
+        let handshake = acceptor.accept(peer);
+        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -80,7 +82,7 @@ impl Handler for Inbound {
 
         // 3. The app.
         let target = self.route.target;
-        let mut app = match conn::connect(
+        let app = match conn::connect(
             &target.ip().to_string(),
             target.port(),
             self.limits.connect_timeout,
@@ -96,24 +98,7 @@ impl Handler for Inbound {
             }
         };
 
-        // 4. Forward.
-        let outcome = forward::forward(
-            &mut app,
-            &mut peer,
-            self.forward,
-            &self.metrics.app_to_peer,
-            &self.metrics.peer_to_app,
-        )
-        .await;
-        tracing::debug!(
-            app_to_peer = outcome.app_to_peer,
-            peer_to_app = outcome.peer_to_app,
-            end = outcome.end.label(),
-            "connection finished"
-        );
-
-        // 5. Close.
-        conn::finish(&outcome.end, &mut app, &mut peer, &self.metrics).await;
-        outcome.end.label()
+        // 4. and 5. Forward, then close.
+        conn::carry(app, peer, self.forward, &self.metrics, self.ktls.as_deref()).await
     }
 }

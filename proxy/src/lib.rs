@@ -26,6 +26,7 @@ pub mod conn;
 pub mod forward;
 pub mod identity;
 pub mod inbound;
+pub mod ktls;
 pub mod metrics;
 pub mod outbound;
 pub mod serve;
@@ -168,7 +169,17 @@ pub async fn run(
     );
     spawn_sighup_reload(reload, stop.token.clone());
 
+    // kTLS: only when asked for and the start-up probe found the kernel able.
+    let ktls = (config.ktls != ktls::Mode::Off && config.ktls_support.available())
+        .then(|| Arc::new(config.ktls_support.clone()));
+    let data_path = match config.ktls {
+        ktls::Mode::Off => "user space (--ktls off)".to_owned(),
+        _ => config.ktls_support.to_string(),
+    };
+    metrics::ktls_available(ktls.is_some());
+
     let health = Arc::new(Health {
+        data_path: data_path.clone(),
         certs: certs.clone(),
         expiry_margin: config.cert_expiry_margin,
         draining: AtomicBool::new(false),
@@ -199,6 +210,7 @@ pub async fn run(
             limits: config.limits,
             forward,
             metrics: ListenerMetrics::new(Direction::Inbound, route.listen.to_string()),
+            ktls: ktls.clone(),
         });
         stop.tracker.spawn(serve::serve(
             listener,
@@ -218,6 +230,7 @@ pub async fn run(
             limits: config.limits,
             forward,
             metrics: ListenerMetrics::new(Direction::Outbound, route.listen.to_string()),
+            ktls: ktls.clone(),
         });
         stop.tracker.spawn(serve::serve(
             listener,
@@ -227,7 +240,7 @@ pub async fn run(
         ));
     }
     tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), tls12 = config.tls.tls12,
-        certificate_loaded = certs.current().is_some(), "gembok-proxy started");
+        certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
 
     let signal = tokio::select! {
         signal = shutdown => signal,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use gembok_proxy::cli::{Cli, Command};
 use gembok_proxy::config::{Config, LogConfig};
-use gembok_proxy::{Listeners, shutdown, wait_ready};
+use gembok_proxy::{Listeners, ktls, shutdown, wait_ready};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -41,13 +41,23 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match Config::from_cli(&cli.proxy) {
+    let mut config = match Config::from_cli(&cli.proxy) {
         Ok(config) => config,
         Err(errors) => {
             eprint!("gembok-proxy: {errors}");
             return ExitCode::from(EX_USAGE);
         }
     };
+    if config.ktls != ktls::Mode::Off {
+        config.ktls_support = ktls::probe();
+    }
+    if config.ktls == ktls::Mode::Require && !config.ktls_support.available() {
+        eprintln!(
+            "gembok-proxy: --ktls require, but this kernel cannot do it: {}",
+            config.ktls_support
+        );
+        return ExitCode::from(EX_USAGE);
+    }
     init_tracing(&config.log);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), certs = %gembok_proxy::describe_certs(&config.certs), "starting");
 

@@ -22,6 +22,10 @@ pub const TRUNCATIONS: &str = "gembok_truncations_total";
 pub const UPSTREAM_FAILURES: &str = "gembok_upstream_connect_failures_total";
 pub const ACCEPT_ERRORS: &str = "gembok_accept_errors_total";
 pub const BUILD_INFO: &str = "gembok_build_info";
+pub const DATA_PATH: &str = "gembok_data_path_total";
+pub const KTLS_FALLBACKS: &str = "gembok_ktls_fallbacks_total";
+pub const KTLS_CLOSES: &str = "gembok_ktls_control_closes_total";
+pub const KTLS_AVAILABLE: &str = "gembok_ktls_available";
 /// Certificate metrics come from `gembok-certwatch` under this prefix:
 /// `gembok_cert_reloads_total{result}` and `gembok_cert_not_after_timestamp_seconds`.
 pub const PREFIX: &str = "gembok_";
@@ -104,6 +108,11 @@ pub fn build_info(provider: &'static str) {
         .set(1.0);
 }
 
+/// Records whether kTLS is available to this process.
+pub fn ktls_available(available: bool) {
+    metrics::gauge!(KTLS_AVAILABLE).set(if available { 1.0 } else { 0.0 });
+}
+
 /// Handles for one listener.
 #[derive(Debug, Clone)]
 pub struct ListenerMetrics {
@@ -162,6 +171,20 @@ impl ListenerMetrics {
 
     pub fn closed(&self, end: &'static str) {
         metrics::counter!(CONNECTIONS_CLOSED, "direction" => self.direction, "listener" => self.listener.clone(), "end" => end)
+            .increment(1);
+    }
+
+    pub fn data_path(&self, path: &'static str) {
+        metrics::counter!(DATA_PATH, "direction" => self.direction, "listener" => self.listener.clone(), "path" => path).increment(1);
+    }
+
+    pub fn ktls_fallback(&self, reason: &'static str) {
+        metrics::counter!(KTLS_FALLBACKS, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    pub fn ktls_closed(&self, reason: &'static str) {
+        metrics::counter!(KTLS_CLOSES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
             .increment(1);
     }
 

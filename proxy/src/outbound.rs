@@ -5,9 +5,11 @@
 //! 2. connect to the peer, under the connect timeout (resolving its name);
 //! 3. TLS handshake with the peer, under the handshake timeout, presenting our certificate and
 //!    verifying the server's against the CA and the route's server name;
-//! 4. forward both ways until both sides are done;
+//! 4. hand the connection to the kernel (kTLS) when it can take it, and forward both ways until
+//!    both sides are done;
 //! 5. close the way forwarding ended, and count it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use gembok_certwatch::Reloadable;
@@ -17,7 +19,8 @@ use tokio_rustls::TlsConnector;
 use crate::Direction;
 use crate::config::{Limits, OutboundRoute};
 use crate::conn;
-use crate::forward::{self, Settings};
+use crate::forward::Settings;
+use crate::ktls::{RecordAligned, Support};
 use crate::metrics::ListenerMetrics;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -31,6 +34,8 @@ pub struct Outbound {
     pub limits: Limits,
     pub forward: Settings,
     pub metrics: ListenerMetrics,
+    /// What the kernel can take, when kTLS is enabled and available.
+    pub ktls: Option<Arc<Support>>,
 }
 
 impl Handler for Outbound {
@@ -42,7 +47,7 @@ impl Handler for Outbound {
         &self.metrics
     }
 
-    async fn proxy(&self, mut app: TcpStream) -> &'static str {
+    async fn proxy(&self, app: TcpStream) -> &'static str {
         let _ = app.set_nodelay(true);
 
         // 1. Configs of the current certificate generation, kept for this connection's life.
@@ -67,10 +72,11 @@ impl Handler for Outbound {
             }
         };
 
-        // 3. Handshake.
+        // 3. Handshake (reading record by record when the kernel may take over afterwards).
         let started = Instant::now();
+        let tcp = RecordAligned::new(tcp, self.ktls.is_some());
         let handshake = connector.connect(route.server_name.clone(), tcp);
-        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -88,24 +94,7 @@ impl Handler for Outbound {
         };
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
 
-        // 4. Forward.
-        let outcome = forward::forward(
-            &mut app,
-            &mut peer,
-            self.forward,
-            &self.metrics.app_to_peer,
-            &self.metrics.peer_to_app,
-        )
-        .await;
-        tracing::debug!(
-            app_to_peer = outcome.app_to_peer,
-            peer_to_app = outcome.peer_to_app,
-            end = outcome.end.label(),
-            "connection finished"
-        );
-
-        // 5. Close.
-        conn::finish(&outcome.end, &mut app, &mut peer, &self.metrics).await;
-        outcome.end.label()
+        // 4. and 5. Forward, then close.
+        conn::carry(app, peer, self.forward, &self.metrics, self.ktls.as_deref()).await
     }
 }

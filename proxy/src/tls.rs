@@ -95,6 +95,8 @@ pub fn build(
         .clone()
         .ok_or("a CA bundle is required to verify peers")?;
     let versions = versions(config.tls.tls12);
+    // Secrets may leave rustls only when the kernel can take them.
+    let extract = config.ktls != crate::ktls::Mode::Off && config.ktls_support.available();
     let resolver = Arc::new(SingleCertAndKey::from(material.certified_key.clone()));
 
     let base_client_verifier = match config.client_auth {
@@ -129,6 +131,7 @@ pub fn build(
             server.alpn_protocols = pick(&route.alpn, &config.tls.alpn);
             // One ticket is enough for a sidecar peer that reconnects; each costs an encryption.
             server.send_tls13_tickets = 1;
+            server.enable_secret_extraction = extract;
             Ok(Arc::new(server))
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
@@ -144,6 +147,7 @@ pub fn build(
                 .with_webpki_verifier(server_verifier.clone())
                 .with_client_cert_resolver(resolver.clone());
             client.alpn_protocols = pick(&route.alpn, &config.tls.alpn);
+            client.enable_secret_extraction = extract;
             Ok(Arc::new(client))
         })
         .collect::<Result<Vec<_>, BuildError>>()?;

@@ -17,30 +17,10 @@ use serde_json::{Value, json};
 
 // === the binary ===
 
-/// Builds `gembok-injector` once per test process and returns its path (next to `deps/`).
+/// The built `gembok-injector` (the test command builds the workspace's binaries first).
 fn binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "gembok-injector",
-                "--bin",
-                "gembok-injector",
-            ])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building gembok-injector failed");
-        let exe = std::env::current_exe().expect("test binary path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        dir.join("gembok-injector")
-    })
+    PATH.get_or_init(|| gembok_tests::bins::path("gembok-injector"))
 }
 
 // === certificates ===

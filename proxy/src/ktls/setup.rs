@@ -1,0 +1,283 @@
+//! Handing a connection from rustls to the kernel, or keeping it in user space.
+//!
+//! Everything that can fail while rustls could still continue is done first: the negotiated
+//! cipher must be one the probe saw the kernel accept, rustls must have nothing left to send and
+//! must have stopped reading at a record boundary, and the `tls` ULP must attach. Only then are
+//! the secrets extracted (which consumes the rustls connection) and installed for both
+//! directions. Plaintext rustls had already decrypted (none, with record-aligned reads) is
+//! served first by the [`KtlsStream`].
+
+use std::io::{self, Read};
+
+use nix::sys::socket::{setsockopt, sockopt};
+use rustls::CipherSuite;
+use rustls::crypto::cipher::NONCE_LEN;
+use rustls::{ConnectionTrafficSecrets, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Cipher, KtlsStream, RecordAligned, Support, Version};
+
+/// A completed TLS connection that may be handed to the kernel.
+pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
+    fn tcp(&self) -> &TcpStream;
+    fn common(&self) -> &rustls::CommonState;
+    /// Whether the handshake's reads stopped exactly at a record boundary.
+    fn at_boundary(&self) -> bool;
+    /// Turns record-aligned reads off (the connection stays in user space).
+    fn release(&mut self);
+    fn into_parts(self) -> (TcpStream, rustls::Connection);
+}
+
+macro_rules! tls_session {
+    ($stream:ty) => {
+        impl TlsSession for $stream {
+            fn tcp(&self) -> &TcpStream {
+                self.get_ref().0.tcp()
+            }
+            fn common(&self) -> &rustls::CommonState {
+                self.get_ref().1
+            }
+            fn at_boundary(&self) -> bool {
+                self.get_ref().0.at_boundary()
+            }
+            fn release(&mut self) {
+                self.get_mut().0.release()
+            }
+            fn into_parts(self) -> (TcpStream, rustls::Connection) {
+                let (io, conn) = self.into_inner();
+                (io.into_inner(), conn.into())
+            }
+        }
+    };
+}
+
+tls_session!(tokio_rustls::server::TlsStream<RecordAligned<TcpStream>>);
+tls_session!(tokio_rustls::client::TlsStream<RecordAligned<TcpStream>>);
+
+/// Where a connection's data path ended up.
+pub enum Handover<S> {
+    /// The kernel protects the connection now.
+    Kernel(KtlsStream),
+    /// Kept in user space; rustls still owns the connection. The reason is a metric label.
+    UserSpace(S, &'static str),
+    /// The hand-over failed after rustls gave the connection up: it can only be closed.
+    Failed(io::Error, &'static str),
+}
+
+/// Hands `tls` to the kernel if it can, else gives it back (released) for user space.
+pub async fn handover<S: TlsSession>(mut tls: S, support: &Support) -> Handover<S> {
+    let keep = |mut tls: S, reason| {
+        tls.release();
+        Handover::UserSpace(tls, reason)
+    };
+    let Some((cipher, version)) = negotiated(tls.common()) else {
+        return keep(tls, "unsupported_cipher");
+    };
+    if !support.supports(cipher, version) {
+        return keep(tls, "unsupported_cipher");
+    }
+    // Session tickets and the like must be on the wire before the kernel takes the sequence.
+    if let Err(e) = tls.flush().await {
+        return Handover::Failed(e, "flush");
+    }
+    if tls.common().wants_write() || !tls.at_boundary() {
+        return keep(tls, "buffered_records");
+    }
+    if let Err(e) = setsockopt(tls.tcp(), sockopt::TcpUlp::default(), b"tls") {
+        tracing::debug!(error = %e, "cannot attach the tls ULP; staying in user space");
+        return keep(tls, "ulp");
+    }
+
+    let (tcp, mut conn) = tls.into_parts();
+    let mut early = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match conn.reader().read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => early.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Handover::Failed(e, "pending_plaintext"),
+        }
+    }
+    let secrets = match conn.dangerous_extract_secrets() {
+        Ok(s) => s,
+        Err(e) => return Handover::Failed(io::Error::other(e), "extract_secrets"),
+    };
+    let install =
+        |opt: Direction, (seq, secrets): (u64, ConnectionTrafficSecrets)| -> io::Result<()> {
+            let info = from_secrets(cipher, version, &secrets, seq)?;
+            match opt {
+                Direction::Tx => setsockopt(&tcp, sockopt::TcpTlsTx, &info),
+                Direction::Rx => setsockopt(&tcp, sockopt::TcpTlsRx, &info),
+            }
+            .map_err(io::Error::from)
+        };
+    if let Err(e) = install(Direction::Tx, secrets.tx) {
+        return Handover::Failed(e, "tls_tx");
+    }
+    if let Err(e) = install(Direction::Rx, secrets.rx) {
+        return Handover::Failed(e, "tls_rx");
+    }
+    Handover::Kernel(KtlsStream::new(tcp, early, cipher))
+}
+
+enum Direction {
+    Tx,
+    Rx,
+}
+
+/// The cipher and version of a connection, if the kernel could take it.
+pub fn negotiated(tls: &rustls::CommonState) -> Option<(Cipher, Version)> {
+    let version = match tls.protocol_version()? {
+        ProtocolVersion::TLSv1_3 => Version::Tls13,
+        ProtocolVersion::TLSv1_2 => Version::Tls12,
+        _ => return None,
+    };
+    let cipher = match tls.negotiated_cipher_suite()?.suite() {
+        CipherSuite::TLS13_AES_128_GCM_SHA256
+        | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => Cipher::Aes128Gcm,
+        CipherSuite::TLS13_AES_256_GCM_SHA384
+        | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Cipher::Aes256Gcm,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        | CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => Cipher::Chacha20Poly1305,
+        _ => return None,
+    };
+    Some((cipher, version))
+}
+
+fn from_secrets(
+    cipher: Cipher,
+    version: Version,
+    secrets: &ConnectionTrafficSecrets,
+    seq: u64,
+) -> io::Result<sockopt::TlsCryptoInfo> {
+    let (key, iv, got) = match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
+            (key.as_ref(), iv.as_ref(), Cipher::Aes128Gcm)
+        }
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+            (key.as_ref(), iv.as_ref(), Cipher::Aes256Gcm)
+        }
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            (key.as_ref(), iv.as_ref(), Cipher::Chacha20Poly1305)
+        }
+        _ => {
+            return Err(io::Error::other(
+                "rustls extracted secrets for an unknown cipher",
+            ));
+        }
+    };
+    // Some rustls versions labelled AES-256 secrets as AES-128 (rustls#1833): trust the key length.
+    let expected_key = if cipher == Cipher::Aes128Gcm { 16 } else { 32 };
+    if got != cipher || key.len() != expected_key || iv.len() != NONCE_LEN {
+        return Err(io::Error::other(format!(
+            "extracted secrets ({got:?}, {}-byte key) do not match the negotiated {cipher:?}",
+            key.len()
+        )));
+    }
+    Ok(crypto_info(cipher, version, key, iv, seq))
+}
+
+/// The kernel's `tls12_crypto_info_*` for a key, a 12-byte IV and the next record sequence.
+pub fn crypto_info(
+    cipher: Cipher,
+    version: Version,
+    key: &[u8],
+    iv: &[u8],
+    seq: u64,
+) -> sockopt::TlsCryptoInfo {
+    let info = libc::tls_crypto_info {
+        version: match version {
+            Version::Tls13 => libc::TLS_1_3_VERSION,
+            Version::Tls12 => libc::TLS_1_2_VERSION,
+        },
+        cipher_type: match cipher {
+            Cipher::Aes128Gcm => libc::TLS_CIPHER_AES_GCM_128,
+            Cipher::Aes256Gcm => libc::TLS_CIPHER_AES_GCM_256,
+            Cipher::Chacha20Poly1305 => libc::TLS_CIPHER_CHACHA20_POLY1305,
+        },
+    };
+    let rec_seq = seq.to_be_bytes();
+    let copy = |dst: &mut [u8], src: &[u8]| dst.copy_from_slice(&src[..dst.len()]);
+    match cipher {
+        // The 12-byte nonce base is the 4-byte salt followed by the 8-byte IV.
+        Cipher::Aes128Gcm => {
+            let mut c = libc::tls12_crypto_info_aes_gcm_128 {
+                info,
+                iv: [0; 8],
+                key: [0; 16],
+                salt: [0; 4],
+                rec_seq,
+            };
+            copy(&mut c.salt, &iv[..4]);
+            copy(&mut c.iv, &iv[4..]);
+            copy(&mut c.key, key);
+            sockopt::TlsCryptoInfo::Aes128Gcm(c)
+        }
+        Cipher::Aes256Gcm => {
+            let mut c = libc::tls12_crypto_info_aes_gcm_256 {
+                info,
+                iv: [0; 8],
+                key: [0; 32],
+                salt: [0; 4],
+                rec_seq,
+            };
+            copy(&mut c.salt, &iv[..4]);
+            copy(&mut c.iv, &iv[4..]);
+            copy(&mut c.key, key);
+            sockopt::TlsCryptoInfo::Aes256Gcm(c)
+        }
+        Cipher::Chacha20Poly1305 => {
+            let mut c = libc::tls12_crypto_info_chacha20_poly1305 {
+                info,
+                iv: [0; 12],
+                key: [0; 32],
+                salt: [],
+                rec_seq,
+            };
+            copy(&mut c.iv, iv);
+            copy(&mut c.key, key);
+            sockopt::TlsCryptoInfo::Chacha20Poly1305(c)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_gcm_splits_the_nonce_base_into_salt_and_iv() {
+        let iv: Vec<u8> = (0..12).collect();
+        let key = [7u8; 16];
+        let sockopt::TlsCryptoInfo::Aes128Gcm(c) =
+            crypto_info(Cipher::Aes128Gcm, Version::Tls13, &key, &iv, 0x0102)
+        else {
+            panic!("wrong variant")
+        };
+        assert_eq!(c.info.version, 0x0304);
+        assert_eq!(c.info.cipher_type, 51);
+        assert_eq!(c.salt, [0, 1, 2, 3]);
+        assert_eq!(c.iv, [4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(c.key, key);
+        assert_eq!(c.rec_seq, [0, 0, 0, 0, 0, 0, 1, 2]);
+    }
+
+    #[test]
+    fn chacha_takes_the_whole_nonce_as_iv() {
+        let iv: Vec<u8> = (0..12).collect();
+        let sockopt::TlsCryptoInfo::Chacha20Poly1305(c) =
+            crypto_info(Cipher::Chacha20Poly1305, Version::Tls12, &[1; 32], &iv, 5)
+        else {
+            panic!("wrong variant")
+        };
+        assert_eq!(c.info.version, 0x0303);
+        assert_eq!(c.info.cipher_type, 54);
+        assert_eq!(c.iv.to_vec(), iv);
+        assert_eq!(c.rec_seq[7], 5);
+    }
+}

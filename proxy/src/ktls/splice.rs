@@ -1,0 +1,122 @@
+//! Zero-copy app → peer: `splice(app socket → pipe → kTLS socket)`. The plaintext never enters
+//! user space; the kernel encrypts it on its way into the TLS socket (records of at most 16 KiB).
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use metrics::Counter;
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use tokio::io::{AsyncWrite, Interest};
+use tokio::net::TcpStream;
+
+use super::KtlsStream;
+use crate::forward::{Failed, Pump};
+
+/// Pipe capacity asked for: large enough that one splice carries many records.
+const PIPE_SIZE: usize = 256 * 1024;
+
+/// The app → peer pump of a kTLS connection.
+pub struct Splice<'a> {
+    pipe_read: OwnedFd,
+    pipe_write: OwnedFd,
+    capacity: usize,
+    /// Bytes in the pipe, not yet in the TLS socket.
+    in_pipe: usize,
+    carried: u64,
+    counter: &'a Counter,
+    read_done: bool,
+    moved: bool,
+}
+
+impl<'a> Splice<'a> {
+    pub fn new(counter: &'a Counter) -> io::Result<Self> {
+        let (pipe_read, pipe_write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        // Best effort: an unprivileged process may be capped below PIPE_SIZE.
+        let capacity = fcntl(&pipe_write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as _))
+            .map_or(64 * 1024, |n| n as usize);
+        Ok(Self {
+            pipe_read,
+            pipe_write,
+            capacity,
+            in_pipe: 0,
+            carried: 0,
+            counter,
+            read_done: false,
+            moved: false,
+        })
+    }
+}
+
+impl Pump<TcpStream, KtlsStream> for Splice<'_> {
+    fn carried(&self) -> u64 {
+        self.carried
+    }
+
+    fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
+    }
+
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        app: Pin<&mut TcpStream>,
+        mut peer: Pin<&mut KtlsStream>,
+    ) -> Poll<Result<(), Failed>> {
+        let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+        loop {
+            if self.in_pipe == 0 {
+                if self.read_done {
+                    // App EOF: close_notify, then FIN.
+                    ready!(peer.as_mut().poll_shutdown(cx)).map_err(Failed::Write)?;
+                    return Poll::Ready(Ok(()));
+                }
+                ready!(app.poll_read_ready(cx)).map_err(Failed::Read)?;
+                let moved = app.try_io(Interest::READABLE, || {
+                    splice(
+                        app.as_fd(),
+                        None,
+                        self.pipe_write.as_fd(),
+                        None,
+                        self.capacity,
+                        flags,
+                    )
+                    .map_err(io::Error::from)
+                });
+                match moved {
+                    Ok(0) => self.read_done = true,
+                    Ok(n) => {
+                        self.in_pipe = n;
+                        self.carried += n as u64;
+                        self.counter.increment(n as u64);
+                        self.moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(Failed::Read(e))),
+                }
+            }
+            while self.in_pipe > 0 {
+                ready!(peer.tcp().poll_write_ready(cx)).map_err(Failed::Write)?;
+                peer.reserve_records(self.in_pipe).map_err(Failed::Write)?;
+                let tcp = peer.tcp();
+                let sent = tcp.try_io(Interest::WRITABLE, || {
+                    splice(
+                        self.pipe_read.as_fd(),
+                        None,
+                        tcp.as_fd(),
+                        None,
+                        self.in_pipe,
+                        flags,
+                    )
+                    .map_err(io::Error::from)
+                });
+                match sent {
+                    Ok(n) => self.in_pipe -= n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(Failed::Write(e))),
+                }
+            }
+        }
+    }
+}
