@@ -11,6 +11,8 @@
 //! - [`procs`], [`sys`]: child processes, cleanup, `/proc` CPU and RSS;
 //! - [`facts`], [`install`]: machine facts, apt-get; [`report`], [`plot`], [`stats`]: output.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod client;
 pub mod contender;

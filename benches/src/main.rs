@@ -1,5 +1,7 @@
 //! `gembok-bench`: parse the command line (exit 64 on bad usage), then hand over to the library.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

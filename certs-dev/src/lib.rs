@@ -20,6 +20,8 @@
 //! [`write`](mod@write) (files, modes, atomic replace), [`k8s`] (Secret and kustomization
 //! manifests), [`cli`] (the binary's flags).
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod issue;
 pub mod k8s;

@@ -1,5 +1,7 @@
 //! `gembok-certs-dev`: parse flags, generate, write, say what was written. Development only.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use gembok_certs_dev::cli::{self, CliError};

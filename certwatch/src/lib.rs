@@ -22,6 +22,8 @@
 //!
 //! [`ArcSwap`]: arc_swap::ArcSwap
 
+#![forbid(unsafe_code)]
+
 pub mod material;
 pub mod reload;
 pub mod source;

@@ -13,6 +13,8 @@
 //! touches the network, files or clocks; the edges ([`review`], [`server`], [`admin`],
 //! [`workload`]) never decide anything about a pod.
 
+#![forbid(unsafe_code)]
+
 pub mod annotations;
 pub mod inject;
 pub mod istio;

@@ -1,6 +1,8 @@
 //! `gembok-injector`: parse the command line (exit 64 listing every problem), set up logging,
 //! then hand over to the library.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -19,6 +19,10 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`; [`metrics`]: every metric name;
 //! - [`shutdown`]: cancellation token, task tracker, grace deadline.
 
+// Unsafe code is denied workspace-wide; only `ktls::sys` (one sendmsg with a control message)
+// allows it, with its reason.
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod cli;
 pub mod config;

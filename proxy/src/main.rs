@@ -1,6 +1,8 @@
 //! `gembok-proxy`: parse the configuration (exit 64 on any problem, listing all of them), set up
 //! logs and the runtime, bind, and hand over to [`gembok_proxy::run`].
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -8,6 +8,8 @@
 //! - [`traffic`]: app stand-ins and clients that move seeded random bytes and check SHA-256;
 //! - [`tls`]: a rustls client for driving inbound listeners directly.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod bins;
 pub mod pki;

@@ -7,6 +7,8 @@
 //!
 //! `--hold` keeps everything running afterwards so /metrics can be browsed (Ctrl-C to stop).
 
+#![forbid(unsafe_code)]
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
