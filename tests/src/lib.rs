@@ -4,6 +4,7 @@
 //! - [`bins`]: where the built binaries are;
 //! - [`pki`]: certificates for a test (a root, an intermediate, leaves; broken ones on demand);
 //! - [`proxy`]: a running `gembok-proxy` (addresses read from its JSON start-up log);
+//! - [`pair`]: an outbound and an inbound proxy in front of an app stand-in;
 //! - [`admin`]: a tiny HTTP client for admin endpoints and a Prometheus text parser;
 //! - [`traffic`]: app stand-ins and clients that move seeded random bytes and check SHA-256;
 //! - [`tls`]: a rustls client for driving inbound listeners directly.
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod bins;
+pub mod pair;
 pub mod pki;
 pub mod proxy;
 pub mod tls;

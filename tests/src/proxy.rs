@@ -184,6 +184,24 @@ impl Proxy {
         Metrics::parse(&body)
     }
 
+    /// Polls `/metrics` until the sum of `name` over samples matching `labels` equals `want`
+    /// (5 s at most).
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.metrics().await.sum(name, labels);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} is {got}, want {want}\nlogs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -133,7 +133,7 @@ async fn metrics_follow_prometheus_conventions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
-    let mut pair = Pair::start_with_app_args(&["--drain-grace", "60s"]).await;
+    let mut pair = Pair::start_args(&["--drain-grace", "60s"], &[]).await;
     // A transfer slow enough to be in flight when SIGTERM arrives: the client paces its upload.
     let entry = pair.entry();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
@@ -190,7 +190,7 @@ async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
 
 #[tokio::test]
 async fn drain_ends_at_the_grace_period_and_still_exits_zero() {
-    let pair = Pair::start_with_app_args(&["--drain-grace", "1s"]).await;
+    let pair = Pair::start_args(&["--drain-grace", "1s"], &[]).await;
     let mut pair = pair;
     // An idle connection that never finishes by itself.
     let _idle = tokio::net::TcpStream::connect(pair.entry()).await.unwrap();

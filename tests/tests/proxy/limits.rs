@@ -44,7 +44,7 @@ async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
-    let pair = Pair::start_with_app_args(&["--idle-timeout", "500ms"]).await;
+    let pair = Pair::start_args(&["--idle-timeout", "500ms"], &[]).await;
     let mut client = TcpStream::connect(pair.entry()).await.unwrap();
     client.write_all(&[0u8; 24]).await.unwrap(); // a header, then silence
     let mut buf = Vec::new();
@@ -61,7 +61,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_wait_for_a_free_slot() {
-    let mut pair = Pair::start_with_app_args(&["--max-connections", "1"]).await;
+    let mut pair = Pair::start_args(&["--max-connections", "1"], &[]).await;
     // The first connection holds the only slot until we finish it.
     let mut first = TcpStream::connect(pair.entry()).await.unwrap();
     first.write_all(&[0u8; 24]).await.unwrap();

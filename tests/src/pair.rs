@@ -1,0 +1,78 @@
+//! A sidecar pair in front of an app stand-in: client → outbound gembok-proxy (as `client`) →
+//! mTLS → inbound gembok-proxy (as `server`) → app.
+
+use std::net::SocketAddr;
+
+use crate::pki::{CertDir, TestPki, dns_name};
+use crate::proxy::Proxy;
+use crate::traffic::ExchangeApp;
+
+pub struct Pair {
+    pub pki: TestPki,
+    pub app: ExchangeApp,
+    pub inbound: Proxy,
+    pub outbound: Proxy,
+    _dirs: (CertDir, CertDir),
+}
+
+impl Pair {
+    /// A pair in front of an [`ExchangeApp`].
+    pub async fn start() -> Self {
+        Self::start_args(&[], &[]).await
+    }
+
+    /// A pair in front of an [`ExchangeApp`], with extra flags for each proxy.
+    pub async fn start_args(inbound_args: &[&str], outbound_args: &[&str]) -> Self {
+        let app = ExchangeApp::start().await;
+        Self::launch(app.addr, app, inbound_args, outbound_args).await
+    }
+
+    /// A pair whose inbound forwards to `target` (which need not be `app`), with extra inbound flags.
+    pub async fn start_with(target: SocketAddr, app: ExchangeApp, inbound_args: &[&str]) -> Self {
+        Self::launch(target, app, inbound_args, &[]).await
+    }
+
+    async fn launch(
+        target: SocketAddr,
+        app: ExchangeApp,
+        inbound_args: &[&str],
+        outbound_args: &[&str],
+    ) -> Self {
+        let pki = TestPki::new();
+        let server_dir = CertDir::new(&pki.workload("server"));
+        let client_dir = CertDir::new(&pki.workload("client"));
+        let inbound = Proxy::builder()
+            .cert_dir(&server_dir)
+            .inbound(target, "")
+            .args(inbound_args)
+            .start();
+        let outbound = Proxy::builder()
+            .cert_dir(&client_dir)
+            .outbound(
+                &inbound.inbound[0].to_string(),
+                &format!(",server-name={}", dns_name("server")),
+            )
+            .args(outbound_args)
+            .start();
+        inbound.ready().await;
+        outbound.ready().await;
+        Self {
+            pki,
+            app,
+            inbound,
+            outbound,
+            _dirs: (server_dir, client_dir),
+        }
+    }
+
+    /// Where the app's client connects: the outbound listener.
+    pub fn entry(&self) -> SocketAddr {
+        self.outbound.outbound[0]
+    }
+}
+
+/// Binds a free loopback port and releases it: nothing listens there afterwards.
+pub fn unused_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local addr")
+}

@@ -1,0 +1,559 @@
+//! The kTLS data path of the real `gembok-proxy`.
+//!
+//! Two kinds of tests:
+//! - on any machine: `--ktls auto` falls back cleanly where the kernel has no kTLS (this CI
+//!   host: `/proc/sys/net/ipv4/tcp_available_ulp` lacks `tls`) and `--ktls require` refuses to
+//!   start there;
+//! - `#[ignore]`d ones that need a kernel with kTLS. `scripts/ktls-vm.sh` boots a Debian kernel
+//!   under qemu and runs them with `--ignored`; each first asserts that kTLS is really there, so
+//!   none can pass by silently falling back.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use gembok_tests::pair::Pair;
+use gembok_tests::pki::{CertDir, TestPki, dns_name};
+use gembok_tests::proxy::Proxy;
+use gembok_tests::tls::Client;
+use gembok_tests::traffic::{Exchange, ExchangeApp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn kernel_lists_tls_ulp() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+        .map(|s| s.split_whitespace().any(|u| u == "tls"))
+        .unwrap_or(false)
+}
+
+/// Counters from `/proc/net/tls_stat` (empty where the tls module is not loaded).
+fn tls_stat() -> std::collections::HashMap<String, u64> {
+    std::fs::read_to_string("/proc/net/tls_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_owned(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn data_path(proxy: &Proxy) -> String {
+    let (status, body) = proxy.get("/ready").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("data path: "))
+        .unwrap_or_else(|| panic!("/ready does not name the data path: {body}"))
+        .to_owned()
+}
+
+async fn exchange_intact(pair: &mut Pair, id: u64, each_way: u64) {
+    let x = Exchange {
+        id,
+        send_len: each_way,
+        send_seed: 2 * id + 1,
+        reply_len: each_way,
+        reply_seed: 2 * id + 2,
+    };
+    let got = tokio::time::timeout(Duration::from_secs(300), x.run(pair.entry()))
+        .await
+        .expect("transfer finished")
+        .expect("client side");
+    assert_eq!(got.received, x.expected_reply(), "peer → app corrupted");
+    let at_app = pair.app.received.recv().await.unwrap().expect("app side");
+    assert_eq!(at_app.stream, x.expected_at_app(), "app → peer corrupted");
+}
+
+// === any machine ===
+
+#[tokio::test]
+async fn auto_uses_the_kernel_only_where_it_can_and_traffic_is_intact_either_way() {
+    let mut pair = Pair::start().await;
+    let path = data_path(&pair.inbound).await;
+    let expected = if kernel_lists_tls_ulp() || path.starts_with("kTLS") {
+        "ktls"
+    } else {
+        "userspace"
+    };
+    if !kernel_lists_tls_ulp() {
+        // No tls ULP registered means the module is absent or not loaded; the probe loads it if
+        // it exists, so either the proxy found kTLS or it says why not.
+        assert!(
+            path.starts_with("kTLS") || path.starts_with("user space (kTLS unavailable"),
+            "{path}"
+        );
+    }
+    exchange_intact(&mut pair, 1, 4 << 20).await;
+    for proxy in [&pair.inbound, &pair.outbound] {
+        proxy
+            .wait_metric("gembok_data_path_total", &[("path", expected)], 1.0)
+            .await;
+        let available = if expected == "ktls" { 1.0 } else { 0.0 };
+        assert_eq!(
+            proxy.metrics().await.sum("gembok_ktls_available", &[]),
+            available
+        );
+    }
+}
+
+#[tokio::test]
+async fn off_keeps_every_connection_in_user_space() {
+    let mut pair = Pair::start_args(&["--ktls", "off"], &["--ktls", "off"]).await;
+    assert_eq!(data_path(&pair.inbound).await, "user space (--ktls off)");
+    exchange_intact(&mut pair, 1, 1 << 20).await;
+    pair.inbound
+        .wait_metric("gembok_data_path_total", &[("path", "userspace")], 1.0)
+        .await;
+    assert_eq!(
+        pair.inbound
+            .metrics()
+            .await
+            .sum("gembok_ktls_fallbacks_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn require_refuses_to_start_without_kernel_support() {
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    if kernel_lists_tls_ulp() {
+        // A kTLS kernel satisfies `require`.
+        let proxy = Proxy::builder()
+            .cert_dir(&dir)
+            .inbound(line_app().await, "")
+            .args(["--ktls", "require"])
+            .start();
+        proxy.ready().await;
+        assert_ktls(&proxy).await;
+        return;
+    }
+    let out = tokio::process::Command::new(gembok_tests::bins::proxy())
+        .args([
+            "--ktls",
+            "require",
+            "--cert-dir",
+            &dir.arg(),
+            "--inbound",
+            "127.0.0.1:0=127.0.0.1:9",
+        ])
+        .args(["--admin", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--ktls require, but this kernel cannot do it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("TCP_ULP"),
+        "the message names the failed step: {stderr}"
+    );
+}
+
+// === a kernel with kTLS (scripts/ktls-vm.sh) ===
+
+/// Fails the test unless the kernel has kTLS: these tests must never pass by falling back.
+async fn assert_ktls(proxy: &Proxy) {
+    let path = data_path(proxy).await;
+    assert!(
+        path.starts_with("kTLS ("),
+        "this test needs a kernel with kTLS; the proxy says: {path}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn a_ktls_pair_carries_large_transfers_both_ways_intact() {
+    let before = tls_stat();
+    let mut pair = Pair::start().await;
+    assert_ktls(&pair.inbound).await;
+    exchange_intact(&mut pair, 1, 32 << 20).await;
+    for proxy in [&pair.inbound, &pair.outbound] {
+        proxy
+            .wait_metric("gembok_data_path_total", &[("path", "ktls")], 1.0)
+            .await;
+        proxy
+            .wait_metric("gembok_connections_closed_total", &[("end", "clean")], 1.0)
+            .await;
+    }
+    // The kernel carried it: two sockets (one per sidecar) got TX and RX keys.
+    let after = tls_stat();
+    let grew = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert!(
+        grew("TlsTxSw") >= 2 && grew("TlsRxSw") >= 2,
+        "tls_stat before {before:?} after {after:?}"
+    );
+    assert_eq!(grew("TlsDecryptError"), 0, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn many_concurrent_ktls_connections_stay_intact() {
+    let mut pair = Pair::start().await;
+    assert_ktls(&pair.inbound).await;
+    let exchanges: Vec<Exchange> = (0..40u64)
+        .map(|id| Exchange {
+            id,
+            send_len: (id * 37_813) % (1 << 20),
+            send_seed: id,
+            reply_len: (id * 91_121) % (1 << 20),
+            reply_seed: id + 1000,
+        })
+        .collect();
+    let entry = pair.entry();
+    let tasks: Vec<_> = exchanges
+        .iter()
+        .copied()
+        .map(|x| tokio::spawn(async move { (x, x.run(entry).await) }))
+        .collect();
+    for t in tasks {
+        let (x, got) = t.await.unwrap();
+        assert_eq!(
+            got.unwrap().received,
+            x.expected_reply(),
+            "connection {}",
+            x.id
+        );
+    }
+    for _ in &exchanges {
+        let got = pair.app.received.recv().await.unwrap().unwrap();
+        assert_eq!(
+            got.stream,
+            exchanges[got.id as usize].expected_at_app(),
+            "connection {}",
+            got.id
+        );
+    }
+    pair.inbound
+        .wait_metric("gembok_data_path_total", &[("path", "ktls")], 40.0)
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn ktls_half_closes_exactly_in_both_orders() {
+    // The app answers after the client's FIN: FIN → close_notify through the kernel → FIN.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut first = [0u8; 1];
+            s.read_exact(&mut first).await.unwrap();
+            if first[0] == b'a' {
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+                s.write_all(b"reply after your FIN").await.unwrap();
+                s.shutdown().await.unwrap();
+                seen.push(rest);
+            } else {
+                s.write_all(b"greeting").await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+                seen.push(rest);
+            }
+        }
+        seen
+    });
+    let pair = Pair::start_with(target, ExchangeApp::start().await, &[]).await;
+    assert_ktls(&pair.inbound).await;
+
+    let mut c = TcpStream::connect(pair.entry()).await.unwrap();
+    c.write_all(b"a: request").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"reply after your FIN");
+
+    let mut c = TcpStream::connect(pair.entry()).await.unwrap();
+    c.write_all(b"b").await.unwrap();
+    let mut greeting = Vec::new();
+    c.read_to_end(&mut greeting).await.unwrap();
+    assert_eq!(greeting, b"greeting");
+    c.write_all(b"data after the server's FIN").await.unwrap();
+    c.shutdown().await.unwrap();
+
+    assert_eq!(
+        app.await.unwrap(),
+        vec![
+            b": request".to_vec(),
+            b"data after the server's FIN".to_vec()
+        ]
+    );
+    pair.inbound
+        .wait_metric("gembok_connections_closed_total", &[("end", "clean")], 2.0)
+        .await;
+    pair.inbound
+        .wait_metric("gembok_data_path_total", &[("path", "ktls")], 2.0)
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn a_fin_without_close_notify_on_a_ktls_socket_is_a_truncation() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err((e.kind(), got)),
+            }
+        }
+    });
+    let pair = Pair::start_with(target, ExchangeApp::start().await, &[]).await;
+    assert_ktls(&pair.inbound).await;
+    let client = Client::new(
+        pair.pki.root_pem(),
+        Some(&pair.pki.workload("client")),
+        false,
+    );
+    let mut tls = client
+        .connect(pair.inbound.inbound[0], &dns_name("server"))
+        .await
+        .unwrap();
+    tls.write_all(b"half").await.unwrap();
+    tls.flush().await.unwrap();
+    pair.inbound
+        .wait_metric("gembok_bytes_total", &[("flow", "peer_to_app")], 4.0)
+        .await;
+    let (mut tcp, _) = tls.into_inner();
+    tcp.shutdown().await.unwrap(); // FIN, no close_notify
+    match app.await.unwrap() {
+        Err((std::io::ErrorKind::ConnectionReset, got)) => assert_eq!(got, b"half"),
+        other => panic!("the app must see a reset: {other:?}"),
+    }
+    pair.inbound
+        .wait_metric("gembok_truncations_total", &[], 1.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn a_ktls_sidecar_talks_to_a_user_space_peer_both_ways_round() {
+    for (inbound, outbound) in [
+        (["--ktls", "auto"], ["--ktls", "off"]),
+        (["--ktls", "off"], ["--ktls", "auto"]),
+    ] {
+        let mut pair = Pair::start_args(&inbound, &outbound).await;
+        exchange_intact(&mut pair, 7, 8 << 20).await;
+        let (kernel_side, user_side) = if inbound[1] == "auto" {
+            (&pair.inbound, &pair.outbound)
+        } else {
+            (&pair.outbound, &pair.inbound)
+        };
+        assert_ktls(kernel_side).await;
+        kernel_side
+            .wait_metric("gembok_data_path_total", &[("path", "ktls")], 1.0)
+            .await;
+        user_side
+            .wait_metric("gembok_data_path_total", &[("path", "userspace")], 1.0)
+            .await;
+    }
+}
+
+/// Runs `openssl s_client` against a kTLS inbound listener with extra client flags.
+async fn s_client(pki: &TestPki, proxy: &Proxy, extra: &[&str]) -> (String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let client = pki.workload("client");
+    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
+    std::fs::write(tmp.path().join("tls.crt"), &client.cert_pem).unwrap();
+    std::fs::write(tmp.path().join("chain.crt"), pki.intermediate.cert_pem()).unwrap();
+    std::fs::write(tmp.path().join("tls.key"), &client.key_pem).unwrap();
+    let mut child = tokio::process::Command::new("openssl")
+        .current_dir(tmp.path())
+        .args(["s_client", "-brief", "-ign_eof", "-verify_return_error"])
+        .args([
+            "-connect",
+            &proxy.inbound[0].to_string(),
+            "-servername",
+            &dns_name("server"),
+        ])
+        .args([
+            "-CAfile",
+            "ca.crt",
+            "-cert",
+            "tls.crt",
+            "-cert_chain",
+            "chain.crt",
+            "-key",
+            "tls.key",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ping\n")
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An app that reads one line and answers it, then closes.
+async fn line_app() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                while s.read_exact(&mut b).await.is_ok() && b[0] != b'\n' {
+                    line.push(b[0]);
+                }
+                let _ = s
+                    .write_all(format!("app got: {}\n", String::from_utf8_lossy(&line)).as_bytes())
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn openssl_s_client_reaches_a_ktls_inbound_with_every_cipher_and_tls12() {
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(line_app().await, "")
+        .args(["--tls12"])
+        .start();
+    proxy.ready().await;
+    assert_ktls(&proxy).await;
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"],
+            "TLS_AES_128_GCM_SHA256",
+        ),
+        (
+            &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"],
+            "TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+    ];
+    for (n, (flags, suite)) in cases.iter().enumerate() {
+        let (stdout, stderr) = s_client(&pki, &proxy, flags).await;
+        assert!(
+            stdout.contains("app got: ping"),
+            "{suite}: stdout {stdout:?}\nstderr {stderr}"
+        );
+        assert!(stderr.contains(suite), "{suite}: {stderr}");
+        proxy
+            .wait_metric(
+                "gembok_data_path_total",
+                &[("path", "ktls")],
+                (n + 1) as f64,
+            )
+            .await;
+    }
+    assert_eq!(
+        proxy
+            .metrics()
+            .await
+            .sum("gembok_ktls_fallbacks_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn a_ktls_outbound_reaches_openssl_s_server() {
+    let pki = TestPki::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = pki.workload("server");
+    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
+    std::fs::write(tmp.path().join("tls.crt"), &server.cert_pem).unwrap();
+    std::fs::write(tmp.path().join("chain.crt"), pki.intermediate.cert_pem()).unwrap();
+    std::fs::write(tmp.path().join("tls.key"), &server.key_pem).unwrap();
+    let addr = gembok_tests::pair::unused_port();
+    let mut s_server = tokio::process::Command::new("openssl")
+        .current_dir(tmp.path())
+        .args([
+            "s_server",
+            "-rev",
+            "-tls1_3",
+            "-Verify",
+            "2",
+            "-verify_return_error",
+            "-accept",
+            &addr.to_string(),
+        ])
+        .args([
+            "-cert",
+            "tls.crt",
+            "-cert_chain",
+            "chain.crt",
+            "-key",
+            "tls.key",
+            "-CAfile",
+            "ca.crt",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_server did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client_dir = CertDir::new(&pki.workload("client"));
+    let outbound = Proxy::builder()
+        .cert_dir(&client_dir)
+        .outbound(
+            &addr.to_string(),
+            &format!(",server-name={}", dns_name("server")),
+        )
+        .start();
+    outbound.ready().await;
+    assert_ktls(&outbound).await;
+    let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
+    app.write_all(b"hello kernel\n").await.unwrap();
+    let mut reply = vec![0u8; 13];
+    tokio::time::timeout(Duration::from_secs(30), app.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"lenrek olleh\n");
+    outbound
+        .wait_metric("gembok_data_path_total", &[("path", "ktls")], 1.0)
+        .await;
+    let _ = s_server.kill().await;
+}
