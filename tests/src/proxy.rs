@@ -21,6 +21,8 @@ use crate::pki::CertDir;
 pub struct ProxyBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE for the process (through the shell's `ulimit -n`).
+    fd_limit: Option<u32>,
 }
 
 impl ProxyBuilder {
@@ -49,6 +51,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Runs the proxy with at most `n` open file descriptors.
+    pub fn fd_limit(mut self, n: u32) -> Self {
+        self.fd_limit = Some(n);
+        self
+    }
+
     /// Starts the proxy and waits for its start-up log line (not for readiness).
     pub fn start(self) -> Proxy {
         Proxy::spawn(self)
@@ -74,7 +82,15 @@ impl Proxy {
     }
 
     fn spawn(b: ProxyBuilder) -> Proxy {
-        let mut cmd = Command::new(crate::bins::proxy());
+        let mut cmd = match b.fd_limit {
+            None => Command::new(crate::bins::proxy()),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(crate::bins::proxy());
+                sh
+            }
+        };
         let given = |flag: &str, var: &str| {
             b.args.iter().any(|a| a == flag) || b.env.iter().any(|(k, _)| k == var)
         };

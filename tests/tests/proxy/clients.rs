@@ -274,3 +274,53 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(!log.contains("verify error"), "{log}");
 }
+
+#[tokio::test]
+async fn alpn_h2_is_negotiated_for_grpc_clients() {
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let inbound = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(greeting_app().await, ",alpn=h2,alpn=http/1.1")
+        .start();
+    inbound.ready().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let client = pki.workload("client");
+    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
+    std::fs::write(tmp.path().join("tls.crt"), &client.chain_pem).unwrap();
+    std::fs::write(tmp.path().join("tls.key"), &client.key_pem).unwrap();
+    std::fs::write(
+        tmp.path().join("intermediate.crt"),
+        pki.intermediate.cert_pem(),
+    )
+    .unwrap();
+    let out = Command::new("openssl")
+        .current_dir(tmp.path())
+        .args([
+            "s_client",
+            "-alpn",
+            "h2",
+            "-connect",
+            &inbound.inbound[0].to_string(),
+        ])
+        .args([
+            "-CAfile",
+            "ca.crt",
+            "-cert",
+            "tls.crt",
+            "-cert_chain",
+            "intermediate.crt",
+            "-key",
+            "tls.key",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ALPN protocol: h2"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

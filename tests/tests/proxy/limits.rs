@@ -105,3 +105,72 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         pair.app.received.recv().await.unwrap().unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::new(&pki.workload("server"));
+    // Few descriptors, and clients that never handshake are cut off after 1 s.
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .args(["--handshake-timeout", "1s"])
+        .fd_limit(40)
+        .start();
+    proxy.ready().await;
+    // More silent clients than the proxy has descriptors for: accept() fails with EMFILE.
+    let mut silent = Vec::new();
+    for _ in 0..60 {
+        silent.push(TcpStream::connect(proxy.inbound[0]).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.metrics().await.sum("gembok_accept_errors_total", &[]) == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "accept never failed: {}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Backing off (5 ms doubling to 1 s), not spinning: a handful of failures per second.
+    let first = proxy.metrics().await.sum("gembok_accept_errors_total", &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // an observation window, not a readiness wait
+    let later = proxy.metrics().await.sum("gembok_accept_errors_total", &[]);
+    assert!(
+        later - first < 30.0,
+        "{} accept errors in 1.5 s: the accept loop spins",
+        later - first
+    );
+    assert!(
+        proxy.logs().contains("accept failed; backing off"),
+        "{}",
+        proxy.logs()
+    );
+    // Once the handshake timeout frees descriptors and the silent clients are gone, real clients
+    // are served again.
+    drop(silent);
+    let client =
+        gembok_tests::tls::Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = async {
+            let mut tls = client
+                .connect(proxy.inbound[0], &gembok_tests::pki::dns_name("server"))
+                .await?;
+            tls.write_all(&[0u8; 24]).await?;
+            tls.shutdown().await?;
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).await?;
+            Ok::<_, std::io::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(())) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "not served after the descriptors freed up: {other:?}\n{}",
+                proxy.logs()
+            ),
+        }
+    }
+}
