@@ -75,6 +75,9 @@ pub struct Common {
     /// Repetitions of the timed scenarios (overrides the mode's default).
     #[arg(long)]
     pub reps: Option<u32>,
+    /// Idle connection counts for the memory scenario (overrides the mode's), e.g. 1000,10000.
+    #[arg(long, value_delimiter = ',')]
+    pub memory_steps: Vec<usize>,
     /// Also measure a gembok build or flag set beside the others, interleaved:
     /// NAME=BINARY[,ARG...] (repeatable), reported as gembok-NAME.
     #[arg(long = "variant", value_name = "NAME=BINARY[,ARG...]")]

@@ -86,6 +86,9 @@ fn measure(
     if let Some(r) = c.reps {
         plan.reps = r.max(1);
     }
+    if !c.memory_steps.is_empty() {
+        plan.memory_steps = c.memory_steps.clone();
+    }
     let kinds: Vec<Kind> = if c.contenders.is_empty() {
         if mode == "smoke" {
             vec![Kind::parse("gembok-aws-lc-rs").expect("known id")]

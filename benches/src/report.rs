@@ -180,7 +180,7 @@ fn header(v: &View<'_>, md: &mut String) {
     let _ = writeln!(md, "# gembok-bench results\n");
     let _ = writeln!(
         md,
-        "Mode `{}`, started {} UTC, {:.0} s. Regenerate with `{}` (see `benches/README.md`).\n",
+        "Mode `{}`, started {}, {:.0} s. Regenerate with `{}` (see `benches/README.md`).\n",
         r.mode, r.started, r.duration_secs, r.command
     );
     md.push_str(
