@@ -7,12 +7,14 @@
 //! - [`pair`]: an outbound and an inbound proxy in front of an app stand-in;
 //! - [`admin`]: a tiny HTTP client for admin endpoints and a Prometheus text parser;
 //! - [`traffic`]: app stand-ins and clients that move seeded random bytes and check SHA-256;
-//! - [`tls`]: a rustls client for driving inbound listeners directly.
+//! - [`tls`]: a rustls client for driving inbound listeners directly;
+//! - [`openssl`]: `openssl s_client` and `s_server` as real TLS peers.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod bins;
+pub mod openssl;
 pub mod pair;
 pub mod pki;
 pub mod proxy;

@@ -11,6 +11,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use gembok_tests::openssl::{Identity, SServer, s_client};
 use gembok_tests::pair::Pair;
 use gembok_tests::pki::{CertDir, TestPki, dns_name};
 use gembok_tests::proxy::Proxy;
@@ -361,57 +362,6 @@ async fn a_ktls_sidecar_talks_to_a_user_space_peer_both_ways_round() {
     }
 }
 
-/// Runs `openssl s_client` against a kTLS inbound listener with extra client flags.
-async fn s_client(pki: &TestPki, proxy: &Proxy, extra: &[&str]) -> (String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let client = pki.workload("client");
-    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.crt"), &client.cert_pem).unwrap();
-    std::fs::write(tmp.path().join("chain.crt"), pki.intermediate.cert_pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.key"), &client.key_pem).unwrap();
-    let mut child = tokio::process::Command::new("openssl")
-        .current_dir(tmp.path())
-        .args(["s_client", "-brief", "-ign_eof", "-verify_return_error"])
-        .args([
-            "-connect",
-            &proxy.inbound[0].to_string(),
-            "-servername",
-            &dns_name("server"),
-        ])
-        .args([
-            "-CAfile",
-            "ca.crt",
-            "-cert",
-            "tls.crt",
-            "-cert_chain",
-            "chain.crt",
-            "-key",
-            "tls.key",
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"ping\n")
-        .await
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// An app that reads one line and answers it, then closes.
 async fn line_app() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -464,8 +414,21 @@ async fn openssl_s_client_reaches_a_ktls_inbound_with_every_cipher_and_tls12() {
             "ECDHE-ECDSA-AES128-GCM-SHA256",
         ),
     ];
+    let id = Identity::new(&pki, &pki.workload("client"));
     for (n, (flags, suite)) in cases.iter().enumerate() {
-        let (stdout, stderr) = s_client(&pki, &proxy, flags).await;
+        let flags: Vec<&str> = ["-brief"].iter().chain(flags.iter()).copied().collect();
+        let out = s_client(
+            &id,
+            proxy.inbound[0],
+            &dns_name("server"),
+            &flags,
+            b"ping\n",
+        )
+        .await;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
         assert!(
             stdout.contains("app got: ping"),
             "{suite}: stdout {stdout:?}\nstderr {stderr}"
@@ -492,48 +455,12 @@ async fn openssl_s_client_reaches_a_ktls_inbound_with_every_cipher_and_tls12() {
 #[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
 async fn a_ktls_outbound_reaches_openssl_s_server() {
     let pki = TestPki::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = pki.workload("server");
-    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.crt"), &server.cert_pem).unwrap();
-    std::fs::write(tmp.path().join("chain.crt"), pki.intermediate.cert_pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.key"), &server.key_pem).unwrap();
-    let addr = gembok_tests::pair::unused_port();
-    let mut s_server = tokio::process::Command::new("openssl")
-        .current_dir(tmp.path())
-        .args([
-            "s_server",
-            "-rev",
-            "-tls1_3",
-            "-Verify",
-            "2",
-            "-verify_return_error",
-            "-accept",
-            &addr.to_string(),
-        ])
-        .args([
-            "-cert",
-            "tls.crt",
-            "-cert_chain",
-            "chain.crt",
-            "-key",
-            "tls.key",
-            "-CAfile",
-            "ca.crt",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "s_server did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server = SServer::start(
+        &Identity::new(&pki, &pki.workload("server")),
+        &["-rev", "-tls1_3", "-Verify", "2", "-verify_return_error"],
+    )
+    .await;
+    let addr = server.addr;
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = Proxy::builder()
         .cert_dir(&client_dir)
@@ -555,5 +482,4 @@ async fn a_ktls_outbound_reaches_openssl_s_server() {
     outbound
         .wait_metric("gembok_data_path_total", &[("path", "ktls")], 1.0)
         .await;
-    let _ = s_server.kill().await;
 }

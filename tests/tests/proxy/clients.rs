@@ -2,9 +2,9 @@
 //! listener, `openssl s_server` as the server behind an outbound route.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use gembok_tests::openssl::{Identity, SServer, s_client};
 use gembok_tests::pki::{CertDir, TestPki, dns_name};
 use gembok_tests::proxy::Proxy;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -41,7 +41,7 @@ async fn http_app() -> SocketAddr {
     addr
 }
 
-/// An app that sends one line, then closes (TCP FIN after the greeting).
+/// An app that reads one line, answers `app got: <line>`, then closes.
 async fn greeting_app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -59,36 +59,37 @@ async fn greeting_app() -> SocketAddr {
     addr
 }
 
+async fn inbound_for(dir: &CertDir, app: SocketAddr, options: &str) -> Proxy {
+    let inbound = Proxy::builder().cert_dir(dir).inbound(app, options).start();
+    inbound.ready().await;
+    inbound
+}
+
 #[tokio::test]
 async fn curl_with_a_client_certificate_gets_through_the_inbound_listener() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = Proxy::builder()
-        .cert_dir(&dir)
-        .inbound(http_app().await, "")
-        .start();
-    inbound.ready().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let client = pki.workload("client");
-    let (ca, cert, key) = (
-        tmp.path().join("ca.crt"),
-        tmp.path().join("tls.crt"),
-        tmp.path().join("tls.key"),
-    );
-    std::fs::write(&ca, pki.root_pem()).unwrap();
-    std::fs::write(&cert, &client.chain_pem).unwrap();
-    std::fs::write(&key, &client.key_pem).unwrap();
-    let port = inbound.inbound[0].port();
-    let host = dns_name("server");
+    let inbound = inbound_for(&dir, http_app().await, "").await;
+    let id = Identity::new(&pki, &pki.workload("client"));
+    let (port, host) = (inbound.inbound[0].port(), dns_name("server"));
     let curl = |with_cert: bool| {
         let mut c = Command::new("curl");
-        c.args(["--silent", "--show-error", "--max-time", "10", "--tlsv1.3"])
-            .arg("--cacert")
-            .arg(&ca)
-            .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
-            .arg(format!("https://{host}:{port}/"));
+        c.args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--tlsv1.3",
+            "--cacert",
+        ])
+        .arg(id.path("ca.crt"))
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .arg(format!("https://{host}:{port}/"));
         if with_cert {
-            c.arg("--cert").arg(&cert).arg("--key").arg(&key);
+            c.arg("--cert")
+                .arg(id.path("full.crt"))
+                .arg("--key")
+                .arg(id.path("tls.key"));
         }
         c.output()
     };
@@ -118,59 +119,20 @@ async fn curl_with_a_client_certificate_gets_through_the_inbound_listener() {
 async fn openssl_s_client_negotiates_tls13_with_an_aead_suite() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = Proxy::builder()
-        .cert_dir(&dir)
-        .inbound(greeting_app().await, "")
-        .start();
-    inbound.ready().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let client = pki.workload("client");
-    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.crt"), &client.chain_pem).unwrap();
-    std::fs::write(tmp.path().join("tls.key"), &client.key_pem).unwrap();
-    std::fs::write(
-        tmp.path().join("intermediate.crt"),
-        pki.intermediate.cert_pem(),
+    let inbound = inbound_for(&dir, greeting_app().await, "").await;
+    let id = Identity::new(&pki, &pki.workload("client"));
+    let out = s_client(
+        &id,
+        inbound.inbound[0],
+        &dns_name("server"),
+        &["-brief"],
+        b"ping\n",
     )
-    .unwrap();
-    let mut child = Command::new("openssl")
-        .current_dir(tmp.path())
-        .args(["s_client", "-brief", "-ign_eof", "-verify_return_error"])
-        .args([
-            "-connect",
-            &inbound.inbound[0].to_string(),
-            "-servername",
-            &dns_name("server"),
-        ])
-        .args([
-            "-CAfile",
-            "ca.crt",
-            "-cert",
-            "tls.crt",
-            "-cert_chain",
-            "intermediate.crt",
-            "-key",
-            "tls.key",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"ping\n")
-        .await
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    .await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(
         stdout.contains("app got: ping"),
         "stdout: {stdout}\nstderr: {stderr}"
@@ -186,71 +148,20 @@ async fn openssl_s_client_negotiates_tls13_with_an_aead_suite() {
 #[tokio::test]
 async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     let pki = TestPki::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let server = pki.workload("server");
-    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.crt"), &server.chain_pem).unwrap();
-    std::fs::write(tmp.path().join("tls.key"), &server.key_pem).unwrap();
-    std::fs::write(
-        tmp.path().join("intermediate.crt"),
-        pki.intermediate.cert_pem(),
+    let server = SServer::start(
+        &Identity::new(&pki, &pki.workload("server")),
+        &["-rev", "-tls1_3", "-Verify", "2", "-verify_return_error"],
     )
-    .unwrap();
-
-    // s_server cannot report a port it picked: pick a free one, retry if it was taken meanwhile,
-    // and wait until it accepts TCP connections (a bare probe does not stop it serving).
-    let (mut s_server, addr) = loop {
-        let addr = crate::support::unused_port();
-        let mut child = Command::new("openssl")
-            .current_dir(tmp.path())
-            .args([
-                "s_server",
-                "-rev",
-                "-tls1_3",
-                "-Verify",
-                "2",
-                "-verify_return_error",
-            ])
-            .args([
-                "-accept",
-                &addr.to_string(),
-                "-cert",
-                "tls.crt",
-                "-cert_chain",
-                "intermediate.crt",
-            ])
-            .args(["-key", "tls.key", "-CAfile", "ca.crt"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listening = loop {
-            if TcpStream::connect(addr).await.is_ok() {
-                break true;
-            }
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        if listening {
-            break (child, addr);
-        }
-        let _ = child.kill().await;
-    };
-
+    .await;
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = Proxy::builder()
         .cert_dir(&client_dir)
         .outbound(
-            &addr.to_string(),
+            &server.addr.to_string(),
             &format!(",server-name={}", dns_name("server")),
         )
         .start();
     outbound.ready().await;
-
     let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
     app.write_all(b"hello gembok\n").await.unwrap();
     let mut reply = String::new();
@@ -269,54 +180,22 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
         1.0,
     )
     .await;
-    let _ = s_server.kill().await;
-    let out = s_server.wait_with_output().await.unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(!log.contains("verify error"), "{log}");
 }
 
 #[tokio::test]
 async fn alpn_h2_is_negotiated_for_grpc_clients() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = Proxy::builder()
-        .cert_dir(&dir)
-        .inbound(greeting_app().await, ",alpn=h2,alpn=http/1.1")
-        .start();
-    inbound.ready().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let client = pki.workload("client");
-    std::fs::write(tmp.path().join("ca.crt"), pki.root_pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.crt"), &client.chain_pem).unwrap();
-    std::fs::write(tmp.path().join("tls.key"), &client.key_pem).unwrap();
-    std::fs::write(
-        tmp.path().join("intermediate.crt"),
-        pki.intermediate.cert_pem(),
+    let inbound = inbound_for(&dir, greeting_app().await, ",alpn=h2,alpn=http/1.1").await;
+    let id = Identity::new(&pki, &pki.workload("client"));
+    let out = s_client(
+        &id,
+        inbound.inbound[0],
+        &dns_name("server"),
+        &["-alpn", "h2"],
+        b"ping\n",
     )
-    .unwrap();
-    let out = Command::new("openssl")
-        .current_dir(tmp.path())
-        .args([
-            "s_client",
-            "-alpn",
-            "h2",
-            "-connect",
-            &inbound.inbound[0].to_string(),
-        ])
-        .args([
-            "-CAfile",
-            "ca.crt",
-            "-cert",
-            "tls.crt",
-            "-cert_chain",
-            "intermediate.crt",
-            "-key",
-            "tls.key",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("ALPN protocol: h2"),
