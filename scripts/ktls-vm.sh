@@ -21,7 +21,7 @@
 #              scripts/ktls-vm/init.sh as /init.
 #   boot+tests qemu with `-accel tcg` (the host's KVM is PVM: a normal guest hangs) under a hard
 #              `timeout`; the serial console is streamed to stdout and written to a log. /init runs
-#              the test executable with `--ignored --test-threads=1 [TEST ARGS...]`, prints
+#              the test executable with `--include-ignored --test-threads=1 [TEST ARGS...]`, prints
 #              /proc/net/tls_stat and `VM_EXIT=<rc>`, and powers off.
 # Verdict: exit 0 only if the log has `test result: ok`, at least one test ran, and `VM_EXIT=0`;
 # a hang (timeout), a missing verdict or any failure exits non-zero.

@@ -20,7 +20,7 @@ use crate::Direction;
 use crate::config::{InboundRoute, Limits};
 use crate::conn::{self, PeerStream};
 use crate::forward::Settings;
-use crate::ktls::{RecordAligned, Support};
+use crate::ktls::{self, Support};
 use crate::metrics::ListenerMetrics;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -62,7 +62,7 @@ impl Handler for Inbound {
 
         // 2. Handshake (reading record by record when the kernel may take over afterwards).
         let started = Instant::now();
-        let peer = RecordAligned::new(peer, self.ktls.is_some());
+        let peer = ktls::prepare(peer, self.ktls.is_some());
         let handshake = acceptor.accept(peer);
         let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,

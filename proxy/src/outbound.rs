@@ -20,7 +20,7 @@ use crate::Direction;
 use crate::config::{Limits, OutboundRoute};
 use crate::conn;
 use crate::forward::Settings;
-use crate::ktls::{RecordAligned, Support};
+use crate::ktls::{self, Support};
 use crate::metrics::ListenerMetrics;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -74,7 +74,7 @@ impl Handler for Outbound {
 
         // 3. Handshake (reading record by record when the kernel may take over afterwards).
         let started = Instant::now();
-        let tcp = RecordAligned::new(tcp, self.ktls.is_some());
+        let tcp = ktls::prepare(tcp, self.ktls.is_some());
         let handshake = connector.connect(route.server_name.clone(), tcp);
         let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,

@@ -55,6 +55,6 @@ esac
 
 # The harness finds gembok-proxy in the parent of the executable's deps/ directory.
 cd /t || finish 92
-echo "ktls-vm: running $TEST_EXE --ignored --test-threads=1 $*"
-"$TEST_EXE" --ignored --test-threads=1 "$@"
+echo "ktls-vm: running $TEST_EXE --include-ignored --test-threads=1 $*"
+"$TEST_EXE" --include-ignored --test-threads=1 "$@"
 finish $?

@@ -2,8 +2,8 @@
 //! and app → peer bytes move with splice(2), never entering user space.
 //!
 //! ```text
-//!  handshake (rustls, record-aligned reads) ─► flush ─► attach the "tls" ULP ─┬─► extract secrets ─► TLS_TX + TLS_RX ─► kTLS data path
-//!                                                        (any failure here: ─┘   keep the rustls connection, user-space data path)
+//!  attach the "tls" ULP ─► handshake (rustls, record-aligned reads) ─► flush ─┬─► extract secrets ─► TLS_TX + TLS_RX ─► kTLS data path
+//!  (any failure up to here: keep the rustls connection, user-space data path) ─┘
 //! ```
 //!
 //! - [`probe`]: once at start-up, on a loopback socket pair: is the `tls` ULP there, and which
@@ -33,7 +33,7 @@ mod sys;
 
 pub use probe::{Support, probe};
 pub use record::RecordAligned;
-pub use setup::{Handover, handover};
+pub use setup::{Handover, handover, prepare};
 pub use stream::KtlsStream;
 
 /// `--ktls`: whether to hand connections to the kernel.

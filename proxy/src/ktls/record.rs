@@ -40,6 +40,11 @@ impl<S> RecordAligned<S> {
         }
     }
 
+    /// Whether reads are (still) record-aligned.
+    pub fn aligned(&self) -> bool {
+        self.aligned
+    }
+
     /// Whether the reads stopped exactly at a record boundary.
     pub fn at_boundary(&self) -> bool {
         !self.aligned || (self.header_seen == 0 && self.body_left == 0)

@@ -1,10 +1,14 @@
 //! Handing a connection from rustls to the kernel, or keeping it in user space.
 //!
-//! Everything that can fail while rustls could still continue is done first: the negotiated
-//! cipher must be one the probe saw the kernel accept, rustls must have nothing left to send and
-//! must have stopped reading at a record boundary, and the `tls` ULP must attach. Only then are
-//! the secrets extracted (which consumes the rustls connection) and installed for both
-//! directions. Plaintext rustls had already decrypted (none, with record-aligned reads) is
+//! The `tls` ULP is attached before the handshake ([`prepare`]): the kernel only attaches it to
+//! an established socket, and a fast peer's FIN can arrive before the handshake ends (the socket
+//! is then in CLOSE_WAIT and the attach fails with ENOTCONN). Until keys are installed the ULP
+//! passes bytes through unchanged, so the handshake and a user-space fallback are unaffected.
+//!
+//! After the handshake, everything that can fail while rustls could still continue is checked
+//! first: the negotiated cipher must be one the probe saw the kernel accept, and rustls must have
+//! nothing left to send and must have stopped reading at a record boundary. Only then are the
+//! secrets extracted (which consumes the rustls connection) and installed for both directions. Plaintext rustls had already decrypted (none, with record-aligned reads) is
 //! served first by the [`KtlsStream`].
 
 use std::io::{self, Read};
@@ -22,6 +26,8 @@ use super::{Cipher, KtlsStream, RecordAligned, Support, Version};
 pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
     fn tcp(&self) -> &TcpStream;
     fn common(&self) -> &rustls::CommonState;
+    /// Whether [`prepare`] attached the ULP (reads are record-aligned exactly then).
+    fn ulp_attached(&self) -> bool;
     /// Whether the handshake's reads stopped exactly at a record boundary.
     fn at_boundary(&self) -> bool;
     /// Turns record-aligned reads off (the connection stays in user space).
@@ -37,6 +43,9 @@ macro_rules! tls_session {
             }
             fn common(&self) -> &rustls::CommonState {
                 self.get_ref().1
+            }
+            fn ulp_attached(&self) -> bool {
+                self.get_ref().0.aligned()
             }
             fn at_boundary(&self) -> bool {
                 self.get_ref().0.at_boundary()
@@ -65,12 +74,29 @@ pub enum Handover<S> {
     Failed(io::Error, &'static str),
 }
 
+/// Before the handshake: attaches the `tls` ULP when kTLS is enabled, and aligns reads exactly
+/// when it attached (a connection whose ULP did not attach stays in user space).
+pub fn prepare(tcp: TcpStream, ktls: bool) -> RecordAligned<TcpStream> {
+    let attached = ktls
+        && match setsockopt(&tcp, sockopt::TcpUlp::default(), b"tls") {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot attach the tls ULP; this connection stays in user space");
+                false
+            }
+        };
+    RecordAligned::new(tcp, attached)
+}
+
 /// Hands `tls` to the kernel if it can, else gives it back (released) for user space.
 pub async fn handover<S: TlsSession>(mut tls: S, support: &Support) -> Handover<S> {
     let keep = |mut tls: S, reason| {
         tls.release();
         Handover::UserSpace(tls, reason)
     };
+    if !tls.ulp_attached() {
+        return keep(tls, "ulp");
+    }
     let Some((cipher, version)) = negotiated(tls.common()) else {
         return keep(tls, "unsupported_cipher");
     };
@@ -83,10 +109,6 @@ pub async fn handover<S: TlsSession>(mut tls: S, support: &Support) -> Handover<
     }
     if tls.common().wants_write() || !tls.at_boundary() {
         return keep(tls, "buffered_records");
-    }
-    if let Err(e) = setsockopt(tls.tcp(), sockopt::TcpUlp::default(), b"tls") {
-        tracing::debug!(error = %e, "cannot attach the tls ULP; staying in user space");
-        return keep(tls, "ulp");
     }
 
     let (tcp, mut conn) = tls.into_parts();
