@@ -231,6 +231,14 @@ pub async fn finish<P: PeerStream>(
                 .and_then(|inner| inner.downcast_ref::<ControlError>())
             {
                 metrics.ktls_closed(control.reason());
+                // Our sending key is still good after a peer's KeyUpdate or at our own record
+                // limit: end the TLS session properly instead of leaving the peer a truncation.
+                if matches!(
+                    control,
+                    ControlError::KeyUpdate | ControlError::RecordLimit(_)
+                ) {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), peer.shutdown()).await;
+                }
             }
             tracing::info!(error = %e, "peer connection failed; resetting the app connection");
             reset(app);

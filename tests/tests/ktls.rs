@@ -483,3 +483,63 @@ async fn a_ktls_outbound_reaches_openssl_s_server() {
         .wait_metric("gembok_data_path_total", &[("path", "ktls")], 1.0)
         .await;
 }
+
+#[tokio::test]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn a_key_update_closes_the_ktls_connection_cleanly_and_is_counted() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err((e.kind(), got)),
+            }
+        }
+    });
+    let pair = Pair::start_with(target, ExchangeApp::start().await, &[]).await;
+    assert_ktls(&pair.inbound).await;
+    // A user-space TLS client straight to the kTLS inbound, which then rotates its keys.
+    let client = Client::new(
+        pair.pki.root_pem(),
+        Some(&pair.pki.workload("client")),
+        false,
+    );
+    let mut tls = client
+        .connect(pair.inbound.inbound[0], &dns_name("server"))
+        .await
+        .unwrap();
+    tls.write_all(b"before").await.unwrap();
+    tls.flush().await.unwrap();
+    pair.inbound
+        .wait_metric("gembok_bytes_total", &[("flow", "peer_to_app")], 6.0)
+        .await;
+    tls.get_mut().1.refresh_traffic_keys().unwrap();
+    tls.write_all(b"after").await.unwrap();
+    tls.flush().await.unwrap();
+    // The proxy ends the session with close_notify (a clean TLS end for the peer)...
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(
+        ended.is_ok(),
+        "the client must see close_notify, not a truncation: {ended:?}"
+    );
+    // ...and the app sees a reset: what followed the KeyUpdate never reached it.
+    match app.await.unwrap() {
+        Err((std::io::ErrorKind::ConnectionReset, got)) => assert_eq!(got, b"before"),
+        other => panic!("the app must see a reset: {other:?}"),
+    }
+    pair.inbound
+        .wait_metric(
+            "gembok_ktls_control_closes_total",
+            &[("reason", "key_update")],
+            1.0,
+        )
+        .await;
+}
