@@ -120,6 +120,12 @@ impl PeerStream for tokio_rustls::client::TlsStream<RecordAligned<TcpStream>> {
     }
 }
 
+impl<T: PeerStream + ?Sized> PeerStream for Box<T> {
+    fn tcp(&self) -> &TcpStream {
+        (**self).tcp()
+    }
+}
+
 impl PeerStream for KtlsStream {
     fn tcp(&self) -> &TcpStream {
         KtlsStream::tcp(self)

@@ -63,9 +63,11 @@ impl Handler for Inbound {
         // 2. Handshake (reading record by record when the kernel may take over afterwards).
         let started = Instant::now();
         let peer = ktls::prepare(peer, self.ktls.is_some());
-        let handshake = acceptor.accept(peer);
+        // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
+        // hand-over and the forwarder by pointer, it is not copied into each of their futures.
+        let handshake = Box::pin(acceptor.accept(peer));
         let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
                 self.metrics.handshake_failed(reason);

@@ -14,7 +14,8 @@
 //! - [`serve`]: the one accept loop (permit → accept with backoff → span → tracked task);
 //! - [`inbound`], [`outbound`]: one connection each way; the two files mirror each other;
 //! - [`forward`]: moves bytes both ways with exact half-close; [`conn`]: connect, reset, finish;
-//! - [`tls`], [`identity`]: rustls configs, suite policy, `allow-san` checks;
+//! - [`tls`], [`identity`], [`verify_cache`]: rustls configs, suite policy, `allow-san` checks,
+//!   remembered chain verdicts;
 //!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;
 //! - [`admin`]: `/live`, `/ready`, `/metrics`; [`metrics`]: every metric name;
 //! - [`shutdown`]: cancellation token, task tracker, grace deadline.
@@ -36,6 +37,7 @@ pub mod outbound;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;
+pub mod verify_cache;
 pub mod wait_ready;
 
 use std::future::Future;

@@ -75,9 +75,11 @@ impl Handler for Outbound {
         // 3. Handshake (reading record by record when the kernel may take over afterwards).
         let started = Instant::now();
         let tcp = ktls::prepare(tcp, self.ktls.is_some());
-        let handshake = connector.connect(route.server_name.clone(), tcp);
+        // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
+        // hand-over and the forwarder by pointer, it is not copied into each of their futures.
+        let handshake = Box::pin(connector.connect(route.server_name.clone(), tcp));
         let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
                 self.metrics.handshake_failed(reason);

@@ -7,7 +7,8 @@
 //! Choices: TLS 1.3 only unless `--tls12`; AEAD suites only, AES-128-GCM first (fastest on
 //! AES-NI hardware), then AES-256-GCM, then ChaCha20-Poly1305; the server's order wins. Key
 //! exchange keeps the provider's defaults (X25519MLKEM768 first with aws-lc-rs). A reload builds
-//! fresh session caches, so sessions resumed after a CA change were verified under the new CA.
+//! fresh session caches and fresh verification caches (`verify_cache.rs`), so nothing verified
+//! under an old CA bundle is reused under a new one.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use rustls::{ClientConfig, ServerConfig, SupportedCipherSuite, SupportedProtocol
 
 use crate::config::{ClientAuth, Config, Provider};
 use crate::identity::{SanPattern, SanPolicyVerifier};
+use crate::verify_cache::{CachingClientVerifier, CachingServerVerifier};
 
 /// What every handshake of one certificate generation uses.
 #[derive(Debug)]
@@ -114,7 +116,7 @@ pub fn build(
         .inbound
         .iter()
         .map(|route| {
-            let verifier: Arc<dyn ClientCertVerifier> = if route.allow_san.is_empty() {
+            let checked: Arc<dyn ClientCertVerifier> = if route.allow_san.is_empty() {
                 base_client_verifier.clone()
             } else {
                 let allowed: Arc<[SanPattern]> = route.allow_san.clone().into();
@@ -122,6 +124,10 @@ pub fn build(
                     base_client_verifier.clone(),
                     allowed,
                 ))
+            };
+            let verifier: Arc<dyn ClientCertVerifier> = match config.client_auth {
+                ClientAuth::None => checked,
+                _ => Arc::new(CachingClientVerifier::new(checked)),
             };
             let mut server = ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions)?
@@ -136,15 +142,17 @@ pub fn build(
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
 
-    let server_verifier =
-        WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()?;
+    let server_verifier = Arc::new(CachingServerVerifier::new(
+        WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()?,
+    ));
     let outbound = config
         .outbound
         .iter()
         .map(|route| {
             let mut client = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions)?
-                .with_webpki_verifier(server_verifier.clone())
+                .dangerous()
+                .with_custom_certificate_verifier(server_verifier.clone())
                 .with_client_cert_resolver(resolver.clone());
             client.alpn_protocols = pick(&route.alpn, &config.tls.alpn);
             client.enable_secret_extraction = extract;

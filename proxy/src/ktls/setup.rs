@@ -64,6 +64,28 @@ macro_rules! tls_session {
 tls_session!(tokio_rustls::server::TlsStream<RecordAligned<TcpStream>>);
 tls_session!(tokio_rustls::client::TlsStream<RecordAligned<TcpStream>>);
 
+/// Connections keep their TLS state boxed (see `inbound.rs`).
+impl<T: TlsSession> TlsSession for Box<T> {
+    fn tcp(&self) -> &TcpStream {
+        (**self).tcp()
+    }
+    fn common(&self) -> &rustls::CommonState {
+        (**self).common()
+    }
+    fn ulp_attached(&self) -> bool {
+        (**self).ulp_attached()
+    }
+    fn at_boundary(&self) -> bool {
+        (**self).at_boundary()
+    }
+    fn release(&mut self) {
+        (**self).release()
+    }
+    fn into_parts(self) -> (TcpStream, rustls::Connection) {
+        (*self).into_parts()
+    }
+}
+
 /// Where a connection's data path ended up.
 pub enum Handover<S> {
     /// The kernel protects the connection now.
