@@ -35,6 +35,7 @@ step "per-part set-up"
 certs-dev/tests/setup.sh
 injector/tests/setup.sh
 manifests/tests/setup.sh
+benches/tests/setup.sh
 
 step "format and lints"
 cargo fmt --all -- --check

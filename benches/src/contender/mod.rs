@@ -263,8 +263,24 @@ struct Launch {
     admin: Option<SocketAddr>,
 }
 
-/// Writes the configs and starts the inbound side, then the outbound side, each ready.
+/// Writes the configs and starts the inbound side, then the outbound side, each ready. Ports are
+/// picked free and released before the contender binds them, so another process (a parallel test)
+/// can take one in between: a start that fails with "Address already in use" is retried with new
+/// ports.
 pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1.. {
+        match start_once(kind, env) {
+            Err(e) if attempt < ATTEMPTS && format!("{e:#}").contains("Address already in use") => {
+                eprintln!("{}: a port was taken meanwhile; retrying with new ports", kind.id());
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the loop returns by its last attempt")
+}
+
+fn start_once(kind: Kind, env: &Env<'_>) -> Result<Running> {
     let dir = env.work.join(kind.id());
     std::fs::create_dir_all(&dir)?;
     let ports = Ports::pick()?;
