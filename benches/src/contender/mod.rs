@@ -272,7 +272,10 @@ pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
     for attempt in 1.. {
         match start_once(kind, env) {
             Err(e) if attempt < ATTEMPTS && format!("{e:#}").contains("Address already in use") => {
-                eprintln!("{}: a port was taken meanwhile; retrying with new ports", kind.id());
+                eprintln!(
+                    "{}: a port was taken meanwhile; retrying with new ports",
+                    kind.id()
+                );
             }
             result => return result,
         }
