@@ -8,6 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use gembok_proxy::forward::{self, BufferPolicy, Settings};
 use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+use tokio_util::sync::CancellationToken;
 
 const PAYLOAD: usize = 16 * 1024 * 1024;
 
@@ -53,7 +54,9 @@ fn bulk(c: &mut Criterion) {
                     let (mut peer, mut peer_remote) = duplex(256 * 1024);
                     let fwd = tokio::spawn(async move {
                         let (up, down) = (Counter::noop(), Counter::noop());
-                        forward::forward(&mut app, &mut peer, settings(policy), &up, &down).await
+                        let abort = CancellationToken::new();
+                        forward::forward(&mut app, &mut peer, settings(policy), &up, &down, &abort)
+                            .await
                     });
                     let writer = async {
                         let mut sent = 0;
@@ -104,6 +107,7 @@ fn ping_pong(c: &mut Criterion) {
             settings(BufferPolicy::default()),
             &up,
             &down,
+            &CancellationToken::new(),
         )
         .await
     });

@@ -3,8 +3,10 @@
 //! Values stay strings here on purpose: [`crate::config`] parses them all and reports every
 //! problem at once, where clap would stop at the first bad value.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 /// Gembok's encryption sidecar: terminates mTLS for the app (inbound) and originates mTLS for it
@@ -139,4 +141,179 @@ pub struct ProxyArgs {
     /// Runtime worker threads: a number, or `auto` (the CPUs this process may use).
     #[arg(long, env = "GEMBOK_WORKERS", default_value = "auto")]
     pub workers: String,
+}
+
+/// What [`parse`] made of a command line.
+#[derive(Debug)]
+pub enum Parsed {
+    /// The command line, and the problems clap found on the way (unknown flags, flags without
+    /// their value), each dropped so that the rest could still be read and checked.
+    Cli(Box<Cli>, Vec<String>),
+    /// Problems that left nothing to read further.
+    Unreadable(Vec<String>),
+    /// `--help` or `--version`: print this and exit 0.
+    Info(clap::Error),
+}
+
+/// Parses like clap, without stopping at the first unknown or malformed flag: each one is
+/// reported on a line naming it, dropped, and parsing goes on, so that one run of the proxy
+/// lists every problem (together with what [`crate::config::Config::from_cli`] finds in the
+/// values).
+pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Parsed {
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut problems = Vec::new();
+    loop {
+        let error = match Cli::try_parse_from(&args) {
+            Ok(cli) => return Parsed::Cli(Box::new(cli), problems),
+            Err(e) if !e.use_stderr() => return Parsed::Info(e),
+            Err(e) => e,
+        };
+        problems.push(describe(&error));
+        // Drop the offending word and read the rest again; give up when it cannot be found (or
+        // after as many rounds as there are words).
+        match offending_word(&error, &args) {
+            Some(index) if problems.len() < args.len() => {
+                // An unknown `--flag value`: the value goes too (it is not a subcommand).
+                let takes_next = error.kind() == ErrorKind::UnknownArgument
+                    && args[index].to_string_lossy().starts_with("--")
+                    && !args[index].to_string_lossy().contains('=')
+                    && args
+                        .get(index + 1)
+                        .is_some_and(|next| !next.to_string_lossy().starts_with('-'));
+                if takes_next {
+                    args.remove(index + 1);
+                }
+                args.remove(index);
+            }
+            _ => return Parsed::Unreadable(problems),
+        }
+    }
+}
+
+/// One line for a clap error, starting with the flag (or word) it is about.
+fn describe(error: &clap::Error) -> String {
+    let context = |kind| match error.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    let word = context(ContextKind::InvalidArg).unwrap_or_default();
+    match error.kind() {
+        ErrorKind::UnknownArgument => {
+            let hint = context(ContextKind::SuggestedArg)
+                .map(|s| format!("; did you mean {s}?"))
+                .unwrap_or_default();
+            format!("{word}: unknown flag{hint}")
+        }
+        ErrorKind::InvalidValue | ErrorKind::NoEquals => {
+            let flag = word.split_whitespace().next().unwrap_or_default();
+            format!("{flag}: needs a value")
+        }
+        ErrorKind::ArgumentConflict => format!("{word}: given more than once"),
+        ErrorKind::InvalidSubcommand => {
+            let word = context(ContextKind::InvalidSubcommand).unwrap_or_default();
+            format!("{word}: unexpected word (the only subcommand is wait-ready)")
+        }
+        _ => {
+            // The first line of clap's own message, without its "error: " prefix.
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            first.trim_start_matches("error: ").to_owned()
+        }
+    }
+}
+
+/// Where the word clap complained about is in `args` (never the program name).
+fn offending_word(error: &clap::Error, args: &[OsString]) -> Option<usize> {
+    let word = match (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidSubcommand),
+    ) {
+        (Some(ContextValue::String(word)), _) | (None, Some(ContextValue::String(word))) => word,
+        _ => return None,
+    };
+    // `--flag <VALUE>` in clap's context; the command line has `--flag` or `--flag=...`.
+    let flag = word.split_whitespace().next()?;
+    let matches = |a: &OsString| {
+        let a = a.to_string_lossy();
+        a == word.as_str() || a == flag || a.starts_with(&format!("{flag}="))
+    };
+    args.iter()
+        .enumerate()
+        .skip(1)
+        .rev()
+        .find(|(_, a)| matches(a))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(args: &[&str]) -> Vec<String> {
+        match parse(std::iter::once("gembok-proxy").chain(args.iter().copied())) {
+            Parsed::Cli(_, problems) | Parsed::Unreadable(problems) => problems,
+            Parsed::Info(e) => panic!("unexpected --help/--version: {e}"),
+        }
+    }
+
+    #[test]
+    fn every_unknown_flag_is_reported_and_the_rest_still_parses() {
+        let args = [
+            "--frobnicate",
+            "--inbound",
+            "0.0.0.0:8443=127.0.0.1:80",
+            "--outbund=x",
+            "--idle-timeout",
+            "5s",
+            "--typo",
+            "value-of-typo",
+            "stray",
+        ];
+        let Parsed::Cli(cli, problems) =
+            parse(std::iter::once("gembok-proxy").chain(args.iter().copied()))
+        else {
+            panic!("parsed as --help");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].starts_with("--frobnicate: unknown flag"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("--outbund: unknown flag"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("did you mean --outbound"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].starts_with("--typo: unknown flag"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3].starts_with("stray: unexpected word"),
+            "{problems:?}"
+        );
+        assert_eq!(cli.proxy.inbound, ["0.0.0.0:8443=127.0.0.1:80"]);
+        assert_eq!(cli.proxy.idle_timeout, "5s");
+    }
+
+    #[test]
+    fn a_flag_without_its_value_is_named() {
+        let problems = problems(&["--inbound", "0.0.0.0:1=127.0.0.1:2", "--cert-dir"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("--cert-dir"), "{problems:?}");
+    }
+
+    #[test]
+    fn help_and_version_are_not_problems() {
+        assert!(matches!(parse(["gembok-proxy", "--help"]), Parsed::Info(_)));
+        assert!(matches!(
+            parse(["gembok-proxy", "--version"]),
+            Parsed::Info(_)
+        ));
+        assert!(problems(&[]).is_empty());
+    }
 }

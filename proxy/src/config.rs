@@ -114,7 +114,9 @@ pub struct ConfigErrors(pub Vec<String>);
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        let n = self.0.len();
+        let plural = if n == 1 { "" } else { "s" };
+        writeln!(f, "invalid configuration ({n} problem{plural}):")?;
         for problem in &self.0 {
             writeln!(f, "  {problem}")?;
         }

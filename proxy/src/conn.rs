@@ -8,6 +8,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::forward::{self, Buffered, End, Outcome, Settings};
 use crate::identity;
@@ -141,6 +142,7 @@ pub async fn carry<S>(
     settings: Settings,
     metrics: &ListenerMetrics,
     ktls: Option<&Support>,
+    abort: &CancellationToken,
 ) -> &'static str
 where
     S: TlsSession + PeerStream,
@@ -153,15 +155,29 @@ where
                 let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
                 let outcome = match Splice::new(&metrics.app_to_peer) {
                     Ok(up) => {
-                        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout)
-                            .await
+                        forward::forward_with(
+                            &mut app,
+                            &mut peer,
+                            up,
+                            down,
+                            settings.idle_timeout,
+                            abort,
+                        )
+                        .await
                     }
                     Err(e) => {
                         // No pipe (e.g. out of file descriptors): still kTLS, one copy each way.
                         tracing::debug!(error = %e, "no pipe for splice; copying app -> peer");
                         let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
-                        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout)
-                            .await
+                        forward::forward_with(
+                            &mut app,
+                            &mut peer,
+                            up,
+                            down,
+                            settings.idle_timeout,
+                            abort,
+                        )
+                        .await
                     }
                 };
                 return finish_logged(outcome, &mut app, &mut peer, metrics).await;
@@ -187,6 +203,7 @@ where
         settings,
         &metrics.app_to_peer,
         &metrics.peer_to_app,
+        abort,
     )
     .await;
     finish_logged(outcome, &mut app, &mut peer, metrics).await
@@ -215,8 +232,9 @@ pub fn reset(stream: &TcpStream) {
 
 /// Ends a forwarded connection. A clean end already half-closed both sides. Anything else must
 /// not look clean to the other side: a truncated or failed peer resets the app, a failed app
-/// resets the peer (no close_notify, so the remote sidecar sees a truncation and resets its app).
-/// An idle timeout closes both sides gracefully.
+/// resets the peer (no close_notify, so the remote sidecar sees a truncation and resets its app),
+/// and a connection cut by the end of the drain resets both. An idle timeout closes both sides
+/// gracefully.
 pub async fn finish<P: PeerStream>(
     end: &End,
     app: &mut TcpStream,
@@ -251,6 +269,11 @@ pub async fn finish<P: PeerStream>(
         }
         End::AppError(e) => {
             tracing::info!(error = %e, "app connection failed; resetting the peer connection");
+            reset(peer.tcp());
+        }
+        End::Aborted => {
+            tracing::info!("drain grace period over; resetting both sides");
+            reset(app);
             reset(peer.tcp());
         }
         End::IdleTimeout => {

@@ -12,7 +12,8 @@
 //!   close_notify → FIN to the app) while the other direction keeps flowing.
 //!
 //! A peer that closes without close_notify is a truncation: we stop and report
-//! [`End::Truncated`] so the caller resets the app side instead of forging a clean end.
+//! [`End::Truncated`] so the caller resets the app side instead of forging a clean end. The same
+//! goes for a connection cut by the end of the drain grace period ([`End::Aborted`]).
 
 use std::future::poll_fn;
 use std::io;
@@ -24,6 +25,7 @@ use bytes::BytesMut;
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 /// Buffer sizes by how much a direction has carried so far.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +75,8 @@ pub enum End {
     PeerError(io::Error),
     /// Nothing moved either way for the idle timeout.
     IdleTimeout,
+    /// The drain grace period ended while the connection was still open.
+    Aborted,
 }
 
 impl End {
@@ -83,6 +87,7 @@ impl End {
             End::Truncated => "truncated",
             End::AppError(_) | End::PeerError(_) => "reset",
             End::IdleTimeout => "idle_timeout",
+            End::Aborted => "aborted",
         }
     }
 }
@@ -95,15 +100,16 @@ pub struct Outcome {
     pub end: End,
 }
 
-/// Forwards until both directions are done, one fails, or the connection idles out, copying
-/// through user-space buffers both ways. `app_to_peer` and `peer_to_app` count bytes as they
-/// move (live in /metrics).
+/// Forwards until both directions are done, one fails, the connection idles out or `abort` is
+/// cancelled, copying through user-space buffers both ways. `app_to_peer` and `peer_to_app`
+/// count bytes as they move (live in /metrics).
 pub async fn forward<A, P>(
     app: &mut A,
     peer: &mut P,
     settings: Settings,
     app_to_peer: &Counter,
     peer_to_app: &Counter,
+    abort: &CancellationToken,
 ) -> Outcome
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -111,7 +117,7 @@ where
 {
     let up = Buffered::new(settings.buffers, app_to_peer);
     let down = Buffered::new(settings.buffers, peer_to_app);
-    forward_with(app, peer, up, down, settings.idle_timeout).await
+    forward_with(app, peer, up, down, settings.idle_timeout, abort).await
 }
 
 /// [`forward`] with the pump of each direction chosen by the caller (the kTLS path splices
@@ -122,6 +128,7 @@ pub async fn forward_with<A, P, U, D>(
     mut up: U,
     mut down: D,
     idle_timeout: Duration,
+    abort: &CancellationToken,
 ) -> Outcome
 where
     A: Unpin + ?Sized,
@@ -131,8 +138,12 @@ where
 {
     let mut idle = Idle::new(idle_timeout);
     let (mut up_done, mut down_done) = (false, false);
+    let mut aborted = std::pin::pin!(abort.cancelled());
 
     let end = poll_fn(|cx| {
+        if aborted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(End::Aborted);
+        }
         if !up_done {
             match up.poll_pump(cx, Pin::new(&mut *app), Pin::new(&mut *peer)) {
                 Poll::Ready(Ok(())) => up_done = true,

@@ -15,6 +15,7 @@ use std::time::Instant;
 use gembok_certwatch::Reloadable;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::Direction;
 use crate::config::{InboundRoute, Limits};
@@ -47,7 +48,7 @@ impl Handler for Inbound {
         &self.metrics
     }
 
-    async fn proxy(&self, peer: TcpStream) -> &'static str {
+    async fn proxy(&self, peer: TcpStream, abort: CancellationToken) -> &'static str {
         let _ = peer.set_nodelay(true);
 
         // 1. Configs of the current certificate generation, kept for this connection's life.
@@ -101,6 +102,14 @@ impl Handler for Inbound {
         };
 
         // 4. and 5. Forward, then close.
-        conn::carry(app, peer, self.forward, &self.metrics, self.ktls.as_deref()).await
+        conn::carry(
+            app,
+            peer,
+            self.forward,
+            &self.metrics,
+            self.ktls.as_deref(),
+            &abort,
+        )
+        .await
     }
 }

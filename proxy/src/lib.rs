@@ -200,6 +200,20 @@ pub async fn run(
         admin_stop.clone(),
     ));
 
+    if !config.inbound.is_empty() {
+        match config.client_auth {
+            config::ClientAuth::Required => {}
+            config::ClientAuth::Optional => tracing::warn!(
+                "--inbound-client-auth optional: peers without a client certificate are let in \
+                 (mTLS is not enforced on inbound listeners)"
+            ),
+            config::ClientAuth::None => tracing::warn!(
+                "--inbound-client-auth none: client certificates are not asked for; any peer that \
+                 reaches an inbound listener gets through to the app"
+            ),
+        }
+    }
+
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let forward = Settings {
         idle_timeout: config.limits.idle_timeout,
@@ -215,7 +229,7 @@ pub async fn run(
             certs: certs.clone(),
             limits: config.limits,
             forward,
-            metrics: ListenerMetrics::new(Direction::Inbound, route.listen.to_string()),
+            metrics: ListenerMetrics::new(Direction::Inbound, addr.to_string()),
             ktls: ktls.clone(),
         });
         stop.tracker.spawn(serve::serve(
@@ -235,7 +249,7 @@ pub async fn run(
             certs: certs.clone(),
             limits: config.limits,
             forward,
-            metrics: ListenerMetrics::new(Direction::Outbound, route.listen.to_string()),
+            metrics: ListenerMetrics::new(Direction::Outbound, addr.to_string()),
             ktls: ktls.clone(),
         });
         stop.tracker.spawn(serve::serve(

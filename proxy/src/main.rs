@@ -6,9 +6,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use gembok_proxy::cli::{Cli, Command};
-use gembok_proxy::config::{Config, LogConfig};
+use gembok_proxy::cli::{self, Command};
+use gembok_proxy::config::{Config, ConfigErrors, LogConfig};
 use gembok_proxy::{Listeners, ktls, shutdown, wait_ready};
 
 #[cfg(feature = "jemalloc")]
@@ -19,18 +18,22 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
+    let (cli, mut problems) = match cli::parse(std::env::args_os()) {
+        cli::Parsed::Cli(cli, problems) => (cli, problems),
+        cli::Parsed::Unreadable(problems) => {
+            eprint!("gembok-proxy: {}", ConfigErrors(problems));
             return ExitCode::from(EX_USAGE);
         }
-        Err(e) => {
-            let _ = e.print(); // --help, --version
+        cli::Parsed::Info(help) => {
+            let _ = help.print(); // --help, --version
             return ExitCode::SUCCESS;
         }
     };
     if let Some(Command::WaitReady { admin, timeout }) = cli.command {
+        if !problems.is_empty() {
+            eprint!("gembok-proxy wait-ready: {}", ConfigErrors(problems));
+            return ExitCode::from(EX_USAGE);
+        }
         let Ok(timeout) = humantime::parse_duration(&timeout) else {
             eprintln!("--timeout: `{timeout}` is not a duration like 10s or 2m");
             return ExitCode::from(EX_USAGE);
@@ -43,10 +46,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut config = match Config::from_cli(&cli.proxy) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprint!("gembok-proxy: {errors}");
+    let config = Config::from_cli(&cli.proxy);
+    if let Err(errors) = &config {
+        problems.extend(errors.0.iter().cloned());
+    }
+    let mut config = match config {
+        Ok(config) if problems.is_empty() => config,
+        _ => {
+            eprint!("gembok-proxy: {}", ConfigErrors(problems));
             return ExitCode::from(EX_USAGE);
         }
     };

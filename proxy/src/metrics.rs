@@ -30,6 +30,41 @@ pub const KTLS_AVAILABLE: &str = "gembok_ktls_available";
 /// `gembok_cert_reloads_total{result}` and `gembok_cert_not_after_timestamp_seconds`.
 pub const PREFIX: &str = "gembok_";
 
+/// `reason` values of [`HANDSHAKE_FAILURES`] (see `tls::failure_reason`, plus the timeout and the
+/// refusal before any certificate loaded).
+pub const HANDSHAKE_FAILURE_REASONS: &[&str] = &[
+    "no_client_cert",
+    "unknown_ca",
+    "san_not_allowed",
+    "expired",
+    "not_yet_valid",
+    "bad_certificate",
+    "name_mismatch",
+    "protocol_version",
+    "incompatible",
+    "alpn",
+    "peer_rejected",
+    "eof",
+    "timeout",
+    "no_certificate_loaded",
+    "other",
+];
+
+/// `end` values of [`CONNECTIONS_CLOSED`].
+pub const CLOSE_ENDS: &[&str] = &[
+    "clean",
+    "truncated",
+    "reset",
+    "idle_timeout",
+    "aborted",
+    "handshake_failed",
+    "upstream_failed",
+    "ktls_failed",
+];
+
+/// `reason` values of [`UPSTREAM_FAILURES`] (see `conn::ConnectError::reason`).
+pub const UPSTREAM_FAILURE_REASONS: &[&str] = &["timeout", "resolve", "refused", "reset", "other"];
+
 const HANDSHAKE_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -60,7 +95,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         CONNECTIONS_CLOSED,
-        "Connections finished, by direction, listener and how they ended (clean, truncated, reset, idle_timeout, handshake_failed, upstream_failed)."
+        "Connections finished, by direction, listener and how they ended (clean, truncated, reset, idle_timeout, aborted at the end of the drain, handshake_failed, upstream_failed, ktls_failed)."
     );
     metrics::describe_gauge!(
         CONNECTIONS_ACTIVE,
@@ -78,7 +113,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         HANDSHAKE_FAILURES,
-        "Failed TLS handshakes, by direction, listener and reason (no_client_cert, unknown_ca, san_not_allowed, expired, not_yet_valid, name_mismatch, protocol_version, timeout, peer_rejected, no_certificate_loaded, eof, other)."
+        "Failed TLS handshakes, by direction, listener and reason (no_client_cert, unknown_ca, san_not_allowed, expired, not_yet_valid, bad_certificate, name_mismatch, protocol_version, incompatible, alpn, peer_rejected, eof, timeout, no_certificate_loaded, other)."
     );
     metrics::describe_counter!(
         HANDSHAKES,
@@ -126,9 +161,27 @@ pub struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
+    /// Resolves the data-path handles and registers every failure series at zero, so that
+    /// alerts and `rate()` see a series before its first event.
     pub fn new(direction: Direction, listener: String) -> Self {
         let d = direction.as_str();
         let labels = [("direction", d.to_owned()), ("listener", listener.clone())];
+        let with = |key: &'static str, value: &str| {
+            let mut l = labels.to_vec();
+            l.push((key, value.to_owned()));
+            l
+        };
+        for reason in HANDSHAKE_FAILURE_REASONS {
+            metrics::counter!(HANDSHAKE_FAILURES, &with("reason", reason)).increment(0);
+        }
+        for end in CLOSE_ENDS {
+            metrics::counter!(CONNECTIONS_CLOSED, &with("end", end)).increment(0);
+        }
+        for reason in UPSTREAM_FAILURE_REASONS {
+            metrics::counter!(UPSTREAM_FAILURES, &with("reason", reason)).increment(0);
+        }
+        metrics::counter!(TRUNCATIONS, &labels).increment(0);
+        metrics::counter!(ACCEPT_ERRORS, "listener" => listener.clone()).increment(0);
         let flow = |f: &'static str| {
             let mut l = labels.to_vec();
             l.push(("flow", f.to_owned()));

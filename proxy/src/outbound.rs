@@ -15,6 +15,7 @@ use std::time::Instant;
 use gembok_certwatch::Reloadable;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 use crate::Direction;
 use crate::config::{Limits, OutboundRoute};
@@ -47,7 +48,7 @@ impl Handler for Outbound {
         &self.metrics
     }
 
-    async fn proxy(&self, app: TcpStream) -> &'static str {
+    async fn proxy(&self, app: TcpStream, abort: CancellationToken) -> &'static str {
         let _ = app.set_nodelay(true);
 
         // 1. Configs of the current certificate generation, kept for this connection's life.
@@ -97,6 +98,14 @@ impl Handler for Outbound {
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
 
         // 4. and 5. Forward, then close.
-        conn::carry(app, peer, self.forward, &self.metrics, self.ktls.as_deref()).await
+        conn::carry(
+            app,
+            peer,
+            self.forward,
+            &self.metrics,
+            self.ktls.as_deref(),
+            &abort,
+        )
+        .await
     }
 }

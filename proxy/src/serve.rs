@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Direction;
@@ -22,8 +23,13 @@ pub trait Handler: Send + Sync + 'static {
     fn direction(&self) -> Direction;
     fn metrics(&self) -> &ListenerMetrics;
     /// Serves one connection to its end, handling (logging and counting) its errors, and returns
-    /// how it ended: the `end` label of `gembok_connections_closed_total`.
-    fn proxy(&self, stream: TcpStream) -> impl Future<Output = &'static str> + Send;
+    /// how it ended: the `end` label of `gembok_connections_closed_total`. When `abort` is
+    /// cancelled (the drain grace period is over) forwarding stops and both sides are reset.
+    fn proxy(
+        &self,
+        stream: TcpStream,
+        abort: CancellationToken,
+    ) -> impl Future<Output = &'static str> + Send;
 }
 
 /// Accepts on `listener` until `shutdown` is cancelled, then drops the listener.
@@ -73,12 +79,13 @@ pub async fn serve<H: Handler>(
             peer.id = tracing::field::Empty,
         );
         let handler = handler.clone();
+        let abort = shutdown.abort.child_token();
         shutdown.tracker.spawn(
             async move {
                 let metrics = handler.metrics();
                 metrics.opened.increment(1);
                 metrics.active.increment(1.0);
-                let end = handler.proxy(stream).await;
+                let end = handler.proxy(stream, abort).await;
                 metrics.active.decrement(1.0);
                 metrics.closed(end);
                 drop(permit);

@@ -3,6 +3,10 @@
 //! On SIGTERM (or SIGINT) the proxy turns `/ready` to 503, cancels the token so every accept
 //! loop stops and drops its listener (new connections are refused), then waits for the tracked
 //! connection tasks until the drain grace period ends, and returns so the process exits 0.
+//!
+//! Connections still open when the grace period ends are cut, and cut visibly: a second token
+//! ([`Shutdown::abort`]) makes each one reset both its sockets, so neither the app nor the peer
+//! mistakes the cut for a clean end of stream.
 
 use std::time::Duration;
 
@@ -16,6 +20,9 @@ pub struct Shutdown {
     pub token: CancellationToken,
     /// Tracks accept loops and connection tasks, so the drain can wait for them.
     pub tracker: TaskTracker,
+    /// Cancelled when the grace period is over: every connection still forwarding resets both
+    /// sides. Each connection watches its own child token (an uncontended lock per wake-up).
+    pub abort: CancellationToken,
 }
 
 /// How a drain ended.
@@ -23,21 +30,30 @@ pub struct Shutdown {
 pub enum Drained {
     /// Every connection finished within the grace period.
     Complete,
-    /// The grace period ended with this many tasks still running; they are dropped at exit.
+    /// The grace period ended with this many connections still open; they were reset.
     Expired { remaining: usize },
 }
 
+/// How long connections get, after the grace period, to reset their sockets before the process
+/// exits anyway (one that is still in its handshake is simply dropped).
+const ABORT_WAIT: Duration = Duration::from_secs(2);
+
 impl Shutdown {
-    /// Stops accepting and waits up to `grace` for open connections to finish.
+    /// Stops accepting and waits up to `grace` for open connections to finish; then resets
+    /// the ones left.
     pub async fn drain(&self, grace: Duration) -> Drained {
         self.token.cancel();
         self.tracker.close();
-        match tokio::time::timeout(grace, self.tracker.wait()).await {
-            Ok(()) => Drained::Complete,
-            Err(_) => Drained::Expired {
-                remaining: self.tracker.len(),
-            },
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return Drained::Complete;
         }
+        let remaining = self.tracker.len();
+        self.abort.cancel();
+        let _ = tokio::time::timeout(ABORT_WAIT, self.tracker.wait()).await;
+        Drained::Expired { remaining }
     }
 }
 
@@ -70,5 +86,13 @@ mod tests {
             s.drain(Duration::from_secs(1)).await,
             Drained::Expired { remaining: 1 }
         );
+        assert!(s.abort.is_cancelled(), "connections left are told to reset");
+
+        // Within the grace period nobody is aborted.
+        let s = Shutdown::default();
+        s.tracker
+            .spawn(tokio::time::sleep(Duration::from_millis(10)));
+        assert_eq!(s.drain(Duration::from_secs(1)).await, Drained::Complete);
+        assert!(!s.abort.is_cancelled());
     }
 }

@@ -23,7 +23,8 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 async fn run(mut app: DuplexStream, mut peer: DuplexStream, idle: Duration) -> Outcome {
     let c = Counter::noop();
-    forward(&mut app, &mut peer, settings(idle), &c, &c).await
+    let abort = CancellationToken::new();
+    forward(&mut app, &mut peer, settings(idle), &c, &c, &abort).await
 }
 
 #[tokio::test]
@@ -139,6 +140,7 @@ async fn a_peer_fin_without_close_notify_is_a_truncation() {
         settings(Duration::from_secs(60)),
         &c,
         &c,
+        &CancellationToken::new(),
     )
     .await;
     assert!(matches!(outcome.end, End::Truncated), "{:?}", outcome.end);
@@ -172,10 +174,158 @@ async fn idles_out_only_after_a_quiet_period() {
     );
 }
 
+#[tokio::test]
+async fn abort_stops_a_busy_connection_at_once() {
+    let (mut app_far, mut app_near) = duplex(1024);
+    let (mut peer_near, _peer_far) = duplex(1024);
+    let abort = CancellationToken::new();
+    let c = Counter::noop();
+    let cut = abort.clone();
+    let forwarding = async {
+        forward(
+            &mut app_near,
+            &mut peer_near,
+            settings(Duration::from_secs(60)),
+            &c,
+            &c,
+            &abort,
+        )
+        .await
+    };
+    let app = async {
+        app_far.write_all(b"in flight").await.unwrap();
+        cut.cancel();
+    };
+    let (outcome, ()) = tokio::join!(forwarding, app);
+    assert!(matches!(outcome.end, End::Aborted), "{:?}", outcome.end);
+    assert_eq!(outcome.end.label(), "aborted");
+}
+
 #[test]
 fn buffers_grow_with_traffic() {
     let p = BufferPolicy::default();
     assert_eq!(p.size_for(0), 16 * 1024);
     assert_eq!(p.size_for(128 * 1024 - 1), 16 * 1024);
     assert_eq!(p.size_for(128 * 1024), 256 * 1024);
+}
+
+/// What a scripted reader gives on each read: bytes (up to what the buffer offers), or nothing
+/// for now (`Pending`).
+enum Step {
+    Data(usize),
+    Fill,
+    Pending,
+}
+
+/// A reader that follows a script and records how much room each read was offered.
+struct Scripted {
+    script: std::collections::VecDeque<Step>,
+    offered: Vec<usize>,
+}
+
+impl tokio::io::AsyncRead for Scripted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let room = buf.remaining();
+        self.offered.push(room);
+        match self.script.pop_front() {
+            Some(Step::Data(n)) => buf.put_slice(&vec![7; n.min(room)]),
+            Some(Step::Fill) => buf.put_slice(&vec![7; room]),
+            Some(Step::Pending) | None => return Poll::Pending,
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A writer that takes everything and logs writes and flushes in order.
+#[derive(Default)]
+struct Logged {
+    events: Vec<String>,
+}
+
+impl tokio::io::AsyncWrite for Logged {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.events.push(format!("write {}", buf.len()));
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.events.push("flush".to_owned());
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.events.push("shutdown".to_owned());
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn pump_once(reader: &mut Scripted, writer: &mut Logged, pump: &mut Buffered<'_>) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    pump.poll_pump(&mut cx, Pin::new(reader), Pin::new(writer))
+        .is_pending()
+}
+
+#[test]
+fn flushes_only_when_the_next_read_would_block() {
+    let c = Counter::noop();
+    let mut pump = Buffered::new(BufferPolicy::default(), &c);
+    let mut reader = Scripted {
+        script: [
+            Step::Data(100),
+            Step::Data(200),
+            Step::Data(300),
+            Step::Pending,
+        ]
+        .into(),
+        offered: Vec::new(),
+    };
+    let mut writer = Logged::default();
+    assert!(pump_once(&mut reader, &mut writer, &mut pump));
+    assert_eq!(
+        writer.events,
+        ["write 100", "write 200", "write 300", "flush"],
+        "three reads ready at once leave in one flush"
+    );
+    // Nothing new to read and nothing written since: no second flush.
+    reader.script = [Step::Pending].into();
+    assert!(pump_once(&mut reader, &mut writer, &mut pump));
+    assert_eq!(writer.events.len(), 4, "{:?}", writer.events);
+    assert_eq!(pump.carried, 600);
+}
+
+#[test]
+fn the_pump_reads_with_larger_buffers_once_a_direction_carried_128_kib() {
+    let c = Counter::noop();
+    let mut pump = Buffered::new(BufferPolicy::default(), &c);
+    let mut reader = Scripted {
+        script: std::iter::repeat_with(|| Step::Fill)
+            .take(12)
+            .chain([Step::Pending])
+            .collect(),
+        offered: Vec::new(),
+    };
+    let mut writer = Logged::default();
+    assert!(pump_once(&mut reader, &mut writer, &mut pump));
+    // 8 reads of 16 KiB make 128 KiB; from then on 256 KiB at a time.
+    assert!(
+        reader.offered[..8].iter().all(|&n| n == 16 * 1024),
+        "{:?}",
+        reader.offered
+    );
+    assert!(
+        reader.offered[8..]
+            .iter()
+            .all(|&n| (256 * 1024..512 * 1024).contains(&n)),
+        "{:?}",
+        reader.offered
+    );
+    assert_eq!(pump.carried, 8 * 16 * 1024 + 4 * reader.offered[8] as u64);
+    // The buffer is released while the reader has nothing to give: idle connections hold none.
+    assert!(pump.buf.is_none());
 }

@@ -7,6 +7,7 @@ use gembok_tests::bins;
 use gembok_tests::pki::{CertDir, TestPki, workload_spec};
 use gembok_tests::proxy::Proxy;
 use gembok_tests::traffic::{Exchange, ExchangeApp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Pair, wait_metric};
 
@@ -105,7 +106,9 @@ async fn metrics_follow_prometheus_conventions() {
     ] {
         assert_eq!(m.types.get(name).map(String::as_str), Some(kind), "{name}");
     }
-    let labels = [("direction", "outbound"), ("listener", "127.0.0.1:0")];
+    // The listener label is the bound address, not the configured port 0.
+    let listener = pair.entry().to_string();
+    let labels = [("direction", "outbound"), ("listener", listener.as_str())];
     assert_eq!(m.sum("gembok_connections_opened_total", &labels), 1.0);
     assert_eq!(
         m.sum("gembok_bytes_total", &[("flow", "app_to_peer")]),
@@ -123,6 +126,19 @@ async fn metrics_follow_prometheus_conventions() {
         m.sum("gembok_build_info", &[("provider", "aws-lc-rs")]),
         1.0
     );
+    // Failure series exist at zero before the first failure, so alerts and rate() see them.
+    for (name, label) in [
+        ("gembok_handshake_failures_total", ("reason", "unknown_ca")),
+        ("gembok_connections_closed_total", ("end", "truncated")),
+        ("gembok_upstream_connect_failures_total", ("reason", "refused")),
+    ] {
+        let sample = m
+            .samples
+            .iter()
+            .find(|s| s.name == name && s.labels.get(label.0).map(String::as_str) == Some(label.1));
+        assert!(sample.is_some_and(|s| s.value == 0.0), "{name}{{{label:?}}} at 0");
+    }
+    assert!(m.has("gembok_truncations_total"));
     // Every sample name is gembok_-prefixed.
     assert!(
         m.samples.iter().all(|s| s.name.starts_with("gembok_")),
@@ -138,7 +154,6 @@ async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
     let entry = pair.entry();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let transfer = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(entry).await.unwrap();
         let mut header = [0u8; 24];
         header[8..16].copy_from_slice(&(1u64 << 20).to_be_bytes()); // ask for 1 MiB back
@@ -189,11 +204,15 @@ async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
 }
 
 #[tokio::test]
-async fn drain_ends_at_the_grace_period_and_still_exits_zero() {
+async fn drain_ends_at_the_grace_period_resets_what_is_left_and_still_exits_zero() {
     let pair = Pair::start_args(&["--drain-grace", "1s"], &[]).await;
     let mut pair = pair;
-    // An idle connection that never finishes by itself.
-    let _idle = tokio::net::TcpStream::connect(pair.entry()).await.unwrap();
+    // A connection that never finishes by itself: the app waits for the rest of the upload and
+    // is stuck sending a 1 GiB reply that nobody reads.
+    let mut open = tokio::net::TcpStream::connect(pair.entry()).await.unwrap();
+    let mut header = [0u8; 24];
+    header[8..16].copy_from_slice(&(1u64 << 30).to_be_bytes());
+    open.write_all(&header).await.unwrap();
     wait_metric(&pair.inbound, "gembok_connections_active", &[], 1.0).await;
     let started = Instant::now();
     pair.inbound.signal(libc::SIGTERM);
@@ -206,6 +225,22 @@ async fn drain_ends_at_the_grace_period_and_still_exits_zero() {
     );
     assert!(
         pair.inbound.logs().contains("drain grace period over"),
+        "{}",
+        pair.inbound.logs()
+    );
+    // Cut, and cut visibly: the app gets a reset instead of a clean end of its upload, and so
+    // does the client on the far side (its sidecar saw the peer vanish without close_notify).
+    let at_app = pair.app.received.recv().await.unwrap();
+    assert!(at_app.is_err(), "the app saw a clean end: {at_app:?}");
+    let mut rest = Vec::new();
+    let at_client = open.read_to_end(&mut rest).await;
+    assert_eq!(
+        at_client.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the client saw a clean end"
+    );
+    assert!(
+        pair.inbound.logs().contains("resetting both sides"),
         "{}",
         pair.inbound.logs()
     );
@@ -223,6 +258,7 @@ fn bad_flags_exit_64_listing_every_problem() {
             "forever",
         ])
         .args(["--crypto-provider", "openssl", "--max-connections=-3"])
+        .args(["--frobnicate", "--tls-12"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -234,18 +270,23 @@ fn bad_flags_exit_64_listing_every_problem() {
         "--crypto-provider",
         "--max-connections",
         "--cert-dir",
+        "--frobnicate",
+        "--tls-12",
     ] {
         assert!(
             stderr.lines().any(|l| l.trim_start().starts_with(flag)),
             "no line for {flag}:\n{stderr}"
         );
     }
-    // An unknown flag is a usage error too.
-    let out = Command::new(bins::proxy())
-        .arg("--frobnicate")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr.contains("did you mean --tls12?"), "{stderr}");
+    assert!(stderr.contains("(8 problems)"), "{stderr}");
+    // A lone unknown flag is a usage error too, and so is one given to the subcommand.
+    for args in [&["--frobnicate"][..], &["wait-ready", "--frobnicate"]] {
+        let out = Command::new(bins::proxy()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--frobnicate: unknown flag"), "{stderr}");
+    }
     // --help documents the defaults and the environment variables.
     let help = Command::new(bins::proxy()).arg("--help").output().unwrap();
     assert!(help.status.success());

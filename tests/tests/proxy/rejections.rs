@@ -226,3 +226,47 @@ async fn outbound_refuses_a_server_with_the_wrong_name() {
     )
     .await;
 }
+
+/// `--inbound-client-auth optional|none` lets a client without a certificate in, and says so in
+/// a warning at start-up; with `optional` a certificate that is presented is still verified.
+#[tokio::test]
+async fn relaxed_client_auth_lets_certificate_less_clients_in_and_warns() {
+    for mode in ["optional", "none"] {
+        let pki = TestPki::new();
+        let mut app = ExchangeApp::start().await;
+        let dir = CertDir::new(&pki.workload("server"));
+        let proxy = Proxy::builder()
+            .cert_dir(&dir)
+            .inbound(app.addr, "")
+            .args(["--inbound-client-auth", mode])
+            .start();
+        proxy.ready().await;
+        let warning = proxy
+            .logs()
+            .lines()
+            .find(|l| l.contains(&format!("--inbound-client-auth {mode}")))
+            .map(str::to_owned);
+        let warning = warning.unwrap_or_else(|| panic!("no warning for {mode}:\n{}", proxy.logs()));
+        assert!(warning.contains("\"WARN\""), "{warning}");
+
+        try_exchange(&proxy, &Client::new(pki.root_pem(), None, false))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: a client without a certificate was refused: {e}"));
+        app.received.recv().await.unwrap().unwrap();
+
+        if mode == "optional" {
+            let other = TestPki::new();
+            let client = Client::new(pki.root_pem(), Some(&other.workload("client")), false);
+            try_exchange(&proxy, &client)
+                .await
+                .expect_err("a certificate from another CA must still be refused");
+            wait_metric(
+                &proxy,
+                "gembok_handshake_failures_total",
+                &[("reason", "unknown_ca")],
+                1.0,
+            )
+            .await;
+        }
+    }
+}
