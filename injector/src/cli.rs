@@ -78,11 +78,5 @@ pub fn transform(text: &str, config: &InjectConfig) -> (Option<String>, u8) {
     if failed {
         return (None, EXIT_DATA);
     }
-    match workload::write_documents(&docs) {
-        Ok(out) => (Some(out), 0),
-        Err(e) => {
-            eprintln!("gembok-injector: cannot write YAML: {e}");
-            (None, EXIT_DATA)
-        }
-    }
+    (Some(workload::write_documents(&docs)), 0)
 }

@@ -32,3 +32,4 @@ pub mod review;
 pub mod server;
 pub mod shutdown;
 pub mod workload;
+pub mod yaml;

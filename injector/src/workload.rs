@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
@@ -16,44 +15,41 @@ use crate::istio;
 use crate::patch;
 use crate::policy::SkipReason;
 use crate::sidecar::Plan;
+use crate::yaml;
 
 /// Input the command cannot read.
 #[derive(Debug, Error)]
 pub enum ReadError {
-    #[error("YAML document {index}: {source}")]
-    Yaml {
-        index: usize,
-        source: serde_yaml_ng::Error,
-    },
+    #[error(transparent)]
+    Yaml(#[from] yaml::YamlError),
     #[error(
         "YAML document {index} is not a Kubernetes object (a mapping with kind and apiVersion)"
     )]
     NotAnObject { index: usize },
 }
 
-/// Splits a YAML stream into objects; empty documents are dropped.
+/// Splits a YAML stream into objects, reading it as kubectl does (YAML 1.1 scalars, see
+/// [`yaml`]); empty documents are dropped.
 pub fn read_documents(text: &str) -> Result<Vec<Value>, ReadError> {
     let mut docs = Vec::new();
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let index = i + 1;
-        let value = Value::deserialize(doc).map_err(|source| ReadError::Yaml { index, source })?;
+    for (i, value) in yaml::read_stream(text)?.into_iter().enumerate() {
         match value {
             Value::Null => {}
             Value::Object(_) => docs.push(value),
-            _ => return Err(ReadError::NotAnObject { index }),
+            _ => return Err(ReadError::NotAnObject { index: i + 1 }),
         }
     }
     Ok(docs)
 }
 
-/// Writes objects back as one YAML stream.
-pub fn write_documents(docs: &[Value]) -> Result<String, serde_yaml_ng::Error> {
+/// Writes objects back as one YAML stream that kubectl reads back unchanged.
+pub fn write_documents(docs: &[Value]) -> String {
     let mut out = String::new();
     for doc in docs {
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(doc)?);
+        out.push_str(&yaml::write_document(doc));
     }
-    Ok(out)
+    out
 }
 
 /// Where the pod template sits in an object of a given kind, as a JSON pointer.

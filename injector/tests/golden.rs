@@ -313,6 +313,41 @@ fn golden_outputs_validate_strictly() {
     );
 }
 
+/// kubectl reads YAML 1.1: every output, read by an independent YAML 1.1 reader (PyYAML), is the
+/// same data as the CLI meant to write. An unquoted `on`, `y`, `0644` or `1:30` would come back
+/// as a bool, an integer or a sexagesimal number.
+#[test]
+fn outputs_read_the_same_with_a_yaml_1_1_reader() {
+    let files: Vec<PathBuf> = cases()
+        .iter()
+        .map(|c| c.path(".injected.yaml"))
+        .filter(|p| p.exists())
+        .collect();
+    let script = "import json, sys, yaml\n\
+                  print(json.dumps([[d for d in yaml.safe_load_all(open(f)) if d is not None] \
+                  for f in sys.argv[1:]]))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(&files)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "PyYAML could not read the outputs (run injector/tests/setup.sh):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pyyaml: Vec<Vec<Value>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (file, docs) in files.iter().zip(pyyaml) {
+        let ours = parse_docs(&std::fs::read_to_string(file).unwrap());
+        assert_eq!(
+            docs,
+            ours,
+            "{} reads differently in YAML 1.1",
+            file.display()
+        );
+    }
+}
+
 /// Fields k8s-openapi does not know (a newer Kubernetes, another webhook) must survive both the
 /// webhook patch and the CLI, at pod spec level and inside an existing init container.
 #[test]
@@ -353,7 +388,7 @@ fn fields_the_injector_does_not_know_survive() {
         );
     }
 
-    let yaml = serde_yaml_ng::to_string(&pod).unwrap();
+    let yaml = gembok_injector::yaml::write_document(&pod);
     let (out, code) = transform(&yaml, &config());
     assert_eq!(code, 0);
     let out = parse_docs(&out.unwrap()).remove(0);
