@@ -11,6 +11,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// Who the client is and what it accepts.
+#[derive(Clone)]
 pub struct Client {
     config: Arc<ClientConfig>,
 }

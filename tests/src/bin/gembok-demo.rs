@@ -5,7 +5,8 @@
 //! cross-region trust model is exercised), pushes verifiable traffic through the encrypted pair
 //! in both directions at once, and prints what happened.
 //!
-//! `--hold` keeps everything running afterwards so /metrics can be browsed (Ctrl-C to stop).
+//! `--hold` keeps everything running afterwards so /metrics can be browsed (Ctrl-C to stop);
+//! `--mib N` sets the size of each transfer (default 256 MiB each way per connection).
 
 #![forbid(unsafe_code)]
 
@@ -18,11 +19,48 @@ use gembok_tests::proxy::Proxy;
 use gembok_tests::traffic::{Exchange, ExchangeApp};
 
 const STREAMS: u64 = 4;
-const MIB_EACH_WAY: u64 = 256;
+const DEFAULT_MIB_EACH_WAY: u64 = 256;
+
+/// sysexits' EX_USAGE.
+const EX_USAGE: i32 = 64;
+
+struct Args {
+    hold: bool,
+    mib_each_way: u64,
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = Args {
+        hold: false,
+        mib_each_way: DEFAULT_MIB_EACH_WAY,
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--hold" => args.hold = true,
+            "--mib" => {
+                let value = words.next().ok_or("--mib: needs a number of MiB")?;
+                args.mib_each_way = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(format!("--mib: `{value}` is not a positive number of MiB"))?;
+            }
+            other => return Err(format!("{other}: unknown argument (try --hold, --mib N)")),
+        }
+    }
+    Ok(args)
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let hold = std::env::args().any(|a| a == "--hold");
+    let Args { hold, mib_each_way } = match args() {
+        Ok(args) => args,
+        Err(problem) => {
+            eprintln!("gembok-demo: {problem}");
+            std::process::exit(EX_USAGE);
+        }
+    };
     let work = tempfile::tempdir()?;
 
     // 1. A development PKI: one root, an intermediate per region, a leaf per service.
@@ -70,8 +108,8 @@ async fn main() -> Result<()> {
         outbound.outbound[0], inbound.inbound[0]
     );
 
-    // 3. Traffic: STREAMS connections, each MIB_EACH_WAY up and down at the same time.
-    let bytes = MIB_EACH_WAY << 20;
+    // 3. Traffic: STREAMS connections, each `mib_each_way` up and down at the same time.
+    let bytes = mib_each_way << 20;
     let exchanges: Vec<Exchange> = (0..STREAMS)
         .map(|id| Exchange {
             id,
@@ -103,7 +141,7 @@ async fn main() -> Result<()> {
     let elapsed = started.elapsed();
     let total = 2 * STREAMS * bytes;
     println!(
-        "3. traffic                {STREAMS} connections x {MIB_EACH_WAY} MiB each way at once = {} MiB in {:.2} s: {:.2} Gbit/s through the pair, SHA-256 verified both ways",
+        "3. traffic                {STREAMS} connections x {mib_each_way} MiB each way at once = {} MiB in {:.2} s: {:.2} Gbit/s through the pair, SHA-256 verified both ways",
         total >> 20,
         elapsed.as_secs_f64(),
         total as f64 * 8.0 / elapsed.as_secs_f64() / 1e9

@@ -237,3 +237,36 @@ async fn an_upstream_reset_mid_stream_reaches_the_client() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_peer_sidecar_that_dies_mid_stream_resets_the_client() {
+    // The app waits for an upload that never ends; the inbound sidecar is killed meanwhile, so
+    // the outbound sees the TCP stream end without close_notify: a truncation.
+    let (app, _saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
+    let pair = pair_to(app).await;
+    let mut client = TcpStream::connect(pair.entry()).await.unwrap();
+    client.write_all(b"the start of a request").await.unwrap();
+    wait_metric(
+        &pair.inbound,
+        "gembok_bytes_total",
+        &[("flow", "peer_to_app")],
+        22.0,
+    )
+    .await;
+    pair.inbound.signal(libc::SIGKILL);
+    let saw = tokio::time::timeout(Duration::from_secs(10), read_until_end(&mut client))
+        .await
+        .unwrap();
+    assert!(
+        matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)),
+        "the client must see a reset, not {saw:?}"
+    );
+    wait_metric(&pair.outbound, "gembok_truncations_total", &[], 1.0).await;
+    wait_metric(
+        &pair.outbound,
+        "gembok_connections_closed_total",
+        &[("end", "truncated")],
+        1.0,
+    )
+    .await;
+}

@@ -130,13 +130,19 @@ async fn metrics_follow_prometheus_conventions() {
     for (name, label) in [
         ("gembok_handshake_failures_total", ("reason", "unknown_ca")),
         ("gembok_connections_closed_total", ("end", "truncated")),
-        ("gembok_upstream_connect_failures_total", ("reason", "refused")),
+        (
+            "gembok_upstream_connect_failures_total",
+            ("reason", "refused"),
+        ),
     ] {
         let sample = m
             .samples
             .iter()
             .find(|s| s.name == name && s.labels.get(label.0).map(String::as_str) == Some(label.1));
-        assert!(sample.is_some_and(|s| s.value == 0.0), "{name}{{{label:?}}} at 0");
+        assert!(
+            sample.is_some_and(|s| s.value == 0.0),
+            "{name}{{{label:?}}} at 0"
+        );
     }
     assert!(m.has("gembok_truncations_total"));
     // Every sample name is gembok_-prefixed.

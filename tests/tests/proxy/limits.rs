@@ -174,3 +174,58 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
         }
     }
 }
+
+/// A peer that never answers the SYN: the outbound connect gives up after --connect-timeout,
+/// resets the app's connection and counts it.
+#[tokio::test]
+async fn a_connect_that_hangs_gives_up_after_the_connect_timeout() {
+    // A listener whose accept queue is full (backlog 0, one connection queued, never accepted):
+    // the kernel drops further SYNs, so a connect to it hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let black_hole = socket.listen(0).unwrap();
+    let addr = black_hole.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+        }
+    }
+    let hung = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(hung.is_err(), "the accept queue is not full; cannot test");
+
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("client"));
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .outbound(
+            &addr.to_string(),
+            ",server-name=server.test.svc.cluster.local",
+        )
+        .args(["--connect-timeout", "400ms"])
+        .start();
+    proxy.ready().await;
+    let mut app = TcpStream::connect(proxy.outbound[0]).await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), app.read_to_end(&mut buf))
+        .await
+        .expect("the proxy gave up");
+    assert_eq!(
+        end.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionReset)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "gave up too early: {:?}",
+        started.elapsed()
+    );
+    wait_metric(
+        &proxy,
+        "gembok_upstream_connect_failures_total",
+        &[("reason", "timeout")],
+        1.0,
+    )
+    .await;
+    drop(black_hole);
+}

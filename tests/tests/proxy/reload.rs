@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use gembok_tests::pki::{CertDir, TestPki, dns_name};
 use gembok_tests::proxy::Proxy;
 use gembok_tests::tls::Client;
-use gembok_tests::traffic::{Exchange, ExchangeApp};
+use gembok_tests::traffic::{self, Exchange, ExchangeApp};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use crate::support::wait_metric;
@@ -137,7 +138,8 @@ async fn rotation_serves_the_new_certificate_within_2s_without_a_failed_handshak
     proxy.ready().await;
     let client = Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
 
-    // A connection opened before the swap, still transferring after it.
+    // A connection opened before the swap, still transferring after it: it uploads now, but
+    // its 64 MiB reply is read only after the swap (until then it is stuck in socket buffers).
     let long = Exchange {
         id: 1,
         send_len: 64 << 20,
@@ -150,7 +152,17 @@ async fn rotation_serves_the_new_certificate_within_2s_without_a_failed_handshak
         .await
         .unwrap();
     assert_eq!(served_serial(&early), serial(&first));
-    let transfer = tokio::spawn(async move { long.run_on(early).await });
+    let (mut early_r, mut early_w) = tokio::io::split(early);
+    let upload = tokio::spawn(async move {
+        let mut header = [0u8; 24];
+        header[..8].copy_from_slice(&long.id.to_be_bytes());
+        header[8..16].copy_from_slice(&long.reply_len.to_be_bytes());
+        header[16..].copy_from_slice(&long.reply_seed.to_be_bytes());
+        early_w.write_all(&header).await?;
+        let sent = traffic::send(&mut early_w, long.send_len, long.send_seed).await?;
+        early_w.shutdown().await?;
+        Ok::<_, std::io::Error>(sent)
+    });
 
     let prober = Prober::start(
         &proxy,
@@ -175,19 +187,33 @@ async fn rotation_serves_the_new_certificate_within_2s_without_a_failed_handshak
         failures, 0,
         "{failures} of {handshakes} handshakes failed during the rotation"
     );
+    // In TLS 1.3 the client is done before the server has checked its certificate: the
+    // server's own count must be zero too.
+    let m = proxy.metrics().await;
+    assert_eq!(m.sum("gembok_handshake_failures_total", &[]), 0.0);
+    assert_eq!(
+        m.sum(
+            "gembok_connections_closed_total",
+            &[("end", "handshake_failed")]
+        ),
+        0.0
+    );
     assert_eq!(
         seen,
         vec![serial(&first), serial(&second)],
         "the serial must switch once, and for good"
     );
 
-    let result = transfer.await.unwrap().unwrap_or_else(|e| {
+    // The early connection: its reply has not been read yet, so it is still open; now it
+    // finishes, byte for byte.
+    let received = traffic::digest(&mut early_r).await.unwrap_or_else(|e| {
         panic!(
             "the connection opened before the swap failed: {e}\n{}",
             proxy.logs()
         )
     });
-    assert_eq!(result.received, long.expected_reply());
+    assert_eq!(received, long.expected_reply());
+    assert_eq!(upload.await.unwrap().unwrap(), long.expected_at_app());
     // The prober's connections reach the app too (and end without a request): find ours.
     let at_app = loop {
         match app.received.recv().await.unwrap() {
@@ -306,6 +332,68 @@ async fn sighup_forces_a_reload() {
         "gembok_cert_reloads_total",
         &[("result", "success")],
         2.0,
+    )
+    .await;
+}
+
+/// A rotation may change the CA bundle too (a new root): handshakes verify against the new
+/// bundle at once, peers of the old CA are refused, and the proxy trusts the new one.
+#[tokio::test]
+async fn rotation_to_a_new_ca_trusts_the_new_one_only() {
+    let (old, new) = (TestPki::new(), TestPki::new());
+    let mut app = ExchangeApp::start().await;
+    let dir = CertDir::new(&old.workload("server"));
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .start();
+    proxy.ready().await;
+    let old_client = Client::new(old.root_pem(), Some(&old.workload("client")), false);
+    let new_client = Client::new(new.root_pem(), Some(&new.workload("client")), false);
+    let exchange = Exchange {
+        id: 7,
+        send_len: 1000,
+        send_seed: 3,
+        reply_len: 1000,
+        reply_seed: 4,
+    };
+    let through = |client: &Client| {
+        let client = client.clone();
+        let addr = proxy.inbound[0];
+        async move {
+            let tls = client.connect(addr, &dns_name("server")).await?;
+            exchange.run_on(tls).await
+        }
+    };
+    through(&old_client)
+        .await
+        .expect("old CA before the rotation");
+    app.received.recv().await.unwrap().unwrap();
+
+    let next = new.workload("server");
+    dir.swap(&next);
+    wait_metric(
+        &proxy,
+        "gembok_cert_reloads_total",
+        &[("result", "success")],
+        2.0,
+    )
+    .await;
+    let result = through(&new_client)
+        .await
+        .expect("new CA after the rotation");
+    assert_eq!(result.received, exchange.expected_reply());
+    // A client that knows the new server but still holds a certificate of the retired CA.
+    let stale = Client::new(new.root_pem(), Some(&old.workload("client")), false);
+    assert!(
+        through(&stale).await.is_err(),
+        "a peer of the retired CA must be refused"
+    );
+    wait_metric(
+        &proxy,
+        "gembok_handshake_failures_total",
+        &[("reason", "unknown_ca")],
+        1.0,
     )
     .await;
 }

@@ -130,3 +130,45 @@ async fn carries_200_concurrent_connections_of_random_sizes() {
     )
     .await;
 }
+
+/// The other crypto provider carries traffic just as well (ring has no ML-KEM, so the pair
+/// agrees on X25519), and mixed providers interoperate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_provider_carries_traffic_intact() {
+    for (inbound, outbound) in [
+        ("ring", "ring"),
+        ("aws-lc-rs", "ring"),
+        ("ring", "aws-lc-rs"),
+    ] {
+        let mut pair = Pair::start_args(
+            &["--crypto-provider", inbound],
+            &["--crypto-provider", outbound],
+        )
+        .await;
+        let x = Exchange {
+            id: 3,
+            send_len: 8 << 20,
+            send_seed: 5,
+            reply_len: 8 << 20,
+            reply_seed: 6,
+        };
+        let client = x.run(pair.entry()).await.expect("client side");
+        assert_eq!(client.received, x.expected_reply(), "{inbound}/{outbound}");
+        let at_app = pair.app.received.recv().await.unwrap().expect("app side");
+        assert_eq!(at_app.stream, x.expected_at_app(), "{inbound}/{outbound}");
+        let m = pair.outbound.metrics().await;
+        assert_eq!(
+            m.sum(
+                "gembok_tls_handshakes_total",
+                &[("version", "TLSv1_3"), ("kx", "X25519")]
+            ),
+            1.0,
+            "{inbound}/{outbound}: {:?}",
+            m.samples
+                .iter()
+                .filter(|s| s.name == "gembok_tls_handshakes_total")
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(m.sum("gembok_build_info", &[("provider", outbound)]), 1.0);
+    }
+}
