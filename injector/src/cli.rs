@@ -66,7 +66,9 @@ pub fn transform(text: &str, config: &InjectConfig) -> (Option<String>, u8) {
                     eprintln!("gembok-injector: {}: {e}", report.object);
                 }
             }
-            Verdict::Invalid(why) => eprintln!("gembok-injector: {}: {why}", report.object),
+            Verdict::Invalid(why) | Verdict::Denied { reason: why, .. } => {
+                eprintln!("gembok-injector: {}: {why}", report.object);
+            }
             Verdict::Injected { warnings, .. } | Verdict::Skipped { warnings, .. } => {
                 for w in warnings {
                     eprintln!("gembok-injector: {}: warning: {w}", report.object);

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::annotations::SidecarMode;
 use crate::inject::InjectorConfig;
+use crate::policy::Unannotated;
+use crate::sidecar::PullPolicy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the mutating admission webhook (HTTPS POST /mutate) and the admin listener.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inject pod templates in YAML (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
     /// CronJob) and write the result to stdout.
     Inject(InjectArgs),
@@ -37,9 +39,20 @@ pub struct CommonArgs {
     /// Sidecar image when the pod has no gembok.io/image [default: ghcr.io/gembok/gembok-proxy:<version>]
     #[arg(long, env = "GEMBOK_INJECTOR_PROXY_IMAGE")]
     pub proxy_image: Option<String>,
+    /// imagePullPolicy of the sidecar: `Always`, `IfNotPresent` or `Never`
+    #[arg(
+        long,
+        env = "GEMBOK_INJECTOR_PROXY_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    pub proxy_pull_policy: String,
     /// `native` (init container with restartPolicy Always, Kubernetes 1.29+) or `classic`
     #[arg(long, env = "GEMBOK_INJECTOR_SIDECAR_MODE", default_value = "native")]
     pub sidecar_mode: String,
+    /// A pod with neither gembok.io/inbound nor gembok.io/outbound: `skip` (allowed without the
+    /// sidecar, with a warning) or `deny` (refused, naming the annotations to add)
+    #[arg(long, env = "GEMBOK_INJECTOR_UNANNOTATED_PODS", default_value = "skip")]
+    pub unannotated_pods: String,
     /// Log level or tracing filter directive
     #[arg(long, env = "GEMBOK_INJECTOR_LOG", default_value = "info")]
     pub log: String,
@@ -72,6 +85,15 @@ pub struct ServeArgs {
     /// After the listener closes: how long in-flight requests may take to finish
     #[arg(long, env = "GEMBOK_INJECTOR_DRAIN_GRACE", default_value = "10s")]
     pub drain_grace: String,
+    /// Time allowed for the TLS handshake, and then for each request's headers
+    #[arg(long, env = "GEMBOK_INJECTOR_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: String,
+    /// Time allowed for a request body to arrive once its headers have (then HTTP 408)
+    #[arg(long, env = "GEMBOK_INJECTOR_BODY_TIMEOUT", default_value = "10s")]
+    pub body_timeout: String,
+    /// Webhook connections open at once; further connections wait to be accepted
+    #[arg(long, env = "GEMBOK_INJECTOR_MAX_CONNECTIONS", default_value = "1000")]
+    pub max_connections: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -118,6 +140,9 @@ pub struct ServeConfig {
     pub cert: CertPaths,
     pub shutdown_delay: Duration,
     pub drain_grace: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
     pub injector: InjectorConfig,
     pub log: LogConfig,
 }
@@ -145,6 +170,7 @@ impl Cli {
         let mut errors = Vec::new();
         match self.command {
             Command::Serve(args) => {
+                let args = *args;
                 let (injector, log) = common(&args.common, &mut errors);
                 let listen = addr("--listen", &args.listen, &mut errors);
                 let admin = addr("--admin", &args.admin, &mut errors);
@@ -170,19 +196,48 @@ impl Cli {
                 let shutdown_delay =
                     duration("--shutdown-delay", &args.shutdown_delay, &mut errors);
                 let drain_grace = duration("--drain-grace", &args.drain_grace, &mut errors);
-                match (listen, admin, cert, shutdown_delay, drain_grace) {
+                let header_timeout =
+                    positive_duration("--header-timeout", &args.header_timeout, &mut errors);
+                let body_timeout =
+                    positive_duration("--body-timeout", &args.body_timeout, &mut errors);
+                let max_connections = match args.max_connections.parse::<usize>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => {
+                        errors.push(format!(
+                            "--max-connections {:?} is not a whole number above 0",
+                            args.max_connections
+                        ));
+                        None
+                    }
+                };
+                match (
+                    listen,
+                    admin,
+                    cert,
+                    shutdown_delay,
+                    drain_grace,
+                    header_timeout,
+                    body_timeout,
+                    max_connections,
+                ) {
                     (
                         Some(listen),
                         Some(admin),
                         Some(cert),
                         Some(shutdown_delay),
                         Some(drain_grace),
+                        Some(header_timeout),
+                        Some(body_timeout),
+                        Some(max_connections),
                     ) if errors.is_empty() => Ok(Config::Serve(ServeConfig {
                         listen,
                         admin,
                         cert,
                         shutdown_delay,
                         drain_grace,
+                        header_timeout,
+                        body_timeout,
+                        max_connections,
                         injector,
                         log,
                     })),
@@ -228,6 +283,14 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
         Ok(mode) => injector.sidecar_mode = mode,
         Err(e) => errors.push(format!("--sidecar-mode: {e}")),
     }
+    match args.proxy_pull_policy.parse::<PullPolicy>() {
+        Ok(policy) => injector.proxy_pull_policy = policy,
+        Err(e) => errors.push(format!("--proxy-pull-policy: {e}")),
+    }
+    match args.unannotated_pods.parse::<Unannotated>() {
+        Ok(policy) => injector.unannotated = policy,
+        Err(e) => errors.push(format!("--unannotated-pods: {e}")),
+    }
     let format = match args.log_format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -264,6 +327,17 @@ fn duration(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<Duratio
         .ok()
 }
 
+/// A duration above zero: a zero timeout would refuse every request.
+fn positive_duration(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<Duration> {
+    match duration(flag, value, errors)? {
+        Duration::ZERO => {
+            errors.push(format!("{flag} must be longer than 0s"));
+            None
+        }
+        d => Some(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +358,11 @@ mod tests {
         assert_eq!(config.admin, "0.0.0.0:15780".parse().unwrap());
         assert_eq!(config.cert, CertPaths::Dir("certs".into()));
         assert_eq!(config.injector.sidecar_mode, SidecarMode::Native);
+        assert_eq!(config.injector.proxy_pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(config.injector.unannotated, Unannotated::Skip);
+        assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.body_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_connections, 1000);
         assert_eq!(
             config.injector.proxy_image,
             format!("ghcr.io/gembok/gembok-proxy:{}", env!("CARGO_PKG_VERSION"))
@@ -306,9 +385,19 @@ mod tests {
             "xml",
             "--drain-grace",
             "soon",
+            "--proxy-pull-policy",
+            "always",
+            "--unannotated-pods",
+            "reject",
+            "--body-timeout",
+            "0s",
+            "--header-timeout",
+            "ten",
+            "--max-connections",
+            "0",
         ])
         .unwrap_err();
-        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert_eq!(errors.len(), 11, "{errors:#?}");
         for flag in [
             "--listen",
             "--admin",
@@ -316,12 +405,34 @@ mod tests {
             "--sidecar-mode",
             "--log-format",
             "--drain-grace",
+            "--proxy-pull-policy",
+            "--unannotated-pods",
+            "--body-timeout",
+            "--header-timeout",
+            "--max-connections",
         ] {
             assert!(
                 errors.iter().any(|e| e.contains(flag)),
                 "nothing about {flag}: {errors:#?}"
             );
         }
+    }
+
+    #[test]
+    fn injector_wide_policies_come_from_flags_or_env() {
+        let Ok(Config::Inject(config)) = parse(&[
+            "inject",
+            "-f",
+            "-",
+            "--proxy-pull-policy",
+            "Always",
+            "--unannotated-pods",
+            "deny",
+        ]) else {
+            panic!("valid")
+        };
+        assert_eq!(config.injector.proxy_pull_policy, PullPolicy::Always);
+        assert_eq!(config.injector.unannotated, Unannotated::Deny);
     }
 
     #[test]

@@ -15,15 +15,21 @@ use crate::annotations::{
     self, AnnotationError, CERT_SECRET, CPU_LIMIT, CPU_REQUEST, DRAIN_SECONDS, INBOUND,
     MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND, PodSettings, STATUS, SidecarMode,
 };
-use crate::policy::{self, SkipReason};
-use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, Resources, VOLUME_NAME};
+use crate::policy::{self, SkipReason, Unannotated};
+use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, PullPolicy, Resources, VOLUME_NAME};
 use crate::{istio, quantity};
+
+/// The container `kubectl logs`, `exec` and `attach` use when none is named.
+pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// Injector-wide settings (from the command line); pod annotations override them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InjectorConfig {
     pub proxy_image: String,
+    pub proxy_pull_policy: PullPolicy,
     pub sidecar_mode: SidecarMode,
+    /// What happens to a pod with neither `gembok.io/inbound` nor `gembok.io/outbound`.
+    pub unannotated: Unannotated,
 }
 
 impl InjectorConfig {
@@ -37,7 +43,9 @@ impl Default for InjectorConfig {
     fn default() -> Self {
         Self {
             proxy_image: Self::default_proxy_image(),
+            proxy_pull_policy: PullPolicy::default(),
             sidecar_mode: SidecarMode::Native,
+            unannotated: Unannotated::default(),
         }
     }
 }
@@ -58,6 +66,8 @@ pub enum Decision {
         plan: Box<Plan>,
     },
     Skip(SkipReason),
+    /// Refused by injector-wide policy (`--unannotated-pods deny`); the message says what to add.
+    Deny(String),
     /// Annotation values the injector refuses (see the policy in `annotations`).
     Reject(Vec<AnnotationError>),
 }
@@ -93,7 +103,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     }
     let Some(spec) = pod.spec.as_ref() else {
         return Outcome {
-            decision: Decision::Skip(SkipReason::NothingToEncrypt),
+            decision: nothing_to_encrypt(config),
             warnings,
         };
     };
@@ -106,7 +116,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
 
     if errors.is_empty() && settings.inbound.is_empty() && settings.outbound.is_empty() {
         return Outcome {
-            decision: Decision::Skip(SkipReason::NothingToEncrypt),
+            decision: nothing_to_encrypt(config),
             warnings,
         };
     }
@@ -131,6 +141,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             .image
             .clone()
             .unwrap_or_else(|| config.proxy_image.clone()),
+        pull_policy: config.proxy_pull_policy,
         inbound: merge_allowed_sans(&settings),
         outbound: settings.outbound.clone(),
         cert_secret,
@@ -147,6 +158,15 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         .annotations
         .get_or_insert_with(BTreeMap::new);
     annotations.insert(STATUS.to_owned(), status_json(&plan));
+    // Classic mode puts the proxy first in `containers`, where `kubectl logs`/`exec` would land
+    // by default: point them at the app's first container unless the pod already chose one.
+    if plan.mode == SidecarMode::Classic
+        && let Some(app) = spec.containers.first()
+    {
+        annotations
+            .entry(DEFAULT_CONTAINER.to_owned())
+            .or_insert_with(|| app.name.clone());
+    }
     if let Some(why) = istio::detect(pod, context.namespace_istio) {
         warnings.push(exclude_from_istio(annotations, &plan, &why));
         if istio::init_rendered(pod) {
@@ -163,6 +183,14 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             plan: Box::new(plan),
         },
         warnings,
+    }
+}
+
+/// Skip or deny a pod without `gembok.io/inbound` and `gembok.io/outbound`, per the policy.
+fn nothing_to_encrypt(config: &InjectorConfig) -> Decision {
+    match config.unannotated {
+        Unannotated::Skip => Decision::Skip(SkipReason::NothingToEncrypt),
+        Unannotated::Deny => Decision::Deny(policy::unannotated_denied()),
     }
 }
 

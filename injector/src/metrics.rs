@@ -31,7 +31,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe_counter!(SKIPPED, "Pods left unchanged, by reason.");
     describe_counter!(
         REJECTED,
-        "Pods refused because of invalid gembok.io annotations."
+        "Pods refused, by reason (invalid_annotations, nothing_to_encrypt)."
     );
     describe_counter!(
         ERRORS,
@@ -59,8 +59,8 @@ pub fn skipped(reason: &'static str) {
     counter!(SKIPPED, "reason" => reason).increment(1);
 }
 
-pub fn rejected() {
-    counter!(REJECTED).increment(1);
+pub fn rejected(reason: &'static str) {
+    counter!(REJECTED, "reason" => reason).increment(1);
 }
 
 pub fn error(kind: &'static str) {

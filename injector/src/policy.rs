@@ -63,6 +63,50 @@ impl fmt::Display for SkipReason {
     }
 }
 
+/// Injector-wide policy for a pod with neither `gembok.io/inbound` nor `gembok.io/outbound`
+/// (`--unannotated-pods`): allow it unchanged with a warning, or refuse it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unannotated {
+    /// Allow the pod without a sidecar, with a warning (the default: the namespace label alone
+    /// does not break workloads that have not been annotated yet).
+    #[default]
+    Skip,
+    /// Deny the pod, naming the annotations to add: no pod in an enabled namespace runs without
+    /// its sidecar unless it opts out with the label.
+    Deny,
+}
+
+impl Unannotated {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+impl std::str::FromStr for Unannotated {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(Self::Skip),
+            "deny" => Ok(Self::Deny),
+            other => Err(format!("{other:?} is not skip or deny")),
+        }
+    }
+}
+
+/// Why an unannotated pod is refused under [`Unannotated::Deny`], and what to add.
+pub fn unannotated_denied() -> String {
+    format!(
+        "neither gembok.io/inbound nor gembok.io/outbound is set, and this injector refuses pods \
+         it would leave unencrypted (--unannotated-pods deny): add the annotation \
+         gembok.io/inbound: \"TLSPORT=APPPORT\" to accept mTLS, gembok.io/outbound: \
+         \"LOCALPORT=HOST:PORT\" to originate it, or the label {INJECT_LABEL}: \"false\" to run \
+         the pod without the sidecar"
+    )
+}
+
 /// Reasons that do not need the annotations, in the order they are checked.
 pub fn precheck(pod: &Pod) -> Option<SkipReason> {
     let meta = &pod.metadata;

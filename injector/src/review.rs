@@ -40,7 +40,9 @@ impl ReviewError {
 pub enum Verdict {
     Injected,
     Skipped(&'static str),
-    Rejected,
+    /// Denied; the reason label of `gembok_injector_rejected_total`: `invalid_annotations`, or
+    /// `nothing_to_encrypt` under `--unannotated-pods deny`.
+    Rejected(&'static str),
     /// Not a Pod CREATE: allowed untouched.
     Ignored,
     /// Denied because the object does not read as a Pod.
@@ -134,7 +136,17 @@ pub fn review(
         Decision::Reject(errors) => {
             let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
             let message = format!("gembok-injector refuses this pod: {}", list.join("; "));
-            (response.deny(message), Verdict::Rejected)
+            (
+                response.deny(message),
+                Verdict::Rejected("invalid_annotations"),
+            )
+        }
+        Decision::Deny(why) => {
+            let message = format!("gembok-injector refuses this pod: {why}");
+            (
+                response.deny(message),
+                Verdict::Rejected("nothing_to_encrypt"),
+            )
         }
     };
     let mut response = response;

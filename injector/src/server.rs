@@ -4,7 +4,10 @@
 //! HTTP rules for `POST /mutate` (and `POST /mutate/istio`, the same for namespaces that are
 //! Istio-injected): 404 for other paths, 405 for other methods, 415 unless the body is
 //! `application/json`, 413 over [`MAX_BODY`], 408 when the body is not sent within
-//! [`BODY_TIMEOUT`], 400 when it is not an AdmissionReview, otherwise 200 with the answer.
+//! `--body-timeout`, 400 when it is not an AdmissionReview, otherwise 200 with the answer. A
+//! client that does not finish the TLS handshake, or a request's headers, within
+//! `--header-timeout` is disconnected. At most `--max-connections` connections are open at
+//! once; past that, new connections wait in the listen queue until one closes.
 //!
 //! Shutdown (SIGTERM or SIGINT): `/ready` turns 503 at once while requests are still served for
 //! `--shutdown-delay` (the endpoint is being removed from the Service meanwhile), then the
@@ -33,6 +36,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::sign::SingleCertAndKey;
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,10 +52,13 @@ use crate::shutdown;
 /// Largest request body accepted. The API server caps objects near 3 MiB; a review carries
 /// the object once for CREATE, plus envelope.
 pub const MAX_BODY: usize = 6 * 1024 * 1024;
-/// Time allowed for the request body to arrive.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed for the TLS handshake and for request headers.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-connection limits from the command line.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    header_timeout: Duration,
+    body_timeout: Duration,
+}
 
 /// Why the server could not run.
 #[derive(Debug, Error)]
@@ -140,10 +147,16 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let https_addr = https.local_addr().ok();
     let injector = Arc::new(config.injector.clone());
+    let limits = Limits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+    };
     let accept = tokio::spawn(accept_loop(
         https,
         tls.clone(),
         injector,
+        limits,
+        Arc::new(Semaphore::new(config.max_connections)),
         stop_accepting.clone(),
         tracker.clone(),
     ));
@@ -151,7 +164,10 @@ pub async fn run(
         https = %show(https_addr),
         admin = %show(admin_addr),
         proxy_image = %config.injector.proxy_image,
+        proxy_pull_policy = config.injector.proxy_pull_policy.as_str(),
         sidecar_mode = config.injector.sidecar_mode.as_str(),
+        unannotated_pods = config.injector.unannotated.as_str(),
+        max_connections = config.max_connections,
         "listening"
     );
 
@@ -196,16 +212,26 @@ fn server_config(
 }
 
 /// Accepts until `stop`; returns the graceful-shutdown handle for the connections it started.
+/// Each connection holds a permit of `slots` until it closes; with none left, accepting waits.
 async fn accept_loop(
     listener: TcpListener,
     tls: Tls,
     injector: Arc<InjectorConfig>,
+    limits: Limits,
+    slots: Arc<Semaphore>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let mut backoff = Duration::from_millis(5);
     loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => return graceful,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return graceful, // never closed
+            },
+        };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return graceful,
             accepted = listener.accept() => match accepted {
@@ -234,9 +260,10 @@ async fn accept_loop(
         let injector = injector.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
+            let _permit = permit;
             let handshake = tokio::select! {
                 () = stop.cancelled() => return,
-                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+                r = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => r,
             };
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
@@ -251,10 +278,10 @@ async fn accept_loop(
                     return;
                 }
             };
-            let service = service_fn(move |req| handle(req, injector.clone()));
+            let service = service_fn(move |req| handle(req, injector.clone(), limits));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {
                 debug!(client.addr = %peer, error = %e, "connection ended with an error");
@@ -266,10 +293,11 @@ async fn accept_loop(
 async fn handle(
     req: Request<Incoming>,
     injector: Arc<InjectorConfig>,
+    limits: Limits,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
     debug!(method = %req.method(), path = req.uri().path(), "request received");
-    let (result, response) = route(req, &injector).await;
+    let (result, response) = route(req, &injector, limits).await;
     metrics::request(result, started.elapsed());
     Ok(response)
 }
@@ -277,6 +305,7 @@ async fn handle(
 async fn route(
     req: Request<Incoming>,
     injector: &InjectorConfig,
+    limits: Limits,
 ) -> (&'static str, Response<Full<Bytes>>) {
     let context = match req.uri().path() {
         "/mutate" => Context::default(),
@@ -329,7 +358,7 @@ async fn route(
         return too_large();
     }
     let body = tokio::time::timeout(
-        BODY_TIMEOUT,
+        limits.body_timeout,
         Limited::new(req.into_body(), MAX_BODY).collect(),
     );
     let body = match body.await {
@@ -364,9 +393,9 @@ async fn route(
                     info!(pod = %answer.object, reason, "skipped");
                     "skipped"
                 }
-                Verdict::Rejected => {
-                    metrics::rejected();
-                    info!(pod = %answer.object, "rejected: invalid gembok.io annotations");
+                Verdict::Rejected(reason) => {
+                    metrics::rejected(reason);
+                    info!(pod = %answer.object, reason, "rejected");
                     "rejected"
                 }
                 Verdict::Ignored => "ignored",

@@ -30,6 +30,39 @@ pub const DEFAULT_CPU_LIMIT: &str = "1";
 pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
 pub const DEFAULT_MEMORY_LIMIT: &str = "256Mi";
 
+/// `imagePullPolicy` of the sidecar (`--proxy-pull-policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "Always" => Ok(Self::Always),
+            "IfNotPresent" => Ok(Self::IfNotPresent),
+            "Never" => Ok(Self::Never),
+            other => Err(format!(
+                "{other:?} is not an image pull policy (Always, IfNotPresent or Never)"
+            )),
+        }
+    }
+}
+
 /// Resolved resources (annotation or default), already checked: request <= limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resources {
@@ -44,6 +77,7 @@ pub struct Resources {
 pub struct Plan {
     pub mode: SidecarMode,
     pub image: String,
+    pub pull_policy: PullPolicy,
     /// Inbound mappings with `gembok.io/allowed-sans` already merged in.
     pub inbound: Vec<InboundMapping>,
     pub outbound: Vec<OutboundRoute>,
@@ -155,7 +189,7 @@ pub fn container(plan: &Plan) -> Container {
     Container {
         name: CONTAINER_NAME.to_owned(),
         image: Some(plan.image.clone()),
-        image_pull_policy: Some("IfNotPresent".to_owned()),
+        image_pull_policy: Some(plan.pull_policy.as_str().to_owned()),
         restart_policy,
         lifecycle,
         env: Some(env),

@@ -79,6 +79,11 @@ pub enum Verdict {
         errors: Vec<AnnotationError>,
         warnings: Vec<String>,
     },
+    /// Refused by injector-wide policy (`--unannotated-pods deny`).
+    Denied {
+        reason: String,
+        warnings: Vec<String>,
+    },
     /// The pod template does not read as a Pod (wrong types); left unchanged.
     Invalid(String),
 }
@@ -92,7 +97,10 @@ pub struct Report {
 
 impl Report {
     pub fn failed(&self) -> bool {
-        matches!(self.verdict, Verdict::Rejected { .. } | Verdict::Invalid(_))
+        matches!(
+            self.verdict,
+            Verdict::Rejected { .. } | Verdict::Denied { .. } | Verdict::Invalid(_)
+        )
     }
 }
 
@@ -180,6 +188,10 @@ fn inject_template(template: &mut Value, config: &InjectorConfig, context: &Cont
             errors,
             warnings: outcome.warnings,
         },
+        Decision::Deny(reason) => Verdict::Denied {
+            reason,
+            warnings: outcome.warnings,
+        },
         Decision::Inject {
             pod: injected,
             plan,
@@ -257,6 +269,13 @@ pub fn explain(report: &Report) -> String {
             for e in errors {
                 out.push_str(&format!("  error: {e}\n"));
             }
+            warn(warnings, &mut out);
+        }
+        Verdict::Denied { reason, warnings } => {
+            out.push_str(&format!(
+                "{}: reject: the webhook would refuse this pod\n  error: {reason}\n",
+                report.object
+            ));
             warn(warnings, &mut out);
         }
         Verdict::Injected { plan, warnings } => {

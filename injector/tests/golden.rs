@@ -3,36 +3,48 @@
 //! `inject --explain` output. `UPDATE_GOLDEN=1 cargo nextest run -p gembok-injector --test golden`
 //! rewrites them; review the diff.
 //!
-//! For every case this also checks that the webhook's JSON Patch, applied to the pod of an
-//! AdmissionReview, gives exactly the CLI's output; that injecting twice equals injecting once;
-//! and that the outputs pass `../shared/k8s/validate-manifests` (strict schemas).
+//! A `# flags: ...` line in an input sets injector-wide flags for that case (`--sidecar-mode
+//! classic`, `--unannotated-pods deny`, ...), parsed by the real command line.
+//!
+//! For every case this also checks that the webhook answers each pod template as the CLI does
+//! (the same patched pod, the same skip reason, or a denial with the same errors); that the
+//! patched pod sent back (reinvocation) is allowed unchanged; that injecting twice equals
+//! injecting once; and that the outputs pass `../shared/k8s/validate-manifests` (strict schemas)
+//! and read the same in YAML 1.1.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gembok_injector::annotations::SidecarMode;
+use clap::Parser as _;
 use gembok_injector::cli::transform;
-use gembok_injector::config::{InjectConfig, LogConfig, LogFormat};
+use gembok_injector::config::{Cli, Config, InjectConfig};
 use gembok_injector::review::{self, Verdict};
-use gembok_injector::workload::{self, template_pointer};
+use gembok_injector::workload::{self, Verdict as CliVerdict, template_pointer};
 use gembok_injector::{Context, InjectorConfig};
 use serde_json::{Value, json};
 
 const IMAGE: &str = "ghcr.io/gembok/gembok-proxy:golden";
 
-fn config() -> InjectConfig {
-    InjectConfig {
-        file: None,
-        explain: false,
-        istio: false,
-        injector: InjectorConfig {
-            proxy_image: IMAGE.into(),
-            sidecar_mode: SidecarMode::Native,
-        },
-        log: LogConfig {
-            filter: "info".into(),
-            format: LogFormat::Text,
-        },
+/// The configuration `inject -f - --proxy-image IMAGE` plus the flags of the input's
+/// `# flags: ...` line, through the real command-line parser.
+fn config_for(input: &str) -> InjectConfig {
+    let flags: Vec<&str> = input
+        .lines()
+        .find_map(|l| l.strip_prefix("# flags:"))
+        .map(|f| f.split_whitespace().collect())
+        .unwrap_or_default();
+    let args = [
+        "gembok-injector",
+        "inject",
+        "-f",
+        "-",
+        "--proxy-image",
+        IMAGE,
+    ];
+    let cli = Cli::try_parse_from(args.into_iter().chain(flags)).expect("flags parse");
+    match cli.validate() {
+        Ok(Config::Inject(config)) => config,
+        other => panic!("bad # flags: line in a golden input: {other:?}"),
     }
 }
 
@@ -43,6 +55,7 @@ fn golden_dir() -> PathBuf {
 struct Case {
     name: String,
     input: String,
+    config: InjectConfig,
 }
 
 impl Case {
@@ -61,9 +74,11 @@ fn cases() -> Vec<Case> {
             if name.ends_with(".injected") {
                 return None;
             }
+            let input = std::fs::read_to_string(&path).ok()?;
             Some(Case {
                 name: name.to_owned(),
-                input: std::fs::read_to_string(&path).ok()?,
+                config: config_for(&input),
+                input,
             })
         })
         .collect();
@@ -89,12 +104,12 @@ fn there_are_at_least_25_golden_inputs() {
 fn cli_output_matches_the_golden_files() {
     let mut failures = Vec::new();
     for case in cases() {
-        let (output, code) = transform(&case.input, &config());
+        let (output, code) = transform(&case.input, &case.config);
         let explain = transform(
             &case.input,
             &InjectConfig {
                 explain: true,
-                ..config()
+                ..case.config.clone()
             },
         )
         .0
@@ -141,10 +156,10 @@ fn cli_output_matches_the_golden_files() {
 #[test]
 fn injecting_twice_equals_injecting_once() {
     for case in cases() {
-        let Some(once) = transform(&case.input, &config()).0 else {
+        let Some(once) = transform(&case.input, &case.config).0 else {
             continue;
         };
-        let twice = transform(&once, &config())
+        let twice = transform(&once, &case.config)
             .0
             .expect("injected output is accepted again");
         assert_eq!(
@@ -210,70 +225,118 @@ fn templates(docs: &[Value]) -> Vec<(String, Value)> {
     out
 }
 
+/// The webhook's answer to a Pod CREATE review of `pod`, and its wire `response`.
+fn ask(pod: &Value, uid: &str, config: &InjectorConfig, context: &Context) -> (Verdict, Value) {
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap();
+    let body = serde_json::to_vec(&admission_review(uid, namespace, pod)).unwrap();
+    let answer = review::review(&body, config, context).expect("review is answered");
+    let response = wire(&answer.review);
+    assert_eq!(response["uid"], json!(uid), "uid not echoed");
+    (answer.result, response)
+}
+
+/// `pod` with the response's JSON Patch applied (unchanged when there is none).
+fn apply(pod: &Value, response: &Value) -> Value {
+    let mut patched = pod.clone();
+    if let Some(patch) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        let patch: json_patch::Patch = serde_json::from_slice(&base64_decode(patch)).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+    }
+    patched
+}
+
 #[test]
-fn webhook_patch_applied_to_the_review_object_equals_the_cli_output() {
+fn webhook_answers_every_pod_template_as_the_cli_does() {
     for case in cases() {
+        let (config, name) = (&case.config, &case.name);
         let docs = parse_docs(&case.input);
         let istio = workload::istio_namespaces(&docs);
-        let cli = transform(&case.input, &config())
-            .0
-            .map(|out| templates(&parse_docs(&out)));
-        for (i, (namespace, template)) in templates(&docs).into_iter().enumerate() {
+        // What the CLI decided for each object; the documents are patched in place.
+        let mut cli_docs = docs.clone();
+        let reports: Vec<_> =
+            workload::inject_documents(&mut cli_docs, &config.injector, config.istio)
+                .into_iter()
+                .filter(|r| !matches!(r.verdict, CliVerdict::NotAWorkload))
+                .collect();
+        if let Some(out) = transform(&case.input, config).0 {
+            assert_eq!(parse_docs(&out), cli_docs, "{name}: CLI output");
+        }
+        let cli_templates = templates(&cli_docs);
+        let originals = templates(&docs);
+        assert_eq!(originals.len(), reports.len(), "{name}");
+        for (i, ((namespace, template), report)) in originals.into_iter().zip(&reports).enumerate()
+        {
             let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]});
             pod["metadata"]["namespace"] = json!(namespace);
-            let uid = format!("{}-{i}", case.name);
-            let body = serde_json::to_vec(&admission_review(&uid, &namespace, &pod)).unwrap();
             let context = Context {
-                namespace_istio: istio.contains(&namespace),
+                namespace_istio: config.istio || istio.contains(&namespace),
             };
-            let answer =
-                review::review(&body, &config().injector, &context).expect("review is answered");
-            let response = wire(&answer.review);
-            assert_eq!(response["uid"], json!(uid), "{}: uid not echoed", case.name);
-            let Some(cli) = &cli else {
-                // Refused by the CLI: the webhook refuses too, unless this template was fine.
-                if answer.result == Verdict::Rejected {
-                    assert_eq!(response["allowed"], json!(false), "{}", case.name);
-                    assert!(
-                        response["status"]["message"]
-                            .as_str()
-                            .unwrap()
-                            .contains("gembok.io/"),
-                        "{}",
-                        case.name
-                    );
+            let uid = format!("{name}-{i}");
+            let (result, response) = ask(&pod, &uid, &config.injector, &context);
+            let message = response["status"]["message"].as_str().unwrap_or_default();
+            let again = match &report.verdict {
+                CliVerdict::Rejected { errors, .. } => {
+                    assert_eq!(result, Verdict::Rejected("invalid_annotations"), "{name}");
+                    assert_eq!(response["allowed"], false, "{name}");
+                    for e in errors {
+                        let e = e.to_string();
+                        assert!(message.contains(&e), "{name}: {message:?} lacks {e:?}");
+                    }
+                    continue;
                 }
-                continue;
+                CliVerdict::Denied { reason, .. } => {
+                    assert_eq!(result, Verdict::Rejected("nothing_to_encrypt"), "{name}");
+                    assert_eq!(response["allowed"], false, "{name}");
+                    assert!(message.contains(reason.as_str()), "{name}: {message:?}");
+                    continue;
+                }
+                CliVerdict::Invalid(why) => {
+                    assert_eq!(result, Verdict::Unreadable, "{name}: CLI said {why}");
+                    assert_eq!(response["allowed"], false, "{name}");
+                    continue;
+                }
+                CliVerdict::NotAWorkload => unreachable!("filtered out"),
+                CliVerdict::Skipped { reason, .. } => {
+                    assert_eq!(result, Verdict::Skipped(reason.label()), "{name}");
+                    assert!(
+                        response.get("patch").is_none(),
+                        "{name}: skipped with a patch"
+                    );
+                    Verdict::Skipped(reason.label())
+                }
+                CliVerdict::Injected { .. } => {
+                    assert_eq!(result, Verdict::Injected, "{name}");
+                    Verdict::Skipped("already_injected")
+                }
             };
-            let mut patched = pod.clone();
-            if let Some(patch) = response["patch"].as_str() {
-                assert_eq!(response["patchType"], "JSONPatch");
-                let bytes = base64_decode(patch);
-                let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-                json_patch::patch(&mut patched, &patch).unwrap();
-            } else {
-                assert!(
-                    matches!(answer.result, Verdict::Skipped(_)),
-                    "{}: no patch but {:?}",
-                    case.name,
-                    answer.result
-                );
-            }
-            assert_eq!(response["allowed"], json!(true), "{}", case.name);
-            patched["metadata"]
+            assert_eq!(response["allowed"], json!(true), "{name}");
+            let patched = apply(&pod, &response);
+            let mut compared = patched.clone();
+            compared["metadata"]
                 .as_object_mut()
                 .unwrap()
                 .remove("namespace");
-            let expected = &cli[i].1;
+            let expected = &cli_templates[i].1;
             assert_eq!(
-                patched["metadata"], expected["metadata"],
-                "{}: metadata differs",
-                case.name
+                compared["metadata"], expected["metadata"],
+                "{name}: metadata differs"
             );
-            assert_eq!(
-                patched["spec"], expected["spec"],
-                "{}: spec differs",
-                case.name
+            assert_eq!(compared["spec"], expected["spec"], "{name}: spec differs");
+
+            // Reinvocation (reinvocationPolicy: IfNeeded): the patched pod comes back and is
+            // allowed as it is.
+            let (result, response) = ask(
+                &patched,
+                &format!("{uid}-again"),
+                &config.injector,
+                &context,
+            );
+            assert_eq!(result, again, "{name}: second pass");
+            assert_eq!(response["allowed"], json!(true), "{name}: second pass");
+            assert!(
+                response.get("patch").is_none(),
+                "{name}: second pass patched {response}"
             );
         }
     }
@@ -362,7 +425,7 @@ fn fields_the_injector_does_not_know_survive() {
         }
     });
     let body = serde_json::to_vec(&admission_review("u-future", "shop", &pod)).unwrap();
-    let answer = review::review(&body, &config().injector, &Context::default()).unwrap();
+    let answer = review::review(&body, &config_for("").injector, &Context::default()).unwrap();
     let response = wire(&answer.review);
     let patch: json_patch::Patch =
         serde_json::from_slice(&base64_decode(response["patch"].as_str().unwrap())).unwrap();
@@ -389,7 +452,7 @@ fn fields_the_injector_does_not_know_survive() {
     }
 
     let yaml = gembok_injector::yaml::write_document(&pod);
-    let (out, code) = transform(&yaml, &config());
+    let (out, code) = transform(&yaml, &config_for(""));
     assert_eq!(code, 0);
     let out = parse_docs(&out.unwrap()).remove(0);
     assert_eq!(out["spec"]["futurePodField"], json!({"enabled": true}));
