@@ -138,11 +138,31 @@ impl Webhook {
         Self::start_with(pki, dir, secret, extra)
     }
 
+    /// [`Webhook::start`] with `GEMBOK_INJECTOR_*` variables set.
+    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let pki = Pki::new();
+        let dir = tempfile::tempdir()?;
+        let mut secret = SecretDir::new(dir.path());
+        let (cert, key, _) = pki.leaf();
+        secret.swap(&cert, &key)?;
+        Self::start_with_env(pki, dir, secret, extra, env)
+    }
+
     fn start_with(
         pki: Pki,
         dir: tempfile::TempDir,
         secret: SecretDir,
         extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_with_env(pki, dir, secret, extra, &[])
+    }
+
+    fn start_with_env(
+        pki: Pki,
+        dir: tempfile::TempDir,
+        secret: SecretDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Self> {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -157,6 +177,7 @@ impl Webhook {
                 "ghcr.io/gembok/gembok-proxy:test",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -251,8 +272,13 @@ impl Webhook {
 
     /// POSTs a review to /mutate and returns the decoded `response`.
     fn review(&self, review: &Value) -> Result<Value> {
+        self.review_at("/mutate", review)
+    }
+
+    /// POSTs a review to `path` and returns the decoded `response`.
+    fn review_at(&self, path: &str, review: &Value) -> Result<Value> {
         let (status, _, body) =
-            self.post("/mutate", "application/json", &serde_json::to_vec(review)?)?;
+            self.post(path, "application/json", &serde_json::to_vec(review)?)?;
         ensure!(
             status == 200,
             "status {status}: {}",
@@ -551,6 +577,18 @@ fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
         "{response}"
     );
 
+    // By default a pod without gembok.io/inbound or gembok.io/outbound is allowed unchanged.
+    let unannotated = pod_review("skip-2", json!({}), json!({"app": "payment"}), false);
+    let response = webhook.review(&unannotated)?;
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none(), "{response}");
+    assert!(
+        response["warnings"]
+            .to_string()
+            .contains("nothing to encrypt"),
+        "{response}"
+    );
+
     // A Deployment review (misconfigured rules) and a Pod UPDATE: allowed untouched.
     let mut deployment = injectable("other-1");
     deployment["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
@@ -563,6 +601,270 @@ fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
         assert_eq!(response["allowed"], true);
         assert!(response.get("patch").is_none(), "{response}");
     }
+
+    // Every answer was counted under its reason.
+    let (_, metrics) = admin_get(webhook.admin, "/metrics")?;
+    for line in [
+        "gembok_injector_skipped_total{reason=\"opted_out\"} 1",
+        "gembok_injector_skipped_total{reason=\"nothing_to_encrypt\"} 1",
+        "gembok_injector_rejected_total{reason=\"invalid_annotations\"} 1",
+        "gembok_injector_requests_total{result=\"skipped\"} 2",
+        "gembok_injector_requests_total{result=\"rejected\"} 1",
+        "gembok_injector_requests_total{result=\"ignored\"} 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("gembok_injector_injected_total 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// The injector-wide settings, through flags and `GEMBOK_INJECTOR_*` variables: unannotated pods
+/// denied, classic sidecars by default (a pod may still ask for native), the pull policy.
+#[test]
+fn injector_wide_policies_deny_unannotated_pods_and_pick_the_sidecar() -> Result<()> {
+    let webhook = Webhook::start_env(
+        &["--unannotated-pods", "deny"],
+        &[
+            ("GEMBOK_INJECTOR_SIDECAR_MODE", "classic"),
+            ("GEMBOK_INJECTOR_PROXY_PULL_POLICY", "Always"),
+        ],
+    )?;
+    webhook.wait_ready()?;
+
+    let unannotated = pod_review("deny-2", json!({}), json!({"app": "payment"}), false);
+    let response = webhook.review(&unannotated)?;
+    assert_eq!(response["uid"], "deny-2");
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    for needle in [
+        "gembok.io/inbound: \"TLSPORT=APPPORT\"",
+        "gembok.io/outbound: \"LOCALPORT=HOST:PORT\"",
+        "gembok.io/inject: \"false\"",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+
+    // Classic by default: first in containers, kubectl's default container is the app.
+    let patch = patch_of(&webhook.review(&injectable("classic-1"))?)?;
+    let sidecar = patch
+        .iter()
+        .find(|op| op["path"] == "/spec/containers/0")
+        .context("classic sidecar first in containers")?;
+    assert_eq!(sidecar["value"]["name"], "gembok-proxy");
+    assert_eq!(sidecar["value"]["imagePullPolicy"], "Always");
+    let default_container = "/metadata/annotations/kubectl.kubernetes.io~1default-container";
+    assert!(
+        patch
+            .iter()
+            .any(|op| op["path"] == default_container && op["value"] == "payment"),
+        "{patch:?}"
+    );
+    // The pod's own gembok.io/sidecar-mode wins.
+    let native = pod_review(
+        "native-1",
+        json!({"gembok.io/inbound": "8443=8080", "gembok.io/sidecar-mode": "native"}),
+        json!({}),
+        false,
+    );
+    let patch = patch_of(&webhook.review(&native)?)?;
+    let sidecar = patch
+        .iter()
+        .find(|op| op["path"] == "/spec/initContainers")
+        .context("native sidecar")?;
+    assert_eq!(sidecar["value"][0]["restartPolicy"], "Always");
+    assert!(patch.iter().all(|op| op["path"] != default_container));
+
+    let (_, metrics) = admin_get(webhook.admin, "/metrics")?;
+    for line in [
+        "gembok_injector_rejected_total{reason=\"nothing_to_encrypt\"} 1",
+        "gembok_injector_injected_total 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("gembok_injector_skipped_total"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// `/mutate/istio` is `/mutate` for a namespace Istio also injects: Gembok's ports are excluded
+/// from Istio's capture, and a warning says so.
+#[test]
+fn mutate_istio_excludes_gembok_ports_from_istio() -> Result<()> {
+    let webhook = Webhook::start(&[])?;
+    webhook.wait_ready()?;
+    let review = pod_review(
+        "istio-1",
+        json!({
+            "gembok.io/inbound": "8443=8080",
+            "gembok.io/outbound": "15701=recommendation.ecommerce.svc.cluster.local:9443",
+            "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
+        }),
+        json!({"app": "payment"}),
+        false,
+    );
+    let response = webhook.review_at("/mutate/istio", &review)?;
+    assert_eq!(response["uid"], "istio-1");
+    assert_eq!(response["allowed"], true);
+    let patch = patch_of(&response)?;
+    let value = |path: &str| {
+        patch
+            .iter()
+            .find(|op| op["path"] == path)
+            .map(|op| (op["op"].clone(), op["value"].clone()))
+    };
+    assert_eq!(
+        value("/metadata/annotations/traffic.sidecar.istio.io~1excludeInboundPorts"),
+        Some((json!("add"), json!("8443,15700")))
+    );
+    assert_eq!(
+        value("/metadata/annotations/traffic.sidecar.istio.io~1excludeOutboundPorts"),
+        Some((json!("replace"), json!("5432,9443")))
+    );
+    let warnings = response["warnings"].to_string();
+    assert!(
+        warnings.contains("Istio also injects this pod (namespace is Istio-injected)"),
+        "{warnings}"
+    );
+
+    // The same pod on /mutate: no Istio annotations.
+    let patch = patch_of(&webhook.review(&review)?)?;
+    assert!(
+        patch
+            .iter()
+            .all(|op| !op["path"].as_str().unwrap().contains("istio")),
+        "{patch:?}"
+    );
+    Ok(())
+}
+
+/// A TLS connection to the webhook, handshake done.
+fn connect(webhook: &Webhook) -> Result<StreamOwned<ClientConnection, TcpStream>> {
+    let tcp = TcpStream::connect(webhook.https)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let conn = ClientConnection::new(
+        webhook.client.clone(),
+        ServerName::try_from("localhost")?.to_owned(),
+    )?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// Everything the server sends until it closes (a missing close_notify is not an error).
+fn read_until_closed(tls: &mut StreamOwned<ClientConnection, TcpStream>) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return Ok(raw),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(raw),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(raw),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Never a hang: a client that stops halfway through its body gets 408 once --body-timeout has
+/// passed, one that stops inside its headers is disconnected after --header-timeout, and other
+/// requests are answered meanwhile.
+#[test]
+fn slow_clients_time_out_while_others_are_served() -> Result<()> {
+    let webhook = Webhook::start(&["--body-timeout", "2s", "--header-timeout", "2s"])?;
+    webhook.wait_ready()?;
+    let body = serde_json::to_vec(&injectable("slow-1"))?;
+
+    let mut slow_body = connect(&webhook)?;
+    let started = Instant::now();
+    write!(
+        slow_body,
+        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    slow_body.write_all(&body[..body.len() / 2])?;
+    slow_body.flush()?;
+    let mut slow_headers = connect(&webhook)?;
+    slow_headers.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: appl")?;
+    slow_headers.flush()?;
+
+    // Meanwhile a whole request is answered at once.
+    let response = webhook.review(&injectable("fast-1"))?;
+    assert_eq!(response["uid"], "fast-1");
+    let fast = started.elapsed();
+    assert!(
+        fast < Duration::from_secs(1),
+        "answered only after {fast:?}"
+    );
+
+    let raw = read_until_closed(&mut slow_body)?;
+    let waited = started.elapsed();
+    let (status, _, text) = split_response(&raw)?;
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&text));
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(10)).contains(&waited),
+        "408 after {waited:?} with --body-timeout 2s"
+    );
+
+    let raw = read_until_closed(&mut slow_headers)?;
+    let waited = started.elapsed();
+    assert!(
+        raw.is_empty() || split_response(&raw)?.0 == 408,
+        "incomplete headers answered: {}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(10)).contains(&waited),
+        "disconnected after {waited:?} with --header-timeout 2s"
+    );
+
+    let (_, metrics) = admin_get(webhook.admin, "/metrics")?;
+    assert!(
+        metrics.contains("gembok_injector_requests_total{result=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(webhook.review(&injectable("after-1"))?["uid"], "after-1");
+    Ok(())
+}
+
+/// --max-connections: past the cap a new connection waits (its handshake does not start) until
+/// an open one closes, then it is served.
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_slot() -> Result<()> {
+    let webhook = Webhook::start(&["--max-connections", "1"])?;
+    webhook.wait_ready()?;
+    let holder = connect(&webhook)?;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shadow = ShadowClient {
+        https: webhook.https,
+        client: webhook.client.clone(),
+    };
+    let waiting = std::thread::spawn(move || {
+        let _ = tx.send(
+            shadow
+                .review(&injectable("queued-1"))
+                .map_err(|e| e.to_string()),
+        );
+    });
+    // Not served while the only slot is taken (a bounded wait for something that must not happen).
+    assert!(
+        rx.recv_timeout(Duration::from_millis(700)).is_err(),
+        "a second connection was served past --max-connections 1"
+    );
+    drop(holder);
+    let response = rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("not served after the slot was freed")?
+        .map_err(|e| anyhow!(e))?;
+    assert_eq!(response["uid"], "queued-1");
+    waiting.join().unwrap();
     Ok(())
 }
 
@@ -956,5 +1258,29 @@ fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Re
     assert_eq!(code, Some(66), "{stderr}");
     let (code, _, stderr) = run(&["inject", "-f", "-"], "a: [unclosed")?;
     assert_eq!(code, Some(65), "{stderr}");
+
+    // --istio: every namespace counts as Istio-injected.
+    let (code, stdout, stderr) = run(&["inject", "-f", "-", "--istio"], good)?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("traffic.sidecar.istio.io/excludeInboundPorts: 8443,15700"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: Istio also injects this pod (namespace is Istio-injected)"),
+        "{stderr}"
+    );
+    let (_, plain, _) = run(&["inject", "-f", "-"], good)?;
+    assert!(!plain.contains("istio"), "{plain}");
+
+    // kubectl's YAML 1.1: plain 0644 is an integer, and strings it could misread come out quoted.
+    let yaml11 = format!(
+        "{good}  volumes:\n  - name: config\n    configMap:\n      name: c\n      defaultMode: 0644\n"
+    )
+    .replace("annotations:\n", "annotations:\n    example.com/flag: \"on\"\n");
+    let (code, stdout, stderr) = run(&["inject", "-f", "-"], &yaml11)?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("defaultMode: 420"), "{stdout}");
+    assert!(stdout.contains("example.com/flag: 'on'"), "{stdout}");
     Ok(())
 }
