@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs the manifest tests:
 #   1. kubectl kustomize renders every overlay and cluster (and base/gembok on its own);
-#   2. ../shared/k8s/validate-manifests validates every rendered object strictly, for
-#      Kubernetes 1.30 and 1.25 (the oldest schemas the validator has; the layout claims 1.24+,
-#      see README "Kubernetes versions"), without --allow-missing-schemas;
-#   3. the rendered output goes through the real `gembok-injector inject` and is validated again
-#      (1.30 with native sidecars; 1.25 with --sidecar-mode classic);
+#   2. ../shared/k8s/validate-manifests validates every rendered object strictly, without
+#      --allow-missing-schemas, for Kubernetes 1.29 and 1.30 (the shipped, native-sidecar
+#      configuration needs 1.29+) and 1.25 (the oldest schemas the validator has: with
+#      components/classic-sidecars the same objects run on 1.25-1.28; README "Kubernetes versions");
+#   3. the rendered output goes through the real `gembok-injector inject`, configured like the
+#      rendered injector Deployment (its GEMBOK_INJECTOR_* image/pull-policy settings), and is
+#      validated again: native sidecars for 1.29 and 1.30, --sidecar-mode classic for 1.25. The
+#      injector's stderr (warnings) is kept next to the output and summarised here;
 #   4. checkov on each rendered (and injected) cluster; only checkov-skips.yaml may fail;
 #   5. the Rust consistency checks (tests/tests/manifests.rs), unless GEMBOK_MANIFESTS_SKIP_RUST=1
 #      (set it when the caller runs the workspace's tests anyway).
@@ -28,7 +31,9 @@ work="${KEEP:-$(mktemp -d)}"
 mkdir -p "$work"
 [[ -n "${KEEP:-}" ]] || trap 'rm -rf "$work"' EXIT
 
-targets=(overlays/development overlays/staging overlays/production clusters/us clusters/eu clusters/asia base/gembok)
+# tests/classic-sidecars is production with components/classic-sidecars (Kubernetes 1.25-1.28).
+targets=(overlays/development overlays/staging overlays/production clusters/us clusters/eu clusters/asia
+  tests/classic-sidecars base/gembok)
 passed=0 failed=0
 ok() { passed=$((passed + 1)); echo "ok   $*"; }
 bad() { failed=$((failed + 1)); echo "FAIL $*"; }
@@ -49,17 +54,49 @@ if [[ -z "$injector" ]]; then
   fi
 fi
 
+# The sidecar settings of the rendered injector Deployment, as environment for `inject` (the flags
+# read the same GEMBOK_INJECTOR_* variables), so the injected output is what that injector makes.
+injector_env() { # rendered.yaml
+  "$py" - "$1" <<'PYEOF'
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind") == "Deployment" and d["metadata"]["name"] == "gembok-injector":
+        for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            if e["name"] in ("GEMBOK_INJECTOR_PROXY_IMAGE", "GEMBOK_INJECTOR_PROXY_PULL_POLICY"):
+                print(f'{e["name"]}={e["value"]}')
+PYEOF
+}
+inject() { # mode rendered.yaml result.yaml
+  local mode="$1" in="$2" res="$3" vars rc
+  vars="$(injector_env "$in")" || return 1
+  # shellcheck disable=SC2086 # one NAME=value word per line
+  env $vars "$injector" inject --sidecar-mode "$mode" -f "$in" >"$res" 2>"$res.stderr"
+  rc=$?
+  cat "$res.stderr" >&2 # into the step's log, printed if the step fails
+  return $rc
+}
+warnings() { # result.yaml: the injector's stderr of a successful run, summarised
+  [[ -s "$1.stderr" ]] || return 0
+  echo "     injector stderr ($(wc -l <"$1.stderr") lines; first: $(head -c 160 "$1.stderr" | head -1))"
+}
+
 for t in "${targets[@]}"; do
   out="$work/$(echo "$t" | tr / -).yaml"
   step "kustomize $t" bash -c "kubectl kustomize '$manifests/$t' > '$out'"
-  for k in 1.30 1.25; do
+  for k in 1.30 1.29 1.25; do
     step "validate $t (Kubernetes $k)" "$py" "$validator" -q -k "$k" "$out"
   done
   [[ "$t" == base/gembok ]] && continue
   if [[ -n "$injector" && -x "$injector" ]]; then
-    step "inject $t (native)" bash -c "'$injector' inject -f '$out' > '${out%.yaml}.injected.yaml' 2>/dev/null"
-    step "validate injected $t (Kubernetes 1.30)" "$py" "$validator" -q -k 1.30 "${out%.yaml}.injected.yaml"
-    step "inject $t (classic)" bash -c "'$injector' inject --sidecar-mode classic -f '$out' > '${out%.yaml}.classic.yaml' 2>/dev/null"
+    if [[ "$t" != tests/classic-sidecars ]]; then
+      step "inject $t (native)" inject native "$out" "${out%.yaml}.injected.yaml"
+      warnings "${out%.yaml}.injected.yaml"
+      for k in 1.30 1.29; do
+        step "validate injected $t (native, Kubernetes $k)" "$py" "$validator" -q -k "$k" "${out%.yaml}.injected.yaml"
+      done
+    fi
+    step "inject $t (classic)" inject classic "$out" "${out%.yaml}.classic.yaml"
+    warnings "${out%.yaml}.classic.yaml"
     step "validate injected $t (classic, Kubernetes 1.25)" "$py" "$validator" -q -k 1.25 "${out%.yaml}.classic.yaml"
   fi
 done

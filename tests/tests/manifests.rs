@@ -26,3 +26,9 @@ mod mesh;
 
 #[path = "manifests/dockerfile.rs"]
 mod dockerfile;
+
+#[path = "manifests/operations.rs"]
+mod operations;
+
+#[path = "manifests/versions.rs"]
+mod versions;

@@ -8,6 +8,10 @@ use serde_json::Value;
 
 use super::support::*;
 
+fn readme() -> String {
+    fs::read_to_string(manifests_dir().join("README.md")).expect("manifests/README.md")
+}
+
 fn istio_values(region: &str) -> Value {
     let path = manifests_dir().join(format!("clusters/{region}/istio-values.yaml"));
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -20,6 +24,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
     let mut mesh_ids = BTreeSet::new();
     let mut clusters = BTreeSet::new();
     let mut networks = BTreeSet::new();
+    let mut rec_names = BTreeSet::new();
     for region in REGIONS {
         let target = format!("clusters/{region}");
         let v = istio_values(region);
@@ -33,15 +38,22 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
         );
         networks.insert(network.clone());
         let objs = render(&target);
+        // The namespace's network label is set at install time (`kubectl label`, README step 1),
+        // never declared: a declared label would be removed by `kubectl apply -f
+        // base/namespaces/` (see operations.rs). The network name follows one pattern, which the
+        // README's label command uses.
+        f.check(network == format!("network-{region}"), || {
+            format!("{target}: istio-values network {network:?} is not network-{region}")
+        });
         let ns = namespace_labels(&objs, "istio-system");
+        f.check(!ns.contains_key("topology.istio.io/network"), || {
+            format!("{target}: the rendered istio-system declares topology.istio.io/network; it is set at install time")
+        });
         f.check(
-            ns.get("topology.istio.io/network") == Some(&network),
-            || {
-                format!(
-                    "{target}: istio-system network label {:?} != istio-values network {network}",
-                    ns.get("topology.istio.io/network")
-                )
-            },
+            readme().contains(
+                "kubectl label namespace istio-system topology.istio.io/network=network-<region>",
+            ),
+            || "README lacks the istio-system network label command of install step 1".into(),
         );
         match find(&objs, "Deployment", "istio-system", "istio-eastwestgateway") {
             Some(gw) => {
@@ -105,25 +117,70 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             }),
             || format!("{target}: gembok-ca does not sign with the {region} intermediate"),
         );
-        // One Redis Enterprise cluster, reachable from the other regions on this region's FQDN,
-        // which the local RedisEnterpriseRemoteCluster must name.
-        let rec = find(&objs, "RedisEnterpriseCluster", "redis", "rec");
+        // One Redis Enterprise cluster with a name unique across the regions (active-active
+        // requires it), reachable from the other regions on this region's FQDN; every region's
+        // RedisEnterpriseRemoteCluster for this region names exactly this REC and FQDN.
+        let recs: Vec<&Value> = of_kind(&objs, "RedisEnterpriseCluster").collect();
+        f.check(recs.len() == 1, || {
+            format!("{target}: {} RedisEnterpriseClusters", recs.len())
+        });
+        let rec = recs.first().copied();
+        let rec_name = rec.map(name).unwrap_or("").to_owned();
+        f.check(rec_name == format!("rec-{region}"), || {
+            format!("{target}: the REC is named {rec_name:?}, not rec-{region}")
+        });
+        rec_names.insert(rec_name.clone());
         let api = rec
             .and_then(|r| r["spec"]["ingressOrRouteSpec"]["apiFqdnUrl"].as_str())
-            .unwrap_or("");
+            .unwrap_or("")
+            .to_owned();
         f.check(api.contains(&format!(".{region}.")), || {
             format!("{target}: REC API FQDN {api:?} is not this region's")
         });
-        let local = find(
-            &objs,
-            "RedisEnterpriseRemoteCluster",
-            "redis",
-            &format!("rerc-{region}"),
-        );
-        f.check(
-            local.is_some_and(|r| r["spec"]["apiFqdnUrl"] == api && r["spec"]["recName"] == "rec"),
-            || format!("{target}: rerc-{region} does not describe this cluster ({api})"),
-        );
+        for other in REGIONS {
+            let rerc = find(
+                &render(&format!("clusters/{other}")),
+                "RedisEnterpriseRemoteCluster",
+                "redis",
+                &format!("rerc-{region}"),
+            )
+            .cloned();
+            f.check(
+                rerc.as_ref().is_some_and(|r| {
+                    r["spec"]["apiFqdnUrl"] == api.as_str()
+                        && r["spec"]["recName"] == rec_name.as_str()
+                        && r["spec"]["recNamespace"] == "redis"
+                }),
+                || {
+                    format!(
+                        "clusters/{other}: rerc-{region} does not describe {target}'s REC {rec_name} ({api})"
+                    )
+                },
+            );
+        }
+        // Databases bind to this REC: by name, or implicitly (one REC per namespace).
+        for db in of_kind(&objs, "RedisEnterpriseDatabase")
+            .chain(of_kind(&objs, "RedisEnterpriseActiveActiveDatabase"))
+        {
+            let bound = &db["spec"]["redisEnterpriseCluster"]["name"];
+            f.check(bound.is_null() || *bound == rec_name.as_str(), || {
+                format!("{target}: {} names REC {bound}, not {rec_name}", id(db))
+            });
+        }
+        // The active-active database never shares a name or port with a regional one.
+        let regional: Vec<(&str, &Value)> = of_kind(&objs, "RedisEnterpriseDatabase")
+            .map(|d| (name(d), &d["spec"]["databasePort"]))
+            .collect();
+        for aa in of_kind(
+            &render("clusters/us"),
+            "RedisEnterpriseActiveActiveDatabase",
+        ) {
+            let port = &aa["spec"]["globalConfigurations"]["databasePort"];
+            f.check(
+                regional.iter().all(|(n, p)| *n != name(aa) && *p != port),
+                || format!("{target}: active-active {} ({port}) clashes with a regional database {regional:?}", name(aa)),
+            );
+        }
         let rercs: BTreeSet<String> = of_kind(&objs, "RedisEnterpriseRemoteCluster")
             .map(|r| name(r).to_owned())
             .collect();
@@ -162,6 +219,9 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
     });
     f.check(networks.len() == REGIONS.len(), || {
         format!("networks not unique: {networks:?}")
+    });
+    f.check(rec_names.len() == REGIONS.len(), || {
+        format!("Redis Enterprise cluster names not unique: {rec_names:?}")
     });
     let aa_in: Vec<&str> = REGIONS
         .iter()
@@ -387,15 +447,39 @@ fn injector_is_highly_available_and_serves_the_contract_ports() {
             f.check(replicas == 2, || {
                 format!("{target}: injector replicas {replicas}")
             });
-            let anti = arr(
-                &spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
-            );
-            f.check(
-                anti.iter()
-                    .any(|t| t["topologyKey"] == "kubernetes.io/hostname"),
-                || format!("{target}: no required anti-affinity on hostname"),
-            );
         }
+        // The replicas are kept on different nodes by a hard hostname spread that counts one
+        // revision at a time and ignores cordoned/tainted nodes ...
+        let spread = arr(&spec["topologySpreadConstraints"]).iter().any(|t| {
+            t["topologyKey"] == "kubernetes.io/hostname"
+                && t["maxSkew"] == 1
+                && t["whenUnsatisfiable"] == "DoNotSchedule"
+                && t["nodeTaintsPolicy"] == "Honor"
+                && arr(&t["matchLabelKeys"]).contains(&Value::from("pod-template-hash"))
+        });
+        f.check(spread, || {
+            format!("{target}: no per-revision hard hostname spread for the injector")
+        });
+        // ... not by a required anti-affinity: with maxUnavailable 0 the surge pod of a rollout
+        // (or a drained pod's replacement) could never schedule on a two-node cluster.
+        let rollout = &d["spec"]["strategy"]["rollingUpdate"];
+        let required_self_anti = arr(
+            &spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
+        )
+        .iter()
+        .any(|t| {
+            t["topologyKey"] == "kubernetes.io/hostname"
+                && selector_matches(
+                    &t["labelSelector"],
+                    &str_map(&d["spec"]["template"]["metadata"]["labels"]),
+                )
+        });
+        f.check(!(required_self_anti && rollout["maxUnavailable"] == 0), || {
+            format!("{target}: required hostname anti-affinity with maxUnavailable 0 stalls rollouts on two nodes")
+        });
+        f.check(rollout["maxUnavailable"] == 0 || replicas > 1, || {
+            format!("{target}: a rollout may take the only injector replica down")
+        });
         f.check(
             find(
                 &objs,
@@ -467,4 +551,92 @@ fn injector_is_highly_available_and_serves_the_contract_ports() {
         );
     }
     f.assert_none("injector Deployment");
+}
+
+#[test]
+fn edge_routes_retry_safely_and_eject_failing_endpoints() {
+    let mut f = Failures::default();
+    // Development has no public ingress (no Gateway, VirtualService or DestinationRules).
+    for target in TARGETS.iter().filter(|t| **t != "overlays/development") {
+        let objs = render(target);
+        let routes: Vec<&Value> = of_kind(&objs, "VirtualService")
+            .flat_map(|vs| arr(&vs["spec"]["http"]))
+            .collect();
+        let to = |svc: &str| {
+            let host = format!("{svc}.ecommerce.svc.cluster.local");
+            routes
+                .iter()
+                .copied()
+                .filter(move |r| {
+                    arr(&r["route"])
+                        .iter()
+                        .any(|d| d["destination"]["host"] == host.as_str())
+                })
+                .collect::<Vec<_>>()
+        };
+        let payment = to("payment");
+        f.check(!payment.is_empty(), || {
+            format!("{target}: no VirtualService route to payment")
+        });
+        for r in payment {
+            let timeout = duration_secs(r["timeout"].as_str().unwrap_or(""));
+            let per_try = duration_secs(r["retries"]["perTryTimeout"].as_str().unwrap_or(""));
+            let attempts = r["retries"]["attempts"].as_i64().unwrap_or(0);
+            f.check(timeout.is_some_and(|t| t > 0.0), || {
+                format!("{target}: payment route {} has no timeout", r["name"])
+            });
+            f.check(attempts >= 1 && per_try.is_some(), || {
+                format!(
+                    "{target}: payment route {} has no retries with a per-try timeout",
+                    r["name"]
+                )
+            });
+            f.check(
+                matches!((timeout, per_try), (Some(t), Some(p)) if p * (attempts as f64 + 1.0) <= t),
+                || format!("{target}: payment route {}: the retries do not fit in the timeout", r["name"]),
+            );
+            // Payments are not idempotent: retry only when the request never reached the service.
+            let retry_on = r["retries"]["retryOn"].as_str().unwrap_or("");
+            f.check(
+                !retry_on.is_empty()
+                    && retry_on.split(',').all(|c| {
+                        ["connect-failure", "refused-stream", "reset-before-request"]
+                            .contains(&c.trim())
+                    }),
+                || format!("{target}: payment retries on {retry_on:?}, which may repeat a charge"),
+            );
+        }
+        for svc in ["product-catalog", "payment", "auth"] {
+            f.check(!to(svc).is_empty(), || {
+                format!("{target}: no VirtualService route to {svc}")
+            });
+            let host = format!("{svc}.ecommerce.svc.cluster.local");
+            let dr = of_kind(&objs, "DestinationRule").find(|d| d["spec"]["host"] == host.as_str());
+            let od = dr.map(|d| &d["spec"]["trafficPolicy"]["outlierDetection"]);
+            f.check(
+                od.is_some_and(|o| {
+                    (o["consecutive5xxErrors"].as_i64().unwrap_or(0) > 0
+                        || o["consecutiveGatewayErrors"].as_i64().unwrap_or(0) > 0)
+                        && duration_secs(o["baseEjectionTime"].as_str().unwrap_or(""))
+                            .is_some_and(|t| t > 0.0)
+                        && o["maxEjectionPercent"].as_i64().is_some_and(|p| p > 0 && p < 100)
+                }),
+                || format!("{target}: the DestinationRule for {svc} has no outlier detection that can eject and keeps some endpoints"),
+            );
+        }
+    }
+    f.assert_none("edge routes");
+}
+
+/// "15s", "500ms", "2m" -> seconds.
+fn duration_secs(s: &str) -> Option<f64> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    })
 }

@@ -33,13 +33,25 @@ fn ep(who: &str, ns: &str, labels: &[(&str, &str)], ports: &[i64]) -> Ep {
 /// Pods the layout does not define but talks to (installed by Istio, Helm charts, operators).
 fn outside_pods() -> Vec<Ep> {
     vec![
+        // istio/gateway chart: Envoy binds the Gateway ports 80/443 itself; status on 15021.
         ep(
             "ingress-gateway",
             "istio-system",
             &[("istio", "ingressgateway"), ("app", "istio-ingressgateway")],
-            &[8080, 8443],
+            &[80, 443, 15021],
         ),
-        ep("istiod", "istio-system", &[("app", "istiod")], &[15012]),
+        ep(
+            "istiod",
+            "istio-system",
+            &[("app", "istiod"), ("istio", "pilot")],
+            &[15010, 15012, 15014, 15017],
+        ),
+        ep(
+            "acme-solver",
+            "istio-system",
+            &[("acme.cert-manager.io/http01-solver", "true")],
+            &[8089],
+        ),
         ep(
             "prometheus",
             "monitoring",
@@ -65,7 +77,23 @@ fn outside_pods() -> Vec<Ep> {
             "redis-node",
             "redis",
             &[("app", "redis-enterprise"), ("redis.io/role", "node")],
-            &[12000, 12001, 12002, 9443, 8070],
+            &[12000, 12001, 12002, 12003, 9443, 8070],
+        ),
+        // The operators' admission webhooks (their Services target these pod ports).
+        ep(
+            "redis-operator",
+            "redis",
+            &[("name", "redis-enterprise-operator")],
+            &[8443, 8080],
+        ),
+        ep(
+            "jaeger-operator",
+            "monitoring",
+            &[
+                ("app.kubernetes.io/name", "jaeger-operator"),
+                ("app.kubernetes.io/instance", "jaeger-operator"),
+            ],
+            &[9443, 8383],
         ),
         ep("kube-dns", "kube-system", &[("k8s-app", "kube-dns")], &[53]),
         ep("stranger", "default", &[("app", "stranger")], &[8080]),
@@ -244,6 +272,7 @@ fn every_owned_namespace_denies_by_default() {
             ("ecommerce", &["Ingress", "Egress"][..]),
             ("redis", &["Ingress", "Egress"][..]),
             ("gembok-system", &["Ingress", "Egress"][..]),
+            ("istio-system", &["Ingress", "Egress"][..]),
             ("monitoring", &["Ingress"][..]),
         ] {
             let ok = of_kind(&objs, "NetworkPolicy").any(|np| {
@@ -274,6 +303,15 @@ fn every_declared_flow_is_allowed() {
         f.check(routes.len() >= 5, || {
             format!("{target}: only {} declared routes", routes.len())
         });
+        // The two service-to-service calls of the shop, by name (issue 4).
+        for (from, to) in [("product-catalog", "recommendation"), ("payment", "auth")] {
+            f.check(
+                routes
+                    .iter()
+                    .any(|(a, b, p)| a == from && b == to && *p == 8443),
+                || format!("{target}: no declared route {from} -> {to}:8443 ({routes:?})"),
+            );
+        }
         for (from, to, port) in &routes {
             let (s, d) = (find_ep(&eps, from), find_ep(&eps, to));
             f.check(np.allowed(s, d, *port, "TCP"), || {
@@ -312,13 +350,73 @@ fn every_declared_flow_is_allowed() {
             });
         }
         let injector = find_ep(&eps, "gembok-injector");
-        let api_server = ep("api-server", "host-network", &[], &[]);
-        f.check(np.allowed(&api_server, injector, 8443, "TCP"), || {
-            format!("{target}: the API server cannot call the webhook")
-        });
+        let api_server = ep("api-server", "host-network", &[], &[443, 6443]);
         f.check(np.allowed(prom, injector, 15780, "TCP"), || {
             format!("{target}: Prometheus cannot scrape the injector")
         });
+        // Admission webhooks: the API server calls them on the pods' ports.
+        for (who, port) in [
+            ("gembok-injector", 8443),
+            ("istiod", 15017),
+            ("redis-operator", 8443),
+            ("jaeger-operator", 9443),
+        ] {
+            f.check(
+                np.allowed(&api_server, find_ep(&eps, who), port, "TCP"),
+                || format!("{target}: the API server cannot call {who}'s webhook on {port}"),
+            );
+        }
+        // istio-system: the gateway's own flows, istiod's way out, the ACME challenge.
+        let internet = ep("internet", "outside", &[], &[]);
+        for port in [80, 443, 15021] {
+            f.check(np.allowed(&internet, gw, port, "TCP"), || {
+                format!("{target}: the ingress gateway does not accept {port} from outside")
+            });
+        }
+        f.check(np.allowed(gw, istiod, 15012, "TCP"), || {
+            format!("{target}: the ingress gateway cannot reach istiod")
+        });
+        f.check(np.allowed(gw, jaeger, 4317, "TCP"), || {
+            format!("{target}: the ingress gateway cannot send spans")
+        });
+        f.check(np.allowed(istiod, &api_server, 443, "TCP"), || {
+            format!("{target}: istiod cannot reach the API server")
+        });
+        f.check(np.allowed(istiod, dns, 53, "UDP"), || {
+            format!("{target}: istiod cannot resolve names")
+        });
+        f.check(
+            np.allowed(gw, find_ep(&eps, "acme-solver"), 8089, "TCP"),
+            || format!("{target}: the ingress gateway cannot reach the HTTP-01 solver"),
+        );
+        // Redis: Prometheus scrapes the nodes' metrics (the proxy certificate alert needs them).
+        let redis = find_ep(&eps, "redis-node");
+        f.check(np.allowed(prom, redis, 8070, "TCP"), || {
+            format!("{target}: Prometheus cannot scrape Redis Enterprise")
+        });
+        // Regions: active-active through the ingress gateway, Istio mTLS through the east-west one.
+        if target.starts_with("clusters/") {
+            for port in [9443, 12003] {
+                f.check(np.allowed(gw, redis, port, "TCP"), || {
+                    format!("{target}: ingress gateway -> redis:{port} (active-active) is blocked")
+                });
+            }
+            let eastwest = eps.iter().find(|e| {
+                e.ns == "istio-system"
+                    && e.labels.get("istio").map(String::as_str) == Some("eastwestgateway")
+            });
+            match eastwest {
+                Some(ew) => {
+                    f.check(np.allowed(&internet, ew, 15443, "TCP"), || {
+                        format!("{target}: the east-west gateway does not accept 15443")
+                    });
+                    f.check(np.allowed(ew, istiod, 15012, "TCP"), || {
+                        format!("{target}: the east-west gateway cannot reach istiod")
+                    });
+                }
+                None => f.push(format!("{target}: no east-west gateway pods")),
+            }
+        }
     }
     f.assert_none("allowed flows");
 }
@@ -386,7 +484,7 @@ fn nothing_undeclared_and_nothing_plaintext_reaches_the_services() {
         let redis = find_ep(&eps, "redis-node");
         for svc in SERVICES {
             let s = find_ep(&eps, svc);
-            for port in [12000, 12001, 12002, 6379, 9443] {
+            for port in [12000, 12001, 12002, 12003, 6379, 9443, 8070] {
                 let expected = routes
                     .iter()
                     .any(|(a, b, p)| a == svc && b == "redis-node" && *p == port);
@@ -398,6 +496,28 @@ fn nothing_undeclared_and_nothing_plaintext_reaches_the_services() {
                     )
                 });
             }
+        }
+        // istio-system: istiod serves xDS to the mesh only, and nothing but its webhook port
+        // (15017, for the API server) and the gateways' public ports is open to everyone.
+        let stranger = find_ep(&eps, "stranger");
+        let istiod = find_ep(&eps, "istiod");
+        let gw = find_ep(&eps, "ingress-gateway");
+        for port in [15010, 15012, 15014] {
+            f.check(!np.side(istiod, stranger, port, "TCP", "Ingress"), || {
+                format!("{target}: a pod outside the mesh may reach istiod:{port}")
+            });
+        }
+        for port in [15000, 15020, 15090, 8080, 8443] {
+            f.check(!np.side(gw, stranger, port, "TCP", "Ingress"), || {
+                format!("{target}: anyone may reach the ingress gateway's port {port}")
+            });
+        }
+        for port in [12000, 12001, 12002, 12003, 9443, 6379] {
+            f.check(
+                target.starts_with("clusters/") && (port == 9443 || port == 12003)
+                    || !np.side(gw, redis, port, "TCP", "Egress"),
+                || format!("{target}: the ingress gateway may connect to redis:{port}"),
+            );
         }
         // The injector makes no outbound connections at all.
         let injector = find_ep(&eps, "gembok-injector");

@@ -173,6 +173,14 @@ fn injected_pods_expose_the_annotated_ports_and_mount_their_certificate() {
             f.check(ports.contains(&("gembok-admin".into(), ADMIN_PORT)), || {
                 format!("{who}: gembok-proxy lacks port gembok-admin/15700 ({ports:?})")
             });
+            // Pulled on every start like the app images (the injector's
+            // GEMBOK_INJECTOR_PROXY_PULL_POLICY; checkov CKV_K8S_15).
+            f.check(proxy["imagePullPolicy"] == "Always", || {
+                format!(
+                    "{who}: gembok-proxy imagePullPolicy is {}",
+                    proxy["imagePullPolicy"]
+                )
+            });
             let ann = p.annotations();
             let inbound = inbound_ports(
                 ann.get("gembok.io/inbound")
@@ -267,6 +275,7 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
         let objs = render(target);
         let pods = pod_templates(&objs);
         let mut routes = 0;
+        let mut calls = BTreeSet::new();
         for p in pods.iter().filter(|p| p.namespace() == APP_NAMESPACE) {
             let caller = spiffe_id(p.namespace(), p.service_account());
             for (_, host, port) in outbound_routes(
@@ -281,6 +290,7 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
                     f.push(format!("{who}: not a Service host"));
                     continue;
                 };
+                calls.insert((p.app(), svc.clone()));
                 if ns == "redis" {
                     // A Redis Enterprise database that requires TLS on that port.
                     let db = of_kind(&objs, "RedisEnterpriseDatabase")
@@ -291,8 +301,17 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
                                 .find(|d| name(d) == svc)
                                 .map(|d| &d["spec"]["globalConfigurations"])
                         });
-                    // In eu/asia the active-active session store is created by the operator from us.
-                    let propagated = target.starts_with("clusters/") && svc == "session-store";
+                    // In eu/asia the active-active session store is created by the operator
+                    // from the declaration in clusters/us: it must be declared there.
+                    let propagated = target.starts_with("clusters/")
+                        && of_kind(
+                            &render("clusters/us"),
+                            "RedisEnterpriseActiveActiveDatabase",
+                        )
+                        .any(|d| {
+                            name(d) == svc
+                                && d["spec"]["globalConfigurations"]["databasePort"] == port
+                        });
                     match db {
                         Some(db) => {
                             f.check(db["databasePort"] == port, || {
@@ -351,6 +370,12 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
         f.check(routes >= 5, || {
             format!("{target}: only {routes} outbound routes")
         });
+        // The shop's service-to-service calls, by name (issue 4).
+        for (from, to) in [("product-catalog", "recommendation"), ("payment", "auth")] {
+            f.check(calls.contains(&(from.to_owned(), to.to_owned())), || {
+                format!("{target}: {from} has no outbound route to {to} ({calls:?})")
+            });
+        }
     }
     f.assert_none("outbound routes");
 }

@@ -20,6 +20,9 @@ pub const TARGETS: [&str; 6] = [
     "clusters/asia",
 ];
 pub const REGIONS: [&str; 3] = ["us", "eu", "asia"];
+/// Production with `components/classic-sidecars` (Kubernetes 1.25-1.28): a test fixture, not a
+/// deployment target.
+pub const CLASSIC_FIXTURE: &str = "tests/classic-sidecars";
 pub const SERVICES: [&str; 4] = ["product-catalog", "payment", "recommendation", "auth"];
 pub const APP_NAMESPACE: &str = "ecommerce";
 pub const PROXY_CONTAINER: &str = "gembok-proxy";
@@ -84,8 +87,40 @@ pub fn injector_bin() -> PathBuf {
     profile_dir.join("gembok-injector")
 }
 
-/// Runs the real `gembok-injector inject -f -` over the rendered target.
+/// The environment variables of the rendered injector Deployment that shape the sidecar it adds
+/// (`inject` reads the same variables as `serve`), so offline injection matches the deployed one.
+pub const INJECTOR_SIDECAR_SETTINGS: [&str; 3] = [
+    "GEMBOK_INJECTOR_PROXY_IMAGE",
+    "GEMBOK_INJECTOR_PROXY_PULL_POLICY",
+    "GEMBOK_INJECTOR_SIDECAR_MODE",
+];
+
+/// `INJECTOR_SIDECAR_SETTINGS` as set on the rendered `gembok-system/gembok-injector`.
+pub fn injector_settings(objs: &[Value]) -> Vec<(String, String)> {
+    let Some(d) = find(objs, "Deployment", "gembok-system", "gembok-injector") else {
+        return Vec::new();
+    };
+    arr(&d["spec"]["template"]["spec"]["containers"][0]["env"])
+        .iter()
+        .filter_map(|e| {
+            let n = e["name"].as_str()?;
+            let v = e["value"].as_str()?;
+            INJECTOR_SIDECAR_SETTINGS
+                .contains(&n)
+                .then(|| (n.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// Runs the real `gembok-injector inject -f -` over the rendered target, configured like the
+/// rendered injector Deployment (unless `extra` overrides a setting with a flag).
 pub fn inject_text(input: &str, extra: &[&str]) -> Result<String> {
+    let settings = injector_settings(&parse_docs(input)?);
+    inject_text_with(input, extra, &settings)
+}
+
+/// Runs the real `gembok-injector inject -f -` with exactly these settings in its environment.
+pub fn inject_text_with(input: &str, extra: &[&str], env: &[(String, String)]) -> Result<String> {
     let bin = injector_bin();
     if !bin.exists() {
         bail!(
@@ -96,6 +131,8 @@ pub fn inject_text(input: &str, extra: &[&str]) -> Result<String> {
     let mut child = Command::new(&bin)
         .args(["inject", "-f", "-"])
         .args(extra)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
