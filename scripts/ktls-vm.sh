@@ -32,12 +32,18 @@
 #   GEMBOK_KTLS_VM_CACHE    downloaded .debs and extracted trees, reused across runs, keyed by
 #                           package version [${XDG_CACHE_HOME:-$HOME/.cache}/gembok/ktls-vm]
 #   GEMBOK_KTLS_VM_KERNEL   kernel meta package [linux-image-cloud-amd64]
+#   GEMBOK_KTLS_VM_SUITE    take the kernel from this Debian suite instead of the host's apt
+#                           sources, e.g. trixie-backports (a kernel that can rekey kTLS, 6.14+);
+#                           its package list is kept in the cache, the host's apt is untouched
+#   GEMBOK_KTLS_VM_MIRROR   Debian mirror for GEMBOK_KTLS_VM_SUITE [http://deb.debian.org/debian]
 #   GEMBOK_KTLS_VM_MEM      guest memory, MiB [1024]
 #   GEMBOK_KTLS_VM_SMP      guest CPUs [2]
 #   GEMBOK_KTLS_VM_CPU      qemu CPU model [max]
 #   GEMBOK_KTLS_VM_OUT      work directory: initramfs tree, serial.log [<cargo target dir>/ktls-vm]
 #   GEMBOK_KTLS_VM_GUEST_ENV  extra NAME=VALUE words exported in the guest, e.g. GEMBOK_LOG=debug
-#   RUST_BACKTRACE, RUST_LOG are passed to the guest when set.
+#   RUST_BACKTRACE, RUST_LOG are passed to the guest when set. GEMBOK_EXPECT_KTLS_REKEY is set
+#   in the guest from the kernel version (1 from 6.14 on: the kernel can follow a TLS 1.3
+#   KeyUpdate), so the tests check the proxy's probe against it.
 # The serial log (<out>/serial.log) holds the whole console: kernel version, tcp_available_ulp,
 # the test harness output, /proc/net/tls_stat, the last dmesg lines on failure, and VM_EXIT.
 # Measured timings are in scripts/ktls-vm/README.md.
@@ -47,7 +53,12 @@ repo=$PWD
 
 test_target=${GEMBOK_KTLS_VM_TEST:-ktls}
 vm_timeout=${GEMBOK_KTLS_VM_TIMEOUT:-600}
-cache=${GEMBOK_KTLS_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gembok/ktls-vm}
+kernel_suite=${GEMBOK_KTLS_VM_SUITE:-}
+mirror=${GEMBOK_KTLS_VM_MIRROR:-http://deb.debian.org/debian}
+# One cache (and work directory) per kernel source, so runs with two kernels do not evict
+# each other's packages.
+suffix=${kernel_suite:+-$kernel_suite}
+cache=${GEMBOK_KTLS_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gembok/ktls-vm$suffix}
 kernel_meta=${GEMBOK_KTLS_VM_KERNEL:-linux-image-cloud-amd64}
 vm_mem=${GEMBOK_KTLS_VM_MEM:-1024}
 vm_smp=${GEMBOK_KTLS_VM_SMP:-2}
@@ -82,6 +93,8 @@ print_timings() {
     printf '  %-10s %6.1f s\n' total "$(awk -v a="$t" -v b="$t_start" 'BEGIN{print a-b}')" >&2
 }
 
+apt_helper=/usr/lib/apt/apt-helper
+[[ -x $apt_helper ]] || skip "$apt_helper is not available on this host"
 for tool in apt-get apt-cache dpkg-deb cargo python3 timeout ldd sha256sum flock xz; do
     command -v "$tool" >/dev/null || {
         [[ $tool == apt-* || $tool == dpkg-deb ]] && skip "$tool is not available on this host"
@@ -101,65 +114,79 @@ flock -n 9 || {
 
 key() { sha256sum <<<"$*" | cut -c1-16; }
 
+# apt options for the kernel's own package list (GEMBOK_KTLS_VM_SUITE), kept in the cache.
+kernel_apt=()
+if [[ -n $kernel_suite ]]; then
+    suite_dir=$cache/apt
+    mkdir -p "$suite_dir/lists/partial"
+    printf 'deb %s %s main\n' "$mirror" "$kernel_suite" >"$suite_dir/sources.list"
+    kernel_apt=(-o "Dir::Etc::SourceList=$suite_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$suite_dir/lists")
+fi
+update_kernel_lists() {
+    ((${#kernel_apt[@]})) || return 0
+    apt-get "${kernel_apt[@]}" update -qq >/dev/null 2>&1
+}
+
+# "<file> <sha256> <url>" lines from `apt-get download --print-uris`.
+uris() { awk '{gsub("\047", "", $1); split($4, h, ":"); print $2, h[2], $1}'; }
+
 # Prints "<file> <sha256> <url>" for every package to use; the qemu list depends on the host.
+# Since Linux 7, Debian splits the image into linux-binary-* (vmlinuz) and linux-modules-*.
 resolve() {
-    local kpkg qpkgs
-    kpkg=$(apt-cache depends "$kernel_meta" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+    local kpkg kdeps qpkgs
+    kpkg=$(apt-cache "${kernel_apt[@]}" depends "$kernel_meta" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
     [[ -n $kpkg ]] || return 1
+    kdeps=$(apt-cache "${kernel_apt[@]}" depends "$kpkg" 2>/dev/null |
+        awk '/Depends: linux-(binary|modules)-/ && !/unsigned/ {print $2}')
     qpkgs=$(apt-get install -s --no-install-recommends qemu-system-x86 2>/dev/null | awk '/^Inst / {print $2}') || return 1
-    # shellcheck disable=SC2086 # word splitting of the package list is intended
-    apt-get download --print-uris "$kpkg" busybox-static openssl libssl3 $qpkgs 2>/dev/null |
-        awk '{gsub("\047", "", $1); split($4, h, ":"); print $2, h[2], $1}'
+    # shellcheck disable=SC2086 # word splitting of the package lists is intended
+    apt-get "${kernel_apt[@]}" download --print-uris ${kdeps:-$kpkg} 2>/dev/null | uris
+    # shellcheck disable=SC2086
+    apt-get download --print-uris busybox-static openssl libssl3 $qpkgs 2>/dev/null | uris
 }
 
 # Downloads what the cache lacks into a scratch directory, checks SHA-256, then moves it in.
+# apt-helper is apt's own transport: the same proxy and authentication settings as apt-get.
 fetch() {
-    local list=$1 file sum scratch
-    local -a missing=() specs=()
-    while read -r file sum _; do
+    local list=$1 file sum url scratch
+    local -a missing=()
+    while read -r file sum url; do
         if [[ -f $cache/debs/$file ]] && echo "$sum  $cache/debs/$file" | sha256sum -c --status; then
             continue
         fi
-        missing+=("$file $sum")
-        specs+=("$(pkg_spec "$file")")
+        missing+=("$file $sum $url")
     done <<<"$list"
     ((${#missing[@]})) || return 0
     say "downloading ${#missing[@]} package(s)"
     scratch=$(mktemp -d "$cache/debs/.partial.XXXXXX")
-    # apt's own transport: the same mirrors, proxy and authentication settings as apt-get.
-    local err
-    if ! err=$(cd "$scratch" && apt-get download -qq -o APT::Sandbox::User=root "${specs[@]}" 2>&1 >/dev/null); then
-        say "apt-get download failed: $(grep -c '^E:' <<<"$err") error(s), the first ones:"
-        grep '^E:' <<<"$err" | head -n 3 >&2
-        rm -rf "$scratch"
-        return 1
-    fi
-    local entry
+    local entry err
     for entry in "${missing[@]}"; do
-        read -r file sum <<<"$entry"
+        read -r file sum url <<<"$entry"
+        if ! err=$("$apt_helper" -o APT::Sandbox::User=root download-file "$url" "$scratch/$file" "SHA256:$sum" 2>&1); then
+            say "download of $file failed: $(tail -n 1 <<<"$err")"
+            rm -rf "$scratch"
+            return 1
+        fi
         if ! echo "$sum  $scratch/$file" | sha256sum -c --status; then
             say "$file: missing or wrong SHA-256 after download"
             rm -rf "$scratch"
             return 1
         fi
+    done
+    for entry in "${missing[@]}"; do
+        read -r file _ <<<"$entry"
         mv "$scratch/$file" "$cache/debs/$file"
     done
     rm -rf "$scratch"
-}
-
-# busybox-static_1%3a1.35.0-4_amd64.deb -> busybox-static=1:1.35.0-4
-pkg_spec() {
-    local base=${1%.deb}
-    base=${base%_*}
-    local name=${base%%_*} version=${base#*_}
-    printf '%s=%s' "$name" "${version//%3a/:}"
 }
 
 # Resolving takes apt several seconds; the answer only changes with the package lists, the
 # host's installed packages and the kernel meta package, so it is kept under that key.
 resolve_cached() {
     local k f
-    k=$(key "$kernel_meta" "$(stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* /var/lib/dpkg/status 2>/dev/null)")
+    k=$(key "$kernel_meta" "$kernel_suite" "$(stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* \
+        ${suite_dir:+"$suite_dir"/lists/*Packages*} /var/lib/dpkg/status 2>/dev/null)")
     f=$cache/resolved-$k
     if [[ ! -s $f ]]; then
         rm -f "$cache"/resolved-*
@@ -172,25 +199,29 @@ resolve_cached() {
     cat "$f"
 }
 
+if ((${#kernel_apt[@]})) && ! compgen -G "$suite_dir/lists/*Packages*" >/dev/null; then
+    update_kernel_lists || skip "cannot fetch the package list of $kernel_suite from $mirror"
+fi
 list=$(resolve_cached) || list=
 if [[ -z $list ]] || ! fetch "$list"; then
     say "package lists missing or stale: apt-get update"
     apt-get update -qq >/dev/null 2>&1 || skip "apt-get update failed"
+    update_kernel_lists || skip "cannot fetch the package list of $kernel_suite from $mirror"
     if ! list=$(resolve_cached) || [[ -z $list ]]; then
         # Lists without even busybox-static mean the mirrors were not reached; otherwise the
         # kernel meta package is wrong, which is an error, not a reason to skip.
         grep -q 'Candidate: [0-9]' <<<"$(apt-cache policy busybox-static 2>/dev/null)" ||
             skip "no Debian package lists (the mirrors cannot be reached)"
-        die "cannot resolve $kernel_meta (GEMBOK_KTLS_VM_KERNEL), busybox-static, openssl, libssl3 or qemu-system-x86"
+        die "cannot resolve $kernel_meta (GEMBOK_KTLS_VM_KERNEL${kernel_suite:+ in $kernel_suite}), busybox-static, openssl, libssl3 or qemu-system-x86"
     fi
     fetch "$list" || skip "apt-get download failed"
 fi
 debs() { awk -v re="$1" '$1 ~ re {print $1}' <<<"$list"; }
-kernel_deb=$(debs '^linux-image-')
+kernel_debs=$(debs '^linux-(image|binary|modules)-')
 busybox_deb=$(debs '^busybox-static_')
 openssl_debs=$(debs '^(openssl|libssl3)_')
-qemu_debs=$(debs '.' | grep -Ev '^(linux-image-|busybox-static_|openssl_|libssl3_)' || true)
-[[ -n $kernel_deb && -n $busybox_deb ]] || die "package resolution gave no kernel or busybox"
+qemu_debs=$(debs '.' | grep -Ev '^(linux-(image|binary|modules)-|busybox-static_|openssl_|libssl3_)' || true)
+[[ -n $kernel_debs && -n $busybox_deb ]] || die "package resolution gave no kernel or busybox"
 phase_end download
 
 # ---------------------------------------------------------------------------------------------
@@ -203,21 +234,42 @@ fresh_dir() {
     mkdir -p "$1"
 }
 
-kdir=$cache/kernel-${kernel_deb%.deb}
+# Kept: vmlinuz and the modules the guest needs, as boot/vmlinuz-<kver> and lib/modules/<kver>,
+# whether the packages use /boot + /lib/modules (up to Linux 6) or /usr/lib/modules/<kver>.
+kdir=$cache/kernel-$(key "$kernel_debs")
 if ! extracted "$kdir"; then
-    say "extracting $kernel_deb"
+    say "extracting $(tr '\n' ' ' <<<"$kernel_debs")"
     fresh_dir "$kdir"
-    dpkg-deb --fsys-tarfile "$cache/debs/$kernel_deb" | tar -x -C "$kdir" --wildcards \
-        './boot/vmlinuz-*' './lib/modules/*/kernel/crypto' './lib/modules/*/kernel/arch/x86/crypto' \
-        './lib/modules/*/kernel/lib/crypto' './lib/modules/*/kernel/net/tls' \
-        './lib/modules/*/modules.builtin' './lib/modules/*/modules.order'
+    all=$kdir/.all
+    mkdir -p "$all"
+    for deb in $kernel_debs; do dpkg-deb --fsys-tarfile "$cache/debs/$deb" | tar -x -C "$all"; done
+    moddir=$(find "$all/lib/modules" "$all/usr/lib/modules" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | head -n 1 || true)
+    [[ -n $moddir ]] || die "no modules directory in $kernel_debs"
+    kv=${moddir##*/}
+    image=$(find "$all/boot/vmlinuz-$kv" "$moddir/vmlinuz" -maxdepth 0 -type f 2>/dev/null | head -n 1 || true)
+    [[ -n $image ]] || die "no vmlinuz for $kv in $kernel_debs"
+    mkdir -p "$kdir/boot" "$kdir/lib/modules/$kv/kernel"
+    cp "$image" "$kdir/boot/vmlinuz-$kv"
+    for sub in crypto arch/x86/crypto lib/crypto net/tls; do
+        [[ -d $moddir/kernel/$sub ]] || continue
+        dest=$kdir/lib/modules/$kv/kernel/$(dirname "$sub")
+        mkdir -p "$dest"
+        cp -a "$moddir/kernel/$sub" "$dest/"
+    done
+    for f in modules.builtin modules.order; do
+        [[ -f $moddir/$f ]] && cp "$moddir/$f" "$kdir/lib/modules/$kv/"
+    done
+    rm -rf "$all"
     find "$kdir/lib/modules" -name '*.ko.xz' -exec xz -d {} +
     touch "$kdir/.complete"
 fi
 vmlinuz=$(echo "$kdir"/boot/vmlinuz-*)
 kver=${vmlinuz##*/vmlinuz-}
 [[ -f $vmlinuz && -f $kdir/lib/modules/$kver/kernel/net/tls/tls.ko ]] ||
-    die "$kernel_deb has no vmlinuz or net/tls/tls.ko (kernel without CONFIG_TLS=m?)"
+    die "$kernel_debs: no vmlinuz or net/tls/tls.ko (kernel without CONFIG_TLS=m?)"
+# TLS 1.3 rekey of kTLS sockets arrived in Linux 6.14.
+IFS=. read -r kmajor kminor _ <<<"$kver"
+if ((kmajor > 6 || (kmajor == 6 && ${kminor%%[!0-9]*} >= 14))); then expect_rekey=1; else expect_rekey=0; fi
 
 bdir=$cache/busybox-${busybox_deb%.deb}
 if ! extracted "$bdir"; then
@@ -289,7 +341,7 @@ for line in sys.stdin:
 proxy_exe=$(dirname "$(dirname "$test_exe")")/gembok-proxy
 [[ -x $proxy_exe ]] || die "$proxy_exe is missing after cargo build"
 target_dir=$(dirname "$(dirname "$(dirname "$test_exe")")")
-out=${GEMBOK_KTLS_VM_OUT:-$target_dir/ktls-vm}
+out=${GEMBOK_KTLS_VM_OUT:-$target_dir/ktls-vm$suffix}
 phase_end build
 
 # ---------------------------------------------------------------------------------------------
@@ -333,6 +385,7 @@ cp -a "$kdir/lib/modules/$kver/." "$root/lib/modules/$kver/"
 install -m 0755 "$repo/scripts/ktls-vm/init.sh" "$root/init"
 {
     printf 'TEST_EXE=/t/deps/%s\n' "${test_exe##*/}"
+    printf 'export GEMBOK_EXPECT_KTLS_REKEY=%s\n' "$expect_rekey"
     for var in RUST_BACKTRACE RUST_LOG; do
         [[ -n ${!var:-} ]] && printf 'export %s=%s\n' "$var" "'${!var//\'/\'\\\'\'}'"
     done

@@ -7,7 +7,8 @@
 #   3. every Rust test in the workspace (unit, golden files, the real binaries end to end,
 #      manifest consistency, the benchmark harness's smoke run);
 #   4. the manifests: kubectl kustomize, strict validation, injected output, checkov;
-#   5. the kTLS data path inside a qemu VM (scripts/ktls-vm.sh), when present.
+#   5. the kTLS data path inside qemu VMs (scripts/ktls-vm.sh), with two Debian kernels: one
+#      without and one with kernel rekey (TLS 1.3 KeyUpdate).
 # ../shared (beside the checkout) is used for offline manifest validation; override with
 # GEMBOK_SHARED.
 set -euo pipefail
@@ -51,8 +52,12 @@ step "manifests"
 GEMBOK_MANIFESTS_SKIP_RUST=1 manifests/tests/run.sh
 
 if [[ -x scripts/ktls-vm.sh ]]; then
-  step "kTLS in a VM"
+  # Two kernels: Debian 12's (kTLS without rekey: a KeyUpdate ends the connection) and a
+  # backported 6.14+ one (the kernel follows TLS 1.3 KeyUpdates).
+  step "kTLS in a VM (Debian 12 kernel)"
   scripts/ktls-vm.sh
+  step "kTLS in a VM (trixie-backports kernel, rekey)"
+  GEMBOK_KTLS_VM_SUITE=trixie-backports scripts/ktls-vm.sh
 fi
 
 step "all tests passed"

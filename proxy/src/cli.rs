@@ -138,6 +138,11 @@ pub struct ProxyArgs {
     /// require (exit 64 at start-up when the kernel has no kTLS).
     #[arg(long, env = "GEMBOK_KTLS", default_value = "auto")]
     pub ktls: String,
+    /// kTLS: rotate the sending key (TLS 1.3, kernels that can be rekeyed) or close the
+    /// connection after this many records under one key; `auto` is the cipher's own limit
+    /// (2^24 records for AES-GCM).
+    #[arg(long, env = "GEMBOK_KTLS_RECORD_LIMIT", default_value = "auto")]
+    pub ktls_record_limit: String,
     /// Runtime worker threads: a number, or `auto` (the CPUs this process may use).
     #[arg(long, env = "GEMBOK_WORKERS", default_value = "auto")]
     pub workers: String,

@@ -36,6 +36,8 @@ pub struct Config {
     pub ktls: crate::ktls::Mode,
     /// What the kernel can do; probed by `main` (not part of the command line).
     pub ktls_support: crate::ktls::Support,
+    /// `--ktls-record-limit`; `None` for the cipher's own limit.
+    pub ktls_record_limit: Option<u64>,
 }
 
 /// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
@@ -227,6 +229,14 @@ impl Config {
             },
         );
 
+        let ktls_record_limit = p.check(
+            "ktls-record-limit",
+            match args.ktls_record_limit.as_str() {
+                "auto" => Ok(None),
+                n => parse_positive(n).map(|n| Some(n as u64)),
+            },
+        );
+
         check_unique_listeners(&inbound, &outbound, admin, &mut p);
 
         if !p.0.is_empty() {
@@ -261,6 +271,7 @@ impl Config {
             workers: workers.expect(some),
             ktls: ktls.expect(some),
             ktls_support: crate::ktls::Support::not_probed(),
+            ktls_record_limit: ktls_record_limit.expect(some),
         })
     }
 }

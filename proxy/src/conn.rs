@@ -15,7 +15,7 @@ use crate::identity;
 use crate::ktls::setup::TlsSession;
 use crate::ktls::splice::Splice;
 use crate::ktls::stream::ControlError;
-use crate::ktls::{self, Handover, KtlsStream, RecordAligned, Support};
+use crate::ktls::{self, Handoff, Handover, KtlsStream, RecordAligned};
 use crate::metrics::ListenerMetrics;
 
 /// Why a TCP connect (to the app, or to the peer) failed: the `reason` label of
@@ -141,7 +141,7 @@ pub async fn carry<S>(
     peer: S,
     settings: Settings,
     metrics: &ListenerMetrics,
-    ktls: Option<&Support>,
+    ktls: Option<Handoff<'_>>,
     abort: &CancellationToken,
 ) -> &'static str
 where
@@ -149,7 +149,14 @@ where
 {
     let peer = match ktls {
         None => peer,
-        Some(support) => match ktls::handover(peer, support).await {
+        Some(handoff) => match ktls::handover(
+            peer,
+            handoff.kernel,
+            handoff.secrets.as_deref(),
+            metrics.key_updates.clone(),
+        )
+        .await
+        {
             Handover::Kernel(mut peer) => {
                 metrics.data_path("ktls");
                 let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
@@ -180,6 +187,16 @@ where
                         .await
                     }
                 };
+                // A control record or the record limit ended it while our sending key is still
+                // good: say so with an alert (the peer's sidecar then resets its app) rather
+                // than leave a truncation, or a close_notify that would pass for a clean end.
+                if let End::PeerError(e) = &outcome.end
+                    && let Some(control) =
+                        e.get_ref().and_then(|i| i.downcast_ref::<ControlError>())
+                    && control.can_alert_peer()
+                {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort()).await;
+                }
                 return finish_logged(outcome, &mut app, &mut peer, metrics).await;
             }
             Handover::UserSpace(peer, reason) => {
@@ -255,14 +272,6 @@ pub async fn finish<P: PeerStream>(
                 .and_then(|inner| inner.downcast_ref::<ControlError>())
             {
                 metrics.ktls_closed(control.reason());
-                // Our sending key is still good after a peer's KeyUpdate or at our own record
-                // limit: end the TLS session properly instead of leaving the peer a truncation.
-                if matches!(
-                    control,
-                    ControlError::KeyUpdate | ControlError::RecordLimit(_)
-                ) {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), peer.shutdown()).await;
-                }
             }
             tracing::info!(error = %e, "peer connection failed; resetting the app connection");
             reset(app);

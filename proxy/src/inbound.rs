@@ -21,7 +21,7 @@ use crate::Direction;
 use crate::config::{InboundRoute, Limits};
 use crate::conn::{self, PeerStream};
 use crate::forward::Settings;
-use crate::ktls::{self, Support};
+use crate::ktls::{self, Handoff, Kernel};
 use crate::metrics::ListenerMetrics;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -36,7 +36,7 @@ pub struct Inbound {
     pub forward: Settings,
     pub metrics: ListenerMetrics,
     /// What the kernel can take, when kTLS is enabled and available.
-    pub ktls: Option<Arc<Support>>,
+    pub ktls: Option<Arc<Kernel>>,
 }
 
 impl Handler for Inbound {
@@ -58,12 +58,21 @@ impl Handler for Inbound {
             conn::reset(&peer);
             return "handshake_failed";
         };
-        let acceptor = TlsAcceptor::from(certs.value.inbound[self.index].clone());
+        let config = certs.value.inbound[self.index].clone();
         drop(certs);
 
-        // 2. Handshake (reading record by record when the kernel may take over afterwards).
+        // 2. Handshake (reading record by record when the kernel may take over afterwards; a
+        //    kernel that can follow KeyUpdates needs the connection's traffic secrets too).
         let started = Instant::now();
         let peer = ktls::prepare(peer, self.ktls.is_some());
+        let (config, secrets) = match &self.ktls {
+            Some(kernel) if kernel.support.rekey && peer.aligned() => {
+                let (config, secrets) = ktls::keys::capturing_server(&config);
+                (config, Some(secrets))
+            }
+            _ => (config, None),
+        };
+        let acceptor = TlsAcceptor::from(config);
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(acceptor.accept(peer));
@@ -107,7 +116,9 @@ impl Handler for Inbound {
             peer,
             self.forward,
             &self.metrics,
-            self.ktls.as_deref(),
+            self.ktls
+                .as_deref()
+                .map(|kernel| Handoff { kernel, secrets }),
             &abort,
         )
         .await

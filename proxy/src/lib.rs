@@ -176,13 +176,17 @@ pub async fn run(
     spawn_sighup_reload(reload, stop.token.clone());
 
     // kTLS: only when asked for and the start-up probe found the kernel able.
-    let ktls = (config.ktls != ktls::Mode::Off && config.ktls_support.available())
-        .then(|| Arc::new(config.ktls_support.clone()));
+    let ktls = (config.ktls != ktls::Mode::Off && config.ktls_support.available()).then(|| {
+        Arc::new(ktls::Kernel {
+            support: config.ktls_support.clone(),
+            record_limit: config.ktls_record_limit,
+        })
+    });
     let data_path = match config.ktls {
         ktls::Mode::Off => "user space (--ktls off)".to_owned(),
         _ => config.ktls_support.to_string(),
     };
-    metrics::ktls_available(ktls.is_some());
+    metrics::ktls_available(ktls.is_some(), config.ktls_support.rekey);
 
     let health = Arc::new(Health {
         data_path: data_path.clone(),

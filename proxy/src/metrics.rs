@@ -10,6 +10,7 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::Direction;
+use crate::ktls::stream::KeyUpdates;
 
 pub const CONNECTIONS_OPENED: &str = "gembok_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "gembok_connections_closed_total";
@@ -26,6 +27,8 @@ pub const DATA_PATH: &str = "gembok_data_path_total";
 pub const KTLS_FALLBACKS: &str = "gembok_ktls_fallbacks_total";
 pub const KTLS_CLOSES: &str = "gembok_ktls_control_closes_total";
 pub const KTLS_AVAILABLE: &str = "gembok_ktls_available";
+pub const KTLS_REKEY_AVAILABLE: &str = "gembok_ktls_rekey_available";
+pub const KTLS_KEY_UPDATES: &str = "gembok_ktls_key_updates_total";
 /// Certificate metrics come from `gembok-certwatch` under this prefix:
 /// `gembok_cert_reloads_total{result}` and `gembok_cert_not_after_timestamp_seconds`.
 pub const PREFIX: &str = "gembok_";
@@ -135,6 +138,30 @@ fn describe() {
         BUILD_INFO,
         "Always 1; labels carry the version and the crypto provider."
     );
+    metrics::describe_counter!(
+        DATA_PATH,
+        "Connections by the data path they used after the handshake (ktls, userspace), by direction and listener."
+    );
+    metrics::describe_counter!(
+        KTLS_FALLBACKS,
+        "Connections kTLS could not take, by direction, listener and reason (ulp, unsupported_cipher, buffered_records, flush, extract_secrets, tls_tx, tls_rx, ...)."
+    );
+    metrics::describe_counter!(
+        KTLS_CLOSES,
+        "kTLS connections ended by a control record or a key limit, by direction, listener and reason (alert, key_update, rekey_failed, malformed, unexpected_record, record_limit)."
+    );
+    metrics::describe_counter!(
+        KTLS_KEY_UPDATES,
+        "TLS 1.3 key updates the kernel took on kTLS connections, by direction, listener and key (receive: the peer's KeyUpdate followed; send: our own KeyUpdate)."
+    );
+    metrics::describe_gauge!(
+        KTLS_AVAILABLE,
+        "1 when the kernel data path (kTLS) is available to this process."
+    );
+    metrics::describe_gauge!(
+        KTLS_REKEY_AVAILABLE,
+        "1 when the kernel can follow TLS 1.3 KeyUpdates on kTLS connections (Linux 6.14 and later)."
+    );
 }
 
 /// Records the build-info gauge.
@@ -143,9 +170,12 @@ pub fn build_info(provider: &'static str) {
         .set(1.0);
 }
 
-/// Records whether kTLS is available to this process.
-pub fn ktls_available(available: bool) {
-    metrics::gauge!(KTLS_AVAILABLE).set(if available { 1.0 } else { 0.0 });
+/// Records whether kTLS is available to this process, and whether its kernel follows
+/// KeyUpdates.
+pub fn ktls_available(available: bool, rekey: bool) {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    metrics::gauge!(KTLS_AVAILABLE).set(flag(available));
+    metrics::gauge!(KTLS_REKEY_AVAILABLE).set(flag(available && rekey));
 }
 
 /// Handles for one listener.
@@ -158,6 +188,8 @@ pub struct ListenerMetrics {
     pub app_to_peer: Counter,
     pub peer_to_app: Counter,
     pub handshake: Histogram,
+    /// Key updates on kTLS connections.
+    pub key_updates: KeyUpdates,
 }
 
 impl ListenerMetrics {
@@ -194,6 +226,10 @@ impl ListenerMetrics {
             app_to_peer: flow("app_to_peer"),
             peer_to_app: flow("peer_to_app"),
             handshake: metrics::histogram!(HANDSHAKE_DURATION, &labels),
+            key_updates: KeyUpdates {
+                rx: metrics::counter!(KTLS_KEY_UPDATES, &with("key", "receive")),
+                tx: metrics::counter!(KTLS_KEY_UPDATES, &with("key", "send")),
+            },
             listener,
         }
     }

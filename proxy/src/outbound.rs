@@ -21,7 +21,7 @@ use crate::Direction;
 use crate::config::{Limits, OutboundRoute};
 use crate::conn;
 use crate::forward::Settings;
-use crate::ktls::{self, Support};
+use crate::ktls::{self, Handoff, Kernel};
 use crate::metrics::ListenerMetrics;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -36,7 +36,7 @@ pub struct Outbound {
     pub forward: Settings,
     pub metrics: ListenerMetrics,
     /// What the kernel can take, when kTLS is enabled and available.
-    pub ktls: Option<Arc<Support>>,
+    pub ktls: Option<Arc<Kernel>>,
 }
 
 impl Handler for Outbound {
@@ -58,7 +58,7 @@ impl Handler for Outbound {
             conn::reset(&app);
             return "handshake_failed";
         };
-        let connector = TlsConnector::from(certs.value.outbound[self.index].clone());
+        let config = certs.value.outbound[self.index].clone();
         drop(certs);
 
         // 2. The peer.
@@ -73,9 +73,18 @@ impl Handler for Outbound {
             }
         };
 
-        // 3. Handshake (reading record by record when the kernel may take over afterwards).
+        // 3. Handshake (reading record by record when the kernel may take over afterwards; a
+        //    kernel that can follow KeyUpdates needs the connection's traffic secrets too).
         let started = Instant::now();
         let tcp = ktls::prepare(tcp, self.ktls.is_some());
+        let (config, secrets) = match &self.ktls {
+            Some(kernel) if kernel.support.rekey && tcp.aligned() => {
+                let (config, secrets) = ktls::keys::capturing_client(&config);
+                (config, Some(secrets))
+            }
+            _ => (config, None),
+        };
+        let connector = TlsConnector::from(config);
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(connector.connect(route.server_name.clone(), tcp));
@@ -103,7 +112,9 @@ impl Handler for Outbound {
             peer,
             self.forward,
             &self.metrics,
-            self.ktls.as_deref(),
+            self.ktls
+                .as_deref()
+                .map(|kernel| Handoff { kernel, secrets }),
             &abort,
         )
         .await

@@ -484,62 +484,221 @@ async fn a_ktls_outbound_reaches_openssl_s_server() {
         .await;
 }
 
-#[tokio::test]
-#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
-async fn a_key_update_closes_the_ktls_connection_cleanly_and_is_counted() {
+/// Whether the kernel under test can rekey a kTLS socket (Linux 6.14 and later).
+/// `scripts/ktls-vm.sh` knows which kernel it booted and says so in `GEMBOK_EXPECT_KTLS_REKEY`;
+/// the proxy's probe must agree, so neither branch below can be taken by mistake.
+async fn kernel_rekeys(proxy: &Proxy) -> bool {
+    let probed = proxy
+        .metrics()
+        .await
+        .sum("gembok_ktls_rekey_available", &[])
+        == 1.0;
+    match std::env::var("GEMBOK_EXPECT_KTLS_REKEY").as_deref() {
+        Ok("1") => assert!(probed, "this kernel should rekey, the probe says it cannot"),
+        Ok("0") => assert!(
+            !probed,
+            "this kernel should not rekey, the probe says it can"
+        ),
+        _ => {}
+    }
+    let path = data_path(proxy).await;
+    assert_eq!(
+        path.contains("KeyUpdate followed in the kernel"),
+        probed,
+        "{path}"
+    );
+    probed
+}
+
+/// An app that answers every line it reads with `app got: LINE`, until EOF.
+async fn line_echo_app() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let app = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) => return Ok(got),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => return Err((e.kind(), got)),
-            }
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut lines = tokio::io::BufReader::new(r);
+                let mut line = String::new();
+                while tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {
+                    let reply = format!("app got: {line}");
+                    if w.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+                let _ = w.shutdown().await;
+            });
         }
     });
-    let pair = Pair::start_with(target, ExchangeApp::start().await, &[]).await;
-    assert_ktls(&pair.inbound).await;
-    // A user-space TLS client straight to the kTLS inbound, which then rotates its keys.
-    let client = Client::new(
-        pair.pki.root_pem(),
-        Some(&pair.pki.workload("client")),
-        false,
-    );
-    let mut tls = client
-        .connect(pair.inbound.inbound[0], &dns_name("server"))
-        .await
-        .unwrap();
-    tls.write_all(b"before").await.unwrap();
-    tls.flush().await.unwrap();
-    pair.inbound
-        .wait_metric("gembok_bytes_total", &[("flow", "peer_to_app")], 6.0)
-        .await;
-    tls.get_mut().1.refresh_traffic_keys().unwrap();
-    tls.write_all(b"after").await.unwrap();
-    tls.flush().await.unwrap();
-    // The proxy ends the session with close_notify (a clean TLS end for the peer)...
-    let mut rest = Vec::new();
-    let ended = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut rest))
-        .await
-        .unwrap();
-    assert!(
-        ended.is_ok(),
-        "the client must see close_notify, not a truncation: {ended:?}"
-    );
-    // ...and the app sees a reset: what followed the KeyUpdate never reached it.
-    match app.await.unwrap() {
-        Err((std::io::ErrorKind::ConnectionReset, got)) => assert_eq!(got, b"before"),
-        other => panic!("the app must see a reset: {other:?}"),
+    addr
+}
+
+/// Reads one line from a TLS stream.
+async fn read_line<S: AsyncReadExt + Unpin>(s: &mut S) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        s.read_exact(&mut b).await?;
+        line.push(b[0]);
     }
-    pair.inbound
-        .wait_metric(
-            "gembok_ktls_control_closes_total",
-            &[("reason", "key_update")],
-            1.0,
-        )
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// A peer's KeyUpdate (rustls' `refresh_traffic_keys`, which also asks us to update): a kernel
+/// that can be rekeyed follows it and answers with our own KeyUpdate, and traffic continues both
+/// ways under the new keys; an older kernel cannot, and the session ends with a fatal alert
+/// (not a close_notify that would pass for the end of the data), counted.
+#[tokio::test]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn a_key_update_rekeys_the_kernel_or_closes_cleanly() {
+    let before = tls_stat();
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(line_echo_app().await, "")
+        .start();
+    proxy.ready().await;
+    assert_ktls(&proxy).await;
+    let rekeys = kernel_rekeys(&proxy).await;
+    let client = Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    let mut tls = client
+        .connect(proxy.inbound[0], &dns_name("server"))
+        .await
+        .unwrap();
+    tls.write_all(b"before\n").await.unwrap();
+    tls.flush().await.unwrap();
+    assert_eq!(read_line(&mut tls).await.unwrap(), "app got: before\n");
+    proxy
+        .wait_metric("gembok_data_path_total", &[("path", "ktls")], 1.0)
         .await;
+
+    // KeyUpdate(update_requested), then more data under the client's new key.
+    tls.get_mut().1.refresh_traffic_keys().unwrap();
+    tls.write_all(b"after\n").await.unwrap();
+    tls.flush().await.unwrap();
+
+    if rekeys {
+        // The reply was encrypted under the proxy's next key, after its own KeyUpdate: the
+        // client only reads it if both directions were rotated correctly.
+        let reply = tokio::time::timeout(Duration::from_secs(30), read_line(&mut tls))
+            .await
+            .expect("a reply after the key update")
+            .expect("the reply decrypts under the rotated keys");
+        assert_eq!(reply, "app got: after\n");
+        // A second round, to be sure the new keys stay in use.
+        tls.get_mut().1.refresh_traffic_keys().unwrap();
+        tls.write_all(b"again\n").await.unwrap();
+        tls.flush().await.unwrap();
+        assert_eq!(read_line(&mut tls).await.unwrap(), "app got: again\n");
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).await.unwrap();
+        for key in ["receive", "send"] {
+            proxy
+                .wait_metric("gembok_ktls_key_updates_total", &[("key", key)], 2.0)
+                .await;
+        }
+        proxy
+            .wait_metric("gembok_connections_closed_total", &[("end", "clean")], 1.0)
+            .await;
+        let after = tls_stat();
+        let grew =
+            |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        assert!(
+            grew("TlsRxRekeyOk") >= 2 && grew("TlsTxRekeyOk") >= 2,
+            "the kernel's rekey counters did not move: before {before:?} after {after:?}"
+        );
+        assert_eq!(grew("TlsDecryptError"), 0, "{after:?}");
+    } else {
+        // The proxy ends the session with a fatal alert: an explicit failure, neither a silent
+        // truncation nor a close_notify.
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        let err = ended.expect_err("the session must fail, not end cleanly");
+        assert!(
+            err.to_string().contains("InternalError"),
+            "the client must get the proxy's internal_error alert: {err}"
+        );
+        assert!(
+            rest.is_empty(),
+            "nothing after the KeyUpdate reached the app: {rest:?}"
+        );
+        proxy
+            .wait_metric(
+                "gembok_ktls_control_closes_total",
+                &[("reason", "key_update")],
+                1.0,
+            )
+            .await;
+    }
+}
+
+/// Our own sending key reaches its record budget (`--ktls-record-limit`, lowered here so that
+/// a few MiB pass it many times): a kernel that can be rekeyed rotates it with a KeyUpdate and
+/// the traffic continues intact, against a kTLS peer and a user-space (rustls) one alike; an
+/// older kernel fails the connection at the limit (alert, then resets down the line) instead of
+/// weakening it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn the_sending_key_is_rotated_at_the_record_budget() {
+    let limit = ["--ktls-record-limit", "64"];
+    for (inbound_extra, outbound_extra) in [(&[][..], &[][..]), (&[][..], &["--ktls", "off"][..])] {
+        let inbound_args: Vec<&str> = limit.iter().chain(inbound_extra).copied().collect();
+        let outbound_args: Vec<&str> = limit.iter().chain(outbound_extra).copied().collect();
+        let mut pair = Pair::start_args(&inbound_args, &outbound_args).await;
+        assert_ktls(&pair.inbound).await;
+        if !kernel_rekeys(&pair.inbound).await {
+            // 64 records of 16 KiB: a 4 MiB reply cannot fit under one key.
+            let x = Exchange {
+                id: 1,
+                send_len: 1024,
+                send_seed: 1,
+                reply_len: 4 << 20,
+                reply_seed: 2,
+            };
+            let result = tokio::time::timeout(Duration::from_secs(60), x.run(pair.entry()))
+                .await
+                .expect("the connection ended");
+            let err = result.expect_err("the reply cannot complete past the record limit");
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+            pair.inbound
+                .wait_metric(
+                    "gembok_ktls_control_closes_total",
+                    &[("reason", "record_limit")],
+                    1.0,
+                )
+                .await;
+            return;
+        }
+        // 4 MiB each way is at least 256 records each way: four rotations or more per side.
+        exchange_intact(&mut pair, 5, 4 << 20).await;
+        pair.inbound
+            .wait_metric("gembok_connections_closed_total", &[("end", "clean")], 1.0)
+            .await;
+        let m = pair.inbound.metrics().await;
+        let sent = m.sum("gembok_ktls_key_updates_total", &[("key", "send")]);
+        assert!(sent >= 4.0, "inbound rotated its key {sent} times");
+        if outbound_extra.is_empty() {
+            // The kTLS outbound rotated too, and the inbound followed each of its KeyUpdates.
+            let m = pair.outbound.metrics().await;
+            let sent = m.sum("gembok_ktls_key_updates_total", &[("key", "send")]);
+            assert!(sent >= 4.0, "outbound rotated its key {sent} times");
+            let followed = pair
+                .inbound
+                .metrics()
+                .await
+                .sum("gembok_ktls_key_updates_total", &[("key", "receive")]);
+            assert_eq!(
+                followed, sent,
+                "every KeyUpdate of the outbound was followed"
+            );
+        }
+    }
 }

@@ -24,6 +24,7 @@
 //! rekeyed, so a peer's KeyUpdate closes the connection cleanly and is counted (Debian's 6.1 and
 //! 6.12 kernels cannot rekey a TLS 1.3 socket anyway).
 
+pub mod keys;
 pub mod probe;
 pub mod record;
 pub mod setup;
@@ -33,7 +34,7 @@ mod sys;
 
 pub use probe::{Support, probe};
 pub use record::RecordAligned;
-pub use setup::{Handover, handover, prepare};
+pub use setup::{Handoff, Handover, handover, prepare};
 pub use stream::KtlsStream;
 
 /// `--ktls`: whether to hand connections to the kernel.
@@ -77,6 +78,26 @@ impl Cipher {
             Cipher::Aes128Gcm | Cipher::Aes256Gcm => 1 << 24,
             Cipher::Chacha20Poly1305 => u64::MAX,
         }
+    }
+}
+
+/// The kernel data path as this process uses it: what the probe found, and the operator's
+/// per-key record budget.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub support: Support,
+    /// `--ktls-record-limit`: rotate the sending key (or, without kernel rekey, close) after
+    /// this many records; `None` for the cipher's own limit.
+    pub record_limit: Option<u64>,
+}
+
+impl Kernel {
+    /// Records one sending key may protect on this path.
+    pub fn record_budget(&self, cipher: Cipher) -> u64 {
+        // A margin below the cipher's limit: record counts are upper bounds, never exact.
+        let cipher_budget = cipher.record_limit().saturating_sub(1024);
+        self.record_limit
+            .map_or(cipher_budget, |l| l.min(cipher_budget))
     }
 }
 

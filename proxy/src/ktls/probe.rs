@@ -2,7 +2,9 @@
 //!
 //! `/proc/sys/net/ipv4/tcp_available_ulp` is only a hint (the `tls` module loads on first use),
 //! so the probe attaches the ULP to a real connected socket and installs TX and RX keys (dummy
-//! ones) for every cipher and TLS version. It binds 127.0.0.1 only, never a wildcard address.
+//! ones) for every cipher and TLS version, then replaces a TLS 1.3 key to learn whether the
+//! kernel can follow a KeyUpdate (Linux 6.14 and later). It binds 127.0.0.1 only, never a
+//! wildcard address.
 
 use std::fmt;
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +22,8 @@ pub struct Support {
     pub ulp_error: Option<String>,
     /// (cipher, version) pairs whose TX and RX keys the kernel accepted.
     pub supported: Vec<(Cipher, Version)>,
+    /// Whether the kernel takes a new TLS 1.3 key on a socket that already has one (rekey).
+    pub rekey: bool,
 }
 
 impl Support {
@@ -29,6 +33,7 @@ impl Support {
             available_ulp: String::new(),
             ulp_error: Some("kTLS disabled (--ktls off)".to_owned()),
             supported: Vec::new(),
+            rekey: false,
         }
     }
 
@@ -74,7 +79,12 @@ impl fmt::Display for Support {
                         ));
                     }
                 }
-                write!(f, "kTLS ({})", list.join("; "))
+                let rekey = if self.rekey {
+                    "KeyUpdate followed in the kernel"
+                } else {
+                    "no kernel rekey: a KeyUpdate ends the connection"
+                };
+                write!(f, "kTLS ({}; {rekey})", list.join("; "))
             }
         }
     }
@@ -89,6 +99,7 @@ pub fn probe() -> Support {
         available_ulp,
         ulp_error: None,
         supported: Vec::new(),
+        rekey: false,
     };
     for version in [Version::Tls13, Version::Tls12] {
         for cipher in Cipher::ALL {
@@ -102,6 +113,11 @@ pub fn probe() -> Support {
             }
         }
     }
+    support.rekey = support
+        .supported
+        .iter()
+        .find(|(_, v)| *v == Version::Tls13)
+        .is_some_and(|&(cipher, _)| try_rekey(cipher).is_ok());
     support
 }
 
@@ -110,13 +126,14 @@ enum Step {
     Keys,
 }
 
+fn pair() -> std::io::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    Ok((client, server))
+}
+
 fn try_keys(cipher: Cipher, version: Version) -> Result<(), Step> {
-    let pair = || -> std::io::Result<(TcpStream, TcpStream)> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let client = TcpStream::connect(listener.local_addr()?)?;
-        let (server, _) = listener.accept()?;
-        Ok((client, server))
-    };
     let (client, _server) = pair().map_err(|e| Step::Ulp(format!("loopback socket pair: {e}")))?;
     setsockopt(&client, sockopt::TcpUlp::default(), b"tls")
         .map_err(|e| Step::Ulp(format!("TCP_ULP \"tls\": {e}")))?;
@@ -124,6 +141,16 @@ fn try_keys(cipher: Cipher, version: Version) -> Result<(), Step> {
     setsockopt(&client, sockopt::TcpTlsTx, &info).map_err(|_| Step::Keys)?;
     setsockopt(&client, sockopt::TcpTlsRx, &info).map_err(|_| Step::Keys)?;
     Ok(())
+}
+
+/// A second TLS 1.3 transmit key on the same socket: older kernels refuse it (EBUSY).
+fn try_rekey(cipher: Cipher) -> nix::Result<()> {
+    let (client, _server) = pair().map_err(|_| nix::Error::EIO)?;
+    setsockopt(&client, sockopt::TcpUlp::default(), b"tls")?;
+    let first = setup::crypto_info(cipher, Version::Tls13, &[1u8; 32], &[1u8; 12], 0);
+    setsockopt(&client, sockopt::TcpTlsTx, &first)?;
+    let next = setup::crypto_info(cipher, Version::Tls13, &[2u8; 32], &[2u8; 12], 0);
+    setsockopt(&client, sockopt::TcpTlsTx, &next)
 }
 
 #[cfg(test)]
@@ -139,7 +166,12 @@ mod tests {
             let after = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap();
             assert!(after.split_whitespace().any(|u| u == "tls"), "{after}");
             assert!(s.to_string().starts_with("kTLS ("), "{s}");
+            // In the VM the kernel is known: scripts/ktls-vm.sh says whether it can rekey.
+            if let Ok(expect) = std::env::var("GEMBOK_EXPECT_KTLS_REKEY") {
+                assert_eq!(s.rekey, expect == "1", "{s}");
+            }
         } else {
+            assert!(!s.rekey);
             assert!(!ulp_listed || s.supported.is_empty(), "{s:?}");
             assert!(s.to_string().starts_with("user space ("), "{s}");
         }

@@ -8,8 +8,11 @@
 //! After the handshake, everything that can fail while rustls could still continue is checked
 //! first: the negotiated cipher must be one the probe saw the kernel accept, and rustls must have
 //! nothing left to send and must have stopped reading at a record boundary. Only then are the
-//! secrets extracted (which consumes the rustls connection) and installed for both directions. Plaintext rustls had already decrypted (none, with record-aligned reads) is
-//! served first by the [`KtlsStream`].
+//! secrets extracted (which consumes the rustls connection) and installed for both directions.
+//! Plaintext rustls had already decrypted (none, with record-aligned reads) is served first by
+//! the [`KtlsStream`]. On a TLS 1.3 connection whose traffic secrets were captured (see
+//! [`super::keys`]) and a kernel that can be rekeyed, the stream also gets the key schedules it
+//! needs to follow KeyUpdates.
 
 use std::io::{self, Read};
 
@@ -20,7 +23,9 @@ use rustls::{ConnectionTrafficSecrets, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Cipher, KtlsStream, RecordAligned, Support, Version};
+use super::keys::{Rekey, SecretLog};
+use super::stream::KeyUpdates;
+use super::{Cipher, Kernel, KtlsStream, RecordAligned, Version};
 
 /// A completed TLS connection that may be handed to the kernel.
 pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
@@ -86,6 +91,13 @@ impl<T: TlsSession> TlsSession for Box<T> {
     }
 }
 
+/// What a connection that may go to the kernel brings to the hand-over.
+pub struct Handoff<'a> {
+    pub kernel: &'a Kernel,
+    /// The connection's captured traffic secrets (only when the kernel can be rekeyed).
+    pub secrets: Option<std::sync::Arc<SecretLog>>,
+}
+
 /// Where a connection's data path ended up.
 pub enum Handover<S> {
     /// The kernel protects the connection now.
@@ -111,7 +123,14 @@ pub fn prepare(tcp: TcpStream, ktls: bool) -> RecordAligned<TcpStream> {
 }
 
 /// Hands `tls` to the kernel if it can, else gives it back (released) for user space.
-pub async fn handover<S: TlsSession>(mut tls: S, support: &Support) -> Handover<S> {
+/// `captured` holds the connection's traffic secrets, when they were captured (TLS 1.3 rekey).
+pub async fn handover<S: TlsSession>(
+    mut tls: S,
+    kernel: &Kernel,
+    captured: Option<&SecretLog>,
+    key_updates: KeyUpdates,
+) -> Handover<S> {
+    let support = &kernel.support;
     let keep = |mut tls: S, reason| {
         tls.release();
         Handover::UserSpace(tls, reason)
@@ -134,6 +153,8 @@ pub async fn handover<S: TlsSession>(mut tls: S, support: &Support) -> Handover<
     }
 
     let (tcp, mut conn) = tls.into_parts();
+    let suite = conn.negotiated_cipher_suite();
+    let is_server = matches!(conn, rustls::Connection::Server(_));
     let mut early = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -163,7 +184,19 @@ pub async fn handover<S: TlsSession>(mut tls: S, support: &Support) -> Handover<
     if let Err(e) = install(Direction::Rx, secrets.rx) {
         return Handover::Failed(e, "tls_rx");
     }
-    Handover::Kernel(KtlsStream::new(tcp, early, cipher))
+    let rekey = match (version, suite, captured) {
+        (Version::Tls13, Some(suite), Some(log)) if support.rekey => {
+            Rekey::new(log, suite, cipher, is_server)
+        }
+        _ => None,
+    };
+    Handover::Kernel(KtlsStream::new(
+        tcp,
+        early,
+        kernel.record_budget(cipher),
+        rekey,
+        key_updates,
+    ))
 }
 
 enum Direction {

@@ -97,8 +97,10 @@ impl Pump<TcpStream, KtlsStream> for Splice<'_> {
                 }
             }
             while self.in_pipe > 0 {
+                // A KeyUpdate owed to the peer, or a key rotation at the record budget, first.
+                ready!(peer.as_mut().get_mut().poll_send_ready(cx, self.in_pipe))
+                    .map_err(Failed::Write)?;
                 ready!(peer.tcp().poll_write_ready(cx)).map_err(Failed::Write)?;
-                peer.reserve_records(self.in_pipe).map_err(Failed::Write)?;
                 let tcp = peer.tcp();
                 let sent = tcp.try_io(Interest::WRITABLE, || {
                     splice(
@@ -112,7 +114,10 @@ impl Pump<TcpStream, KtlsStream> for Splice<'_> {
                     .map_err(io::Error::from)
                 });
                 match sent {
-                    Ok(n) => self.in_pipe -= n,
+                    Ok(n) => {
+                        self.in_pipe -= n;
+                        peer.as_mut().get_mut().sent(n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(Failed::Write(e))),
                 }

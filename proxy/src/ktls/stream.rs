@@ -3,29 +3,41 @@
 //! Reads use `recvmsg` with room for the record-type control message, so non-data records are
 //! seen: a close_notify alert is EOF; any other alert ends the connection with an error; a
 //! NewSessionTicket is skipped (there is no rustls left to store it: resumption is lost, not
-//! correctness); a KeyUpdate ends the connection, because without rustls' key schedule the
-//! kernel cannot be rekeyed. A TCP EOF without close_notify is reported as `UnexpectedEof`, as
-//! rustls does, so the forwarder treats it as a truncation.
+//! correctness). A KeyUpdate is followed in the kernel when it can be rekeyed (Linux 6.14 and
+//! later; see [`super::keys`]): the next receiving key is installed at once and, when the peer
+//! asks for it, our own KeyUpdate goes out before our next record. On an older kernel a KeyUpdate
+//! ends the connection with a fatal alert ([`KtlsStream::abort`]), counted. A TCP EOF without close_notify is reported as `UnexpectedEof`,
+//! as rustls does, so the forwarder treats it as a truncation.
 //!
 //! Writes are plain `send`s (the kernel encrypts). `poll_shutdown` sends close_notify, then FIN.
-//! Every write counts an upper bound of the records it produced; past the cipher's per-key
-//! limit the stream refuses to write, and the connection is closed rather than weakened.
+//! Every write counts an upper bound of the records it produced; before a write would pass the
+//! per-key budget, the sending key is rotated (a KeyUpdate, then the next key), or, where the
+//! kernel cannot be rekeyed, the stream refuses to write and the connection is closed rather
+//! than weakened.
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use metrics::Counter;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, TlsGetRecordType, recvmsg};
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Cipher, sys};
+use super::keys::Rekey;
+use super::sys;
 
 const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
+/// level fatal (2), internal_error (80).
+const FATAL_INTERNAL_ERROR: [u8; 2] = [2, 80];
 const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
+/// Our KeyUpdate: handshake type 24, length 1, `update_not_requested`.
+const KEY_UPDATE_NOT_REQUESTED: [u8; 5] = [KEY_UPDATE, 0, 0, 1, 0];
 /// The largest plaintext a TLS record carries.
 const MAX_RECORD: u64 = 16 * 1024;
 
@@ -34,11 +46,17 @@ const MAX_RECORD: u64 = 16 * 1024;
 pub enum ControlError {
     #[error("peer sent TLS alert {level}/{description}")]
     Alert { level: u8, description: u8 },
-    #[error("peer sent a TLS 1.3 KeyUpdate; the kernel cannot be rekeyed without rustls, closing")]
+    #[error("peer sent a TLS 1.3 KeyUpdate and this kernel cannot be rekeyed; closing")]
     KeyUpdate,
+    #[error("the kernel refused the next {0} key: {1}")]
+    Rekey(&'static str, io::Error),
+    #[error("malformed TLS handshake message on a kTLS socket")]
+    Malformed,
     #[error("unexpected TLS record type {0:?} on a kTLS socket")]
     Unexpected(TlsGetRecordType),
-    #[error("per-key record limit of {0} records reached; closing instead of rekeying")]
+    #[error(
+        "per-key record limit of {0} records reached and the kernel cannot be rekeyed; closing instead"
+    )]
     RecordLimit(u64),
 }
 
@@ -48,8 +66,41 @@ impl ControlError {
         match self {
             ControlError::Alert { .. } => "alert",
             ControlError::KeyUpdate => "key_update",
+            ControlError::Rekey(..) => "rekey_failed",
+            ControlError::Malformed => "malformed",
             ControlError::Unexpected(_) => "unexpected_record",
             ControlError::RecordLimit(_) => "record_limit",
+        }
+    }
+
+    /// Whether our sending key is still good, so the peer can be told with an alert.
+    pub fn can_alert_peer(&self) -> bool {
+        matches!(
+            self,
+            ControlError::KeyUpdate | ControlError::RecordLimit(_) | ControlError::Malformed
+        )
+    }
+}
+
+fn control(e: ControlError) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Live counts of key updates the kernel took (`gembok_ktls_key_updates_total`).
+#[derive(Debug, Clone)]
+pub struct KeyUpdates {
+    /// The peer's KeyUpdates followed (new receiving key).
+    pub rx: Counter,
+    /// Our own KeyUpdates (new sending key): answers to the peer's requests and rotations at
+    /// the record budget.
+    pub tx: Counter,
+}
+
+impl Default for KeyUpdates {
+    fn default() -> Self {
+        Self {
+            rx: Counter::noop(),
+            tx: Counter::noop(),
         }
     }
 }
@@ -60,21 +111,48 @@ pub struct KtlsStream {
     /// Plaintext rustls had decrypted before the hand-over, served first.
     early: Vec<u8>,
     early_pos: usize,
-    cipher: Cipher,
     /// Upper bound of records sent with the current key.
     records_sent: u64,
+    /// Records one sending key may protect here.
+    record_budget: u64,
     close_notify_sent: bool,
+    /// Key schedules (TLS 1.3 on a kernel that can be rekeyed).
+    rekey: Option<Box<Rekey>>,
+    /// The peer asked for our KeyUpdate; it goes out before our next record.
+    key_update_owed: bool,
+    key_updates: KeyUpdates,
+}
+
+impl std::fmt::Debug for Rekey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rekey { .. }")
+    }
+}
+
+/// Records a send of `bytes` can produce at most: the kernel closes a record at the end of each
+/// `send` or `splice`, and fills records up to 16 KiB.
+fn records_for(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(MAX_RECORD).max(1)
 }
 
 impl KtlsStream {
-    pub(super) fn new(tcp: TcpStream, early: Vec<u8>, cipher: Cipher) -> Self {
+    pub(super) fn new(
+        tcp: TcpStream,
+        early: Vec<u8>,
+        record_budget: u64,
+        rekey: Option<Rekey>,
+        key_updates: KeyUpdates,
+    ) -> Self {
         Self {
             tcp,
             early,
             early_pos: 0,
-            cipher,
             records_sent: 0,
+            record_budget,
             close_notify_sent: false,
+            rekey: rekey.map(Box::new),
+            key_update_owed: false,
+            key_updates,
         }
     }
 
@@ -82,14 +160,109 @@ impl KtlsStream {
         &self.tcp
     }
 
-    /// Accounts for `bytes` about to be sent; fails once the cipher's limit would be passed.
-    pub(super) fn reserve_records(&mut self, bytes: usize) -> io::Result<()> {
-        let records = (bytes as u64).div_ceil(MAX_RECORD).max(1);
-        let limit = self.cipher.record_limit();
-        if self.records_sent.saturating_add(records) > limit.saturating_sub(1024) {
-            return Err(io::Error::other(ControlError::RecordLimit(limit)));
+    /// Sends one control record (a whole TLS record of `record_type`) under the current key.
+    fn poll_send_control(
+        &mut self,
+        cx: &mut Context<'_>,
+        record_type: u8,
+        payload: &[u8],
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let fd = self.tcp.as_fd();
+            match self.tcp.try_io(Interest::WRITABLE, || {
+                sys::send_control_record(fd, record_type, payload)
+            }) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
-        self.records_sent += records;
+    }
+
+    /// Ends the session with a fatal `internal_error` alert, then FIN: the connection failed on
+    /// our side (a KeyUpdate this kernel cannot follow, the record limit), and the peer must not
+    /// take that for the end of our data, as it would a close_notify.
+    pub async fn abort(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send_control(cx, ALERT, &FATAL_INTERNAL_ERROR)).await?;
+        self.close_notify_sent = true; // nothing may follow a fatal alert
+        tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await
+    }
+
+    /// Readies the socket for a send of up to `bytes`: pays a KeyUpdate the peer asked for, and
+    /// rotates the sending key first when the send could pass the per-key budget (or fails,
+    /// where the kernel cannot be rekeyed).
+    pub(super) fn poll_send_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: usize,
+    ) -> Poll<io::Result<()>> {
+        let over_budget = self.records_sent.saturating_add(records_for(bytes)) > self.record_budget;
+        if !self.key_update_owed && !over_budget {
+            return Poll::Ready(Ok(()));
+        }
+        if self.rekey.is_none() {
+            return Poll::Ready(Err(control(ControlError::RecordLimit(self.record_budget))));
+        }
+        // Our KeyUpdate leaves under the current key; every record after it under the next.
+        ready!(self.poll_send_control(cx, HANDSHAKE, &KEY_UPDATE_NOT_REQUESTED))?;
+        let next = self.rekey.as_mut().expect("checked above").tx.advance();
+        setsockopt(&self.tcp, sockopt::TcpTlsTx, &next)
+            .map_err(|e| control(ControlError::Rekey("sending", e.into())))?;
+        self.records_sent = 0;
+        self.key_update_owed = false;
+        self.key_updates.tx.increment(1);
+        tracing::debug!("kTLS sending key rotated (KeyUpdate sent)");
+        Poll::Ready(Ok(()))
+    }
+
+    /// Accounts for `bytes` the kernel accepted in one send.
+    pub(super) fn sent(&mut self, bytes: usize) {
+        self.records_sent += records_for(bytes);
+    }
+
+    /// Handles the handshake messages of one post-handshake record.
+    fn on_handshake(&mut self, mut record: &[u8]) -> io::Result<()> {
+        while !record.is_empty() {
+            let [kind, a, b, c, rest @ ..] = record else {
+                return Err(control(ControlError::Malformed));
+            };
+            let len = usize::from(*a) << 16 | usize::from(*b) << 8 | usize::from(*c);
+            if rest.len() < len {
+                return Err(control(ControlError::Malformed));
+            }
+            let (body, rest) = rest.split_at(len);
+            match *kind {
+                NEW_SESSION_TICKET => {}
+                KEY_UPDATE => self.on_key_update(body)?,
+                _ => {
+                    return Err(control(ControlError::Unexpected(
+                        TlsGetRecordType::Handshake,
+                    )));
+                }
+            }
+            record = rest;
+        }
+        Ok(())
+    }
+
+    /// The peer rotated its sending key: install the next receiving key before the kernel
+    /// decrypts another record (it holds them back until then).
+    fn on_key_update(&mut self, body: &[u8]) -> io::Result<()> {
+        let requested = match body {
+            [0] => false,
+            [1] => true,
+            _ => return Err(control(ControlError::Malformed)),
+        };
+        let Some(rekey) = self.rekey.as_mut() else {
+            return Err(control(ControlError::KeyUpdate));
+        };
+        let next = rekey.rx.advance();
+        setsockopt(&self.tcp, sockopt::TcpTlsRx, &next)
+            .map_err(|e| control(ControlError::Rekey("receiving", e.into())))?;
+        self.key_updates.rx.increment(1);
+        self.key_update_owed |= requested;
+        tracing::debug!(requested, "kTLS receiving key rotated (peer's KeyUpdate)");
         Ok(())
     }
 
@@ -172,17 +345,10 @@ impl AsyncRead for KtlsStream {
                         description,
                     })));
                 }
-                Some(TlsGetRecordType::Handshake) => match buf.initialize_unfilled().first() {
-                    Some(&NEW_SESSION_TICKET) => continue,
-                    Some(&KEY_UPDATE) => {
-                        return Poll::Ready(Err(io::Error::other(ControlError::KeyUpdate)));
-                    }
-                    _ => {
-                        return Poll::Ready(Err(io::Error::other(ControlError::Unexpected(
-                            TlsGetRecordType::Handshake,
-                        ))));
-                    }
-                },
+                Some(TlsGetRecordType::Handshake) => {
+                    this.on_handshake(&buf.initialize_unfilled()[..got.len])?;
+                    continue;
+                }
                 Some(other) => {
                     return Poll::Ready(Err(io::Error::other(ControlError::Unexpected(other))));
                 }
@@ -197,8 +363,11 @@ impl AsyncWrite for KtlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.reserve_records(buf.len())?;
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let this = &mut *self;
+        ready!(this.poll_send_ready(cx, buf.len()))?;
+        let n = ready!(Pin::new(&mut this.tcp).poll_write(cx, buf))?;
+        this.sent(n);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -207,16 +376,9 @@ impl AsyncWrite for KtlsStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        while !this.close_notify_sent {
-            ready!(this.tcp.poll_write_ready(cx))?;
-            let fd = this.tcp.as_fd();
-            match this.tcp.try_io(Interest::WRITABLE, || {
-                sys::send_control_record(fd, ALERT, &CLOSE_NOTIFY)
-            }) {
-                Ok(_) => this.close_notify_sent = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        if !this.close_notify_sent {
+            ready!(this.poll_send_control(cx, ALERT, &CLOSE_NOTIFY))?;
+            this.close_notify_sent = true;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }

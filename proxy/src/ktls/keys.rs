@@ -1,0 +1,178 @@
+//! TLS 1.3 key updates for a kernel-protected connection (RFC 8446 §4.6.3, §7.2).
+//!
+//! Once the kernel holds the record keys, rustls is gone, and with it the key schedule. To follow
+//! a peer's KeyUpdate (and to rotate our own key before the AES-GCM record limit), the proxy keeps
+//! the two application traffic secrets of the connection and derives the next generation itself:
+//!
+//! ```text
+//! secret_N+1 = HKDF-Expand-Label(secret_N, "traffic upd", "", Hash.length)
+//! key        = HKDF-Expand-Label(secret_N+1, "key", "", key_length)
+//! iv         = HKDF-Expand-Label(secret_N+1, "iv",  "", 12)
+//! ```
+//!
+//! with the negotiated suite's own HKDF (from the crypto provider in use). The secrets reach us
+//! through rustls' `KeyLog` hook, on a per-connection copy of the TLS config ([`SecretLog`]),
+//! only for connections that may go to the kernel; they live in [`OkmBlock`]s, which zero their
+//! memory when dropped.
+
+use std::sync::{Arc, Mutex};
+
+use nix::sys::socket::sockopt;
+use rustls::crypto::cipher::NONCE_LEN;
+use rustls::crypto::tls13::{Hkdf, OkmBlock};
+use rustls::{ClientConfig, KeyLog, ServerConfig, SupportedCipherSuite};
+
+use super::{Cipher, Version, setup};
+
+const CLIENT_SECRET: &str = "CLIENT_TRAFFIC_SECRET_0";
+const SERVER_SECRET: &str = "SERVER_TRAFFIC_SECRET_0";
+
+/// Catches the first application traffic secrets of one TLS 1.3 connection.
+#[derive(Default)]
+pub struct SecretLog {
+    captured: Mutex<Captured>,
+}
+
+#[derive(Default)]
+struct Captured {
+    client: Option<OkmBlock>,
+    server: Option<OkmBlock>,
+}
+
+impl std::fmt::Debug for SecretLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretLog { .. }") // never print secrets
+    }
+}
+
+impl KeyLog for SecretLog {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        match label {
+            CLIENT_SECRET => captured.client = Some(OkmBlock::new(secret)),
+            SERVER_SECRET => captured.server = Some(OkmBlock::new(secret)),
+            _ => {}
+        }
+    }
+
+    fn will_log(&self, label: &str) -> bool {
+        label == CLIENT_SECRET || label == SERVER_SECRET
+    }
+}
+
+impl SecretLog {
+    /// The (client, server) secrets, once the handshake has logged both.
+    fn take(&self) -> Option<(OkmBlock, OkmBlock)> {
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        Some((captured.client.take()?, captured.server.take()?))
+    }
+}
+
+/// A per-connection copy of `config` that hands its traffic secrets to the returned log.
+pub fn capturing_server(config: &Arc<ServerConfig>) -> (Arc<ServerConfig>, Arc<SecretLog>) {
+    let log = Arc::new(SecretLog::default());
+    let mut config = (**config).clone();
+    config.key_log = log.clone();
+    (Arc::new(config), log)
+}
+
+/// A per-connection copy of `config` that hands its traffic secrets to the returned log.
+pub fn capturing_client(config: &Arc<ClientConfig>) -> (Arc<ClientConfig>, Arc<SecretLog>) {
+    let log = Arc::new(SecretLog::default());
+    let mut config = (**config).clone();
+    config.key_log = log.clone();
+    (Arc::new(config), log)
+}
+
+/// One direction's key schedule.
+pub struct TrafficKeys {
+    hkdf: &'static dyn Hkdf,
+    secret: OkmBlock,
+    cipher: Cipher,
+}
+
+impl TrafficKeys {
+    /// Advances to the next generation and returns its key for the kernel (sequence 0).
+    pub fn advance(&mut self) -> sockopt::TlsCryptoInfo {
+        let expander = self.hkdf.expander_for_okm(&self.secret);
+        self.secret = expand_label_block(expander.as_ref(), b"traffic upd");
+        let expander = self.hkdf.expander_for_okm(&self.secret);
+        let mut key = [0u8; 32];
+        let key = &mut key[..self.cipher.key_len()];
+        let mut iv = [0u8; NONCE_LEN];
+        expand_label(expander.as_ref(), b"key", key);
+        expand_label(expander.as_ref(), b"iv", &mut iv);
+        let info = setup::crypto_info(self.cipher, Version::Tls13, key, &iv, 0);
+        key.fill(0);
+        iv.fill(0);
+        info
+    }
+}
+
+/// Both directions of a TLS 1.3 connection.
+pub struct Rekey {
+    pub tx: TrafficKeys,
+    pub rx: TrafficKeys,
+}
+
+impl Rekey {
+    /// The key schedules of a connection, from its captured secrets. `None` for TLS 1.2 (which
+    /// has no KeyUpdate) or when the secrets were not captured.
+    pub fn new(
+        log: &SecretLog,
+        suite: SupportedCipherSuite,
+        cipher: Cipher,
+        is_server: bool,
+    ) -> Option<Self> {
+        let hkdf = suite.tls13()?.hkdf_provider;
+        let (client, server) = log.take()?;
+        let keys = |secret| TrafficKeys {
+            hkdf,
+            secret,
+            cipher,
+        };
+        let (tx, rx) = if is_server {
+            (server, client)
+        } else {
+            (client, server)
+        };
+        Some(Self {
+            tx: keys(tx),
+            rx: keys(rx),
+        })
+    }
+}
+
+impl Cipher {
+    fn key_len(self) -> usize {
+        match self {
+            Cipher::Aes128Gcm => 16,
+            Cipher::Aes256Gcm | Cipher::Chacha20Poly1305 => 32,
+        }
+    }
+}
+
+/// `HkdfLabel` (RFC 8446 §7.1) with an empty context, as `expand`'s info pieces.
+fn label_info<'a>(length: &'a [u8; 2], label_len: &'a [u8; 1], label: &'a [u8]) -> [&'a [u8]; 5] {
+    [length, label_len, b"tls13 ", label, &[0]]
+}
+
+fn expand_label(expander: &dyn rustls::crypto::tls13::HkdfExpander, label: &[u8], out: &mut [u8]) {
+    let length = (out.len() as u16).to_be_bytes();
+    let label_len = [(6 + label.len()) as u8];
+    expander
+        .expand_slice(&label_info(&length, &label_len, label), out)
+        .expect("key and IV lengths are far below HKDF's 255 * Hash.length");
+}
+
+fn expand_label_block(
+    expander: &dyn rustls::crypto::tls13::HkdfExpander,
+    label: &[u8],
+) -> OkmBlock {
+    let length = (expander.hash_len() as u16).to_be_bytes();
+    let label_len = [(6 + label.len()) as u8];
+    expander.expand_block(&label_info(&length, &label_len, label))
+}
+
+#[cfg(test)]
+mod tests;

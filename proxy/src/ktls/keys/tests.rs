@@ -1,0 +1,202 @@
+//! Our key schedule against rustls' own: both ends of an in-memory connection rotate their keys
+//! (rustls' KeyUpdate with `update_requested`), then rustls' extracted keys must equal what
+//! [`TrafficKeys::advance`] derives from the captured first-generation secrets.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use nix::sys::socket::sockopt::TlsCryptoInfo;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConnection, Connection, ConnectionTrafficSecrets, ServerConnection};
+
+use super::*;
+
+fn configs(
+    provider: CryptoProvider,
+    suite: SupportedCipherSuite,
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["server.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(CryptoProvider {
+        cipher_suites: vec![suite],
+        ..provider
+    });
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    server.enable_secret_extraction = true;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(cert.der().to_vec()))
+        .unwrap();
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.enable_secret_extraction = true;
+    (Arc::new(server), Arc::new(client))
+}
+
+/// Moves every pending TLS byte from one end to the other.
+fn pump(from: &mut Connection, to: &mut Connection) {
+    let mut wire = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut wire).unwrap();
+    }
+    let mut slice = &wire[..];
+    while !slice.is_empty() {
+        to.read_tls(&mut slice).unwrap();
+        to.process_new_packets().unwrap();
+    }
+}
+
+/// A completed in-memory handshake.
+fn connect(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> (Connection, Connection) {
+    let mut server = Connection::from(ServerConnection::new(server).unwrap());
+    let name = ServerName::try_from("server.test").unwrap();
+    let mut client = Connection::from(ClientConnection::new(client, name).unwrap());
+    while client.is_handshaking() || server.is_handshaking() {
+        pump(&mut client, &mut server);
+        pump(&mut server, &mut client);
+    }
+    (server, client)
+}
+
+/// (key, iv) of what the kernel would be given.
+fn key_iv(info: &TlsCryptoInfo) -> (Vec<u8>, Vec<u8>) {
+    match info {
+        TlsCryptoInfo::Aes128Gcm(c) => (c.key.to_vec(), [&c.salt[..], &c.iv[..]].concat()),
+        TlsCryptoInfo::Aes256Gcm(c) => (c.key.to_vec(), [&c.salt[..], &c.iv[..]].concat()),
+        TlsCryptoInfo::Chacha20Poly1305(c) => (c.key.to_vec(), c.iv.to_vec()),
+    }
+}
+
+fn rustls_key_iv(secrets: &ConnectionTrafficSecrets) -> (Vec<u8>, Vec<u8>) {
+    match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            (key.as_ref().to_vec(), iv.as_ref().to_vec())
+        }
+        _ => panic!("unexpected cipher"),
+    }
+}
+
+fn check(provider: CryptoProvider, suite: SupportedCipherSuite, cipher: Cipher) {
+    let (server_config, client_config) = configs(provider, suite);
+    let (server_config, server_log) = capturing_server(&server_config);
+    let (client_config, client_log) = capturing_client(&client_config);
+    let (mut server, mut client) = connect(server_config, client_config);
+    let mut server_keys = Rekey::new(&server_log, suite, cipher, true).expect("server secrets");
+    let mut client_keys = Rekey::new(&client_log, suite, cipher, false).expect("client secrets");
+
+    // The client rotates and asks the server to rotate too; data flows both ways after it.
+    client.refresh_traffic_keys().unwrap();
+    client
+        .writer()
+        .write_all(b"after the client's update")
+        .unwrap();
+    pump(&mut client, &mut server);
+    server
+        .writer()
+        .write_all(b"after the server's update")
+        .unwrap();
+    pump(&mut server, &mut client);
+    let mut got = vec![0u8; 25];
+    server.reader().read_exact(&mut got).unwrap();
+    client.reader().read_exact(&mut got).unwrap();
+
+    let server_now = server.dangerous_extract_secrets().unwrap();
+    let client_now = client.dangerous_extract_secrets().unwrap();
+    let (server_tx, server_rx) = (server_keys.tx.advance(), server_keys.rx.advance());
+    let (client_tx, client_rx) = (client_keys.tx.advance(), client_keys.rx.advance());
+    assert_eq!(
+        key_iv(&server_tx),
+        rustls_key_iv(&server_now.tx.1),
+        "server tx"
+    );
+    assert_eq!(
+        key_iv(&server_rx),
+        rustls_key_iv(&server_now.rx.1),
+        "server rx"
+    );
+    assert_eq!(
+        key_iv(&client_tx),
+        rustls_key_iv(&client_now.tx.1),
+        "client tx"
+    );
+    assert_eq!(
+        key_iv(&client_rx),
+        rustls_key_iv(&client_now.rx.1),
+        "client rx"
+    );
+    // Each side's sending key is the other's receiving key.
+    assert_eq!(key_iv(&server_tx), key_iv(&client_rx));
+}
+
+#[test]
+fn the_next_generation_matches_rustls_for_every_suite_and_provider() {
+    use rustls::crypto::{aws_lc_rs, ring};
+    let cases = [
+        (
+            aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            Cipher::Aes128Gcm,
+        ),
+        (
+            aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            Cipher::Aes256Gcm,
+        ),
+        (
+            aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            Cipher::Chacha20Poly1305,
+        ),
+    ];
+    for (suite, cipher) in cases {
+        check(aws_lc_rs::default_provider(), suite, cipher);
+    }
+    let cases = [
+        (
+            ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            Cipher::Aes128Gcm,
+        ),
+        (
+            ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            Cipher::Aes256Gcm,
+        ),
+        (
+            ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            Cipher::Chacha20Poly1305,
+        ),
+    ];
+    for (suite, cipher) in cases {
+        check(ring::default_provider(), suite, cipher);
+    }
+}
+
+#[test]
+fn a_second_generation_differs_from_the_first() {
+    let (server_config, client_config) = configs(
+        rustls::crypto::aws_lc_rs::default_provider(),
+        rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    );
+    let (server_config, log) = capturing_server(&server_config);
+    let (server, _client) = connect(server_config, client_config);
+    let suite = server.negotiated_cipher_suite().unwrap();
+    let mut keys = Rekey::new(&log, suite, Cipher::Aes128Gcm, true).unwrap();
+    let first = key_iv(&keys.tx.advance());
+    let second = key_iv(&keys.tx.advance());
+    assert_ne!(first, second);
+    // The secrets are handed out once.
+    assert!(Rekey::new(&log, suite, Cipher::Aes128Gcm, true).is_none());
+}
