@@ -71,6 +71,11 @@ pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStre
         .unwrap_or(Err(ConnectError::Timeout(timeout)))
 }
 
+/// How many encrypted bytes rustls may queue for one connection before a write waits: as much
+/// as one forwarding buffer holds, so a full 256 KiB read leaves in one `writev` of 16 records
+/// (rustls' default of 64 KiB made it four).
+pub const TLS_SEND_QUEUE: usize = 256 * 1024 + 1024;
+
 /// Records a completed handshake: its duration, what was negotiated, and who the peer is.
 pub fn handshake_done(metrics: &ListenerMetrics, tls: &rustls::CommonState, took: Duration) {
     metrics.handshake.record(took);

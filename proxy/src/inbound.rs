@@ -76,7 +76,7 @@ impl Handler for Inbound {
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(acceptor.accept(peer));
-        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -91,6 +91,9 @@ impl Handler for Inbound {
             }
         };
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
+        peer.get_mut()
+            .1
+            .set_buffer_limit(Some(conn::TLS_SEND_QUEUE));
 
         // 3. The app.
         let target = self.route.target;

@@ -88,7 +88,7 @@ impl Handler for Outbound {
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(connector.connect(route.server_name.clone(), tcp));
-        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -105,6 +105,9 @@ impl Handler for Outbound {
             }
         };
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
+        peer.get_mut()
+            .1
+            .set_buffer_limit(Some(conn::TLS_SEND_QUEUE));
 
         // 4. and 5. Forward, then close.
         conn::carry(

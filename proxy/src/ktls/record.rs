@@ -6,16 +6,26 @@
 //! rustls one TLS record at a time (the 5-byte header, then exactly the body), so when the
 //! handshake completes everything after it is still in the socket. Once the connection has
 //! been handed over, or kept in user space, [`RecordAligned::release`] turns it into a plain
-//! pass-through. It costs two reads per handshake record, and nothing afterwards.
+//! pass-through. It costs two reads per handshake record.
+//!
+//! Unaligned, it reads ahead: rustls asks for at most one record (about 16 KiB) per read, so a
+//! bulk transfer would cost one `recvfrom` per record. When rustls asks for less than
+//! [`READ_AHEAD`], one read fills a buffer of that size and rustls is served from it (a
+//! memory copy instead of a system call for most records). The buffer is released whenever the
+//! socket has nothing more to give, so an idle connection holds none.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 const HEADER: usize = 5;
+
+/// How much one read asks of the socket on behalf of rustls (user space only).
+pub const READ_AHEAD: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct RecordAligned<S> {
@@ -26,6 +36,8 @@ pub struct RecordAligned<S> {
     header_seen: usize,
     /// Body bytes of the current record still to hand out.
     body_left: usize,
+    /// Bytes read ahead of rustls (never while aligned).
+    ahead: BytesMut,
 }
 
 impl<S> RecordAligned<S> {
@@ -37,6 +49,7 @@ impl<S> RecordAligned<S> {
             header: [0; HEADER],
             header_seen: 0,
             body_left: 0,
+            ahead: BytesMut::new(),
         }
     }
 
@@ -59,7 +72,10 @@ impl<S> RecordAligned<S> {
         &self.inner
     }
 
+    /// The socket, once nothing read from it is waiting here (always the case after aligned
+    /// reads, which are what a hand-over to the kernel follows).
     pub fn into_inner(self) -> S {
+        debug_assert!(self.ahead.is_empty(), "bytes read ahead would be lost");
         self.inner
     }
 }
@@ -78,7 +94,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordAligned<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.aligned {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return this.poll_read_ahead(cx, buf);
         }
         let want = if this.header_seen < HEADER {
             HEADER - this.header_seen
@@ -104,6 +120,33 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordAligned<S> {
         if this.header_seen == HEADER && this.body_left == 0 {
             this.header_seen = 0;
         }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> RecordAligned<S> {
+    fn poll_read_ahead(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.ahead.is_empty() {
+            if buf.remaining() >= READ_AHEAD {
+                return Pin::new(&mut self.inner).poll_read(cx, buf);
+            }
+            self.ahead.reserve(READ_AHEAD);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.ahead) {
+                Poll::Pending => {
+                    self.ahead = BytesMut::new(); // nothing to read: hold no buffer meanwhile
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(_)) => {} // 0 is EOF: nothing is put into `buf`
+            }
+        }
+        let n = buf.remaining().min(self.ahead.len());
+        buf.put_slice(&self.ahead[..n]);
+        self.ahead.advance(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -173,6 +216,74 @@ mod tests {
             &buf[..n],
             &record(23, b"application data that must stay in the socket")[..]
         );
+    }
+
+    /// A reader that counts its reads.
+    struct Counting<R> {
+        inner: R,
+        reads: usize,
+    }
+
+    impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads += 1;
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    #[tokio::test]
+    async fn released_it_reads_ahead_and_hands_out_every_byte_in_order() {
+        let (mut far, near) = tokio::io::duplex(1 << 20);
+        let wire: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        far.write_all(&wire).await.unwrap();
+        drop(far); // EOF after the data
+        let mut reader = RecordAligned::new(
+            Counting {
+                inner: near,
+                reads: 0,
+            },
+            false,
+        );
+        // rustls-sized reads: about one record at a time.
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 16 * 1024 + 5];
+        loop {
+            let n = reader.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, wire);
+        // 200,000 bytes in 64 KiB reads: 4 of them (and one for EOF), not 13 of 16 KiB.
+        assert!(
+            reader.get_ref().reads <= 5,
+            "{} reads",
+            reader.get_ref().reads
+        );
+        assert!(reader.ahead.capacity() == 0 || reader.ahead.is_empty());
+    }
+
+    #[tokio::test]
+    async fn nothing_to_read_releases_the_buffer() {
+        let (mut far, near) = tokio::io::duplex(1024);
+        let mut reader = RecordAligned::new(near, false);
+        far.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 100];
+        assert_eq!(reader.read(&mut buf).await.unwrap(), 5);
+        // The next read finds the socket empty: Pending, and the buffer goes.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut rb = ReadBuf::new(&mut buf);
+        assert!(
+            Pin::new(&mut reader)
+                .poll_read(&mut cx, &mut rb)
+                .is_pending()
+        );
+        assert_eq!(reader.ahead.capacity(), 0);
     }
 
     #[tokio::test]
