@@ -103,6 +103,10 @@ pub struct ProxyArgs {
     /// Longest a TLS handshake may take.
     #[arg(long, env = "GEMBOK_HANDSHAKE_TIMEOUT", default_value = "10s")]
     pub handshake_timeout: String,
+    /// Reuse an outbound route's resolved addresses for this long (0: look the host up for
+    /// every connection). In a pod every lookup walks the search domains first.
+    #[arg(long, env = "GEMBOK_DNS_CACHE", default_value = "5s")]
+    pub dns_cache: String,
     /// Longest a TCP connect (to the app or to the peer) may take.
     #[arg(long, env = "GEMBOK_CONNECT_TIMEOUT", default_value = "5s")]
     pub connect_timeout: String,

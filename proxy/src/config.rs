@@ -36,6 +36,8 @@ pub struct Config {
     pub ktls: crate::ktls::Mode,
     /// What the kernel can do; probed by `main` (not part of the command line).
     pub ktls_support: crate::ktls::Support,
+    /// `--dns-cache`: how long an outbound route's resolved addresses are reused.
+    pub dns_cache: Duration,
     /// `--ktls-record-limit`; `None` for the cipher's own limit.
     pub ktls_record_limit: Option<u64>,
 }
@@ -193,6 +195,7 @@ impl Config {
         let handshake_timeout =
             p.check("handshake-timeout", parse_duration(&args.handshake_timeout));
         let connect_timeout = p.check("connect-timeout", parse_duration(&args.connect_timeout));
+        let dns_cache = p.check("dns-cache", parse_duration_allow_zero(&args.dns_cache));
         let idle_timeout = p.check("idle-timeout", parse_duration(&args.idle_timeout));
         let max_connections = p.check("max-connections", parse_positive(&args.max_connections));
         let drain_grace = p.check("drain-grace", parse_duration_allow_zero(&args.drain_grace));
@@ -272,6 +275,7 @@ impl Config {
             ktls: ktls.expect(some),
             ktls_support: crate::ktls::Support::not_probed(),
             ktls_record_limit: ktls_record_limit.expect(some),
+            dns_cache: dns_cache.expect(some),
         })
     }
 }

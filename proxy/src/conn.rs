@@ -17,6 +17,7 @@ use crate::ktls::splice::Splice;
 use crate::ktls::stream::ControlError;
 use crate::ktls::{self, Handoff, Handover, KtlsStream, RecordAligned};
 use crate::metrics::ListenerMetrics;
+use crate::resolve::Resolver;
 
 /// Why a TCP connect (to the app, or to the peer) failed: the `reason` label of
 /// `gembok_upstream_connect_failures_total`.
@@ -46,16 +47,13 @@ impl ConnectError {
     }
 }
 
-/// Resolves `host` (an IP literal resolves without a lookup) and connects to the first address
-/// that accepts, all within `timeout`. TCP_NODELAY is set: records are flushed explicitly.
-pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
+/// Finds the addresses (see [`Resolver`]) and connects to the first that accepts, all within
+/// `timeout`. TCP_NODELAY is set: records are flushed explicitly.
+pub async fn connect(to: &Resolver, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let attempt = async {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| ConnectError::Resolve(host.to_owned(), e))?
-            .collect();
+        let addrs = to.addrs().await?;
         let mut last = None;
-        for addr in addrs {
+        for &addr in addrs.iter() {
             match TcpStream::connect(addr).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
@@ -64,7 +62,7 @@ pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStre
                 Err(source) => last = Some(ConnectError::Io { addr, source }),
             }
         }
-        Err(last.unwrap_or_else(|| ConnectError::NoAddress(host.to_owned())))
+        Err(last.unwrap_or_else(|| ConnectError::NoAddress(to.host().to_owned())))
     };
     tokio::time::timeout(timeout, attempt)
         .await

@@ -23,6 +23,7 @@ use crate::conn::{self, PeerStream};
 use crate::forward::Settings;
 use crate::ktls::{self, Handoff, Kernel};
 use crate::metrics::ListenerMetrics;
+use crate::resolve::Resolver;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
 
@@ -97,13 +98,7 @@ impl Handler for Inbound {
 
         // 3. The app.
         let target = self.route.target;
-        let app = match conn::connect(
-            &target.ip().to_string(),
-            target.port(),
-            self.limits.connect_timeout,
-        )
-        .await
-        {
+        let app = match conn::connect(&Resolver::fixed(target), self.limits.connect_timeout).await {
             Ok(app) => app,
             Err(e) => {
                 self.metrics.upstream_failed(e.reason());

@@ -34,6 +34,7 @@ pub mod inbound;
 pub mod ktls;
 pub mod metrics;
 pub mod outbound;
+pub mod resolve;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;
@@ -247,6 +248,7 @@ pub async fn run(
         let addr = listener.local_addr()?;
         tracing::info!(direction = "outbound", listen = %addr, upstream = %format_args!("{}:{}", route.host, route.port),
             server_name = ?route.server_name, "listening");
+        let lookups = metrics::dns_lookups(&addr.to_string());
         let handler = Arc::new(Outbound {
             route: route.clone(),
             index,
@@ -255,6 +257,7 @@ pub async fn run(
             forward,
             metrics: ListenerMetrics::new(Direction::Outbound, addr.to_string()),
             ktls: ktls.clone(),
+            peer: resolve::Resolver::new(&route.host, route.port, config.dns_cache, lookups),
         });
         stop.tracker.spawn(serve::serve(
             listener,

@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::Direction;
 use crate::ktls::stream::KeyUpdates;
+use crate::resolve::LookupCounters;
 
 pub const CONNECTIONS_OPENED: &str = "gembok_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "gembok_connections_closed_total";
@@ -29,6 +30,7 @@ pub const KTLS_CLOSES: &str = "gembok_ktls_control_closes_total";
 pub const KTLS_AVAILABLE: &str = "gembok_ktls_available";
 pub const KTLS_REKEY_AVAILABLE: &str = "gembok_ktls_rekey_available";
 pub const KTLS_KEY_UPDATES: &str = "gembok_ktls_key_updates_total";
+pub const DNS_LOOKUPS: &str = "gembok_dns_lookups_total";
 /// Certificate metrics come from `gembok-certwatch` under this prefix:
 /// `gembok_cert_reloads_total{result}` and `gembok_cert_not_after_timestamp_seconds`.
 pub const PREFIX: &str = "gembok_";
@@ -154,6 +156,10 @@ fn describe() {
         KTLS_KEY_UPDATES,
         "TLS 1.3 key updates the kernel took on kTLS connections, by direction, listener and key (receive: the peer's KeyUpdate followed; send: our own KeyUpdate)."
     );
+    metrics::describe_counter!(
+        DNS_LOOKUPS,
+        "Lookups of outbound routes' host names, by listener and result (ok; failed: no address to use; stale: a refresh failed and the previous answer was used)."
+    );
     metrics::describe_gauge!(
         KTLS_AVAILABLE,
         "1 when the kernel data path (kTLS) is available to this process."
@@ -162,6 +168,21 @@ fn describe() {
         KTLS_REKEY_AVAILABLE,
         "1 when the kernel can follow TLS 1.3 KeyUpdates on kTLS connections (Linux 6.14 and later)."
     );
+}
+
+/// The lookup counters of one outbound listener, registered at zero.
+pub fn dns_lookups(listener: &str) -> LookupCounters {
+    let counter = |result: &'static str| {
+        let c =
+            metrics::counter!(DNS_LOOKUPS, "listener" => listener.to_owned(), "result" => result);
+        c.increment(0);
+        c
+    };
+    LookupCounters {
+        ok: counter("ok"),
+        failed: counter("failed"),
+        stale: counter("stale"),
+    }
 }
 
 /// Records the build-info gauge.

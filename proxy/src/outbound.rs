@@ -23,6 +23,7 @@ use crate::conn;
 use crate::forward::Settings;
 use crate::ktls::{self, Handoff, Kernel};
 use crate::metrics::ListenerMetrics;
+use crate::resolve::Resolver;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
 
@@ -37,6 +38,8 @@ pub struct Outbound {
     pub metrics: ListenerMetrics,
     /// What the kernel can take, when kTLS is enabled and available.
     pub ktls: Option<Arc<Kernel>>,
+    /// Where the route's HOST is (looked up at most once per `--dns-cache`).
+    pub peer: Resolver,
 }
 
 impl Handler for Outbound {
@@ -63,7 +66,7 @@ impl Handler for Outbound {
 
         // 2. The peer.
         let route = &self.route;
-        let tcp = match conn::connect(&route.host, route.port, self.limits.connect_timeout).await {
+        let tcp = match conn::connect(&self.peer, self.limits.connect_timeout).await {
             Ok(tcp) => tcp,
             Err(e) => {
                 self.metrics.upstream_failed(e.reason());

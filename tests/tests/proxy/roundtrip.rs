@@ -172,3 +172,57 @@ async fn the_ring_provider_carries_traffic_intact() {
         assert_eq!(m.sum("gembok_build_info", &[("provider", outbound)]), 1.0);
     }
 }
+
+/// An outbound route to a host name looks it up once per `--dns-cache` period, not for every
+/// connection (in a pod each lookup walks the search domains first); `--dns-cache 0` looks up
+/// every time.
+#[tokio::test]
+async fn an_outbound_host_name_is_looked_up_once_per_cache_period() {
+    use gembok_tests::pki::{CertDir, TestPki, dns_name};
+    use gembok_tests::proxy::Proxy;
+    use gembok_tests::traffic::ExchangeApp;
+
+    let pki = TestPki::new();
+    let mut app = ExchangeApp::start().await;
+    let server_dir = CertDir::new(&pki.workload("server"));
+    let client_dir = CertDir::new(&pki.workload("client"));
+    let inbound = Proxy::builder()
+        .cert_dir(&server_dir)
+        .inbound(app.addr, "")
+        .start();
+    inbound.ready().await;
+    let port = inbound.inbound[0].port();
+    for (cache, lookups) in [("5s", 1.0), ("0", 4.0)] {
+        let outbound = Proxy::builder()
+            .cert_dir(&client_dir)
+            .outbound(
+                &format!("localhost:{port}"),
+                &format!(",server-name={}", dns_name("server")),
+            )
+            .args(["--dns-cache", cache])
+            .start();
+        outbound.ready().await;
+        for id in 0..4 {
+            let x = Exchange {
+                id,
+                send_len: 100,
+                send_seed: 1,
+                reply_len: 100,
+                reply_seed: 2,
+            };
+            let got = x.run(outbound.outbound[0]).await.expect("exchange");
+            assert_eq!(got.received, x.expected_reply());
+            app.received.recv().await.unwrap().unwrap();
+        }
+        let m = outbound.metrics().await;
+        assert_eq!(
+            m.sum("gembok_dns_lookups_total", &[("result", "ok")]),
+            lookups,
+            "--dns-cache {cache}"
+        );
+        assert_eq!(
+            m.sum("gembok_dns_lookups_total", &[("result", "failed")]),
+            0.0
+        );
+    }
+}
