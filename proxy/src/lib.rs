@@ -14,6 +14,8 @@
 //! - [`serve`]: the one accept loop (permit → accept with backoff → span → tracked task);
 //! - [`inbound`], [`outbound`]: one connection each way; the two files mirror each other;
 //! - [`forward`]: moves bytes both ways with exact half-close; [`conn`]: connect, reset, finish;
+//!   [`resolve`]: outbound host names, looked up once per `--dns-cache` period;
+//! - [`ktls`]: the kernel data path (probe, hand-over, control records, key updates, splice);
 //! - [`tls`], [`identity`], [`verify_cache`]: rustls configs, suite policy, `allow-san` checks,
 //!   remembered chain verdicts;
 //!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;
