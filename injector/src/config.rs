@@ -210,37 +210,23 @@ impl Cli {
                         None
                     }
                 };
-                match (
-                    listen,
-                    admin,
-                    cert,
-                    shutdown_delay,
-                    drain_grace,
-                    header_timeout,
-                    body_timeout,
-                    max_connections,
-                ) {
-                    (
-                        Some(listen),
-                        Some(admin),
-                        Some(cert),
-                        Some(shutdown_delay),
-                        Some(drain_grace),
-                        Some(header_timeout),
-                        Some(body_timeout),
-                        Some(max_connections),
-                    ) if errors.is_empty() => Ok(Config::Serve(ServeConfig {
-                        listen,
-                        admin,
-                        cert,
-                        shutdown_delay,
-                        drain_grace,
-                        header_timeout,
-                        body_timeout,
-                        max_connections,
+                // Every value is there exactly when no problem was found.
+                let config = (|| {
+                    Some(ServeConfig {
+                        listen: listen?,
+                        admin: admin?,
+                        cert: cert?,
+                        shutdown_delay: shutdown_delay?,
+                        drain_grace: drain_grace?,
+                        header_timeout: header_timeout?,
+                        body_timeout: body_timeout?,
+                        max_connections: max_connections?,
                         injector,
                         log,
-                    })),
+                    })
+                })();
+                match config {
+                    Some(config) if errors.is_empty() => Ok(Config::Serve(config)),
                     _ => Err(errors),
                 }
             }

@@ -183,9 +183,10 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Parsed {
         match offending_word(&error, &args) {
             Some(index) if problems.len() < args.len() => {
                 // An unknown `--flag value`: the value goes too (it is not a subcommand).
+                let word = args[index].to_string_lossy();
                 let takes_next = error.kind() == ErrorKind::UnknownArgument
-                    && args[index].to_string_lossy().starts_with("--")
-                    && !args[index].to_string_lossy().contains('=')
+                    && word.starts_with("--")
+                    && !word.contains('=')
                     && args
                         .get(index + 1)
                         .is_some_and(|next| !next.to_string_lossy().starts_with('-'));

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::forward::{self, Buffered, End, Outcome, Settings};
 use crate::identity;
 use crate::ktls::setup::TlsSession;
-use crate::ktls::splice::Splice;
+use crate::ktls::splice::AppToKernel;
 use crate::ktls::stream::ControlError;
 use crate::ktls::{self, Handoff, Handover, KtlsStream, RecordAligned};
 use crate::metrics::ListenerMetrics;
@@ -150,57 +150,11 @@ pub async fn carry<S>(
 where
     S: TlsSession + PeerStream,
 {
-    let peer = match ktls {
+    let mut peer = match ktls {
         None => peer,
-        Some(handoff) => match ktls::handover(
-            peer,
-            handoff.kernel,
-            handoff.secrets.as_deref(),
-            metrics.key_updates.clone(),
-        )
-        .await
-        {
-            Handover::Kernel(mut peer) => {
-                metrics.data_path("ktls");
-                let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
-                let outcome = match Splice::new(&metrics.app_to_peer) {
-                    Ok(up) => {
-                        forward::forward_with(
-                            &mut app,
-                            &mut peer,
-                            up,
-                            down,
-                            settings.idle_timeout,
-                            abort,
-                        )
-                        .await
-                    }
-                    Err(e) => {
-                        // No pipe (e.g. out of file descriptors): still kTLS, one copy each way.
-                        tracing::debug!(error = %e, "no pipe for splice; copying app -> peer");
-                        let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
-                        forward::forward_with(
-                            &mut app,
-                            &mut peer,
-                            up,
-                            down,
-                            settings.idle_timeout,
-                            abort,
-                        )
-                        .await
-                    }
-                };
-                // A control record or the record limit ended it while our sending key is still
-                // good: say so with an alert (the peer's sidecar then resets its app) rather
-                // than leave a truncation, or a close_notify that would pass for a clean end.
-                if let End::PeerError(e) = &outcome.end
-                    && let Some(control) =
-                        e.get_ref().and_then(|i| i.downcast_ref::<ControlError>())
-                    && control.can_alert_peer()
-                {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort()).await;
-                }
-                return finish_logged(outcome, &mut app, &mut peer, metrics).await;
+        Some(handoff) => match ktls::handover(peer, &handoff, metrics.key_updates.clone()).await {
+            Handover::Kernel(peer) => {
+                return carry_in_kernel(app, peer, settings, metrics, abort).await;
             }
             Handover::UserSpace(peer, reason) => {
                 metrics.ktls_fallback(reason);
@@ -215,8 +169,8 @@ where
             }
         },
     };
-    let mut peer = peer;
     metrics.data_path("userspace");
+    peer.set_send_queue(TLS_SEND_QUEUE);
     let outcome = forward::forward(
         &mut app,
         &mut peer,
@@ -226,6 +180,34 @@ where
         abort,
     )
     .await;
+    finish_logged(outcome, &mut app, &mut peer, metrics).await
+}
+
+/// The kernel data path: app → peer spliced (copied where no pipe can be had), peer → app one
+/// copy; the kernel protects the records both ways.
+async fn carry_in_kernel(
+    mut app: TcpStream,
+    mut peer: KtlsStream,
+    settings: Settings,
+    metrics: &ListenerMetrics,
+    abort: &CancellationToken,
+) -> &'static str {
+    metrics.data_path("ktls");
+    let up = AppToKernel::new(&metrics.app_to_peer, settings.buffers);
+    let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
+    let outcome =
+        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout, abort).await;
+    // A control record or the record limit ended it. Where our sending key is still good, say
+    // so with an alert (the peer's sidecar then resets its app) rather than leave a truncation,
+    // or a close_notify that would pass for a clean end.
+    if let End::PeerError(e) = &outcome.end
+        && let Some(control) = e.get_ref().and_then(|i| i.downcast_ref::<ControlError>())
+    {
+        metrics.ktls_closed(control.reason());
+        if control.can_alert_peer() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort()).await;
+        }
+    }
     finish_logged(outcome, &mut app, &mut peer, metrics).await
 }
 
@@ -269,13 +251,6 @@ pub async fn finish<P: PeerStream>(
             reset(app);
         }
         End::PeerError(e) => {
-            // kTLS control records and the record limit end a connection as peer errors.
-            if let Some(control) = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<ControlError>())
-            {
-                metrics.ktls_closed(control.reason());
-            }
             tracing::info!(error = %e, "peer connection failed; resetting the app connection");
             reset(app);
         }

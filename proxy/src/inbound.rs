@@ -21,7 +21,7 @@ use crate::Direction;
 use crate::config::{InboundRoute, Limits};
 use crate::conn::{self, PeerStream};
 use crate::forward::Settings;
-use crate::ktls::{self, Handoff, Kernel};
+use crate::ktls::{self, Kernel};
 use crate::metrics::ListenerMetrics;
 use crate::resolve::Resolver;
 use crate::serve::Handler;
@@ -38,6 +38,8 @@ pub struct Inbound {
     pub metrics: ListenerMetrics,
     /// What the kernel can take, when kTLS is enabled and available.
     pub ktls: Option<Arc<Kernel>>,
+    /// The app (`route.target`, never looked up).
+    pub app: Resolver,
 }
 
 impl Handler for Inbound {
@@ -66,18 +68,12 @@ impl Handler for Inbound {
         //    kernel that can follow KeyUpdates needs the connection's traffic secrets too).
         let started = Instant::now();
         let peer = ktls::prepare(peer, self.ktls.is_some());
-        let (config, secrets) = match &self.ktls {
-            Some(kernel) if kernel.support.rekey && peer.aligned() => {
-                let (config, secrets) = ktls::keys::capturing_server(&config);
-                (config, Some(secrets))
-            }
-            _ => (config, None),
-        };
+        let (config, handoff) = ktls::keys::handoff(self.ktls.as_deref(), peer.aligned(), config);
         let acceptor = TlsAcceptor::from(config);
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(acceptor.accept(peer));
-        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -92,13 +88,10 @@ impl Handler for Inbound {
             }
         };
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
-        peer.get_mut()
-            .1
-            .set_buffer_limit(Some(conn::TLS_SEND_QUEUE));
 
         // 3. The app.
         let target = self.route.target;
-        let app = match conn::connect(&Resolver::fixed(target), self.limits.connect_timeout).await {
+        let app = match conn::connect(&self.app, self.limits.connect_timeout).await {
             Ok(app) => app,
             Err(e) => {
                 self.metrics.upstream_failed(e.reason());
@@ -109,16 +102,6 @@ impl Handler for Inbound {
         };
 
         // 4. and 5. Forward, then close.
-        conn::carry(
-            app,
-            peer,
-            self.forward,
-            &self.metrics,
-            self.ktls
-                .as_deref()
-                .map(|kernel| Handoff { kernel, secrets }),
-            &abort,
-        )
-        .await
+        conn::carry(app, peer, self.forward, &self.metrics, handoff, &abort).await
     }
 }

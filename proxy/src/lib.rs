@@ -238,6 +238,7 @@ pub async fn run(
             forward,
             metrics: ListenerMetrics::new(Direction::Inbound, addr.to_string()),
             ktls: ktls.clone(),
+            app: resolve::Resolver::fixed(route.target),
         });
         stop.tracker.spawn(serve::serve(
             listener,

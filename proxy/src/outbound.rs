@@ -21,7 +21,7 @@ use crate::Direction;
 use crate::config::{Limits, OutboundRoute};
 use crate::conn;
 use crate::forward::Settings;
-use crate::ktls::{self, Handoff, Kernel};
+use crate::ktls::{self, Kernel};
 use crate::metrics::ListenerMetrics;
 use crate::resolve::Resolver;
 use crate::serve::Handler;
@@ -80,18 +80,12 @@ impl Handler for Outbound {
         //    kernel that can follow KeyUpdates needs the connection's traffic secrets too).
         let started = Instant::now();
         let tcp = ktls::prepare(tcp, self.ktls.is_some());
-        let (config, secrets) = match &self.ktls {
-            Some(kernel) if kernel.support.rekey && tcp.aligned() => {
-                let (config, secrets) = ktls::keys::capturing_client(&config);
-                (config, Some(secrets))
-            }
-            _ => (config, None),
-        };
+        let (config, handoff) = ktls::keys::handoff(self.ktls.as_deref(), tcp.aligned(), config);
         let connector = TlsConnector::from(config);
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(connector.connect(route.server_name.clone(), tcp));
-        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -108,21 +102,8 @@ impl Handler for Outbound {
             }
         };
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
-        peer.get_mut()
-            .1
-            .set_buffer_limit(Some(conn::TLS_SEND_QUEUE));
 
         // 4. and 5. Forward, then close.
-        conn::carry(
-            app,
-            peer,
-            self.forward,
-            &self.metrics,
-            self.ktls
-                .as_deref()
-                .map(|kernel| Handoff { kernel, secrets }),
-            &abort,
-        )
-        .await
+        conn::carry(app, peer, self.forward, &self.metrics, handoff, &abort).await
     }
 }

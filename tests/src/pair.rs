@@ -76,3 +76,33 @@ pub fn unused_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("local addr")
 }
+
+/// An inbound gembok-proxy alone, for `server` of `pki`, in front of an [`ExchangeApp`]: for tests
+/// whose client speaks TLS to the inbound listener itself.
+pub struct Inbound {
+    pub app: ExchangeApp,
+    pub proxy: Proxy,
+    /// The certificate directory, to swap certificates the way the kubelet does.
+    pub dir: CertDir,
+}
+
+impl Inbound {
+    /// `options` follow the route (e.g. `,allow-san=...`); `args` are extra flags. Returns once
+    /// the proxy is ready.
+    pub async fn start(pki: &TestPki, options: &str, args: &[&str]) -> Self {
+        let app = ExchangeApp::start().await;
+        let dir = CertDir::new(&pki.workload("server"));
+        let proxy = Proxy::builder()
+            .cert_dir(&dir)
+            .inbound(app.addr, options)
+            .args(args)
+            .start();
+        proxy.ready().await;
+        Self { app, proxy, dir }
+    }
+
+    /// The inbound listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.inbound[0]
+    }
+}

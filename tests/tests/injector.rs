@@ -327,6 +327,15 @@ fn split_response(raw: &[u8]) -> Result<(u16, String, Vec<u8>)> {
     Ok((status, head, raw[end + 4..].to_vec()))
 }
 
+/// The admin listener's `/metrics`, after checking that it has every one of `lines`.
+fn metrics_with(admin: SocketAddr, lines: &[&str]) -> Result<String> {
+    let (_, metrics) = admin_get(admin, "/metrics")?;
+    for line in lines {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    Ok(metrics)
+}
+
 fn admin_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut tcp = TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -603,17 +612,17 @@ fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
     }
 
     // Every answer was counted under its reason.
-    let (_, metrics) = admin_get(webhook.admin, "/metrics")?;
-    for line in [
-        "gembok_injector_skipped_total{reason=\"opted_out\"} 1",
-        "gembok_injector_skipped_total{reason=\"nothing_to_encrypt\"} 1",
-        "gembok_injector_rejected_total{reason=\"invalid_annotations\"} 1",
-        "gembok_injector_requests_total{result=\"skipped\"} 2",
-        "gembok_injector_requests_total{result=\"rejected\"} 1",
-        "gembok_injector_requests_total{result=\"ignored\"} 2",
-    ] {
-        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
-    }
+    let metrics = metrics_with(
+        webhook.admin,
+        &[
+            "gembok_injector_skipped_total{reason=\"opted_out\"} 1",
+            "gembok_injector_skipped_total{reason=\"nothing_to_encrypt\"} 1",
+            "gembok_injector_rejected_total{reason=\"invalid_annotations\"} 1",
+            "gembok_injector_requests_total{result=\"skipped\"} 2",
+            "gembok_injector_requests_total{result=\"rejected\"} 1",
+            "gembok_injector_requests_total{result=\"ignored\"} 2",
+        ],
+    )?;
     assert!(
         !metrics.contains("gembok_injector_injected_total 1"),
         "{metrics}"
@@ -677,13 +686,13 @@ fn injector_wide_policies_deny_unannotated_pods_and_pick_the_sidecar() -> Result
     assert_eq!(sidecar["value"][0]["restartPolicy"], "Always");
     assert!(patch.iter().all(|op| op["path"] != default_container));
 
-    let (_, metrics) = admin_get(webhook.admin, "/metrics")?;
-    for line in [
-        "gembok_injector_rejected_total{reason=\"nothing_to_encrypt\"} 1",
-        "gembok_injector_injected_total 2",
-    ] {
-        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
-    }
+    let metrics = metrics_with(
+        webhook.admin,
+        &[
+            "gembok_injector_rejected_total{reason=\"nothing_to_encrypt\"} 1",
+            "gembok_injector_injected_total 2",
+        ],
+    )?;
     assert!(
         !metrics.contains("gembok_injector_skipped_total"),
         "{metrics}"
@@ -935,18 +944,18 @@ fn bad_requests_get_http_errors_and_the_server_keeps_serving() -> Result<()> {
     let response = webhook.review(&injectable("after-errors"))?;
     assert_eq!(response["uid"], "after-errors");
     assert_eq!(response["allowed"], true);
-    let (_, metrics) = admin_get(webhook.admin, "/metrics")?;
-    for line in [
-        "gembok_injector_requests_total{result=\"bad_request\"} 3",
-        "gembok_injector_requests_total{result=\"unsupported_media_type\"} 2",
-        "gembok_injector_requests_total{result=\"method_not_allowed\"} 1",
-        "gembok_injector_requests_total{result=\"not_found\"} 1",
-        "gembok_injector_requests_total{result=\"injected\"} 1",
-        "gembok_injector_injected_total 1",
-        "gembok_injector_errors_total{kind=\"tls_handshake\"} 1",
-    ] {
-        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
-    }
+    let metrics = metrics_with(
+        webhook.admin,
+        &[
+            "gembok_injector_requests_total{result=\"bad_request\"} 3",
+            "gembok_injector_requests_total{result=\"unsupported_media_type\"} 2",
+            "gembok_injector_requests_total{result=\"method_not_allowed\"} 1",
+            "gembok_injector_requests_total{result=\"not_found\"} 1",
+            "gembok_injector_requests_total{result=\"injected\"} 1",
+            "gembok_injector_injected_total 1",
+            "gembok_injector_errors_total{kind=\"tls_handshake\"} 1",
+        ],
+    )?;
     assert!(
         metrics.contains("gembok_injector_requests_total{result=\"too_large\"} 2"),
         "{metrics}"

@@ -22,7 +22,7 @@ use rustls::crypto::cipher::NONCE_LEN;
 use rustls::crypto::tls13::{Hkdf, OkmBlock};
 use rustls::{ClientConfig, KeyLog, ServerConfig, SupportedCipherSuite};
 
-use super::{Cipher, Version, setup};
+use super::{Cipher, Handoff, Kernel, Version, setup};
 
 const CLIENT_SECRET: &str = "CLIENT_TRAFFIC_SECRET_0";
 const SERVER_SECRET: &str = "SERVER_TRAFFIC_SECRET_0";
@@ -68,20 +68,59 @@ impl SecretLog {
     }
 }
 
-/// A per-connection copy of `config` that hands its traffic secrets to the returned log.
-pub fn capturing_server(config: &Arc<ServerConfig>) -> (Arc<ServerConfig>, Arc<SecretLog>) {
-    let log = Arc::new(SecretLog::default());
-    let mut config = (**config).clone();
-    config.key_log = log.clone();
-    (Arc::new(config), log)
+/// rustls' server and client configs: both carry a key log.
+pub trait WithKeyLog: Clone {
+    fn set_key_log(&mut self, log: Arc<dyn KeyLog>);
+}
+
+impl WithKeyLog for ServerConfig {
+    fn set_key_log(&mut self, log: Arc<dyn KeyLog>) {
+        self.key_log = log;
+    }
+}
+
+impl WithKeyLog for ClientConfig {
+    fn set_key_log(&mut self, log: Arc<dyn KeyLog>) {
+        self.key_log = log;
+    }
 }
 
 /// A per-connection copy of `config` that hands its traffic secrets to the returned log.
-pub fn capturing_client(config: &Arc<ClientConfig>) -> (Arc<ClientConfig>, Arc<SecretLog>) {
+pub fn capturing<C: WithKeyLog>(config: &Arc<C>) -> (Arc<C>, Arc<SecretLog>) {
     let log = Arc::new(SecretLog::default());
     let mut config = (**config).clone();
-    config.key_log = log.clone();
+    config.set_key_log(log.clone());
     (Arc::new(config), log)
+}
+
+/// The config a connection handshakes with, and what its hand-over to the kernel needs. The
+/// traffic secrets are captured (on a copy of the config) only where they can be used: the
+/// `tls` ULP attached to this socket and the kernel can be rekeyed.
+pub fn handoff<'k, C: WithKeyLog>(
+    kernel: Option<&'k Kernel>,
+    ulp_attached: bool,
+    config: Arc<C>,
+) -> (Arc<C>, Option<Handoff<'k>>) {
+    match kernel {
+        Some(kernel) if kernel.support.rekey && ulp_attached => {
+            let (config, secrets) = capturing(&config);
+            (
+                config,
+                Some(Handoff {
+                    kernel,
+                    secrets: Some(secrets),
+                }),
+            )
+        }
+        Some(kernel) => (
+            config,
+            Some(Handoff {
+                kernel,
+                secrets: None,
+            }),
+        ),
+        None => (config, None),
+    }
 }
 
 /// One direction's key schedule.
@@ -113,6 +152,12 @@ impl TrafficKeys {
 pub struct Rekey {
     pub tx: TrafficKeys,
     pub rx: TrafficKeys,
+}
+
+impl std::fmt::Debug for Rekey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rekey { .. }") // never print secrets
+    }
 }
 
 impl Rekey {

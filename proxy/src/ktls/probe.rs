@@ -166,10 +166,6 @@ mod tests {
             let after = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap();
             assert!(after.split_whitespace().any(|u| u == "tls"), "{after}");
             assert!(s.to_string().starts_with("kTLS ("), "{s}");
-            // In the VM the kernel is known: scripts/ktls-vm.sh says whether it can rekey.
-            if let Ok(expect) = std::env::var("GEMBOK_EXPECT_KTLS_REKEY") {
-                assert_eq!(s.rekey, expect == "1", "{s}");
-            }
         } else {
             assert!(!s.rekey);
             assert!(!ulp_listed || s.supported.is_empty(), "{s:?}");

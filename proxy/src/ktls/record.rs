@@ -265,7 +265,6 @@ mod tests {
             "{} reads",
             reader.get_ref().reads
         );
-        assert!(reader.ahead.capacity() == 0 || reader.ahead.is_empty());
     }
 
     #[tokio::test]

@@ -37,6 +37,8 @@ pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
     fn at_boundary(&self) -> bool;
     /// Turns record-aligned reads off (the connection stays in user space).
     fn release(&mut self);
+    /// How many encrypted bytes rustls may queue before a write waits.
+    fn set_send_queue(&mut self, bytes: usize);
     fn into_parts(self) -> (TcpStream, rustls::Connection);
 }
 
@@ -57,6 +59,9 @@ macro_rules! tls_session {
             }
             fn release(&mut self) {
                 self.get_mut().0.release()
+            }
+            fn set_send_queue(&mut self, bytes: usize) {
+                self.get_mut().1.set_buffer_limit(Some(bytes))
             }
             fn into_parts(self) -> (TcpStream, rustls::Connection) {
                 let (io, conn) = self.into_inner();
@@ -86,12 +91,16 @@ impl<T: TlsSession> TlsSession for Box<T> {
     fn release(&mut self) {
         (**self).release()
     }
+    fn set_send_queue(&mut self, bytes: usize) {
+        (**self).set_send_queue(bytes)
+    }
     fn into_parts(self) -> (TcpStream, rustls::Connection) {
         (*self).into_parts()
     }
 }
 
-/// What a connection that may go to the kernel brings to the hand-over.
+/// What a connection that may go to the kernel brings to the hand-over (see
+/// [`super::keys::handoff`]).
 pub struct Handoff<'a> {
     pub kernel: &'a Kernel,
     /// The connection's captured traffic secrets (only when the kernel can be rekeyed).
@@ -123,13 +132,12 @@ pub fn prepare(tcp: TcpStream, ktls: bool) -> RecordAligned<TcpStream> {
 }
 
 /// Hands `tls` to the kernel if it can, else gives it back (released) for user space.
-/// `captured` holds the connection's traffic secrets, when they were captured (TLS 1.3 rekey).
 pub async fn handover<S: TlsSession>(
     mut tls: S,
-    kernel: &Kernel,
-    captured: Option<&SecretLog>,
+    handoff: &Handoff<'_>,
     key_updates: KeyUpdates,
 ) -> Handover<S> {
+    let kernel = handoff.kernel;
     let support = &kernel.support;
     let keep = |mut tls: S, reason| {
         tls.release();
@@ -184,7 +192,7 @@ pub async fn handover<S: TlsSession>(
     if let Err(e) = install(Direction::Rx, secrets.rx) {
         return Handover::Failed(e, "tls_rx");
     }
-    let rekey = match (version, suite, captured) {
+    let rekey = match (version, suite, &handoff.secrets) {
         (Version::Tls13, Some(suite), Some(log)) if support.rekey => {
             Rekey::new(log, suite, cipher, is_server)
         }

@@ -12,12 +12,59 @@ use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
 use super::KtlsStream;
-use crate::forward::{Failed, Pump};
+use crate::forward::{BufferPolicy, Buffered, Failed, Pump};
 
 /// Pipe capacity asked for: large enough that one splice carries many records.
 const PIPE_SIZE: usize = 256 * 1024;
 
-/// The app → peer pump of a kTLS connection.
+/// The app → peer pump of a kTLS connection: [`Splice`], or, when no pipe can be had (out of
+/// file descriptors, say), a user-space copy. Either way the kernel encrypts.
+pub enum AppToKernel<'a> {
+    Splice(Splice<'a>),
+    Copy(Buffered<'a>),
+}
+
+impl<'a> AppToKernel<'a> {
+    pub fn new(counter: &'a Counter, buffers: BufferPolicy) -> Self {
+        match Splice::new(counter) {
+            Ok(splice) => Self::Splice(splice),
+            Err(e) => {
+                tracing::debug!(error = %e, "no pipe for splice; copying app -> peer");
+                Self::Copy(Buffered::new(buffers, counter))
+            }
+        }
+    }
+}
+
+impl Pump<TcpStream, KtlsStream> for AppToKernel<'_> {
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        app: Pin<&mut TcpStream>,
+        peer: Pin<&mut KtlsStream>,
+    ) -> Poll<Result<(), Failed>> {
+        match self {
+            Self::Splice(p) => p.poll_pump(cx, app, peer),
+            Self::Copy(p) => p.poll_pump(cx, app, peer),
+        }
+    }
+
+    fn carried(&self) -> u64 {
+        match self {
+            Self::Splice(p) => p.carried(),
+            Self::Copy(p) => Pump::<TcpStream, KtlsStream>::carried(p),
+        }
+    }
+
+    fn take_moved(&mut self) -> bool {
+        match self {
+            Self::Splice(p) => p.take_moved(),
+            Self::Copy(p) => Pump::<TcpStream, KtlsStream>::take_moved(p),
+        }
+    }
+}
+
+/// The zero-copy app → peer pump of a kTLS connection.
 pub struct Splice<'a> {
     pipe_read: OwnedFd,
     pipe_write: OwnedFd,

@@ -123,12 +123,6 @@ pub struct KtlsStream {
     key_updates: KeyUpdates,
 }
 
-impl std::fmt::Debug for Rekey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Rekey { .. }")
-    }
-}
-
 /// Records a send of `bytes` can produce at most: the kernel closes a record at the end of each
 /// `send` or `splice`, and fills records up to 16 KiB.
 fn records_for(bytes: usize) -> u64 {

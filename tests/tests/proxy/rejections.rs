@@ -3,6 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use gembok_tests::pair::Inbound;
 use gembok_tests::pki::{CertDir, TestPki, dns_name, spiffe};
 use gembok_tests::proxy::Proxy;
 use gembok_tests::tls::Client;
@@ -15,18 +16,12 @@ use crate::support::wait_metric;
 
 /// An inbound proxy for `server`, allowing only `client`'s SPIFFE ID when `allow` is set.
 async fn inbound(pki: &TestPki, allow: bool) -> (Proxy, CertDir, ExchangeApp) {
-    let app = ExchangeApp::start().await;
-    let dir = CertDir::new(&pki.workload("server"));
     let options = if allow {
         format!(",allow-san={}", spiffe("client"))
     } else {
         String::new()
     };
-    let proxy = Proxy::builder()
-        .cert_dir(&dir)
-        .inbound(app.addr, &options)
-        .start();
-    proxy.ready().await;
+    let Inbound { app, proxy, dir } = Inbound::start(pki, &options, &[]).await;
     (proxy, dir, app)
 }
 
@@ -233,14 +228,11 @@ async fn outbound_refuses_a_server_with_the_wrong_name() {
 async fn relaxed_client_auth_lets_certificate_less_clients_in_and_warns() {
     for mode in ["optional", "none"] {
         let pki = TestPki::new();
-        let mut app = ExchangeApp::start().await;
-        let dir = CertDir::new(&pki.workload("server"));
-        let proxy = Proxy::builder()
-            .cert_dir(&dir)
-            .inbound(app.addr, "")
-            .args(["--inbound-client-auth", mode])
-            .start();
-        proxy.ready().await;
+        let Inbound {
+            mut app,
+            proxy,
+            dir: _dir,
+        } = Inbound::start(&pki, "", &["--inbound-client-auth", mode]).await;
         let warning = proxy
             .logs()
             .lines()

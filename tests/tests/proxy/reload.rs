@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use gembok_tests::pair::Inbound;
 use gembok_tests::pki::{CertDir, TestPki, dns_name};
 use gembok_tests::proxy::Proxy;
 use gembok_tests::tls::Client;
@@ -341,13 +342,11 @@ async fn sighup_forces_a_reload() {
 #[tokio::test]
 async fn rotation_to_a_new_ca_trusts_the_new_one_only() {
     let (old, new) = (TestPki::new(), TestPki::new());
-    let mut app = ExchangeApp::start().await;
-    let dir = CertDir::new(&old.workload("server"));
-    let proxy = Proxy::builder()
-        .cert_dir(&dir)
-        .inbound(app.addr, "")
-        .start();
-    proxy.ready().await;
+    let Inbound {
+        mut app,
+        proxy,
+        dir,
+    } = Inbound::start(&old, "", &[]).await;
     let old_client = Client::new(old.root_pem(), Some(&old.workload("client")), false);
     let new_client = Client::new(new.root_pem(), Some(&new.workload("client")), false);
     let exchange = Exchange {

@@ -178,19 +178,17 @@ async fn the_ring_provider_carries_traffic_intact() {
 /// every time.
 #[tokio::test]
 async fn an_outbound_host_name_is_looked_up_once_per_cache_period() {
+    use gembok_tests::pair::Inbound;
     use gembok_tests::pki::{CertDir, TestPki, dns_name};
     use gembok_tests::proxy::Proxy;
-    use gembok_tests::traffic::ExchangeApp;
 
     let pki = TestPki::new();
-    let mut app = ExchangeApp::start().await;
-    let server_dir = CertDir::new(&pki.workload("server"));
+    let Inbound {
+        mut app,
+        proxy: inbound,
+        dir: _server_dir,
+    } = Inbound::start(&pki, "", &[]).await;
     let client_dir = CertDir::new(&pki.workload("client"));
-    let inbound = Proxy::builder()
-        .cert_dir(&server_dir)
-        .inbound(app.addr, "")
-        .start();
-    inbound.ready().await;
     let port = inbound.inbound[0].port();
     for (cache, lookups) in [("5s", 1.0), ("0", 4.0)] {
         let outbound = Proxy::builder()

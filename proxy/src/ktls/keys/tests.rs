@@ -95,8 +95,8 @@ fn rustls_key_iv(secrets: &ConnectionTrafficSecrets) -> (Vec<u8>, Vec<u8>) {
 
 fn check(provider: CryptoProvider, suite: SupportedCipherSuite, cipher: Cipher) {
     let (server_config, client_config) = configs(provider, suite);
-    let (server_config, server_log) = capturing_server(&server_config);
-    let (client_config, client_log) = capturing_client(&client_config);
+    let (server_config, server_log) = capturing(&server_config);
+    let (client_config, client_log) = capturing(&client_config);
     let (mut server, mut client) = connect(server_config, client_config);
     let mut server_keys = Rekey::new(&server_log, suite, cipher, true).expect("server secrets");
     let mut client_keys = Rekey::new(&client_log, suite, cipher, false).expect("client secrets");
@@ -190,7 +190,7 @@ fn a_second_generation_differs_from_the_first() {
         rustls::crypto::aws_lc_rs::default_provider(),
         rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
     );
-    let (server_config, log) = capturing_server(&server_config);
+    let (server_config, log) = capturing(&server_config);
     let (server, _client) = connect(server_config, client_config);
     let suite = server.negotiated_cipher_suite().unwrap();
     let mut keys = Rekey::new(&log, suite, Cipher::Aes128Gcm, true).unwrap();
