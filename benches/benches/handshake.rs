@@ -34,7 +34,7 @@ fn configs(kind: Provider, post_quantum: bool, resume: bool) -> Pair {
     roots.add(server_leaf.ca_der()).unwrap();
     let roots = Arc::new(roots);
 
-    let mut provider: CryptoProvider = gembok_proxy::tls::provider(kind, false);
+    let mut provider: CryptoProvider = gembok_proxy::tls::provider(kind, kind, false);
     if !post_quantum {
         provider
             .kx_groups

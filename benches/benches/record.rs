@@ -26,7 +26,7 @@ fn connected(kind: Provider) -> (ClientConnection, ServerConnection) {
         .unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(leaf.ca_der()).unwrap();
-    let provider = Arc::new(gembok_proxy::tls::provider(kind, false));
+    let provider = Arc::new(gembok_proxy::tls::provider(kind, kind, false));
     let versions = gembok_proxy::tls::versions(false);
     let server = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)

@@ -56,7 +56,11 @@ fn bench(c: &mut Criterion) {
     ])
     .unwrap();
     let config = Arc::new(Config::from_cli(&cli.proxy).unwrap());
-    let provider = Arc::new(gembok_proxy::tls::provider(Provider::AwsLcRs, false));
+    let provider = Arc::new(gembok_proxy::tls::provider(
+        Provider::AwsLcRs,
+        Provider::AwsLcRs,
+        false,
+    ));
     let stop = CancellationToken::new();
     let (current, handle) = rt.block_on(async {
         let build_config = config.clone();

@@ -298,7 +298,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
 fn info(kind: Kind, status: String) -> ContenderInfo {
     ContenderInfo {
         id: kind.id().into(),
-        tls_library: kind.tls_library().into(),
+        tls_library: kind.tls_library(),
         status,
         verdict: None,
         data_path: "n/a".into(),

@@ -46,6 +46,7 @@ impl ClientOpts {
 pub fn client_config(pki: &Pki, opts: ClientOpts) -> Result<Arc<ClientConfig>> {
     let provider = Arc::new(gembok_proxy::tls::provider(
         Provider::AwsLcRs,
+        Provider::AwsLcRs,
         opts.tls12_only,
     ));
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls12_only {
@@ -82,7 +83,11 @@ pub fn server_name() -> ServerName<'static> {
 /// A server with the trusted inbound certificate that requires a client certificate from the
 /// run's CA: what an outbound sidecar must be able to talk to.
 pub fn probe_server_config(pki: &Pki) -> Result<Arc<ServerConfig>> {
-    let provider = Arc::new(gembok_proxy::tls::provider(Provider::AwsLcRs, true));
+    let provider = Arc::new(gembok_proxy::tls::provider(
+        Provider::AwsLcRs,
+        Provider::AwsLcRs,
+        true,
+    ));
     let verifier =
         WebPkiClientVerifier::builder_with_provider(roots(&pki.server.leaf)?, provider.clone())
             .build()?;
@@ -96,7 +101,11 @@ pub fn probe_server_config(pki: &Pki) -> Result<Arc<ServerConfig>> {
 /// A server whose certificate has the right name but a foreign root: an outbound sidecar must
 /// refuse it.
 pub fn rogue_server_config(pki: &Pki) -> Result<Arc<ServerConfig>> {
-    let provider = Arc::new(gembok_proxy::tls::provider(Provider::AwsLcRs, true));
+    let provider = Arc::new(gembok_proxy::tls::provider(
+        Provider::AwsLcRs,
+        Provider::AwsLcRs,
+        true,
+    ));
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()

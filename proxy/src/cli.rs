@@ -127,6 +127,11 @@ pub struct ProxyArgs {
     /// Cryptography provider: aws-lc-rs or ring.
     #[arg(long, env = "GEMBOK_CRYPTO_PROVIDER", default_value = "aws-lc-rs")]
     pub crypto_provider: String,
+    /// Which library encrypts and decrypts TLS records: aws-lc-rs, ring, or auto (the
+    /// provider's own, except on x86-64 CPUs with VAES and AVX2 but no AVX-512, where ring has
+    /// the faster AES-GCM). Key exchange and signatures always use --crypto-provider.
+    #[arg(long, env = "GEMBOK_AEAD", default_value = "auto")]
+    pub aead: String,
     /// ALPN protocols (comma-separated) offered on outbound routes and accepted on inbound
     /// listeners that do not set their own `alpn=`.
     #[arg(long, env = "GEMBOK_ALPN", default_value = "")]

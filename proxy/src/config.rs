@@ -108,6 +108,9 @@ pub struct Limits {
 pub struct TlsOptions {
     pub tls12: bool,
     pub provider: Provider,
+    /// Which library seals and opens records; `None` is `--aead auto` (chosen by CPU, see
+    /// `tls::record_library`).
+    pub aead: Option<Provider>,
     /// Default ALPN protocols for routes that set none.
     pub alpn: Vec<Vec<u8>>,
 }
@@ -213,6 +216,15 @@ impl Config {
                 other => Err(format!("`{other}` is not one of aws-lc-rs, ring")),
             },
         );
+        let aead = p.check(
+            "aead",
+            match args.aead.as_str() {
+                "auto" => Ok(None),
+                "aws-lc-rs" => Ok(Some(Provider::AwsLcRs)),
+                "ring" => Ok(Some(Provider::Ring)),
+                other => Err(format!("`{other}` is not one of auto, aws-lc-rs, ring")),
+            },
+        );
         let alpn = p.check("alpn", parse_alpn_list(&args.alpn));
         let workers = p.check(
             "workers",
@@ -266,6 +278,7 @@ impl Config {
             tls: TlsOptions {
                 tls12: tls12.expect(some),
                 provider: provider.expect(some),
+                aead: aead.expect(some),
                 alpn: alpn.expect(some),
             },
             drain_grace: drain_grace.expect(some),

@@ -145,8 +145,9 @@ pub async fn run(
     shutdown: impl Future<Output = &'static str>,
 ) -> io::Result<()> {
     let prometheus = metrics::install();
-    metrics::build_info(config.tls.provider.name());
-    let provider = Arc::new(tls::provider(config.tls.provider, config.tls.tls12));
+    let aead = tls::record_library(config.tls.provider, config.tls.aead);
+    metrics::build_info(config.tls.provider.name(), aead.name());
+    let provider = Arc::new(tls::provider(config.tls.provider, aead, config.tls.tls12));
     let stop = Shutdown::default();
     let config = Arc::new(config);
 
@@ -269,7 +270,7 @@ pub async fn run(
             stop.clone(),
         ));
     }
-    tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), tls12 = config.tls.tls12,
+    tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), aead = aead.name(), tls12 = config.tls.tls12,
         certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
 
     let signal = tokio::select! {

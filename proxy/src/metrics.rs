@@ -138,7 +138,7 @@ fn describe() {
     );
     metrics::describe_gauge!(
         BUILD_INFO,
-        "Always 1; labels carry the version and the crypto provider."
+        "Always 1; labels carry the version, the crypto provider (key exchange, signatures) and the aead library (records in user space; kTLS connections are protected by the kernel)."
     );
     metrics::describe_counter!(
         DATA_PATH,
@@ -186,9 +186,10 @@ pub fn dns_lookups(listener: &str) -> LookupCounters {
 }
 
 /// Records the build-info gauge.
-pub fn build_info(provider: &'static str) {
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "provider" => provider)
-        .set(1.0);
+pub fn build_info(provider: &'static str, aead: &'static str) {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "provider" => provider,
+        "aead" => aead)
+    .set(1.0);
 }
 
 /// Records whether kTLS is available to this process, and whether its kernel follows

@@ -18,7 +18,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::SingleCertAndKey;
-use rustls::{ClientConfig, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
+use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 use crate::config::{ClientAuth, Config, Provider};
 use crate::identity::{SanPattern, SanPolicyVerifier};
@@ -33,42 +33,42 @@ pub struct TlsConfigs {
     pub outbound: Vec<Arc<ClientConfig>>,
 }
 
-/// The provider with Gembok's suite policy applied.
-pub fn provider(kind: Provider, tls12: bool) -> CryptoProvider {
-    let (mut provider, preferred): (CryptoProvider, Vec<SupportedCipherSuite>) = match kind {
+/// The provider with Gembok's suite policy applied: key exchange, signatures, randomness and
+/// key loading from `kind`; the record protection (the cipher suites' AEAD) from `aead`.
+/// rustls cipher suites are self-contained, so the two may come from different libraries.
+pub fn provider(kind: Provider, aead: Provider, tls12: bool) -> CryptoProvider {
+    let mut provider = match kind {
+        Provider::AwsLcRs => rustls::crypto::aws_lc_rs::default_provider(),
+        Provider::Ring => rustls::crypto::ring::default_provider(),
+    };
+    let preferred = match aead {
         Provider::AwsLcRs => {
             use rustls::crypto::aws_lc_rs::cipher_suite as cs;
-            (
-                rustls::crypto::aws_lc_rs::default_provider(),
-                vec![
-                    cs::TLS13_AES_128_GCM_SHA256,
-                    cs::TLS13_AES_256_GCM_SHA384,
-                    cs::TLS13_CHACHA20_POLY1305_SHA256,
-                    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                    cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                    cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                    cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                    cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-                ],
-            )
+            [
+                cs::TLS13_AES_128_GCM_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
         }
         Provider::Ring => {
             use rustls::crypto::ring::cipher_suite as cs;
-            (
-                rustls::crypto::ring::default_provider(),
-                vec![
-                    cs::TLS13_AES_128_GCM_SHA256,
-                    cs::TLS13_AES_256_GCM_SHA384,
-                    cs::TLS13_CHACHA20_POLY1305_SHA256,
-                    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                    cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                    cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                    cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                    cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-                ],
-            )
+            [
+                cs::TLS13_AES_128_GCM_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
         }
     };
     provider.cipher_suites = preferred
@@ -76,6 +76,40 @@ pub fn provider(kind: Provider, tls12: bool) -> CryptoProvider {
         .filter(|s| tls12 || s.version() == &rustls::version::TLS13)
         .collect();
     provider
+}
+
+/// The library that protects records: `--aead`, or for `auto` the provider's own unless this
+/// CPU is one where ring's AES-GCM is the fast one (see [`ring_has_the_faster_aes_gcm`]).
+pub fn record_library(kind: Provider, choice: Option<Provider>) -> Provider {
+    match choice {
+        Some(pinned) => pinned,
+        None if kind == Provider::AwsLcRs && ring_has_the_faster_aes_gcm() => Provider::Ring,
+        None => kind,
+    }
+}
+
+/// True on x86-64 CPUs with VAES, VPCLMULQDQ and AVX2 but without the AVX-512 set aws-lc's
+/// wide AES-GCM needs (F, DQ, BW, VL): AMD Zen 3, Intel Alder Lake and later client cores.
+/// There ring 0.17.14 runs AES-GCM with 256-bit VAES while aws-lc 0.47 falls back to 128-bit
+/// AES-NI: about 4× faster in memory, 0.73 → 0.53 of nginx's CPU per GiB through a sidecar
+/// pair (`benches/tuning.md`). With AVX-512 the two are level (both about 9.5 GB/s per core)
+/// and without VAES both run the same AES-NI code, so elsewhere the provider keeps its own.
+pub fn ring_has_the_faster_aes_gcm() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let vaes_avx2 = std::arch::is_x86_feature_detected!("vaes")
+            && std::arch::is_x86_feature_detected!("vpclmulqdq")
+            && std::arch::is_x86_feature_detected!("avx2");
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl");
+        vaes_avx2 && !avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The protocol versions allowed by `--tls12`.
@@ -211,8 +245,9 @@ mod tests {
 
     #[test]
     fn only_aead_suites_in_preference_order() {
-        for kind in [Provider::AwsLcRs, Provider::Ring] {
-            let names: Vec<String> = provider(kind, false)
+        let all = [Provider::AwsLcRs, Provider::Ring];
+        for (kind, aead) in all.into_iter().flat_map(|k| all.map(|a| (k, a))) {
+            let names: Vec<String> = provider(kind, aead, false)
                 .cipher_suites
                 .iter()
                 .map(|s| format!("{:?}", s.suite()))
@@ -224,15 +259,77 @@ mod tests {
                     "TLS13_AES_256_GCM_SHA384",
                     "TLS13_CHACHA20_POLY1305_SHA256"
                 ],
-                "{kind:?}"
+                "{kind:?} {aead:?}"
             );
-            let with12 = provider(kind, true);
+            let with12 = provider(kind, aead, true);
             assert_eq!(with12.cipher_suites.len(), 9);
             assert!(with12.cipher_suites.iter().all(|s| {
                 let n = format!("{:?}", s.suite());
                 n.contains("GCM") || n.contains("CHACHA20_POLY1305")
             }));
         }
+    }
+
+    /// The suites come from the `aead` library and everything else from `kind`: an aws-lc-rs
+    /// provider with ring records still offers X25519MLKEM768.
+    #[test]
+    fn records_and_key_exchange_come_from_their_own_library() {
+        use rustls::crypto::{aws_lc_rs, ring};
+        let same = |a: &rustls::SupportedCipherSuite, b: &rustls::SupportedCipherSuite| match (a, b)
+        {
+            (rustls::SupportedCipherSuite::Tls13(a), rustls::SupportedCipherSuite::Tls13(b)) => {
+                std::ptr::eq(*a, *b)
+            }
+            _ => false,
+        };
+        let hybrid = provider(Provider::AwsLcRs, Provider::Ring, false);
+        assert!(same(
+            &hybrid.cipher_suites[0],
+            &ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        ));
+        assert!(!same(
+            &hybrid.cipher_suites[0],
+            &aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        ));
+        let kx: Vec<String> = hybrid
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect();
+        assert_eq!(kx[0], "X25519MLKEM768", "{kx:?}");
+
+        let plain = provider(Provider::AwsLcRs, Provider::AwsLcRs, false);
+        assert!(same(
+            &plain.cipher_suites[0],
+            &aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        ));
+        let reverse = provider(Provider::Ring, Provider::AwsLcRs, false);
+        assert!(same(
+            &reverse.cipher_suites[0],
+            &aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        ));
+        assert!(
+            reverse
+                .kx_groups
+                .iter()
+                .all(|g| format!("{:?}", g.name()) != "X25519MLKEM768")
+        );
+    }
+
+    #[test]
+    fn a_pinned_aead_library_wins_and_auto_only_moves_aws_lc_to_ring() {
+        for kind in [Provider::AwsLcRs, Provider::Ring] {
+            for pinned in [Provider::AwsLcRs, Provider::Ring] {
+                assert_eq!(record_library(kind, Some(pinned)), pinned);
+            }
+        }
+        assert_eq!(record_library(Provider::Ring, None), Provider::Ring);
+        let expected = if ring_has_the_faster_aes_gcm() {
+            Provider::Ring
+        } else {
+            Provider::AwsLcRs
+        };
+        assert_eq!(record_library(Provider::AwsLcRs, None), expected);
     }
 
     #[test]

@@ -161,13 +161,24 @@ impl Kind {
         }
     }
 
-    /// The TLS library it uses, for the report.
-    pub fn tls_library(self) -> &'static str {
+    /// The TLS library it uses, for the report. Gembok's records may be sealed by the other
+    /// library (`--aead auto`, decided by the CPU): the report says so.
+    pub fn tls_library(self) -> String {
         match self {
-            Kind::Gembok(ProviderKind::AwsLcRs) => "rustls + aws-lc-rs",
-            Kind::Gembok(ProviderKind::Ring) => "rustls + ring",
-            Kind::Variant(_) => "rustls (variant build/flags)",
-            _ => "OpenSSL (system)",
+            Kind::Gembok(p) => {
+                let records = gembok_proxy::tls::record_library(p.provider(), None);
+                if records == p.provider() {
+                    format!("rustls + {}", p.provider().name())
+                } else {
+                    format!(
+                        "rustls + {} (records: {}, `--aead auto` on this CPU)",
+                        p.provider().name(),
+                        records.name()
+                    )
+                }
+            }
+            Kind::Variant(_) => "rustls (variant build/flags)".into(),
+            _ => "OpenSSL (system)".into(),
         }
     }
 }

@@ -264,6 +264,7 @@ fn bad_flags_exit_64_listing_every_problem() {
             "forever",
         ])
         .args(["--crypto-provider", "openssl", "--max-connections=-3"])
+        .args(["--aead", "chacha"])
         .args(["--frobnicate", "--tls-12"])
         .output()
         .unwrap();
@@ -274,6 +275,7 @@ fn bad_flags_exit_64_listing_every_problem() {
         "--outbound",
         "--idle-timeout",
         "--crypto-provider",
+        "--aead",
         "--max-connections",
         "--cert-dir",
         "--frobnicate",
@@ -285,7 +287,7 @@ fn bad_flags_exit_64_listing_every_problem() {
         );
     }
     assert!(stderr.contains("did you mean --tls12?"), "{stderr}");
-    assert!(stderr.contains("(8 problems)"), "{stderr}");
+    assert!(stderr.contains("(9 problems)"), "{stderr}");
     // A lone unknown flag is a usage error too, and so is one given to the subcommand.
     for args in [&["--frobnicate"][..], &["wait-ready", "--frobnicate"]] {
         let out = Command::new(bins::proxy()).args(args).output().unwrap();

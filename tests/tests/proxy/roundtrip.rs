@@ -173,6 +173,69 @@ async fn the_ring_provider_carries_traffic_intact() {
     }
 }
 
+/// `--aead` picks the library that protects records, independently of the provider's key
+/// exchange: aws-lc-rs still negotiates X25519MLKEM768 while ring seals the records, and the
+/// choice is visible in `gembok_build_info`. Left to `auto`, aws-lc-rs hands records to ring
+/// exactly on x86-64 CPUs with VAES and AVX2 but not AVX-512 (read here from /proc/cpuinfo).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aead_library_is_chosen_apart_from_the_key_exchange() {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = flags
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |f: &str| flags.contains(&f);
+    let auto = if cfg!(target_arch = "x86_64")
+        && has("vaes")
+        && has("vpclmulqdq")
+        && has("avx2")
+        && !["avx512f", "avx512dq", "avx512bw", "avx512vl"]
+            .iter()
+            .all(|f| has(f))
+    {
+        "ring"
+    } else {
+        "aws-lc-rs"
+    };
+    for (inbound, outbound, expected_in, expected_out) in [
+        ("ring", "ring", "ring", "ring"),
+        ("aws-lc-rs", "ring", "aws-lc-rs", "ring"),
+        ("auto", "aws-lc-rs", auto, "aws-lc-rs"),
+    ] {
+        let mut pair = Pair::start_args(&["--aead", inbound], &["--aead", outbound]).await;
+        let x = Exchange {
+            id: 4,
+            send_len: 4 << 20,
+            send_seed: 7,
+            reply_len: 4 << 20,
+            reply_seed: 8,
+        };
+        let client = x.run(pair.entry()).await.expect("client side");
+        assert_eq!(client.received, x.expected_reply(), "{inbound}/{outbound}");
+        let at_app = pair.app.received.recv().await.unwrap().expect("app side");
+        assert_eq!(at_app.stream, x.expected_at_app(), "{inbound}/{outbound}");
+        let out = pair.outbound.metrics().await;
+        assert_eq!(
+            out.sum(
+                "gembok_tls_handshakes_total",
+                &[("version", "TLSv1_3"), ("kx", "X25519MLKEM768")]
+            ),
+            1.0,
+            "{inbound}/{outbound}"
+        );
+        let info = |m: &gembok_tests::admin::Metrics, aead: &str| {
+            m.sum(
+                "gembok_build_info",
+                &[("provider", "aws-lc-rs"), ("aead", aead)],
+            )
+        };
+        assert_eq!(info(&out, expected_out), 1.0, "{inbound}/{outbound}");
+        let inb = pair.inbound.metrics().await;
+        assert_eq!(info(&inb, expected_in), 1.0, "{inbound}/{outbound}");
+    }
+}
+
 /// An outbound route to a host name looks it up once per `--dns-cache` period, not for every
 /// connection (in a pod each lookup walks the search domains first); `--dns-cache 0` looks up
 /// every time.
