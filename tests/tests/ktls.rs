@@ -677,8 +677,10 @@ async fn the_sending_key_is_rotated_at_the_record_budget() {
                 .await;
             return;
         }
-        // 4 MiB each way is at least 256 records each way: four rotations or more per side.
-        exchange_intact(&mut pair, 5, 4 << 20).await;
+        // 5 MiB each way is at least 320 records (at most 16 KiB each) each way. A key seals
+        // 64 records and is rotated before the 65th, so that is four rotations or more per
+        // side. (4 MiB could be exactly 256 full records: only three rotations.)
+        exchange_intact(&mut pair, 5, 5 << 20).await;
         pair.inbound
             .wait_metric("gembok_connections_closed_total", &[("end", "clean")], 1.0)
             .await;
