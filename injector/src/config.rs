@@ -210,7 +210,8 @@ impl Cli {
                         None
                     }
                 };
-                // Every value is there exactly when no problem was found.
+                // A value is missing only if its problem is in `errors`, but `errors` can also
+                // hold problems with values that parsed (the common flags, --listen == --admin).
                 let config = (|| {
                     Some(ServeConfig {
                         listen: listen?,

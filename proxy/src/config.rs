@@ -81,11 +81,18 @@ pub enum Provider {
 }
 
 impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::AwsLcRs, Provider::Ring];
+
     pub fn name(self) -> &'static str {
         match self {
             Provider::AwsLcRs => "aws-lc-rs",
             Provider::Ring => "ring",
         }
+    }
+
+    /// The provider called `name` (as `--crypto-provider` and `--aead` spell it).
+    pub fn named(name: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.name() == name)
     }
 }
 
@@ -210,19 +217,16 @@ impl Config {
         let tls12 = p.check("tls12", parse_bool(&args.tls12));
         let provider = p.check(
             "crypto-provider",
-            match args.crypto_provider.as_str() {
-                "aws-lc-rs" => Ok(Provider::AwsLcRs),
-                "ring" => Ok(Provider::Ring),
-                other => Err(format!("`{other}` is not one of aws-lc-rs, ring")),
-            },
+            Provider::named(&args.crypto_provider)
+                .ok_or_else(|| format!("`{}` is not one of aws-lc-rs, ring", args.crypto_provider)),
         );
         let aead = p.check(
             "aead",
             match args.aead.as_str() {
                 "auto" => Ok(None),
-                "aws-lc-rs" => Ok(Some(Provider::AwsLcRs)),
-                "ring" => Ok(Some(Provider::Ring)),
-                other => Err(format!("`{other}` is not one of auto, aws-lc-rs, ring")),
+                other => Provider::named(other)
+                    .map(Some)
+                    .ok_or_else(|| format!("`{other}` is not one of auto, aws-lc-rs, ring")),
             },
         );
         let alpn = p.check("alpn", parse_alpn_list(&args.alpn));

@@ -75,14 +75,8 @@ impl Resolver {
 
     /// For a known socket address (an inbound route's app): never looked up.
     pub fn fixed(addr: SocketAddr) -> Self {
-        Self {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            fixed: Some(Arc::from([addr])),
-            cache_for: Duration::ZERO,
-            cache: Mutex::new(None),
-            counters: LookupCounters::default(),
-        }
+        let ip = addr.ip().to_string();
+        Self::new(&ip, addr.port(), Duration::ZERO, LookupCounters::default())
     }
 
     pub fn host(&self) -> &str {

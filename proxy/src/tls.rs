@@ -37,39 +37,31 @@ pub struct TlsConfigs {
 /// key loading from `kind`; the record protection (the cipher suites' AEAD) from `aead`.
 /// rustls cipher suites are self-contained, so the two may come from different libraries.
 pub fn provider(kind: Provider, aead: Provider, tls12: bool) -> CryptoProvider {
+    /// Gembok's suite order (AEAD only, AES-128-GCM first; the TLS 1.2 ones only with
+    /// `--tls12`), as one library's suite statics.
+    macro_rules! preferred_suites {
+        ($library:ident) => {{
+            use rustls::crypto::$library::cipher_suite as cs;
+            [
+                cs::TLS13_AES_128_GCM_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
+        }};
+    }
     let mut provider = match kind {
         Provider::AwsLcRs => rustls::crypto::aws_lc_rs::default_provider(),
         Provider::Ring => rustls::crypto::ring::default_provider(),
     };
     let preferred = match aead {
-        Provider::AwsLcRs => {
-            use rustls::crypto::aws_lc_rs::cipher_suite as cs;
-            [
-                cs::TLS13_AES_128_GCM_SHA256,
-                cs::TLS13_AES_256_GCM_SHA384,
-                cs::TLS13_CHACHA20_POLY1305_SHA256,
-                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            ]
-        }
-        Provider::Ring => {
-            use rustls::crypto::ring::cipher_suite as cs;
-            [
-                cs::TLS13_AES_128_GCM_SHA256,
-                cs::TLS13_AES_256_GCM_SHA384,
-                cs::TLS13_CHACHA20_POLY1305_SHA256,
-                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            ]
-        }
+        Provider::AwsLcRs => preferred_suites!(aws_lc_rs),
+        Provider::Ring => preferred_suites!(ring),
     };
     provider.cipher_suites = preferred
         .into_iter()
@@ -91,9 +83,10 @@ pub fn record_library(kind: Provider, choice: Option<Provider>) -> Provider {
 /// True on x86-64 CPUs with VAES, VPCLMULQDQ and AVX2 but without the AVX-512 set aws-lc's
 /// wide AES-GCM needs (F, DQ, BW, VL): AMD Zen 3, Intel Alder Lake and later client cores.
 /// There ring 0.17.14 runs AES-GCM with 256-bit VAES while aws-lc 0.47 falls back to 128-bit
-/// AES-NI: about 4× faster in memory, 0.73 → 0.53 of nginx's CPU per GiB through a sidecar
-/// pair (`benches/tuning.md`). With AVX-512 the two are level (both about 9.5 GB/s per core)
-/// and without VAES both run the same AES-NI code, so elsewhere the provider keeps its own.
+/// AES-NI: in one full benchmark run on such a CPU, the pair's CPU per GiB was 0.68× nginx's
+/// with aws-lc records and 0.55× with ring's (`benches/tuning.md`). With AVX-512 the two are
+/// level (both about 9.5 GB/s per core in `shared/notes/performance.md`) and without VAES both
+/// run the same AES-NI code, so elsewhere the provider keeps its own.
 pub fn ring_has_the_faster_aes_gcm() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -245,7 +238,7 @@ mod tests {
 
     #[test]
     fn only_aead_suites_in_preference_order() {
-        let all = [Provider::AwsLcRs, Provider::Ring];
+        let all = Provider::ALL;
         for (kind, aead) in all.into_iter().flat_map(|k| all.map(|a| (k, a))) {
             let names: Vec<String> = provider(kind, aead, false)
                 .cipher_suites
@@ -318,8 +311,8 @@ mod tests {
 
     #[test]
     fn a_pinned_aead_library_wins_and_auto_only_moves_aws_lc_to_ring() {
-        for kind in [Provider::AwsLcRs, Provider::Ring] {
-            for pinned in [Provider::AwsLcRs, Provider::Ring] {
+        for kind in Provider::ALL {
+            for pinned in Provider::ALL {
                 assert_eq!(record_library(kind, Some(pinned)), pinned);
             }
         }

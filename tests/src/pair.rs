@@ -2,10 +2,11 @@
 //! mTLS → inbound gembok-proxy (as `server`) → app.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::pki::{CertDir, TestPki, dns_name};
 use crate::proxy::Proxy;
-use crate::traffic::ExchangeApp;
+use crate::traffic::{Exchange, ExchangeApp};
 
 pub struct Pair {
     pub pki: TestPki,
@@ -68,6 +69,33 @@ impl Pair {
     /// Where the app's client connects: the outbound listener.
     pub fn entry(&self) -> SocketAddr {
         self.outbound.outbound[0]
+    }
+
+    /// Sends `each_way` bytes to the app and back through the pair (seeded by `id`) and asserts
+    /// both directions arrived intact; `what` names the case in a failure.
+    pub async fn exchange_intact(&mut self, what: &str, id: u64, each_way: u64) {
+        let x = Exchange {
+            id,
+            send_len: each_way,
+            send_seed: 2 * id + 1,
+            reply_len: each_way,
+            reply_seed: 2 * id + 2,
+        };
+        let got = tokio::time::timeout(Duration::from_secs(300), x.run(self.entry()))
+            .await
+            .expect("transfer finished")
+            .expect("client side");
+        assert_eq!(
+            got.received,
+            x.expected_reply(),
+            "{what}: peer → app corrupted"
+        );
+        let at_app = self.app.received.recv().await.unwrap().expect("app side");
+        assert_eq!(
+            at_app.stream,
+            x.expected_at_app(),
+            "{what}: app → peer corrupted"
+        );
     }
 }
 

@@ -47,23 +47,6 @@ async fn data_path(proxy: &Proxy) -> String {
         .to_owned()
 }
 
-async fn exchange_intact(pair: &mut Pair, id: u64, each_way: u64) {
-    let x = Exchange {
-        id,
-        send_len: each_way,
-        send_seed: 2 * id + 1,
-        reply_len: each_way,
-        reply_seed: 2 * id + 2,
-    };
-    let got = tokio::time::timeout(Duration::from_secs(300), x.run(pair.entry()))
-        .await
-        .expect("transfer finished")
-        .expect("client side");
-    assert_eq!(got.received, x.expected_reply(), "peer → app corrupted");
-    let at_app = pair.app.received.recv().await.unwrap().expect("app side");
-    assert_eq!(at_app.stream, x.expected_at_app(), "app → peer corrupted");
-}
-
 // === any machine ===
 
 #[tokio::test]
@@ -83,7 +66,7 @@ async fn auto_uses_the_kernel_only_where_it_can_and_traffic_is_intact_either_way
             "{path}"
         );
     }
-    exchange_intact(&mut pair, 1, 4 << 20).await;
+    pair.exchange_intact(&path, 1, 4 << 20).await;
     for proxy in [&pair.inbound, &pair.outbound] {
         proxy
             .wait_metric("gembok_data_path_total", &[("path", expected)], 1.0)
@@ -100,7 +83,7 @@ async fn auto_uses_the_kernel_only_where_it_can_and_traffic_is_intact_either_way
 async fn off_keeps_every_connection_in_user_space() {
     let mut pair = Pair::start_args(&["--ktls", "off"], &["--ktls", "off"]).await;
     assert_eq!(data_path(&pair.inbound).await, "user space (--ktls off)");
-    exchange_intact(&mut pair, 1, 1 << 20).await;
+    pair.exchange_intact("--ktls off", 1, 1 << 20).await;
     pair.inbound
         .wait_metric("gembok_data_path_total", &[("path", "userspace")], 1.0)
         .await;
@@ -171,7 +154,7 @@ async fn a_ktls_pair_carries_large_transfers_both_ways_intact() {
     let before = tls_stat();
     let mut pair = Pair::start().await;
     assert_ktls(&pair.inbound).await;
-    exchange_intact(&mut pair, 1, 32 << 20).await;
+    pair.exchange_intact("kTLS pair", 1, 32 << 20).await;
     for proxy in [&pair.inbound, &pair.outbound] {
         proxy
             .wait_metric("gembok_data_path_total", &[("path", "ktls")], 1.0)
@@ -346,7 +329,8 @@ async fn a_ktls_sidecar_talks_to_a_user_space_peer_both_ways_round() {
         (["--ktls", "off"], ["--ktls", "auto"]),
     ] {
         let mut pair = Pair::start_args(&inbound, &outbound).await;
-        exchange_intact(&mut pair, 7, 8 << 20).await;
+        pair.exchange_intact(&format!("{inbound:?}/{outbound:?}"), 7, 8 << 20)
+            .await;
         let (kernel_side, user_side) = if inbound[1] == "auto" {
             (&pair.inbound, &pair.outbound)
         } else {
@@ -680,7 +664,7 @@ async fn the_sending_key_is_rotated_at_the_record_budget() {
         // 5 MiB each way is at least 320 records (at most 16 KiB each) each way. A key seals
         // 64 records and is rotated before the 65th, so that is four rotations or more per
         // side. (4 MiB could be exactly 256 full records: only three rotations.)
-        exchange_intact(&mut pair, 5, 5 << 20).await;
+        pair.exchange_intact("record budget", 5, 5 << 20).await;
         pair.inbound
             .wait_metric("gembok_connections_closed_total", &[("end", "clean")], 1.0)
             .await;

@@ -101,26 +101,16 @@ pub fn handoff<'k, C: WithKeyLog>(
     ulp_attached: bool,
     config: Arc<C>,
 ) -> (Arc<C>, Option<Handoff<'k>>) {
-    match kernel {
-        Some(kernel) if kernel.support.rekey && ulp_attached => {
-            let (config, secrets) = capturing(&config);
-            (
-                config,
-                Some(Handoff {
-                    kernel,
-                    secrets: Some(secrets),
-                }),
-            )
-        }
-        Some(kernel) => (
-            config,
-            Some(Handoff {
-                kernel,
-                secrets: None,
-            }),
-        ),
-        None => (config, None),
-    }
+    let Some(kernel) = kernel else {
+        return (config, None);
+    };
+    let (config, secrets) = if kernel.support.rekey && ulp_attached {
+        let (config, secrets) = capturing(&config);
+        (config, Some(secrets))
+    } else {
+        (config, None)
+    };
+    (config, Some(Handoff { kernel, secrets }))
 }
 
 /// One direction's key schedule.

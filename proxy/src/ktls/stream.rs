@@ -6,8 +6,9 @@
 //! correctness). A KeyUpdate is followed in the kernel when it can be rekeyed (Linux 6.14 and
 //! later; see [`super::keys`]): the next receiving key is installed at once and, when the peer
 //! asks for it, our own KeyUpdate goes out before our next record. On an older kernel a KeyUpdate
-//! ends the connection with a fatal alert ([`KtlsStream::abort`]), counted. A TCP EOF without close_notify is reported as `UnexpectedEof`,
-//! as rustls does, so the forwarder treats it as a truncation.
+//! ends the connection with a fatal alert ([`KtlsStream::abort`]), counted. A TCP EOF without
+//! close_notify is reported as `UnexpectedEof`, as rustls does, so the forwarder treats it as a
+//! truncation.
 //!
 //! Writes are plain `send`s (the kernel encrypts). `poll_shutdown` sends close_notify, then FIN.
 //! Every write counts an upper bound of the records it produced; before a write would pass the
@@ -334,17 +335,14 @@ impl AsyncRead for KtlsStream {
                         body.first().copied().unwrap_or(0),
                         body.get(1).copied().unwrap_or(0),
                     );
-                    return Poll::Ready(Err(io::Error::other(ControlError::Alert {
-                        level,
-                        description,
-                    })));
+                    return Poll::Ready(Err(control(ControlError::Alert { level, description })));
                 }
                 Some(TlsGetRecordType::Handshake) => {
                     this.on_handshake(&buf.initialize_unfilled()[..got.len])?;
                     continue;
                 }
                 Some(other) => {
-                    return Poll::Ready(Err(io::Error::other(ControlError::Unexpected(other))));
+                    return Poll::Ready(Err(control(ControlError::Unexpected(other))));
                 }
             }
         }

@@ -2,7 +2,6 @@
 //! and the directories it applies with `kubectl apply -f` hold nothing but Kubernetes objects.
 
 use std::fs;
-use std::path::Path;
 
 use super::support::*;
 
@@ -62,22 +61,6 @@ const CLUSTER_SCOPED: &[&str] = &[
     "PriorityClass",
     "CustomResourceDefinition",
 ];
-
-fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml" | "json")
-                )
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 #[test]
 fn every_overlay_and_cluster_renders() {
@@ -174,8 +157,7 @@ fn base_kustomization_lists_every_plain_manifest() {
 
 #[test]
 fn operations_guide_commands_are_documented_and_valid() {
-    let readme =
-        fs::read_to_string(manifests_dir().join("README.md")).expect("manifests/README.md");
+    let readme = readme();
     let mut f = Failures::default();
     for cmd in SEED_COMMANDS {
         f.check(readme.contains(cmd), || format!("README.md lacks `{cmd}`"));

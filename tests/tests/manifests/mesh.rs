@@ -1,16 +1,12 @@
 //! Istio multi-primary settings per region, Istio/Gembok coexistence, and the injector's
 //! webhook registration and Deployment.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 use serde_json::Value;
 
 use super::support::*;
-
-fn readme() -> String {
-    fs::read_to_string(manifests_dir().join("README.md")).expect("manifests/README.md")
-}
 
 fn istio_values(region: &str) -> Value {
     let path = manifests_dir().join(format!("clusters/{region}/istio-values.yaml"));
@@ -25,6 +21,19 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
     let mut clusters = BTreeSet::new();
     let mut networks = BTreeSet::new();
     let mut rec_names = BTreeSet::new();
+    // Each region rendered once: the checks below compare the regions with each other.
+    let rendered: BTreeMap<String, Vec<Value>> = REGIONS
+        .iter()
+        .map(|r| (r.to_string(), render(&format!("clusters/{r}"))))
+        .collect();
+    // The istio-system network label is set at install time (README step 1), with the one
+    // network name pattern that the regions' istio-values follow (checked below).
+    f.check(
+        readme().contains(
+            "kubectl label namespace istio-system topology.istio.io/network=network-<region>",
+        ),
+        || "README lacks the istio-system network label command of install step 1".into(),
+    );
     for region in REGIONS {
         let target = format!("clusters/{region}");
         let v = istio_values(region);
@@ -37,7 +46,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
                 .to_owned(),
         );
         networks.insert(network.clone());
-        let objs = render(&target);
+        let objs = &rendered[region];
         // The namespace's network label is set at install time (`kubectl label`, README step 1),
         // never declared: a declared label would be removed by `kubectl apply -f
         // base/namespaces/` (see operations.rs). The network name follows one pattern, which the
@@ -45,17 +54,11 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
         f.check(network == format!("network-{region}"), || {
             format!("{target}: istio-values network {network:?} is not network-{region}")
         });
-        let ns = namespace_labels(&objs, "istio-system");
+        let ns = namespace_labels(objs, "istio-system");
         f.check(!ns.contains_key("topology.istio.io/network"), || {
             format!("{target}: the rendered istio-system declares topology.istio.io/network; it is set at install time")
         });
-        f.check(
-            readme().contains(
-                "kubectl label namespace istio-system topology.istio.io/network=network-<region>",
-            ),
-            || "README lacks the istio-system network label command of install step 1".into(),
-        );
-        match find(&objs, "Deployment", "istio-system", "istio-eastwestgateway") {
+        match find(objs, "Deployment", "istio-system", "istio-eastwestgateway") {
             Some(gw) => {
                 let t = &gw["spec"]["template"];
                 f.check(
@@ -72,7 +75,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             }
             None => f.push(format!("{target}: no east-west gateway")),
         }
-        match find(&objs, "Service", "istio-system", "istio-eastwestgateway") {
+        match find(objs, "Service", "istio-system", "istio-eastwestgateway") {
             Some(s) => {
                 f.check(
                     s["metadata"]["labels"]["topology.istio.io/network"] == network.as_str(),
@@ -85,7 +88,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             }
             None => f.push(format!("{target}: no east-west Service")),
         }
-        let passthrough = of_kind(&objs, "Gateway").any(|g| {
+        let passthrough = of_kind(objs, "Gateway").any(|g| {
             g["spec"]["selector"]["istio"] == "eastwestgateway"
                 && arr(&g["spec"]["servers"])
                     .iter()
@@ -99,7 +102,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             .iter()
             .filter_map(|p| p["name"].as_str())
             .collect();
-        for t in of_kind(&objs, "Telemetry") {
+        for t in of_kind(objs, "Telemetry") {
             for tr in arr(&t["spec"]["tracing"]) {
                 for p in arr(&tr["providers"]) {
                     let n = p["name"].as_str().unwrap_or("");
@@ -110,7 +113,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             }
         }
         // The regional issuer and Redis cluster.
-        let issuer = of_kind(&objs, "ClusterIssuer").find(|i| name(i) == "gembok-ca");
+        let issuer = of_kind(objs, "ClusterIssuer").find(|i| name(i) == "gembok-ca");
         f.check(
             issuer.is_some_and(|i| {
                 i["spec"]["ca"]["secretName"] == format!("gembok-intermediate-ca-{region}").as_str()
@@ -120,7 +123,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
         // One Redis Enterprise cluster with a name unique across the regions (active-active
         // requires it), reachable from the other regions on this region's FQDN; every region's
         // RedisEnterpriseRemoteCluster for this region names exactly this REC and FQDN.
-        let recs: Vec<&Value> = of_kind(&objs, "RedisEnterpriseCluster").collect();
+        let recs: Vec<&Value> = of_kind(objs, "RedisEnterpriseCluster").collect();
         f.check(recs.len() == 1, || {
             format!("{target}: {} RedisEnterpriseClusters", recs.len())
         });
@@ -139,14 +142,13 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
         });
         for other in REGIONS {
             let rerc = find(
-                &render(&format!("clusters/{other}")),
+                &rendered[other],
                 "RedisEnterpriseRemoteCluster",
                 "redis",
                 &format!("rerc-{region}"),
-            )
-            .cloned();
+            );
             f.check(
-                rerc.as_ref().is_some_and(|r| {
+                rerc.is_some_and(|r| {
                     r["spec"]["apiFqdnUrl"] == api.as_str()
                         && r["spec"]["recName"] == rec_name.as_str()
                         && r["spec"]["recNamespace"] == "redis"
@@ -159,8 +161,8 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             );
         }
         // Databases bind to this REC: by name, or implicitly (one REC per namespace).
-        for db in of_kind(&objs, "RedisEnterpriseDatabase")
-            .chain(of_kind(&objs, "RedisEnterpriseActiveActiveDatabase"))
+        for db in of_kind(objs, "RedisEnterpriseDatabase")
+            .chain(of_kind(objs, "RedisEnterpriseActiveActiveDatabase"))
         {
             let bound = &db["spec"]["redisEnterpriseCluster"]["name"];
             f.check(bound.is_null() || *bound == rec_name.as_str(), || {
@@ -168,43 +170,40 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
             });
         }
         // The active-active database never shares a name or port with a regional one.
-        let regional: Vec<(&str, &Value)> = of_kind(&objs, "RedisEnterpriseDatabase")
+        let regional: Vec<(&str, &Value)> = of_kind(objs, "RedisEnterpriseDatabase")
             .map(|d| (name(d), &d["spec"]["databasePort"]))
             .collect();
-        for aa in of_kind(
-            &render("clusters/us"),
-            "RedisEnterpriseActiveActiveDatabase",
-        ) {
+        for aa in of_kind(&rendered["us"], "RedisEnterpriseActiveActiveDatabase") {
             let port = &aa["spec"]["globalConfigurations"]["databasePort"];
             f.check(
                 regional.iter().all(|(n, p)| *n != name(aa) && *p != port),
                 || format!("{target}: active-active {} ({port}) clashes with a regional database {regional:?}", name(aa)),
             );
         }
-        let rercs: BTreeSet<String> = of_kind(&objs, "RedisEnterpriseRemoteCluster")
+        let rercs: BTreeSet<String> = of_kind(objs, "RedisEnterpriseRemoteCluster")
             .map(|r| name(r).to_owned())
             .collect();
         f.check(
             rercs == REGIONS.iter().map(|r| format!("rerc-{r}")).collect(),
             || format!("{target}: remote clusters {rercs:?}"),
         );
-        let fqdns: BTreeSet<&str> = of_kind(&objs, "RedisEnterpriseRemoteCluster")
+        let fqdns: BTreeSet<&str> = of_kind(objs, "RedisEnterpriseRemoteCluster")
             .filter_map(|r| r["spec"]["apiFqdnUrl"].as_str())
             .collect();
         f.check(fqdns.len() == REGIONS.len(), || {
             format!("{target}: remote cluster FQDNs are not distinct: {fqdns:?}")
         });
-        for aa in of_kind(&objs, "RedisEnterpriseActiveActiveDatabase") {
+        for aa in of_kind(objs, "RedisEnterpriseActiveActiveDatabase") {
             for pc in arr(&aa["spec"]["participatingClusters"]) {
                 let n = pc["name"].as_str().unwrap_or("");
                 f.check(
-                    find(&objs, "RedisEnterpriseRemoteCluster", "redis", n).is_some(),
+                    find(objs, "RedisEnterpriseRemoteCluster", "redis", n).is_some(),
                     || format!("{target}: {} lists unknown {n}", id(aa)),
                 );
             }
         }
         // Region label on every pod template.
-        for p in pod_templates(&objs) {
+        for p in pod_templates(objs) {
             f.check(
                 p.labels().get("gembok.io/region").map(String::as_str) == Some(region),
                 || format!("{target}: {} lacks gembok.io/region={region}", id(p.owner)),
@@ -226,14 +225,7 @@ fn every_region_is_one_cluster_and_network_of_one_mesh() {
     let aa_in: Vec<&str> = REGIONS
         .iter()
         .copied()
-        .filter(|r| {
-            of_kind(
-                &render(&format!("clusters/{r}")),
-                "RedisEnterpriseActiveActiveDatabase",
-            )
-            .count()
-                > 0
-        })
+        .filter(|r| of_kind(&rendered[*r], "RedisEnterpriseActiveActiveDatabase").count() > 0)
         .collect();
     f.check(aa_in == ["us"], || format!("the active-active database must be declared in exactly one region (us), found in {aa_in:?}"));
     f.assert_none("Istio multi-primary and regions");
@@ -579,8 +571,8 @@ fn edge_routes_retry_safely_and_eject_failing_endpoints() {
             format!("{target}: no VirtualService route to payment")
         });
         for r in payment {
-            let timeout = duration_secs(r["timeout"].as_str().unwrap_or(""));
-            let per_try = duration_secs(r["retries"]["perTryTimeout"].as_str().unwrap_or(""));
+            let timeout = go_duration(r["timeout"].as_str().unwrap_or(""));
+            let per_try = go_duration(r["retries"]["perTryTimeout"].as_str().unwrap_or(""));
             let attempts = r["retries"]["attempts"].as_i64().unwrap_or(0);
             f.check(timeout.is_some_and(|t| t > 0.0), || {
                 format!("{target}: payment route {} has no timeout", r["name"])
@@ -617,7 +609,7 @@ fn edge_routes_retry_safely_and_eject_failing_endpoints() {
                 od.is_some_and(|o| {
                     (o["consecutive5xxErrors"].as_i64().unwrap_or(0) > 0
                         || o["consecutiveGatewayErrors"].as_i64().unwrap_or(0) > 0)
-                        && duration_secs(o["baseEjectionTime"].as_str().unwrap_or(""))
+                        && go_duration(o["baseEjectionTime"].as_str().unwrap_or(""))
                             .is_some_and(|t| t > 0.0)
                         && o["maxEjectionPercent"].as_i64().is_some_and(|p| p > 0 && p < 100)
                 }),
@@ -626,17 +618,4 @@ fn edge_routes_retry_safely_and_eject_failing_endpoints() {
         }
     }
     f.assert_none("edge routes");
-}
-
-/// "15s", "500ms", "2m" -> seconds.
-fn duration_secs(s: &str) -> Option<f64> {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    Some(match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    })
 }

@@ -304,7 +304,7 @@ fn every_declared_flow_is_allowed() {
             format!("{target}: only {} declared routes", routes.len())
         });
         // The two service-to-service calls of the shop, by name (issue 4).
-        for (from, to) in [("product-catalog", "recommendation"), ("payment", "auth")] {
+        for (from, to) in SERVICE_CALLS {
             f.check(
                 routes
                     .iter()

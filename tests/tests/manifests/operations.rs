@@ -3,17 +3,13 @@
 //! never undoes a kustomization's setting), its install steps come in dependency order, and
 //! every certificate renews before any certificate-expiry alert could fire.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
 use serde_json::Value;
 
 use super::support::*;
-
-fn readme() -> String {
-    fs::read_to_string(manifests_dir().join("README.md")).expect("manifests/README.md")
-}
 
 /// Every path the README applies with `kubectl apply -f base/...`, expanded to its YAML files.
 fn dash_f_files(readme: &str) -> BTreeSet<PathBuf> {
@@ -26,12 +22,7 @@ fn dash_f_files(readme: &str) -> BTreeSet<PathBuf> {
             .collect();
         let path = manifests_dir().join(&arg);
         if path.is_dir() {
-            for e in fs::read_dir(&path).expect("read_dir") {
-                let p = e.expect("entry").path();
-                if p.extension().is_some_and(|x| x == "yaml") {
-                    out.insert(p);
-                }
-            }
+            out.extend(yaml_files(&path));
         } else {
             out.insert(path);
         }
@@ -132,6 +123,15 @@ fn dash_f_files_of_the_guide_agree_with_every_overlay_and_region() {
     f.check(!bookkeeping.is_empty(), || {
         "no overlay stamps labels: the bookkeeping-label exemption is stale".into()
     });
+    // The objects each file creates, read once for all targets.
+    let file_docs: Vec<(String, Vec<Value>)> = files
+        .iter()
+        .map(|file| {
+            let rel = file.strip_prefix(manifests_dir()).unwrap().display();
+            let docs = parse_docs(&fs::read_to_string(file).unwrap()).unwrap();
+            (rel.to_string(), docs)
+        })
+        .collect();
     for target in TARGETS {
         let objs = render(target);
         // The exemption below holds only while nothing selects on those labels.
@@ -146,10 +146,8 @@ fn dash_f_files_of_the_guide_agree_with_every_overlay_and_region() {
                 )
             });
         }
-        for file in &files {
-            let rel = file.strip_prefix(manifests_dir()).unwrap().display();
-            let docs = parse_docs(&fs::read_to_string(file).unwrap()).unwrap();
-            for d in &docs {
+        for (rel, docs) in &file_docs {
+            for d in docs {
                 let Some(r) = objs.iter().find(|o| {
                     kind(o) == kind(d)
                         && name(o) == name(d)
@@ -183,34 +181,6 @@ fn dash_f_files_of_the_guide_agree_with_every_overlay_and_region() {
 }
 
 // ---- certificates and expiry alerts ------------------------------------------------------
-
-/// Go duration ("720h", "90m", "1h30m", "45s") in seconds.
-fn go_duration(s: &str) -> Option<f64> {
-    let mut total = 0.0;
-    let mut num = String::new();
-    let mut chars = s.trim().chars().peekable();
-    chars.peek()?;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if c == 'm' && chars.peek() == Some(&'s') {
-            unit.push(chars.next()?);
-        }
-        let n: f64 = num.parse().ok()?;
-        num.clear();
-        total += n * match unit.as_str() {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            _ => return None,
-        };
-    }
-    num.is_empty().then_some(total)
-}
 
 /// The threshold (seconds) of an expiry alert: the right-hand side of its `<` comparison, a
 /// product of numbers such as `7 * 24 * 3600`. `None` when the expression has another shape.
@@ -357,18 +327,12 @@ fn install_steps_run_in_dependency_order() {
     // Step "Gembok first" applies the part-of=gembok subset of the region; it must stand on its
     // own: every Certificate (the Redis proxy's included) with its issuer, the injector and its
     // webhook, in namespaces that base/namespaces/ creates.
-    let namespaces: BTreeSet<String> = parse_docs(
-        &fs::read_dir(manifests_dir().join("base/namespaces"))
-            .unwrap()
-            .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n---\n"),
-    )
-    .unwrap()
-    .iter()
-    .map(|n| name(n).to_owned())
-    .chain(["cert-manager".to_owned()])
-    .collect();
+    let namespaces: BTreeSet<String> = yaml_files(&manifests_dir().join("base/namespaces"))
+        .iter()
+        .flat_map(|p| parse_docs(&fs::read_to_string(p).unwrap()).unwrap())
+        .map(|n| name(&n).to_owned())
+        .chain(["cert-manager".to_owned()])
+        .collect();
     for region in REGIONS {
         let target = format!("clusters/{region}");
         let objs = render(&target);
@@ -390,10 +354,10 @@ fn install_steps_run_in_dependency_order() {
                 format!("{target}: the part-of=gembok subset lacks {k} {ns}/{n}")
             });
         }
-        let issuers: BTreeMap<(String, String), ()> = subset
+        let issuers: BTreeSet<(&str, &str)> = subset
             .iter()
             .filter(|o| kind(o) == "Issuer" || kind(o) == "ClusterIssuer")
-            .map(|o| ((namespace(o).to_owned(), name(o).to_owned()), ()))
+            .map(|o| (namespace(o), name(o)))
             .collect();
         for c in of_kind(&objs, "Certificate") {
             let r = &c["spec"]["issuerRef"];
@@ -403,7 +367,7 @@ fn install_steps_run_in_dependency_order() {
             } else {
                 namespace(c)
             };
-            let gembok_pki = issuers.contains_key(&(ns.to_owned(), n.to_owned()));
+            let gembok_pki = issuers.contains(&(ns, n));
             if n == "gembok-ca" || gembok_pki {
                 f.check(subset.iter().any(|o| std::ptr::eq(*o, c)), || {
                     format!("{target}: {} is issued by the Gembok PKI but not in the part-of=gembok step", id(c))

@@ -1,10 +1,12 @@
 //! Shared helpers: where things are, rendering with `kubectl kustomize`, running the real
 //! `gembok-injector inject`, and reading Kubernetes objects as JSON values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize as _;
@@ -24,6 +26,9 @@ pub const REGIONS: [&str; 3] = ["us", "eu", "asia"];
 /// deployment target.
 pub const CLASSIC_FIXTURE: &str = "tests/classic-sidecars";
 pub const SERVICES: [&str; 4] = ["product-catalog", "payment", "recommendation", "auth"];
+/// The shop's service-to-service calls (caller, callee), by name (issue 4).
+pub const SERVICE_CALLS: [(&str, &str); 2] =
+    [("product-catalog", "recommendation"), ("payment", "auth")];
 pub const APP_NAMESPACE: &str = "ecommerce";
 pub const PROXY_CONTAINER: &str = "gembok-proxy";
 
@@ -38,8 +43,51 @@ pub fn manifests_dir() -> PathBuf {
     repo().join("manifests")
 }
 
-/// `kubectl kustomize manifests/<target>` as text.
+/// `manifests/README.md`, the operations guide.
+pub fn readme() -> String {
+    fs::read_to_string(manifests_dir().join("README.md")).expect("manifests/README.md")
+}
+
+/// The manifest files of `dir` (what `kubectl apply -f <dir>` reads), sorted.
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// `kubectl kustomize manifests/<target>` as text. Rendered once per test process: tests that
+/// compare targets (regions against each other, injection against the rendered injector) ask
+/// for the same target several times.
 pub fn render_text(target: &str) -> Result<String> {
+    static RENDERED: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let cache = RENDERED.get_or_init(Default::default);
+    let cached = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(target)
+        .cloned();
+    if let Some(text) = cached {
+        return Ok(text);
+    }
+    let text = kustomize(target)?;
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(target.to_owned(), text.clone());
+    Ok(text)
+}
+
+fn kustomize(target: &str) -> Result<String> {
     let dir = manifests_dir().join(target);
     let out = Command::new("kubectl")
         .arg("kustomize")
@@ -379,6 +427,35 @@ pub fn service_host(host: &str) -> Option<(String, String)> {
 
 pub fn spiffe_id(ns: &str, sa: &str) -> String {
     format!("spiffe://cluster.local/ns/{ns}/sa/{sa}")
+}
+
+/// Go/protobuf duration ("720h", "90m", "1h30m", "15s", "500ms") in seconds; `None` for
+/// anything else (a bare number included).
+pub fn go_duration(s: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut num = String::new();
+    let mut chars = s.trim().chars().peekable();
+    chars.peek()?;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if c == 'm' && chars.peek() == Some(&'s') {
+            unit.push(chars.next()?);
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        total += n * match unit.as_str() {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return None,
+        };
+    }
+    num.is_empty().then_some(total)
 }
 
 /// Glob match with `*` (allow-san patterns).

@@ -106,7 +106,7 @@ fn classic_component_switches_only_the_sidecar_mode() {
 
 #[test]
 fn readme_states_the_versions_the_tests_validate() {
-    let readme = std::fs::read_to_string(manifests_dir().join("README.md")).unwrap();
+    let readme = readme();
     let run = std::fs::read_to_string(manifests_dir().join("tests/run.sh")).unwrap();
     let mut f = Failures::default();
     f.check(

@@ -145,17 +145,8 @@ async fn the_ring_provider_carries_traffic_intact() {
             &["--crypto-provider", outbound],
         )
         .await;
-        let x = Exchange {
-            id: 3,
-            send_len: 8 << 20,
-            send_seed: 5,
-            reply_len: 8 << 20,
-            reply_seed: 6,
-        };
-        let client = x.run(pair.entry()).await.expect("client side");
-        assert_eq!(client.received, x.expected_reply(), "{inbound}/{outbound}");
-        let at_app = pair.app.received.recv().await.unwrap().expect("app side");
-        assert_eq!(at_app.stream, x.expected_at_app(), "{inbound}/{outbound}");
+        pair.exchange_intact(&format!("{inbound}/{outbound}"), 3, 8 << 20)
+            .await;
         let m = pair.outbound.metrics().await;
         assert_eq!(
             m.sum(
@@ -204,17 +195,8 @@ async fn the_aead_library_is_chosen_apart_from_the_key_exchange() {
         ("auto", "aws-lc-rs", auto, "aws-lc-rs"),
     ] {
         let mut pair = Pair::start_args(&["--aead", inbound], &["--aead", outbound]).await;
-        let x = Exchange {
-            id: 4,
-            send_len: 4 << 20,
-            send_seed: 7,
-            reply_len: 4 << 20,
-            reply_seed: 8,
-        };
-        let client = x.run(pair.entry()).await.expect("client side");
-        assert_eq!(client.received, x.expected_reply(), "{inbound}/{outbound}");
-        let at_app = pair.app.received.recv().await.unwrap().expect("app side");
-        assert_eq!(at_app.stream, x.expected_at_app(), "{inbound}/{outbound}");
+        pair.exchange_intact(&format!("{inbound}/{outbound}"), 4, 4 << 20)
+            .await;
         let out = pair.outbound.metrics().await;
         assert_eq!(
             out.sum(

@@ -147,40 +147,19 @@ fn check(provider: CryptoProvider, suite: SupportedCipherSuite, cipher: Cipher) 
 
 #[test]
 fn the_next_generation_matches_rustls_for_every_suite_and_provider() {
-    use rustls::crypto::{aws_lc_rs, ring};
-    let cases = [
-        (
-            aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
-            Cipher::Aes128Gcm,
-        ),
-        (
-            aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
-            Cipher::Aes256Gcm,
-        ),
-        (
-            aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-            Cipher::Chacha20Poly1305,
-        ),
+    use crate::config::Provider;
+    // Gembok's TLS 1.3 suites, in its preference order.
+    let ciphers = [
+        Cipher::Aes128Gcm,
+        Cipher::Aes256Gcm,
+        Cipher::Chacha20Poly1305,
     ];
-    for (suite, cipher) in cases {
-        check(aws_lc_rs::default_provider(), suite, cipher);
-    }
-    let cases = [
-        (
-            ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
-            Cipher::Aes128Gcm,
-        ),
-        (
-            ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
-            Cipher::Aes256Gcm,
-        ),
-        (
-            ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-            Cipher::Chacha20Poly1305,
-        ),
-    ];
-    for (suite, cipher) in cases {
-        check(ring::default_provider(), suite, cipher);
+    for kind in Provider::ALL {
+        let provider = crate::tls::provider(kind, kind, false);
+        assert_eq!(provider.cipher_suites.len(), ciphers.len(), "{kind:?}");
+        for (suite, cipher) in provider.cipher_suites.clone().into_iter().zip(ciphers) {
+            check(provider.clone(), suite, cipher);
+        }
     }
 }
 
