@@ -147,11 +147,21 @@ pub struct ProxyArgs {
     /// require (exit 64 at start-up when the kernel has no kTLS).
     #[arg(long, env = "GEMBOK_KTLS", default_value = "auto")]
     pub ktls: String,
-    /// kTLS: rotate the sending key (TLS 1.3, kernels that can be rekeyed) or close the
-    /// connection after this many records under one key; `auto` is the cipher's own limit
-    /// (2^24 records for AES-GCM).
-    #[arg(long, env = "GEMBOK_KTLS_RECORD_LIMIT", default_value = "auto")]
-    pub ktls_record_limit: String,
+    /// Rotate the sending key with a KeyUpdate (gembok's record layer; kTLS on kernels that can
+    /// be rekeyed) or close the connection (kTLS otherwise) after this many records under one
+    /// key; `auto` is the cipher's own limit (2^24 records for AES-GCM).
+    #[arg(
+        long,
+        alias = "ktls-record-limit",
+        env = "GEMBOK_RECORD_LIMIT",
+        default_value = "auto"
+    )]
+    pub record_limit: String,
+    /// Who protects records after the handshake when the kernel does not: gembok (its own
+    /// TLS 1.3 record layer, which decrypts in place and writes to the app without a copy) or
+    /// rustls (its buffered API; TLS 1.2 connections always use it).
+    #[arg(long, env = "GEMBOK_RECORD_LAYER", default_value = "gembok")]
+    pub record_layer: String,
     /// Runtime worker threads: a number, or `auto` (the CPUs this process may use).
     #[arg(long, env = "GEMBOK_WORKERS", default_value = "auto")]
     pub workers: String,

@@ -38,8 +38,10 @@ pub struct Config {
     pub ktls_support: crate::ktls::Support,
     /// `--dns-cache`: how long an outbound route's resolved addresses are reused.
     pub dns_cache: Duration,
-    /// `--ktls-record-limit`; `None` for the cipher's own limit.
-    pub ktls_record_limit: Option<u64>,
+    /// `--record-limit`; `None` for the cipher's own limit.
+    pub record_limit: Option<u64>,
+    /// `--record-layer`.
+    pub record_layer: crate::records::Choice,
 }
 
 /// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
@@ -248,11 +250,19 @@ impl Config {
             },
         );
 
-        let ktls_record_limit = p.check(
-            "ktls-record-limit",
-            match args.ktls_record_limit.as_str() {
+        let record_limit = p.check(
+            "record-limit",
+            match args.record_limit.as_str() {
                 "auto" => Ok(None),
                 n => parse_positive(n).map(|n| Some(n as u64)),
+            },
+        );
+        let record_layer = p.check(
+            "record-layer",
+            match args.record_layer.as_str() {
+                "gembok" => Ok(crate::records::Choice::Gembok),
+                "rustls" => Ok(crate::records::Choice::Rustls),
+                other => Err(format!("`{other}` is not one of gembok, rustls")),
             },
         );
 
@@ -291,7 +301,8 @@ impl Config {
             workers: workers.expect(some),
             ktls: ktls.expect(some),
             ktls_support: crate::ktls::Support::not_probed(),
-            ktls_record_limit: ktls_record_limit.expect(some),
+            record_limit: record_limit.expect(some),
+            record_layer: record_layer.expect(some),
             dns_cache: dns_cache.expect(some),
         })
     }

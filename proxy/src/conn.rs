@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
@@ -12,11 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::forward::{self, Buffered, End, Outcome, Settings};
 use crate::identity;
+use crate::ktls::keys::SecretLog;
 use crate::ktls::setup::TlsSession;
 use crate::ktls::splice::AppToKernel;
 use crate::ktls::stream::ControlError;
 use crate::ktls::{self, Handoff, Handover, KtlsStream, RecordAligned};
 use crate::metrics::ListenerMetrics;
+use crate::records::{self, RecordStream};
 use crate::resolve::Resolver;
 
 /// Why a TCP connect (to the app, or to the peer) failed: the `reason` label of
@@ -88,6 +91,11 @@ pub fn handshake_done(metrics: &ListenerMetrics, tls: &rustls::CommonState, took
             tls.negotiated_key_exchange_group()
                 .and_then(|g| g.name().as_str()),
         ),
+        match tls.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => "resumed",
+            Some(_) => "full",
+            None => "unknown",
+        },
     );
     record_peer(tls.peer_certificates());
 }
@@ -130,27 +138,46 @@ impl<T: PeerStream + ?Sized> PeerStream for Box<T> {
     }
 }
 
+impl PeerStream for RecordStream {
+    fn tcp(&self) -> &TcpStream {
+        RecordStream::tcp(self)
+    }
+}
+
 impl PeerStream for KtlsStream {
     fn tcp(&self) -> &TcpStream {
         KtlsStream::tcp(self)
     }
 }
 
+/// Who may take a connection's records over from rustls after the handshake, first to last.
+pub struct Takers<'a> {
+    /// The kernel (kTLS enabled and available).
+    pub ktls: Option<Handoff<'a>>,
+    /// Gembok's user-space record layer (`--record-layer gembok`).
+    pub records: Option<&'a records::Layer>,
+    /// The connection's captured traffic secrets, for its record layer's key updates.
+    pub secrets: Option<Arc<SecretLog>>,
+    /// Client side: the session store's watch. Such a connection starts with rustls and
+    /// switches once the server's ticket is stored (see `records::tickets`).
+    pub tickets: Option<Arc<records::tickets::Watch>>,
+}
+
 /// Steps 4 and 5 of both directions: choose the data path (the kernel when it can take the
-/// connection), forward until both sides are done, and close the way forwarding ended.
-/// Returns the `end` label of `gembok_connections_closed_total`.
+/// connection, else gembok's record layer, else rustls), forward until both sides are done, and
+/// close the way forwarding ended. Returns the `end` label of `gembok_connections_closed_total`.
 pub async fn carry<S>(
     mut app: TcpStream,
     peer: S,
     settings: Settings,
     metrics: &ListenerMetrics,
-    ktls: Option<Handoff<'_>>,
+    takers: Takers<'_>,
     abort: &CancellationToken,
 ) -> &'static str
 where
     S: TlsSession + PeerStream,
 {
-    let mut peer = match ktls {
+    let peer = match takers.ktls {
         None => peer,
         Some(handoff) => match ktls::handover(peer, &handoff, metrics.key_updates.clone()).await {
             Handover::Kernel(peer) => {
@@ -169,6 +196,46 @@ where
             }
         },
     };
+    let mut peer = match takers.records {
+        Some(layer) if peer.bounded() || peer.ulp_attached() => {
+            let mut peer = peer;
+            let mut carried = (0, 0);
+            if let Some(tickets) = &takers.tickets {
+                // Client: with rustls until the ticket is in and nothing is in flight.
+                let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
+                let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
+                let ready = |peer: &mut S| {
+                    tickets.ticket_stored() && peer.at_boundary() && !peer.common().wants_write()
+                };
+                let idle = settings.idle_timeout;
+                let (ended, so_far) =
+                    forward::forward_until(&mut app, &mut peer, up, down, idle, abort, ready).await;
+                if let Some(outcome) = ended {
+                    metrics.data_path("userspace");
+                    return finish_logged(outcome, &mut app, &mut peer, metrics).await;
+                }
+                carried = so_far;
+            }
+            let secrets = takers.secrets.as_deref();
+            match records::handover(peer, layer, secrets, metrics.record_key_updates.clone()).await
+            {
+                records::Handover::Records(peer) => {
+                    return carry_records(app, peer, settings, metrics, abort, carried).await;
+                }
+                records::Handover::Rustls(peer, reason) => {
+                    tracing::debug!(reason, "gembok's record layer not used for this connection");
+                    peer
+                }
+                records::Handover::Failed(e, reason) => {
+                    tracing::warn!(reason, error = %e, "record layer hand-over failed after the handshake; closing");
+                    reset(&app);
+                    return "records_failed";
+                }
+            }
+        }
+        _ => peer,
+    };
+    peer.release();
     metrics.data_path("userspace");
     peer.set_send_queue(TLS_SEND_QUEUE);
     let outcome = forward::forward(
@@ -206,6 +273,38 @@ async fn carry_in_kernel(
         metrics.ktls_closed(control.reason());
         if control.can_alert_peer() {
             let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort()).await;
+        }
+    }
+    finish_logged(outcome, &mut app, &mut peer, metrics).await
+}
+
+/// Gembok's record layer: app → peer sealed in place after one copy, peer → app opened in place
+/// and written from there.
+async fn carry_records(
+    mut app: TcpStream,
+    mut peer: Box<RecordStream>,
+    settings: Settings,
+    metrics: &ListenerMetrics,
+    abort: &CancellationToken,
+    carried_before: (u64, u64),
+) -> &'static str {
+    metrics.data_path("records");
+    let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
+    let down = records::RecordsToApp::new(&metrics.peer_to_app);
+    let mut outcome =
+        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout, abort).await;
+    outcome.app_to_peer += carried_before.0;
+    outcome.peer_to_app += carried_before.1;
+    // A bad record or our key budget ended it: tell the peer with a fatal alert (its sidecar then
+    // resets its app) rather than leave a truncation. Not after the peer's own alert.
+    if let End::PeerError(e) = &outcome.end
+        && let Some(control) = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<records::stream::ControlError>())
+    {
+        metrics.records_closed(control.reason());
+        if let Some(alert) = control.alert() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort(alert)).await;
         }
     }
     finish_logged(outcome, &mut app, &mut peer, metrics).await

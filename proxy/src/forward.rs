@@ -47,7 +47,7 @@ impl Default for BufferPolicy {
 }
 
 impl BufferPolicy {
-    fn size_for(&self, carried: u64) -> usize {
+    pub fn size_for(&self, carried: u64) -> usize {
         if carried >= self.grow_after {
             self.large
         } else {
@@ -125,11 +125,34 @@ where
 pub async fn forward_with<A, P, U, D>(
     app: &mut A,
     peer: &mut P,
+    up: U,
+    down: D,
+    idle_timeout: Duration,
+    abort: &CancellationToken,
+) -> Outcome
+where
+    A: Unpin + ?Sized,
+    P: Unpin + ?Sized,
+    U: Pump<A, P>,
+    D: Pump<P, A>,
+{
+    let (outcome, _) =
+        forward_until(app, peer, up, down, idle_timeout, abort, |_: &mut P| false).await;
+    outcome.expect("never switches")
+}
+
+/// [`forward_with`] that stops early, returning `(None, carried)`, at the first moment both
+/// directions are open and at rest (nothing read and not yet written) and `switch(peer)` says
+/// the peer's data path may change now; `carried` is (app → peer, peer → app) so far.
+pub async fn forward_until<A, P, U, D>(
+    app: &mut A,
+    peer: &mut P,
     mut up: U,
     mut down: D,
     idle_timeout: Duration,
     abort: &CancellationToken,
-) -> Outcome
+    mut switch: impl FnMut(&mut P) -> bool,
+) -> (Option<Outcome>, (u64, u64))
 where
     A: Unpin + ?Sized,
     P: Unpin + ?Sized,
@@ -142,13 +165,13 @@ where
 
     let end = poll_fn(|cx| {
         if aborted.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(End::Aborted);
+            return Poll::Ready(Some(End::Aborted));
         }
         if !up_done {
             match up.poll_pump(cx, Pin::new(&mut *app), Pin::new(&mut *peer)) {
                 Poll::Ready(Ok(())) => up_done = true,
-                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(End::AppError(e)),
-                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(End::PeerError(e)),
+                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(Some(End::AppError(e))),
+                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(Some(End::PeerError(e))),
                 Poll::Pending => {}
             }
         }
@@ -156,26 +179,31 @@ where
             match down.poll_pump(cx, Pin::new(&mut *peer), Pin::new(&mut *app)) {
                 Poll::Ready(Ok(())) => down_done = true,
                 Poll::Ready(Err(Failed::Read(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Poll::Ready(End::Truncated);
+                    return Poll::Ready(Some(End::Truncated));
                 }
-                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(End::PeerError(e)),
-                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(End::AppError(e)),
+                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(Some(End::PeerError(e))),
+                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(Some(End::AppError(e))),
                 Poll::Pending => {}
             }
         }
         if up_done && down_done {
-            return Poll::Ready(End::Clean);
+            return Poll::Ready(Some(End::Clean));
         }
         let moved = up.take_moved() | down.take_moved();
-        idle.poll(cx, moved).map(|()| End::IdleTimeout)
+        if !up_done && !down_done && up.at_rest() && down.at_rest() && switch(&mut *peer) {
+            return Poll::Ready(None);
+        }
+        idle.poll(cx, moved).map(|()| Some(End::IdleTimeout))
     })
     .await;
 
-    Outcome {
-        app_to_peer: up.carried(),
-        peer_to_app: down.carried(),
+    let carried = (up.carried(), down.carried());
+    let outcome = end.map(|end| Outcome {
+        app_to_peer: carried.0,
+        peer_to_app: carried.1,
         end,
-    }
+    });
+    (outcome, carried)
 }
 
 /// Which side of a direction failed.
@@ -199,6 +227,10 @@ pub trait Pump<R: ?Sized, W: ?Sized> {
     fn carried(&self) -> u64;
     /// Whether bytes moved since the last call (for the idle timer).
     fn take_moved(&mut self) -> bool;
+    /// Whether nothing read is waiting to be written or flushed (see [`forward_until`]).
+    fn at_rest(&self) -> bool {
+        false
+    }
 }
 
 /// The user-space pump: read into a buffer, write it out.
@@ -241,6 +273,10 @@ where
 
     fn take_moved(&mut self) -> bool {
         std::mem::take(&mut self.moved)
+    }
+
+    fn at_rest(&self) -> bool {
+        self.buf.is_none() && !self.needs_flush && !self.read_done
     }
 
     fn poll_pump(

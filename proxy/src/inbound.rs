@@ -23,6 +23,7 @@ use crate::conn::{self, PeerStream};
 use crate::forward::Settings;
 use crate::ktls::{self, Kernel};
 use crate::metrics::ListenerMetrics;
+use crate::records;
 use crate::resolve::Resolver;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -38,6 +39,8 @@ pub struct Inbound {
     pub metrics: ListenerMetrics,
     /// What the kernel can take, when kTLS is enabled and available.
     pub ktls: Option<Arc<Kernel>>,
+    /// Gembok's record layer, unless `--record-layer rustls`.
+    pub records: Option<Arc<records::Layer>>,
     /// The app (`route.target`, never looked up).
     pub app: Resolver,
 }
@@ -67,8 +70,13 @@ impl Handler for Inbound {
         // 2. Handshake (reading record by record when the kernel may take over afterwards; a
         //    kernel that can follow KeyUpdates needs the connection's traffic secrets too).
         let started = Instant::now();
-        let peer = ktls::prepare(peer, self.ktls.is_some());
-        let (config, handoff) = ktls::keys::handoff(self.ktls.as_deref(), peer.aligned(), config);
+        let peer = ktls::prepare(peer, self.ktls.is_some(), self.records.is_some());
+        let (config, handoff, secrets) = ktls::keys::handoff(
+            self.ktls.as_deref(),
+            peer.aligned(),
+            self.records.is_some(),
+            config,
+        );
         let acceptor = TlsAcceptor::from(config);
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
@@ -102,6 +110,12 @@ impl Handler for Inbound {
         };
 
         // 4. and 5. Forward, then close.
-        conn::carry(app, peer, self.forward, &self.metrics, handoff, &abort).await
+        let takers = conn::Takers {
+            ktls: handoff,
+            records: self.records.as_deref(),
+            secrets,
+            tickets: None,
+        };
+        conn::carry(app, peer, self.forward, &self.metrics, takers, &abort).await
     }
 }

@@ -36,12 +36,16 @@ pub mod inbound;
 pub mod ktls;
 pub mod metrics;
 pub mod outbound;
+pub mod records;
 pub mod resolve;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;
 pub mod verify_cache;
 pub mod wait_ready;
+
+#[cfg(test)]
+mod test_tls;
 
 use std::future::Future;
 use std::io;
@@ -183,7 +187,7 @@ pub async fn run(
     let ktls = (config.ktls != ktls::Mode::Off && config.ktls_support.available()).then(|| {
         Arc::new(ktls::Kernel {
             support: config.ktls_support.clone(),
-            record_limit: config.ktls_record_limit,
+            record_limit: config.record_limit,
         })
     });
     let data_path = match config.ktls {
@@ -227,6 +231,13 @@ pub async fn run(
         idle_timeout: config.limits.idle_timeout,
         buffers: BufferPolicy::default(),
     };
+    let records = (config.record_layer == records::Choice::Gembok).then(|| {
+        Arc::new(records::Layer {
+            library: aead,
+            record_limit: config.record_limit,
+            buffers: forward.buffers,
+        })
+    });
     for (index, (route, listener)) in config.inbound.iter().zip(listeners.inbound).enumerate() {
         let addr = listener.local_addr()?;
         tracing::info!(direction = "inbound", listen = %addr, app = %route.target,
@@ -239,6 +250,7 @@ pub async fn run(
             forward,
             metrics: ListenerMetrics::new(Direction::Inbound, addr.to_string()),
             ktls: ktls.clone(),
+            records: records.clone(),
             app: resolve::Resolver::fixed(route.target),
         });
         stop.tracker.spawn(serve::serve(
@@ -261,6 +273,7 @@ pub async fn run(
             forward,
             metrics: ListenerMetrics::new(Direction::Outbound, addr.to_string()),
             ktls: ktls.clone(),
+            records: records.clone(),
             peer: resolve::Resolver::new(&route.host, route.port, config.dns_cache, lookups),
         });
         stop.tracker.spawn(serve::serve(

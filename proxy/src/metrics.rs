@@ -30,6 +30,8 @@ pub const KTLS_CLOSES: &str = "gembok_ktls_control_closes_total";
 pub const KTLS_AVAILABLE: &str = "gembok_ktls_available";
 pub const KTLS_REKEY_AVAILABLE: &str = "gembok_ktls_rekey_available";
 pub const KTLS_KEY_UPDATES: &str = "gembok_ktls_key_updates_total";
+pub const RECORD_KEY_UPDATES: &str = "gembok_record_key_updates_total";
+pub const RECORD_CLOSES: &str = "gembok_record_control_closes_total";
 pub const DNS_LOOKUPS: &str = "gembok_dns_lookups_total";
 /// Certificate metrics come from `gembok-certwatch` under this prefix:
 /// `gembok_cert_reloads_total{result}` and `gembok_cert_not_after_timestamp_seconds`.
@@ -65,6 +67,7 @@ pub const CLOSE_ENDS: &[&str] = &[
     "handshake_failed",
     "upstream_failed",
     "ktls_failed",
+    "records_failed",
 ];
 
 /// `reason` values of [`UPSTREAM_FAILURES`] (see `conn::ConnectError::reason`).
@@ -122,7 +125,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         HANDSHAKES,
-        "Successful TLS handshakes, by direction, listener, protocol version, cipher suite and key exchange group."
+        "Successful TLS handshakes, by direction, listener, protocol version, cipher suite, key exchange group and kind (full, resumed)."
     );
     metrics::describe_counter!(
         TRUNCATIONS,
@@ -142,7 +145,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         DATA_PATH,
-        "Connections by the data path they used after the handshake (ktls, userspace), by direction and listener."
+        "Connections by the data path they used after the handshake (ktls; records: gembok's user-space record layer; userspace: rustls), by direction and listener."
     );
     metrics::describe_counter!(
         KTLS_FALLBACKS,
@@ -155,6 +158,14 @@ fn describe() {
     metrics::describe_counter!(
         KTLS_KEY_UPDATES,
         "TLS 1.3 key updates the kernel took on kTLS connections, by direction, listener and key (receive: the peer's KeyUpdate followed; send: our own KeyUpdate)."
+    );
+    metrics::describe_counter!(
+        RECORD_KEY_UPDATES,
+        "TLS 1.3 key updates on connections gembok's record layer protects, by direction, listener and key (receive: the peer's KeyUpdate followed; send: our own KeyUpdate, asked for or at the record budget)."
+    );
+    metrics::describe_counter!(
+        RECORD_CLOSES,
+        "Connections gembok's record layer ended on what the peer sent or on the key budget, by direction, listener and reason (alert, bad_record_mac, bad_record, malformed, unexpected_record, key_update, record_limit)."
     );
     metrics::describe_counter!(
         DNS_LOOKUPS,
@@ -212,6 +223,8 @@ pub struct ListenerMetrics {
     pub handshake: Histogram,
     /// Key updates on kTLS connections.
     pub key_updates: KeyUpdates,
+    /// Key updates on connections of gembok's record layer.
+    pub record_key_updates: KeyUpdates,
 }
 
 impl ListenerMetrics {
@@ -252,6 +265,10 @@ impl ListenerMetrics {
                 rx: metrics::counter!(KTLS_KEY_UPDATES, &with("key", "receive")),
                 tx: metrics::counter!(KTLS_KEY_UPDATES, &with("key", "send")),
             },
+            record_key_updates: KeyUpdates {
+                rx: metrics::counter!(RECORD_KEY_UPDATES, &with("key", "receive")),
+                tx: metrics::counter!(RECORD_KEY_UPDATES, &with("key", "send")),
+            },
             listener,
         }
     }
@@ -265,9 +282,15 @@ impl ListenerMetrics {
             .increment(1);
     }
 
-    pub fn handshake_ok(&self, version: &'static str, suite: &'static str, kx: &'static str) {
+    pub fn handshake_ok(
+        &self,
+        version: &'static str,
+        suite: &'static str,
+        kx: &'static str,
+        kind: &'static str,
+    ) {
         metrics::counter!(HANDSHAKES, "direction" => self.direction, "listener" => self.listener.clone(),
-            "version" => version, "suite" => suite, "kx" => kx)
+            "version" => version, "suite" => suite, "kx" => kx, "kind" => kind)
         .increment(1);
     }
 
@@ -296,6 +319,11 @@ impl ListenerMetrics {
 
     pub fn ktls_closed(&self, reason: &'static str) {
         metrics::counter!(KTLS_CLOSES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    pub fn records_closed(&self, reason: &'static str) {
+        metrics::counter!(RECORD_CLOSES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
             .increment(1);
     }
 

@@ -23,6 +23,7 @@ use crate::conn;
 use crate::forward::Settings;
 use crate::ktls::{self, Kernel};
 use crate::metrics::ListenerMetrics;
+use crate::records;
 use crate::resolve::Resolver;
 use crate::serve::Handler;
 use crate::tls::{self, TlsConfigs};
@@ -38,6 +39,8 @@ pub struct Outbound {
     pub metrics: ListenerMetrics,
     /// What the kernel can take, when kTLS is enabled and available.
     pub ktls: Option<Arc<Kernel>>,
+    /// Gembok's record layer, unless `--record-layer rustls`.
+    pub records: Option<Arc<records::Layer>>,
     /// Where the route's HOST is (looked up at most once per `--dns-cache`).
     pub peer: Resolver,
 }
@@ -62,6 +65,7 @@ impl Handler for Outbound {
             return "handshake_failed";
         };
         let config = certs.value.outbound[self.index].clone();
+        let sessions = certs.value.sessions[self.index].clone();
         drop(certs);
 
         // 2. The peer.
@@ -79,8 +83,15 @@ impl Handler for Outbound {
         // 3. Handshake (reading record by record when the kernel may take over afterwards; a
         //    kernel that can follow KeyUpdates needs the connection's traffic secrets too).
         let started = Instant::now();
-        let tcp = ktls::prepare(tcp, self.ktls.is_some());
-        let (config, handoff) = ktls::keys::handoff(self.ktls.as_deref(), tcp.aligned(), config);
+        let records = self.records.as_deref();
+        let tcp = ktls::prepare(tcp, self.ktls.is_some(), records.is_some());
+        let (mut config, handoff, secrets) = ktls::keys::handoff(
+            self.ktls.as_deref(),
+            tcp.aligned(),
+            records.is_some(),
+            config,
+        );
+        let tickets = records.map(|_| records::tickets::watch(&mut config, &sessions));
         let connector = TlsConnector::from(config);
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
@@ -104,6 +115,12 @@ impl Handler for Outbound {
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
 
         // 4. and 5. Forward, then close.
-        conn::carry(app, peer, self.forward, &self.metrics, handoff, &abort).await
+        let takers = conn::Takers {
+            ktls: handoff,
+            records,
+            secrets,
+            tickets,
+        };
+        conn::carry(app, peer, self.forward, &self.metrics, takers, &abort).await
     }
 }

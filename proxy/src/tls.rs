@@ -13,7 +13,9 @@
 use std::sync::Arc;
 
 use gembok_certwatch::{BuildError, Material};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, WebPkiServerVerifier,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
@@ -31,6 +33,9 @@ pub struct TlsConfigs {
     pub inbound: Vec<Arc<ServerConfig>>,
     /// Indexed like `Config::outbound`.
     pub outbound: Vec<Arc<ClientConfig>>,
+    /// Each outbound route's session store (also in its config), for per-connection views of it
+    /// (`records::tickets`).
+    pub sessions: Vec<Arc<dyn ClientSessionStore>>,
 }
 
 /// The provider with Gembok's suite policy applied: key exchange, signatures, randomness and
@@ -105,6 +110,9 @@ pub fn ring_has_the_faster_aes_gcm() -> bool {
     }
 }
 
+/// Sessions an outbound route remembers (rustls' default).
+const SESSIONS_PER_ROUTE: usize = 256;
+
 /// The protocol versions allowed by `--tls12`.
 pub fn versions(tls12: bool) -> &'static [&'static SupportedProtocolVersion] {
     static BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -124,8 +132,9 @@ pub fn build(
         .clone()
         .ok_or("a CA bundle is required to verify peers")?;
     let versions = versions(config.tls.tls12);
-    // Secrets may leave rustls only when the kernel can take them.
-    let extract = config.ktls != crate::ktls::Mode::Off && config.ktls_support.available();
+    // Secrets may leave rustls only when the kernel or gembok's record layer can take them.
+    let extract = (config.ktls != crate::ktls::Mode::Off && config.ktls_support.available())
+        || config.record_layer == crate::records::Choice::Gembok;
     let resolver = Arc::new(SingleCertAndKey::from(material.certified_key.clone()));
 
     let base_client_verifier = match config.client_auth {
@@ -183,11 +192,20 @@ pub fn build(
                 .with_client_cert_resolver(resolver.clone());
             client.alpn_protocols = pick(&route.alpn, &config.tls.alpn);
             client.enable_secret_extraction = extract;
-            Ok(Arc::new(client))
+            // rustls' default store, kept by hand so connections can watch it.
+            let sessions: Arc<dyn ClientSessionStore> =
+                Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_ROUTE));
+            client.resumption = Resumption::store(sessions.clone());
+            Ok((Arc::new(client), sessions))
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
+    let (outbound, sessions) = outbound.into_iter().unzip();
 
-    Ok(TlsConfigs { inbound, outbound })
+    Ok(TlsConfigs {
+        inbound,
+        outbound,
+        sessions,
+    })
 }
 
 fn pick(route: &[Vec<u8>], default: &[Vec<u8>]) -> Vec<Vec<u8>> {

@@ -93,24 +93,28 @@ pub fn capturing<C: WithKeyLog>(config: &Arc<C>) -> (Arc<C>, Arc<SecretLog>) {
     (Arc::new(config), log)
 }
 
-/// The config a connection handshakes with, and what its hand-over to the kernel needs. The
-/// traffic secrets are captured (on a copy of the config) only where they can be used: the
-/// `tls` ULP attached to this socket and the kernel can be rekeyed.
+/// The config a connection handshakes with, what its hand-over to the kernel needs, and its
+/// traffic secrets for gembok's record layer. The secrets are captured (on a copy of the config)
+/// only where they can be used: the `tls` ULP attached to this socket and the kernel can be
+/// rekeyed, or gembok's record layer (`records`) may take the connection.
 pub fn handoff<'k, C: WithKeyLog>(
     kernel: Option<&'k Kernel>,
     ulp_attached: bool,
+    records: bool,
     config: Arc<C>,
-) -> (Arc<C>, Option<Handoff<'k>>) {
-    let Some(kernel) = kernel else {
-        return (config, None);
-    };
-    let (config, secrets) = if kernel.support.rekey && ulp_attached {
+) -> (Arc<C>, Option<Handoff<'k>>, Option<Arc<SecretLog>>) {
+    let kernel_rekey = kernel.is_some_and(|k| k.support.rekey) && ulp_attached;
+    let (config, secrets) = if kernel_rekey || records {
         let (config, secrets) = capturing(&config);
         (config, Some(secrets))
     } else {
         (config, None)
     };
-    (config, Some(Handoff { kernel, secrets }))
+    let handoff = kernel.map(|kernel| Handoff {
+        kernel,
+        secrets: secrets.clone().filter(|_| kernel_rekey),
+    });
+    (config, handoff, secrets)
 }
 
 /// One direction's key schedule.
@@ -121,20 +125,45 @@ pub struct TrafficKeys {
 }
 
 impl TrafficKeys {
-    /// Advances to the next generation and returns its key for the kernel (sequence 0).
-    pub fn advance(&mut self) -> sockopt::TlsCryptoInfo {
+    /// Advances to the next generation and returns its key and IV.
+    pub fn next_key(&mut self) -> KeyIv {
         let expander = self.hkdf.expander_for_okm(&self.secret);
         self.secret = expand_label_block(expander.as_ref(), b"traffic upd");
         let expander = self.hkdf.expander_for_okm(&self.secret);
-        let mut key = [0u8; 32];
-        let key = &mut key[..self.cipher.key_len()];
-        let mut iv = [0u8; NONCE_LEN];
-        expand_label(expander.as_ref(), b"key", key);
-        expand_label(expander.as_ref(), b"iv", &mut iv);
-        let info = setup::crypto_info(self.cipher, Version::Tls13, key, &iv, 0);
-        key.fill(0);
-        iv.fill(0);
-        info
+        let mut next = KeyIv {
+            key: [0; 32],
+            len: self.cipher.key_len(),
+            iv: [0; NONCE_LEN],
+        };
+        expand_label(expander.as_ref(), b"key", &mut next.key[..next.len]);
+        expand_label(expander.as_ref(), b"iv", &mut next.iv);
+        next
+    }
+
+    /// Advances to the next generation and returns its key for the kernel (sequence 0).
+    pub fn advance(&mut self) -> sockopt::TlsCryptoInfo {
+        let next = self.next_key();
+        setup::crypto_info(self.cipher, Version::Tls13, next.key(), &next.iv, 0)
+    }
+}
+
+/// One generation's traffic key and IV, zeroed when dropped.
+pub struct KeyIv {
+    key: [u8; 32],
+    len: usize,
+    pub iv: [u8; NONCE_LEN],
+}
+
+impl KeyIv {
+    pub fn key(&self) -> &[u8] {
+        &self.key[..self.len]
+    }
+}
+
+impl Drop for KeyIv {
+    fn drop(&mut self) {
+        self.key.fill(0);
+        self.iv.fill(0);
     }
 }
 

@@ -79,6 +79,13 @@ impl Cipher {
             Cipher::Chacha20Poly1305 => u64::MAX,
         }
     }
+
+    /// Records one sending key may protect: the operator's `limit` (`--record-limit`), at most
+    /// a margin below the cipher's own (kTLS record counts are upper bounds, never exact).
+    pub fn budget(self, limit: Option<u64>) -> u64 {
+        let cipher_budget = self.record_limit().saturating_sub(1024);
+        limit.map_or(cipher_budget, |l| l.min(cipher_budget))
+    }
 }
 
 /// The kernel data path as this process uses it: what the probe found, and the operator's
@@ -94,10 +101,7 @@ pub struct Kernel {
 impl Kernel {
     /// Records one sending key may protect on this path.
     pub fn record_budget(&self, cipher: Cipher) -> u64 {
-        // A margin below the cipher's limit: record counts are upper bounds, never exact.
-        let cipher_budget = cipher.record_limit().saturating_sub(1024);
-        self.record_limit
-            .map_or(cipher_budget, |l| l.min(cipher_budget))
+        cipher.budget(self.record_limit)
     }
 }
 

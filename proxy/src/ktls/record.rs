@@ -1,18 +1,24 @@
 //! Record-aligned reads for the handshake.
 //!
 //! rustls reads whatever the socket has. If the peer's first application records arrive in the
-//! same segment as its last handshake record, rustls would read (and decrypt) them too, and the
-//! kernel, taking over afterwards, would never see them. While `aligned`, this wrapper hands
-//! rustls one TLS record at a time (the 5-byte header, then exactly the body), so when the
-//! handshake completes everything after it is still in the socket. Once the connection has
-//! been handed over, or kept in user space, [`RecordAligned::release`] turns it into a plain
-//! pass-through. It costs two reads per handshake record.
+//! same segment as its last handshake record, rustls would read (and decrypt) them too, and
+//! whoever takes the record layer over afterwards (the kernel, or gembok's own record layer in
+//! `crate::records`) would never see them. So rustls is handed one TLS record at a time, and when
+//! the handshake completes it holds no partial record. Three modes:
 //!
-//! Unaligned, it reads ahead: rustls asks for at most one record (about 16 KiB) per read, so a
-//! bulk transfer would cost one `recvfrom` per record. When rustls asks for less than
-//! [`READ_AHEAD`], one read fills a buffer of that size and rustls is served from it (a
-//! memory copy instead of a system call for most records). The buffer is released whenever the
-//! socket has nothing more to give, so an idle connection holds none.
+//! - [`Mode::Aligned`] (kTLS): nothing beyond the current record is even read from the socket
+//!   (the 5-byte header, then exactly the body), since the kernel must find the rest there. It
+//!   costs two reads per handshake record.
+//! - [`Mode::Bounded`] (user-space record layer): reads ahead, but serves rustls only whole
+//!   records, and no further than the end of the current one; what was read beyond it is handed
+//!   over with the socket ([`RecordAligned::into_parts`]). No extra system calls.
+//! - [`Mode::Free`]: reads ahead and serves rustls whatever it asks for. rustls asks for at most
+//!   one record (about 16 KiB) per read, so without read-ahead a bulk transfer would cost one
+//!   `recvfrom` per record; one read of [`READ_AHEAD`] serves several.
+//!
+//! [`RecordAligned::release`] turns either bounded mode into `Free` once the connection stays
+//! with rustls. The read-ahead buffer is released whenever the socket has nothing more to give
+//! and nothing is left in it, so an idle connection holds none.
 
 use std::io;
 use std::pin::Pin;
@@ -27,25 +33,33 @@ const HEADER: usize = 5;
 /// How much one read asks of the socket on behalf of rustls (user space only).
 pub const READ_AHEAD: usize = 64 * 1024;
 
+/// How reads are served to rustls (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Aligned,
+    Bounded,
+    Free,
+}
+
 #[derive(Debug)]
 pub struct RecordAligned<S> {
     inner: S,
-    aligned: bool,
+    mode: Mode,
     header: [u8; HEADER],
-    /// Header bytes seen of the current record (5 once its body is being read).
+    /// Header bytes seen of the current record (5 once its body is being read). `Aligned` only.
     header_seen: usize,
-    /// Body bytes of the current record still to hand out.
+    /// Body bytes of the current record still to hand out (`Aligned`); bytes of the current
+    /// record, header included, still to hand out (`Bounded`).
     body_left: usize,
-    /// Bytes read ahead of rustls (never while aligned).
+    /// Bytes read ahead of rustls (never while `Aligned`).
     ahead: BytesMut,
 }
 
 impl<S> RecordAligned<S> {
-    /// `aligned == false` makes it a plain pass-through from the start.
-    pub fn new(inner: S, aligned: bool) -> Self {
+    pub fn new(inner: S, mode: Mode) -> Self {
         Self {
             inner,
-            aligned,
+            mode,
             header: [0; HEADER],
             header_seen: 0,
             body_left: 0,
@@ -53,30 +67,33 @@ impl<S> RecordAligned<S> {
         }
     }
 
-    /// Whether reads are (still) record-aligned.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether reads are (still) aligned for the kernel.
     pub fn aligned(&self) -> bool {
-        self.aligned
+        self.mode == Mode::Aligned
     }
 
-    /// Whether the reads stopped exactly at a record boundary.
+    /// Whether rustls has been served whole records only (tracked while `Aligned` or
+    /// `Bounded`; `Free` reads may stop anywhere).
     pub fn at_boundary(&self) -> bool {
-        !self.aligned || (self.header_seen == 0 && self.body_left == 0)
+        self.mode != Mode::Free && self.header_seen == 0 && self.body_left == 0
     }
 
-    /// Stops aligning reads.
+    /// Serves rustls freely from now on.
     pub fn release(&mut self) {
-        self.aligned = false;
+        self.mode = Mode::Free;
     }
 
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
-    /// The socket, once nothing read from it is waiting here (always the case after aligned
-    /// reads, which are what a hand-over to the kernel follows).
-    pub fn into_inner(self) -> S {
-        debug_assert!(self.ahead.is_empty(), "bytes read ahead would be lost");
-        self.inner
+    /// The socket and what was read from it beyond what rustls was served.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.inner, self.ahead)
     }
 }
 
@@ -93,38 +110,88 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordAligned<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.aligned {
-            return this.poll_read_ahead(cx, buf);
+        match this.mode {
+            Mode::Aligned => this.poll_read_aligned(cx, buf),
+            Mode::Bounded => this.poll_read_bounded(cx, buf),
+            Mode::Free => this.poll_read_ahead(cx, buf),
         }
-        let want = if this.header_seen < HEADER {
-            HEADER - this.header_seen
+    }
+}
+
+impl<S: AsyncRead + Unpin> RecordAligned<S> {
+    fn poll_read_aligned(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let want = if self.header_seen < HEADER {
+            HEADER - self.header_seen
         } else {
-            this.body_left
+            self.body_left
         };
         // A small bounce buffer keeps this free of `unsafe`; it only serves handshake records.
         let mut bounce = [0u8; 4096];
         let want = want.min(buf.remaining()).min(bounce.len());
         let mut limited = ReadBuf::new(&mut bounce[..want]);
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut limited))?;
         let got = limited.filled().len();
         buf.put_slice(limited.filled());
-        if this.header_seen < HEADER {
-            this.header[this.header_seen..this.header_seen + got].copy_from_slice(limited.filled());
-            this.header_seen += got;
-            if this.header_seen == HEADER {
-                this.body_left = u16::from_be_bytes([this.header[3], this.header[4]]) as usize;
+        if self.header_seen < HEADER {
+            self.header[self.header_seen..self.header_seen + got].copy_from_slice(limited.filled());
+            self.header_seen += got;
+            if self.header_seen == HEADER {
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
             }
         } else {
-            this.body_left -= got;
+            self.body_left -= got;
         }
-        if this.header_seen == HEADER && this.body_left == 0 {
-            this.header_seen = 0;
+        if self.header_seen == HEADER && self.body_left == 0 {
+            self.header_seen = 0;
         }
         Poll::Ready(Ok(()))
     }
-}
 
-impl<S: AsyncRead + Unpin> RecordAligned<S> {
+    fn poll_read_bounded(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Between records, wait for the whole next record (its header says how long), so rustls
+        // is never left holding part of one when the socket runs dry; within one, serve the rest.
+        let record = |ahead: &BytesMut| match ahead.get(..HEADER) {
+            Some(h) => HEADER + u16::from_be_bytes([h[3], h[4]]) as usize,
+            None => HEADER,
+        };
+        while self.body_left == 0 && self.ahead.len() < record(&self.ahead) {
+            self.ahead.reserve(READ_AHEAD);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.ahead) {
+                Poll::Pending => {
+                    if self.ahead.is_empty() {
+                        self.ahead = BytesMut::new(); // nothing to read: hold no buffer
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => break, // EOF: serve what is left (rustls sees the cut)
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        if self.body_left == 0 && self.ahead.len() >= HEADER {
+            self.body_left = HEADER + u16::from_be_bytes([self.ahead[3], self.ahead[4]]) as usize;
+        }
+        // (`body_left` is 0 here only at EOF with a partial header left.)
+        let limit = if self.body_left > 0 {
+            self.body_left
+        } else {
+            self.ahead.len()
+        };
+        let n = buf.remaining().min(self.ahead.len()).min(limit);
+        buf.put_slice(&self.ahead[..n]);
+        self.ahead.advance(n);
+        self.body_left = self.body_left.saturating_sub(n);
+        Poll::Ready(Ok(()))
+    }
+
     fn poll_read_ahead(
         &mut self,
         cx: &mut Context<'_>,
@@ -200,7 +267,7 @@ mod tests {
         let mut wire = record(22, b"handshake");
         wire.extend(record(23, b"application data that must stay in the socket"));
         far.write_all(&wire).await.unwrap();
-        let mut aligned = RecordAligned::new(near, true);
+        let mut aligned = RecordAligned::new(near, Mode::Aligned);
         let mut buf = [0u8; 1024];
         let mut first = Vec::new();
         while first.len() < 5 + 9 {
@@ -246,7 +313,7 @@ mod tests {
                 inner: near,
                 reads: 0,
             },
-            false,
+            Mode::Free,
         );
         // rustls-sized reads: about one record at a time.
         let mut got = Vec::new();
@@ -270,7 +337,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_to_read_releases_the_buffer() {
         let (mut far, near) = tokio::io::duplex(1024);
-        let mut reader = RecordAligned::new(near, false);
+        let mut reader = RecordAligned::new(near, Mode::Free);
         far.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 100];
         assert_eq!(reader.read(&mut buf).await.unwrap(), 5);
@@ -289,12 +356,43 @@ mod tests {
     async fn a_short_read_in_the_middle_of_a_record_is_not_a_boundary() {
         let (mut far, near) = tokio::io::duplex(1024);
         far.write_all(&record(22, b"abcdef")[..7]).await.unwrap();
-        let mut aligned = RecordAligned::new(near, true);
+        let mut aligned = RecordAligned::new(near, Mode::Aligned);
         let mut buf = [0u8; 64];
         let mut got = 0;
         while got < 7 {
             got += aligned.read(&mut buf).await.unwrap();
         }
         assert!(!aligned.at_boundary());
+    }
+
+    #[tokio::test]
+    async fn bounded_serves_whole_records_only_and_hands_over_the_rest() {
+        let (mut far, near) = tokio::io::duplex(1 << 16);
+        let first = record(23, &[7; 6000]);
+        let second = record(23, b"the next record");
+        far.write_all(&first[..1000]).await.unwrap();
+        let mut bounded = RecordAligned::new(near, Mode::Bounded);
+        let mut buf = vec![0u8; 1 << 16];
+        // Part of a record is not served: rustls would be left holding it.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut rb = ReadBuf::new(&mut buf);
+        assert!(
+            Pin::new(&mut bounded)
+                .poll_read(&mut cx, &mut rb)
+                .is_pending()
+        );
+        far.write_all(&first[1000..]).await.unwrap();
+        far.write_all(&second[..3]).await.unwrap();
+        // rustls asks for 4 KiB at a time: the record comes in two reads, nothing beyond it.
+        let mut got = Vec::new();
+        while got.len() < first.len() {
+            let n = bounded.read(&mut buf[..4096]).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            assert!(got.len() <= first.len());
+        }
+        assert_eq!(got, first);
+        assert!(bounded.at_boundary());
+        let (_, rest) = bounded.into_parts();
+        assert_eq!(&rest[..], &second[..3]);
     }
 }

@@ -16,6 +16,7 @@
 
 use std::io::{self, Read};
 
+use bytes::BytesMut;
 use nix::sys::socket::{setsockopt, sockopt};
 use rustls::CipherSuite;
 use rustls::crypto::cipher::NONCE_LEN;
@@ -24,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::keys::{Rekey, SecretLog};
+use super::record::Mode;
 use super::stream::KeyUpdates;
 use super::{Cipher, Kernel, KtlsStream, RecordAligned, Version};
 
@@ -33,13 +35,16 @@ pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
     fn common(&self) -> &rustls::CommonState;
     /// Whether [`prepare`] attached the ULP (reads are record-aligned exactly then).
     fn ulp_attached(&self) -> bool;
+    /// Whether reads are bounded by records for gembok's own record layer.
+    fn bounded(&self) -> bool;
     /// Whether the handshake's reads stopped exactly at a record boundary.
     fn at_boundary(&self) -> bool;
-    /// Turns record-aligned reads off (the connection stays in user space).
+    /// Turns record-aligned or bounded reads off (the connection stays with rustls).
     fn release(&mut self);
     /// How many encrypted bytes rustls may queue before a write waits.
     fn set_send_queue(&mut self, bytes: usize);
-    fn into_parts(self) -> (TcpStream, rustls::Connection);
+    /// The socket, what was read from it beyond what rustls was served, and rustls.
+    fn into_parts(self) -> (TcpStream, BytesMut, rustls::Connection);
 }
 
 macro_rules! tls_session {
@@ -54,6 +59,9 @@ macro_rules! tls_session {
             fn ulp_attached(&self) -> bool {
                 self.get_ref().0.aligned()
             }
+            fn bounded(&self) -> bool {
+                self.get_ref().0.mode() == Mode::Bounded
+            }
             fn at_boundary(&self) -> bool {
                 self.get_ref().0.at_boundary()
             }
@@ -63,9 +71,10 @@ macro_rules! tls_session {
             fn set_send_queue(&mut self, bytes: usize) {
                 self.get_mut().1.set_buffer_limit(Some(bytes))
             }
-            fn into_parts(self) -> (TcpStream, rustls::Connection) {
+            fn into_parts(self) -> (TcpStream, BytesMut, rustls::Connection) {
                 let (io, conn) = self.into_inner();
-                (io.into_inner(), conn.into())
+                let (tcp, ahead) = io.into_parts();
+                (tcp, ahead, conn.into())
             }
         }
     };
@@ -85,6 +94,9 @@ impl<T: TlsSession> TlsSession for Box<T> {
     fn ulp_attached(&self) -> bool {
         (**self).ulp_attached()
     }
+    fn bounded(&self) -> bool {
+        (**self).bounded()
+    }
     fn at_boundary(&self) -> bool {
         (**self).at_boundary()
     }
@@ -94,7 +106,7 @@ impl<T: TlsSession> TlsSession for Box<T> {
     fn set_send_queue(&mut self, bytes: usize) {
         (**self).set_send_queue(bytes)
     }
-    fn into_parts(self) -> (TcpStream, rustls::Connection) {
+    fn into_parts(self) -> (TcpStream, BytesMut, rustls::Connection) {
         (*self).into_parts()
     }
 }
@@ -111,15 +123,17 @@ pub struct Handoff<'a> {
 pub enum Handover<S> {
     /// The kernel protects the connection now.
     Kernel(KtlsStream),
-    /// Kept in user space; rustls still owns the connection. The reason is a metric label.
+    /// Kept in user space; rustls still owns the connection (reads still bounded: the caller
+    /// releases them). The reason is a metric label.
     UserSpace(S, &'static str),
     /// The hand-over failed after rustls gave the connection up: it can only be closed.
     Failed(io::Error, &'static str),
 }
 
 /// Before the handshake: attaches the `tls` ULP when kTLS is enabled, and aligns reads exactly
-/// when it attached (a connection whose ULP did not attach stays in user space).
-pub fn prepare(tcp: TcpStream, ktls: bool) -> RecordAligned<TcpStream> {
+/// when it attached (a connection whose ULP did not attach stays in user space). Otherwise reads
+/// are bounded by records when gembok's own record layer may take over (`records`), free if not.
+pub fn prepare(tcp: TcpStream, ktls: bool, records: bool) -> RecordAligned<TcpStream> {
     let attached = ktls
         && match setsockopt(&tcp, sockopt::TcpUlp::default(), b"tls") {
             Ok(()) => true,
@@ -128,7 +142,12 @@ pub fn prepare(tcp: TcpStream, ktls: bool) -> RecordAligned<TcpStream> {
                 false
             }
         };
-    RecordAligned::new(tcp, attached)
+    let mode = match (attached, records) {
+        (true, _) => Mode::Aligned,
+        (false, true) => Mode::Bounded,
+        (false, false) => Mode::Free,
+    };
+    RecordAligned::new(tcp, mode)
 }
 
 /// Hands `tls` to the kernel if it can, else gives it back (released) for user space.
@@ -139,10 +158,7 @@ pub async fn handover<S: TlsSession>(
 ) -> Handover<S> {
     let kernel = handoff.kernel;
     let support = &kernel.support;
-    let keep = |mut tls: S, reason| {
-        tls.release();
-        Handover::UserSpace(tls, reason)
-    };
+    let keep = |tls: S, reason| Handover::UserSpace(tls, reason);
     if !tls.ulp_attached() {
         return keep(tls, "ulp");
     }
@@ -160,7 +176,8 @@ pub async fn handover<S: TlsSession>(
         return keep(tls, "buffered_records");
     }
 
-    let (tcp, mut conn) = tls.into_parts();
+    let (tcp, ahead, mut conn) = tls.into_parts();
+    debug_assert!(ahead.is_empty(), "aligned reads never read ahead");
     let suite = conn.negotiated_cipher_suite();
     let is_server = matches!(conn, rustls::Connection::Server(_));
     let mut early = Vec::new();

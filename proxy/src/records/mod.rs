@@ -1,0 +1,218 @@
+//! Gembok's own TLS 1.3 record layer for established connections: what kTLS does, in user space.
+//!
+//! rustls' buffered API moves every received byte three times in user space (read-ahead buffer →
+//! rustls' deframer, decrypted record → its plaintext queue, queue → our forwarding buffer) and
+//! allocates per record. On the inbound sidecar of a bulk transfer those copies were 12 % of its
+//! CPU (`benches/tuning.md`). After the handshake, exactly where the kTLS path hands the keys to
+//! the kernel, this layer takes them instead:
+//!
+//! ```text
+//!  handshake (rustls, reads bounded by records) ─► flush ─┬─► extract secrets ─► RecordStream
+//!  (TLS 1.2, bytes rustls still holds: stay with rustls) ─┘
+//! ```
+//!
+//! - [`key`]: sealing and opening one record in place with ring or aws-lc-rs (`--aead`);
+//! - [`stream`]: the connection as an async stream: control records, KeyUpdate both ways,
+//!   close_notify, the per-key record budget;
+//! - [`tickets`]: when an outbound (client) connection may switch: once the server's session
+//!   ticket is stored, so resumption keeps working;
+//! - [`RecordsToApp`]: the peer → app pump that writes opened records from where they were
+//!   decrypted (one `writev`, no user-space copy).
+//!
+//! The keys come from rustls' `dangerous_extract_secrets`, the next generations from the traffic
+//! secrets captured through its key log ([`crate::ktls::keys`]), so KeyUpdates are followed
+//! and our key is rotated before the AES-GCM record limit, as rustls does.
+
+pub mod key;
+pub mod stream;
+pub mod tickets;
+
+use std::io::{self, IoSlice, Read};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use metrics::Counter;
+use rustls::ConnectionTrafficSecrets;
+use tokio::io::AsyncWrite;
+
+pub use stream::RecordStream;
+
+use crate::config::Provider;
+use crate::forward::{BufferPolicy, Failed, Pump};
+use crate::ktls::keys::{Rekey, SecretLog};
+use crate::ktls::setup::{TlsSession, negotiated};
+use crate::ktls::stream::KeyUpdates;
+use crate::ktls::{Cipher, Version};
+use key::RecordKey;
+
+/// `--record-layer`: who protects records after the handshake in user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Gembok's record layer for TLS 1.3 connections it can take, rustls otherwise.
+    Gembok,
+    /// rustls throughout.
+    Rustls,
+}
+
+/// The record layer as this process uses it.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The AEAD library (`--aead`, resolved).
+    pub library: Provider,
+    /// Records one sending key may protect (`--record-limit`), `None` for the cipher's own limit.
+    pub record_limit: Option<u64>,
+    pub buffers: BufferPolicy,
+}
+
+impl Layer {
+    /// Records one sending key may protect on this path.
+    pub fn record_budget(&self, cipher: Cipher) -> u64 {
+        cipher.budget(self.record_limit)
+    }
+}
+
+/// Where a connection's records are protected after [`handover`].
+pub enum Handover<S> {
+    Records(Box<RecordStream>),
+    /// rustls keeps the connection; the reason is a metric label.
+    Rustls(S, &'static str),
+    /// The hand-over failed after rustls gave the connection up: it can only be closed.
+    Failed(io::Error, &'static str),
+}
+
+/// Hands `tls` to gembok's record layer if it can, else gives it back.
+pub async fn handover<S: TlsSession>(
+    mut tls: S,
+    layer: &Layer,
+    secrets: Option<&SecretLog>,
+    key_updates: KeyUpdates,
+) -> Handover<S> {
+    let Some((cipher, Version::Tls13)) = negotiated(tls.common()) else {
+        return Handover::Rustls(tls, "tls12");
+    };
+    // Session tickets and the like must be on the wire before the sequence numbers move here.
+    if let Err(e) = tokio::io::AsyncWriteExt::flush(&mut tls).await {
+        return Handover::Failed(e, "flush");
+    }
+    if tls.common().wants_write() || !tls.at_boundary() {
+        return Handover::Rustls(tls, "buffered_records");
+    }
+    let (tcp, unread, mut conn) = tls.into_parts();
+    let suite = conn.negotiated_cipher_suite();
+    let is_server = matches!(conn, rustls::Connection::Server(_));
+    let mut early = Vec::new();
+    if let Err(e) = conn.reader().read_to_end(&mut early)
+        && e.kind() != io::ErrorKind::WouldBlock
+    {
+        return Handover::Failed(e, "pending_plaintext");
+    }
+    let extracted = match conn.dangerous_extract_secrets() {
+        Ok(s) => s,
+        Err(e) => return Handover::Failed(io::Error::other(e), "extract_secrets"),
+    };
+    let key = |(seq, secrets): (u64, ConnectionTrafficSecrets)| {
+        let (key, iv) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+            | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+            _ => {
+                return Err(io::Error::other(
+                    "rustls extracted secrets for an unknown cipher",
+                ));
+            }
+        };
+        let iv: &[u8; 12] = iv
+            .as_ref()
+            .try_into()
+            .map_err(|_| io::Error::other("extracted IV is not 12 bytes"))?;
+        RecordKey::new(layer.library, cipher, key.as_ref(), iv, seq).map_err(io::Error::other)
+    };
+    let (tx, rx) = match (key(extracted.tx), key(extracted.rx)) {
+        (Ok(tx), Ok(rx)) => (tx, rx),
+        (Err(e), _) | (_, Err(e)) => return Handover::Failed(e, "keys"),
+    };
+    let rekey = match (suite, secrets) {
+        (Some(suite), Some(log)) => Rekey::new(log, suite, cipher, is_server),
+        _ => None,
+    };
+    Handover::Records(Box::new(RecordStream::new(stream::Start {
+        tcp,
+        library: layer.library,
+        cipher,
+        tx,
+        rx,
+        early,
+        unread,
+        rekey,
+        record_budget: layer.record_budget(cipher),
+        buffers: layer.buffers,
+        key_updates,
+    })))
+}
+
+/// Peer → app without a user-space copy: the content of opened records is written to the app
+/// from the buffer it was decrypted in, many records per `writev`.
+pub struct RecordsToApp<'a> {
+    carried: u64,
+    counter: &'a Counter,
+    eof: bool,
+    moved: bool,
+}
+
+impl<'a> RecordsToApp<'a> {
+    pub fn new(counter: &'a Counter) -> Self {
+        Self {
+            carried: 0,
+            counter,
+            eof: false,
+            moved: false,
+        }
+    }
+}
+
+/// Slices per `writev`: 16 full records, plus room for small ones.
+const SLICES: usize = 64;
+
+impl<W: AsyncWrite + ?Sized> Pump<Box<RecordStream>, W> for RecordsToApp<'_> {
+    fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        peer: Pin<&mut Box<RecordStream>>,
+        mut app: Pin<&mut W>,
+    ) -> Poll<Result<(), Failed>> {
+        let peer = &mut **peer.get_mut();
+        loop {
+            if !self.eof {
+                self.eof = !ready!(peer.poll_fill(cx)).map_err(Failed::Read)?;
+            }
+            if self.eof {
+                ready!(app.as_mut().poll_shutdown(cx)).map_err(Failed::Write)?;
+                return Poll::Ready(Ok(()));
+            }
+            let n = {
+                let mut slices = [IoSlice::new(&[]); SLICES];
+                let count = peer.readable(&mut slices);
+                ready!(app.as_mut().poll_write_vectored(cx, &slices[..count]))
+                    .map_err(Failed::Write)?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
+            }
+            peer.consume(n);
+            self.carried += n as u64;
+            self.counter.increment(n as u64);
+            self.moved = true;
+        }
+    }
+
+    fn carried(&self) -> u64 {
+        self.carried
+    }
+
+    fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
+    }
+}
+
+#[cfg(test)]
+mod tests;

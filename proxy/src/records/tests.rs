@@ -1,0 +1,195 @@
+//! The record layer over real loopback sockets: a server connection handed over from
+//! tokio-rustls to a [`RecordStream`], and a tokio-rustls client on the other end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::*;
+use crate::ktls::keys::capturing;
+use crate::ktls::record::{Mode, RecordAligned};
+use crate::test_tls::configs;
+
+type Client = tokio_rustls::client::TlsStream<TcpStream>;
+
+struct Counts {
+    rx: Arc<AtomicU64>,
+    tx: Arc<AtomicU64>,
+}
+
+impl Counts {
+    fn new() -> (Self, KeyUpdates) {
+        let (rx, tx) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let updates = KeyUpdates {
+            rx: Counter::from_arc(rx.clone()),
+            tx: Counter::from_arc(tx.clone()),
+        };
+        (Self { rx, tx }, updates)
+    }
+}
+
+/// A connected pair; `early` is written by the client right after its handshake, before the
+/// server hands over. `record_limit` lowers our sending key's budget.
+async fn pair(early: &[u8], record_limit: Option<u64>) -> (RecordStream, Client, Counts) {
+    let provider = crate::tls::provider(Provider::AwsLcRs, Provider::Ring, false);
+    let (server, client) = configs(provider.clone(), provider.cipher_suites[0]);
+    let (server, secrets) = capturing(&server);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let early = early.to_vec();
+    let client = tokio::spawn(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("server.test").unwrap();
+        let mut tls = TlsConnector::from(client).connect(name, tcp).await.unwrap();
+        tls.write_all(&early).await.unwrap();
+        tls.flush().await.unwrap();
+        tls
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let tls = TlsAcceptor::from(server)
+        .accept(RecordAligned::new(tcp, Mode::Bounded))
+        .await
+        .unwrap();
+    let client = client.await.unwrap();
+    let layer = Layer {
+        library: Provider::Ring,
+        record_limit,
+        buffers: BufferPolicy::default(),
+    };
+    let (counts, updates) = Counts::new();
+    match handover(Box::new(tls), &layer, Some(&secrets), updates).await {
+        Handover::Records(stream) => (*stream, client, counts),
+        Handover::Rustls(_, reason) => panic!("kept by rustls: {reason}"),
+        Handover::Failed(e, reason) => panic!("{reason}: {e}"),
+    }
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(seed) >> 3) as u8)
+        .collect()
+}
+
+#[tokio::test]
+async fn bytes_cross_intact_both_ways_and_close_notify_is_eof() {
+    let (mut ours, theirs, _) = pair(b"", None).await;
+    let up = pattern(3 << 20, 2654435761);
+    let down = pattern(3 << 20, 40503);
+    let (up2, down2) = (up.clone(), down.clone());
+    let peer = tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(theirs);
+        let writer = tokio::spawn(async move {
+            w.write_all(&up2).await.unwrap();
+            w.shutdown().await.unwrap(); // close_notify
+            w
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap(); // our close_notify: a clean EOF
+        writer.await.unwrap();
+        got
+    });
+    let mut got = Vec::new();
+    let (mut r, mut w) = tokio::io::split(&mut ours);
+    let read = async {
+        r.read_to_end(&mut got).await.unwrap();
+    };
+    let write = async {
+        w.write_all(&down).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    tokio::join!(read, write);
+    assert!(
+        got == up,
+        "peer → us: {} of {} bytes, or changed",
+        got.len(),
+        up.len()
+    );
+    let theirs_got = peer.await.unwrap();
+    assert!(theirs_got == down2, "us → peer: {} bytes", theirs_got.len());
+}
+
+#[tokio::test]
+async fn data_sent_with_the_last_handshake_flight_is_not_lost() {
+    let early = pattern(100_000, 77);
+    let (mut ours, _theirs, _) = pair(&early, None).await;
+    let mut got = vec![0; early.len()];
+    ours.read_exact(&mut got).await.unwrap();
+    assert!(got == early);
+}
+
+#[tokio::test]
+async fn the_peers_key_update_is_followed_and_answered() {
+    let (mut ours, mut theirs, counts) = pair(b"", None).await;
+    theirs.get_mut().1.refresh_traffic_keys().unwrap(); // update_requested
+    theirs.write_all(b"after their update").await.unwrap();
+    theirs.flush().await.unwrap();
+    let mut got = [0u8; 18];
+    ours.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"after their update");
+    assert_eq!(counts.rx.load(Ordering::Relaxed), 1);
+    // Asked for: our next record goes under our next key, which rustls must now expect.
+    ours.write_all(b"after ours").await.unwrap();
+    ours.flush().await.unwrap();
+    let mut got = [0u8; 10];
+    theirs.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"after ours");
+    assert_eq!(counts.tx.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn our_key_is_rotated_at_the_record_budget() {
+    let (mut ours, mut theirs, counts) = pair(b"", Some(8)).await;
+    let data = pattern(1 << 20, 31); // 64 full records: at least 7 rotations with 8 per key
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        ours.write_all(&sent).await.unwrap();
+        ours.flush().await.unwrap();
+        ours
+    });
+    let mut got = vec![0; data.len()];
+    theirs.read_exact(&mut got).await.unwrap();
+    writer.await.unwrap();
+    assert!(got == data);
+    assert!(counts.tx.load(Ordering::Relaxed) >= 7, "{:?}", counts.tx);
+}
+
+#[tokio::test]
+async fn a_forged_record_ends_the_connection_with_bad_record_mac_and_an_alert() {
+    let (mut ours, theirs, _) = pair(b"", None).await;
+    // Under the client's rustls, write a record it did not seal.
+    let (mut tcp, _) = theirs.into_inner();
+    let mut forged = key::header(40).to_vec();
+    forged.extend([0x55; 40]);
+    tcp.write_all(&forged).await.unwrap();
+    let mut buf = [0u8; 16];
+    let e = ours.read(&mut buf).await.unwrap_err();
+    let control = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<stream::ControlError>());
+    let control = control.unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(control.reason(), "bad_record_mac");
+    assert_eq!(control.alert(), Some(20));
+    ours.abort(20).await.unwrap();
+    // The peer reads its session ticket, then a protected alert record (a two-byte alert), then
+    // EOF.
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).await.unwrap();
+    let ticket = key::record_len(&rest).unwrap();
+    let alert = &rest[ticket..];
+    assert_eq!(alert.len(), key::HEADER + 2 + 1 + key::TAG, "{rest:?}");
+    assert_eq!(alert[0], key::APPLICATION_DATA);
+}
+
+#[tokio::test]
+async fn a_tcp_end_without_close_notify_is_a_truncation() {
+    let (mut ours, theirs, _) = pair(b"", None).await;
+    let (mut tcp, _) = theirs.into_inner();
+    tcp.shutdown().await.unwrap(); // FIN, no close_notify
+    let mut buf = [0u8; 16];
+    let e = ours.read(&mut buf).await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+}

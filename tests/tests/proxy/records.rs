@@ -1,0 +1,91 @@
+//! Gembok's own TLS 1.3 record layer (`--record-layer`, default gembok) through a real pair: the
+//! inbound side takes every TLS 1.3 connection from rustls after the handshake, the outbound side
+//! once the server's session ticket is in (so the next connection still resumes); bytes cross
+//! intact either way, with rustls on the other end, and keys rotate at `--record-limit`.
+
+use gembok_tests::pair::Pair;
+
+/// (records, userspace) data-path counts of a proxy.
+async fn paths(proxy: &gembok_tests::proxy::Proxy) -> (f64, f64) {
+    let m = proxy.metrics().await;
+    (
+        m.sum("gembok_data_path_total", &[("path", "records")]),
+        m.sum("gembok_data_path_total", &[("path", "userspace")]),
+    )
+}
+
+#[tokio::test]
+async fn records_carry_both_ways_and_the_outbound_still_resumes() {
+    let mut pair = Pair::start().await;
+    for id in 1..=3 {
+        pair.exchange_intact(&format!("connection {id}"), id, 1 << 20)
+            .await;
+    }
+    // Every connection reached a data path (the outbound decides as late as its ticket).
+    pair.outbound
+        .wait_metric("gembok_data_path_total", &[], 3.0)
+        .await;
+    assert_eq!(
+        paths(&pair.inbound).await,
+        (3.0, 0.0),
+        "the server side switches at once"
+    );
+    let (records, _) = paths(&pair.outbound).await;
+    assert!(records >= 1.0, "no outbound connection left rustls");
+    // Each connection stored the ticket the next one resumed with.
+    for proxy in [&pair.outbound, &pair.inbound] {
+        let m = proxy.metrics().await;
+        let kind = |k| m.sum("gembok_tls_handshakes_total", &[("kind", k)]);
+        assert_eq!((kind("full"), kind("resumed")), (1.0, 2.0));
+    }
+}
+
+#[tokio::test]
+async fn rustls_alone_and_mixed_pairs_carry_every_byte() {
+    for (inbound, outbound) in [
+        ("rustls", "rustls"),
+        ("gembok", "rustls"),
+        ("rustls", "gembok"),
+    ] {
+        let what = format!("inbound {inbound}, outbound {outbound}");
+        let mut pair =
+            Pair::start_args(&["--record-layer", inbound], &["--record-layer", outbound]).await;
+        pair.exchange_intact(&what, 1, 2 << 20).await;
+        pair.exchange_intact(&what, 2, 2 << 20).await;
+        pair.outbound
+            .wait_metric("gembok_data_path_total", &[], 2.0)
+            .await;
+        let (records, userspace) = paths(&pair.inbound).await;
+        match inbound {
+            "rustls" => assert_eq!((records, userspace), (0.0, 2.0), "{what}"),
+            _ => assert_eq!((records, userspace), (2.0, 0.0), "{what}"),
+        }
+        if outbound == "rustls" {
+            assert_eq!(paths(&pair.outbound).await, (0.0, 2.0), "{what}");
+        }
+        let resumed = pair
+            .outbound
+            .metrics()
+            .await
+            .sum("gembok_tls_handshakes_total", &[("kind", "resumed")]);
+        assert_eq!(resumed, 1.0, "{what}");
+    }
+}
+
+/// A low `--record-limit` makes the inbound side rotate its sending key every 8 records; the
+/// outbound side (gembok or rustls) must follow each KeyUpdate for the reply to arrive intact.
+#[tokio::test]
+async fn sending_keys_rotate_at_the_record_limit_and_the_peer_follows() {
+    for outbound in ["gembok", "rustls"] {
+        let mut pair = Pair::start_args(
+            &["--record-limit", "8"],
+            &["--record-limit", "8", "--record-layer", outbound],
+        )
+        .await;
+        pair.exchange_intact(outbound, 1, 4 << 20).await;
+        let m = pair.inbound.metrics().await;
+        let sent = m.sum("gembok_record_key_updates_total", &[("key", "send")]);
+        // 4 MiB is at least 256 records: a rotation before every 9th.
+        assert!(sent >= 31.0, "{outbound}: {sent} rotations");
+    }
+}
