@@ -278,8 +278,8 @@ async fn carry_in_kernel(
     finish_logged(outcome, &mut app, &mut peer, metrics).await
 }
 
-/// Gembok's record layer: app → peer sealed in place after one copy, peer → app opened in place
-/// and written from there.
+/// Gembok's record layer: app → peer read into record slots and sealed there, peer → app opened
+/// in place and written from there.
 async fn carry_records(
     mut app: TcpStream,
     mut peer: Box<RecordStream>,
@@ -289,7 +289,7 @@ async fn carry_records(
     carried_before: (u64, u64),
 ) -> &'static str {
     metrics.data_path("records");
-    let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
+    let up = records::AppToRecords::new(settings.buffers, &metrics.app_to_peer);
     let down = records::RecordsToApp::new(&metrics.peer_to_app);
     let mut outcome =
         forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout, abort).await;

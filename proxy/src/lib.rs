@@ -16,6 +16,8 @@
 //! - [`forward`]: moves bytes both ways with exact half-close; [`conn`]: connect, reset, finish;
 //!   [`resolve`]: outbound host names, looked up once per `--dns-cache` period;
 //! - [`ktls`]: the kernel data path (probe, hand-over, control records, key updates, splice);
+//! - [`records`]: gembok's own TLS 1.3 record layer, the user-space data path after the
+//!   handshake (in-place open/seal, zero-copy peer → app);
 //! - [`tls`], [`identity`], [`verify_cache`]: rustls configs, suite policy, `allow-san` checks,
 //!   remembered chain verdicts;
 //!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;

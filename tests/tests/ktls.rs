@@ -629,7 +629,7 @@ async fn a_key_update_rekeys_the_kernel_or_closes_cleanly() {
     }
 }
 
-/// Our own sending key reaches its record budget (`--ktls-record-limit`, lowered here so that
+/// Our own sending key reaches its record budget (`--record-limit`, lowered here so that
 /// a few MiB pass it many times): a kernel that can be rekeyed rotates it with a KeyUpdate and
 /// the traffic continues intact, against a kTLS peer and a user-space (rustls) one alike; an
 /// older kernel fails the connection at the limit (alert, then resets down the line) instead of
@@ -637,7 +637,7 @@ async fn a_key_update_rekeys_the_kernel_or_closes_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
 async fn the_sending_key_is_rotated_at_the_record_budget() {
-    let limit = ["--ktls-record-limit", "64"];
+    let limit = ["--record-limit", "64"];
     for (inbound_extra, outbound_extra) in [(&[][..], &[][..]), (&[][..], &["--ktls", "off"][..])] {
         let inbound_args: Vec<&str> = limit.iter().chain(inbound_extra).copied().collect();
         let outbound_args: Vec<&str> = limit.iter().chain(outbound_extra).copied().collect();

@@ -93,7 +93,7 @@ impl Cipher {
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub support: Support,
-    /// `--ktls-record-limit`: rotate the sending key (or, without kernel rekey, close) after
+    /// `--record-limit`: rotate the sending key (or, without kernel rekey, close) after
     /// this many records; `None` for the cipher's own limit.
     pub record_limit: Option<u64>,
 }

@@ -16,29 +16,29 @@
 //!   close_notify, the per-key record budget;
 //! - [`tickets`]: when an outbound (client) connection may switch: once the server's session
 //!   ticket is stored, so resumption keeps working;
-//! - [`RecordsToApp`]: the peer → app pump that writes opened records from where they were
-//!   decrypted (one `writev`, no user-space copy).
+//! - [`RecordsToApp`], [`AppToRecords`]: the two pumps; neither copies in user space. Opened
+//!   records are written to the app from where they were decrypted (one `writev`); app bytes
+//!   are read straight into record-shaped slots (one `readv`), sealed there and sent (one
+//!   `write`).
 //!
 //! The keys come from rustls' `dangerous_extract_secrets`, the next generations from the traffic
 //! secrets captured through its key log ([`crate::ktls::keys`]), so KeyUpdates are followed
 //! and our key is rotated before the AES-GCM record limit, as rustls does.
 
 pub mod key;
+mod pump;
 pub mod stream;
 pub mod tickets;
 
-use std::io::{self, IoSlice, Read};
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::io::{self, Read};
 
-use metrics::Counter;
 use rustls::ConnectionTrafficSecrets;
-use tokio::io::AsyncWrite;
 
+pub use pump::{AppToRecords, RecordsToApp};
 pub use stream::RecordStream;
 
 use crate::config::Provider;
-use crate::forward::{BufferPolicy, Failed, Pump};
+use crate::forward::BufferPolicy;
 use crate::ktls::keys::{Rekey, SecretLog};
 use crate::ktls::setup::{TlsSession, negotiated};
 use crate::ktls::stream::KeyUpdates;
@@ -148,70 +148,6 @@ pub async fn handover<S: TlsSession>(
         buffers: layer.buffers,
         key_updates,
     })))
-}
-
-/// Peer → app without a user-space copy: the content of opened records is written to the app
-/// from the buffer it was decrypted in, many records per `writev`.
-pub struct RecordsToApp<'a> {
-    carried: u64,
-    counter: &'a Counter,
-    eof: bool,
-    moved: bool,
-}
-
-impl<'a> RecordsToApp<'a> {
-    pub fn new(counter: &'a Counter) -> Self {
-        Self {
-            carried: 0,
-            counter,
-            eof: false,
-            moved: false,
-        }
-    }
-}
-
-/// Slices per `writev`: 16 full records, plus room for small ones.
-const SLICES: usize = 64;
-
-impl<W: AsyncWrite + ?Sized> Pump<Box<RecordStream>, W> for RecordsToApp<'_> {
-    fn poll_pump(
-        &mut self,
-        cx: &mut Context<'_>,
-        peer: Pin<&mut Box<RecordStream>>,
-        mut app: Pin<&mut W>,
-    ) -> Poll<Result<(), Failed>> {
-        let peer = &mut **peer.get_mut();
-        loop {
-            if !self.eof {
-                self.eof = !ready!(peer.poll_fill(cx)).map_err(Failed::Read)?;
-            }
-            if self.eof {
-                ready!(app.as_mut().poll_shutdown(cx)).map_err(Failed::Write)?;
-                return Poll::Ready(Ok(()));
-            }
-            let n = {
-                let mut slices = [IoSlice::new(&[]); SLICES];
-                let count = peer.readable(&mut slices);
-                ready!(app.as_mut().poll_write_vectored(cx, &slices[..count]))
-                    .map_err(Failed::Write)?
-            };
-            if n == 0 {
-                return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
-            }
-            peer.consume(n);
-            self.carried += n as u64;
-            self.counter.increment(n as u64);
-            self.moved = true;
-        }
-    }
-
-    fn carried(&self) -> u64 {
-        self.carried
-    }
-
-    fn take_moved(&mut self) -> bool {
-        std::mem::take(&mut self.moved)
-    }
 }
 
 #[cfg(test)]

@@ -410,6 +410,34 @@ impl RecordStream {
         Ok(())
     }
 
+    /// Seals one application-data record laid out in place (see [`RecordKey::seal`]); the
+    /// caller has asked [`records_left`](Self::records_left) first.
+    pub fn seal_in_place(&mut self, record: &mut [u8]) {
+        self.tx.key.seal(APPLICATION_DATA, record);
+        self.tx.records += 1;
+    }
+
+    /// How many records the sending key may still seal, rotating it first (a KeyUpdate queued,
+    /// see [`has_queued`](Self::has_queued)) when it has none left or the peer asked.
+    pub fn records_left(&mut self) -> io::Result<usize> {
+        self.rotate_if_due(1)?;
+        Ok(usize::try_from(self.tx.budget - self.tx.records).unwrap_or(usize::MAX))
+    }
+
+    /// Whether records the stream sealed itself wait to be written (they go first).
+    pub fn has_queued(&self) -> bool {
+        !self.tx.out.is_empty()
+    }
+
+    /// Writes records sealed in the caller's buffer.
+    pub fn poll_write_sealed(
+        &mut self,
+        cx: &mut Context<'_>,
+        sealed: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, sealed)
+    }
+
     /// Writes sealed records until none are left.
     pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.tx.out.is_empty() {
@@ -469,8 +497,7 @@ impl AsyncWrite for RecordStream {
             ready!(this.poll_write_out(cx))?;
         }
         // No more records than the key has left (rotated first when none).
-        this.rotate_if_due(1)?;
-        let room = usize::try_from(this.tx.budget - this.tx.records).unwrap_or(usize::MAX);
+        let room = this.records_left()?;
         let n = buf
             .len()
             .min(SEND_QUEUE)
