@@ -195,6 +195,9 @@ impl RecordStream {
                 rx.buf.advance(rx.opened); // all of it consumed
                 rx.opened = 0;
             }
+            if rx.ready.capacity() > 64 {
+                rx.ready = VecDeque::new(); // a burst of tiny records is not kept for good
+            }
             if self.open_records()? {
                 continue;
             }
