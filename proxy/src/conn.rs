@@ -202,6 +202,7 @@ where
             let mut carried = (0, 0);
             if let Some(tickets) = &takers.tickets {
                 // Client: with rustls until the ticket is in and nothing is in flight.
+                peer.set_send_queue(TLS_SEND_QUEUE);
                 let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
                 let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
                 let ready = |peer: &mut S| {
