@@ -17,7 +17,8 @@
 //!   [`resolve`]: outbound host names, looked up once per `--dns-cache` period;
 //! - [`ktls`]: the kernel data path (probe, hand-over, control records, key updates, splice);
 //! - [`records`]: gembok's own TLS 1.3 record layer, the user-space data path after the
-//!   handshake (in-place open/seal, zero-copy peer → app);
+//!   handshake (in-place open/seal, no user-space copy); [`post_handshake`]: the control
+//!   messages both record takers read and send;
 //! - [`tls`], [`identity`], [`verify_cache`]: rustls configs, suite policy, `allow-san` checks,
 //!   remembered chain verdicts;
 //!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;
@@ -38,6 +39,7 @@ pub mod inbound;
 pub mod ktls;
 pub mod metrics;
 pub mod outbound;
+pub mod post_handshake;
 pub mod records;
 pub mod resolve;
 pub mod serve;

@@ -29,16 +29,11 @@ use tokio::net::TcpStream;
 
 use super::keys::Rekey;
 use super::sys;
+use crate::post_handshake::{
+    self, ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, FATAL_INTERNAL_ERROR, HANDSHAKE,
+    KEY_UPDATE_NOT_REQUESTED, Message, Refused,
+};
 
-const ALERT: u8 = 21;
-const HANDSHAKE: u8 = 22;
-const CLOSE_NOTIFY: [u8; 2] = [1, 0];
-/// level fatal (2), internal_error (80).
-const FATAL_INTERNAL_ERROR: [u8; 2] = [2, 80];
-const NEW_SESSION_TICKET: u8 = 4;
-const KEY_UPDATE: u8 = 24;
-/// Our KeyUpdate: handshake type 24, length 1, `update_not_requested`.
-const KEY_UPDATE_NOT_REQUESTED: [u8; 5] = [KEY_UPDATE, 0, 0, 1, 0];
 /// The largest plaintext a TLS record carries.
 const MAX_RECORD: u64 = 16 * 1024;
 
@@ -217,38 +212,24 @@ impl KtlsStream {
     }
 
     /// Handles the handshake messages of one post-handshake record.
-    fn on_handshake(&mut self, mut record: &[u8]) -> io::Result<()> {
-        while !record.is_empty() {
-            let [kind, a, b, c, rest @ ..] = record else {
-                return Err(control(ControlError::Malformed));
-            };
-            let len = usize::from(*a) << 16 | usize::from(*b) << 8 | usize::from(*c);
-            if rest.len() < len {
-                return Err(control(ControlError::Malformed));
+    fn on_handshake(&mut self, record: &[u8]) -> io::Result<()> {
+        let messages = post_handshake::messages(record).map_err(|refused| match refused {
+            Refused::Malformed => control(ControlError::Malformed),
+            Refused::Unexpected(_) => {
+                control(ControlError::Unexpected(TlsGetRecordType::Handshake))
             }
-            let (body, rest) = rest.split_at(len);
-            match *kind {
-                NEW_SESSION_TICKET => {}
-                KEY_UPDATE => self.on_key_update(body)?,
-                _ => {
-                    return Err(control(ControlError::Unexpected(
-                        TlsGetRecordType::Handshake,
-                    )));
-                }
+        })?;
+        for message in messages {
+            if let Message::KeyUpdate { requested } = message {
+                self.on_key_update(requested)?;
             }
-            record = rest;
         }
         Ok(())
     }
 
     /// The peer rotated its sending key: install the next receiving key before the kernel
     /// decrypts another record (it holds them back until then).
-    fn on_key_update(&mut self, body: &[u8]) -> io::Result<()> {
-        let requested = match body {
-            [0] => false,
-            [1] => true,
-            _ => return Err(control(ControlError::Malformed)),
-        };
+    fn on_key_update(&mut self, requested: bool) -> io::Result<()> {
         let Some(rekey) = self.rekey.as_mut() else {
             return Err(control(ControlError::KeyUpdate));
         };
@@ -328,7 +309,7 @@ impl AsyncRead for KtlsStream {
                 }
                 Some(TlsGetRecordType::Alert) => {
                     let body = &buf.initialize_unfilled()[..got.len];
-                    if body.get(1) == Some(&CLOSE_NOTIFY[1]) {
+                    if body.get(1) == Some(&CLOSE_NOTIFY) {
                         return Poll::Ready(Ok(())); // EOF
                     }
                     let (level, description) = (
@@ -369,7 +350,7 @@ impl AsyncWrite for KtlsStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.close_notify_sent {
-            ready!(this.poll_send_control(cx, ALERT, &CLOSE_NOTIFY))?;
+            ready!(this.poll_send_control(cx, ALERT, &CLOSE_NOTIFY_ALERT))?;
             this.close_notify_sent = true;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)

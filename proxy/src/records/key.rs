@@ -25,8 +25,6 @@ pub const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 pub const MAX_SEALED: usize = HEADER + MAX_PLAINTEXT + 1 + TAG;
 /// Outer content type of every protected record, and the inner type of application data.
 pub const APPLICATION_DATA: u8 = 23;
-pub const ALERT: u8 = 21;
-pub const HANDSHAKE: u8 = 22;
 
 /// A record that cannot be opened; each maps to the alert that tells the peer why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,6 +66,36 @@ enum Aead {
     AwsLc(aws_lc_rs::aead::LessSafeKey),
 }
 
+/// The two libraries have the same `aead` API over different types, so each use is written once:
+/// `$a` names the library's `aead` module; `new` makes an [`Aead`] of `library`'s key, `key`
+/// runs `$body` with `$key` bound to an [`Aead`]'s key.
+macro_rules! per_library {
+    (new $library:expr, |$a:ident| $key:expr) => {
+        match $library {
+            Provider::Ring => {
+                use ring::aead as $a;
+                Aead::Ring($key)
+            }
+            Provider::AwsLcRs => {
+                use aws_lc_rs::aead as $a;
+                Aead::AwsLc($key)
+            }
+        }
+    };
+    (key $aead:expr, |$key:ident, $a:ident| $body:expr) => {
+        match $aead {
+            Aead::Ring($key) => {
+                use ring::aead as $a;
+                $body
+            }
+            Aead::AwsLc($key) => {
+                use aws_lc_rs::aead as $a;
+                $body
+            }
+        }
+    };
+}
+
 /// One direction's traffic key and its record sequence.
 pub struct RecordKey {
     aead: Aead,
@@ -97,28 +125,14 @@ impl RecordKey {
             cipher,
             len: key.len(),
         };
-        let aead = match library {
-            Provider::Ring => {
-                use ring::aead as a;
-                let alg = match cipher {
-                    Cipher::Aes128Gcm => &a::AES_128_GCM,
-                    Cipher::Aes256Gcm => &a::AES_256_GCM,
-                    Cipher::Chacha20Poly1305 => &a::CHACHA20_POLY1305,
-                };
-                let key = a::UnboundKey::new(alg, key).map_err(|_| refused())?;
-                Aead::Ring(a::LessSafeKey::new(key))
-            }
-            Provider::AwsLcRs => {
-                use aws_lc_rs::aead as a;
-                let alg = match cipher {
-                    Cipher::Aes128Gcm => &a::AES_128_GCM,
-                    Cipher::Aes256Gcm => &a::AES_256_GCM,
-                    Cipher::Chacha20Poly1305 => &a::CHACHA20_POLY1305,
-                };
-                let key = a::UnboundKey::new(alg, key).map_err(|_| refused())?;
-                Aead::AwsLc(a::LessSafeKey::new(key))
-            }
-        };
+        let aead = per_library!(new library, |a| {
+            let alg = match cipher {
+                Cipher::Aes128Gcm => &a::AES_128_GCM,
+                Cipher::Aes256Gcm => &a::AES_256_GCM,
+                Cipher::Chacha20Poly1305 => &a::CHACHA20_POLY1305,
+            };
+            a::LessSafeKey::new(a::UnboundKey::new(alg, key).map_err(|_| refused())?)
+        });
         Ok(Self { aead, iv: *iv, seq })
     }
 
@@ -147,30 +161,13 @@ impl RecordKey {
         let nonce = self.nonce();
         let (body, tag) = record[HEADER..].split_at_mut(len - HEADER - TAG);
         // Sealing fails only for inputs far beyond a record's size.
-        match &self.aead {
-            Aead::Ring(key) => {
-                use ring::aead as a;
-                let t = key
-                    .seal_in_place_separate_tag(
-                        a::Nonce::assume_unique_for_key(nonce),
-                        a::Aad::from(header),
-                        body,
-                    )
-                    .expect("a record is within the AEAD's input limit");
-                tag.copy_from_slice(t.as_ref());
-            }
-            Aead::AwsLc(key) => {
-                use aws_lc_rs::aead as a;
-                let t = key
-                    .seal_in_place_separate_tag(
-                        a::Nonce::assume_unique_for_key(nonce),
-                        a::Aad::from(header),
-                        body,
-                    )
-                    .expect("a record is within the AEAD's input limit");
-                tag.copy_from_slice(t.as_ref());
-            }
-        }
+        let sealed = per_library!(key & self.aead, |key, a| {
+            let nonce = a::Nonce::assume_unique_for_key(nonce);
+            key.seal_in_place_separate_tag(nonce, a::Aad::from(header), body)
+                .map(|t| tag.copy_from_slice(t.as_ref()))
+                .map_err(drop)
+        });
+        sealed.expect("a record is within the AEAD's input limit");
         self.seq += 1;
     }
 
@@ -190,28 +187,12 @@ impl RecordKey {
         }
         let nonce = self.nonce();
         let body = &mut record[HEADER..];
-        let plain = match &self.aead {
-            Aead::Ring(key) => {
-                use ring::aead as a;
-                key.open_in_place(
-                    a::Nonce::assume_unique_for_key(nonce),
-                    a::Aad::from(header),
-                    body,
-                )
+        let plain = per_library!(key & self.aead, |key, a| {
+            let nonce = a::Nonce::assume_unique_for_key(nonce);
+            key.open_in_place(nonce, a::Aad::from(header), body)
                 .map(|p| p.len())
                 .map_err(drop)
-            }
-            Aead::AwsLc(key) => {
-                use aws_lc_rs::aead as a;
-                key.open_in_place(
-                    a::Nonce::assume_unique_for_key(nonce),
-                    a::Aad::from(header),
-                    body,
-                )
-                .map(|p| p.len())
-                .map_err(drop)
-            }
-        }
+        })
         .map_err(|_| RecordError::BadRecordMac)?;
         self.seq += 1;
         // TLSInnerPlaintext: content, the content type, then zeros.

@@ -24,21 +24,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::key::{
-    ALERT, APPLICATION_DATA, HANDSHAKE, HEADER, MAX_CIPHERTEXT, MAX_PLAINTEXT, MAX_SEALED,
-    RecordError, RecordKey, TAG, record_len,
+    APPLICATION_DATA, HEADER, MAX_CIPHERTEXT, MAX_PLAINTEXT, MAX_SEALED, RecordError, RecordKey,
+    TAG, record_len,
 };
 use crate::config::Provider;
 use crate::forward::BufferPolicy;
 use crate::ktls::Cipher;
 use crate::ktls::keys::Rekey;
 use crate::ktls::stream::KeyUpdates;
+use crate::post_handshake::{
+    self, ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, KEY_UPDATE_NOT_REQUESTED, Message,
+    Refused, USER_CANCELED,
+};
 
-const CLOSE_NOTIFY: u8 = 0;
-const USER_CANCELED: u8 = 90;
-const NEW_SESSION_TICKET: u8 = 4;
-const KEY_UPDATE: u8 = 24;
-/// Our KeyUpdate: handshake type 24, length 1, `update_not_requested`.
-const KEY_UPDATE_NOT_REQUESTED: [u8; 5] = [KEY_UPDATE, 0, 0, 1, 0];
 /// Sealed bytes we hold before a write waits for the socket (as rustls' send queue).
 const SEND_QUEUE: usize = 16 * MAX_SEALED;
 
@@ -297,36 +295,21 @@ impl RecordStream {
     }
 
     /// Handles the handshake messages of one post-handshake record.
-    fn on_handshake(&mut self, mut record: &[u8]) -> io::Result<()> {
-        if record.is_empty() {
-            return Err(control(ControlError::Malformed));
-        }
-        while !record.is_empty() {
-            let [kind, a, b, c, rest @ ..] = record else {
-                return Err(control(ControlError::Malformed));
-            };
-            let len = usize::from(*a) << 16 | usize::from(*b) << 8 | usize::from(*c);
-            if rest.len() < len {
-                return Err(control(ControlError::Malformed));
+    fn on_handshake(&mut self, record: &[u8]) -> io::Result<()> {
+        let messages = post_handshake::messages(record).map_err(|refused| match refused {
+            Refused::Malformed => control(ControlError::Malformed),
+            Refused::Unexpected(_) => control(ControlError::Unexpected("handshake message")),
+        })?;
+        for message in messages {
+            if let Message::KeyUpdate { requested } = message {
+                self.on_key_update(requested)?;
             }
-            let (body, rest) = rest.split_at(len);
-            match *kind {
-                NEW_SESSION_TICKET => {} // no rustls left to store it
-                KEY_UPDATE => self.on_key_update(body)?,
-                _ => return Err(control(ControlError::Unexpected("handshake message"))),
-            }
-            record = rest;
         }
         Ok(())
     }
 
     /// The peer rotated its sending key: the next record is opened with the next key.
-    fn on_key_update(&mut self, body: &[u8]) -> io::Result<()> {
-        let requested = match body {
-            [0] => false,
-            [1] => true,
-            _ => return Err(control(ControlError::Malformed)),
-        };
+    fn on_key_update(&mut self, requested: bool) -> io::Result<()> {
         let Some(rekey) = self.rekey.as_mut() else {
             return Err(control(ControlError::NoKeySchedule));
         };
@@ -520,7 +503,7 @@ impl AsyncWrite for RecordStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.tx.close_notify_sent {
-            this.seal(ALERT, &[1, CLOSE_NOTIFY]);
+            this.seal(ALERT, &CLOSE_NOTIFY_ALERT);
             this.tx.close_notify_sent = true;
         }
         ready!(this.poll_write_out(cx))?;

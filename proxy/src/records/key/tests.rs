@@ -93,7 +93,7 @@ fn records_we_seal_open_in_rustls_and_close_notify_ends_its_stream() {
         let (mut tx, _, mut client, cipher) = ours_and_rustls(library, suite);
         let mut wire = sealed(&mut tx, APPLICATION_DATA, b"hello from our record layer");
         wire.extend(sealed(&mut tx, APPLICATION_DATA, &[0xab; MAX_PLAINTEXT]));
-        wire.extend(sealed(&mut tx, ALERT, &[1, 0]));
+        wire.extend(sealed(&mut tx, crate::post_handshake::ALERT, &[1, 0]));
         let mut slice = &wire[..];
         while !slice.is_empty() {
             client.read_tls(&mut slice).unwrap();
