@@ -177,13 +177,13 @@ pub async fn carry<S>(
 where
     S: TlsSession + PeerStream,
 {
-    let peer = match takers.ktls {
+    let mut peer = match takers.ktls {
         None => peer,
         Some(handoff) => match ktls::handover(peer, &handoff, metrics.key_updates.clone()).await {
-            Handover::Kernel(peer) => {
+            Handover::Taken(peer) => {
                 return carry_in_kernel(app, peer, settings, metrics, abort).await;
             }
-            Handover::UserSpace(peer, reason) => {
+            Handover::Kept(peer, reason) => {
                 metrics.ktls_fallback(reason);
                 tracing::debug!(reason, "kTLS not used for this connection");
                 peer
@@ -196,49 +196,36 @@ where
             }
         },
     };
-    let mut peer = match takers.records {
-        Some(layer) if peer.bounded() || peer.ulp_attached() => {
-            let mut peer = peer;
-            let mut carried = (0, 0);
-            if let Some(tickets) = &takers.tickets {
-                // Client: with rustls until the ticket is in and nothing is in flight.
-                peer.set_send_queue(TLS_SEND_QUEUE);
-                let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
-                let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
-                let ready = |peer: &mut S| {
-                    tickets.ticket_stored() && peer.at_boundary() && !peer.common().wants_write()
-                };
-                let idle = settings.idle_timeout;
-                let (ended, so_far) =
-                    forward::forward_until(&mut app, &mut peer, up, down, idle, abort, ready).await;
-                if let Some(outcome) = ended {
-                    metrics.data_path("userspace");
-                    return finish_logged(outcome, &mut app, &mut peer, metrics).await;
-                }
-                carried = so_far;
-            }
-            let secrets = takers.secrets.as_deref();
-            match records::handover(peer, layer, secrets, metrics.record_key_updates.clone()).await
-            {
-                records::Handover::Records(peer) => {
-                    return carry_records(app, peer, settings, metrics, abort, carried).await;
-                }
-                records::Handover::Rustls(peer, reason) => {
-                    tracing::debug!(reason, "gembok's record layer not used for this connection");
-                    peer
-                }
-                records::Handover::Failed(e, reason) => {
-                    tracing::warn!(reason, error = %e, "record layer hand-over failed after the handshake; closing");
-                    reset(&app);
-                    return "records_failed";
-                }
+    peer.set_send_queue(TLS_SEND_QUEUE);
+    // Reads were bounded by records (aligned, if the ULP attached) from the start.
+    if let Some(layer) = takers.records {
+        let mut carried = (0, 0);
+        if let Some(tickets) = &takers.tickets {
+            match until_ticket(&mut app, &mut peer, tickets, settings, metrics, abort).await {
+                Ok(so_far) => carried = so_far,
+                Err(end) => return end,
             }
         }
-        _ => peer,
-    };
+        let secrets = takers.secrets.as_deref();
+        peer = match records::handover(peer, layer, secrets, metrics.record_key_updates.clone())
+            .await
+        {
+            Handover::Taken(peer) => {
+                return carry_records(app, peer, settings, metrics, abort, carried).await;
+            }
+            Handover::Kept(peer, reason) => {
+                tracing::debug!(reason, "gembok's record layer not used for this connection");
+                peer
+            }
+            Handover::Failed(e, reason) => {
+                tracing::warn!(reason, error = %e, "record layer hand-over failed after the handshake; closing");
+                reset(&app);
+                return "records_failed";
+            }
+        };
+    }
     peer.release();
     metrics.data_path("userspace");
-    peer.set_send_queue(TLS_SEND_QUEUE);
     let outcome = forward::forward(
         &mut app,
         &mut peer,
@@ -249,6 +236,32 @@ where
     )
     .await;
     finish_logged(outcome, &mut app, &mut peer, metrics).await
+}
+
+/// Client side of gembok's record layer: forwards with rustls until the server's session ticket
+/// is stored and nothing is in flight (see `records::tickets`). `Ok(bytes carried so far)` when
+/// the connection may switch now; `Err(end label)` when it ended first.
+async fn until_ticket<S: TlsSession + PeerStream>(
+    app: &mut TcpStream,
+    peer: &mut S,
+    tickets: &records::tickets::Watch,
+    settings: Settings,
+    metrics: &ListenerMetrics,
+    abort: &CancellationToken,
+) -> Result<(u64, u64), &'static str> {
+    let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
+    let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
+    let ready = |peer: &mut S| {
+        tickets.ticket_stored() && peer.at_boundary() && !peer.common().wants_write()
+    };
+    let idle = settings.idle_timeout;
+    match forward::forward_until(app, peer, up, down, idle, abort, ready).await {
+        (None, carried) => Ok(carried),
+        (Some(outcome), _) => {
+            metrics.data_path("userspace");
+            Err(finish_logged(outcome, app, peer, metrics).await)
+        }
+    }
 }
 
 /// The kernel data path: app → peer spliced (copied where no pipe can be had), peer → app one

@@ -28,7 +28,15 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-const HEADER: usize = 5;
+/// The record header: outer type, legacy version, length.
+pub const HEADER: usize = 5;
+
+/// The whole length (header included) of the record starting at `wire`, once its header is
+/// there.
+pub fn record_len(wire: &[u8]) -> Option<usize> {
+    let h = wire.get(..HEADER)?;
+    Some(HEADER + usize::from(u16::from_be_bytes([h[3], h[4]])))
+}
 
 /// How much one read asks of the socket on behalf of rustls (user space only).
 pub const READ_AHEAD: usize = 64 * 1024;
@@ -65,10 +73,6 @@ impl<S> RecordAligned<S> {
             body_left: 0,
             ahead: BytesMut::new(),
         }
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
     }
 
     /// Whether reads are (still) aligned for the kernel.
@@ -140,7 +144,7 @@ impl<S: AsyncRead + Unpin> RecordAligned<S> {
             self.header[self.header_seen..self.header_seen + got].copy_from_slice(limited.filled());
             self.header_seen += got;
             if self.header_seen == HEADER {
-                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+                self.body_left = record_len(&self.header).expect("a whole header") - HEADER;
             }
         } else {
             self.body_left -= got;
@@ -158,11 +162,7 @@ impl<S: AsyncRead + Unpin> RecordAligned<S> {
     ) -> Poll<io::Result<()>> {
         // Between records, wait for the whole next record (its header says how long), so rustls
         // is never left holding part of one when the socket runs dry; within one, serve the rest.
-        let record = |ahead: &BytesMut| match ahead.get(..HEADER) {
-            Some(h) => HEADER + u16::from_be_bytes([h[3], h[4]]) as usize,
-            None => HEADER,
-        };
-        while self.body_left == 0 && self.ahead.len() < record(&self.ahead) {
+        while self.body_left == 0 && self.ahead.len() < record_len(&self.ahead).unwrap_or(HEADER) {
             self.ahead.reserve(READ_AHEAD);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.ahead) {
                 Poll::Pending => {
@@ -176,8 +176,10 @@ impl<S: AsyncRead + Unpin> RecordAligned<S> {
                 Poll::Ready(Ok(_)) => {}
             }
         }
-        if self.body_left == 0 && self.ahead.len() >= HEADER {
-            self.body_left = HEADER + u16::from_be_bytes([self.ahead[3], self.ahead[4]]) as usize;
+        if self.body_left == 0
+            && let Some(len) = record_len(&self.ahead)
+        {
+            self.body_left = len;
         }
         // (`body_left` is 0 here only at EOF with a partial header left.)
         let limit = if self.body_left > 0 {

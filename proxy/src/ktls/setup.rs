@@ -9,6 +9,8 @@
 //! first: the negotiated cipher must be one the probe saw the kernel accept, and rustls must have
 //! nothing left to send and must have stopped reading at a record boundary. Only then are the
 //! secrets extracted (which consumes the rustls connection) and installed for both directions.
+//! That taking-apart of rustls ([`release`], [`traffic_key`]) is shared with gembok's own record
+//! layer (`crate::records`), and so is [`Handover`], what became of the attempt.
 //! Plaintext rustls had already decrypted (none, with record-aligned reads) is served first by
 //! the [`KtlsStream`]. On a TLS 1.3 connection whose traffic secrets were captured (see
 //! [`super::keys`]) and a kernel that can be rekeyed, the stream also gets the key schedules it
@@ -20,7 +22,7 @@ use bytes::BytesMut;
 use nix::sys::socket::{setsockopt, sockopt};
 use rustls::CipherSuite;
 use rustls::crypto::cipher::NONCE_LEN;
-use rustls::{ConnectionTrafficSecrets, ProtocolVersion};
+use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,8 +37,6 @@ pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
     fn common(&self) -> &rustls::CommonState;
     /// Whether [`prepare`] attached the ULP (reads are record-aligned exactly then).
     fn ulp_attached(&self) -> bool;
-    /// Whether reads are bounded by records for gembok's own record layer.
-    fn bounded(&self) -> bool;
     /// Whether the handshake's reads stopped exactly at a record boundary.
     fn at_boundary(&self) -> bool;
     /// Turns record-aligned or bounded reads off (the connection stays with rustls).
@@ -58,9 +58,6 @@ macro_rules! tls_session {
             }
             fn ulp_attached(&self) -> bool {
                 self.get_ref().0.aligned()
-            }
-            fn bounded(&self) -> bool {
-                self.get_ref().0.mode() == Mode::Bounded
             }
             fn at_boundary(&self) -> bool {
                 self.get_ref().0.at_boundary()
@@ -94,9 +91,6 @@ impl<T: TlsSession> TlsSession for Box<T> {
     fn ulp_attached(&self) -> bool {
         (**self).ulp_attached()
     }
-    fn bounded(&self) -> bool {
-        (**self).bounded()
-    }
     fn at_boundary(&self) -> bool {
         (**self).at_boundary()
     }
@@ -119,13 +113,17 @@ pub struct Handoff<'a> {
     pub secrets: Option<std::sync::Arc<SecretLog>>,
 }
 
-/// Where a connection's data path ended up.
-pub enum Handover<S> {
-    /// The kernel protects the connection now.
-    Kernel(KtlsStream),
-    /// Kept in user space; rustls still owns the connection (reads still bounded: the caller
-    /// releases them). The reason is a metric label.
-    UserSpace(S, &'static str),
+/// What became of a connection whose records something wanted to take from rustls (the
+/// kernel, gembok's record layer, or [`release`] for either).
+// Taken is returned once per connection and taken apart at once: boxing it would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Handover<T, S> {
+    /// Taken: the kernel's stream, gembok's record stream, or what rustls gave up.
+    Taken(T),
+    /// rustls keeps the connection (reads still bounded: the caller releases them). The reason
+    /// is a metric label.
+    Kept(S, &'static str),
     /// The hand-over failed after rustls gave the connection up: it can only be closed.
     Failed(io::Error, &'static str),
 }
@@ -150,50 +148,82 @@ pub fn prepare(tcp: TcpStream, ktls: bool, records: bool) -> RecordAligned<TcpSt
     RecordAligned::new(tcp, mode)
 }
 
-/// Hands `tls` to the kernel if it can, else gives it back (released) for user space.
-pub async fn handover<S: TlsSession>(
-    mut tls: S,
-    handoff: &Handoff<'_>,
-    key_updates: KeyUpdates,
-) -> Handover<S> {
-    let kernel = handoff.kernel;
-    let support = &kernel.support;
-    let keep = |tls: S, reason| Handover::UserSpace(tls, reason);
-    if !tls.ulp_attached() {
-        return keep(tls, "ulp");
-    }
-    let Some((cipher, version)) = negotiated(tls.common()) else {
-        return keep(tls, "unsupported_cipher");
-    };
-    if !support.supports(cipher, version) {
-        return keep(tls, "unsupported_cipher");
-    }
-    // Session tickets and the like must be on the wire before the kernel takes the sequence.
+/// A connection rustls has given up: its socket, what it left, and its keys.
+pub struct Released {
+    pub tcp: TcpStream,
+    /// Bytes read from the socket that rustls was never served (bounded reads only).
+    pub unread: BytesMut,
+    /// Plaintext rustls had decrypted but not handed out, to be served first.
+    pub early: Vec<u8>,
+    pub suite: Option<SupportedCipherSuite>,
+    pub is_server: bool,
+    pub secrets: ExtractedSecrets,
+}
+
+/// Takes a connection's record layer from rustls, for the kernel or gembok's own: first what
+/// can fail while rustls could still continue (flush what it queued, such as session tickets,
+/// which must be on the wire before the sequence numbers move; nothing left to send; reads
+/// stopped at a record boundary), then drains its decrypted plaintext and extracts the secrets,
+/// which consumes it.
+pub async fn release<S: TlsSession>(mut tls: S) -> Handover<Released, S> {
     if let Err(e) = tls.flush().await {
         return Handover::Failed(e, "flush");
     }
     if tls.common().wants_write() || !tls.at_boundary() {
-        return keep(tls, "buffered_records");
+        return Handover::Kept(tls, "buffered_records");
     }
-
-    let (tcp, ahead, mut conn) = tls.into_parts();
-    debug_assert!(ahead.is_empty(), "aligned reads never read ahead");
+    let (tcp, unread, mut conn) = tls.into_parts();
     let suite = conn.negotiated_cipher_suite();
     let is_server = matches!(conn, rustls::Connection::Server(_));
     let mut early = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match conn.reader().read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => early.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Handover::Failed(e, "pending_plaintext"),
-        }
+    if let Err(e) = conn.reader().read_to_end(&mut early)
+        && e.kind() != io::ErrorKind::WouldBlock
+    {
+        return Handover::Failed(e, "pending_plaintext");
     }
-    let secrets = match conn.dangerous_extract_secrets() {
-        Ok(s) => s,
-        Err(e) => return Handover::Failed(io::Error::other(e), "extract_secrets"),
+    match conn.dangerous_extract_secrets() {
+        Ok(secrets) => Handover::Taken(Released {
+            tcp,
+            unread,
+            early,
+            suite,
+            is_server,
+            secrets,
+        }),
+        Err(e) => Handover::Failed(io::Error::other(e), "extract_secrets"),
+    }
+}
+
+/// Hands `tls` to the kernel if it can, else gives it back for user space.
+pub async fn handover<S: TlsSession>(
+    tls: S,
+    handoff: &Handoff<'_>,
+    key_updates: KeyUpdates,
+) -> Handover<KtlsStream, S> {
+    let kernel = handoff.kernel;
+    let support = &kernel.support;
+    if !tls.ulp_attached() {
+        return Handover::Kept(tls, "ulp");
+    }
+    let Some((cipher, version)) = negotiated(tls.common()) else {
+        return Handover::Kept(tls, "unsupported_cipher");
     };
+    if !support.supports(cipher, version) {
+        return Handover::Kept(tls, "unsupported_cipher");
+    }
+    let Released {
+        tcp,
+        unread,
+        early,
+        suite,
+        is_server,
+        secrets,
+    } = match release(tls).await {
+        Handover::Taken(released) => released,
+        Handover::Kept(tls, reason) => return Handover::Kept(tls, reason),
+        Handover::Failed(e, reason) => return Handover::Failed(e, reason),
+    };
+    debug_assert!(unread.is_empty(), "aligned reads never read ahead");
     let install =
         |opt: Direction, (seq, secrets): (u64, ConnectionTrafficSecrets)| -> io::Result<()> {
             let info = from_secrets(cipher, version, &secrets, seq)?;
@@ -215,7 +245,7 @@ pub async fn handover<S: TlsSession>(
         }
         _ => None,
     };
-    Handover::Kernel(KtlsStream::new(
+    Handover::Taken(KtlsStream::new(
         tcp,
         early,
         kernel.record_budget(cipher),
@@ -257,15 +287,20 @@ fn from_secrets(
     secrets: &ConnectionTrafficSecrets,
     seq: u64,
 ) -> io::Result<sockopt::TlsCryptoInfo> {
+    let (key, iv) = traffic_key(cipher, secrets)?;
+    Ok(crypto_info(cipher, version, key, iv, seq))
+}
+
+/// The key and IV of one direction's extracted secrets, checked against the negotiated cipher.
+pub fn traffic_key(
+    cipher: Cipher,
+    secrets: &ConnectionTrafficSecrets,
+) -> io::Result<(&[u8], &[u8; NONCE_LEN])> {
     let (key, iv, got) = match secrets {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
-            (key.as_ref(), iv.as_ref(), Cipher::Aes128Gcm)
-        }
-        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
-            (key.as_ref(), iv.as_ref(), Cipher::Aes256Gcm)
-        }
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (key, iv, Cipher::Aes128Gcm),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (key, iv, Cipher::Aes256Gcm),
         ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-            (key.as_ref(), iv.as_ref(), Cipher::Chacha20Poly1305)
+            (key, iv, Cipher::Chacha20Poly1305)
         }
         _ => {
             return Err(io::Error::other(
@@ -273,15 +308,16 @@ fn from_secrets(
             ));
         }
     };
-    // Some rustls versions labelled AES-256 secrets as AES-128 (rustls#1833): trust the key length.
+    let (key, iv) = (key.as_ref(), iv.as_ref());
+    // Some rustls versions labelled AES-256 secrets as AES-128 (rustls#1833): check the length too.
     let expected_key = if cipher == Cipher::Aes128Gcm { 16 } else { 32 };
-    if got != cipher || key.len() != expected_key || iv.len() != NONCE_LEN {
-        return Err(io::Error::other(format!(
+    match iv.try_into() {
+        Ok(iv) if got == cipher && key.len() == expected_key => Ok((key, iv)),
+        _ => Err(io::Error::other(format!(
             "extracted secrets ({got:?}, {}-byte key) do not match the negotiated {cipher:?}",
             key.len()
-        )));
+        ))),
     }
-    Ok(crypto_info(cipher, version, key, iv, seq))
 }
 
 /// The kernel's `tls12_crypto_info_*` for a key, a 12-byte IV and the next record sequence.

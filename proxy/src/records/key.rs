@@ -12,8 +12,7 @@ use std::ops::Range;
 use crate::config::Provider;
 use crate::ktls::Cipher;
 
-/// The record header: outer type, legacy version, length.
-pub const HEADER: usize = 5;
+pub use crate::ktls::record::{HEADER, record_len};
 /// The AEAD tag (all three TLS 1.3 AEADs).
 pub const TAG: usize = 16;
 /// The largest plaintext one record carries.
@@ -211,13 +210,6 @@ impl RecordKey {
 pub fn header(body_len: usize) -> [u8; HEADER] {
     let [hi, lo] = (body_len as u16).to_be_bytes();
     [APPLICATION_DATA, 3, 3, hi, lo]
-}
-
-/// The whole length (header included) of the record starting at `wire`, once its header is
-/// there.
-pub fn record_len(wire: &[u8]) -> Option<usize> {
-    let h = wire.get(..HEADER)?;
-    Some(HEADER + usize::from(u16::from_be_bytes([h[3], h[4]])))
 }
 
 #[cfg(test)]

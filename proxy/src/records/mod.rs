@@ -7,8 +7,8 @@
 //! the kernel, this layer takes them instead:
 //!
 //! ```text
-//!  handshake (rustls, reads bounded by records) ─► flush ─┬─► extract secrets ─► RecordStream
-//!  (TLS 1.2, bytes rustls still holds: stay with rustls) ─┘
+//!  handshake (rustls, reads bounded by records) ─► ktls::setup::release ─┬─► RecordStream
+//!  (TLS 1.2, bytes rustls still holds: stay with rustls) ──────────────────┘
 //! ```
 //!
 //! - [`key`]: sealing and opening one record in place with ring or aws-lc-rs (`--aead`);
@@ -30,7 +30,7 @@ mod pump;
 pub mod stream;
 pub mod tickets;
 
-use std::io::{self, Read};
+use std::io;
 
 use rustls::ConnectionTrafficSecrets;
 
@@ -40,7 +40,7 @@ pub use stream::RecordStream;
 use crate::config::Provider;
 use crate::forward::BufferPolicy;
 use crate::ktls::keys::{Rekey, SecretLog};
-use crate::ktls::setup::{TlsSession, negotiated};
+use crate::ktls::setup::{Handover, TlsSession, negotiated, release, traffic_key};
 use crate::ktls::stream::KeyUpdates;
 use crate::ktls::{Cipher, Version};
 use key::RecordKey;
@@ -71,78 +71,41 @@ impl Layer {
     }
 }
 
-/// Where a connection's records are protected after [`handover`].
-pub enum Handover<S> {
-    Records(Box<RecordStream>),
-    /// rustls keeps the connection; the reason is a metric label.
-    Rustls(S, &'static str),
-    /// The hand-over failed after rustls gave the connection up: it can only be closed.
-    Failed(io::Error, &'static str),
-}
-
 /// Hands `tls` to gembok's record layer if it can, else gives it back.
 pub async fn handover<S: TlsSession>(
-    mut tls: S,
+    tls: S,
     layer: &Layer,
     secrets: Option<&SecretLog>,
     key_updates: KeyUpdates,
-) -> Handover<S> {
+) -> Handover<Box<RecordStream>, S> {
     let Some((cipher, Version::Tls13)) = negotiated(tls.common()) else {
-        return Handover::Rustls(tls, "tls12");
+        return Handover::Kept(tls, "tls12");
     };
-    // Session tickets and the like must be on the wire before the sequence numbers move here.
-    if let Err(e) = tokio::io::AsyncWriteExt::flush(&mut tls).await {
-        return Handover::Failed(e, "flush");
-    }
-    if tls.common().wants_write() || !tls.at_boundary() {
-        return Handover::Rustls(tls, "buffered_records");
-    }
-    let (tcp, unread, mut conn) = tls.into_parts();
-    let suite = conn.negotiated_cipher_suite();
-    let is_server = matches!(conn, rustls::Connection::Server(_));
-    let mut early = Vec::new();
-    if let Err(e) = conn.reader().read_to_end(&mut early)
-        && e.kind() != io::ErrorKind::WouldBlock
-    {
-        return Handover::Failed(e, "pending_plaintext");
-    }
-    let extracted = match conn.dangerous_extract_secrets() {
-        Ok(s) => s,
-        Err(e) => return Handover::Failed(io::Error::other(e), "extract_secrets"),
+    let released = match release(tls).await {
+        Handover::Taken(released) => released,
+        Handover::Kept(tls, reason) => return Handover::Kept(tls, reason),
+        Handover::Failed(e, reason) => return Handover::Failed(e, reason),
     };
-    let key = |(seq, secrets): (u64, ConnectionTrafficSecrets)| {
-        let (key, iv) = match &secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-            | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
-            _ => {
-                return Err(io::Error::other(
-                    "rustls extracted secrets for an unknown cipher",
-                ));
-            }
-        };
-        let iv: &[u8; 12] = iv
-            .as_ref()
-            .try_into()
-            .map_err(|_| io::Error::other("extracted IV is not 12 bytes"))?;
-        RecordKey::new(layer.library, cipher, key.as_ref(), iv, seq).map_err(io::Error::other)
+    let key = |(seq, secrets): &(u64, ConnectionTrafficSecrets)| {
+        let (key, iv) = traffic_key(cipher, secrets)?;
+        RecordKey::new(layer.library, cipher, key, iv, *seq).map_err(io::Error::other)
     };
-    let (tx, rx) = match (key(extracted.tx), key(extracted.rx)) {
+    let (tx, rx) = match (key(&released.secrets.tx), key(&released.secrets.rx)) {
         (Ok(tx), Ok(rx)) => (tx, rx),
         (Err(e), _) | (_, Err(e)) => return Handover::Failed(e, "keys"),
     };
-    let rekey = match (suite, secrets) {
-        (Some(suite), Some(log)) => Rekey::new(log, suite, cipher, is_server),
+    let rekey = match (released.suite, secrets) {
+        (Some(suite), Some(log)) => Rekey::new(log, suite, cipher, released.is_server),
         _ => None,
     };
-    Handover::Records(Box::new(RecordStream::new(stream::Start {
-        tcp,
+    Handover::Taken(Box::new(RecordStream::new(stream::Start {
+        tcp: released.tcp,
         library: layer.library,
         cipher,
         tx,
         rx,
-        early,
-        unread,
+        early: released.early,
+        unread: released.unread,
         rekey,
         record_budget: layer.record_budget(cipher),
         buffers: layer.buffers,

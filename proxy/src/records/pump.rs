@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::RecordStream;
 use super::key::{HEADER, MAX_PLAINTEXT, MAX_SEALED, TAG};
+use super::stream::BATCH;
 use crate::forward::{BufferPolicy, Failed, Pump};
 
 /// Peer → app without a user-space copy: the content of opened records is written to the app
@@ -77,13 +78,10 @@ impl<W: AsyncWrite + ?Sized> Pump<Box<RecordStream>, W> for RecordsToApp<'_> {
     }
 }
 
-/// Records per read at most: 256 KiB of plaintext, one `write` of sealed records.
-const SLOTS: usize = 16;
-
 /// App → peer without a user-space copy: one `readv` puts the app's bytes where they belong in
 /// consecutive records (after room for each header, before room for each content type and tag),
 /// each is sealed in place, and the whole run leaves in one `write`. Slots follow the forwarding
-/// buffer policy: one record's worth until the connection has carried `grow_after`, then 16.
+/// buffer policy: one record's worth until the connection has carried `grow_after`, then [`BATCH`].
 pub struct AppToRecords<'a> {
     policy: BufferPolicy,
     /// Record slots; `None` while the app has nothing to give.
@@ -143,8 +141,9 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
             if peer.has_queued() {
                 continue;
             }
-            let large = self.policy.size_for(self.carried) > MAX_PLAINTEXT;
-            let slots = if large { SLOTS } else { 1 }.min(left);
+            let wanted = (self.policy.size_for(self.carried) / MAX_PLAINTEXT).clamp(1, BATCH);
+            let large = wanted > 1;
+            let slots = wanted.min(left);
 
             if let Err(e) = ready!(app.poll_read_ready(cx)) {
                 return Poll::Ready(Err(Failed::Read(e)));
@@ -161,7 +160,7 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
             let got = {
                 let count = slots.min(slab.len() / MAX_SEALED);
                 let mut slots = slab.chunks_exact_mut(MAX_SEALED);
-                let mut slices: [IoSliceMut<'_>; SLOTS] = std::array::from_fn(|_| {
+                let mut slices: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
                     let payload = slots.next().map(|s| &mut s[HEADER..HEADER + MAX_PLAINTEXT]);
                     IoSliceMut::new(payload.unwrap_or_default())
                 });
@@ -222,7 +221,7 @@ mod slabs {
     }
 
     pub fn take(large: bool) -> Vec<u8> {
-        let (kept, slots) = if large { (&LARGE, SLOTS) } else { (&SMALL, 1) };
+        let (kept, slots) = if large { (&LARGE, BATCH) } else { (&SMALL, 1) };
         kept.with_borrow_mut(Vec::pop)
             .unwrap_or_else(|| vec![0; slots * MAX_SEALED])
     }

@@ -37,8 +37,11 @@ use crate::post_handshake::{
     Refused, USER_CANCELED,
 };
 
+/// Records sealed per batch at most: 256 KiB of plaintext (the forwarding buffer's large size),
+/// one `write`.
+pub const BATCH: usize = 16;
 /// Sealed bytes we hold before a write waits for the socket (as rustls' send queue).
-const SEND_QUEUE: usize = 16 * MAX_SEALED;
+const SEND_QUEUE: usize = BATCH * MAX_SEALED;
 
 /// Why the connection ended on something the peer sent or on our key budget.
 #[derive(Debug, thiserror::Error)]

@@ -63,10 +63,17 @@ async fn pair(early: &[u8], record_limit: Option<u64>) -> (RecordStream, Client,
     };
     let (counts, updates) = Counts::new();
     match handover(Box::new(tls), &layer, Some(&secrets), updates).await {
-        Handover::Records(stream) => (*stream, client, counts),
-        Handover::Rustls(_, reason) => panic!("kept by rustls: {reason}"),
+        Handover::Taken(stream) => (*stream, client, counts),
+        Handover::Kept(_, reason) => panic!("kept by rustls: {reason}"),
         Handover::Failed(e, reason) => panic!("{reason}: {e}"),
     }
+}
+
+/// A stuck transfer fails the test instead of hanging it.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing after 30 s"))
 }
 
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
@@ -102,14 +109,14 @@ async fn bytes_cross_intact_both_ways_and_close_notify_is_eof() {
         w.write_all(&down).await.unwrap();
         w.shutdown().await.unwrap();
     };
-    tokio::join!(read, write);
+    within("both directions", async { tokio::join!(read, write) }).await;
     assert!(
         got == up,
         "peer → us: {} of {} bytes, or changed",
         got.len(),
         up.len()
     );
-    let theirs_got = peer.await.unwrap();
+    let theirs_got = within("the peer", peer).await.unwrap();
     assert!(theirs_got == down2, "us → peer: {} bytes", theirs_got.len());
 }
 
@@ -118,7 +125,9 @@ async fn data_sent_with_the_last_handshake_flight_is_not_lost() {
     let early = pattern(100_000, 77);
     let (mut ours, _theirs, _) = pair(&early, None).await;
     let mut got = vec![0; early.len()];
-    ours.read_exact(&mut got).await.unwrap();
+    within("the early data", ours.read_exact(&mut got))
+        .await
+        .unwrap();
     assert!(got == early);
 }
 
@@ -129,14 +138,18 @@ async fn the_peers_key_update_is_followed_and_answered() {
     theirs.write_all(b"after their update").await.unwrap();
     theirs.flush().await.unwrap();
     let mut got = [0u8; 18];
-    ours.read_exact(&mut got).await.unwrap();
+    within("their data", ours.read_exact(&mut got))
+        .await
+        .unwrap();
     assert_eq!(&got, b"after their update");
     assert_eq!(counts.rx.load(Ordering::Relaxed), 1);
     // Asked for: our next record goes under our next key, which rustls must now expect.
     ours.write_all(b"after ours").await.unwrap();
     ours.flush().await.unwrap();
     let mut got = [0u8; 10];
-    theirs.read_exact(&mut got).await.unwrap();
+    within("our data", theirs.read_exact(&mut got))
+        .await
+        .unwrap();
     assert_eq!(&got, b"after ours");
     assert_eq!(counts.tx.load(Ordering::Relaxed), 1);
 }
@@ -152,7 +165,9 @@ async fn our_key_is_rotated_at_the_record_budget() {
         ours
     });
     let mut got = vec![0; data.len()];
-    theirs.read_exact(&mut got).await.unwrap();
+    within("our data", theirs.read_exact(&mut got))
+        .await
+        .unwrap();
     writer.await.unwrap();
     assert!(got == data);
     assert!(counts.tx.load(Ordering::Relaxed) >= 7, "{:?}", counts.tx);
@@ -167,7 +182,7 @@ async fn a_forged_record_ends_the_connection_with_bad_record_mac_and_an_alert() 
     forged.extend([0x55; 40]);
     tcp.write_all(&forged).await.unwrap();
     let mut buf = [0u8; 16];
-    let e = ours.read(&mut buf).await.unwrap_err();
+    let e = within("the error", ours.read(&mut buf)).await.unwrap_err();
     let control = e
         .get_ref()
         .and_then(|i| i.downcast_ref::<stream::ControlError>());
@@ -178,7 +193,9 @@ async fn a_forged_record_ends_the_connection_with_bad_record_mac_and_an_alert() 
     // The peer reads its session ticket, then a protected alert record (a two-byte alert), then
     // EOF.
     let mut rest = Vec::new();
-    tcp.read_to_end(&mut rest).await.unwrap();
+    within("the alert", tcp.read_to_end(&mut rest))
+        .await
+        .unwrap();
     let ticket = key::record_len(&rest).unwrap();
     let alert = &rest[ticket..];
     assert_eq!(alert.len(), key::HEADER + 2 + 1 + key::TAG, "{rest:?}");
@@ -191,6 +208,8 @@ async fn a_tcp_end_without_close_notify_is_a_truncation() {
     let (mut tcp, _) = theirs.into_inner();
     tcp.shutdown().await.unwrap(); // FIN, no close_notify
     let mut buf = [0u8; 16];
-    let e = ours.read(&mut buf).await.unwrap_err();
+    let e = within("the truncation", ours.read(&mut buf))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
 }

@@ -20,15 +20,9 @@ fn key_iv(info: &TlsCryptoInfo) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-fn rustls_key_iv(secrets: &ConnectionTrafficSecrets) -> (Vec<u8>, Vec<u8>) {
-    match secrets {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-            (key.as_ref().to_vec(), iv.as_ref().to_vec())
-        }
-        _ => panic!("unexpected cipher"),
-    }
+fn rustls_key_iv(cipher: Cipher, secrets: &ConnectionTrafficSecrets) -> (Vec<u8>, Vec<u8>) {
+    let (key, iv) = setup::traffic_key(cipher, secrets).unwrap();
+    (key.to_vec(), iv.to_vec())
 }
 
 fn check(provider: CryptoProvider, suite: SupportedCipherSuite, cipher: Cipher) {
@@ -61,22 +55,22 @@ fn check(provider: CryptoProvider, suite: SupportedCipherSuite, cipher: Cipher) 
     let (client_tx, client_rx) = (client_keys.tx.advance(), client_keys.rx.advance());
     assert_eq!(
         key_iv(&server_tx),
-        rustls_key_iv(&server_now.tx.1),
+        rustls_key_iv(cipher, &server_now.tx.1),
         "server tx"
     );
     assert_eq!(
         key_iv(&server_rx),
-        rustls_key_iv(&server_now.rx.1),
+        rustls_key_iv(cipher, &server_now.rx.1),
         "server rx"
     );
     assert_eq!(
         key_iv(&client_tx),
-        rustls_key_iv(&client_now.tx.1),
+        rustls_key_iv(cipher, &client_now.tx.1),
         "client tx"
     );
     assert_eq!(
         key_iv(&client_rx),
-        rustls_key_iv(&client_now.rx.1),
+        rustls_key_iv(cipher, &client_now.rx.1),
         "client rx"
     );
     // Each side's sending key is the other's receiving key.

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use rustls::{Connection, ConnectionTrafficSecrets};
 
 use super::*;
+use crate::ktls::setup::traffic_key;
 use crate::test_tls::{configs, connect};
 
 fn record_key(
@@ -14,20 +15,8 @@ fn record_key(
     cipher: Cipher,
     (seq, s): (u64, ConnectionTrafficSecrets),
 ) -> RecordKey {
-    let (key, iv) = match &s {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
-        _ => panic!("unexpected cipher"),
-    };
-    RecordKey::new(
-        library,
-        cipher,
-        key.as_ref(),
-        iv.as_ref().try_into().unwrap(),
-        seq,
-    )
-    .unwrap()
+    let (key, iv) = traffic_key(cipher, &s).unwrap();
+    RecordKey::new(library, cipher, key, iv, seq).unwrap()
 }
 
 /// A server side in our keys and a client still in rustls.
