@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{self, Buffered, End, Outcome, Settings};
+use crate::forward::{self, Buffered, End, Outcome, Settings, Switch};
 use crate::identity;
 use crate::ktls::keys::SecretLog;
 use crate::ktls::setup::TlsSession;
@@ -239,7 +239,7 @@ where
 }
 
 /// Client side of gembok's record layer: forwards with rustls until the server's session ticket
-/// is stored and nothing is in flight (see `records::tickets`). `Ok(bytes carried so far)` when
+/// is stored, then stops both directions at their next boundary (see `records::tickets`). `Ok(bytes carried so far)` when
 /// the connection may switch now; `Err(end label)` when it ended first.
 async fn until_ticket<S: TlsSession + PeerStream>(
     app: &mut TcpStream,
@@ -251,11 +251,12 @@ async fn until_ticket<S: TlsSession + PeerStream>(
 ) -> Result<(u64, u64), &'static str> {
     let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
     let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
-    let ready = |peer: &mut S| {
-        tickets.ticket_stored() && peer.at_boundary() && !peer.common().wants_write()
+    let switch = Switch {
+        wanted: || tickets.ticket_stored(),
+        ready: |peer: &mut S| peer.at_boundary() && !peer.common().wants_write(),
     };
     let idle = settings.idle_timeout;
-    match forward::forward_until(app, peer, up, down, idle, abort, ready).await {
+    match forward::forward_until(app, peer, up, down, idle, abort, switch).await {
         (None, carried) => Ok(carried),
         (Some(outcome), _) => {
             metrics.data_path("userspace");

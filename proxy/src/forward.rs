@@ -136,64 +136,110 @@ where
     U: Pump<A, P>,
     D: Pump<P, A>,
 {
-    let (outcome, _) =
-        forward_until(app, peer, up, down, idle_timeout, abort, |_: &mut P| false).await;
+    let never = Switch {
+        wanted: || false,
+        ready: |_: &mut P| false,
+    };
+    let (outcome, _) = forward_until(app, peer, up, down, idle_timeout, abort, never).await;
     outcome.expect("never switches")
 }
 
-/// [`forward_with`] that stops early, returning `(None, carried)`, at the first moment both
-/// directions are open and at rest (nothing read and not yet written) and `switch(peer)` says
-/// the peer's data path may change now; `carried` is (app → peer, peer → app) so far.
-pub async fn forward_until<A, P, U, D>(
+/// When [`forward_until`] may hand the connection over to another data path.
+pub struct Switch<W, R> {
+    /// The caller wants to switch: each direction stops reading once what it read is written
+    /// and flushed, so a busy connection reaches a boundary too.
+    pub wanted: W,
+    /// Asked once both directions are at rest: whether the peer may change its data path now.
+    /// If not, forwarding goes on and switches only when both directions come to rest by
+    /// themselves (an idle moment) and this holds.
+    pub ready: R,
+}
+
+/// [`forward_with`] that stops early, returning `(None, carried)`, once `switch` is wanted and
+/// ready while both directions are open and at rest (nothing read and not yet written);
+/// `carried` is (app → peer, peer → app) so far. Nothing read from either side is left behind.
+pub async fn forward_until<A, P, U, D, W, R>(
     app: &mut A,
     peer: &mut P,
     mut up: U,
     mut down: D,
     idle_timeout: Duration,
     abort: &CancellationToken,
-    mut switch: impl FnMut(&mut P) -> bool,
+    mut switch: Switch<W, R>,
 ) -> (Option<Outcome>, (u64, u64))
 where
     A: Unpin + ?Sized,
     P: Unpin + ?Sized,
     U: Pump<A, P>,
     D: Pump<P, A>,
+    W: Fn() -> bool,
+    R: FnMut(&mut P) -> bool,
 {
     let mut idle = Idle::new(idle_timeout);
     let (mut up_done, mut down_done) = (false, false);
+    // Set when the peer was not ready although both directions were held at rest.
+    let mut gave_up = false;
     let mut aborted = std::pin::pin!(abort.cancelled());
 
     let end = poll_fn(|cx| {
-        if aborted.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(End::Aborted));
-        }
-        if !up_done {
-            match up.poll_pump(cx, Pin::new(&mut *app), Pin::new(&mut *peer)) {
-                Poll::Ready(Ok(())) => up_done = true,
-                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(Some(End::AppError(e))),
-                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(Some(End::PeerError(e))),
-                Poll::Pending => {}
+        let mut moved = false;
+        loop {
+            if aborted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(End::Aborted));
             }
-        }
-        if !down_done {
-            match down.poll_pump(cx, Pin::new(&mut *peer), Pin::new(&mut *app)) {
-                Poll::Ready(Ok(())) => down_done = true,
-                Poll::Ready(Err(Failed::Read(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Poll::Ready(Some(End::Truncated));
+            let hold = !gave_up && !up_done && !down_done && (switch.wanted)();
+            up.hold(hold);
+            down.hold(hold);
+            if !up_done {
+                match up.poll_pump(cx, Pin::new(&mut *app), Pin::new(&mut *peer)) {
+                    Poll::Ready(Ok(())) => up_done = true,
+                    Poll::Ready(Err(Failed::Read(e))) => {
+                        return Poll::Ready(Some(End::AppError(e)));
+                    }
+                    Poll::Ready(Err(Failed::Write(e))) => {
+                        return Poll::Ready(Some(End::PeerError(e)));
+                    }
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Err(Failed::Read(e))) => return Poll::Ready(Some(End::PeerError(e))),
-                Poll::Ready(Err(Failed::Write(e))) => return Poll::Ready(Some(End::AppError(e))),
-                Poll::Pending => {}
             }
+            if !down_done {
+                match down.poll_pump(cx, Pin::new(&mut *peer), Pin::new(&mut *app)) {
+                    Poll::Ready(Ok(())) => down_done = true,
+                    Poll::Ready(Err(Failed::Read(e)))
+                        if e.kind() == io::ErrorKind::UnexpectedEof =>
+                    {
+                        return Poll::Ready(Some(End::Truncated));
+                    }
+                    Poll::Ready(Err(Failed::Read(e))) => {
+                        return Poll::Ready(Some(End::PeerError(e)));
+                    }
+                    Poll::Ready(Err(Failed::Write(e))) => {
+                        return Poll::Ready(Some(End::AppError(e)));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if up_done && down_done {
+                return Poll::Ready(Some(End::Clean));
+            }
+            moved |= up.take_moved() | down.take_moved();
+            let open = !up_done && !down_done;
+            if open && up.at_rest() && down.at_rest() {
+                if (switch.wanted)() && (switch.ready)(&mut *peer) {
+                    return Poll::Ready(None);
+                }
+                if hold {
+                    // Held pumps wait on nothing: poll them again, reading.
+                    gave_up = true;
+                    continue;
+                }
+            } else if hold && !open {
+                // A direction finished while the other was held: no switch now, read again.
+                continue;
+            }
+            // Whatever is not at rest waits on its socket; a held pump resumes with it.
+            return idle.poll(cx, moved).map(|()| Some(End::IdleTimeout));
         }
-        if up_done && down_done {
-            return Poll::Ready(Some(End::Clean));
-        }
-        let moved = up.take_moved() | down.take_moved();
-        if !up_done && !down_done && up.at_rest() && down.at_rest() && switch(&mut *peer) {
-            return Poll::Ready(None);
-        }
-        idle.poll(cx, moved).map(|()| Some(End::IdleTimeout))
     })
     .await;
 
@@ -231,6 +277,9 @@ pub trait Pump<R: ?Sized, W: ?Sized> {
     fn at_rest(&self) -> bool {
         false
     }
+    /// While set, read nothing more once what was read is written and flushed (a pump that
+    /// cannot stop this way never reports [`Pump::at_rest`]).
+    fn hold(&mut self, _hold: bool) {}
 }
 
 /// The user-space pump: read into a buffer, write it out.
@@ -245,6 +294,8 @@ pub struct Buffered<'a> {
     read_done: bool,
     needs_flush: bool,
     moved: bool,
+    /// See [`Pump::hold`].
+    hold: bool,
 }
 
 impl<'a> Buffered<'a> {
@@ -258,7 +309,23 @@ impl<'a> Buffered<'a> {
             read_done: false,
             needs_flush: false,
             moved: false,
+            hold: false,
         }
+    }
+
+    /// Gives the buffer back and pushes out what was written, then waits (for the reader, or
+    /// for whoever lifts the hold).
+    fn rest<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: Pin<&mut W>,
+    ) -> Poll<Result<(), Failed>> {
+        self.buf = None;
+        if self.needs_flush {
+            ready!(writer.poll_flush(cx)).map_err(Failed::Write)?;
+            self.needs_flush = false;
+        }
+        Poll::Pending
     }
 }
 
@@ -279,6 +346,10 @@ where
         self.buf.is_none() && !self.needs_flush && !self.read_done
     }
 
+    fn hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
     fn poll_pump(
         &mut self,
         cx: &mut Context<'_>,
@@ -289,6 +360,9 @@ where
             // Read only once everything read before has been written.
             let pending = self.buf.as_ref().map_or(0, |b| b.len() - self.written);
             if pending == 0 && !self.read_done {
+                if self.hold {
+                    return self.rest(cx, writer);
+                }
                 let size = self.policy.size_for(self.carried);
                 let buf = self
                     .buf
@@ -299,15 +373,8 @@ where
                 }
                 self.written = 0;
                 match tokio_util::io::poll_read_buf(reader.as_mut(), cx, buf) {
-                    Poll::Pending => {
-                        // Nothing to read now: give the buffer back and push out what we wrote.
-                        self.buf = None;
-                        if self.needs_flush {
-                            ready!(writer.as_mut().poll_flush(cx)).map_err(Failed::Write)?;
-                            self.needs_flush = false;
-                        }
-                        return Poll::Pending;
-                    }
+                    // Nothing to read now: give the buffer back and push out what we wrote.
+                    Poll::Pending => return self.rest(cx, writer),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed::Read(e))),
                     Poll::Ready(Ok(0)) => {
                         self.read_done = true;

@@ -329,3 +329,154 @@ fn the_pump_reads_with_larger_buffers_once_a_direction_carried_128_kib() {
     // The buffer is released while the reader has nothing to give: idle connections hold none.
     assert!(pump.buf.is_none());
 }
+
+/// An app that always has more to send (a byte counter, so order and loss show) and swallows
+/// whatever it is sent: its reads never return `Pending`.
+#[derive(Default)]
+struct Endless {
+    sent: u64,
+}
+
+impl tokio::io::AsyncRead for Endless {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = buf.remaining().min(4096);
+        let start = self.sent;
+        let bytes: Vec<u8> = (start..start + n as u64).map(|i| i as u8).collect();
+        buf.put_slice(&bytes);
+        self.sent += n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Endless {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(b.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads everything the peer side receives, checking it is the counter in order; once `after`
+/// bytes are in, raises `wanted`.
+async fn receive_counter(
+    mut far: DuplexStream,
+    wanted: &std::sync::atomic::AtomicBool,
+    after: u64,
+) -> u64 {
+    let mut got = 0u64;
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = far.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return got;
+        }
+        for (i, b) in buf[..n].iter().enumerate() {
+            assert_eq!(
+                *b,
+                (got + i as u64) as u8,
+                "byte {} out of order",
+                got + i as u64
+            );
+        }
+        got += n as u64;
+        if got >= after {
+            wanted.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_busy_connection_switches_at_the_next_boundary_and_leaves_nothing_behind() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut app = Endless::default();
+    let (mut peer, far) = duplex(64 * 1024);
+    let wanted = AtomicBool::new(false);
+    let c = Counter::noop();
+    let abort = CancellationToken::new();
+    let switch = Switch {
+        wanted: || wanted.load(Ordering::Relaxed),
+        ready: |_: &mut DuplexStream| true,
+    };
+    let forwarding = async {
+        let up = Buffered::new(BufferPolicy::default(), &c);
+        let down = Buffered::new(BufferPolicy::default(), &c);
+        let idle = Duration::from_secs(60);
+        let result = forward_until(&mut app, &mut peer, up, down, idle, &abort, switch).await;
+        drop(peer); // the receiver then sees the end of what was forwarded
+        result
+    };
+    let received = receive_counter(far, &wanted, 1 << 20);
+    let ((outcome, carried), got) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(forwarding, received)
+    })
+    .await
+    .expect("a busy connection never came to a boundary");
+    assert!(outcome.is_none(), "{outcome:?}");
+    assert!(
+        carried.0 >= 1 << 20,
+        "switched before it was wanted: {carried:?}"
+    );
+    // Everything read from the app was written to the peer, and nothing more was read.
+    assert_eq!(got, carried.0);
+    assert_eq!(
+        app.sent, carried.0,
+        "bytes read from the app but not forwarded"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_not_ready_to_switch_keeps_forwarding() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut app = Endless::default();
+    let (mut peer, far) = duplex(64 * 1024);
+    let wanted = AtomicBool::new(false);
+    let c = Counter::noop();
+    let abort = CancellationToken::new();
+    let asked = std::cell::Cell::new(0);
+    let switch = Switch {
+        wanted: || wanted.load(Ordering::Relaxed),
+        ready: |_: &mut DuplexStream| {
+            asked.set(asked.get() + 1);
+            false
+        },
+    };
+    let forwarding = async {
+        let up = Buffered::new(BufferPolicy::default(), &c);
+        let down = Buffered::new(BufferPolicy::default(), &c);
+        let idle = Duration::from_secs(60);
+        let result = forward_until(&mut app, &mut peer, up, down, idle, &abort, switch).await;
+        drop(peer);
+        result
+    };
+    let received = async {
+        // Wanted after 1 MiB; still flowing 4 MiB later, then cut.
+        let mut far = far;
+        let mut got = 0u64;
+        let mut buf = vec![0; 64 * 1024];
+        while got < 5 << 20 {
+            got += far.read(&mut buf).await.unwrap() as u64;
+            if got >= 1 << 20 {
+                wanted.store(true, Ordering::Relaxed);
+            }
+        }
+        abort.cancel();
+        got
+    };
+    let ((outcome, carried), got) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(forwarding, received)
+    })
+    .await
+    .expect("held directions stalled when the peer was not ready");
+    let outcome = outcome.expect("never ready, so never switched");
+    assert!(matches!(outcome.end, End::Aborted), "{:?}", outcome.end);
+    assert!(got >= 5 << 20 && carried.0 >= got, "{carried:?} {got}");
+    assert!(asked.get() >= 1, "the peer was never asked");
+}

@@ -3,7 +3,8 @@
 //! A TLS 1.3 server sends its NewSessionTicket after the client's Finished, so a client
 //! connection that left rustls right after the handshake would skip the ticket and the next
 //! connection could not resume. The outbound side therefore starts forwarding with rustls and
-//! switches to gembok's record layer at the first quiet moment after rustls stored a ticket.
+//! switches to gembok's record layer once rustls stored a ticket: both directions stop at their
+//! next boundary (what was read is written and flushed), even on a busy connection.
 //! [`Watch`] is that connection's view of the route's session store: it stores and serves
 //! tickets like the shared store it wraps, and remembers that one arrived.
 

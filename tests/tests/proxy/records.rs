@@ -1,7 +1,8 @@
 //! Gembok's own TLS 1.3 record layer (`--record-layer`, default gembok) through a real pair: the
 //! inbound side takes every TLS 1.3 connection from rustls after the handshake, the outbound side
-//! once the server's session ticket is in (so the next connection still resumes); bytes cross
-//! intact either way, with rustls on the other end, and keys rotate at `--record-limit`.
+//! once the server's session ticket is in (so the next connection still resumes), busy or not;
+//! bytes cross intact either way, with rustls on the other end, and keys rotate at
+//! `--record-limit`.
 
 use gembok_tests::pair::Pair;
 
@@ -36,15 +37,25 @@ async fn records_carry_both_ways_and_the_outbound_still_resumes() {
         let kind = |k| m.sum("gembok_tls_handshakes_total", &[("kind", k)]);
         assert_eq!((kind("full"), kind("resumed")), (1.0, 2.0));
     }
-    // A busy outbound connection may end before it has a quiet moment to switch in; an idle one
-    // switches as soon as its ticket is in.
-    let (before, _) = paths(&pair.outbound).await;
+    // A busy outbound connection (16 MiB each way, more than the sockets can buffer) stops both
+    // directions at their next boundary once its ticket is in, and switches mid-transfer.
+    let (before, rustls) = paths(&pair.outbound).await;
+    pair.exchange_intact("busy", 4, 16 << 20).await;
+    pair.outbound
+        .wait_metric("gembok_data_path_total", &[], before + rustls + 1.0)
+        .await;
+    assert_eq!(
+        paths(&pair.outbound).await,
+        (before + 1.0, rustls),
+        "the busy connection stayed with rustls"
+    );
+    // An idle one switches as soon as its ticket is in.
     let _idle = tokio::net::TcpStream::connect(pair.entry()).await.unwrap();
     pair.outbound
         .wait_metric(
             "gembok_data_path_total",
             &[("path", "records")],
-            before + 1.0,
+            before + 2.0,
         )
         .await;
 }
