@@ -23,10 +23,11 @@
 //!   remembered chain verdicts;
 //!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;
 //! - [`admin`]: `/live`, `/ready`, `/metrics`; [`metrics`]: every metric name;
-//! - [`shutdown`]: cancellation token, task tracker, grace deadline.
+//! - [`shutdown`]: cancellation token, task tracker, grace deadline;
+//! - `math`: the five C math functions our dependencies call, so glibc's libm is never loaded.
 
-// Unsafe code is denied workspace-wide; only `ktls::sys` (one sendmsg with a control message)
-// allows it, with its reason.
+// Unsafe code is denied workspace-wide; only `ktls::sys` (one sendmsg with a control message) and
+// `math` (C symbol names) allow it, with their reasons.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -37,6 +38,8 @@ pub mod forward;
 pub mod identity;
 pub mod inbound;
 pub mod ktls;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub mod math;
 pub mod metrics;
 pub mod outbound;
 pub mod post_handshake;

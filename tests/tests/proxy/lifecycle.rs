@@ -151,6 +151,24 @@ async fn metrics_follow_prometheus_conventions() {
         "{:?}",
         m.samples.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
+    // The exporter's math ran (the histogram above) on `gembok_proxy::math`: glibc's libm, and
+    // the RSS it costs, is never mapped.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", pair.outbound.pid())).unwrap();
+    assert!(!maps.contains("/libm."), "libm is mapped:\n{maps}");
+}
+
+/// jemalloc is built with one arena (`.cargo/config.toml`): an idle sidecar's threads then share
+/// one instead of taking one each.
+#[test]
+fn jemalloc_runs_with_one_arena() {
+    let out = Command::new(bins::proxy())
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert!(stats.contains("opt.narenas: 1\n"), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
