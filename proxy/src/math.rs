@@ -1,15 +1,16 @@
 //! The five C math functions the proxy's dependencies call, defined here in Rust (the `libm`
 //! crate, a port of musl's), so a glibc build of `gembok-proxy` never loads glibc's `libm.so`.
 //!
-//! Who calls them: metrics-exporter-prometheus' summaries (`exp`, `log`, `log1p`, `log2`) and
-//! one spot in tokio (`pow`). Why it matters: Rust links with full RELRO (`-z now`), so the
+//! Who calls them: metrics-exporter-prometheus' summary and histogram code (`exp`, `log`,
+//! `log1p`, `log2`) and one spot in tokio (`pow`). Why it matters: Rust links with full RELRO (`-z now`), so the
 //! loader maps libm and runs the IFUNC resolvers of those five functions at start-up, and each
 //! page it touches brings 64 KiB of libm with it (fault-around). That was 0.5 MiB of an idle
 //! sidecar's 8.5 MiB RSS, for five functions (`benches/tuning.md`).
 //!
 //! The linker binds the calls to these definitions, finds nothing else wanted from libm and,
 //! with `--as-needed` (rustc's default), leaves it out of the binary's `NEEDED` list. The
-//! integration test `the_proxy_maps_no_libm_and_renders_its_summaries` checks both.
+//! black-box test `metrics_follow_prometheus_conventions` checks that the running proxy maps no
+//! libm.
 //!
 //! Only for glibc targets: musl's static libc would provide the same symbols itself.
 

@@ -151,8 +151,8 @@ async fn metrics_follow_prometheus_conventions() {
         "{:?}",
         m.samples.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
-    // The exporter's math ran (the histogram above) on `gembok_proxy::math`: glibc's libm, and
-    // the RSS it costs, is never mapped.
+    // The C math functions the exporter and tokio call come from `gembok_proxy::math`: even
+    // after traffic and a scrape, glibc's libm (and the RSS it costs) is not mapped.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", pair.outbound.pid())).unwrap();
     assert!(!maps.contains("/libm."), "libm is mapped:\n{maps}");
 }
