@@ -131,6 +131,79 @@ async fn data_sent_with_the_last_handshake_flight_is_not_lost() {
     assert!(got == early);
 }
 
+/// A server connection whose client sent its Finished and first record in one write, so the
+/// record came over in the handshake's read-ahead buffer. The client (sans-IO rustls on a
+/// blocking socket) is returned to keep the connection open.
+async fn coalesced(
+    first: &'static [u8],
+) -> (
+    RecordStream,
+    (rustls::ClientConnection, std::net::TcpStream),
+) {
+    let provider = crate::tls::provider(Provider::AwsLcRs, Provider::Ring, false);
+    let (server, client) = configs(provider.clone(), provider.cipher_suites[0]);
+    let (server, secrets) = capturing(&server);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        let name = ServerName::try_from("server.test").unwrap();
+        let mut tls = rustls::ClientConnection::new(client, name).unwrap();
+        while tls.is_handshaking() {
+            if tls.wants_write() {
+                tls.write_tls(&mut tcp).unwrap();
+            } else {
+                tls.read_tls(&mut tcp).unwrap();
+                tls.process_new_packets().unwrap();
+            }
+        }
+        // The Finished is queued, not yet sent: the record joins it.
+        tls.writer().write_all(first).unwrap();
+        let mut wire = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut wire).unwrap();
+        }
+        tcp.write_all(&wire).unwrap();
+        (tls, tcp)
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let tls = TlsAcceptor::from(server)
+        .accept(RecordAligned::new(tcp, Mode::Bounded))
+        .await
+        .unwrap();
+    let client = client.await.unwrap();
+    let layer = Layer {
+        library: Provider::Ring,
+        record_limit: None,
+        buffers: BufferPolicy::default(),
+    };
+    let (_, updates) = Counts::new();
+    match handover(Box::new(tls), &layer, Some(&secrets), updates).await {
+        Handover::Taken(stream) => (*stream, client),
+        Handover::Kept(_, reason) => panic!("kept by rustls: {reason}"),
+        Handover::Failed(e, reason) => panic!("{reason}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_holds_no_buffer_once_the_handshake_read_ahead_is_used_up() {
+    let (mut ours, _client) = coalesced(b"hello").await;
+    assert!(
+        ours.held() > 0,
+        "the record did not come in the read-ahead buffer"
+    );
+    let mut got = [0; 5];
+    within("the first record", ours.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(&got, b"hello");
+    // Nothing more was sent: the stream waits, and holds no buffer meanwhile.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(ours.poll_fill(&mut cx).is_pending());
+    assert_eq!(ours.held(), 0, "an idle connection kept its buffer");
+}
+
 #[tokio::test]
 async fn the_peers_key_update_is_followed_and_answered() {
     let (mut ours, mut theirs, counts) = pair(b"", None).await;
