@@ -55,10 +55,11 @@ impl Plan {
     pub fn smoke() -> Plan {
         Plan {
             reps: 1,
-            // Large enough that each side uses several CPU clock ticks (10 ms each).
-            bulk_one_stream_bytes: 32 * MIB,
-            bulk_four_streams_bytes: 32 * MIB,
-            bulk_inbound_bytes: 16 * MIB,
+            // Large enough that each side uses several CPU clock ticks (10 ms each) even at
+            // gembok's ~0.3 s/GiB per side, or its CPU per GiB could read 0 (16 MiB did).
+            bulk_one_stream_bytes: 128 * MIB,
+            bulk_four_streams_bytes: 128 * MIB,
+            bulk_inbound_bytes: 128 * MIB,
             bulk_max: Duration::from_secs(10),
             cps_duration: Duration::from_millis(300),
             cps_concurrency: 2,
