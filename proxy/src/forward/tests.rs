@@ -7,6 +7,7 @@ use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf, duplex};
 
 use super::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn settings(idle: Duration) -> Settings {
     Settings {
@@ -364,12 +365,14 @@ impl tokio::io::AsyncWrite for Endless {
     }
 }
 
-/// Reads everything the peer side receives, checking it is the counter in order; once `after`
-/// bytes are in, raises `wanted`.
+/// Reads what the peer side receives, checking it is the counter in order; once `after` bytes
+/// are in, raises `wanted`. Returns the byte count at EOF, or once `cut` (a count and the token
+/// to cancel then) is reached.
 async fn receive_counter(
     mut far: DuplexStream,
-    wanted: &std::sync::atomic::AtomicBool,
+    wanted: &AtomicBool,
     after: u64,
+    cut: Option<(u64, &CancellationToken)>,
 ) -> u64 {
     let mut got = 0u64;
     let mut buf = vec![0; 64 * 1024];
@@ -379,46 +382,53 @@ async fn receive_counter(
             return got;
         }
         for (i, b) in buf[..n].iter().enumerate() {
-            assert_eq!(
-                *b,
-                (got + i as u64) as u8,
-                "byte {} out of order",
-                got + i as u64
-            );
+            let at = got + i as u64;
+            assert_eq!(*b, at as u8, "byte {at} out of order");
         }
         got += n as u64;
         if got >= after {
-            wanted.store(true, std::sync::atomic::Ordering::Relaxed);
+            wanted.store(true, Ordering::Relaxed);
+        }
+        if let Some((limit, abort)) = cut
+            && got >= limit
+        {
+            abort.cancel();
+            return got;
         }
     }
 }
 
+/// Forwards between `app` and `peer` with `switch`; `peer` is dropped at the end, so the far
+/// side sees the end of what was forwarded.
+async fn forward_switching<W: Fn() -> bool, R: FnMut(&mut DuplexStream) -> bool>(
+    app: &mut Endless,
+    mut peer: DuplexStream,
+    switch: Switch<W, R>,
+    abort: &CancellationToken,
+) -> (Option<Outcome>, (u64, u64)) {
+    let c = Counter::noop();
+    let up = Buffered::new(BufferPolicy::default(), &c);
+    let down = Buffered::new(BufferPolicy::default(), &c);
+    let idle = Duration::from_secs(60);
+    forward_until(app, &mut peer, up, down, idle, abort, switch).await
+}
+
 #[tokio::test]
 async fn a_busy_connection_switches_at_the_next_boundary_and_leaves_nothing_behind() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let mut app = Endless::default();
-    let (mut peer, far) = duplex(64 * 1024);
+    let (peer, far) = duplex(64 * 1024);
     let wanted = AtomicBool::new(false);
-    let c = Counter::noop();
     let abort = CancellationToken::new();
     let switch = Switch {
         wanted: || wanted.load(Ordering::Relaxed),
         ready: |_: &mut DuplexStream| true,
     };
-    let forwarding = async {
-        let up = Buffered::new(BufferPolicy::default(), &c);
-        let down = Buffered::new(BufferPolicy::default(), &c);
-        let idle = Duration::from_secs(60);
-        let result = forward_until(&mut app, &mut peer, up, down, idle, &abort, switch).await;
-        drop(peer); // the receiver then sees the end of what was forwarded
-        result
-    };
-    let received = receive_counter(far, &wanted, 1 << 20);
-    let ((outcome, carried), got) = tokio::time::timeout(Duration::from_secs(30), async {
+    let forwarding = forward_switching(&mut app, peer, switch, &abort);
+    let received = receive_counter(far, &wanted, 1 << 20, None);
+    let ((outcome, carried), got) = within("a busy connection coming to a boundary", async {
         tokio::join!(forwarding, received)
     })
-    .await
-    .expect("a busy connection never came to a boundary");
+    .await;
     assert!(outcome.is_none(), "{outcome:?}");
     assert!(
         carried.0 >= 1 << 20,
@@ -434,11 +444,9 @@ async fn a_busy_connection_switches_at_the_next_boundary_and_leaves_nothing_behi
 
 #[tokio::test]
 async fn a_peer_not_ready_to_switch_keeps_forwarding() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let mut app = Endless::default();
-    let (mut peer, far) = duplex(64 * 1024);
+    let (peer, far) = duplex(64 * 1024);
     let wanted = AtomicBool::new(false);
-    let c = Counter::noop();
     let abort = CancellationToken::new();
     let asked = std::cell::Cell::new(0);
     let switch = Switch {
@@ -448,35 +456,22 @@ async fn a_peer_not_ready_to_switch_keeps_forwarding() {
             false
         },
     };
-    let forwarding = async {
-        let up = Buffered::new(BufferPolicy::default(), &c);
-        let down = Buffered::new(BufferPolicy::default(), &c);
-        let idle = Duration::from_secs(60);
-        let result = forward_until(&mut app, &mut peer, up, down, idle, &abort, switch).await;
-        drop(peer);
-        result
-    };
-    let received = async {
-        // Wanted after 1 MiB; still flowing 4 MiB later, then cut.
-        let mut far = far;
-        let mut got = 0u64;
-        let mut buf = vec![0; 64 * 1024];
-        while got < 5 << 20 {
-            got += far.read(&mut buf).await.unwrap() as u64;
-            if got >= 1 << 20 {
-                wanted.store(true, Ordering::Relaxed);
-            }
-        }
-        abort.cancel();
-        got
-    };
-    let ((outcome, carried), got) = tokio::time::timeout(Duration::from_secs(30), async {
+    let forwarding = forward_switching(&mut app, peer, switch, &abort);
+    // Wanted after 1 MiB; still flowing 4 MiB later, then cut.
+    let received = receive_counter(far, &wanted, 1 << 20, Some((5 << 20, &abort)));
+    let ((outcome, carried), got) = within("held directions when the peer was not ready", async {
         tokio::join!(forwarding, received)
     })
-    .await
-    .expect("held directions stalled when the peer was not ready");
+    .await;
     let outcome = outcome.expect("never ready, so never switched");
     assert!(matches!(outcome.end, End::Aborted), "{:?}", outcome.end);
     assert!(got >= 5 << 20 && carried.0 >= got, "{carried:?} {got}");
     assert!(asked.get() >= 1, "the peer was never asked");
+}
+
+/// A stuck test fails instead of hanging.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing after 30 s"))
 }

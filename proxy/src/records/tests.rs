@@ -8,6 +8,7 @@ use metrics::Counter;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::*;
@@ -16,6 +17,7 @@ use crate::ktls::record::{Mode, RecordAligned};
 use crate::test_tls::configs;
 
 type Client = tokio_rustls::client::TlsStream<TcpStream>;
+type SansIoClient = (rustls::ClientConnection, std::net::TcpStream);
 
 struct Counts {
     rx: Arc<AtomicU64>,
@@ -33,23 +35,18 @@ impl Counts {
     }
 }
 
-/// A connected pair; `early` is written by the client right after its handshake, before the
-/// server hands over. `record_limit` lowers our sending key's budget.
-async fn pair(early: &[u8], record_limit: Option<u64>) -> (RecordStream, Client, Counts) {
+/// The server side of a connection to the client that `start_client(config, address)` starts:
+/// handshake through bounded reads, then handed over to a [`RecordStream`]. `record_limit`
+/// lowers our sending key's budget.
+async fn taken_over<C>(
+    start_client: impl FnOnce(Arc<rustls::ClientConfig>, std::net::SocketAddr) -> JoinHandle<C>,
+    record_limit: Option<u64>,
+) -> (RecordStream, C, Counts) {
     let provider = crate::tls::provider(Provider::AwsLcRs, Provider::Ring, false);
     let (server, client) = configs(provider.clone(), provider.cipher_suites[0]);
     let (server, secrets) = capturing(&server);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let early = early.to_vec();
-    let client = tokio::spawn(async move {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("server.test").unwrap();
-        let mut tls = TlsConnector::from(client).connect(name, tcp).await.unwrap();
-        tls.write_all(&early).await.unwrap();
-        tls.flush().await.unwrap();
-        tls
-    });
+    let client = start_client(client, listener.local_addr().unwrap());
     let (tcp, _) = listener.accept().await.unwrap();
     let tls = TlsAcceptor::from(server)
         .accept(RecordAligned::new(tcp, Mode::Bounded))
@@ -67,6 +64,23 @@ async fn pair(early: &[u8], record_limit: Option<u64>) -> (RecordStream, Client,
         Handover::Kept(_, reason) => panic!("kept by rustls: {reason}"),
         Handover::Failed(e, reason) => panic!("{reason}: {e}"),
     }
+}
+
+/// A connected pair with a tokio-rustls client; `early` is written by the client right after
+/// its handshake, before the server hands over.
+async fn pair(early: &[u8], record_limit: Option<u64>) -> (RecordStream, Client, Counts) {
+    let early = early.to_vec();
+    let client = |config, addr| {
+        tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("server.test").unwrap();
+            let mut tls = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+            tls.write_all(&early).await.unwrap();
+            tls.flush().await.unwrap();
+            tls
+        })
+    };
+    taken_over(client, record_limit).await
 }
 
 /// A stuck transfer fails the test instead of hanging it.
@@ -134,56 +148,33 @@ async fn data_sent_with_the_last_handshake_flight_is_not_lost() {
 /// A server connection whose client sent its Finished and first record in one write, so the
 /// record came over in the handshake's read-ahead buffer. The client (sans-IO rustls on a
 /// blocking socket) is returned to keep the connection open.
-async fn coalesced(
-    first: &'static [u8],
-) -> (
-    RecordStream,
-    (rustls::ClientConnection, std::net::TcpStream),
-) {
-    let provider = crate::tls::provider(Provider::AwsLcRs, Provider::Ring, false);
-    let (server, client) = configs(provider.clone(), provider.cipher_suites[0]);
-    let (server, secrets) = capturing(&server);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let client = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-        let name = ServerName::try_from("server.test").unwrap();
-        let mut tls = rustls::ClientConnection::new(client, name).unwrap();
-        while tls.is_handshaking() {
-            if tls.wants_write() {
-                tls.write_tls(&mut tcp).unwrap();
-            } else {
-                tls.read_tls(&mut tcp).unwrap();
-                tls.process_new_packets().unwrap();
+async fn coalesced(first: &'static [u8]) -> (RecordStream, SansIoClient) {
+    let client = |config, addr| {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            let name = ServerName::try_from("server.test").unwrap();
+            let mut tls = rustls::ClientConnection::new(config, name).unwrap();
+            while tls.is_handshaking() {
+                if tls.wants_write() {
+                    tls.write_tls(&mut tcp).unwrap();
+                } else {
+                    tls.read_tls(&mut tcp).unwrap();
+                    tls.process_new_packets().unwrap();
+                }
             }
-        }
-        // The Finished is queued, not yet sent: the record joins it.
-        tls.writer().write_all(first).unwrap();
-        let mut wire = Vec::new();
-        while tls.wants_write() {
-            tls.write_tls(&mut wire).unwrap();
-        }
-        tcp.write_all(&wire).unwrap();
-        (tls, tcp)
-    });
-    let (tcp, _) = listener.accept().await.unwrap();
-    let tls = TlsAcceptor::from(server)
-        .accept(RecordAligned::new(tcp, Mode::Bounded))
-        .await
-        .unwrap();
-    let client = client.await.unwrap();
-    let layer = Layer {
-        library: Provider::Ring,
-        record_limit: None,
-        buffers: BufferPolicy::default(),
+            // The Finished is queued, not yet sent: the record joins it.
+            tls.writer().write_all(first).unwrap();
+            let mut wire = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut wire).unwrap();
+            }
+            tcp.write_all(&wire).unwrap();
+            (tls, tcp)
+        })
     };
-    let (_, updates) = Counts::new();
-    match handover(Box::new(tls), &layer, Some(&secrets), updates).await {
-        Handover::Taken(stream) => (*stream, client),
-        Handover::Kept(_, reason) => panic!("kept by rustls: {reason}"),
-        Handover::Failed(e, reason) => panic!("{reason}: {e}"),
-    }
+    let (ours, client, _) = taken_over(client, None).await;
+    (ours, client)
 }
 
 #[tokio::test]
