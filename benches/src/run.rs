@@ -262,6 +262,8 @@ pub async fn run(opts: &Options) -> Result<Results> {
 
     for s in &subjects {
         if let Some(r) = &s.running {
+            let paths = matches!(r.kind, Kind::Gembok(_) | Kind::Variant(_))
+                .then(|| contender::data_paths(&r.ports));
             r.stop();
             if let Some(i) = infos.get_mut(&r.kind) {
                 i.data_path = if facts.ktls_stats {
@@ -276,6 +278,12 @@ pub async fn run(opts: &Options) -> Result<Results> {
                         facts.tcp_available_ulp
                     )
                 };
+                // gembok says which layer carried its connections (records: its own).
+                if let Some(paths) = paths.filter(|p| !p.is_empty()) {
+                    let counts: Vec<String> =
+                        paths.iter().map(|(p, n)| format!("{p} {n}")).collect();
+                    i.data_path += &format!("; connections by path: {}", counts.join(", "));
+                }
             }
         }
     }

@@ -67,3 +67,29 @@ pub(super) fn launches(
         }),
     )
 }
+
+/// How many connections each gembok side carried on each data path (`gembok_data_path_total`
+/// from both admin endpoints, summed by `path`: ktls, records, userspace), for the report's
+/// contender table: `/proc/net/tls_stat` only tells kernel from user space.
+pub fn data_paths(ports: &Ports) -> std::collections::BTreeMap<String, u64> {
+    let mut paths = std::collections::BTreeMap::new();
+    for admin in [ports.admin_out, ports.admin_in] {
+        let Ok(text) = super::http_get(admin, "/metrics") else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("gembok_data_path_total{") else {
+                continue;
+            };
+            let path = rest
+                .split("path=\"")
+                .nth(1)
+                .and_then(|p| p.split('"').next());
+            let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            if let (Some(path), Some(value)) = (path, value) {
+                *paths.entry(path.to_owned()).or_insert(0) += value as u64;
+            }
+        }
+    }
+    paths
+}

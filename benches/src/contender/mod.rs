@@ -8,6 +8,7 @@
 //! certificate that the sidecar must refuse (see `verify.rs`).
 
 mod gembok;
+pub use gembok::data_paths;
 mod haproxy;
 mod hitch;
 mod nginx;
