@@ -36,11 +36,14 @@ pub struct BufferPolicy {
     pub grow_after: u64,
 }
 
+/// The default large buffer: what one read from a busy socket takes at most.
+pub const LARGE_BUFFER: usize = 256 * 1024;
+
 impl Default for BufferPolicy {
     fn default() -> Self {
         Self {
             initial: 16 * 1024,
-            large: 256 * 1024,
+            large: LARGE_BUFFER,
             grow_after: 128 * 1024,
         }
     }
