@@ -28,77 +28,229 @@ pub enum Message {
     KeyUpdate { requested: bool },
 }
 
-/// A handshake record that cannot be followed.
-#[derive(Debug, PartialEq, Eq)]
+/// The largest handshake message we join (rustls' own limit): a NewSessionTicket is the only
+/// one that can be long, and no peer sends one near this size.
+pub const MAX_MESSAGE: usize = 0xffff;
+
+/// Handshake records that cannot be followed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    /// Truncated, empty, or a bad KeyUpdate body (decode_error).
+    /// An empty record, or a bad KeyUpdate body (decode_error).
+    #[error("malformed TLS handshake message after the handshake")]
     Malformed,
+    /// A message longer than we join (decode_error).
+    #[error("TLS handshake message of {0} bytes after the handshake (at most {MAX_MESSAGE})")]
+    TooLarge(usize),
     /// A handshake message that has no place after the handshake (unexpected_message).
+    #[error("unexpected TLS handshake message type {0} after the handshake")]
     Unexpected(u8),
+    /// Bytes after a KeyUpdate in its record: they would be under the old key (unexpected_message).
+    #[error("a TLS KeyUpdate did not end its record")]
+    Misaligned,
+    /// Another record type, or the end, inside a handshake message split across records
+    /// (unexpected_message).
+    #[error("a TLS handshake message split across records was interrupted")]
+    Interrupted,
 }
 
-/// The messages of one post-handshake record, in order (messages split across records are
-/// refused as malformed: rustls and OpenSSL never split these).
-pub fn messages(mut record: &[u8]) -> Result<Vec<Message>, Refused> {
-    if record.is_empty() {
-        return Err(Refused::Malformed);
+impl Refused {
+    /// The fatal alert the peer is owed.
+    pub fn alert(&self) -> u8 {
+        match self {
+            Refused::Malformed | Refused::TooLarge(_) => 50, // decode_error
+            Refused::Unexpected(_) | Refused::Misaligned | Refused::Interrupted => 10, // unexpected_message
+        }
     }
-    let mut messages = Vec::new();
-    while !record.is_empty() {
-        let (message, rest) = parse_one(record)?;
-        messages.push(message);
-        record = rest;
+
+    /// A short label for metrics (the streams' `reason` labels).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Malformed | Refused::TooLarge(_) => "malformed",
+            Refused::Unexpected(_) | Refused::Misaligned | Refused::Interrupted => {
+                "unexpected_record"
+            }
+        }
     }
-    Ok(messages)
 }
 
-fn parse_one(record: &[u8]) -> Result<(Message, &[u8]), Refused> {
-    let [kind, a, b, c, rest @ ..] = record else {
-        return Err(Refused::Malformed);
+/// The handshake messages of the records after the handshake, joined across records (RFC 8446
+/// §5.1): a message may be split over several handshake records with no other record type in
+/// between, and a KeyUpdate must end its record, since the next record comes under the next key.
+/// Nothing is held unless a message is split (rustls and OpenSSL never split these).
+#[derive(Debug, Default)]
+pub struct Joiner {
+    /// The start of a message whose end has not arrived yet.
+    partial: Vec<u8>,
+}
+
+impl Joiner {
+    /// The messages one handshake record completes, in order.
+    pub fn feed(&mut self, record: &[u8]) -> Result<Vec<Message>, Refused> {
+        if record.is_empty() {
+            return Err(Refused::Malformed); // zero-length handshake fragments are forbidden
+        }
+        let joined;
+        let mut bytes = if self.partial.is_empty() {
+            record
+        } else {
+            joined = [std::mem::take(&mut self.partial).as_slice(), record].concat();
+            &joined[..]
+        };
+        let mut messages = Vec::new();
+        while !bytes.is_empty() {
+            let Some((message, rest)) = parse_one(bytes)? else {
+                self.partial = bytes.to_vec();
+                break;
+            };
+            if matches!(message, Message::KeyUpdate { .. }) && !rest.is_empty() {
+                return Err(Refused::Misaligned);
+            }
+            messages.push(message);
+            bytes = rest;
+        }
+        Ok(messages)
+    }
+
+    /// Checks that no message is waiting for its end: call it on any other record type and on
+    /// close_notify.
+    pub fn expect_none(&self) -> Result<(), Refused> {
+        match self.partial.is_empty() {
+            true => Ok(()),
+            false => Err(Refused::Interrupted),
+        }
+    }
+}
+
+/// The first message of `bytes` and what follows it, or `None` if its end is still to come.
+/// A message is refused as soon as its header shows it cannot be followed.
+fn parse_one(bytes: &[u8]) -> Result<Option<(Message, &[u8])>, Refused> {
+    let Some(&kind) = bytes.first() else {
+        return Ok(None);
+    };
+    if kind != NEW_SESSION_TICKET && kind != KEY_UPDATE {
+        return Err(Refused::Unexpected(kind));
+    }
+    let [_, a, b, c, rest @ ..] = bytes else {
+        return Ok(None);
     };
     let len = usize::from(*a) << 16 | usize::from(*b) << 8 | usize::from(*c);
-    if rest.len() < len {
+    if len > MAX_MESSAGE {
+        return Err(Refused::TooLarge(len));
+    }
+    if kind == KEY_UPDATE && len != 1 {
         return Err(Refused::Malformed);
     }
+    if rest.len() < len {
+        return Ok(None);
+    }
     let (body, rest) = rest.split_at(len);
-    let message = match (*kind, body) {
-        (NEW_SESSION_TICKET, _) => Message::NewSessionTicket,
+    let message = match (kind, body) {
         (KEY_UPDATE, [0]) => Message::KeyUpdate { requested: false },
         (KEY_UPDATE, [1]) => Message::KeyUpdate { requested: true },
         (KEY_UPDATE, _) => return Err(Refused::Malformed),
-        (other, _) => return Err(Refused::Unexpected(other)),
+        _ => Message::NewSessionTicket,
     };
-    Ok((message, rest))
+    Ok(Some((message, rest)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const TICKET: [u8; 7] = [NEW_SESSION_TICKET, 0, 0, 3, 9, 9, 9];
+    const KEY_UPDATE_REQUESTED: [u8; 5] = [KEY_UPDATE, 0, 0, 1, 1];
+
+    fn one_record(record: &[u8]) -> Result<Vec<Message>, Refused> {
+        Joiner::default().feed(record)
+    }
+
     #[test]
-    fn several_messages_in_one_record_are_read_in_order() {
-        let mut record = vec![NEW_SESSION_TICKET, 0, 0, 3, 9, 9, 9];
-        record.extend(KEY_UPDATE_NOT_REQUESTED);
-        record.extend([KEY_UPDATE, 0, 0, 1, 1]);
+    fn messages_of_one_record_are_read_in_order_up_to_a_key_update() {
+        let record = [&TICKET[..], &TICKET, &KEY_UPDATE_REQUESTED].concat();
         assert_eq!(
-            messages(&record),
+            one_record(&record),
             Ok(vec![
                 Message::NewSessionTicket,
-                Message::KeyUpdate { requested: false },
+                Message::NewSessionTicket,
                 Message::KeyUpdate { requested: true },
             ])
+        );
+        assert_eq!(
+            one_record(&KEY_UPDATE_NOT_REQUESTED),
+            Ok(vec![Message::KeyUpdate { requested: false }])
         );
     }
 
     #[test]
-    fn truncated_empty_or_out_of_place_messages_are_refused() {
-        assert_eq!(messages(&[]), Err(Refused::Malformed));
-        assert_eq!(messages(&[KEY_UPDATE, 0, 0, 2, 0]), Err(Refused::Malformed));
-        assert_eq!(messages(&[KEY_UPDATE, 0, 0, 1, 2]), Err(Refused::Malformed));
-        assert_eq!(messages(&[KEY_UPDATE, 0, 0]), Err(Refused::Malformed));
-        // A Finished (20) after the handshake, even before a good KeyUpdate.
-        let mut record = vec![20, 0, 0, 0];
-        record.extend(KEY_UPDATE_NOT_REQUESTED);
-        assert_eq!(messages(&record), Err(Refused::Unexpected(20)));
+    fn a_message_split_across_records_is_joined() {
+        // A ticket cut after its type, then inside its length, then inside its body, followed in
+        // the last record by a KeyUpdate cut after its header.
+        let wire = [&TICKET[..], &KEY_UPDATE_REQUESTED].concat();
+        let mut joiner = Joiner::default();
+        for cut in [&wire[..1], &wire[1..3], &wire[3..5]] {
+            assert_eq!(joiner.feed(cut), Ok(vec![]));
+            assert_eq!(joiner.expect_none(), Err(Refused::Interrupted));
+        }
+        assert_eq!(
+            joiner.feed(&wire[5..11]),
+            Ok(vec![Message::NewSessionTicket])
+        );
+        assert_eq!(joiner.expect_none(), Err(Refused::Interrupted));
+        assert_eq!(
+            joiner.feed(&wire[11..]),
+            Ok(vec![Message::KeyUpdate { requested: true }])
+        );
+        assert_eq!(joiner.expect_none(), Ok(()));
+    }
+
+    #[test]
+    fn a_key_update_must_end_its_record() {
+        let record = [&KEY_UPDATE_NOT_REQUESTED[..], &TICKET].concat();
+        assert_eq!(one_record(&record), Err(Refused::Misaligned));
+        // Even when what follows is only the start of a message.
+        let record = [&KEY_UPDATE_NOT_REQUESTED[..], &[NEW_SESSION_TICKET]].concat();
+        assert_eq!(one_record(&record), Err(Refused::Misaligned));
+    }
+
+    #[test]
+    fn bad_or_out_of_place_messages_are_refused_from_their_header() {
+        assert_eq!(one_record(&[]), Err(Refused::Malformed));
+        assert_eq!(
+            one_record(&[KEY_UPDATE, 0, 0, 2, 0]),
+            Err(Refused::Malformed)
+        );
+        assert_eq!(
+            one_record(&[KEY_UPDATE, 0, 0, 1, 2]),
+            Err(Refused::Malformed)
+        );
+        // A KeyUpdate whose length is wrong is refused before its body comes.
+        assert_eq!(one_record(&[KEY_UPDATE, 0, 0, 9]), Err(Refused::Malformed));
+        // A Finished (20) after the handshake, even before a good KeyUpdate, and as soon as its
+        // type is seen.
+        let record = [&[20, 0, 0, 0][..], &KEY_UPDATE_NOT_REQUESTED].concat();
+        assert_eq!(one_record(&record), Err(Refused::Unexpected(20)));
+        assert_eq!(one_record(&[20]), Err(Refused::Unexpected(20)));
+        // A ticket longer than we join, refused from its length alone.
+        assert_eq!(
+            one_record(&[NEW_SESSION_TICKET, 1, 0, 0]),
+            Err(Refused::TooLarge(0x10000))
+        );
+        let mut joiner = Joiner::default();
+        assert_eq!(joiner.feed(&[NEW_SESSION_TICKET, 0, 0xff]), Ok(vec![]));
+        assert_eq!(joiner.feed(&[0xff]), Ok(vec![])); // exactly the limit: joined
+    }
+
+    #[test]
+    fn refusals_map_to_their_alerts() {
+        assert_eq!(Refused::Malformed.alert(), 50);
+        assert_eq!(Refused::TooLarge(1 << 20).alert(), 50);
+        for unexpected in [
+            Refused::Unexpected(20),
+            Refused::Misaligned,
+            Refused::Interrupted,
+        ] {
+            assert_eq!(unexpected.alert(), 10, "{unexpected}");
+            assert_eq!(unexpected.reason(), "unexpected_record");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Reads use `recvmsg` with room for the record-type control message, so non-data records are
 //! seen: a close_notify alert is EOF; any other alert ends the connection with an error; a
 //! NewSessionTicket is skipped (there is no rustls left to store it: resumption is lost, not
-//! correctness). A KeyUpdate is followed in the kernel when it can be rekeyed (Linux 6.14 and
+//! correctness); handshake messages split across records are joined first ([`Joiner`]). A KeyUpdate is followed in the kernel when it can be rekeyed (Linux 6.14 and
 //! later; see [`super::keys`]): the next receiving key is installed at once and, when the peer
 //! asks for it, our own KeyUpdate goes out before our next record. On an older kernel a KeyUpdate
 //! ends the connection with a fatal alert ([`KtlsStream::abort`]), counted. A TCP EOF without
@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use super::keys::Rekey;
 use super::sys;
 use crate::post_handshake::{
-    self, ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, FATAL_INTERNAL_ERROR, HANDSHAKE,
+    ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, FATAL_INTERNAL_ERROR, HANDSHAKE, Joiner,
     KEY_UPDATE_NOT_REQUESTED, Message, Refused,
 };
 
@@ -46,8 +46,8 @@ pub enum ControlError {
     KeyUpdate,
     #[error("the kernel refused the next {0} key: {1}")]
     Rekey(&'static str, io::Error),
-    #[error("malformed TLS handshake message on a kTLS socket")]
-    Malformed,
+    #[error(transparent)]
+    Handshake(#[from] Refused),
     #[error("unexpected TLS record type {0:?} on a kTLS socket")]
     Unexpected(TlsGetRecordType),
     #[error(
@@ -63,7 +63,7 @@ impl ControlError {
             ControlError::Alert { .. } => "alert",
             ControlError::KeyUpdate => "key_update",
             ControlError::Rekey(..) => "rekey_failed",
-            ControlError::Malformed => "malformed",
+            ControlError::Handshake(refused) => refused.reason(),
             ControlError::Unexpected(_) => "unexpected_record",
             ControlError::RecordLimit(_) => "record_limit",
         }
@@ -73,7 +73,7 @@ impl ControlError {
     pub fn can_alert_peer(&self) -> bool {
         matches!(
             self,
-            ControlError::KeyUpdate | ControlError::RecordLimit(_) | ControlError::Malformed
+            ControlError::KeyUpdate | ControlError::RecordLimit(_) | ControlError::Handshake(_)
         )
     }
 }
@@ -117,6 +117,8 @@ pub struct KtlsStream {
     /// The peer asked for our KeyUpdate; it goes out before our next record.
     key_update_owed: bool,
     key_updates: KeyUpdates,
+    /// Post-handshake messages, joined when split across records.
+    handshake: Joiner,
 }
 
 /// Records a send of `bytes` can produce at most: the kernel closes a record at the end of each
@@ -143,6 +145,7 @@ impl KtlsStream {
             rekey: rekey.map(Box::new),
             key_update_owed: false,
             key_updates,
+            handshake: Joiner::default(),
         }
     }
 
@@ -213,12 +216,7 @@ impl KtlsStream {
 
     /// Handles the handshake messages of one post-handshake record.
     fn on_handshake(&mut self, record: &[u8]) -> io::Result<()> {
-        let messages = post_handshake::messages(record).map_err(|refused| match refused {
-            Refused::Malformed => control(ControlError::Malformed),
-            Refused::Unexpected(_) => {
-                control(ControlError::Unexpected(TlsGetRecordType::Handshake))
-            }
-        })?;
+        let messages = self.handshake.feed(record).map_err(|r| control(r.into()))?;
         for message in messages {
             if let Message::KeyUpdate { requested } = message {
                 self.on_key_update(requested)?;
@@ -296,6 +294,10 @@ impl AsyncRead for KtlsStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             };
+            if got.record != Some(TlsGetRecordType::Handshake) {
+                let interrupted = this.handshake.expect_none();
+                interrupted.map_err(|r| control(r.into()))?;
+            }
             match got.record {
                 None | Some(TlsGetRecordType::ApplicationData) if got.len > 0 => {
                     buf.advance(got.len);

@@ -5,7 +5,8 @@
 //! is, so [`RecordStream::readable`] hands the writer slices of that buffer (one `writev` to the
 //! app, no copy in user space). Control records are handled like the kTLS stream does: a
 //! close_notify is EOF, any other alert (but user_canceled) ends the connection with an error, a
-//! NewSessionTicket is skipped, a KeyUpdate switches to the next receiving key before the next
+//! NewSessionTicket is skipped (handshake messages split across records are joined first:
+//! [`Joiner`]), a KeyUpdate switches to the next receiving key before the next
 //! record is opened and, when the peer asks, makes our own KeyUpdate go out before our next
 //! record. A TCP EOF without close_notify is `UnexpectedEof` (a truncation).
 //!
@@ -33,7 +34,7 @@ use crate::ktls::Cipher;
 use crate::ktls::keys::Rekey;
 use crate::ktls::stream::KeyUpdates;
 use crate::post_handshake::{
-    self, ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, KEY_UPDATE_NOT_REQUESTED, Message,
+    ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, Joiner, KEY_UPDATE_NOT_REQUESTED, Message,
     Refused, USER_CANCELED,
 };
 
@@ -50,8 +51,10 @@ pub enum ControlError {
     Record(#[from] RecordError),
     #[error("peer sent TLS alert {level}/{description}")]
     Alert { level: u8, description: u8 },
-    #[error("malformed TLS handshake message after the handshake")]
+    #[error("malformed TLS alert")]
     Malformed,
+    #[error(transparent)]
+    Handshake(#[from] Refused),
     #[error("unexpected TLS {0} after the handshake")]
     Unexpected(&'static str),
     #[error("a KeyUpdate arrived but this connection's traffic secrets were not kept")]
@@ -67,6 +70,7 @@ impl ControlError {
             ControlError::Record(e) => Some(e.alert()),
             ControlError::Alert { .. } => None,
             ControlError::Malformed => Some(50), // decode_error
+            ControlError::Handshake(refused) => Some(refused.alert()),
             ControlError::Unexpected(_) => Some(10), // unexpected_message
             ControlError::NoKeySchedule | ControlError::RecordLimit(_) => Some(80), // internal_error
         }
@@ -79,6 +83,7 @@ impl ControlError {
             ControlError::Record(_) => "bad_record",
             ControlError::Alert { .. } => "alert",
             ControlError::Malformed => "malformed",
+            ControlError::Handshake(refused) => refused.reason(),
             ControlError::Unexpected(_) => "unexpected_record",
             ControlError::NoKeySchedule => "key_update",
             ControlError::RecordLimit(_) => "record_limit",
@@ -129,6 +134,8 @@ struct Rx {
     opened: usize,
     /// Where the content of opened application-data records lies in `buf`, not yet consumed.
     ready: VecDeque<Range<usize>>,
+    /// Post-handshake messages, joined when split across records.
+    handshake: Joiner,
     close_notify: bool,
     /// Ciphertext bytes read so far (sizes the buffer).
     carried: u64,
@@ -161,6 +168,7 @@ impl RecordStream {
                 buf: start.unread,
                 opened: 0,
                 ready: VecDeque::new(),
+                handshake: Joiner::default(),
                 close_notify: false,
                 carried: 0,
             },
@@ -269,6 +277,9 @@ impl RecordStream {
             self.rx.opened += len;
             any = true;
             let content = at + content.start..at + content.end;
+            if content_type != HANDSHAKE {
+                self.rx.handshake.expect_none().map_err(control)?;
+            }
             match content_type {
                 APPLICATION_DATA if !content.is_empty() => self.rx.ready.push_back(content),
                 APPLICATION_DATA => {}
@@ -299,11 +310,7 @@ impl RecordStream {
 
     /// Handles the handshake messages of one post-handshake record.
     fn on_handshake(&mut self, record: &[u8]) -> io::Result<()> {
-        let messages = post_handshake::messages(record).map_err(|refused| match refused {
-            Refused::Malformed => control(ControlError::Malformed),
-            Refused::Unexpected(_) => control(ControlError::Unexpected("handshake message")),
-        })?;
-        for message in messages {
+        for message in self.rx.handshake.feed(record).map_err(control)? {
             if let Message::KeyUpdate { requested } = message {
                 self.on_key_update(requested)?;
             }
