@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::plan::Scenario;
+
 /// Benchmarks gembok-proxy against haproxy, stunnel4, nginx and hitch on loopback.
 #[derive(Debug, Parser)]
 #[command(name = "gembok-bench", version, about)]
@@ -28,12 +30,16 @@ pub enum Command {
     Quick {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        only: Only,
     },
     /// Every scenario at a tiny size against gembok only (no timing meaning): proves the
     /// harness works.
     Smoke {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        only: Only,
     },
     /// Re-renders the report and plots from an earlier run's results.json.
     Report {
@@ -85,4 +91,24 @@ pub struct Common {
     /// Count syscalls for every pair contender, not just gembok (on by default in `full`).
     #[arg(long)]
     pub strace_all: bool,
+}
+
+/// A subset of the scenarios (`quick` and `smoke`; `full` always runs every one, its report
+/// needs them all).
+#[derive(Debug, Args)]
+pub struct Only {
+    /// Only these scenarios (comma-separated), e.g. `connections` while profiling that one.
+    /// Default: every one.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Only {
+    /// `plan`, restricted to these scenarios if any were named.
+    pub fn apply(self, mut plan: crate::plan::Plan) -> crate::plan::Plan {
+        if !self.scenarios.is_empty() {
+            plan.scenarios = self.scenarios;
+        }
+        plan
+    }
 }

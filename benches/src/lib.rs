@@ -55,21 +55,23 @@ pub fn execute(command: Command, argv: String) -> Result<()> {
                 .unwrap_or_else(|| "benches/results".into());
             measure("full", Plan::full(), common, &out, &report, argv, true)
         }
-        Command::Quick { common } => {
+        Command::Quick { common, only } => {
             let out = common
                 .out
                 .clone()
                 .unwrap_or_else(|| "target/gembok-bench/quick".into());
             let report = out.join("RESULTS.md");
-            measure("quick", Plan::quick(), common, &out, &report, argv, false)
+            let plan = only.apply(Plan::quick());
+            measure("quick", plan, common, &out, &report, argv, false)
         }
-        Command::Smoke { common } => {
+        Command::Smoke { common, only } => {
             let out = common
                 .out
                 .clone()
                 .unwrap_or_else(|| "target/gembok-bench/smoke".into());
             let report = out.join("RESULTS.md");
-            measure("smoke", Plan::smoke(), common, &out, &report, argv, false)
+            let plan = only.apply(Plan::smoke());
+            measure("smoke", plan, common, &out, &report, argv, false)
         }
     }
 }

@@ -25,6 +25,29 @@ pub struct Plan {
     pub memory_steps: Vec<usize>,
     pub memory_max: Duration,
     pub syscalls_bytes: u64,
+    /// The scenarios this run measures (`quick --scenarios`; every one otherwise).
+    pub scenarios: Vec<Scenario>,
+}
+
+/// The scenarios, as `quick --scenarios` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Bulk,
+    Connections,
+    Latency,
+    Memory,
+    Syscalls,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Bulk,
+        Scenario::Connections,
+        Scenario::Latency,
+        Scenario::Memory,
+        Scenario::Syscalls,
+    ];
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -48,6 +71,7 @@ impl Plan {
             memory_steps: vec![1_000, 10_000],
             memory_max: Duration::from_secs(90),
             syscalls_bytes: 512 * MIB,
+            scenarios: Scenario::ALL.to_vec(),
         }
     }
 
@@ -71,6 +95,7 @@ impl Plan {
             memory_steps: vec![20, 50],
             memory_max: Duration::from_secs(20),
             syscalls_bytes: 8 * MIB,
+            scenarios: Scenario::ALL.to_vec(),
         }
     }
 
@@ -88,5 +113,10 @@ impl Plan {
             syscalls_bytes: 256 * MIB,
             ..Plan::full()
         }
+    }
+
+    /// Whether this run measures `scenario`.
+    pub fn runs(&self, scenario: Scenario) -> bool {
+        self.scenarios.contains(&scenario)
     }
 }

@@ -381,7 +381,7 @@ fn targets(v: &View<'_>, md: &mut String) {
         Some(idle),
         best,
         "≤ 8 MiB",
-        Some(idle <= 8.0),
+        (!idle.is_nan()).then_some(idle <= 8.0), // not measured: no verdict
         "–".into(),
     );
     md.push('\n');

@@ -15,7 +15,7 @@ use crate::client::Target;
 use crate::contender::{self, Env, Kind, Running};
 use crate::facts::{self, Facts};
 use crate::pki::Pki;
-use crate::plan::Plan;
+use crate::plan::{Plan, Scenario};
 use crate::procs::{self, Proc};
 use crate::scenario::{Sample, Topology, bulk, cps, latency, memory, syscalls};
 use crate::stats::quantile;
@@ -236,13 +236,20 @@ pub async fn run(opts: &Options) -> Result<Results> {
         let _ = before; // kTLS use is attributed per bulk sample in `bulk_sample`.
     }
 
-    eprintln!("memory");
-    for s in subjects.iter().filter(|s| s.running.is_some()) {
-        memory_sample(s, plan, nofile, app, &pki, &mut rec).await;
+    if plan.runs(Scenario::Memory) {
+        eprintln!("memory");
+        for s in subjects.iter().filter(|s| s.running.is_some()) {
+            memory_sample(s, plan, nofile, app, &pki, &mut rec).await;
+        }
     }
-    match install::ensure_strace(opts.allow_install) {
+    let strace = match plan.runs(Scenario::Syscalls) {
+        true => install::ensure_strace(opts.allow_install).map(Some),
+        false => Ok(None),
+    };
+    match strace {
+        Ok(None) => {}
         Err(why) => rec.fail("syscalls".into(), anyhow::anyhow!(why)),
-        Ok(()) => {
+        Ok(Some(())) => {
             eprintln!("syscalls");
             for s in subjects.iter().filter(|s| {
                 s.running.as_ref().is_some_and(|r| {
@@ -357,6 +364,9 @@ async fn timed_rep(
             plan.bulk_four_streams_bytes,
         ),
     ];
+    let bulk_variants = bulk_variants
+        .into_iter()
+        .filter(|_| plan.runs(Scenario::Bulk));
     for (topo, variant, streams, bytes) in bulk_variants {
         for &i in order {
             let s = &mut subjects[i];
@@ -405,6 +415,9 @@ async fn timed_rep(
         (Topology::Inbound, "resumed", ClientOpts::RESUMED),
         (Topology::Direct, "new connections", ClientOpts::FULL),
     ];
+    let cps_variants = cps_variants
+        .into_iter()
+        .filter(|_| plan.runs(Scenario::Connections));
     for (topo, variant, copts) in cps_variants {
         for &i in order {
             let s = &subjects[i];
@@ -458,6 +471,7 @@ async fn timed_rep(
             lat_variants.push((topo, format!("64 B at {rate}/s"), 64, Some(rate)));
         }
     }
+    lat_variants.retain(|_| plan.runs(Scenario::Latency));
     for (topo, variant, size, rate) in &lat_variants {
         for &i in order {
             let s = &subjects[i];

@@ -189,3 +189,48 @@ fn unknown_contender_is_refused_by_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("envoy") && err.contains("haproxy"), "{err}");
 }
+
+#[test]
+fn a_smoke_run_of_some_scenarios_measures_only_those() {
+    let proxy = gembok_proxy();
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .args(["smoke", "--scenarios", "connections,latency", "--out"])
+        .arg(out.path())
+        .arg("--gembok-bin")
+        .arg(&proxy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "smoke run failed:\n{stderr}");
+    let r = report::load(&out.path().join("results.json")).unwrap();
+    assert!(r.errors.is_empty(), "failed measurements: {:#?}", r.errors);
+    let measured: std::collections::BTreeSet<&str> =
+        r.samples.iter().map(|s| s.scenario.as_str()).collect();
+    assert_eq!(
+        measured,
+        ["connections", "latency"].into(),
+        "scenarios measured"
+    );
+    // What was not measured gets no verdict in the targets table.
+    let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
+    let idle = md
+        .lines()
+        .find(|l| l.starts_with("| idle RSS per sidecar"))
+        .expect("the idle RSS target row");
+    assert!(idle.ends_with("| – |"), "{idle}");
+}
+
+#[test]
+fn an_unknown_scenario_exits_64_naming_the_known_ones() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .args(["quick", "--scenarios", "bulk,handshakes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("handshakes") && err.contains("connections"),
+        "{err}"
+    );
+}
