@@ -78,8 +78,8 @@ impl ControlError {
     }
 }
 
-fn control(e: ControlError) -> io::Error {
-    io::Error::other(e)
+fn control(e: impl Into<ControlError>) -> io::Error {
+    io::Error::other(e.into())
 }
 
 /// Live counts of key updates the kernel took (`gembok_ktls_key_updates_total`).
@@ -216,7 +216,7 @@ impl KtlsStream {
 
     /// Handles the handshake messages of one post-handshake record.
     fn on_handshake(&mut self, record: &[u8]) -> io::Result<()> {
-        let messages = self.handshake.feed(record).map_err(|r| control(r.into()))?;
+        let messages = self.handshake.feed(record).map_err(control)?;
         for message in messages {
             if let Message::KeyUpdate { requested } = message {
                 self.on_key_update(requested)?;
@@ -295,8 +295,7 @@ impl AsyncRead for KtlsStream {
                 Err(e) => return Poll::Ready(Err(e)),
             };
             if got.record != Some(TlsGetRecordType::Handshake) {
-                let interrupted = this.handshake.expect_none();
-                interrupted.map_err(|r| control(r.into()))?;
+                this.handshake.expect_none().map_err(control)?;
             }
             match got.record {
                 None | Some(TlsGetRecordType::ApplicationData) if got.len > 0 => {

@@ -213,4 +213,4 @@ pub fn header(body_len: usize) -> [u8; HEADER] {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

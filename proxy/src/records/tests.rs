@@ -16,6 +16,7 @@ use crate::ktls::keys::capturing;
 use crate::ktls::record::{Mode, RecordAligned};
 use crate::post_handshake::{ALERT, CLOSE_NOTIFY_ALERT, HANDSHAKE, KEY_UPDATE_NOT_REQUESTED};
 use crate::test_tls::configs;
+use key::tests::{sealed, twin_keys};
 
 type Client = tokio_rustls::client::TlsStream<TcpStream>;
 type SansIoClient = (rustls::ClientConnection, std::net::TcpStream);
@@ -279,25 +280,21 @@ async fn a_tcp_end_without_close_notify_is_a_truncation() {
     assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
 }
 
-/// The key both ends of [`hand_sealed`] start with.
-fn twin_key() -> RecordKey {
-    RecordKey::new(Provider::AwsLcRs, Cipher::Aes128Gcm, &[7; 16], &[9; 12], 0).unwrap()
-}
-
-/// A stream on a loopback socket whose peer seals records by hand ([`twin_key`]): for what
-/// rustls never sends.
+/// A stream on a loopback socket whose peer seals records by hand (with the twin of its
+/// receiving key, [`twin_keys`]): for what rustls never sends.
 async fn hand_sealed() -> (RecordStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
     let (tcp, _) = listener.accept().await.unwrap();
+    let ((tx, _), (rx, _)) = (twin_keys(), twin_keys());
     let ours = RecordStream::new(stream::Start {
         tcp,
         library: Provider::AwsLcRs,
         cipher: Cipher::Aes128Gcm,
-        tx: twin_key(),
-        rx: twin_key(),
+        tx,
+        rx,
         early: Vec::new(),
         unread: bytes::BytesMut::new(),
         rekey: None,
@@ -306,18 +303,6 @@ async fn hand_sealed() -> (RecordStream, TcpStream) {
         key_updates: KeyUpdates::default(),
     });
     (ours, peer)
-}
-
-/// Records of `content_type` sealed with `key`, one per part.
-fn seal_each(key: &mut RecordKey, content_type: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut wire = Vec::new();
-    for part in parts {
-        let mut record = vec![0; key::HEADER + part.len() + 1 + key::TAG];
-        record[key::HEADER..key::HEADER + part.len()].copy_from_slice(part);
-        key.seal(content_type, &mut record);
-        wire.extend(record);
-    }
-    wire
 }
 
 /// A session ticket (type 4) of 300 bytes.
@@ -330,15 +315,15 @@ fn ticket() -> Vec<u8> {
 #[tokio::test]
 async fn a_session_ticket_split_across_records_is_joined_and_skipped() {
     let (mut ours, mut peer) = hand_sealed().await;
-    let mut key = twin_key();
+    let (mut key, _) = twin_keys();
     let ticket = ticket();
-    let mut wire = seal_each(&mut key, HANDSHAKE, &[&ticket[..2], &ticket[2..100]]);
-    wire.extend(seal_each(&mut key, HANDSHAKE, &[&ticket[100..]]));
-    wire.extend(seal_each(
-        &mut key,
-        key::APPLICATION_DATA,
-        &[b"after the ticket"],
-    ));
+    let wire = [
+        sealed(&mut key, HANDSHAKE, &ticket[..2]),
+        sealed(&mut key, HANDSHAKE, &ticket[2..100]),
+        sealed(&mut key, HANDSHAKE, &ticket[100..]),
+        sealed(&mut key, key::APPLICATION_DATA, b"after the ticket"),
+    ]
+    .concat();
     peer.write_all(&wire).await.unwrap();
     let mut got = [0; 16];
     within("the data", ours.read_exact(&mut got)).await.unwrap();
@@ -366,9 +351,12 @@ async fn another_record_inside_a_split_message_ends_the_connection() {
         (key::APPLICATION_DATA, &b"data"[..]),
         (ALERT, &CLOSE_NOTIFY_ALERT[..]),
     ] {
-        let mut key = twin_key();
-        let mut wire = seal_each(&mut key, HANDSHAKE, &[&ticket[..50]]);
-        wire.extend(seal_each(&mut key, other, &[content]));
+        let (mut key, _) = twin_keys();
+        let wire = [
+            sealed(&mut key, HANDSHAKE, &ticket[..50]),
+            sealed(&mut key, other, content),
+        ]
+        .concat();
         assert_eq!(
             ended_by(&wire).await,
             ("unexpected_record", Some(10)),
@@ -380,6 +368,6 @@ async fn another_record_inside_a_split_message_ends_the_connection() {
 #[tokio::test]
 async fn a_key_update_that_does_not_end_its_record_ends_the_connection() {
     let message = [&KEY_UPDATE_NOT_REQUESTED[..], &ticket()].concat();
-    let wire = seal_each(&mut twin_key(), HANDSHAKE, &[&message]);
+    let wire = sealed(&mut twin_keys().0, HANDSHAKE, &message);
     assert_eq!(ended_by(&wire).await, ("unexpected_record", Some(10)));
 }

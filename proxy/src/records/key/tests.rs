@@ -42,7 +42,8 @@ fn records(mut wire: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-fn sealed(key: &mut RecordKey, content_type: u8, plain: &[u8]) -> Vec<u8> {
+/// One record of `content_type` sealed with `key`.
+pub(crate) fn sealed(key: &mut RecordKey, content_type: u8, plain: &[u8]) -> Vec<u8> {
     let mut record = vec![0; HEADER + plain.len() + 1 + TAG];
     record[HEADER..HEADER + plain.len()].copy_from_slice(plain);
     key.seal(content_type, &mut record);
@@ -112,7 +113,7 @@ fn padding_is_removed_and_the_inner_type_found() {
 }
 
 /// Two instances of one key (sender and receiver).
-fn twin_keys() -> (RecordKey, RecordKey) {
+pub(crate) fn twin_keys() -> (RecordKey, RecordKey) {
     let key = [7u8; 16];
     let iv = [9u8; 12];
     let make = || RecordKey::new(Provider::AwsLcRs, Cipher::Aes128Gcm, &key, &iv, 0).unwrap();
