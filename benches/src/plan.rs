@@ -29,7 +29,8 @@ pub struct Plan {
     pub scenarios: Vec<Scenario>,
 }
 
-/// The scenarios, as `quick --scenarios` names them.
+/// The scenarios, as `--scenarios` names them and as results.json records their samples
+/// ([`Scenario::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
@@ -41,6 +42,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Every scenario: what a complete run must have produced figures for.
     pub const ALL: [Scenario; 5] = [
         Scenario::Bulk,
         Scenario::Connections,
@@ -48,6 +50,17 @@ impl Scenario {
         Scenario::Memory,
         Scenario::Syscalls,
     ];
+
+    /// The scenario's name in samples (`Sample::scenario`) and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Bulk => "bulk",
+            Scenario::Connections => "connections",
+            Scenario::Latency => "latency",
+            Scenario::Memory => "memory",
+            Scenario::Syscalls => "syscalls",
+        }
+    }
 }
 
 const MIB: u64 = 1024 * 1024;

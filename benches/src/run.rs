@@ -242,26 +242,23 @@ pub async fn run(opts: &Options) -> Result<Results> {
             memory_sample(s, plan, nofile, app, &pki, &mut rec).await;
         }
     }
-    let strace = match plan.runs(Scenario::Syscalls) {
-        true => install::ensure_strace(opts.allow_install).map(Some),
-        false => Ok(None),
-    };
-    match strace {
-        Ok(None) => {}
-        Err(why) => rec.fail("syscalls".into(), anyhow::anyhow!(why)),
-        Ok(Some(())) => {
-            eprintln!("syscalls");
-            for s in subjects.iter().filter(|s| {
-                s.running.as_ref().is_some_and(|r| {
-                    r.outbound.is_some() && (r.kind.is_gembok() || opts.strace_all)
-                })
-            }) {
-                if let Err(e) = syscalls_sample(s, plan, work.path()).await.map(|m| {
-                    let metrics: Vec<(&str, f64)> =
-                        m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                    rec.add("syscalls", Topology::Pair, "1 stream", &s.id, 0, &metrics);
+    if plan.runs(Scenario::Syscalls) {
+        match install::ensure_strace(opts.allow_install) {
+            Err(why) => rec.fail("syscalls".into(), anyhow::anyhow!(why)),
+            Ok(()) => {
+                eprintln!("syscalls");
+                for s in subjects.iter().filter(|s| {
+                    s.running.as_ref().is_some_and(|r| {
+                        r.outbound.is_some() && (r.kind.is_gembok() || opts.strace_all)
+                    })
                 }) {
-                    rec.fail(format!("syscalls {}", s.id), e);
+                    if let Err(e) = syscalls_sample(s, plan, work.path()).await.map(|m| {
+                        let metrics: Vec<(&str, f64)> =
+                            m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                        rec.add("syscalls", Topology::Pair, "1 stream", &s.id, 0, &metrics);
+                    }) {
+                        rec.fail(format!("syscalls {}", s.id), e);
+                    }
                 }
             }
         }

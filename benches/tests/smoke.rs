@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gembok_bench::report::{self, SCENARIOS};
+use gembok_bench::plan::Scenario;
+use gembok_bench::report;
+use gembok_bench::run::Results;
 use gembok_bench::scenario::Topology;
 
 /// The gembok-proxy binary of this cargo profile, built if missing (a `-p gembok-bench` test
@@ -27,12 +29,14 @@ fn gembok_proxy() -> PathBuf {
     proxy
 }
 
-#[test]
-fn smoke_run_covers_every_scenario_with_sane_figures() {
+/// A `gembok-bench smoke` run with `args`, which must succeed with no failed measurement: its
+/// output directory and results.
+fn smoke(args: &[&str]) -> (tempfile::TempDir, Results) {
     let proxy = gembok_proxy();
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
         .arg("smoke")
+        .args(args)
         .arg("--out")
         .arg(out.path())
         .arg("--gembok-bin")
@@ -41,9 +45,14 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "smoke run failed:\n{stderr}");
-
     let r = report::load(&out.path().join("results.json")).unwrap();
     assert!(r.errors.is_empty(), "failed measurements: {:#?}", r.errors);
+    (out, r)
+}
+
+#[test]
+fn smoke_run_covers_every_scenario_with_sane_figures() {
+    let (out, r) = smoke(&[]);
     let gembok = r
         .contenders
         .iter()
@@ -66,7 +75,7 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
         gembok.data_path
     );
 
-    for scenario in SCENARIOS {
+    for scenario in Scenario::ALL.map(Scenario::name) {
         let samples = report::samples_of(&r, scenario);
         assert!(!samples.is_empty(), "no samples for {scenario}");
         for s in &samples {
@@ -192,26 +201,11 @@ fn unknown_contender_is_refused_by_name() {
 
 #[test]
 fn a_smoke_run_of_some_scenarios_measures_only_those() {
-    let proxy = gembok_proxy();
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
-        .args(["smoke", "--scenarios", "connections,latency", "--out"])
-        .arg(out.path())
-        .arg("--gembok-bin")
-        .arg(&proxy)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "smoke run failed:\n{stderr}");
-    let r = report::load(&out.path().join("results.json")).unwrap();
-    assert!(r.errors.is_empty(), "failed measurements: {:#?}", r.errors);
+    let (out, r) = smoke(&["--scenarios", "connections,latency"]);
     let measured: std::collections::BTreeSet<&str> =
         r.samples.iter().map(|s| s.scenario.as_str()).collect();
-    assert_eq!(
-        measured,
-        ["connections", "latency"].into(),
-        "scenarios measured"
-    );
+    let asked = [Scenario::Connections, Scenario::Latency].map(Scenario::name);
+    assert_eq!(measured, asked.into(), "scenarios measured");
     // What was not measured gets no verdict in the targets table.
     let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     let idle = md
