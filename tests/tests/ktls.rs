@@ -202,12 +202,15 @@ async fn many_concurrent_ktls_connections_stay_intact() {
         .collect();
     for t in tasks {
         let (x, got) = t.await.unwrap();
-        assert_eq!(
-            got.unwrap().received,
-            x.expected_reply(),
-            "connection {}",
-            x.id
-        );
+        let got = got.unwrap_or_else(|e| {
+            panic!(
+                "connection {}: {e}\ninbound sidecar:\n{}\noutbound sidecar:\n{}",
+                x.id,
+                pair.inbound.logs(),
+                pair.outbound.logs()
+            )
+        });
+        assert_eq!(got.received, x.expected_reply(), "connection {}", x.id);
     }
     for _ in &exchanges {
         let got = pair.app.received.recv().await.unwrap().unwrap();
