@@ -286,8 +286,8 @@ async fn carry_in_kernel(
         && let Some(control) = e.get_ref().and_then(|i| i.downcast_ref::<ControlError>())
     {
         metrics.ktls_closed(control.reason());
-        if control.can_alert_peer() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort()).await;
+        if let Some(alert) = control.alert() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort(alert)).await;
         }
     }
     finish_logged(outcome, &mut app, &mut peer, metrics).await

@@ -6,12 +6,16 @@
 pub const ALERT: u8 = 21;
 pub const HANDSHAKE: u8 = 22;
 
-/// Alert descriptions we act on.
+/// Alert descriptions (RFC 8446 §6): the peer's we act on, and the fatal ones we send.
 pub const CLOSE_NOTIFY: u8 = 0;
+pub const UNEXPECTED_MESSAGE: u8 = 10;
+pub const BAD_RECORD_MAC: u8 = 20;
+pub const RECORD_OVERFLOW: u8 = 22;
+pub const DECODE_ERROR: u8 = 50;
+pub const INTERNAL_ERROR: u8 = 80;
 pub const USER_CANCELED: u8 = 90;
-/// Our alerts: close_notify (warning), and a fatal internal_error.
+/// Our close_notify (level warning).
 pub const CLOSE_NOTIFY_ALERT: [u8; 2] = [1, CLOSE_NOTIFY];
-pub const FATAL_INTERNAL_ERROR: [u8; 2] = [2, 80];
 
 const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
@@ -57,8 +61,10 @@ impl Refused {
     /// The fatal alert the peer is owed.
     pub fn alert(&self) -> u8 {
         match self {
-            Refused::Malformed | Refused::TooLarge(_) => 50, // decode_error
-            Refused::Unexpected(_) | Refused::Misaligned | Refused::Interrupted => 10, // unexpected_message
+            Refused::Malformed | Refused::TooLarge(_) => DECODE_ERROR,
+            Refused::Unexpected(_) | Refused::Misaligned | Refused::Interrupted => {
+                UNEXPECTED_MESSAGE
+            }
         }
     }
 

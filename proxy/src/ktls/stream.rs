@@ -3,10 +3,13 @@
 //! Reads use `recvmsg` with room for the record-type control message, so non-data records are
 //! seen: a close_notify alert is EOF; any other alert ends the connection with an error; a
 //! NewSessionTicket is skipped (there is no rustls left to store it: resumption is lost, not
-//! correctness); handshake messages split across records are joined first ([`Joiner`]). A KeyUpdate is followed in the kernel when it can be rekeyed (Linux 6.14 and
-//! later; see [`super::keys`]): the next receiving key is installed at once and, when the peer
-//! asks for it, our own KeyUpdate goes out before our next record. On an older kernel a KeyUpdate
-//! ends the connection with a fatal alert ([`KtlsStream::abort`]), counted. A TCP EOF without
+//! correctness); handshake messages split across records are joined first ([`Joiner`]). A
+//! KeyUpdate is followed in the kernel when it can be rekeyed (Linux 6.14 and later; see
+//! [`super::keys`]): the next receiving key is installed at once and, when the peer asks for it,
+//! our own KeyUpdate goes out before our next record. On an older kernel a KeyUpdate ends the
+//! connection with a fatal internal_error alert ([`KtlsStream::abort`]), counted; a handshake
+//! message that cannot be followed ends it with the alert the record layer would send
+//! ([`ControlError::alert`]). A TCP EOF without
 //! close_notify is reported as `UnexpectedEof`, as rustls does, so the forwarder treats it as a
 //! truncation.
 //!
@@ -30,8 +33,8 @@ use tokio::net::TcpStream;
 use super::keys::Rekey;
 use super::sys;
 use crate::post_handshake::{
-    ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, FATAL_INTERNAL_ERROR, HANDSHAKE, Joiner,
-    KEY_UPDATE_NOT_REQUESTED, Message, Refused,
+    ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, INTERNAL_ERROR, Joiner,
+    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE,
 };
 
 /// The largest plaintext a TLS record carries.
@@ -69,12 +72,15 @@ impl ControlError {
         }
     }
 
-    /// Whether our sending key is still good, so the peer can be told with an alert.
-    pub fn can_alert_peer(&self) -> bool {
-        matches!(
-            self,
-            ControlError::KeyUpdate | ControlError::RecordLimit(_) | ControlError::Handshake(_)
-        )
+    /// The fatal alert to send the peer, where one is due and our sending key is still good:
+    /// not after the peer's own alert, nor when the kernel refused a key.
+    pub fn alert(&self) -> Option<u8> {
+        match self {
+            ControlError::Alert { .. } | ControlError::Rekey(..) => None,
+            ControlError::Handshake(refused) => Some(refused.alert()),
+            ControlError::Unexpected(_) => Some(UNEXPECTED_MESSAGE),
+            ControlError::KeyUpdate | ControlError::RecordLimit(_) => Some(INTERNAL_ERROR),
+        }
     }
 }
 
@@ -173,11 +179,12 @@ impl KtlsStream {
         }
     }
 
-    /// Ends the session with a fatal `internal_error` alert, then FIN: the connection failed on
-    /// our side (a KeyUpdate this kernel cannot follow, the record limit), and the peer must not
-    /// take that for the end of our data, as it would a close_notify.
-    pub async fn abort(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_send_control(cx, ALERT, &FATAL_INTERNAL_ERROR)).await?;
+    /// Ends the session with the fatal alert `description`, then FIN: the connection failed on
+    /// our side (a KeyUpdate this kernel cannot follow, the record limit) or the peer broke the
+    /// protocol, and the peer must not take that for the end of our data, as it would a
+    /// close_notify.
+    pub async fn abort(&mut self, description: u8) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send_control(cx, ALERT, &[2, description])).await?;
         self.close_notify_sent = true; // nothing may follow a fatal alert
         tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await
     }
@@ -355,5 +362,56 @@ impl AsyncWrite for KtlsStream {
             this.close_notify_sent = true;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::post_handshake::{BAD_RECORD_MAC, DECODE_ERROR};
+    use crate::records::stream::ControlError as RecordsError;
+
+    /// Both holders of the record keys tell the peer the same thing for the same failure: the
+    /// kernel path used to send internal_error for every one.
+    #[test]
+    fn the_kernel_path_sends_the_same_alerts_as_the_record_layer() {
+        let refusals = || {
+            [
+                Refused::Malformed,
+                Refused::TooLarge(0x1_0000),
+                Refused::Unexpected(1),
+                Refused::Misaligned,
+                Refused::Interrupted,
+            ]
+        };
+        for (ours, theirs) in refusals().into_iter().zip(refusals()) {
+            let expected = ours.alert();
+            assert_eq!(ControlError::Handshake(ours).alert(), Some(expected));
+            assert_eq!(RecordsError::Handshake(theirs).alert(), Some(expected));
+        }
+        assert_eq!(Refused::Malformed.alert(), DECODE_ERROR);
+        assert_eq!(Refused::Misaligned.alert(), UNEXPECTED_MESSAGE);
+        let limit = ControlError::RecordLimit(7).alert();
+        assert_eq!(limit, Some(INTERNAL_ERROR));
+        assert_eq!(limit, RecordsError::RecordLimit(7).alert());
+        assert_eq!(ControlError::KeyUpdate.alert(), Some(INTERNAL_ERROR));
+        assert_eq!(
+            ControlError::Unexpected(TlsGetRecordType::ChangeCipherSpec).alert(),
+            Some(UNEXPECTED_MESSAGE)
+        );
+        // The peer's own alert ends it without one of ours.
+        let peer = ControlError::Alert {
+            level: 2,
+            description: BAD_RECORD_MAC,
+        };
+        assert_eq!(peer.alert(), None);
+        assert_eq!(
+            RecordsError::Alert {
+                level: 2,
+                description: BAD_RECORD_MAC
+            }
+            .alert(),
+            None
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use crate::config::Provider;
 use crate::ktls::Cipher;
+use crate::post_handshake::{BAD_RECORD_MAC, RECORD_OVERFLOW, UNEXPECTED_MESSAGE};
 
 pub use crate::ktls::record::{HEADER, record_len};
 /// The AEAD tag (all three TLS 1.3 AEADs).
@@ -42,9 +43,9 @@ impl RecordError {
     /// The fatal alert description (RFC 8446 §6.2).
     pub fn alert(&self) -> u8 {
         match self {
-            RecordError::BadRecordMac => 20,
-            RecordError::Overflow(_) => 22,
-            RecordError::Unprotected(_) | RecordError::NoContentType => 10,
+            RecordError::BadRecordMac => BAD_RECORD_MAC,
+            RecordError::Overflow(_) => RECORD_OVERFLOW,
+            RecordError::Unprotected(_) | RecordError::NoContentType => UNEXPECTED_MESSAGE,
         }
     }
 }

@@ -34,8 +34,8 @@ use crate::ktls::Cipher;
 use crate::ktls::keys::Rekey;
 use crate::ktls::stream::KeyUpdates;
 use crate::post_handshake::{
-    ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, Joiner, KEY_UPDATE_NOT_REQUESTED, Message,
-    Refused, USER_CANCELED,
+    ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, DECODE_ERROR, HANDSHAKE, INTERNAL_ERROR, Joiner,
+    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, USER_CANCELED,
 };
 
 /// Records sealed per batch at most: the forwarding buffer's large size in plaintext (16
@@ -69,10 +69,10 @@ impl ControlError {
         match self {
             ControlError::Record(e) => Some(e.alert()),
             ControlError::Alert { .. } => None,
-            ControlError::Malformed => Some(50), // decode_error
+            ControlError::Malformed => Some(DECODE_ERROR),
             ControlError::Handshake(refused) => Some(refused.alert()),
-            ControlError::Unexpected(_) => Some(10), // unexpected_message
-            ControlError::NoKeySchedule | ControlError::RecordLimit(_) => Some(80), // internal_error
+            ControlError::Unexpected(_) => Some(UNEXPECTED_MESSAGE),
+            ControlError::NoKeySchedule | ControlError::RecordLimit(_) => Some(INTERNAL_ERROR),
         }
     }
 
