@@ -66,6 +66,15 @@ impl Pair {
         }
     }
 
+    /// Both sidecars' logs, for a failure message.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- outbound:\n{}\n--- inbound:\n{}",
+            self.outbound.logs(),
+            self.inbound.logs()
+        )
+    }
+
     /// Where the app's client connects: the outbound listener.
     pub fn entry(&self) -> SocketAddr {
         self.outbound.outbound[0]

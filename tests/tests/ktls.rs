@@ -202,14 +202,8 @@ async fn many_concurrent_ktls_connections_stay_intact() {
         .collect();
     for t in tasks {
         let (x, got) = t.await.unwrap();
-        let got = got.unwrap_or_else(|e| {
-            panic!(
-                "connection {}: {e}\ninbound sidecar:\n{}\noutbound sidecar:\n{}",
-                x.id,
-                pair.inbound.logs(),
-                pair.outbound.logs()
-            )
-        });
+        let got =
+            got.unwrap_or_else(|e| panic!("connection {} failed: {e}\n{}", x.id, pair.logs()));
         assert_eq!(got.received, x.expected_reply(), "connection {}", x.id);
     }
     for _ in &exchanges {
