@@ -91,6 +91,11 @@ pub struct Common {
     /// Count syscalls for every pair contender, not just gembok (on by default in `full`).
     #[arg(long)]
     pub strace_all: bool,
+    /// After the measured repetitions, run the pair's connections and 64 B latency load once
+    /// more for each gembok contender under `perf record`, and write flamegraphs and a summary
+    /// of where the CPU went (profile.md) to this directory.
+    #[arg(long, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
 }
 
 /// A subset of the scenarios (`quick` and `smoke`; `full` always runs every one, its report

@@ -73,17 +73,29 @@ pub fn apt_install(packages: &[&str]) -> Result<(), String> {
 
 /// Installs strace if missing (root only); returns whether it is available.
 pub fn ensure_strace(allow_install: bool) -> Result<(), String> {
-    let have = || Path::new("/usr/bin/strace").exists();
+    ensure_tool("strace", "strace", allow_install)
+}
+
+/// Installs perf (Debian's linux-perf) if missing (root only); returns whether it is available.
+pub fn ensure_perf(allow_install: bool) -> Result<(), String> {
+    ensure_tool("perf", "linux-perf", allow_install)
+}
+
+fn ensure_tool(tool: &str, package: &str, allow_install: bool) -> Result<(), String> {
+    let path = format!("/usr/bin/{tool}");
+    let have = || Path::new(&path).exists();
     if have() {
         return Ok(());
     }
     if !allow_install || !crate::sys::is_root() {
-        return Err("strace is not installed (apt-get install strace)".into());
+        return Err(format!(
+            "{tool} is not installed (apt-get install {package})"
+        ));
     }
-    apt_install(&["strace"])?;
+    apt_install(&[package])?;
     if have() {
         Ok(())
     } else {
-        Err("strace still missing".into())
+        Err(format!("{tool} still missing after installing {package}"))
     }
 }

@@ -9,7 +9,8 @@
 //! - [`scenario`]: bulk, connections, latency, memory, syscalls; [`client`], [`server`]: the
 //!   load client and the echo/sink app; [`tlsconf`], [`pki`]: TLS settings and certificates;
 //! - [`procs`], [`sys`]: child processes, cleanup, `/proc` CPU and RSS;
-//! - [`facts`], [`install`]: machine facts, apt-get; [`report`], [`plot`], [`stats`]: output.
+//! - [`facts`], [`install`]: machine facts, apt-get; [`report`], [`plot`], [`stats`]: output;
+//! - [`profile`]: `--profile`, perf flamegraphs of gembok's sidecars under load.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod pki;
 pub mod plan;
 pub mod plot;
 pub mod procs;
+pub mod profile;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -143,6 +145,7 @@ fn measure(
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         strace_all: c.strace_all || full,
+        profile: c.profile.clone(),
         command: argv,
     };
     procs::install_cleanup_handlers();

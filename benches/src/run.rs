@@ -21,7 +21,7 @@ use crate::scenario::{Sample, Topology, bulk, cps, latency, memory, syscalls};
 use crate::stats::quantile;
 use crate::tlsconf::{self, ClientOpts};
 use crate::verify::{self, Probes, Verdict};
-use crate::{install, sys};
+use crate::{install, profile, sys};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -33,6 +33,8 @@ pub struct Options {
     pub workers: usize,
     /// Count syscalls of every pair contender, not only gembok's.
     pub strace_all: bool,
+    /// Profile gembok's sidecars under load into this directory (see [`crate::profile`]).
+    pub profile: Option<PathBuf>,
     pub command: String,
 }
 
@@ -234,6 +236,19 @@ pub async fn run(opts: &Options) -> Result<Results> {
     }
     if let Some(before) = ktls_before {
         let _ = before; // kTLS use is attributed per bulk sample in `bulk_sample`.
+    }
+
+    if let Some(dir) = &opts.profile {
+        profile_all(
+            &subjects,
+            plan,
+            app,
+            &pki,
+            dir,
+            opts.allow_install,
+            &mut rec,
+        )
+        .await;
     }
 
     if plan.runs(Scenario::Memory) {
@@ -513,6 +528,119 @@ async fn timed_rep(
             }
         }
     }
+}
+
+/// `--profile`: the pair's connection and 64 B latency loads once more for each gembok
+/// contender, under perf (see [`crate::profile`]); flamegraphs and `profile.md` go to `dir`.
+async fn profile_all(
+    subjects: &[Subject],
+    plan: &Plan,
+    app: std::net::SocketAddr,
+    pki: &Pki,
+    dir: &std::path::Path,
+    allow_install: bool,
+    rec: &mut Recorder,
+) {
+    if let Err(why) = install::ensure_perf(allow_install) {
+        rec.fail("profile".into(), anyhow::anyhow!(why));
+        return;
+    }
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        rec.fail(format!("profile: create {}", dir.display()), e.into());
+        return;
+    }
+    eprintln!("profile");
+    let mut md = String::from(
+        "# Where gembok's sidecars spend their CPU\n\n\
+         Written by `gembok-bench --profile`: after the measured repetitions, each load ran once \
+         more with `perf record -e cpu-clock --call-graph dwarf` attached to both sidecars \
+         (figures under perf are lower than the measured ones). Shares are of both sidecars' \
+         samples together. Kernel samples are grouped by the system call they ran in; softirq \
+         is the loopback receiver's packet processing, which runs inside the sender's call.\n\n",
+    );
+    let pairs = subjects.iter().filter_map(|s| {
+        let r = s.running.as_ref()?;
+        let out = r.outbound.as_ref()?;
+        r.kind.is_gembok().then_some((s, [out.pid, r.inbound.pid]))
+    });
+    for (s, pids) in pairs {
+        for scenario in [Scenario::Connections, Scenario::Latency] {
+            if !plan.runs(scenario) {
+                continue;
+            }
+            let what = format!("profile {} pair {}", scenario.name(), s.id);
+            match profile_one(s, scenario, &pids, plan, app, pki, dir).await {
+                Ok(section) => {
+                    eprintln!("  {what}: written");
+                    md.push_str(&section);
+                }
+                Err(e) => rec.fail(what, e),
+            }
+        }
+    }
+    let path = dir.join("profile.md");
+    if let Err(e) = std::fs::write(&path, md) {
+        rec.fail(format!("profile: write {}", path.display()), e.into());
+    }
+}
+
+async fn profile_one(
+    s: &Subject,
+    scenario: Scenario,
+    pids: &[u32],
+    plan: &Plan,
+    app: std::net::SocketAddr,
+    pki: &Pki,
+    dir: &std::path::Path,
+) -> Result<String> {
+    let target = s.target(Topology::Pair, app, pki, ClientOpts::FULL)?;
+    let name = format!("{}-pair-{}", scenario.name(), s.id);
+    let recording = profile::Recording::start(pids, dir.join(format!("{name}.perf.data")))?;
+    // Long enough for a few hundred samples even at the smoke test's sizes.
+    let duration = plan.cps_duration.max(Duration::from_secs(1));
+    let (title, load) = if scenario == Scenario::Connections {
+        let load = cps::run(&target, plan.cps_concurrency, duration)
+            .await
+            .map(|r| format!("{:.0} connections/s", r.ok as f64 / r.secs));
+        ("New connections", load)
+    } else {
+        let (n, warmup) = (plan.latency_small_round_trips, plan.latency_warmup);
+        let load = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + duration;
+            let mut all = Vec::new();
+            while all.is_empty() || std::time::Instant::now() < deadline {
+                all.extend(latency::ping_pong(&target, 64, n, warmup)?);
+            }
+            all.sort_unstable();
+            anyhow::Ok(all)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r)
+        .map(|t| {
+            let p50 = quantile(&t, 0.5) / 1e3;
+            format!("{} round trips of 64 B, p50 {p50:.0} µs", t.len())
+        });
+        ("64 B ping-pong", load)
+    };
+    // perf is stopped whether or not the load went through; `perf script` takes seconds.
+    let folded = tokio::task::spawn_blocking(move || recording.finish()).await?;
+    let (load, folded) = (load?, folded?);
+    if folded.is_empty() {
+        anyhow::bail!("perf recorded no samples");
+    }
+    let svg = dir.join(format!("{name}.svg"));
+    profile::flamegraph(
+        &folded,
+        &format!("{title} through the pair: {}", s.id),
+        &svg,
+    )?;
+    let summary = profile::Summary::from_folded(&folded);
+    Ok(format!(
+        "## {title} through the pair: {}\n\nUnder perf: {load}. Flamegraph: [{name}.svg]({name}.svg)\n\n{}\n",
+        s.id,
+        summary.markdown(15)
+    ))
 }
 
 async fn memory_sample(

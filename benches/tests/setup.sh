@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Idempotent set-up for benches/tests (the smoke test): strace for the syscall scenario.
-# The full benchmark installs its contenders itself (see benches/README.md).
+# Idempotent set-up for benches/tests (the smoke tests): strace for the syscall scenario, perf
+# (Debian's linux-perf) for --profile. The full benchmark installs its contenders itself (see
+# benches/README.md).
 set -euo pipefail
-if ! command -v strace >/dev/null; then
+missing=()
+command -v strace >/dev/null || missing+=(strace)
+command -v perf >/dev/null || missing+=(linux-perf)
+if ((${#missing[@]})); then
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

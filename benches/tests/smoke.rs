@@ -1,6 +1,6 @@
 //! Runs `gembok-bench smoke` (the real binary, against the real gembok-proxy binary) and checks
 //! that the report has every scenario with sane figures. No timing assertions: this only keeps
-//! the harness from rotting. Needs root or strace installed (`benches/tests/setup.sh`).
+//! the harness from rotting. Needs root, or strace and perf installed (`benches/tests/setup.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -227,4 +227,47 @@ fn an_unknown_scenario_exits_64_naming_the_known_ones() {
         err.contains("handshakes") && err.contains("connections"),
         "{err}"
     );
+}
+
+#[test]
+fn a_profile_run_writes_flamegraphs_and_where_the_cpu_went() {
+    let profile = tempfile::tempdir().unwrap();
+    let dir = profile.path().to_str().unwrap();
+    smoke(&["--scenarios", "connections,latency", "--profile", dir]);
+    let md = std::fs::read_to_string(profile.path().join("profile.md")).unwrap();
+    for (section, svg) in [
+        (
+            "## New connections through the pair: gembok-aws-lc-rs",
+            "connections-pair-gembok-aws-lc-rs.svg",
+        ),
+        (
+            "## 64 B ping-pong through the pair: gembok-aws-lc-rs",
+            "latency-pair-gembok-aws-lc-rs.svg",
+        ),
+    ] {
+        let body = md
+            .split_once(section)
+            .unwrap_or_else(|| panic!("no {section:?} in profile.md:\n{md}"))
+            .1;
+        // The sidecars made system calls, and their own code showed up by name.
+        assert!(body.contains("| kernel: "), "{body}");
+        assert!(body.contains(&format!("]({svg})")), "{body}");
+        let svg = std::fs::read_to_string(profile.path().join(svg)).unwrap();
+        assert!(svg.starts_with("<?xml"), "not an SVG");
+        assert!(
+            svg.contains("gembok_proxy::"),
+            "no gembok frames in the flamegraph"
+        );
+    }
+    // Handshakes are crypto.
+    let connections = md.split("## 64 B").next().unwrap();
+    assert!(connections.contains("| crypto | "), "{connections}");
+    // perf's data files (tens of MB) are gone.
+    let left: Vec<_> = std::fs::read_dir(profile.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".perf.data") || n.ends_with(".log"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

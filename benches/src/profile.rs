@@ -1,0 +1,437 @@
+//! `--profile DIR`: where gembok's sidecars spend their CPU under a scenario's load. After the
+//! measured repetitions (so no reported figure carries perf's overhead), the load runs once
+//! more with `perf record` attached to both sidecar processes (`cpu-clock` samples, which every
+//! machine has, and DWARF call graphs: the release build keeps no frame pointers). The samples
+//! are folded with inferno into a flamegraph SVG and a summary: the kernel by system call (and
+//! the share of softirq, the loopback receiver's packet processing, inside them), crypto,
+//! memory copies, the allocator, and the rest of user space.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use inferno::collapse::Collapse;
+
+use crate::procs::{self, Proc};
+use crate::sys::Sig;
+
+/// Samples per second per CPU: enough for a few thousand samples in a few seconds, few enough
+/// that perf's own work stays small beside the sidecars'.
+const FREQUENCY: &str = "499";
+
+/// A `perf record` attached to some processes.
+pub struct Recording {
+    proc: Proc,
+    data: PathBuf,
+}
+
+impl Recording {
+    /// Attaches to every thread of `pids`; returns once perf has started writing `data`.
+    pub fn start(pids: &[u32], data: PathBuf) -> Result<Self> {
+        let _ = std::fs::remove_file(&data);
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let mut cmd = procs::command("perf");
+        cmd.args(["record", "-q", "-e", "cpu-clock", "-F", FREQUENCY])
+            .args(["--call-graph", "dwarf,16384", "-o"])
+            .arg(&data)
+            .arg("-p")
+            .arg(pids.join(","));
+        let log = data.with_extension("log");
+        let proc = procs::spawn("perf-record", cmd, &log)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&data).map_or(true, |m| m.len() == 0) {
+            if let Some(status) = procs::exited(&proc) {
+                bail!(
+                    "perf record exited ({status}): {}",
+                    procs::log_tail(&proc, 5)
+                );
+            }
+            if Instant::now() > deadline {
+                procs::stop(&proc);
+                bail!(
+                    "perf record did not start writing {} within 10 s",
+                    data.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Self { proc, data })
+    }
+
+    /// Stops recording (SIGINT: perf finishes its file) and folds the samples, one
+    /// `frame;frame;...;leaf count` line per distinct stack, kernel frames marked `_[k]`.
+    pub fn finish(self) -> Result<Vec<String>> {
+        procs::signal_and_wait(&self.proc, Sig::INT, Duration::from_secs(30))?;
+        let script = Command::new("perf")
+            .arg("script")
+            .arg("-i")
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .context("run perf script")?;
+        if !script.status.success() {
+            bail!(
+                "perf script -i {} failed ({})",
+                self.data.display(),
+                script.status
+            );
+        }
+        let mut options = inferno::collapse::perf::Options::default();
+        options.annotate_kernel = true;
+        options.nthreads = 1;
+        let mut folded = Vec::new();
+        inferno::collapse::perf::Folder::from(options)
+            .collapse(&script.stdout[..], &mut folded)
+            .context("fold perf samples")?;
+        // Tens of MB of stack copies, and perf's (empty) log.
+        let _ = std::fs::remove_file(&self.data);
+        let _ = std::fs::remove_file(&self.proc.log);
+        Ok(String::from_utf8_lossy(&folded)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// Writes the flamegraph of `folded` to `svg`.
+/// Frames lose their generic arguments (see [`short`]): the frames of one function merge, and
+/// the SVG is a fraction of the size.
+pub fn flamegraph(folded: &[String], title: &str, svg: &Path) -> Result<()> {
+    let folded: Vec<String> = folded
+        .iter()
+        .filter_map(|line| {
+            let (stack, count) = line.rsplit_once(' ')?;
+            let frames: Vec<String> = stack.split(';').map(short).collect();
+            Some(format!("{} {count}", frames.join(";")))
+        })
+        .collect();
+    let mut options = inferno::flamegraph::Options::default();
+    options.title = title.to_owned();
+    options.count_name = "ns of CPU".into();
+    // Frames under half a pixel (of 1200) are left out: four fifths of the file, none of the view.
+    options.min_width = 0.5;
+    let file = std::fs::File::create(svg).with_context(|| format!("create {}", svg.display()))?;
+    inferno::flamegraph::from_lines(
+        &mut options,
+        folded.iter().map(String::as_str),
+        std::io::BufWriter::new(file),
+    )
+    .with_context(|| format!("write {}", svg.display()))
+}
+
+/// Where the samples went.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    /// CPU time sampled, ns: inferno weighs each `cpu-clock` sample by its period.
+    pub samples: u64,
+    /// Category → samples, e.g. `kernel: connect`, `crypto`, `user space: other`.
+    pub categories: BTreeMap<String, u64>,
+    /// Kernel samples with softirq (packet processing) on their stack, whatever the call.
+    pub softirq: u64,
+    /// Leaf function → samples (self time).
+    pub leaves: BTreeMap<String, u64>,
+}
+
+/// Leaf symbols that are cryptography (aws-lc, ring, and the algorithms by name).
+const CRYPTO: &[&str] = &[
+    "aws_lc",
+    "ring_core",
+    "x25519",
+    "curve25519",
+    "sha256",
+    "sha512",
+    "sha3",
+    "keccak",
+    "mlkem",
+    "ml_kem",
+    "aes",
+    "gcm",
+    "ghash",
+    "gfmul",
+    "poly1305",
+    "chacha",
+    "p256",
+    "nistz",
+    "ecdsa",
+    "ecp_",
+    "bn_",
+    "fiat_",
+    "hmac",
+    "hkdf",
+];
+
+impl Summary {
+    pub fn from_folded(folded: &[String]) -> Self {
+        let mut s = Summary::default();
+        for line in folded {
+            let Some((stack, count)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            let frames: Vec<&str> = stack.split(';').collect();
+            let leaf = frames.last().copied().unwrap_or_default();
+            s.samples += count;
+            *s.leaves.entry(leaf.to_owned()).or_default() += count;
+            let category = if leaf.ends_with("_[k]") {
+                if frames.iter().any(|f| is_softirq(f)) {
+                    s.softirq += count;
+                }
+                kernel_category(&frames)
+            } else {
+                user_category(leaf).to_owned()
+            };
+            *s.categories.entry(category).or_default() += count;
+        }
+        s
+    }
+
+    /// Markdown: the categories, largest first, then the `top` hottest leaf functions.
+    pub fn markdown(&self, top: usize) -> String {
+        let pct = |n: u64| 100.0 * n as f64 / self.samples.max(1) as f64;
+        let mut out = String::new();
+        let kernel: u64 = self
+            .categories
+            .iter()
+            .filter(|(k, _)| k.starts_with("kernel"))
+            .map(|(_, v)| v)
+            .sum();
+        let _ = writeln!(
+            out,
+            "{:.2} s of CPU sampled; kernel {:.1} % (softirq, i.e. loopback packet delivery, \
+             {:.1} %, inside whichever call sent the packet)\n",
+            self.samples as f64 / 1e9,
+            pct(kernel),
+            pct(self.softirq)
+        );
+        let _ = writeln!(out, "| where | share |\n|---|---|");
+        let mut cats: Vec<_> = self.categories.iter().collect();
+        cats.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (name, n) in cats {
+            let _ = writeln!(out, "| {name} | {:.1} % |", pct(*n));
+        }
+        let _ = writeln!(out, "\n| hottest functions (self) | share |\n|---|---|");
+        let mut leaves: Vec<_> = self.leaves.iter().collect();
+        leaves.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (name, n) in leaves.into_iter().take(top) {
+            let _ = writeln!(out, "| `{}` | {:.1} % |", short(name), pct(*n));
+        }
+        out
+    }
+}
+
+fn is_softirq(frame: &str) -> bool {
+    [
+        "net_rx_action",
+        "do_softirq",
+        "handle_softirqs",
+        "__do_softirq",
+    ]
+    .iter()
+    .any(|s| frame.starts_with(s))
+}
+
+/// `kernel: <system call>` from the frame `do_syscall_64` called, else `kernel: no system
+/// call` (interrupts, page faults, the scheduler between calls).
+fn kernel_category(frames: &[&str]) -> String {
+    let call = frames
+        .iter()
+        .position(|f| f.starts_with("do_syscall_64"))
+        .and_then(|i| {
+            // Newer kernels dispatch through x64_sys_call.
+            let rest = &frames[i + 1..];
+            rest.iter().find(|f| !f.starts_with("x64_sys_call"))
+        })
+        .map(|f| {
+            if f.starts_with("syscall_exit") || f.starts_with("exit_to_user_mode") {
+                return "return to user space (rescheduling, signals)".to_owned();
+            }
+            let f = f.trim_end_matches("_[k]");
+            let mut name = f;
+            for prefix in [
+                "__x64_sys_",
+                "__ia32_sys_",
+                "__do_sys_",
+                "__sys_",
+                "ksys_",
+                "do_",
+            ] {
+                if let Some(rest) = name.strip_prefix(prefix) {
+                    name = rest;
+                    break;
+                }
+            }
+            name.split('.').next().unwrap_or(name).to_owned()
+        });
+    match call {
+        Some(name) => format!("kernel: {name}"),
+        None => "kernel: no system call".into(),
+    }
+}
+
+fn user_category(leaf: &str) -> &'static str {
+    let lower = leaf.to_ascii_lowercase();
+    if CRYPTO.iter().any(|c| lower.contains(c)) {
+        "crypto"
+    } else if ["memmove", "memcpy", "memset"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        "user space: memory copies"
+    } else if lower.contains("_rjem_")
+        || lower.starts_with("je_")
+        || ["malloc", "sdallocx", "realloc", "free"]
+            .iter()
+            .any(|m| lower.starts_with(m) || lower.starts_with(&format!("__{m}")))
+    {
+        "user space: allocator"
+    } else {
+        match crate_of(leaf) {
+            "tokio" | "mio" | "tokio_util" => "user space: tokio (scheduler, I/O driver, timers)",
+            "rustls" | "tokio_rustls" | "webpki" | "rustls_webpki" => "user space: rustls",
+            "gembok_proxy" | "gembok_certwatch" => "user space: gembok",
+            "core" | "alloc" | "std" | "hashbrown" => "user space: Rust core and std",
+            "metrics" | "metrics_util" | "metrics_exporter_prometheus" => "user space: metrics",
+            "tracing" | "tracing_core" | "tracing_subscriber" => "user space: tracing",
+            _ if !leaf.contains("::") => {
+                "user space: libc and other C (system call wrappers, clock)"
+            }
+            _ => "user space: other",
+        }
+    }
+}
+
+/// The crate a Rust symbol belongs to: its first path segment, past any leading `<` or `&`.
+fn crate_of(symbol: &str) -> &str {
+    let s = symbol.trim_start_matches(['<', '&', '*', ' ']);
+    match s.find("::") {
+        Some(i)
+            if s[..i]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            &s[..i]
+        }
+        _ => "",
+    }
+}
+
+/// A function name without its generic arguments, at most 100 characters.
+fn short(name: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in name.chars() {
+        match c {
+            '<' => {
+                if depth == 0 {
+                    out.push_str("<…>");
+                }
+                depth += 1;
+            }
+            '>' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.chars().take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folded(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn samples_are_attributed_to_system_calls_crypto_and_user_space() {
+        // Counts are ns of CPU (cpu-clock periods); 10 ms each here, 1 s in all.
+        let s = Summary::from_folded(&folded(&[
+            // shutdown, with the receiver's softirq inside it
+            "gembok-proxy;tokio::runtime::task::raw::poll;__GI_shutdown;entry_SYSCALL_64_after_hwframe_[k];do_syscall_64_[k];__x64_sys_shutdown_[k];__sys_shutdown_[k];do_softirq.part.0_[k];net_rx_action_[k];tcp_v4_rcv_[k] 250000000",
+            // writev, the wrapper inlined away
+            "gembok-proxy;__GI___writev;entry_SYSCALL_64_after_hwframe_[k];do_syscall_64_[k];do_writev_[k];tcp_sendmsg_[k] 200000000",
+            // sendto through a newer kernel's dispatcher
+            "gembok-proxy;__GI___sendto;entry_SYSCALL_64_after_hwframe_[k];do_syscall_64_[k];x64_sys_call_[k];__x64_sys_sendto_[k];tcp_sendmsg_[k] 50000000",
+            "gembok-proxy;__GI___readv;entry_SYSCALL_64_after_hwframe_[k];do_syscall_64_[k];syscall_exit_to_user_mode_[k];exit_to_user_mode_loop_[k];schedule_[k] 10000000",
+            // a timer interrupt: no system call
+            "gembok-proxy;gembok_proxy::conn::carry;asm_sysvec_apic_timer_interrupt_[k];hrtimer_interrupt_[k] 50000000",
+            "gembok-proxy;rustls::server::hs::handle;aws_lc_0_47_0_x25519_scalar_mult_adx 250000000",
+            "gembok-proxy;<gembok_proxy::forward::Pump<T> as core::future::Future>::poll;__memmove_avx_unaligned_erms 40000000",
+            "gembok-proxy;alloc::raw_vec::finish_grow;_rjem_malloc 40000000",
+            "gembok-proxy;<tokio::runtime::scheduler::multi_thread::worker::Context>::run 40000000",
+            "gembok-proxy;<rustls::server::hs::ExpectClientHello as rustls::common_state::State<rustls::server::ServerConnectionData>>::handle 30000000",
+            "gembok-proxy;gembok_proxy::records::key::open 20000000",
+            "gembok-proxy;tokio::time::Instant::now;__GI___clock_gettime 20000000",
+        ]));
+        assert_eq!(s.samples, 1_000_000_000);
+        let cat = |k: &str| s.categories.get(k).copied().unwrap_or(0) / 10_000_000;
+        assert_eq!(cat("kernel: shutdown"), 25);
+        assert_eq!(cat("kernel: writev"), 20);
+        assert_eq!(cat("kernel: sendto"), 5);
+        assert_eq!(
+            cat("kernel: return to user space (rescheduling, signals)"),
+            1
+        );
+        assert_eq!(cat("kernel: no system call"), 5);
+        assert_eq!(cat("crypto"), 25);
+        assert_eq!(cat("user space: memory copies"), 4);
+        assert_eq!(cat("user space: allocator"), 4);
+        assert_eq!(cat("user space: tokio (scheduler, I/O driver, timers)"), 4);
+        assert_eq!(cat("user space: rustls"), 3);
+        assert_eq!(cat("user space: gembok"), 2);
+        assert_eq!(
+            cat("user space: libc and other C (system call wrappers, clock)"),
+            2
+        );
+        assert_eq!(s.softirq, 250_000_000);
+        assert_eq!(
+            s.leaves["aws_lc_0_47_0_x25519_scalar_mult_adx"],
+            250_000_000
+        );
+
+        let md = s.markdown(3);
+        assert!(
+            md.starts_with("1.00 s of CPU sampled; kernel 56.0 % (softirq, i.e. loopback packet delivery, 25.0 %"),
+            "{md}"
+        );
+        assert!(md.contains("| kernel: shutdown | 25.0 % |"), "{md}");
+        // The hottest leaves, largest first (ties by name), generics elided; only `top` of them.
+        let hot: Vec<&str> = md
+            .lines()
+            .skip_while(|l| !l.starts_with("| hottest"))
+            .skip(2)
+            .collect();
+        assert_eq!(
+            hot,
+            [
+                "| `aws_lc_0_47_0_x25519_scalar_mult_adx` | 25.0 % |",
+                "| `tcp_sendmsg_[k]` | 25.0 % |",
+                "| `tcp_v4_rcv_[k]` | 25.0 % |",
+            ]
+        );
+    }
+
+    #[test]
+    fn generic_arguments_are_elided_from_names() {
+        assert_eq!(
+            short("<tokio::runtime::scheduler::multi_thread::worker::Context>::run"),
+            "<…>::run"
+        );
+        assert_eq!(short("poll_pump<tokio::net::TcpStream>"), "poll_pump<…>");
+        assert_eq!(short("tcp_v4_rcv_[k]"), "tcp_v4_rcv_[k]");
+    }
+
+    #[test]
+    fn lines_that_are_not_folded_stacks_are_skipped() {
+        let s = Summary::from_folded(&folded(&["", "no-count-here", "a;b 3"]));
+        assert_eq!(s.samples, 3);
+        assert_eq!(s.leaves["b"], 3);
+    }
+}
