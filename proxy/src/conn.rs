@@ -387,3 +387,38 @@ pub async fn finish<P: PeerStream>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every reason a failed connect can give is one of the series registered at zero (and
+    /// named in the metric's help text).
+    #[test]
+    fn every_connect_failure_reason_is_a_registered_label() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let io = |kind: io::ErrorKind| ConnectError::Io {
+            addr,
+            source: kind.into(),
+        };
+        let errors = [
+            ConnectError::Timeout(Duration::from_secs(1)),
+            ConnectError::Resolve("app".into(), io::ErrorKind::NotFound.into()),
+            ConnectError::NoAddress("app".into()),
+            io(io::ErrorKind::ConnectionRefused),
+            io(io::ErrorKind::ConnectionReset),
+            io(io::ErrorKind::PermissionDenied),
+        ];
+        let reasons: Vec<_> = errors.iter().map(ConnectError::reason).collect();
+        assert_eq!(
+            reasons,
+            ["timeout", "resolve", "resolve", "refused", "reset", "other"]
+        );
+        for reason in reasons {
+            assert!(
+                crate::metrics::UPSTREAM_FAILURE_REASONS.contains(&reason),
+                "{reason}"
+            );
+        }
+    }
+}

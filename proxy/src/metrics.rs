@@ -101,9 +101,14 @@ fn describe() {
         CONNECTIONS_OPENED,
         "Connections accepted, by direction and listener."
     );
+    // The label values of the pre-registered series are listed from the same constants, so a
+    // new value cannot be left out of the help text.
     metrics::describe_counter!(
         CONNECTIONS_CLOSED,
-        "Connections finished, by direction, listener and how they ended (clean, truncated, reset, idle_timeout, aborted at the end of the drain, handshake_failed, upstream_failed, ktls_failed)."
+        format!(
+            "Connections finished, by direction, listener and how they ended ({}; aborted: cut at the end of the drain).",
+            CLOSE_ENDS.join(", ")
+        )
     );
     metrics::describe_gauge!(
         CONNECTIONS_ACTIVE,
@@ -121,7 +126,10 @@ fn describe() {
     );
     metrics::describe_counter!(
         HANDSHAKE_FAILURES,
-        "Failed TLS handshakes, by direction, listener and reason (no_client_cert, unknown_ca, san_not_allowed, expired, not_yet_valid, bad_certificate, name_mismatch, protocol_version, incompatible, alpn, peer_rejected, eof, timeout, no_certificate_loaded, other)."
+        format!(
+            "Failed TLS handshakes, by direction, listener and reason ({}).",
+            HANDSHAKE_FAILURE_REASONS.join(", ")
+        )
     );
     metrics::describe_counter!(
         HANDSHAKES,
@@ -133,7 +141,10 @@ fn describe() {
     );
     metrics::describe_counter!(
         UPSTREAM_FAILURES,
-        "Failed connects to the app (inbound) or the peer (outbound), by direction, listener and reason."
+        format!(
+            "Failed connects to the app (inbound) or the peer (outbound), by direction, listener and reason ({}).",
+            UPSTREAM_FAILURE_REASONS.join(", ")
+        )
     );
     metrics::describe_counter!(
         ACCEPT_ERRORS,
@@ -278,6 +289,10 @@ impl ListenerMetrics {
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {
+        debug_assert!(
+            HANDSHAKE_FAILURE_REASONS.contains(&reason),
+            "{reason} is not in HANDSHAKE_FAILURE_REASONS"
+        );
         metrics::counter!(HANDSHAKE_FAILURES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
             .increment(1);
     }
@@ -295,6 +310,10 @@ impl ListenerMetrics {
     }
 
     pub fn upstream_failed(&self, reason: &'static str) {
+        debug_assert!(
+            UPSTREAM_FAILURE_REASONS.contains(&reason),
+            "{reason} is not in UPSTREAM_FAILURE_REASONS"
+        );
         metrics::counter!(UPSTREAM_FAILURES, "direction" => self.direction, "listener" => self.listener.clone(), "reason" => reason)
             .increment(1);
     }
@@ -304,6 +323,7 @@ impl ListenerMetrics {
     }
 
     pub fn closed(&self, end: &'static str) {
+        debug_assert!(CLOSE_ENDS.contains(&end), "{end} is not in CLOSE_ENDS");
         metrics::counter!(CONNECTIONS_CLOSED, "direction" => self.direction, "listener" => self.listener.clone(), "end" => end)
             .increment(1);
     }

@@ -373,4 +373,53 @@ mod tests {
             "eof"
         );
     }
+
+    /// Every reason `failure_reason` can give is one of the series registered at zero (and
+    /// named in the metric's help text).
+    #[test]
+    fn every_failure_reason_is_a_registered_label() {
+        use rustls::PeerIncompatible as P;
+        use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+        let io = |e: E| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let tls = [
+            E::NoCertificatesPresented,
+            E::NoApplicationProtocol,
+            E::DecryptError,
+            E::AlertReceived(A::ProtocolVersion),
+            E::AlertReceived(A::UnknownCA),
+            E::AlertReceived(A::HandshakeFailure),
+            E::PeerIncompatible(P::Tls12NotOffered),
+            E::PeerIncompatible(P::NoKxGroupsInCommon),
+        ]
+        .into_iter()
+        .chain(
+            [
+                C::UnknownIssuer,
+                C::BadSignature,
+                C::UnhandledCriticalExtension,
+                C::Expired,
+                C::NotValidYet,
+                C::NotValidForName,
+                C::ApplicationVerificationFailure,
+                C::Revoked,
+                C::BadEncoding,
+            ]
+            .map(E::InvalidCertificate),
+        );
+        let kinds = [
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::TimedOut,
+        ];
+        let reasons = tls
+            .map(|e| failure_reason(&io(e)))
+            .chain(kinds.map(|k| failure_reason(&k.into())));
+        for reason in reasons {
+            assert!(
+                crate::metrics::HANDSHAKE_FAILURE_REASONS.contains(&reason),
+                "{reason}"
+            );
+        }
+    }
 }
