@@ -97,8 +97,7 @@ impl Recording {
     }
 }
 
-/// Writes the flamegraph of `folded` to `svg`.
-/// Frames lose their generic arguments (see [`short`]): the frames of one function merge, and
+/// Writes the flamegraph of `folded` to `svg`. Frames lose their generic arguments (see [`short`]): the frames of one function merge, and
 /// the SVG is a fraction of the size.
 pub fn flamegraph(folded: &[String], title: &str, svg: &Path) -> Result<()> {
     let folded: Vec<String> = folded
@@ -123,16 +122,17 @@ pub fn flamegraph(folded: &[String], title: &str, svg: &Path) -> Result<()> {
     .with_context(|| format!("write {}", svg.display()))
 }
 
-/// Where the samples went.
+/// Where the sampled CPU time went.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Summary {
-    /// CPU time sampled, ns: inferno weighs each `cpu-clock` sample by its period.
-    pub samples: u64,
-    /// Category → samples, e.g. `kernel: connect`, `crypto`, `user space: other`.
+    /// CPU time sampled, ns: inferno weighs each `cpu-clock` sample by its period. The other
+    /// fields are in the same unit.
+    pub cpu_ns: u64,
+    /// Category → CPU time, e.g. `kernel: connect`, `crypto`, `user space: gembok`.
     pub categories: BTreeMap<String, u64>,
-    /// Kernel samples with softirq (packet processing) on their stack, whatever the call.
+    /// Kernel time with softirq (packet processing) on its stack, whatever the call.
     pub softirq: u64,
-    /// Leaf function → samples (self time).
+    /// Leaf function → CPU time (self time).
     pub leaves: BTreeMap<String, u64>,
 }
 
@@ -179,7 +179,7 @@ impl Summary {
             };
             let frames: Vec<&str> = stack.split(';').collect();
             let leaf = frames.last().copied().unwrap_or_default();
-            s.samples += count;
+            s.cpu_ns += count;
             *s.leaves.entry(leaf.to_owned()).or_default() += count;
             // The vDSO (clock_gettime) runs in user space, though perf names it like the kernel.
             let category = if frames.iter().any(|f| f.starts_with("__vdso")) {
@@ -199,7 +199,7 @@ impl Summary {
 
     /// Markdown: the categories, largest first, then the `top` hottest leaf functions.
     pub fn markdown(&self, top: usize) -> String {
-        let pct = |n: u64| 100.0 * n as f64 / self.samples.max(1) as f64;
+        let pct = |n: u64| 100.0 * n as f64 / self.cpu_ns.max(1) as f64;
         let mut out = String::new();
         let kernel: u64 = self
             .categories
@@ -211,7 +211,7 @@ impl Summary {
             out,
             "{:.2} s of CPU sampled; kernel {:.1} % (softirq, i.e. loopback packet delivery, \
              {:.1} %, inside whichever call sent the packet)\n",
-            self.samples as f64 / 1e9,
+            self.cpu_ns as f64 / 1e9,
             pct(kernel),
             pct(self.softirq)
         );
@@ -394,7 +394,7 @@ mod tests {
             "gembok-proxy;alloc::alloc::alloc;imalloc_fastpath 4000000",
             "gembok-proxy;tokio::time::Instant::now;__vdso_clock_gettime_[k];read_tsc_[k] 1000000",
         ]));
-        assert_eq!(s.samples, 1_000_000_000);
+        assert_eq!(s.cpu_ns, 1_000_000_000);
         let cat = |k: &str| s.categories.get(k).copied().unwrap_or(0) / 10_000_000;
         assert_eq!(cat("kernel: shutdown"), 25);
         assert_eq!(cat("kernel: writev"), 20);
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn lines_that_are_not_folded_stacks_are_skipped() {
         let s = Summary::from_folded(&folded(&["", "no-count-here", "a;b 3"]));
-        assert_eq!(s.samples, 3);
+        assert_eq!(s.cpu_ns, 3);
         assert_eq!(s.leaves["b"], 3);
     }
 }
