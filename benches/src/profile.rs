@@ -111,7 +111,8 @@ pub fn flamegraph(folded: &[String], title: &str, svg: &Path) -> Result<()> {
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_owned();
     options.count_name = "ns of CPU".into();
-    // Frames under half a pixel (of 1200) are left out: four fifths of the file, none of the view.
+    // Frames under half a pixel (of 1200) are left out: the connection profile's SVG went from
+    // 1.23 to 0.27 MB (20:33Z), with nothing visible lost.
     options.min_width = 0.5;
     let file = std::fs::File::create(svg).with_context(|| format!("create {}", svg.display()))?;
     inferno::flamegraph::from_lines(
@@ -132,7 +133,8 @@ pub struct Summary {
     pub categories: BTreeMap<String, u64>,
     /// Kernel time with softirq (packet processing) on its stack, whatever the call.
     pub softirq: u64,
-    /// Leaf function → CPU time (self time).
+    /// Leaf function, generic arguments elided (instances of one function merge) → CPU time
+    /// (self time).
     pub leaves: BTreeMap<String, u64>,
 }
 
@@ -180,7 +182,7 @@ impl Summary {
             let frames: Vec<&str> = stack.split(';').collect();
             let leaf = frames.last().copied().unwrap_or_default();
             s.cpu_ns += count;
-            *s.leaves.entry(leaf.to_owned()).or_default() += count;
+            *s.leaves.entry(short(leaf)).or_default() += count;
             // The vDSO (clock_gettime) runs in user space, though perf names it like the kernel.
             let category = if frames.iter().any(|f| f.starts_with("__vdso")) {
                 LIBC.to_owned()
@@ -225,7 +227,7 @@ impl Summary {
         let mut leaves: Vec<_> = self.leaves.iter().collect();
         leaves.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (name, n) in leaves.into_iter().take(top) {
-            let _ = writeln!(out, "| `{}` | {:.1} % |", short(name), pct(*n));
+            let _ = writeln!(out, "| `{name}` | {:.1} % |", pct(*n));
         }
         out
     }
@@ -447,6 +449,16 @@ mod tests {
         );
         assert_eq!(short("poll_pump<tokio::net::TcpStream>"), "poll_pump<…>");
         assert_eq!(short("tcp_v4_rcv_[k]"), "tcp_v4_rcv_[k]");
+    }
+
+    #[test]
+    fn instances_of_one_generic_function_count_as_one() {
+        let s = Summary::from_folded(&folded(&[
+            "gembok-proxy;poll_pump<tokio::net::TcpStream> 2",
+            "gembok-proxy;poll_pump<gembok_proxy::records::RecordStream> 1",
+        ]));
+        assert_eq!(s.leaves.len(), 1, "{:?}", s.leaves);
+        assert_eq!(s.leaves["poll_pump<…>"], 3);
     }
 
     #[test]

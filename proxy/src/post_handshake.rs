@@ -17,6 +17,11 @@ pub const USER_CANCELED: u8 = 90;
 /// Our close_notify (level warning).
 pub const CLOSE_NOTIFY_ALERT: [u8; 2] = [1, CLOSE_NOTIFY];
 
+/// The body of a fatal alert (level 2) with `description`.
+pub const fn fatal_alert(description: u8) -> [u8; 2] {
+    [2, description]
+}
+
 const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
 /// Our KeyUpdate: handshake type 24, length 1, `update_not_requested`.
@@ -120,9 +125,10 @@ impl Joiner {
     /// Checks that no message is waiting for its end: call it on any other record type and on
     /// close_notify.
     pub fn expect_none(&self) -> Result<(), Refused> {
-        match self.partial.is_empty() {
-            true => Ok(()),
-            false => Err(Refused::Interrupted),
+        if self.partial.is_empty() {
+            Ok(())
+        } else {
+            Err(Refused::Interrupted)
         }
     }
 }

@@ -93,7 +93,7 @@ impl Pair {
         let got = tokio::time::timeout(Duration::from_secs(300), x.run(self.entry()))
             .await
             .expect("transfer finished")
-            .expect("client side");
+            .unwrap_or_else(|e| panic!("{what}: client side: {e}\n{}", self.logs()));
         assert_eq!(
             got.received,
             x.expected_reply(),

@@ -34,7 +34,7 @@ use super::keys::Rekey;
 use super::sys;
 use crate::post_handshake::{
     ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, INTERNAL_ERROR, Joiner,
-    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE,
+    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, fatal_alert,
 };
 
 /// The largest plaintext a TLS record carries.
@@ -184,7 +184,8 @@ impl KtlsStream {
     /// protocol, and the peer must not take that for the end of our data, as it would a
     /// close_notify.
     pub async fn abort(&mut self, description: u8) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_send_control(cx, ALERT, &[2, description])).await?;
+        std::future::poll_fn(|cx| self.poll_send_control(cx, ALERT, &fatal_alert(description)))
+            .await?;
         self.close_notify_sent = true; // nothing may follow a fatal alert
         tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await
     }

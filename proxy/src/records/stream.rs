@@ -35,7 +35,7 @@ use crate::ktls::keys::Rekey;
 use crate::ktls::stream::KeyUpdates;
 use crate::post_handshake::{
     ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, DECODE_ERROR, HANDSHAKE, INTERNAL_ERROR, Joiner,
-    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, USER_CANCELED,
+    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, USER_CANCELED, fatal_alert,
 };
 
 /// Records sealed per batch at most: the forwarding buffer's large size in plaintext (16
@@ -459,7 +459,7 @@ impl RecordStream {
     /// the end of a failed connection for the end of our data.
     pub async fn abort(&mut self, description: u8) -> io::Result<()> {
         if !self.tx.close_notify_sent {
-            self.seal(ALERT, &[2, description]);
+            self.seal(ALERT, &fatal_alert(description));
             self.tx.close_notify_sent = true; // nothing may follow a fatal alert
         }
         std::future::poll_fn(|cx| self.poll_write_out(cx)).await?;
