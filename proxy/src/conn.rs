@@ -166,6 +166,7 @@ pub struct Takers<'a> {
 /// Steps 4 and 5 of both directions: choose the data path (the kernel when it can take the
 /// connection, else gembok's record layer, else rustls), forward until both sides are done, and
 /// close the way forwarding ended. Returns the `end` label of `gembok_connections_closed_total`.
+/// `carried`: bytes already forwarded each way (app → peer, peer → app), for the log.
 pub async fn carry<S>(
     mut app: TcpStream,
     peer: S,
@@ -173,6 +174,7 @@ pub async fn carry<S>(
     metrics: &ListenerMetrics,
     takers: Takers<'_>,
     abort: &CancellationToken,
+    mut carried: (u64, u64),
 ) -> &'static str
 where
     S: TlsSession + PeerStream,
@@ -199,11 +201,16 @@ where
     peer.set_send_queue(TLS_SEND_QUEUE);
     // Reads were bounded by records (aligned, if the ULP attached) from the start.
     if let Some(layer) = takers.records {
-        let mut carried = (0, 0);
         if let Some(tickets) = &takers.tickets {
-            match until_ticket(&mut app, &mut peer, tickets, settings, metrics, abort).await {
-                Ok(so_far) => carried = so_far,
-                Err(end) => return end,
+            let until = until_ticket(&mut app, &mut peer, tickets, settings, metrics, abort);
+            match until.await {
+                Ok(so_far) => carried = (carried.0 + so_far.0, carried.1 + so_far.1),
+                Err(mut outcome) => {
+                    metrics.data_path("userspace");
+                    outcome.app_to_peer += carried.0;
+                    outcome.peer_to_app += carried.1;
+                    return finish_logged(outcome, &mut app, &mut peer, metrics).await;
+                }
             }
         }
         let secrets = takers.secrets.as_deref();
@@ -226,7 +233,7 @@ where
     }
     peer.release();
     metrics.data_path("userspace");
-    let outcome = forward::forward(
+    let mut outcome = forward::forward(
         &mut app,
         &mut peer,
         settings,
@@ -235,12 +242,15 @@ where
         abort,
     )
     .await;
+    outcome.app_to_peer += carried.0;
+    outcome.peer_to_app += carried.1;
     finish_logged(outcome, &mut app, &mut peer, metrics).await
 }
 
 /// Client side of gembok's record layer: forwards with rustls until the server's session ticket
-/// is stored, then stops both directions at their next boundary (see `records::tickets`). `Ok(bytes carried so far)` when
-/// the connection may switch now; `Err(end label)` when it ended first.
+/// is stored, then stops both directions at their next boundary (see `records::tickets`).
+/// `Ok(bytes carried so far)` when the connection may switch now; `Err(how it ended)` when it
+/// ended first.
 async fn until_ticket<S: TlsSession + PeerStream>(
     app: &mut TcpStream,
     peer: &mut S,
@@ -248,7 +258,7 @@ async fn until_ticket<S: TlsSession + PeerStream>(
     settings: Settings,
     metrics: &ListenerMetrics,
     abort: &CancellationToken,
-) -> Result<(u64, u64), &'static str> {
+) -> Result<(u64, u64), Outcome> {
     let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
     let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
     let switch = Switch {
@@ -258,10 +268,7 @@ async fn until_ticket<S: TlsSession + PeerStream>(
     let idle = settings.idle_timeout;
     match forward::forward_until(app, peer, up, down, idle, abort, switch).await {
         (None, carried) => Ok(carried),
-        (Some(outcome), _) => {
-            metrics.data_path("userspace");
-            Err(finish_logged(outcome, app, peer, metrics).await)
-        }
+        (Some(outcome), _) => Err(outcome),
     }
 }
 

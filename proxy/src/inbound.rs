@@ -55,8 +55,6 @@ impl Handler for Inbound {
     }
 
     async fn proxy(&self, peer: TcpStream, abort: CancellationToken) -> &'static str {
-        let _ = peer.set_nodelay(true);
-
         // 1. Configs of the current certificate generation, kept for this connection's life.
         let Some(certs) = self.certs.current() else {
             self.metrics.handshake_failed("no_certificate_loaded");
@@ -116,6 +114,15 @@ impl Handler for Inbound {
             secrets,
             tickets: None,
         };
-        conn::carry(app, peer, self.forward, &self.metrics, takers, &abort).await
+        conn::carry(
+            app,
+            peer,
+            self.forward,
+            &self.metrics,
+            takers,
+            &abort,
+            (0, 0),
+        )
+        .await
     }
 }

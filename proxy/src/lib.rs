@@ -137,13 +137,15 @@ impl Listeners {
     }
 }
 
-/// Binds a listening socket with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as tokio does).
+/// Binds a listening socket with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as tokio does), and
+/// TCP_NODELAY, which every accepted socket inherits (see `serve`).
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }

@@ -9,19 +9,22 @@
 //!    both sides are done;
 //! 5. close the way forwarding ended, and count it.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use gembok_certwatch::Reloadable;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Direction;
 use crate::config::{Limits, OutboundRoute};
 use crate::conn;
-use crate::forward::Settings;
-use crate::ktls::{self, Kernel};
+use crate::forward::{End, Settings};
+use crate::ktls::{self, Kernel, RecordAligned};
 use crate::metrics::ListenerMetrics;
 use crate::records;
 use crate::resolve::Resolver;
@@ -54,9 +57,7 @@ impl Handler for Outbound {
         &self.metrics
     }
 
-    async fn proxy(&self, app: TcpStream, abort: CancellationToken) -> &'static str {
-        let _ = app.set_nodelay(true);
-
+    async fn proxy(&self, mut app: TcpStream, abort: CancellationToken) -> &'static str {
         // 1. Configs of the current certificate generation, kept for this connection's life.
         let Some(certs) = self.certs.current() else {
             self.metrics.handshake_failed("no_certificate_loaded");
@@ -84,7 +85,12 @@ impl Handler for Outbound {
         //    kernel that can follow KeyUpdates needs the connection's traffic secrets too).
         let started = Instant::now();
         let records = self.records.as_deref();
-        let tcp = ktls::prepare(tcp, self.ktls.is_some(), records.is_some());
+        let mut tcp = ktls::prepare(tcp, self.ktls.is_some(), records.is_some());
+        if !tcp.aligned() {
+            // Our Finished waits for the app's first request (step 4), unless the kernel takes
+            // the records: it must find rustls' sequence numbers untouched.
+            tcp.hold_last_flight();
+        }
         let (mut config, handoff, secrets) = ktls::keys::handoff(
             self.ktls.as_deref(),
             tcp.aligned(),
@@ -96,7 +102,7 @@ impl Handler for Outbound {
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(connector.connect(route.server_name.clone(), tcp));
-        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -114,13 +120,62 @@ impl Handler for Outbound {
         };
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
 
-        // 4. and 5. Forward, then close.
+        // 4. and 5. Forward (the app's first bytes, when already there, with our Finished),
+        //    then close.
+        let first = match send_first(&app, &mut peer, &self.metrics).await {
+            Ok(first) => first,
+            Err(end) => {
+                conn::finish(&end, &mut app, &mut peer, &self.metrics).await;
+                return end.label();
+            }
+        };
         let takers = conn::Takers {
             ktls: handoff,
             records,
             secrets,
             tickets,
         };
-        conn::carry(app, peer, self.forward, &self.metrics, takers, &abort).await
+        let carried = (first, 0);
+        conn::carry(
+            app,
+            peer,
+            self.forward,
+            &self.metrics,
+            takers,
+            &abort,
+            carried,
+        )
+        .await
     }
 }
+
+/// Sends the last handshake flight, held back by `RecordAligned::hold_last_flight`, with the
+/// app's first bytes when they are already waiting (a client usually writes its request right
+/// after connecting), in one packet; else alone, at once. Returns how many app bytes it sent.
+async fn send_first(
+    app: &TcpStream,
+    peer: &mut TlsStream<RecordAligned<TcpStream>>,
+    metrics: &ListenerMetrics,
+) -> Result<u64, End> {
+    if !peer.get_ref().0.holding() {
+        // Nothing held (TLS 1.2): disarmed, so that no app record is held later.
+        peer.get_mut().0.send_held(false).map_err(End::PeerError)?;
+        return Ok(0);
+    }
+    let mut first = Vec::with_capacity(FIRST_READ);
+    let n = match app.try_read_buf(&mut first) {
+        Ok(n) => n, // 0 is EOF: forwarding finds it again
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(End::AppError(e)), // the peer is reset, the flight with it
+    };
+    peer.get_mut().0.send_held(n > 0).map_err(End::PeerError)?;
+    if n > 0 {
+        peer.write_all(&first).await.map_err(End::PeerError)?;
+        peer.flush().await.map_err(End::PeerError)?;
+        metrics.app_to_peer.increment(n as u64);
+    }
+    Ok(n as u64)
+}
+
+/// The most of the app's first bytes that go with the Finished: one record's worth.
+const FIRST_READ: usize = 16 * 1024;

@@ -2,13 +2,15 @@
 //!
 //! Per connection: take a permit (the global connection limit; accepting waits when none is
 //! left, which is the back-pressure), accept (backing off on errors such as EMFILE instead of
-//! spinning), open a span, and spawn the handler on the shutdown tracker.
+//! spinning), open a span, and spawn the handler on the shutdown tracker. Accepted sockets come
+//! with `TCP_NODELAY` set, inherited from the listener.
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,10 @@ pub async fn serve<H: Handler>(
 ) {
     let mut backoff = Backoff::default();
     let listen = handler.metrics().listener().to_owned();
+    // Accepted sockets inherit TCP_NODELAY from a listener that had it before the handshake
+    // (Linux copies it; `crate::listen` sets it before listening), saving a system call per
+    // connection. Other listeners get it per connection.
+    let inherited = getsockopt(&listener, sockopt::TcpNoDelay).unwrap_or(false);
     loop {
         let permit = tokio::select! {
             biased;
@@ -55,6 +61,9 @@ pub async fn serve<H: Handler>(
         let (stream, client) = match accepted {
             Ok(conn) => {
                 backoff.reset();
+                if !inherited {
+                    let _ = conn.0.set_nodelay(true);
+                }
                 conn
             }
             Err(e) => {
@@ -136,6 +145,61 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reports whether each accepted socket has `TCP_NODELAY`.
+    struct Nodelay {
+        metrics: ListenerMetrics,
+        seen: tokio::sync::mpsc::UnboundedSender<bool>,
+    }
+
+    impl Handler for Nodelay {
+        fn direction(&self) -> Direction {
+            Direction::Inbound
+        }
+
+        fn metrics(&self) -> &ListenerMetrics {
+            &self.metrics
+        }
+
+        async fn proxy(&self, stream: TcpStream, _: CancellationToken) -> &'static str {
+            let _ = self.seen.send(stream.nodelay().unwrap());
+            "clean"
+        }
+    }
+
+    /// Listeners bound by `crate::listen` pass TCP_NODELAY on; others get it set per connection.
+    #[tokio::test]
+    async fn accepted_sockets_come_with_nodelay() {
+        let localhost = "127.0.0.1:0".parse().unwrap();
+        let ours = crate::listen(localhost).unwrap();
+        assert!(getsockopt(&ours, sockopt::TcpNoDelay).unwrap());
+        accepts_with_nodelay(ours).await;
+        let plain = TcpListener::bind(localhost).await.unwrap();
+        assert!(!getsockopt(&plain, sockopt::TcpNoDelay).unwrap());
+        accepts_with_nodelay(plain).await;
+    }
+
+    async fn accepts_with_nodelay(listener: TcpListener) {
+        let addr = listener.local_addr().unwrap();
+        let (seen, mut nodelay) = tokio::sync::mpsc::unbounded_channel();
+        let handler = Arc::new(Nodelay {
+            metrics: ListenerMetrics::new(Direction::Inbound, addr.to_string()),
+            seen,
+        });
+        let shutdown = Shutdown {
+            token: CancellationToken::new(),
+            tracker: tokio_util::task::TaskTracker::new(),
+            abort: CancellationToken::new(),
+        };
+        let permits = Arc::new(Semaphore::new(4));
+        let server = tokio::spawn(serve(listener, handler, permits, shutdown.clone()));
+        for _ in 0..3 {
+            let _client = TcpStream::connect(addr).await.unwrap();
+            assert_eq!(nodelay.recv().await, Some(true));
+        }
+        shutdown.token.cancel();
+        server.await.unwrap();
+    }
 
     #[test]
     fn backoff_doubles_to_a_ceiling_and_resets() {

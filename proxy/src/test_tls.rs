@@ -1,5 +1,5 @@
-//! In-memory rustls connections for unit tests: a self-signed server, one suite, TLS 1.3,
-//! secret extraction on.
+//! In-memory rustls connections for unit tests: a self-signed server, one suite, TLS 1.3 (or
+//! the version asked for), secret extraction on.
 
 use std::sync::Arc;
 
@@ -14,6 +14,15 @@ pub fn configs(
     provider: CryptoProvider,
     suite: SupportedCipherSuite,
 ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    configs_for(provider, suite, &rustls::version::TLS13)
+}
+
+/// As [`configs`], for the protocol version `version` (whose suite `suite` must be).
+pub fn configs_for(
+    provider: CryptoProvider,
+    suite: SupportedCipherSuite,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["server.test".to_owned()])
         .unwrap()
@@ -24,7 +33,7 @@ pub fn configs(
         ..provider
     });
     let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(&[version])
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
@@ -38,7 +47,7 @@ pub fn configs(
         .add(CertificateDer::from(cert.der().to_vec()))
         .unwrap();
     let mut client = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(&[version])
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();

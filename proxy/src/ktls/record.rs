@@ -10,8 +10,9 @@
 //!   (the 5-byte header, then exactly the body), since the kernel must find the rest there. It
 //!   costs two reads per handshake record.
 //! - [`Mode::Bounded`] (user-space record layer): reads ahead, but serves rustls only whole
-//!   records, and no further than the end of the current one; what was read beyond it is handed
-//!   over with the socket ([`RecordAligned::into_parts`]). No extra system calls.
+//!   records, one per read (a plaintext handshake record together with the whole records of
+//!   its flight read along with it), never part of the next; what was read beyond them is
+//!   handed over with the socket ([`RecordAligned::into_parts`]). No extra system calls.
 //! - [`Mode::Free`]: reads ahead and serves rustls whatever it asks for. rustls asks for at most
 //!   one record (about 16 KiB) per read, so without read-ahead a bulk transfer would cost one
 //!   `recvfrom` per record; one read of [`READ_AHEAD`] serves several.
@@ -21,10 +22,12 @@
 //! and nothing is left in it, so an idle connection holds none.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
+use nix::sys::socket::{MsgFlags, sendmsg, setsockopt, sockopt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -61,7 +64,68 @@ pub struct RecordAligned<S> {
     body_left: usize,
     /// Bytes read ahead of rustls (never while `Aligned`).
     ahead: BytesMut,
+    /// Client side: whether the last handshake flight waits for the app's first bytes.
+    hold: Hold,
 }
+
+/// A client's last handshake flight, held back so that the app's first bytes can join it.
+///
+/// In TLS 1.3 the client's first encrypted record opens its last flight ((Certificate,
+/// CertificateVerify,) Finished): a write that starts one is sent with `MSG_MORE`, so the kernel
+/// keeps it until the connection's owner calls [`RecordAligned::send_held`], having found the
+/// app's first request waiting (its record, written next, takes the flight along) or not (the
+/// flight is pushed alone). The Finished and the request then leave in one packet, and the
+/// server's sidecar wakes once for both. TLS 1.2 handshakes write no such record and are never
+/// held. Should the owner never call it, the kernel's probe timer sends held bytes after 200 ms
+/// (`TCP_RTO_MIN`).
+#[derive(Debug, Default)]
+enum Hold {
+    #[default]
+    Off,
+    /// Looking for the first encrypted record in what rustls writes.
+    Armed(Scan),
+    Corked,
+}
+
+/// Where records start in a byte stream written in pieces.
+#[derive(Debug, Default, Clone)]
+struct Scan {
+    header: [u8; HEADER],
+    seen: usize,
+    body_left: usize,
+}
+
+impl Scan {
+    /// Follows `bytes` (the next ones written); whether a record of type `kind` starts in them.
+    fn starts(&mut self, mut bytes: &[u8], kind: u8) -> bool {
+        let mut found = false;
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if self.seen == 0 {
+                found |= bytes[0] == kind;
+            }
+            let n = (HEADER - self.seen).min(bytes.len());
+            self.header[self.seen..self.seen + n].copy_from_slice(&bytes[..n]);
+            self.seen += n;
+            bytes = &bytes[n..];
+            if self.seen == HEADER {
+                self.body_left = record_len(&self.header).unwrap_or(HEADER) - HEADER;
+                self.seen = 0;
+            }
+        }
+        found
+    }
+}
+
+/// The outer content type of every TLS 1.3 record sealed under a traffic key.
+const APPLICATION_DATA: u8 = 23;
+/// The content type of a plaintext handshake record.
+const HANDSHAKE: u8 = 22;
 
 impl<S> RecordAligned<S> {
     pub fn new(inner: S, mode: Mode) -> Self {
@@ -72,6 +136,7 @@ impl<S> RecordAligned<S> {
             header_seen: 0,
             body_left: 0,
             ahead: BytesMut::new(),
+            hold: Hold::Off,
         }
     }
 
@@ -104,6 +169,52 @@ impl<S> RecordAligned<S> {
 impl RecordAligned<TcpStream> {
     pub fn tcp(&self) -> &TcpStream {
         &self.inner
+    }
+
+    /// Holds the client's last handshake flight back for the app's first bytes (see [`Hold`]).
+    pub fn hold_last_flight(&mut self) {
+        self.hold = Hold::Armed(Scan::default());
+    }
+
+    /// Whether the last handshake flight is held back (written, corked).
+    pub fn holding(&self) -> bool {
+        matches!(self.hold, Hold::Corked)
+    }
+
+    /// Ends the hold. With `more_follows`, the caller's next write takes the held flight along;
+    /// without, the flight is pushed now (setting `TCP_NODELAY`, which the socket has anyway,
+    /// pushes what is queued).
+    pub fn send_held(&mut self, more_follows: bool) -> io::Result<()> {
+        let held = matches!(self.hold, Hold::Corked);
+        self.hold = Hold::Off;
+        if held && !more_follows {
+            setsockopt(&self.inner, sockopt::TcpNoDelay, &true)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this write starts the client's first encrypted record (then held from here on).
+    fn starts_last_flight(&mut self, bufs: &[io::IoSlice<'_>]) -> bool {
+        let Hold::Armed(scan) = &self.hold else {
+            return false;
+        };
+        let mut ahead = scan.clone();
+        if bufs.iter().any(|b| ahead.starts(b, APPLICATION_DATA)) {
+            self.hold = Hold::Corked;
+            return true;
+        }
+        false
+    }
+
+    /// Follows the bytes the socket took while looking for that record.
+    fn wrote(&mut self, bufs: &[io::IoSlice<'_>], mut n: usize) {
+        if let Hold::Armed(scan) = &mut self.hold {
+            for b in bufs {
+                let take = n.min(b.len());
+                scan.starts(&b[..take], APPLICATION_DATA);
+                n -= take;
+            }
+        }
     }
 }
 
@@ -176,6 +287,9 @@ impl<S: AsyncRead + Unpin> RecordAligned<S> {
                 Poll::Ready(Ok(_)) => {}
             }
         }
+        // A plaintext handshake record opens a flight: ServerHello (or HelloRetryRequest), then
+        // ChangeCipherSpec and the encrypted rest, which rustls takes in the same read (below).
+        let flight = self.body_left == 0 && self.ahead.first() == Some(&HANDSHAKE);
         if self.body_left == 0
             && let Some(len) = record_len(&self.ahead)
         {
@@ -191,6 +305,22 @@ impl<S: AsyncRead + Unpin> RecordAligned<S> {
         buf.put_slice(&self.ahead[..n]);
         self.ahead.advance(n);
         self.body_left = self.body_left.saturating_sub(n);
+        // The whole records of that flight read along with it go in the same read, so that
+        // rustls answers the flight at once: served one by one, a client would write its
+        // ChangeCipherSpec (queued on the ServerHello) before reading on to the server's
+        // Finished, and send it in a packet of its own. Other records go one per read, as
+        // tokio-rustls asks for them: it stops reading once rustls holds plaintext, so records
+        // after the handshake's last (a client's first data, then its close_notify) stay here
+        // for the connection's next owner.
+        while flight
+            && self.body_left == 0
+            && let Some(len) = record_len(&self.ahead)
+            && len <= self.ahead.len()
+            && len <= buf.remaining()
+        {
+            buf.put_slice(&self.ahead[..len]);
+            self.ahead.advance(len);
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -220,12 +350,37 @@ impl<S: AsyncRead + Unpin> RecordAligned<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for RecordAligned<S> {
+/// Writes with `MSG_MORE`: the kernel keeps a last partial segment until a write without it, a
+/// FIN or a push joins it.
+pub fn poll_send_more(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmsg::<()>(tcp.as_raw_fd(), bufs, &[], MSG_MORE, None).map_err(io::Error::from)
+        });
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            sent => return Poll::Ready(sent),
+        }
+    }
+}
+
+/// `MSG_MORE | MSG_NOSIGNAL` (nix names no `MSG_MORE`; `MSG_NOSIGNAL` as every other write).
+const MSG_MORE: MsgFlags = MsgFlags::from_bits_retain(libc::MSG_MORE | libc::MSG_NOSIGNAL);
+
+impl AsyncWrite for RecordAligned<TcpStream> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if matches!(self.hold, Hold::Armed(_)) {
+            return self.poll_write_vectored(cx, &[io::IoSlice::new(buf)]);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -234,7 +389,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for RecordAligned<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        if matches!(this.hold, Hold::Off) {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        if matches!(this.hold, Hold::Corked) || this.starts_last_flight(bufs) {
+            return poll_send_more(&this.inner, cx, bufs);
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        this.wrote(bufs, n);
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -396,5 +560,204 @@ mod tests {
         assert!(bounded.at_boundary());
         let (_, rest) = bounded.into_parts();
         assert_eq!(&rest[..], &second[..3]);
+    }
+
+    /// A flight that arrived in one packet (a ServerHello, a ChangeCipherSpec and the encrypted
+    /// rest) reaches rustls in one read, so that it answers in one write; a record that is not
+    /// whole yet, or does not fit the reader's buffer, waits. Records that do not follow a
+    /// plaintext handshake record (a client's Finished, first data and close_notify) are served
+    /// one per read: tokio-rustls stops asking once rustls holds plaintext, and what it did not
+    /// take must stay for the record layer.
+    #[tokio::test]
+    async fn bounded_serves_a_whole_flight_at_once_and_other_records_one_by_one() {
+        let (mut far, near) = tokio::io::duplex(1 << 16);
+        let hello = record(22, &[1; 90]);
+        let ccs = record(20, &[1]);
+        let sealed = record(23, &[2; 300]);
+        let next = record(23, &[3; 100]);
+        let wire = [&hello[..], &ccs, &sealed, &next[..7]].concat();
+        far.write_all(&wire).await.unwrap();
+        let mut bounded = RecordAligned::new(near, Mode::Bounded);
+        let mut buf = vec![0u8; 1 << 16];
+        let n = bounded.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &wire[..wire.len() - 7]);
+        assert!(bounded.at_boundary());
+        // Not a flight: the completed record alone, then the next.
+        far.write_all(&next[7..]).await.unwrap();
+        far.write_all(&sealed).await.unwrap();
+        let n = bounded.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &next[..]);
+        let n = bounded.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &sealed[..]);
+        assert!(bounded.at_boundary());
+        // A flight record that does not fit the buffer after the hello waits for the next read.
+        far.write_all(&[&hello[..], &sealed].concat())
+            .await
+            .unwrap();
+        let n = bounded.read(&mut buf[..hello.len() + 10]).await.unwrap();
+        assert_eq!(&buf[..n], &hello[..]);
+        let n = bounded.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &sealed[..]);
+        assert!(bounded.at_boundary());
+    }
+
+    #[test]
+    fn scan_finds_where_records_start_across_writes() {
+        let mut scan = Scan::default();
+        let hello = record(22, &[1; 40]);
+        let ccs = record(20, &[1]);
+        let sealed = record(23, &[9; 60]);
+        assert!(!scan.starts(&hello[..3], APPLICATION_DATA));
+        assert!(!scan.starts(&hello[3..], APPLICATION_DATA));
+        // A body byte of 23 is not a record start; a header split across writes is found.
+        assert!(!scan.starts(&[&ccs[..], &sealed[..2]].concat(), 24));
+        let mut again = Scan::default();
+        assert!(!again.starts(&[&hello[..], &ccs].concat(), APPLICATION_DATA));
+        assert!(again.starts(&sealed[..1], APPLICATION_DATA));
+        assert!(!again.starts(&sealed[1..], APPLICATION_DATA));
+        let mut body = Scan::default();
+        assert!(!body.starts(&record(22, &[23; 30]), APPLICATION_DATA));
+    }
+
+    /// Bytes in `port`'s send queue not yet acknowledged (sent or not), from /proc/net/tcp.
+    fn queued(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let local = format!("0100007F:{port:04X}");
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(&local))
+            .unwrap_or_else(|| panic!("no socket on port {port}"));
+        let queues = line.split_whitespace().nth(4).unwrap();
+        usize::from_str_radix(queues.split(':').next().unwrap(), 16).unwrap()
+    }
+
+    /// A client handshake with the last flight held, against a tokio-rustls server that, once its
+    /// handshake is done, reads until EOF.
+    async fn held_handshake(
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (
+        tokio_rustls::client::TlsStream<RecordAligned<TcpStream>>,
+        tokio::task::JoinHandle<Vec<u8>>,
+    ) {
+        use rustls::pki_types::ServerName;
+        let provider = crate::tls::provider(
+            crate::config::Provider::AwsLcRs,
+            crate::config::Provider::AwsLcRs,
+            true,
+        );
+        let suite = *provider
+            .cipher_suites
+            .iter()
+            .find(|s| s.version() == version)
+            .unwrap();
+        let (server, client) = crate::test_tls::configs_for(provider, suite, version);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = tokio_rustls::TlsAcceptor::from(server)
+                .accept(tcp)
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            tls.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut tcp = RecordAligned::new(TcpStream::connect(addr).await.unwrap(), Mode::Bounded);
+        tcp.tcp().set_nodelay(true).unwrap();
+        tcp.hold_last_flight();
+        let name = ServerName::try_from("server.test").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        (tls, server)
+    }
+
+    /// Polls `f` every millisecond until it holds, for up to `limit`.
+    async fn within(limit: std::time::Duration, what: &str, f: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !f() {
+            assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        within(std::time::Duration::from_secs(10), what, f).await;
+    }
+
+    /// The Finished stays in our send queue (the server cannot finish its handshake) until the
+    /// app's first bytes are written after it; then both go, the request intact.
+    #[tokio::test]
+    async fn the_last_flight_waits_for_the_first_request_and_leaves_with_it() {
+        let (mut tls, server) = held_handshake(&rustls::version::TLS13).await;
+        assert!(
+            tls.get_ref().0.holding(),
+            "a TLS 1.3 client's Finished is held"
+        );
+        let port = tls.get_ref().0.tcp().local_addr().unwrap().port();
+        // Held, it is not sent (loopback would have acknowledged it at once). Look for 20 ms:
+        // the kernel's probe timer sends held bytes after 200 ms.
+        for _ in 0..10 {
+            assert!(queued(port) > 0, "the held flight left alone");
+            assert!(!server.is_finished());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        tls.get_mut().0.send_held(true).unwrap();
+        tls.write_all(b"the first request").await.unwrap();
+        tls.flush().await.unwrap();
+        eventually("the flight and the request acknowledged", || {
+            queued(port) == 0
+        })
+        .await;
+        tls.shutdown().await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("server handshake")
+            .unwrap();
+        assert_eq!(got, b"the first request");
+        // Later writes are not held.
+        assert!(!tls.get_ref().0.holding());
+    }
+
+    /// With no request waiting, the held flight is pushed at once: the server's handshake ends.
+    #[tokio::test]
+    async fn the_last_flight_goes_alone_when_the_app_has_nothing_to_send() {
+        let (mut tls, server) = held_handshake(&rustls::version::TLS13).await;
+        assert!(tls.get_ref().0.holding());
+        let port = tls.get_ref().0.tcp().local_addr().unwrap().port();
+        tls.get_mut().0.send_held(false).unwrap();
+        // Pushed, not left to the kernel's probe timer (200 ms).
+        let pushed = std::time::Duration::from_millis(150);
+        within(pushed, "the pushed flight acknowledged", || {
+            queued(port) == 0
+        })
+        .await;
+        tls.shutdown().await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("server handshake")
+            .unwrap();
+        assert!(got.is_empty());
+    }
+
+    /// TLS 1.2 handshakes seal no application-data record: nothing is held, and once disarmed
+    /// the first record of app data is not held either.
+    #[tokio::test]
+    async fn a_tls12_handshake_holds_nothing() {
+        let (mut tls, server) = held_handshake(&rustls::version::TLS12).await;
+        assert!(!tls.get_ref().0.holding());
+        tls.get_mut().0.send_held(false).unwrap();
+        let port = tls.get_ref().0.tcp().local_addr().unwrap().port();
+        tls.write_all(b"app data").await.unwrap();
+        tls.flush().await.unwrap();
+        eventually("the record acknowledged", || queued(port) == 0).await;
+        tls.shutdown().await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"app data");
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! Sending: plaintext is copied into record-shaped room in one output buffer, sealed in place and
 //! written with one `write` per batch (up to 16 records). Before the sending key would pass its
-//! record budget it is rotated with a KeyUpdate. `poll_shutdown` sends close_notify, then FIN.
+//! record budget it is rotated with a KeyUpdate. `poll_shutdown` sends close_notify and FIN in
+//! one packet.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -32,6 +33,7 @@ use crate::config::Provider;
 use crate::forward::BufferPolicy;
 use crate::ktls::Cipher;
 use crate::ktls::keys::Rekey;
+use crate::ktls::record::poll_send_more;
 use crate::ktls::stream::KeyUpdates;
 use crate::post_handshake::{
     ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, DECODE_ERROR, HANDSHAKE, INTERNAL_ERROR, Joiner,
@@ -455,6 +457,21 @@ impl RecordStream {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes sealed records until none are left, each write flagged `MSG_MORE`, then FIN: the
+    /// kernel holds back the last partial segment for the FIN to join it, so a closing alert and
+    /// the FIN leave in one packet (one segment, one wake-up of the peer, instead of two).
+    fn poll_write_out_and_fin(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.tx.out.is_empty() {
+            let n = ready!(poll_send_more(&self.tcp, cx, &[IoSlice::new(&self.tx.out)]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.tx.out.advance(n);
+        }
+        self.tx.out = BytesMut::new();
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
     /// Sends a fatal alert (best effort, our key still good), then FIN: the peer must not take
     /// the end of a failed connection for the end of our data.
     pub async fn abort(&mut self, description: u8) -> io::Result<()> {
@@ -462,8 +479,7 @@ impl RecordStream {
             self.seal(ALERT, &fatal_alert(description));
             self.tx.close_notify_sent = true; // nothing may follow a fatal alert
         }
-        std::future::poll_fn(|cx| self.poll_write_out(cx)).await?;
-        tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await
+        std::future::poll_fn(|cx| self.poll_write_out_and_fin(cx)).await
     }
 }
 
@@ -524,7 +540,6 @@ impl AsyncWrite for RecordStream {
             this.seal(ALERT, &CLOSE_NOTIFY_ALERT);
             this.tx.close_notify_sent = true;
         }
-        ready!(this.poll_write_out(cx))?;
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        this.poll_write_out_and_fin(cx)
     }
 }

@@ -182,6 +182,58 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     .await;
 }
 
+/// An outbound route to a TLS 1.2-only server (`--tls12`). Our last handshake flight is held for
+/// the app's first bytes only in TLS 1.3: here nothing may be held, neither the handshake nor,
+/// later, any record of the app's (a held write waits for the kernel's 200 ms probe timer, so
+/// 20 round trips would take 4 s; they take milliseconds).
+#[tokio::test]
+async fn an_outbound_route_speaks_tls12_to_a_tls12_only_server_without_holding_writes() {
+    let pki = TestPki::new();
+    let server = SServer::start(
+        &Identity::new(&pki, &pki.workload("server")),
+        &["-rev", "-tls1_2", "-Verify", "2", "-verify_return_error"],
+    )
+    .await;
+    let client_dir = CertDir::new(&pki.workload("client"));
+    let outbound = Proxy::builder()
+        .cert_dir(&client_dir)
+        .outbound(
+            &server.addr.to_string(),
+            &format!(",server-name={}", dns_name("server")),
+        )
+        .args(["--tls12"])
+        .start();
+    outbound.ready().await;
+    let app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
+    let mut app = BufReader::new(app);
+    // The handshake is over before the app writes (s_server's -rev mode only answers lines):
+    // wait for the outbound to count it, as TLS 1.2.
+    wait_metric(
+        &outbound,
+        "gembok_tls_handshakes_total",
+        &[("version", "TLSv1_2")],
+        1.0,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let line = format!("request {i}\n");
+        app.get_mut().write_all(line.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(10), app.read_line(&mut reply))
+            .await
+            .expect("s_server answered")
+            .unwrap();
+        let want: String = line.trim_end().chars().rev().collect();
+        assert_eq!(reply.trim_end(), want);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "20 round trips took {:?}: writes held",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn alpn_h2_is_negotiated_for_grpc_clients() {
     let pki = TestPki::new();
