@@ -84,7 +84,8 @@ enum Hold {
     Off,
     /// Looking for the first encrypted record in what rustls writes.
     Armed(Scan),
-    Corked,
+    /// The flight went with `MSG_MORE`: the kernel keeps it.
+    Held,
 }
 
 /// Where records start in a byte stream written in pieces.
@@ -178,14 +179,14 @@ impl RecordAligned<TcpStream> {
 
     /// Whether the last handshake flight is held back (written, corked).
     pub fn holding(&self) -> bool {
-        matches!(self.hold, Hold::Corked)
+        matches!(self.hold, Hold::Held)
     }
 
     /// Ends the hold. With `more_follows`, the caller's next write takes the held flight along;
     /// without, the flight is pushed now (setting `TCP_NODELAY`, which the socket has anyway,
     /// pushes what is queued).
     pub fn send_held(&mut self, more_follows: bool) -> io::Result<()> {
-        let held = matches!(self.hold, Hold::Corked);
+        let held = matches!(self.hold, Hold::Held);
         self.hold = Hold::Off;
         if held && !more_follows {
             setsockopt(&self.inner, sockopt::TcpNoDelay, &true)?;
@@ -200,7 +201,7 @@ impl RecordAligned<TcpStream> {
         };
         let mut ahead = scan.clone();
         if bufs.iter().any(|b| ahead.starts(b, APPLICATION_DATA)) {
-            self.hold = Hold::Corked;
+            self.hold = Hold::Held;
             return true;
         }
         false
@@ -393,7 +394,7 @@ impl AsyncWrite for RecordAligned<TcpStream> {
         if matches!(this.hold, Hold::Off) {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
-        if matches!(this.hold, Hold::Corked) || this.starts_last_flight(bufs) {
+        if matches!(this.hold, Hold::Held) || this.starts_last_flight(bufs) {
             return poll_send_more(&this.inner, cx, bufs);
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
@@ -619,16 +620,32 @@ mod tests {
         assert!(!body.starts(&record(22, &[23; 30]), APPLICATION_DATA));
     }
 
-    /// Bytes in `port`'s send queue not yet acknowledged (sent or not), from /proc/net/tcp.
-    fn queued(port: u16) -> usize {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let local = format!("0100007F:{port:04X}");
-        let line = table
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(&local))
-            .unwrap_or_else(|| panic!("no socket on port {port}"));
-        let queues = line.split_whitespace().nth(4).unwrap();
-        usize::from_str_radix(queues.split(':').next().unwrap(), 16).unwrap()
+    /// Bytes in `tcp`'s send queue that have not been sent (`TCP_INFO`'s
+    /// `tcpi_notsent_bytes`): a push sends them within the call that pushes, without waiting for
+    /// the peer (or, on a loaded host, for softirq time to deliver its ACK).
+    // nix has no binding for TCP_INFO: one `getsockopt` into libc's struct, tests only.
+    #[allow(unsafe_code)]
+    fn unsent(tcp: &TcpStream) -> u32 {
+        // SAFETY: `tcp_info` is plain integers, valid zeroed; the kernel writes at most `len`
+        // bytes into it, and `len` is its size.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                tcp.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_notsent_bytes) + 4;
+        assert!(
+            len as usize >= needed,
+            "this kernel's TCP_INFO has no tcpi_notsent_bytes"
+        );
+        info.tcpi_notsent_bytes
     }
 
     /// A client handshake with the last flight held, against a tokio-rustls server that, once its
@@ -674,21 +691,8 @@ mod tests {
         (tls, server)
     }
 
-    /// Polls `f` every millisecond until it holds, for up to `limit`.
-    async fn within(limit: std::time::Duration, what: &str, f: impl Fn() -> bool) {
-        let start = std::time::Instant::now();
-        while !f() {
-            assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-    }
-
-    async fn eventually(what: &str, f: impl Fn() -> bool) {
-        within(std::time::Duration::from_secs(10), what, f).await;
-    }
-
-    /// The Finished stays in our send queue (the server cannot finish its handshake) until the
-    /// app's first bytes are written after it; then both go, the request intact.
+    /// The Finished stays in our send queue, unsent (the server cannot finish its handshake),
+    /// until the app's first bytes are written after it; then both go, the request intact.
     #[tokio::test]
     async fn the_last_flight_waits_for_the_first_request_and_leaves_with_it() {
         let (mut tls, server) = held_handshake(&rustls::version::TLS13).await;
@@ -697,15 +701,15 @@ mod tests {
             tls.get_ref().0.holding(),
             "a TLS 1.3 client's Finished is held"
         );
-        let port = tls.get_ref().0.tcp().local_addr().unwrap().port();
-        // Held, it is not sent (loopback would have acknowledged it at once). Look for up to
-        // 20 ms after the write, at least once: the kernel's probe timer sends held bytes 200 ms
-        // after it, and a loaded test host may keep this thread waiting between two looks.
+        // Look for up to 20 ms after the write, at least once; only looks within 150 ms of it
+        // count, as the kernel's probe timer sends held bytes 200 ms after it (a loaded test
+        // host may keep this thread waiting between two looks).
         loop {
-            let (held, finished) = (queued(port) > 0, server.is_finished());
+            let held = unsent(tls.get_ref().0.tcp());
+            let finished = server.is_finished();
             let looked = written.elapsed();
             if looked < std::time::Duration::from_millis(150) {
-                assert!(held, "the held flight left alone after {looked:?}");
+                assert!(held > 0, "the held flight left alone after {looked:?}");
                 assert!(!finished, "the server finished its handshake");
             }
             if looked > std::time::Duration::from_millis(20) {
@@ -716,12 +720,13 @@ mod tests {
         tls.get_mut().0.send_held(true).unwrap();
         tls.write_all(b"the first request").await.unwrap();
         tls.flush().await.unwrap();
-        eventually("the flight and the request acknowledged", || {
-            queued(port) == 0
-        })
-        .await;
+        assert_eq!(
+            unsent(tls.get_ref().0.tcp()),
+            0,
+            "the request's write sent both"
+        );
         tls.shutdown().await.unwrap();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), server)
             .await
             .expect("server handshake")
             .unwrap();
@@ -730,21 +735,20 @@ mod tests {
         assert!(!tls.get_ref().0.holding());
     }
 
-    /// With no request waiting, the held flight is pushed at once: the server's handshake ends.
+    /// With no request waiting, the held flight is pushed at once: sent within the call (not
+    /// left to the kernel's probe timer), and the server's handshake ends.
     #[tokio::test]
     async fn the_last_flight_goes_alone_when_the_app_has_nothing_to_send() {
         let (mut tls, server) = held_handshake(&rustls::version::TLS13).await;
         assert!(tls.get_ref().0.holding());
-        let port = tls.get_ref().0.tcp().local_addr().unwrap().port();
         tls.get_mut().0.send_held(false).unwrap();
-        // Pushed, not left to the kernel's probe timer (200 ms).
-        let pushed = std::time::Duration::from_millis(150);
-        within(pushed, "the pushed flight acknowledged", || {
-            queued(port) == 0
-        })
-        .await;
+        assert_eq!(
+            unsent(tls.get_ref().0.tcp()),
+            0,
+            "the held flight was not pushed"
+        );
         tls.shutdown().await.unwrap();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), server)
             .await
             .expect("server handshake")
             .unwrap();
@@ -758,12 +762,11 @@ mod tests {
         let (mut tls, server) = held_handshake(&rustls::version::TLS12).await;
         assert!(!tls.get_ref().0.holding());
         tls.get_mut().0.send_held(false).unwrap();
-        let port = tls.get_ref().0.tcp().local_addr().unwrap().port();
         tls.write_all(b"app data").await.unwrap();
         tls.flush().await.unwrap();
-        eventually("the record acknowledged", || queued(port) == 0).await;
+        assert_eq!(unsent(tls.get_ref().0.tcp()), 0, "the record was held");
         tls.shutdown().await.unwrap();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), server)
             .await
             .unwrap()
             .unwrap();
