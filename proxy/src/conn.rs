@@ -205,11 +205,9 @@ where
             let until = until_ticket(&mut app, &mut peer, tickets, settings, metrics, abort);
             match until.await {
                 Ok(so_far) => carried = (carried.0 + so_far.0, carried.1 + so_far.1),
-                Err(mut outcome) => {
+                Err(outcome) => {
                     metrics.data_path("userspace");
-                    outcome.app_to_peer += carried.0;
-                    outcome.peer_to_app += carried.1;
-                    return finish_logged(outcome, &mut app, &mut peer, metrics).await;
+                    return finish_logged(outcome, carried, &mut app, &mut peer, metrics).await;
                 }
             }
         }
@@ -233,7 +231,7 @@ where
     }
     peer.release();
     metrics.data_path("userspace");
-    let mut outcome = forward::forward(
+    let outcome = forward::forward(
         &mut app,
         &mut peer,
         settings,
@@ -242,9 +240,7 @@ where
         abort,
     )
     .await;
-    outcome.app_to_peer += carried.0;
-    outcome.peer_to_app += carried.1;
-    finish_logged(outcome, &mut app, &mut peer, metrics).await
+    finish_logged(outcome, carried, &mut app, &mut peer, metrics).await
 }
 
 /// Client side of gembok's record layer: forwards with rustls until the server's session ticket
@@ -297,7 +293,8 @@ async fn carry_in_kernel(
             let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort(alert)).await;
         }
     }
-    finish_logged(outcome, &mut app, &mut peer, metrics).await
+    // (Nothing is forwarded before the kernel takes the records.)
+    finish_logged(outcome, (0, 0), &mut app, &mut peer, metrics).await
 }
 
 /// Gembok's record layer: app → peer read into record slots and sealed there, peer → app opened
@@ -308,15 +305,13 @@ async fn carry_records(
     settings: Settings,
     metrics: &ListenerMetrics,
     abort: &CancellationToken,
-    carried_before: (u64, u64),
+    carried: (u64, u64),
 ) -> &'static str {
     metrics.data_path("records");
     let up = records::AppToRecords::new(settings.buffers, &metrics.app_to_peer);
     let down = records::RecordsToApp::new(&metrics.peer_to_app);
-    let mut outcome =
+    let outcome =
         forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout, abort).await;
-    outcome.app_to_peer += carried_before.0;
-    outcome.peer_to_app += carried_before.1;
     // A bad record or our key budget ended it: tell the peer with a fatal alert (its sidecar then
     // resets its app) rather than leave a truncation. Not after the peer's own alert.
     if let End::PeerError(e) = &outcome.end
@@ -329,18 +324,21 @@ async fn carry_records(
             let _ = tokio::time::timeout(Duration::from_secs(1), peer.abort(alert)).await;
         }
     }
-    finish_logged(outcome, &mut app, &mut peer, metrics).await
+    finish_logged(outcome, carried, &mut app, &mut peer, metrics).await
 }
 
+/// Logs how the connection ended (with `carried`, the bytes forwarded each way before this
+/// data path took over) and closes it accordingly.
 async fn finish_logged<P: PeerStream>(
     outcome: Outcome,
+    carried: (u64, u64),
     app: &mut TcpStream,
     peer: &mut P,
     metrics: &ListenerMetrics,
 ) -> &'static str {
     tracing::debug!(
-        app_to_peer = outcome.app_to_peer,
-        peer_to_app = outcome.peer_to_app,
+        app_to_peer = carried.0 + outcome.app_to_peer,
+        peer_to_app = carried.1 + outcome.peer_to_app,
         end = outcome.end.label(),
         "connection finished"
     );

@@ -149,7 +149,7 @@ impl Handler for Outbound {
     }
 }
 
-/// Sends the last handshake flight, held back by `RecordAligned::hold_last_flight`, with the
+/// Ends the hold of `RecordAligned::hold_last_flight`, and sends the held flight with the
 /// app's first bytes when they are already waiting (a client usually writes its request right
 /// after connecting), in one packet; else alone, at once. Returns how many app bytes it sent.
 async fn send_first(
@@ -157,10 +157,8 @@ async fn send_first(
     peer: &mut TlsStream<RecordAligned<TcpStream>>,
     metrics: &ListenerMetrics,
 ) -> Result<u64, End> {
-    if !peer.get_ref().0.holding() {
-        // Nothing held (TLS 1.2): disarmed, so that no app record is held later.
-        peer.get_mut().0.send_held(false).map_err(End::PeerError)?;
-        return Ok(0);
+    if !peer.get_mut().0.end_hold() {
+        return Ok(0); // nothing held (TLS 1.2)
     }
     let mut first = Vec::with_capacity(FIRST_READ);
     let n = match app.try_read_buf(&mut first) {
@@ -168,12 +166,13 @@ async fn send_first(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(End::AppError(e)), // the peer is reset, the flight with it
     };
-    peer.get_mut().0.send_held(n > 0).map_err(End::PeerError)?;
-    if n > 0 {
-        peer.write_all(&first).await.map_err(End::PeerError)?;
-        peer.flush().await.map_err(End::PeerError)?;
-        metrics.app_to_peer.increment(n as u64);
+    if n == 0 {
+        peer.get_ref().0.push_held().map_err(End::PeerError)?;
+        return Ok(0);
     }
+    peer.write_all(&first).await.map_err(End::PeerError)?;
+    peer.flush().await.map_err(End::PeerError)?;
+    metrics.app_to_peer.increment(n as u64);
     Ok(n as u64)
 }
 

@@ -5,6 +5,8 @@
 /// Record content types.
 pub const ALERT: u8 = 21;
 pub const HANDSHAKE: u8 = 22;
+/// Outer content type of every protected TLS 1.3 record, and the inner type of application data.
+pub const APPLICATION_DATA: u8 = 23;
 
 /// Alert descriptions (RFC 8446 §6): the peer's we act on, and the fatal ones we send.
 pub const CLOSE_NOTIFY: u8 = 0;

@@ -441,11 +441,7 @@ async fn openssl_s_client_reaches_a_ktls_inbound_with_every_cipher_and_tls12() {
 #[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
 async fn a_ktls_outbound_reaches_openssl_s_server() {
     let pki = TestPki::new();
-    let server = SServer::start(
-        &Identity::new(&pki, &pki.workload("server")),
-        &["-rev", "-tls1_3", "-Verify", "2", "-verify_return_error"],
-    )
-    .await;
+    let server = SServer::reversing(&pki, "-tls1_3").await;
     let addr = server.addr;
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = Proxy::builder()

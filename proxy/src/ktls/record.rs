@@ -31,6 +31,8 @@ use nix::sys::socket::{MsgFlags, sendmsg, setsockopt, sockopt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::post_handshake::{APPLICATION_DATA, HANDSHAKE};
+
 /// The record header: outer type, legacy version, length.
 pub const HEADER: usize = 5;
 
@@ -72,7 +74,7 @@ pub struct RecordAligned<S> {
 ///
 /// In TLS 1.3 the client's first encrypted record opens its last flight ((Certificate,
 /// CertificateVerify,) Finished): a write that starts one is sent with `MSG_MORE`, so the kernel
-/// keeps it until the connection's owner calls [`RecordAligned::send_held`], having found the
+/// keeps it until the connection's owner ends the hold ([`RecordAligned::end_hold`]), having found the
 /// app's first request waiting (its record, written next, takes the flight along) or not (the
 /// flight is pushed alone). The Finished and the request then leave in one packet, and the
 /// server's sidecar wakes once for both. TLS 1.2 handshakes write no such record and are never
@@ -123,11 +125,6 @@ impl Scan {
     }
 }
 
-/// The outer content type of every TLS 1.3 record sealed under a traffic key.
-const APPLICATION_DATA: u8 = 23;
-/// The content type of a plaintext handshake record.
-const HANDSHAKE: u8 = 22;
-
 impl<S> RecordAligned<S> {
     pub fn new(inner: S, mode: Mode) -> Self {
         Self {
@@ -177,21 +174,22 @@ impl RecordAligned<TcpStream> {
         self.hold = Hold::Armed(Scan::default());
     }
 
-    /// Whether the last handshake flight is held back (written, corked).
+    /// Whether the last handshake flight is held back (written with `MSG_MORE`).
+    #[cfg(test)]
     pub fn holding(&self) -> bool {
         matches!(self.hold, Hold::Held)
     }
 
-    /// Ends the hold. With `more_follows`, the caller's next write takes the held flight along;
-    /// without, the flight is pushed now (setting `TCP_NODELAY`, which the socket has anyway,
-    /// pushes what is queued).
-    pub fn send_held(&mut self, more_follows: bool) -> io::Result<()> {
-        let held = matches!(self.hold, Hold::Held);
-        self.hold = Hold::Off;
-        if held && !more_follows {
-            setsockopt(&self.inner, sockopt::TcpNoDelay, &true)?;
-        }
-        Ok(())
+    /// Ends the hold: later writes go out as written. Returns whether a flight is held back;
+    /// the caller's next write then takes it along, or [`Self::push_held`] sends it alone.
+    pub fn end_hold(&mut self) -> bool {
+        matches!(std::mem::take(&mut self.hold), Hold::Held)
+    }
+
+    /// Sends a held flight alone, now: setting `TCP_NODELAY` (which the socket has anyway)
+    /// pushes what the kernel keeps.
+    pub fn push_held(&self) -> io::Result<()> {
+        setsockopt(&self.inner, sockopt::TcpNoDelay, &true).map_err(io::Error::from)
     }
 
     /// Whether this write starts the client's first encrypted record (then held from here on).
@@ -691,6 +689,18 @@ mod tests {
         (tls, server)
     }
 
+    /// Closes the client, and what the server read before EOF.
+    async fn server_got(
+        mut tls: tokio_rustls::client::TlsStream<RecordAligned<TcpStream>>,
+        server: tokio::task::JoinHandle<Vec<u8>>,
+    ) -> Vec<u8> {
+        tls.shutdown().await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), server)
+            .await
+            .expect("the server's handshake and read")
+            .unwrap()
+    }
+
     /// The Finished stays in our send queue, unsent (the server cannot finish its handshake),
     /// until the app's first bytes are written after it; then both go, the request intact.
     #[tokio::test]
@@ -701,23 +711,15 @@ mod tests {
             tls.get_ref().0.holding(),
             "a TLS 1.3 client's Finished is held"
         );
-        // Look for up to 20 ms after the write, at least once; only looks within 150 ms of it
-        // count, as the kernel's probe timer sends held bytes 200 ms after it (a loaded test
-        // host may keep this thread waiting between two looks).
-        loop {
-            let held = unsent(tls.get_ref().0.tcp());
-            let finished = server.is_finished();
-            let looked = written.elapsed();
-            if looked < std::time::Duration::from_millis(150) {
-                assert!(held > 0, "the held flight left alone after {looked:?}");
-                assert!(!finished, "the server finished its handshake");
-            }
-            if looked > std::time::Duration::from_millis(20) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // A plain write would have sent it within the call. The look counts only within 150 ms
+        // of the write: the kernel's probe timer sends held bytes 200 ms after it, and a loaded
+        // test host may keep this thread waiting that long.
+        let (held, finished) = (unsent(tls.get_ref().0.tcp()), server.is_finished());
+        if written.elapsed() < std::time::Duration::from_millis(150) {
+            assert!(held > 0, "the held flight left alone");
+            assert!(!finished, "the server finished its handshake");
         }
-        tls.get_mut().0.send_held(true).unwrap();
+        assert!(tls.get_mut().0.end_hold(), "the flight was held");
         tls.write_all(b"the first request").await.unwrap();
         tls.flush().await.unwrap();
         assert_eq!(
@@ -725,14 +727,9 @@ mod tests {
             0,
             "the request's write sent both"
         );
-        tls.shutdown().await.unwrap();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(30), server)
-            .await
-            .expect("server handshake")
-            .unwrap();
-        assert_eq!(got, b"the first request");
         // Later writes are not held.
         assert!(!tls.get_ref().0.holding());
+        assert_eq!(server_got(tls, server).await, b"the first request");
     }
 
     /// With no request waiting, the held flight is pushed at once: sent within the call (not
@@ -740,36 +737,25 @@ mod tests {
     #[tokio::test]
     async fn the_last_flight_goes_alone_when_the_app_has_nothing_to_send() {
         let (mut tls, server) = held_handshake(&rustls::version::TLS13).await;
-        assert!(tls.get_ref().0.holding());
-        tls.get_mut().0.send_held(false).unwrap();
+        assert!(tls.get_mut().0.end_hold());
+        tls.get_ref().0.push_held().unwrap();
         assert_eq!(
             unsent(tls.get_ref().0.tcp()),
             0,
             "the held flight was not pushed"
         );
-        tls.shutdown().await.unwrap();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(30), server)
-            .await
-            .expect("server handshake")
-            .unwrap();
-        assert!(got.is_empty());
+        assert!(server_got(tls, server).await.is_empty());
     }
 
-    /// TLS 1.2 handshakes seal no application-data record: nothing is held, and once disarmed
-    /// the first record of app data is not held either.
+    /// TLS 1.2 handshakes seal no application-data record: nothing is held, and once the hold
+    /// ends the first record of app data is not held either.
     #[tokio::test]
     async fn a_tls12_handshake_holds_nothing() {
         let (mut tls, server) = held_handshake(&rustls::version::TLS12).await;
-        assert!(!tls.get_ref().0.holding());
-        tls.get_mut().0.send_held(false).unwrap();
+        assert!(!tls.get_mut().0.end_hold());
         tls.write_all(b"app data").await.unwrap();
         tls.flush().await.unwrap();
         assert_eq!(unsent(tls.get_ref().0.tcp()), 0, "the record was held");
-        tls.shutdown().await.unwrap();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(30), server)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, b"app data");
+        assert_eq!(server_got(tls, server).await, b"app data");
     }
 }

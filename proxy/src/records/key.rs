@@ -14,6 +14,7 @@ use crate::ktls::Cipher;
 use crate::post_handshake::{BAD_RECORD_MAC, RECORD_OVERFLOW, UNEXPECTED_MESSAGE};
 
 pub use crate::ktls::record::{HEADER, record_len};
+pub use crate::post_handshake::APPLICATION_DATA;
 /// The AEAD tag (all three TLS 1.3 AEADs).
 pub const TAG: usize = 16;
 /// The largest plaintext one record carries.
@@ -23,8 +24,6 @@ pub const MAX_PLAINTEXT: usize = 16 * 1024;
 pub const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 /// A whole record of the largest size we send: header, plaintext, content type, tag.
 pub const MAX_SEALED: usize = HEADER + MAX_PLAINTEXT + 1 + TAG;
-/// Outer content type of every protected record, and the inner type of application data.
-pub const APPLICATION_DATA: u8 = 23;
 
 /// A record that cannot be opened; each maps to the alert that tells the peer why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -446,8 +446,17 @@ impl RecordStream {
 
     /// Writes sealed records until none are left.
     pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_drain(cx, false)
+    }
+
+    /// Writes sealed records until none are left; with `more`, flagged `MSG_MORE`.
+    fn poll_drain(&mut self, cx: &mut Context<'_>, more: bool) -> Poll<io::Result<()>> {
         while !self.tx.out.is_empty() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.tx.out))?;
+            let n = if more {
+                ready!(poll_send_more(&self.tcp, cx, &[IoSlice::new(&self.tx.out)]))?
+            } else {
+                ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.tx.out))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -461,14 +470,7 @@ impl RecordStream {
     /// kernel holds back the last partial segment for the FIN to join it, so a closing alert and
     /// the FIN leave in one packet (one segment, one wake-up of the peer, instead of two).
     fn poll_write_out_and_fin(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.tx.out.is_empty() {
-            let n = ready!(poll_send_more(&self.tcp, cx, &[IoSlice::new(&self.tx.out)]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.tx.out.advance(n);
-        }
-        self.tx.out = BytesMut::new();
+        ready!(self.poll_drain(cx, true))?;
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 

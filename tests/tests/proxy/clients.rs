@@ -148,11 +148,7 @@ async fn openssl_s_client_negotiates_tls13_with_an_aead_suite() {
 #[tokio::test]
 async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     let pki = TestPki::new();
-    let server = SServer::start(
-        &Identity::new(&pki, &pki.workload("server")),
-        &["-rev", "-tls1_3", "-Verify", "2", "-verify_return_error"],
-    )
-    .await;
+    let server = SServer::reversing(&pki, "-tls1_3").await;
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = Proxy::builder()
         .cert_dir(&client_dir)
@@ -189,11 +185,7 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
 #[tokio::test]
 async fn an_outbound_route_speaks_tls12_to_a_tls12_only_server_without_holding_writes() {
     let pki = TestPki::new();
-    let server = SServer::start(
-        &Identity::new(&pki, &pki.workload("server")),
-        &["-rev", "-tls1_2", "-Verify", "2", "-verify_return_error"],
-    )
-    .await;
+    let server = SServer::reversing(&pki, "-tls1_2").await;
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = Proxy::builder()
         .cert_dir(&client_dir)
