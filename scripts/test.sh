@@ -20,7 +20,7 @@ step() { printf '\n=== %s (%ds) ===\n' "$*" $((SECONDS - started)); }
 
 step "system packages"
 missing=()
-for pkg_tool in curl:curl openssl:openssl procps:kill python3:python3; do
+for pkg_tool in curl:curl openssl:openssl procps:kill iproute2:ss python3:python3; do
   command -v "${pkg_tool#*:}" >/dev/null || missing+=("${pkg_tool%%:*}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::{self, Buffered, End, Outcome, Settings, Switch};
@@ -50,18 +50,33 @@ impl ConnectError {
     }
 }
 
+/// What the caller does once a connection is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// It writes at once: a TLS client's ClientHello. The ACK that completes TCP's handshake
+    /// then rides on that first write instead of going alone (Linux delays it while the
+    /// socket is in "ping-pong" mode, which `TCP_QUICKACK` = 0 sets), and the listener's side
+    /// wakes once, with the connection and its first data, instead of twice.
+    WeWriteFirst,
+    /// It may wait for the other side to speak first (an app behind the inbound): the ACK
+    /// goes at once, as by default, or a server-first app would not see its connection until
+    /// the kernel's delayed-ACK timer (200 ms) fires.
+    EitherSide,
+}
+
 /// Finds the addresses (see [`Resolver`]) and connects to the first that accepts, all within
 /// `timeout`. TCP_NODELAY is set: records are flushed explicitly.
-pub async fn connect(to: &Resolver, timeout: Duration) -> Result<TcpStream, ConnectError> {
+pub async fn connect(
+    to: &Resolver,
+    opening: Opening,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
     let attempt = async {
         let addrs = to.addrs().await?;
         let mut last = None;
         for &addr in addrs.iter() {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(stream);
-                }
+            match connect_one(addr, opening).await {
+                Ok(stream) => return Ok(stream),
                 Err(source) => last = Some(ConnectError::Io { addr, source }),
             }
         }
@@ -70,6 +85,20 @@ pub async fn connect(to: &Resolver, timeout: Duration) -> Result<TcpStream, Conn
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or(Err(ConnectError::Timeout(timeout)))
+}
+
+async fn connect_one(addr: SocketAddr, opening: Opening) -> io::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_nodelay(true)?;
+    if opening == Opening::WeWriteFirst {
+        // Only the handshake's last ACK is affected: the kernel leaves ping-pong mode when it
+        // takes the SYN-ACK, and from then on decides as for any socket.
+        socket2::SockRef::from(&socket).set_tcp_quickack(false)?;
+    }
+    socket.connect(addr).await
 }
 
 /// How many encrypted bytes rustls may queue for one connection before a write waits: as much
@@ -425,5 +454,43 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    /// A connection whose caller writes first sends no ACK of its own to complete TCP's
+    /// handshake (SYN, then the first data carrying the ACK); one whose caller may wait sends
+    /// it at once (SYN, ACK, data), and is accepted before anything is written.
+    #[tokio::test]
+    async fn the_last_ack_of_tcps_handshake_rides_on_our_first_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = Resolver::fixed(listener.local_addr().unwrap());
+        // Segments sent by the time the first write returns, and whether the listener had the
+        // connection before it. The kernel holds the ACK for at most 200 ms: an attempt that a
+        // loaded host stalls for longer between connect and write is not counted.
+        async fn segments(
+            listener: &tokio::net::TcpListener,
+            to: &Resolver,
+            opening: Opening,
+        ) -> (u32, bool) {
+            loop {
+                let began = std::time::Instant::now();
+                let mut tcp = connect(to, opening, Duration::from_secs(5)).await.unwrap();
+                assert!(tcp.nodelay().unwrap());
+                let accepted_early = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(listener.poll_accept(cx).is_ready())
+                })
+                .await;
+                tcp.write_all(b"hello").await.unwrap();
+                let sent = crate::test_tcp::info(&tcp).tcpi_segs_out;
+                if !accepted_early {
+                    listener.accept().await.unwrap();
+                }
+                if began.elapsed() < Duration::from_millis(150) {
+                    return (sent, accepted_early);
+                }
+            }
+        }
+        let segments = |opening| segments(&listener, &to, opening);
+        assert_eq!(segments(Opening::WeWriteFirst).await, (2, false));
+        assert_eq!(segments(Opening::EitherSide).await, (3, true));
     }
 }

@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Direction;
 use crate::config::{InboundRoute, Limits};
-use crate::conn::{self, PeerStream};
+use crate::conn::{self, Opening, PeerStream};
 use crate::forward::Settings;
-use crate::ktls::{self, Kernel};
+use crate::ktls::{self, Kernel, RecordAligned};
 use crate::metrics::ListenerMetrics;
 use crate::records;
 use crate::resolve::Resolver;
@@ -79,7 +79,7 @@ impl Handler for Inbound {
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(acceptor.accept(peer));
-        let peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -95,9 +95,14 @@ impl Handler for Inbound {
         };
         conn::handshake_done(&self.metrics, peer.get_ref().1, started.elapsed());
 
-        // 3. The app.
+        // 3. The app. The client's first bytes nearly always come with its Finished: written
+        //    to the app as soon as it is connected, they take TCP's last ACK along.
         let target = self.route.target;
-        let app = match conn::connect(&self.app, self.limits.connect_timeout).await {
+        let opening = match client_spoke(&mut peer) {
+            true => Opening::WeWriteFirst,
+            false => Opening::EitherSide,
+        };
+        let app = match conn::connect(&self.app, opening, self.limits.connect_timeout).await {
             Ok(app) => app,
             Err(e) => {
                 self.metrics.upstream_failed(e.reason());
@@ -125,4 +130,14 @@ impl Handler for Inbound {
         )
         .await
     }
+}
+
+/// Whether the client's first bytes are already here after the handshake: read along with its
+/// Finished and left for whoever takes the records, or decrypted by rustls.
+fn client_spoke(peer: &mut tokio_rustls::server::TlsStream<RecordAligned<TcpStream>>) -> bool {
+    let (tcp, tls) = peer.get_mut();
+    tcp.read_ahead() > 0
+        || tls
+            .process_new_packets()
+            .is_ok_and(|io| io.plaintext_bytes_to_read() > 0)
 }

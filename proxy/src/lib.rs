@@ -52,6 +52,8 @@ pub mod verify_cache;
 pub mod wait_ready;
 
 #[cfg(test)]
+mod test_tcp;
+#[cfg(test)]
 mod test_tls;
 
 use std::future::Future;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Direction;
 use crate::config::{Limits, OutboundRoute};
-use crate::conn;
+use crate::conn::{self, Opening};
 use crate::forward::{End, Settings};
 use crate::ktls::{self, Kernel, RecordAligned};
 use crate::metrics::ListenerMetrics;
@@ -71,7 +71,13 @@ impl Handler for Outbound {
 
         // 2. The peer.
         let route = &self.route;
-        let tcp = match conn::connect(&self.peer, self.limits.connect_timeout).await {
+        let tcp = match conn::connect(
+            &self.peer,
+            Opening::WeWriteFirst,
+            self.limits.connect_timeout,
+        )
+        .await
+        {
             Ok(tcp) => tcp,
             Err(e) => {
                 self.metrics.upstream_failed(e.reason());

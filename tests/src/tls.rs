@@ -57,4 +57,36 @@ impl Client {
             .connect(name, tcp)
             .await
     }
+
+    /// Completes a handshake over blocking I/O with `first` sent in the same write as the
+    /// client's last flight (its Finished), as a sidecar that held its Finished for the app's
+    /// first request does.
+    pub fn handshake_sending(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        first: &[u8],
+    ) -> std::io::Result<(rustls::ClientConnection, std::net::TcpStream)> {
+        use std::io::Write;
+        let name = ServerName::try_from(server_name.to_owned()).expect("server name");
+        let mut tls = rustls::ClientConnection::new(self.config.clone(), name)
+            .map_err(std::io::Error::other)?;
+        let mut tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_nodelay(true)?;
+        while tls.is_handshaking() {
+            while tls.wants_write() {
+                tls.write_tls(&mut tcp)?;
+            }
+            if tls.read_tls(&mut tcp)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            tls.process_new_packets().map_err(std::io::Error::other)?;
+        }
+        // The last flight is queued, not yet written: the first bytes join it.
+        tls.writer().write_all(first)?;
+        while tls.wants_write() {
+            tls.write_tls(&mut tcp)?;
+        }
+        Ok((tls, tcp))
+    }
 }

@@ -14,6 +14,8 @@ mod half_close;
 mod lifecycle;
 #[path = "proxy/limits.rs"]
 mod limits;
+#[path = "proxy/opening.rs"]
+mod opening;
 #[path = "proxy/records.rs"]
 mod records;
 #[path = "proxy/rejections.rs"]

@@ -158,6 +158,11 @@ impl<S> RecordAligned<S> {
         &self.inner
     }
 
+    /// How many bytes were read from the socket beyond what rustls was served.
+    pub fn read_ahead(&self) -> usize {
+        self.ahead.len()
+    }
+
     /// The socket and what was read from it beyond what rustls was served.
     pub fn into_parts(self) -> (S, BytesMut) {
         (self.inner, self.ahead)
@@ -621,29 +626,8 @@ mod tests {
     /// Bytes in `tcp`'s send queue that have not been sent (`TCP_INFO`'s
     /// `tcpi_notsent_bytes`): a push sends them within the call that pushes, without waiting for
     /// the peer (or, on a loaded host, for softirq time to deliver its ACK).
-    // nix has no binding for TCP_INFO: one `getsockopt` into libc's struct, tests only.
-    #[allow(unsafe_code)]
     fn unsent(tcp: &TcpStream) -> u32 {
-        // SAFETY: `tcp_info` is plain integers, valid zeroed; the kernel writes at most `len`
-        // bytes into it, and `len` is its size.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = unsafe {
-            libc::getsockopt(
-                tcp.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&raw mut info).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
-        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_notsent_bytes) + 4;
-        assert!(
-            len as usize >= needed,
-            "this kernel's TCP_INFO has no tcpi_notsent_bytes"
-        );
-        info.tcpi_notsent_bytes
+        crate::test_tcp::info(tcp).tcpi_notsent_bytes
     }
 
     /// A client handshake with the last flight held, against a tokio-rustls server that, once its
