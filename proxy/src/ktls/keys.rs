@@ -13,14 +13,18 @@
 //! with the negotiated suite's own HKDF (from the crypto provider in use). The secrets reach us
 //! through rustls' `KeyLog` hook, on a per-connection copy of the TLS config ([`SecretLog`]),
 //! only for connections that may go to the kernel; they live in [`OkmBlock`]s, which zero their
-//! memory when dropped.
+//! memory when dropped. The hook logs the first generation; KeyUpdates that rustls made before
+//! the hand-over are followed by matching the IV rustls hands over ([`Rekey::new`]).
 
 use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::sockopt;
 use rustls::crypto::cipher::NONCE_LEN;
 use rustls::crypto::tls13::{Hkdf, OkmBlock};
-use rustls::{ClientConfig, KeyLog, ServerConfig, SupportedCipherSuite};
+use rustls::{
+    ClientConfig, ConnectionTrafficSecrets, ExtractedSecrets, KeyLog, ServerConfig,
+    SupportedCipherSuite,
+};
 
 use super::{Cipher, Handoff, Kernel, Version, setup};
 
@@ -117,6 +121,10 @@ pub fn handoff<'k, C: WithKeyLog>(
     (config, handoff, secrets)
 }
 
+/// How many generations ahead of the first rustls' keys may be at the hand-over for a key
+/// schedule to follow them (see [`TrafficKeys::catch_up`]).
+const EARLY_UPDATES: usize = 8;
+
 /// One direction's key schedule.
 pub struct TrafficKeys {
     hkdf: &'static dyn Hkdf,
@@ -127,8 +135,12 @@ pub struct TrafficKeys {
 impl TrafficKeys {
     /// Advances to the next generation and returns its key and IV.
     pub fn next_key(&mut self) -> KeyIv {
-        let expander = self.hkdf.expander_for_okm(&self.secret);
-        self.secret = expand_label_block(expander.as_ref(), b"traffic upd");
+        self.step();
+        self.current()
+    }
+
+    /// This generation's key and IV.
+    fn current(&self) -> KeyIv {
         let expander = self.hkdf.expander_for_okm(&self.secret);
         let mut next = KeyIv {
             key: [0; 32],
@@ -138,6 +150,30 @@ impl TrafficKeys {
         expand_label(expander.as_ref(), b"key", &mut next.key[..next.len]);
         expand_label(expander.as_ref(), b"iv", &mut next.iv);
         next
+    }
+
+    /// Moves the secret to the next generation (RFC 8446 §7.2).
+    fn step(&mut self) {
+        let expander = self.hkdf.expander_for_okm(&self.secret);
+        self.secret = expand_label_block(expander.as_ref(), b"traffic upd");
+    }
+
+    /// Follows the KeyUpdates that rustls processed or sent before the hand-over (a peer may
+    /// send one right behind its Finished, in the same read): steps until the current
+    /// generation's IV is `iv`, the one records are protected with now. IVs of two
+    /// generations coincide with probability 2^-96. False if `iv` is not within
+    /// [`EARLY_UPDATES`] generations.
+    fn catch_up(&mut self, iv: &[u8; NONCE_LEN]) -> bool {
+        for _ in 0..=EARLY_UPDATES {
+            let expander = self.hkdf.expander_for_okm(&self.secret);
+            let mut current = [0; NONCE_LEN];
+            expand_label(expander.as_ref(), b"iv", &mut current);
+            if current == *iv {
+                return true;
+            }
+            self.step();
+        }
+        false
     }
 
     /// Advances to the next generation and returns its key for the kernel (sequence 0).
@@ -180,13 +216,15 @@ impl std::fmt::Debug for Rekey {
 }
 
 impl Rekey {
-    /// The key schedules of a connection, from its captured secrets. `None` for TLS 1.2 (which
-    /// has no KeyUpdate) or when the secrets were not captured.
+    /// The key schedules of a connection, from its captured secrets, at the generations of
+    /// `in_use` (rustls' keys at the hand-over). `None` for TLS 1.2 (which has no KeyUpdate),
+    /// when the secrets were not captured, or when they do not lead to the keys in use.
     pub fn new(
         log: &SecretLog,
         suite: SupportedCipherSuite,
         cipher: Cipher,
         is_server: bool,
+        in_use: &ExtractedSecrets,
     ) -> Option<Self> {
         let hkdf = suite.tls13()?.hkdf_provider;
         let (client, server) = log.take()?;
@@ -200,10 +238,21 @@ impl Rekey {
         } else {
             (client, server)
         };
-        Some(Self {
+        let mut rekey = Self {
             tx: keys(tx),
             rx: keys(rx),
-        })
+        };
+        let caught_up = |keys: &mut TrafficKeys, (_, secrets): &(u64, ConnectionTrafficSecrets)| {
+            setup::traffic_key(cipher, secrets).is_ok_and(|(_, iv)| keys.catch_up(iv))
+        };
+        if !caught_up(&mut rekey.tx, &in_use.tx) || !caught_up(&mut rekey.rx, &in_use.rx) {
+            tracing::warn!(
+                "the captured traffic secrets do not lead to the keys in use: \
+                 a KeyUpdate will end this connection"
+            );
+            return None;
+        }
+        Some(rekey)
     }
 }
 

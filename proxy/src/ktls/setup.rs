@@ -233,18 +233,18 @@ pub async fn handover<S: TlsSession>(
             }
             .map_err(io::Error::from)
         };
+    let rekey = match (version, suite, &handoff.secrets) {
+        (Version::Tls13, Some(suite), Some(log)) if support.rekey => {
+            Rekey::new(log, suite, cipher, is_server, &secrets)
+        }
+        _ => None,
+    };
     if let Err(e) = install(Direction::Tx, secrets.tx) {
         return Handover::Failed(e, "tls_tx");
     }
     if let Err(e) = install(Direction::Rx, secrets.rx) {
         return Handover::Failed(e, "tls_rx");
     }
-    let rekey = match (version, suite, &handoff.secrets) {
-        (Version::Tls13, Some(suite), Some(log)) if support.rekey => {
-            Rekey::new(log, suite, cipher, is_server)
-        }
-        _ => None,
-    };
     Handover::Taken(KtlsStream::new(
         tcp,
         early,

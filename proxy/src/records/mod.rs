@@ -95,7 +95,9 @@ pub async fn handover<S: TlsSession>(
         (Err(e), _) | (_, Err(e)) => return Handover::Failed(e, "keys"),
     };
     let rekey = match (released.suite, secrets) {
-        (Some(suite), Some(log)) => Rekey::new(log, suite, cipher, released.is_server),
+        (Some(suite), Some(log)) => {
+            Rekey::new(log, suite, cipher, released.is_server, &released.secrets)
+        }
         _ => None,
     };
     Handover::Taken(Box::new(RecordStream::new(stream::Start {
