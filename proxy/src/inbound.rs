@@ -98,9 +98,10 @@ impl Handler for Inbound {
         // 3. The app. The client's first bytes nearly always come with its Finished: written
         //    to the app as soon as it is connected, they take TCP's last ACK along.
         let target = self.route.target;
-        let opening = match client_spoke(&mut peer) {
-            true => Opening::WeWriteFirst,
-            false => Opening::EitherSide,
+        let opening = if client_spoke(&mut peer) {
+            Opening::WeWriteFirst
+        } else {
+            Opening::EitherSide
         };
         let app = match conn::connect(&self.app, opening, self.limits.connect_timeout).await {
             Ok(app) => app,
