@@ -141,7 +141,6 @@ impl Handler for Outbound {
             secrets,
             tickets,
         };
-        let carried = (first, 0);
         conn::carry(
             app,
             peer,
@@ -149,7 +148,7 @@ impl Handler for Outbound {
             &self.metrics,
             takers,
             &abort,
-            carried,
+            (first, 0),
         )
         .await
     }

@@ -121,8 +121,8 @@ pub fn handoff<'k, C: WithKeyLog>(
     (config, handoff, secrets)
 }
 
-/// How many generations ahead of the first rustls' keys may be at the hand-over for a key
-/// schedule to follow them (see [`TrafficKeys::catch_up`]).
+/// How many generations past the first rustls' keys may be at the hand-over for a key schedule
+/// to catch up with them (see [`TrafficKeys::catch_up`]).
 const EARLY_UPDATES: usize = 8;
 
 /// One direction's key schedule.

@@ -65,6 +65,20 @@ async fn inbound_for(dir: &CertDir, app: SocketAddr, options: &str) -> Proxy {
     inbound
 }
 
+/// An outbound sidecar as `client`, routing to `server` under the name of the `server` workload.
+async fn outbound_to(dir: &CertDir, server: SocketAddr, args: &[&str]) -> Proxy {
+    let outbound = Proxy::builder()
+        .cert_dir(dir)
+        .outbound(
+            &server.to_string(),
+            &format!(",server-name={}", dns_name("server")),
+        )
+        .args(args)
+        .start();
+    outbound.ready().await;
+    outbound
+}
+
 #[tokio::test]
 async fn curl_with_a_client_certificate_gets_through_the_inbound_listener() {
     let pki = TestPki::new();
@@ -150,14 +164,7 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     let pki = TestPki::new();
     let server = SServer::reversing(&pki, "-tls1_3").await;
     let client_dir = CertDir::new(&pki.workload("client"));
-    let outbound = Proxy::builder()
-        .cert_dir(&client_dir)
-        .outbound(
-            &server.addr.to_string(),
-            &format!(",server-name={}", dns_name("server")),
-        )
-        .start();
-    outbound.ready().await;
+    let outbound = outbound_to(&client_dir, server.addr, &[]).await;
     let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
     app.write_all(b"hello gembok\n").await.unwrap();
     let mut reply = String::new();
@@ -187,15 +194,7 @@ async fn an_outbound_route_speaks_tls12_to_a_tls12_only_server_without_holding_w
     let pki = TestPki::new();
     let server = SServer::reversing(&pki, "-tls1_2").await;
     let client_dir = CertDir::new(&pki.workload("client"));
-    let outbound = Proxy::builder()
-        .cert_dir(&client_dir)
-        .outbound(
-            &server.addr.to_string(),
-            &format!(",server-name={}", dns_name("server")),
-        )
-        .args(["--tls12"])
-        .start();
-    outbound.ready().await;
+    let outbound = outbound_to(&client_dir, server.addr, &["--tls12"]).await;
     let app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
     let mut app = BufReader::new(app);
     // The handshake is over before the app writes (s_server's -rev mode only answers lines):
