@@ -43,6 +43,7 @@ pub mod math;
 pub mod metrics;
 pub mod outbound;
 pub mod post_handshake;
+pub mod reads;
 pub mod records;
 pub mod resolve;
 pub mod serve;

@@ -9,7 +9,6 @@
 //!    both sides are done;
 //! 5. close the way forwarding ended, and count it.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +25,7 @@ use crate::conn::{self, Opening};
 use crate::forward::{End, Settings};
 use crate::ktls::{self, Kernel, RecordAligned};
 use crate::metrics::ListenerMetrics;
+use crate::reads;
 use crate::records;
 use crate::resolve::Resolver;
 use crate::serve::Handler;
@@ -128,7 +128,7 @@ impl Handler for Outbound {
 
         // 4. and 5. Forward (the app's first bytes, when already there, with our Finished),
         //    then close.
-        let first = match send_first(&app, &mut peer, &self.metrics).await {
+        let first = match send_first(&mut app, &mut peer, &self.metrics).await {
             Ok(first) => first,
             Err(end) => {
                 conn::finish(&end, &mut app, &mut peer, &self.metrics).await;
@@ -158,7 +158,7 @@ impl Handler for Outbound {
 /// app's first bytes when they are already waiting (a client usually writes its request right
 /// after connecting), in one packet; else alone, at once. Returns how many app bytes it sent.
 async fn send_first(
-    app: &TcpStream,
+    app: &mut TcpStream,
     peer: &mut TlsStream<RecordAligned<TcpStream>>,
     metrics: &ListenerMetrics,
 ) -> Result<u64, End> {
@@ -166,10 +166,10 @@ async fn send_first(
         return Ok(0); // nothing held (TLS 1.2)
     }
     let mut first = Vec::with_capacity(FIRST_READ);
-    let n = match app.try_read_buf(&mut first) {
-        Ok(n) => n, // 0 is EOF: forwarding finds it again
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(End::AppError(e)), // the peer is reset, the flight with it
+    let n = match reads::read_if_there(app, &mut first).await {
+        Some(Ok(n)) => n, // 0 is EOF: forwarding finds it again
+        None => 0,
+        Some(Err(e)) => return Err(End::AppError(e)), // the peer is reset, the flight with it
     };
     if n == 0 {
         peer.get_ref().0.push_held().map_err(End::PeerError)?;

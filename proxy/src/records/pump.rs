@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use metrics::Counter;
-use tokio::io::{AsyncWrite, Interest};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::RecordStream;
 use super::key::{HEADER, MAX_PLAINTEXT, MAX_SEALED, TAG};
 use super::stream::BATCH;
 use crate::forward::{BufferPolicy, Failed, Pump};
+use crate::reads;
 
 /// Peer → app without a user-space copy: the content of opened records is written to the app
 /// from the buffer it was decrypted in, many records per `writev`.
@@ -164,7 +165,7 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
                     let payload = slots.next().map(|s| &mut s[HEADER..HEADER + MAX_PLAINTEXT]);
                     IoSliceMut::new(payload.unwrap_or_default())
                 });
-                read_draining(app, &mut slices[..count])
+                reads::readv_draining(app, &mut slices[..count])
             };
             self.sealed = 0;
             self.written = 0;
@@ -206,28 +207,6 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
     }
 }
 
-/// `try_read_vectored`, except that a short read also tells tokio the socket is drained, as
-/// tokio's own `poll_read` does: the next wait is then for the next readiness event, where
-/// `try_read_vectored` would first find out with one more `readv` that returns nothing. On a
-/// request/response connection that was one system call in seven per round trip. (Data that
-/// arrives after the `readv` brings a new event, which tokio does not clear; and a FIN stays
-/// visible, because tokio never clears the closed states.)
-fn read_draining(app: &TcpStream, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-    let room: usize = bufs.iter().map(|b| b.len()).sum();
-    let mut got = 0;
-    let read = app.try_io(Interest::READABLE, || {
-        got = nix::sys::uio::readv(app, bufs)?;
-        if 0 < got && got < room {
-            return Err(io::ErrorKind::WouldBlock.into()); // clears the readiness; `got` is kept
-        }
-        Ok(got)
-    });
-    match read {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-        read => read,
-    }
-}
-
 /// Record slots are read into, so they must be initialised memory; zeroing 256 KiB for every
 /// read would cost what the copy it replaces did. Each worker thread keeps a few slabs of each
 /// size for reuse instead. A connection holds one only between a read and the end of its
@@ -259,68 +238,5 @@ mod slabs {
                 k.push(slab);
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    async fn connected() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let writer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (reader, _) = listener.accept().await.unwrap();
-        (reader, writer)
-    }
-
-    async fn read(reader: &TcpStream, room: usize) -> io::Result<usize> {
-        tokio::time::timeout(Duration::from_secs(5), reader.readable())
-            .await
-            .expect("the socket never became readable")?;
-        let mut buf = vec![0; room];
-        read_draining(reader, &mut [IoSliceMut::new(&mut buf)])
-    }
-
-    /// Whether tokio still takes the socket for readable (`try_io` runs its closure only then).
-    fn still_readable(reader: &TcpStream) -> bool {
-        reader.try_io(Interest::READABLE, || Ok(())).is_ok()
-    }
-
-    #[tokio::test]
-    async fn a_short_read_clears_the_readiness_and_the_next_bytes_bring_it_back() {
-        let (reader, mut writer) = connected().await;
-        writer.write_all(&[7; 10]).await.unwrap();
-        assert_eq!(read(&reader, 64).await.unwrap(), 10);
-        assert!(
-            !still_readable(&reader),
-            "a readv that finds nothing would follow"
-        );
-        writer.write_all(&[8; 5]).await.unwrap();
-        assert_eq!(read(&reader, 64).await.unwrap(), 5);
-    }
-
-    #[tokio::test]
-    async fn a_full_read_keeps_the_readiness() {
-        let (reader, mut writer) = connected().await;
-        writer.write_all(&[7; 100]).await.unwrap();
-        assert_eq!(read(&reader, 64).await.unwrap(), 64);
-        assert!(still_readable(&reader));
-        assert_eq!(read(&reader, 64).await.unwrap(), 36);
-    }
-
-    #[tokio::test]
-    async fn a_fin_behind_a_short_read_is_still_seen() {
-        let (reader, mut writer) = connected().await;
-        writer.write_all(&[7; 10]).await.unwrap();
-        writer.shutdown().await.unwrap();
-        assert_eq!(read(&reader, 64).await.unwrap(), 10);
-        assert_eq!(read(&reader, 64).await.unwrap(), 0, "EOF");
     }
 }
