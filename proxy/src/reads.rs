@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 /// One `readv` into `bufs`, if tokio takes the socket for readable (else WouldBlock).
 pub fn readv_draining(app: &TcpStream, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
     let room: usize = bufs.iter().map(|b| b.len()).sum();
+    debug_assert!(room > 0, "an empty read would look like EOF");
     let mut got = 0;
     let read = app.try_io(Interest::READABLE, || {
         got = nix::sys::uio::readv(app, bufs)?;

@@ -111,6 +111,14 @@ impl<'a> AppToRecords<'a> {
     }
 }
 
+#[cfg(test)]
+impl AppToRecords<'_> {
+    /// Whether the pump holds a slab (an idle connection must not).
+    pub(super) fn holds_slab(&self) -> bool {
+        self.slab.is_some()
+    }
+}
+
 impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
     fn poll_pump(
         &mut self,
@@ -146,8 +154,17 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
             let large = wanted > 1;
             let slots = wanted.min(left);
 
-            if let Err(e) = ready!(app.poll_read_ready(cx)) {
-                return Poll::Ready(Err(Failed::Read(e)));
+            // Everything sealed is written: an app with nothing more to give leaves the
+            // connection holding no slab while it waits.
+            match app.poll_read_ready(cx) {
+                Poll::Pending => {
+                    if let Some(slab) = self.slab.take() {
+                        slabs::give(slab);
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed::Read(e))),
+                Poll::Ready(Ok(())) => {}
             }
             let mut slab = match self.slab.take() {
                 Some(slab) if !large || slab.len() > MAX_SEALED => slab,

@@ -198,6 +198,48 @@ async fn an_idle_connection_holds_no_buffer_once_the_handshake_read_ahead_is_use
 }
 
 #[tokio::test]
+async fn an_app_gone_quiet_leaves_the_pump_holding_no_slab() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use crate::forward::Pump;
+    let (ours, mut client, _) = pair(b"", None).await;
+    let mut ours = Box::new(ours);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut app_side = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut app, _) = listener.accept().await.unwrap();
+    let counter = Counter::noop();
+    let mut pump = AppToRecords::new(BufferPolicy::default(), &counter);
+
+    // A short request goes through (its read is short, so tokio takes the app for drained)...
+    app_side.write_all(b"request").await.unwrap();
+    let mut got = [0; 7];
+    let read = client.read_exact(&mut got);
+    tokio::pin!(read);
+    within(
+        "the request",
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(end) = pump.poll_pump(cx, Pin::new(&mut app), Pin::new(&mut ours)) {
+                panic!("the pump ended: {end:?}");
+            }
+            read.as_mut().poll(cx)
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&got, b"request");
+    // ...and while the app says nothing more, the connection holds no slab.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        pump.poll_pump(&mut cx, Pin::new(&mut app), Pin::new(&mut ours))
+            .is_pending()
+    );
+    assert!(!pump.holds_slab(), "an idle connection kept its slab");
+}
+
+#[tokio::test]
 async fn the_peers_key_update_is_followed_and_answered() {
     let (mut ours, mut theirs, counts) = pair(b"", None).await;
     theirs.get_mut().1.refresh_traffic_keys().unwrap(); // update_requested
