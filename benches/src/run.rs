@@ -1,7 +1,8 @@
 //! One benchmark run: get the contenders, start the app and every contender once, verify
 //! each, then measure. Timed scenarios go repetition by repetition and, inside one, variant by
-//! variant over every subject in a rotated order, so drift (thermal, noisy neighbours) hits all
-//! subjects alike. Memory and syscall counts come last: they leave connections and tracers
+//! variant over every subject in an order that changes every repetition ([`order`]), so drift
+//! (thermal, noisy neighbours, the sockets a scenario leaves in TIME_WAIT) hits all subjects
+//! alike. Memory and syscall counts come last: they leave connections and tracers
 //! behind that would disturb timing.
 
 use std::collections::BTreeMap;
@@ -230,8 +231,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
     let ktls_before = facts::ktls_connections();
     for rep in 0..plan.reps {
         eprintln!("repetition {}/{}", rep + 1, plan.reps);
-        let n = subjects.len();
-        let order: Vec<usize> = (0..n).map(|i| (i + rep as usize) % n).collect();
+        let order = order(subjects.len(), rep as usize);
         timed_rep(&mut subjects, &order, rep, plan, app, &pki, &mut rec).await;
     }
     if let Some(before) = ktls_before {
@@ -351,6 +351,23 @@ fn start_server(app: std::net::SocketAddr, dir: &std::path::Path) -> Result<Proc
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(proc)
+}
+
+/// The order of `n` subjects in repetition `rep`: forward, then backward, then both again
+/// from the middle, and so on (a quarter further each time round), so that every subject runs
+/// early in some repetitions and late in others. With two repetitions every subject's mean
+/// slot is the same. (Rotating by one slot per repetition, as before, kept each subject in
+/// nearly the same slot when there are fewer repetitions than subjects: with 8 subjects and 3
+/// repetitions, a `--variant` always ran among the last three.)
+fn order(n: usize, rep: usize) -> Vec<usize> {
+    let round = rep / 2;
+    let shift = (round * n.div_ceil(2) + (round / 2) * n.div_ceil(4)) % n.max(1);
+    let forward = (0..n).map(|i| (i + shift) % n);
+    if rep.is_multiple_of(2) {
+        forward.collect()
+    } else {
+        forward.rev().collect()
+    }
 }
 
 async fn timed_rep(
@@ -772,4 +789,43 @@ pub fn verdict(info: &ContenderInfo) -> Option<Verdict> {
     info.verdict
         .as_ref()
         .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::order;
+
+    fn slot(n: usize, rep: usize, subject: usize) -> usize {
+        order(n, rep).iter().position(|&s| s == subject).unwrap()
+    }
+
+    #[test]
+    fn every_repetition_runs_every_subject_once() {
+        for n in 1..12 {
+            for rep in 0..8 {
+                let mut o = order(n, rep);
+                o.sort_unstable();
+                assert_eq!(o, (0..n).collect::<Vec<_>>(), "n {n} rep {rep}");
+            }
+        }
+    }
+
+    #[test]
+    fn two_repetitions_give_every_subject_the_same_mean_slot() {
+        for n in 1..12 {
+            for s in 0..n {
+                assert_eq!(slot(n, 0, s) + slot(n, 1, s), n - 1, "n {n} subject {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn in_three_repetitions_every_subject_runs_early_and_late() {
+        let n = 8; // what a full run with one --variant has: direct, 6 contenders, the variant
+        for s in 0..n {
+            let slots: Vec<_> = (0..3).map(|rep| slot(n, rep, s)).collect();
+            assert!(slots.iter().any(|&x| x < n / 2), "subject {s}: {slots:?}");
+            assert!(slots.iter().any(|&x| x >= n / 2), "subject {s}: {slots:?}");
+        }
+    }
 }
