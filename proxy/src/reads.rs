@@ -56,16 +56,11 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
 
     use super::*;
 
     async fn connected() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let writer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (reader, _) = listener.accept().await.unwrap();
+        let (writer, reader) = crate::test_tcp::connected().await;
         (reader, writer)
     }
 

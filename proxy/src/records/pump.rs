@@ -85,7 +85,7 @@ impl<W: AsyncWrite + ?Sized> Pump<Box<RecordStream>, W> for RecordsToApp<'_> {
 /// buffer policy: one record's worth until the connection has carried `grow_after`, then [`BATCH`].
 pub struct AppToRecords<'a> {
     policy: BufferPolicy,
-    /// Record slots; `None` while the app has nothing to give.
+    /// Record slots, held from a read until its records are written.
     slab: Option<Vec<u8>>,
     /// Sealed bytes at the start of `slab`, and how many of them have been written.
     sealed: usize,
@@ -140,6 +140,10 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
                     self.written += n;
                 }
             }
+            // Written: the slab goes back, so a connection waiting on its app holds none.
+            if let Some(slab) = self.slab.take() {
+                slabs::give(slab);
+            }
             ready!(peer.poll_write_out(cx)).map_err(Failed::Write)?;
             if self.read_done {
                 ready!(Pin::new(&mut *peer).poll_shutdown(cx)).map_err(Failed::Write)?;
@@ -154,27 +158,10 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
             let large = wanted > 1;
             let slots = wanted.min(left);
 
-            // Everything sealed is written: an app with nothing more to give leaves the
-            // connection holding no slab while it waits.
-            match app.poll_read_ready(cx) {
-                Poll::Pending => {
-                    if let Some(slab) = self.slab.take() {
-                        slabs::give(slab);
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed::Read(e))),
-                Poll::Ready(Ok(())) => {}
+            if let Err(e) = ready!(app.poll_read_ready(cx)) {
+                return Poll::Ready(Err(Failed::Read(e)));
             }
-            let mut slab = match self.slab.take() {
-                Some(slab) if !large || slab.len() > MAX_SEALED => slab,
-                small => {
-                    if let Some(small) = small {
-                        slabs::give(small); // the connection has grown out of it
-                    }
-                    slabs::take(large)
-                }
-            };
+            let mut slab = slabs::take(large);
             let got = {
                 let count = slots.min(slab.len() / MAX_SEALED);
                 let mut slots = slab.chunks_exact_mut(MAX_SEALED);

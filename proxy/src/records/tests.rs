@@ -205,11 +205,7 @@ async fn an_app_gone_quiet_leaves_the_pump_holding_no_slab() {
     use crate::forward::Pump;
     let (ours, mut client, _) = pair(b"", None).await;
     let mut ours = Box::new(ours);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut app_side = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut app, _) = listener.accept().await.unwrap();
+    let (mut app_side, mut app) = crate::test_tcp::connected().await;
     let counter = Counter::noop();
     let mut pump = AppToRecords::new(BufferPolicy::default(), &counter);
 
@@ -325,11 +321,7 @@ async fn a_tcp_end_without_close_notify_is_a_truncation() {
 /// A stream on a loopback socket whose peer seals records by hand (with the twin of its
 /// receiving key, [`twin_keys`]): for what rustls never sends.
 async fn hand_sealed() -> (RecordStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (tcp, _) = listener.accept().await.unwrap();
+    let (peer, tcp) = crate::test_tcp::connected().await;
     let ((tx, _), (rx, _)) = (twin_keys(), twin_keys());
     let ours = RecordStream::new(stream::Start {
         tcp,
