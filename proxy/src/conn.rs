@@ -103,9 +103,9 @@ async fn connect_one(addr: SocketAddr, opening: Opening) -> io::Result<TcpStream
 }
 
 /// How many encrypted bytes rustls may queue for one connection before a write waits: as much
-/// as one forwarding buffer holds, so a full 256 KiB read leaves in one `writev` of 16 records
-/// (rustls' default of 64 KiB made it four).
-pub const TLS_SEND_QUEUE: usize = 256 * 1024 + 1024;
+/// as one forwarding buffer holds, so a full read leaves in one `writev` (rustls' default of
+/// 64 KiB made a 256 KiB read four).
+pub const TLS_SEND_QUEUE: usize = crate::forward::LARGE_BUFFER + 1024;
 
 /// Records a completed handshake: its duration, what was negotiated, and who the peer is.
 pub fn handshake_done(metrics: &ListenerMetrics, tls: &rustls::CommonState, took: Duration) {

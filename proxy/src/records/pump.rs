@@ -35,8 +35,8 @@ impl<'a> RecordsToApp<'a> {
     }
 }
 
-/// Slices per `writev`: 16 full records, plus room for small ones.
-const SLICES: usize = 64;
+/// Slices per `writev`: a batch of full records, plus room for small ones.
+const SLICES: usize = 4 * BATCH;
 
 impl<W: AsyncWrite + ?Sized> Pump<Box<RecordStream>, W> for RecordsToApp<'_> {
     fn poll_pump(
@@ -211,7 +211,7 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
     }
 }
 
-/// Record slots are read into, so they must be initialised memory; zeroing 256 KiB for every
+/// Record slots are read into, so they must be initialised memory; zeroing a batch for every
 /// read would cost what the copy it replaces did. Each worker thread keeps a few slabs of each
 /// size for reuse instead. A connection holds one only between a read and the end of its
 /// write, so an idle connection holds none.

@@ -40,7 +40,7 @@ use crate::post_handshake::{
     KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, USER_CANCELED, fatal_alert,
 };
 
-/// Records sealed per batch at most: the forwarding buffer's large size in plaintext (16
+/// Records sealed per batch at most: the forwarding buffer's large size in plaintext (32
 /// records of 16 KiB), one `write`.
 pub const BATCH: usize = crate::forward::LARGE_BUFFER / MAX_PLAINTEXT;
 /// Sealed bytes we hold before a write waits for the socket (as rustls' send queue).
