@@ -22,9 +22,11 @@ pub enum Command {
     Full {
         #[command(flatten)]
         common: Common,
-        /// Markdown report to write.
-        #[arg(long, default_value = "benches/RESULTS.md")]
-        report: PathBuf,
+        /// Markdown report to write. Default: benches/RESULTS.md, or RESULTS.md in the
+        /// `--out` directory when one is given (so that a run elsewhere never overwrites the
+        /// committed report with links to its own plots).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// One repetition at reduced sizes, for tuning.
     Quick {

@@ -51,10 +51,7 @@ pub fn execute(command: Command, argv: String) -> Result<()> {
             report::write(&r, &report, &out)
         }
         Command::Full { common, report } => {
-            let out = common
-                .out
-                .clone()
-                .unwrap_or_else(|| "benches/results".into());
+            let (out, report) = full_paths(common.out.clone(), report);
             measure("full", Plan::full(), common, &out, &report, argv, true)
         }
         Command::Quick { common, only } => {
@@ -74,6 +71,21 @@ pub fn execute(command: Command, argv: String) -> Result<()> {
             let report = out.join("RESULTS.md");
             let plan = only.apply(Plan::smoke());
             measure("smoke", plan, common, &out, &report, argv, false)
+        }
+    }
+}
+
+/// Where a full run writes its plots and report: the committed `benches/results/` and
+/// `benches/RESULTS.md` by default; with `--out DIR` alone, both under DIR.
+fn full_paths(out: Option<PathBuf>, report: Option<PathBuf>) -> (PathBuf, PathBuf) {
+    match (out, report) {
+        (None, report) => (
+            "benches/results".into(),
+            report.unwrap_or_else(|| "benches/RESULTS.md".into()),
+        ),
+        (Some(out), report) => {
+            let report = report.unwrap_or_else(|| out.join("RESULTS.md"));
+            (out, report)
         }
     }
 }
@@ -185,4 +197,42 @@ fn sibling(name: &str) -> Result<PathBuf> {
         dir
     };
     Ok(dir.join(name))
+}
+
+#[cfg(test)]
+mod full_paths_tests {
+    use super::full_paths;
+    use std::path::PathBuf;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn by_default_a_full_run_writes_the_committed_report() {
+        assert_eq!(
+            full_paths(None, None),
+            (p("benches/results"), p("benches/RESULTS.md"))
+        );
+    }
+
+    #[test]
+    fn a_full_run_elsewhere_keeps_its_report_beside_its_plots() {
+        assert_eq!(
+            full_paths(Some(p("/tmp/run")), None),
+            (p("/tmp/run"), p("/tmp/run/RESULTS.md"))
+        );
+    }
+
+    #[test]
+    fn an_explicit_report_path_wins() {
+        assert_eq!(
+            full_paths(Some(p("/tmp/run")), Some(p("/tmp/r.md"))),
+            (p("/tmp/run"), p("/tmp/r.md"))
+        );
+        assert_eq!(
+            full_paths(None, Some(p("/tmp/r.md"))),
+            (p("benches/results"), p("/tmp/r.md"))
+        );
+    }
 }
