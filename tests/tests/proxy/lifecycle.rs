@@ -158,9 +158,9 @@ async fn metrics_follow_prometheus_conventions() {
 }
 
 /// jemalloc is built with one arena (`.cargo/config.toml`): an idle sidecar's threads then share
-/// one instead of taking one each.
+/// one instead of taking one each; and with a background thread that purges freed memory.
 #[test]
-fn jemalloc_runs_with_one_arena() {
+fn jemalloc_runs_with_one_arena_and_a_purging_thread() {
     let out = Command::new(bins::proxy())
         .arg("--version")
         .env("_RJEM_MALLOC_CONF", "stats_print:true")
@@ -169,6 +169,74 @@ fn jemalloc_runs_with_one_arena() {
     let stats = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success());
     assert!(stats.contains("opt.narenas: 1\n"), "{stats}");
+    assert!(stats.contains("opt.background_thread: true"), "{stats}");
+}
+
+/// After a burst of bulk transfers, the memory the sidecars used for it goes back to the system
+/// while they sit idle (jemalloc's background thread, `.cargo/config.toml`). Without that
+/// thread jemalloc purges only when the program allocates again, and an idle sidecar kept its
+/// peak for as long as it stayed idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_used_by_a_burst_returns_to_the_system_while_idle() {
+    let mut pair = Pair::start().await;
+    pair.exchange_intact("warm-up", 0, 64 * 1024).await;
+    let pids = [pair.outbound.pid(), pair.inbound.pid()];
+    let rss = || pids.map(rss_kib);
+    let before = rss();
+
+    const STREAMS: u64 = 32;
+    let entry = pair.entry();
+    let burst: Vec<_> = (1..=STREAMS)
+        .map(|id| {
+            let x = Exchange {
+                id,
+                send_len: 8 << 20,
+                send_seed: 2 * id + 1,
+                reply_len: 8 << 20,
+                reply_seed: 2 * id + 2,
+            };
+            tokio::spawn(async move { (x, x.run(entry).await) })
+        })
+        .collect();
+    for task in burst {
+        let (x, got) = task.await.unwrap();
+        let got = got.unwrap_or_else(|e| panic!("stream {}: {e}", x.id));
+        assert_eq!(got.received, x.expected_reply(), "stream {}", x.id);
+    }
+    for _ in 0..STREAMS {
+        pair.app.received.recv().await.unwrap().expect("app side");
+    }
+    let peak = rss();
+    for side in 0..2 {
+        assert!(
+            peak[side] > before[side] + 8 * 1024,
+            "the burst should have grown each sidecar by over 8 MiB: {before:?} -> {peak:?} KiB"
+        );
+    }
+
+    // Nothing more is sent: within jemalloc's decay time (10 s) and a margin, each sidecar gives
+    // back at least half of what it grew by.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let now = rss();
+        if (0..2).all(|side| now[side] <= before[side] + (peak[side] - before[side]) / 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS stayed up after the burst: before {before:?}, peak {peak:?}, now {now:?} KiB"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
