@@ -78,16 +78,14 @@ pub fn execute(command: Command, argv: String) -> Result<()> {
 /// Where a full run writes its plots and report: the committed `benches/results/` and
 /// `benches/RESULTS.md` by default; with `--out DIR` alone, both under DIR.
 fn full_paths(out: Option<PathBuf>, report: Option<PathBuf>) -> (PathBuf, PathBuf) {
-    match (out, report) {
-        (None, report) => (
-            "benches/results".into(),
-            report.unwrap_or_else(|| "benches/RESULTS.md".into()),
-        ),
-        (Some(out), report) => {
-            let report = report.unwrap_or_else(|| out.join("RESULTS.md"));
-            (out, report)
-        }
-    }
+    let default_report = match &out {
+        None => PathBuf::from("benches/RESULTS.md"),
+        Some(out) => out.join("RESULTS.md"),
+    };
+    (
+        out.unwrap_or_else(|| "benches/results".into()),
+        report.unwrap_or(default_report),
+    )
 }
 
 fn measure(
@@ -219,20 +217,20 @@ mod full_paths_tests {
     #[test]
     fn a_full_run_elsewhere_keeps_its_report_beside_its_plots() {
         assert_eq!(
-            full_paths(Some(p("/tmp/run")), None),
-            (p("/tmp/run"), p("/tmp/run/RESULTS.md"))
+            full_paths(Some(p("runs/a")), None),
+            (p("runs/a"), p("runs/a/RESULTS.md"))
         );
     }
 
     #[test]
     fn an_explicit_report_path_wins() {
         assert_eq!(
-            full_paths(Some(p("/tmp/run")), Some(p("/tmp/r.md"))),
-            (p("/tmp/run"), p("/tmp/r.md"))
+            full_paths(Some(p("runs/a")), Some(p("elsewhere/r.md"))),
+            (p("runs/a"), p("elsewhere/r.md"))
         );
         assert_eq!(
-            full_paths(None, Some(p("/tmp/r.md"))),
-            (p("benches/results"), p("/tmp/r.md"))
+            full_paths(None, Some(p("elsewhere/r.md"))),
+            (p("benches/results"), p("elsewhere/r.md"))
         );
     }
 }

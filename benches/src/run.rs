@@ -1,8 +1,7 @@
 //! One benchmark run: get the contenders, start the app and every contender once, verify
 //! each, then measure. Timed scenarios go repetition by repetition and, inside one, variant by
 //! variant over every subject in an order that changes every repetition ([`order`]), so drift
-//! (thermal, noisy neighbours, the sockets a scenario leaves in TIME_WAIT) hits all subjects
-//! alike. Memory and syscall counts come last: they leave connections and tracers
+//! (thermal, noisy neighbours) hits all subjects alike. Memory and syscall counts come last: they leave connections and tracers
 //! behind that would disturb timing.
 
 use std::collections::BTreeMap;

@@ -83,13 +83,7 @@ impl Pair {
     /// Sends `each_way` bytes to the app and back through the pair (seeded by `id`) and asserts
     /// both directions arrived intact; `what` names the case in a failure.
     pub async fn exchange_intact(&mut self, what: &str, id: u64, each_way: u64) {
-        let x = Exchange {
-            id,
-            send_len: each_way,
-            send_seed: 2 * id + 1,
-            reply_len: each_way,
-            reply_seed: 2 * id + 2,
-        };
+        let x = Exchange::both_ways(id, each_way);
         let got = tokio::time::timeout(Duration::from_secs(300), x.run(self.entry()))
             .await
             .expect("transfer finished")

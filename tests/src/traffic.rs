@@ -168,6 +168,17 @@ pub struct ClientResult {
 }
 
 impl Exchange {
+    /// `len` bytes each way, seeded by `id` (so concurrent exchanges carry different bytes).
+    pub fn both_ways(id: u64, len: u64) -> Self {
+        Self {
+            id,
+            send_len: len,
+            send_seed: 2 * id + 1,
+            reply_len: len,
+            reply_seed: 2 * id + 2,
+        }
+    }
+
     /// Connects to `addr` (plaintext: an outbound listener or the app itself), sends the header
     /// and payload, then FIN, while reading the reply to EOF.
     pub async fn run(&self, addr: SocketAddr) -> io::Result<ClientResult> {

@@ -111,13 +111,7 @@ async fn main() -> Result<()> {
     // 3. Traffic: STREAMS connections, each `mib_each_way` up and down at the same time.
     let bytes = mib_each_way << 20;
     let exchanges: Vec<Exchange> = (0..STREAMS)
-        .map(|id| Exchange {
-            id,
-            send_len: bytes,
-            send_seed: 2 * id + 1,
-            reply_len: bytes,
-            reply_seed: 2 * id + 2,
-        })
+        .map(|id| Exchange::both_ways(id, bytes))
         .collect();
     let started = Instant::now();
     let entry = outbound.outbound[0];

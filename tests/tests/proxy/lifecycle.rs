@@ -188,13 +188,7 @@ async fn memory_used_by_a_burst_returns_to_the_system_while_idle() {
     let entry = pair.entry();
     let burst: Vec<_> = (1..=STREAMS)
         .map(|id| {
-            let x = Exchange {
-                id,
-                send_len: 8 << 20,
-                send_seed: 2 * id + 1,
-                reply_len: 8 << 20,
-                reply_seed: 2 * id + 2,
-            };
+            let x = Exchange::both_ways(id, 8 << 20);
             tokio::spawn(async move { (x, x.run(entry).await) })
         })
         .collect();
