@@ -93,6 +93,12 @@ pub struct Common {
     /// Count syscalls for every pair contender, not just gembok (on by default in `full`).
     #[arg(long)]
     pub strace_all: bool,
+    /// TCP congestion control of every socket in the run, set in a network namespace of the
+    /// run's own (needs root; loopback only, every other setting as the host's). `host` stays in
+    /// the host's namespace with its default. When the host's default differs, full and smoke
+    /// runs also measure single-stream bulk under it.
+    #[arg(long, default_value = "cubic", value_name = "NAME|host", value_parser = congestion_name)]
+    pub congestion: String,
     /// After the measured repetitions, run the pair's connections and 64 B latency load once
     /// more for each gembok contender under `perf record`, and write flamegraphs and a summary
     /// of where the CPU went (profile.md) to this directory.
@@ -117,5 +123,20 @@ impl Only {
             plan.scenarios = self.scenarios;
         }
         plan
+    }
+}
+
+/// A congestion control's name as the kernel spells them (`cubic`, `bbr`, `reno`, ...).
+fn congestion_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a congestion control name (e.g. cubic, bbr, reno) nor `host`"
+        ))
     }
 }

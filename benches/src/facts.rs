@@ -22,6 +22,10 @@ pub struct Facts {
     pub ktls_stats: bool,
     pub openssl: String,
     pub versions: BTreeMap<String, String>,
+    /// The run's network namespace and congestion control (absent in runs before they were
+    /// recorded).
+    #[serde(default)]
+    pub network: Option<crate::netns::Network>,
 }
 
 /// CPU flags that decide crypto and copy speed.
@@ -82,6 +86,7 @@ pub fn collect(kinds: &[Kind], gembok_bin: &Path) -> Facts {
         ktls_stats: Path::new("/proc/net/tls_stat").exists(),
         openssl: first_line("openssl".as_ref(), &["version"]),
         versions,
+        network: None,
     }
 }
 

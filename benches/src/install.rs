@@ -81,9 +81,18 @@ pub fn ensure_perf(allow_install: bool) -> Result<(), String> {
     ensure_tool("perf", "linux-perf", allow_install)
 }
 
+/// Installs iproute2 if `ip` is missing (root only): the run's network namespace needs it to
+/// bring its loopback up.
+pub fn ensure_ip(allow_install: bool) -> Result<(), String> {
+    ensure_tool("ip", "iproute2", allow_install)
+}
+
 fn ensure_tool(tool: &str, package: &str, allow_install: bool) -> Result<(), String> {
-    let path = format!("/usr/bin/{tool}");
-    let have = || Path::new(&path).exists();
+    let have = || {
+        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(tool).exists())
+    };
     if have() {
         return Ok(());
     }

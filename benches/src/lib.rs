@@ -9,7 +9,8 @@
 //! - [`scenario`]: bulk, connections, latency, memory, syscalls; [`client`], [`server`]: the
 //!   load client and the echo/sink app; [`tlsconf`], [`pki`]: TLS settings and certificates;
 //! - [`procs`], [`sys`]: child processes, cleanup, `/proc` CPU and RSS;
-//! - [`facts`], [`install`]: machine facts, apt-get; [`report`], [`plot`], [`stats`]: output;
+//! - [`facts`], [`install`]: machine facts, apt-get; [`netns`]: the run's network namespace and
+//!   its TCP congestion control; [`report`], [`plot`], [`stats`]: output;
 //! - [`profile`]: `--profile`, perf flamegraphs of gembok's sidecars under load.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod client;
 pub mod contender;
 pub mod facts;
 pub mod install;
+pub mod netns;
 pub mod pki;
 pub mod plan;
 pub mod plot;
@@ -158,6 +160,17 @@ fn measure(
         profile: c.profile.clone(),
         command: argv,
     };
+    // apt needs the host's network; then the main thread, before any other thread or child
+    // exists, moves to the run's own namespace, which they all inherit.
+    // The facts read some sysctls that only the host's namespace has (tcp_available_ulp).
+    let installed = run::install(&opts);
+    let mut facts = facts::collect(&opts.kinds, &opts.gembok_bin);
+    let network = netns::enter(&c.congestion)?;
+    eprintln!(
+        "network: {} namespace, congestion control {} (host: {})",
+        network.namespace, network.congestion, network.host_congestion
+    );
+    facts.network = Some(network);
     procs::install_cleanup_handlers();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -168,7 +181,7 @@ fn measure(
     let result = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = run::run(&opts) => r,
+            r = run::run(&opts, installed, facts) => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
             _ = term.recv() => Err(anyhow::anyhow!("terminated")),
         }

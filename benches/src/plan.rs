@@ -27,6 +27,9 @@ pub struct Plan {
     pub syscalls_bytes: u64,
     /// The scenarios this run measures (`quick --scenarios`; every one otherwise).
     pub scenarios: Vec<Scenario>,
+    /// Also measure single-stream bulk under the host's congestion control when the run's is
+    /// another one (see [`crate::netns`]).
+    pub bulk_under_host_congestion: bool,
 }
 
 /// The scenarios, as `--scenarios` names them and as results.json records their samples
@@ -85,6 +88,7 @@ impl Plan {
             memory_max: Duration::from_secs(90),
             syscalls_bytes: 512 * MIB,
             scenarios: Scenario::ALL.to_vec(),
+            bulk_under_host_congestion: true,
         }
     }
 
@@ -109,6 +113,7 @@ impl Plan {
             memory_max: Duration::from_secs(20),
             syscalls_bytes: 8 * MIB,
             scenarios: Scenario::ALL.to_vec(),
+            bulk_under_host_congestion: true,
         }
     }
 
@@ -124,6 +129,7 @@ impl Plan {
             latency_large_round_trips: 1_000,
             memory_steps: vec![1_000],
             syscalls_bytes: 256 * MIB,
+            bulk_under_host_congestion: false,
             ..Plan::full()
         }
     }

@@ -213,6 +213,13 @@ fn header(v: &View<'_>, md: &mut String) {
                 "absent (no kTLS)"
             }
         );
+        if let Some(n) = &f.network {
+            let _ = writeln!(
+                md,
+                "| network | {} namespace; TCP congestion control `{}` (the host's: `{}`) |",
+                n.namespace, n.congestion, n.host_congestion
+            );
+        }
         let _ = writeln!(md, "| OpenSSL | {} |", f.openssl);
         for (k, ver) in &f.versions {
             let _ = writeln!(md, "| {k} | {ver} |");
@@ -220,6 +227,16 @@ fn header(v: &View<'_>, md: &mut String) {
         let _ = writeln!(md, "| open-file limit | {} |", r.nofile_limit);
         md.push('\n');
     }
+}
+
+/// The host's congestion control, when the run measured bulk under it besides its own.
+fn host_congestion(v: &View<'_>) -> Option<String> {
+    let network = v.r.facts()?.network?;
+    let host = network.host_differs()?.to_owned();
+    let label = format!("1 stream, {host}");
+    v.variants("bulk", Topology::Pair)
+        .contains(&label)
+        .then_some(host)
 }
 
 fn targets(v: &View<'_>, md: &mut String) {
@@ -246,7 +263,7 @@ fn targets(v: &View<'_>, md: &mut String) {
             }
         );
     };
-    let rel = |scenario, topo, variant, metric, higher: bool, goal: f64| {
+    let rel = |scenario, topo, variant: &str, metric, higher: bool, goal: f64| {
         let g = v
             .spread(scenario, topo, variant, GEMBOK, metric)
             .map(|s| s.median);
@@ -280,6 +297,15 @@ fn targets(v: &View<'_>, md: &mut String) {
         m,
         t,
     );
+    if let Some(host) = host_congestion(v) {
+        let label = format!("1 stream, {host}");
+        let (g, b, _, t) = rel("bulk", Topology::Pair, &label, "gbit_per_s", true, 2.0);
+        let name = format!("pair bulk throughput, 1 connection, under the host's {host} (Gbit/s)");
+        row(&name, g, b, "(context)", None, t);
+        let (g, b, _, t) = rel("bulk", Topology::Pair, &label, "cpu_s_per_gib", false, 0.5);
+        let name = format!("CPU s/GiB, both sidecars, under the host's {host}");
+        row(&name, g, b, "(context)", None, t);
+    }
     let (g, b, m, t) = rel(
         "connections",
         Topology::Pair,
@@ -617,6 +643,14 @@ fn tables(v: &View<'_>, md: &mut String) {
         col("cpu_in_s_per_gib", "inbound CPU s/GiB", false),
     ];
     md.push_str("### 1. Bulk throughput\n\n");
+    if let Some(host) = host_congestion(v) {
+        let _ = writeln!(
+            md,
+            "Every socket of the run uses the congestion control of its own network namespace \
+             (see Machine). The \"1 stream, {host}\" tables measure the same streams under the \
+             host's default, {host}, switched for those samples only.\n"
+        );
+    }
     for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
         for variant in v.variants("bulk", topo) {
             table(v, md, "bulk", topo, &variant, &bulk, Some("gbit_per_s"));

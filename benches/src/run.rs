@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::Target;
 use crate::contender::{self, Env, Kind, Running};
 use crate::facts::{self, Facts};
+use crate::netns;
 use crate::pki::Pki;
 use crate::plan::{Plan, Scenario};
 use crate::procs::{self, Proc};
@@ -142,13 +143,47 @@ impl Recorder {
     }
 }
 
-pub async fn run(opts: &Options) -> Result<Results> {
+/// What the run needs from apt, got before it leaves the host's network namespace (its own
+/// has no route out): each contender, strace (syscalls), perf (`--profile`), each available
+/// or why not.
+#[derive(Debug)]
+pub struct Installed {
+    contenders: Vec<(Kind, Result<(), String>)>,
+    strace: Result<(), String>,
+    perf: Result<(), String>,
+}
+
+/// Installs what the run will use and is missing (see [`Installed`]), and iproute2 for the
+/// namespace's loopback.
+pub fn install(opts: &Options) -> Installed {
+    let unused = || Err("not used in this run".to_owned());
+    if let Err(why) = install::ensure_ip(opts.allow_install) {
+        eprintln!("warning: {why}");
+    }
+    Installed {
+        contenders: install::ensure(&opts.kinds, opts.allow_install),
+        strace: if opts.plan.runs(Scenario::Syscalls) {
+            install::ensure_strace(opts.allow_install)
+        } else {
+            unused()
+        },
+        perf: if opts.profile.is_some() {
+            install::ensure_perf(opts.allow_install)
+        } else {
+            unused()
+        },
+    }
+}
+
+/// Measures, in the run's namespace. `facts` were collected in the host's (some of the
+/// sysctls they read exist there only) and name the run's network.
+pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<Results> {
     let started = std::time::SystemTime::now();
     let clock = std::time::Instant::now();
     let nofile = sys::raise_nofile(200_000);
     let mut infos: BTreeMap<Kind, ContenderInfo> = BTreeMap::new();
     let mut available = Vec::new();
-    for (kind, r) in install::ensure(&opts.kinds, opts.allow_install) {
+    for (kind, r) in installed.contenders {
         match r {
             Ok(()) => available.push(kind),
             Err(why) => {
@@ -157,7 +192,12 @@ pub async fn run(opts: &Options) -> Result<Results> {
             }
         }
     }
-    let facts = facts::collect(&opts.kinds, &opts.gembok_bin);
+    // Single-stream bulk once more under the host's congestion control, if the run's differs.
+    let host_congestion = facts.network.as_ref().and_then(|n| {
+        n.host_differs()
+            .filter(|_| opts.plan.bulk_under_host_congestion)
+            .map(|host| (host.to_owned(), n.congestion.clone()))
+    });
 
     let work = tempfile::Builder::new().prefix("gembok-bench-").tempdir()?;
     let pki = Pki::generate(&work.path().join("pki"))?;
@@ -231,23 +271,20 @@ pub async fn run(opts: &Options) -> Result<Results> {
     for rep in 0..plan.reps {
         eprintln!("repetition {}/{}", rep + 1, plan.reps);
         let order = order(subjects.len(), rep as usize);
-        timed_rep(&mut subjects, &order, rep, plan, app, &pki, &mut rec).await;
+        let scope = Scope {
+            plan,
+            host_congestion: host_congestion.as_ref(),
+            app,
+            pki: &pki,
+        };
+        timed_rep(&mut subjects, &order, rep, &scope, &mut rec).await;
     }
     if let Some(before) = ktls_before {
         let _ = before; // kTLS use is attributed per bulk sample in `bulk_sample`.
     }
 
     if let Some(dir) = &opts.profile {
-        profile_all(
-            &subjects,
-            plan,
-            app,
-            &pki,
-            dir,
-            opts.allow_install,
-            &mut rec,
-        )
-        .await;
+        profile_all(&subjects, plan, app, &pki, dir, installed.perf, &mut rec).await;
     }
 
     if plan.runs(Scenario::Memory) {
@@ -257,7 +294,7 @@ pub async fn run(opts: &Options) -> Result<Results> {
         }
     }
     if plan.runs(Scenario::Syscalls) {
-        match install::ensure_strace(opts.allow_install) {
+        match installed.strace {
             Err(why) => rec.fail("syscalls".into(), anyhow::anyhow!(why)),
             Ok(()) => {
                 eprintln!("syscalls");
@@ -369,33 +406,88 @@ fn order(n: usize, rep: usize) -> Vec<usize> {
     }
 }
 
+/// What every timed repetition measures with.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    plan: &'a Plan,
+    /// The host's congestion control and the run's, when single-stream bulk is also measured
+    /// under the host's.
+    host_congestion: Option<&'a (String, String)>,
+    app: std::net::SocketAddr,
+    pki: &'a Pki,
+}
+
 async fn timed_rep(
     subjects: &mut [Subject],
     order: &[usize],
     rep: u32,
-    plan: &Plan,
-    app: std::net::SocketAddr,
-    pki: &Pki,
+    scope: &Scope<'_>,
     rec: &mut Recorder,
 ) {
+    let Scope {
+        plan,
+        host_congestion,
+        app,
+        pki,
+    } = *scope;
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-    // 1. Bulk.
-    let bulk_variants = [
-        (Topology::Pair, "1 stream", 1, plan.bulk_one_stream_bytes),
-        (Topology::Pair, "4 streams", 4, plan.bulk_four_streams_bytes),
-        (Topology::Inbound, "1 stream", 1, plan.bulk_inbound_bytes),
-        (Topology::Direct, "1 stream", 1, plan.bulk_one_stream_bytes),
+    // 1. Bulk; the single-stream variants again under the host's congestion control when the
+    // run's namespace has another one ("1 stream, bbr").
+    let mut bulk_variants: Vec<(Topology, String, usize, u64, Option<&str>)> = vec![
         (
-            Topology::Direct,
-            "4 streams",
+            Topology::Pair,
+            "1 stream".into(),
+            1,
+            plan.bulk_one_stream_bytes,
+            None,
+        ),
+        (
+            Topology::Pair,
+            "4 streams".into(),
             4,
             plan.bulk_four_streams_bytes,
+            None,
+        ),
+        (
+            Topology::Inbound,
+            "1 stream".into(),
+            1,
+            plan.bulk_inbound_bytes,
+            None,
+        ),
+        (
+            Topology::Direct,
+            "1 stream".into(),
+            1,
+            plan.bulk_one_stream_bytes,
+            None,
+        ),
+        (
+            Topology::Direct,
+            "4 streams".into(),
+            4,
+            plan.bulk_four_streams_bytes,
+            None,
         ),
     ];
-    let bulk_variants = bulk_variants
-        .into_iter()
-        .filter(|_| plan.runs(Scenario::Bulk));
-    for (topo, variant, streams, bytes) in bulk_variants {
+    if let Some((host, _)) = host_congestion {
+        for (topo, bytes) in [
+            (Topology::Pair, plan.bulk_one_stream_bytes),
+            (Topology::Inbound, plan.bulk_inbound_bytes),
+            (Topology::Direct, plan.bulk_one_stream_bytes),
+        ] {
+            bulk_variants.push((topo, format!("1 stream, {host}"), 1, bytes, Some(host)));
+        }
+    }
+    bulk_variants.retain(|_| plan.runs(Scenario::Bulk));
+    for (topo, variant, streams, bytes, congestion) in &bulk_variants {
+        let (topo, streams, bytes) = (*topo, *streams, *bytes);
+        if let Some(cc) = congestion
+            && let Err(e) = netns::set_congestion(cc)
+        {
+            rec.fail(format!("bulk {variant}: switch to {cc}"), e);
+            continue;
+        }
         for &i in order {
             let s = &mut subjects[i];
             if !s.topologies().contains(&topo) {
@@ -433,6 +525,12 @@ async fn timed_rep(
                 }
                 Err(e) => rec.fail(what, e),
             }
+        }
+        if congestion.is_some()
+            && let Some((_, run)) = host_congestion
+            && let Err(e) = netns::set_congestion(run)
+        {
+            rec.fail(format!("bulk {variant}: switch back to {run}"), e);
         }
     }
 
@@ -554,10 +652,10 @@ async fn profile_all(
     app: std::net::SocketAddr,
     pki: &Pki,
     dir: &std::path::Path,
-    allow_install: bool,
+    perf: Result<(), String>,
     rec: &mut Recorder,
 ) {
-    if let Err(why) = install::ensure_perf(allow_install) {
+    if let Err(why) = perf {
         rec.fail("profile".into(), anyhow::anyhow!(why));
         return;
     }

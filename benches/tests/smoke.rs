@@ -184,6 +184,63 @@ fn bad_flags_exit_64() {
 }
 
 #[test]
+fn a_congestion_control_that_is_no_name_exits_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .args(["smoke", "--congestion", "BBR;reboot"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a congestion control name"), "{err}");
+}
+
+/// The run's sockets get the congestion control asked for, in a namespace of the run's own:
+/// the host's default is left alone, and single-stream bulk is measured under the host's too.
+#[test]
+fn a_run_measures_in_its_own_namespace_with_the_congestion_control_asked_for() {
+    const HOST_CC: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+    let host = std::fs::read_to_string(HOST_CC).unwrap().trim().to_owned();
+    // reno is always built in; the host's default is rarely it, so bulk is measured twice.
+    let (_out, r) = smoke(&["--congestion", "reno", "--scenarios", "bulk"]);
+    assert_eq!(
+        std::fs::read_to_string(HOST_CC).unwrap().trim(),
+        host,
+        "the host's default congestion control changed"
+    );
+    let facts = r.facts().expect("machine facts");
+    // Read in the host's namespace: the run's own has no tcp_available_ulp.
+    assert_ne!(facts.tcp_available_ulp, "(unavailable)");
+    let network = facts.network.expect("network facts");
+    assert_eq!(network.host_congestion, host);
+    if !rustix::process::geteuid().is_root() {
+        assert!(network.namespace.starts_with("host"), "{network:?}");
+        return;
+    }
+    assert_eq!(network.namespace, "own");
+    assert_eq!(network.congestion, "reno");
+    let labels = |topo: Topology| -> Vec<String> {
+        report::samples_of(&r, "bulk")
+            .into_iter()
+            .filter(|s| s.topology == topo && s.metrics.get("gbit_per_s").is_some_and(|g| *g > 0.0))
+            .map(|s| s.variant.clone())
+            .collect()
+    };
+    for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
+        let under_host = format!("1 stream, {host}");
+        let labels = labels(topo);
+        assert!(
+            labels.iter().any(|l| l == "1 stream"),
+            "{topo:?}: {labels:?}"
+        );
+        assert_eq!(
+            labels.contains(&under_host),
+            host != "reno",
+            "{topo:?}: {labels:?}"
+        );
+    }
+}
+
+#[test]
 fn unknown_contender_is_refused_by_name() {
     let out = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
         .args([

@@ -1,0 +1,117 @@
+//! The run's own network namespace, so that the TCP congestion control of every socket in the
+//! run (load client, app, every contender) is the run's choice and not the host's.
+//!
+//! It decides the bulk figures on loopback: with BBR, which paces with timers when no `fq`
+//! qdisc does, one stream through a pair ran at half the speed and twice the sidecar CPU per
+//! GiB that it ran at with CUBIC on the same host (see `benches/tuning.md`). The namespace
+//! inherits every other network setting from the host's; only its loopback carries traffic.
+//!
+//! The main thread enters it before the runtime and any child exist: threads and children
+//! created afterwards inherit the thread's namespace. Installing packages needs the network,
+//! so [`crate::install`] runs first.
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+const CONGESTION: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+const AVAILABLE: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+
+/// `--congestion host`: stay in the host's namespace, with its congestion control.
+pub const HOST: &str = "host";
+
+/// Where the run's sockets live, for the machine-facts header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// `own` (a namespace of the run's), or `host` and why.
+    pub namespace: String,
+    /// The congestion control new sockets get in the run, as a loopback connection reported
+    /// it (`TCP_CONGESTION` on both ends).
+    pub congestion: String,
+    /// The host's default.
+    pub host_congestion: String,
+}
+
+impl Network {
+    /// The host's congestion control, when the run measures under another one (bulk is then
+    /// measured under both).
+    pub fn host_differs(&self) -> Option<&str> {
+        (self.namespace == "own" && self.host_congestion != self.congestion)
+            .then_some(self.host_congestion.as_str())
+    }
+}
+
+/// The default congestion control of the calling thread's namespace.
+pub fn congestion() -> io::Result<String> {
+    Ok(std::fs::read_to_string(CONGESTION)?.trim().to_owned())
+}
+
+/// Sets the namespace's default congestion control and checks that a new loopback connection
+/// gets it on both ends (an accepted socket takes the default of the moment it is created).
+pub fn set_congestion(name: &str) -> Result<()> {
+    std::fs::write(CONGESTION, name).with_context(|| {
+        let available = std::fs::read_to_string(AVAILABLE).unwrap_or_default();
+        format!(
+            "set {CONGESTION} to {name} (loaded: {}; others need their module)",
+            available.trim()
+        )
+    })?;
+    let seen = loopback_congestion().context("check a loopback connection's congestion control")?;
+    if seen.iter().any(|s| s != name) {
+        bail!("asked for {name}, a new loopback connection got {seen:?}");
+    }
+    Ok(())
+}
+
+/// The congestion control of both ends of a fresh loopback connection.
+fn loopback_congestion() -> io::Result<[String; 2]> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    let name = |s: &TcpStream| -> io::Result<String> {
+        let raw = socket2::SockRef::from(s).tcp_congestion()?;
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        Ok(String::from_utf8_lossy(&raw[..end]).into_owned())
+    };
+    Ok([name(&client)?, name(&server)?])
+}
+
+/// Moves the calling thread into a new network namespace with loopback up and `want` as its
+/// congestion control; with [`HOST`], or without root (said on stderr), stays where it is.
+/// Call it from the main thread before any other thread or child process exists.
+pub fn enter(want: &str) -> Result<Network> {
+    let host = congestion().unwrap_or_else(|e| format!("(unreadable: {e})"));
+    let stay = |why: &str| Network {
+        namespace: why.to_owned(),
+        congestion: host.clone(),
+        host_congestion: host.clone(),
+    };
+    if want == HOST {
+        return Ok(stay(HOST));
+    }
+    if !crate::sys::is_root() {
+        eprintln!(
+            "warning: a network namespace of the run's own needs root; measuring with the \
+             host's congestion control ({host}) instead of {want}"
+        );
+        return Ok(stay("host (an own namespace needs root)"));
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("unshare(CLONE_NEWNET): create the run's network namespace")?;
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .context("run `ip link set lo up` (iproute2) in the run's namespace")?;
+    if !status.success() {
+        bail!("`ip link set lo up` in the run's namespace: {status}");
+    }
+    set_congestion(want)?;
+    Ok(Network {
+        namespace: "own".into(),
+        congestion: want.to_owned(),
+        host_congestion: host,
+    })
+}
