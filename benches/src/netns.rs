@@ -80,7 +80,8 @@ fn loopback_congestion() -> io::Result<[String; 2]> {
 }
 
 /// Moves the calling thread into a new network namespace with loopback up and `want` as its
-/// congestion control; with [`HOST`], or without root (said on stderr), stays where it is.
+/// congestion control; with [`HOST`], or where no namespace can be made (no root, a sandbox;
+/// said on stderr and in the returned namespace), stays where it is.
 /// Call it from the main thread before any other thread or child process exists.
 pub fn enter(want: &str) -> Result<Network> {
     let host = congestion().unwrap_or_else(|e| format!("(unreadable: {e})"));
@@ -99,8 +100,14 @@ pub fn enter(want: &str) -> Result<Network> {
         );
         return Ok(stay("host (an own namespace needs root)"));
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .context("unshare(CLONE_NEWNET): create the run's network namespace")?;
+    // A sandbox may forbid new namespaces even to root (seccomp, no CAP_SYS_ADMIN).
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+        eprintln!(
+            "warning: cannot create the run's network namespace (unshare: {e}); measuring \
+             with the host's congestion control ({host}) instead of {want}"
+        );
+        return Ok(stay(&format!("host (unshare: {e})")));
+    }
     let status = Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status()
