@@ -196,7 +196,10 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
     let host_congestion = facts.network.as_ref().and_then(|n| {
         n.host_differs()
             .filter(|_| opts.plan.bulk_under_host_congestion)
-            .map(|host| (host.to_owned(), n.congestion.clone()))
+            .map(|host| CongestionSwitch {
+                host: host.to_owned(),
+                run: n.congestion.clone(),
+            })
     });
 
     let work = tempfile::Builder::new().prefix("gembok-bench-").tempdir()?;
@@ -267,7 +270,6 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
         errors: Vec::new(),
     };
     let plan = &opts.plan;
-    let ktls_before = facts::ktls_connections();
     for rep in 0..plan.reps {
         eprintln!("repetition {}/{}", rep + 1, plan.reps);
         let order = order(subjects.len(), rep as usize);
@@ -278,9 +280,6 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
             pki: &pki,
         };
         timed_rep(&mut subjects, &order, rep, &scope, &mut rec).await;
-    }
-    if let Some(before) = ktls_before {
-        let _ = before; // kTLS use is attributed per bulk sample in `bulk_sample`.
     }
 
     if let Some(dir) = &opts.profile {
@@ -406,13 +405,18 @@ fn order(n: usize, rep: usize) -> Vec<usize> {
     }
 }
 
+/// Single-stream bulk measured once more under the host's congestion control: switched to
+/// `host` for those samples, then back to the run's.
+struct CongestionSwitch {
+    host: String,
+    run: String,
+}
+
 /// What every timed repetition measures with.
 #[derive(Clone, Copy)]
 struct Scope<'a> {
     plan: &'a Plan,
-    /// The host's congestion control and the run's, when single-stream bulk is also measured
-    /// under the host's.
-    host_congestion: Option<&'a (String, String)>,
+    host_congestion: Option<&'a CongestionSwitch>,
     app: std::net::SocketAddr,
     pki: &'a Pki,
 }
@@ -470,7 +474,7 @@ async fn timed_rep(
             None,
         ),
     ];
-    if let Some((host, _)) = host_congestion {
+    if let Some(CongestionSwitch { host, .. }) = host_congestion {
         for (topo, bytes) in [
             (Topology::Pair, plan.bulk_one_stream_bytes),
             (Topology::Inbound, plan.bulk_inbound_bytes),
@@ -527,7 +531,7 @@ async fn timed_rep(
             }
         }
         if congestion.is_some()
-            && let Some((_, run)) = host_congestion
+            && let Some(CongestionSwitch { run, .. }) = host_congestion
             && let Err(e) = netns::set_congestion(run)
         {
             rec.fail(format!("bulk {variant}: switch back to {run}"), e);
