@@ -479,14 +479,28 @@ fn plots(v: &View<'_>, dir: &Path, rel: &str, md: &mut String) -> Result<()> {
     };
     let mut with_direct = cats.clone();
     with_direct.push("direct".into());
-    let thr = [
+    // The pair's single stream under the host's congestion control too, when it was measured.
+    let under_host = host_congestion(v).map(|h| {
+        (
+            format!("1 stream, {h}"),
+            format!("pair, 1 stream, the host's {h}"),
+        )
+    });
+    let mut thr = vec![
         (Topology::Pair, "1 stream", "pair, 1 stream"),
         (Topology::Pair, "4 streams", "pair, 4 streams"),
         (Topology::Inbound, "1 stream", "inbound only, 1 stream"),
     ];
+    if let Some((variant, name)) = &under_host {
+        thr.push((Topology::Pair, variant, name));
+    }
     let mut s = series("bulk", &thr, "gbit_per_s", &with_direct);
     // The direct baseline has no topology of its own in the chart: show it in the pair series.
-    for (i, variant) in [(0, "1 stream"), (1, "4 streams")] {
+    let mut direct = vec![(0, "1 stream"), (1, "4 streams")];
+    if let Some((variant, _)) = &under_host {
+        direct.push((3, variant));
+    }
+    for (i, variant) in direct {
         if let Some(last) = s[i].values.last_mut() {
             *last = v.spread("bulk", Topology::Direct, variant, "direct", "gbit_per_s");
         }
