@@ -26,6 +26,11 @@ pub struct Facts {
     /// recorded).
     #[serde(default)]
     pub network: Option<crate::netns::Network>,
+    /// The cpuidle driver, and the guest's halt-polling window where the driver is `haltpoll`:
+    /// with none, a wake-up of an idle vCPU costs a VM exit (tens of µs), which decides the
+    /// latency figures (see tuning.md). Empty in runs before it was recorded.
+    #[serde(default)]
+    pub cpuidle: String,
 }
 
 /// CPU flags that decide crypto and copy speed.
@@ -87,6 +92,16 @@ pub fn collect(kinds: &[Kind], gembok_bin: &Path) -> Facts {
         openssl: first_line("openssl".as_ref(), &["version"]),
         versions,
         network: None,
+        cpuidle: cpuidle(),
+    }
+}
+
+/// `haltpoll (guest_halt_poll_ns = 0)`, `none`, `intel_idle`, ...
+fn cpuidle() -> String {
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+    match std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Ok(ns) if driver == "haltpoll" => format!("{driver} (guest_halt_poll_ns = {})", ns.trim()),
+        _ => driver,
     }
 }
 

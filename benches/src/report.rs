@@ -203,6 +203,9 @@ fn header(v: &View<'_>, md: &mut String) {
             f.cores, f.memory_gib
         );
         let _ = writeln!(md, "| kernel | {} |", f.kernel);
+        if !f.cpuidle.is_empty() {
+            let _ = writeln!(md, "| cpuidle | {} |", f.cpuidle);
+        }
         let _ = writeln!(
             md,
             "| kTLS | tcp_available_ulp = `{}`; /proc/net/tls_stat {} |",

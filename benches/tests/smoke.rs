@@ -210,6 +210,7 @@ fn a_run_measures_in_its_own_namespace_with_the_congestion_control_asked_for() {
     let facts = r.facts().expect("machine facts");
     // Read in the host's namespace: the run's own has no tcp_available_ulp.
     assert_ne!(facts.tcp_available_ulp, "(unavailable)");
+    assert!(!facts.cpuidle.is_empty());
     let network = facts.network.expect("network facts");
     assert_eq!(network.host_congestion, host);
     if !rustix::process::geteuid().is_root() {
