@@ -38,9 +38,11 @@ pub struct BufferPolicy {
 }
 
 /// The default large buffer: what one read from a busy socket takes at most. 512 KiB against
-/// 256 KiB: about a quarter fewer CPU seconds per GiB in the outbound of a single bulk stream,
-/// where each read and write moves twice the bytes (a third fewer `epoll_wait`s per GiB); a
-/// busy connection holds up to this much per direction and per sidecar, an idle one nothing.
+/// 256 KiB, where TCP paces its sends with timers (BBR without an `fq` qdisc, as on loopback):
+/// about a quarter fewer CPU seconds per GiB in the outbound of a single bulk stream, where each
+/// read and write moves twice the bytes (a third fewer `epoll_wait`s per GiB); under CUBIC the
+/// two do the same (`benches/tuning.md`). A busy connection holds up to this much per direction
+/// and per sidecar, an idle one nothing.
 pub const LARGE_BUFFER: usize = 512 * 1024;
 
 impl Default for BufferPolicy {
