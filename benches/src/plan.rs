@@ -69,7 +69,7 @@ impl Scenario {
 const MIB: u64 = 1024 * 1024;
 
 impl Plan {
-    /// The full run that regenerates `benches/RESULTS.md` (about 15 minutes on 2 cores).
+    /// The full run that regenerates `benches/RESULTS.md` (about 9 minutes on 2 cores).
     pub fn full() -> Plan {
         Plan {
             reps: 3,
