@@ -160,12 +160,12 @@ fn measure(
         profile: c.profile.clone(),
         command: argv,
     };
-    // apt needs the host's network; then the main thread, before any other thread or child
-    // exists, moves to the run's own namespace, which they all inherit.
-    // The facts read some sysctls that only the host's namespace has (tcp_available_ulp).
+    // apt needs the host's network, and the facts read sysctls that only the host's namespace
+    // has (tcp_available_ulp); then the main thread, before any other thread or child exists,
+    // moves to the run's own namespace, which they all inherit.
     let installed = run::install(&opts);
     let mut facts = facts::collect(&opts.kinds, &opts.gembok_bin);
-    let network = netns::enter(&c.congestion)?;
+    let network = netns::enter(&c.congestion, opts.allow_install)?;
     eprintln!(
         "network: {} namespace, congestion control {} (host: {})",
         network.namespace, network.congestion, network.host_congestion

@@ -23,10 +23,13 @@ const AVAILABLE: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
 /// `--congestion host`: stay in the host's namespace, with its congestion control.
 pub const HOST: &str = "host";
 
+/// [`Network::namespace`] when the run has a namespace of its own.
+pub const OWN: &str = "own";
+
 /// Where the run's sockets live, for the machine-facts header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
-    /// `own` (a namespace of the run's), or `host` and why.
+    /// [`OWN`], or `host` and why.
     pub namespace: String,
     /// The congestion control new sockets get in the run, as a loopback connection reported
     /// it (`TCP_CONGESTION` on both ends).
@@ -39,7 +42,7 @@ impl Network {
     /// The host's congestion control, when the run measures under another one (bulk is then
     /// measured under both).
     pub fn host_differs(&self) -> Option<&str> {
-        (self.namespace == "own" && self.host_congestion != self.congestion)
+        (self.namespace == OWN && self.host_congestion != self.congestion)
             .then_some(self.host_congestion.as_str())
     }
 }
@@ -81,9 +84,10 @@ fn loopback_congestion() -> io::Result<[String; 2]> {
 
 /// Moves the calling thread into a new network namespace with loopback up and `want` as its
 /// congestion control; with [`HOST`], or where no namespace can be made (no root, a sandbox;
-/// said on stderr and in the returned namespace), stays where it is.
+/// said on stderr and in the returned namespace), stays where it is. Installs iproute2 first
+/// if it is missing and may be (the namespace has no route out).
 /// Call it from the main thread before any other thread or child process exists.
-pub fn enter(want: &str) -> Result<Network> {
+pub fn enter(want: &str, allow_install: bool) -> Result<Network> {
     let host = congestion().unwrap_or_else(|e| format!("(unreadable: {e})"));
     let stay = |why: &str| Network {
         namespace: why.to_owned(),
@@ -99,6 +103,9 @@ pub fn enter(want: &str) -> Result<Network> {
              host's congestion control ({host}) instead of {want}"
         );
         return Ok(stay("host (an own namespace needs root)"));
+    }
+    if let Err(why) = crate::install::ensure_ip(allow_install) {
+        eprintln!("warning: {why}");
     }
     // A sandbox may forbid new namespaces even to root (seccomp, no CAP_SYS_ADMIN).
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
@@ -117,7 +124,7 @@ pub fn enter(want: &str) -> Result<Network> {
     }
     set_congestion(want)?;
     Ok(Network {
-        namespace: "own".into(),
+        namespace: OWN.into(),
         congestion: want.to_owned(),
         host_congestion: host,
     })

@@ -232,14 +232,15 @@ fn header(v: &View<'_>, md: &mut String) {
     }
 }
 
-/// The host's congestion control, when the run measured bulk under it besides its own.
-fn host_congestion(v: &View<'_>) -> Option<String> {
+/// The host's congestion control and the label of the single-stream bulk samples measured
+/// under it, when the run measured them besides its own.
+fn host_congestion(v: &View<'_>) -> Option<(String, String)> {
     let network = v.r.facts()?.network?;
     let host = network.host_differs()?.to_owned();
-    let label = format!("1 stream, {host}");
+    let label = crate::run::single_stream_under(&host);
     v.variants("bulk", Topology::Pair)
         .contains(&label)
-        .then_some(host)
+        .then_some((host, label))
 }
 
 fn targets(v: &View<'_>, md: &mut String) {
@@ -300,8 +301,7 @@ fn targets(v: &View<'_>, md: &mut String) {
         m,
         t,
     );
-    if let Some(host) = host_congestion(v) {
-        let label = format!("1 stream, {host}");
+    if let Some((host, label)) = host_congestion(v) {
         let (g, b, _, t) = rel("bulk", Topology::Pair, &label, "gbit_per_s", true, 2.0);
         let name = format!("pair bulk throughput, 1 connection, under the host's {host} (Gbit/s)");
         row(&name, g, b, "(context)", None, t);
@@ -483,12 +483,8 @@ fn plots(v: &View<'_>, dir: &Path, rel: &str, md: &mut String) -> Result<()> {
     let mut with_direct = cats.clone();
     with_direct.push("direct".into());
     // The pair's single stream under the host's congestion control too, when it was measured.
-    let under_host = host_congestion(v).map(|h| {
-        (
-            format!("1 stream, {h}"),
-            format!("pair, 1 stream, the host's {h}"),
-        )
-    });
+    let under_host =
+        host_congestion(v).map(|(h, label)| (label, format!("pair, 1 stream, the host's {h}")));
     let mut thr = vec![
         (Topology::Pair, "1 stream", "pair, 1 stream"),
         (Topology::Pair, "4 streams", "pair, 4 streams"),
@@ -660,11 +656,11 @@ fn tables(v: &View<'_>, md: &mut String) {
         col("cpu_in_s_per_gib", "inbound CPU s/GiB", false),
     ];
     md.push_str("### 1. Bulk throughput\n\n");
-    if let Some(host) = host_congestion(v) {
+    if let Some((host, label)) = host_congestion(v) {
         let _ = writeln!(
             md,
             "Every socket of the run uses the congestion control of its own network namespace \
-             (see Machine). The \"1 stream, {host}\" tables measure the same streams under the \
+             (see Machine). The \"{label}\" tables measure the same streams under the \
              host's default, {host}, switched for those samples only.\n"
         );
     }

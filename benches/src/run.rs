@@ -153,13 +153,10 @@ pub struct Installed {
     perf: Result<(), String>,
 }
 
-/// Installs what the run will use and is missing (see [`Installed`]), and iproute2 for the
-/// namespace's loopback.
+/// Installs what the run will use and is missing (see [`Installed`]; iproute2, which only the
+/// namespace needs, comes with [`netns::enter`]).
 pub fn install(opts: &Options) -> Installed {
     let unused = || Err("not used in this run".to_owned());
-    if let Err(why) = install::ensure_ip(opts.allow_install) {
-        eprintln!("warning: {why}");
-    }
     Installed {
         contenders: install::ensure(&opts.kinds, opts.allow_install),
         strace: if opts.plan.runs(Scenario::Syscalls) {
@@ -405,6 +402,12 @@ fn order(n: usize, rep: usize) -> Vec<usize> {
     }
 }
 
+/// The label of single-stream bulk samples measured under congestion control `cc` besides the
+/// run's own ("1 stream, bbr"), as results.json and the report name them.
+pub fn single_stream_under(cc: &str) -> String {
+    format!("1 stream, {cc}")
+}
+
 /// Single-stream bulk measured once more under the host's congestion control: switched to
 /// `host` for those samples, then back to the run's.
 struct CongestionSwitch {
@@ -437,41 +440,18 @@ async fn timed_rep(
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
     // 1. Bulk; the single-stream variants again under the host's congestion control when the
     // run's namespace has another one ("1 stream, bbr").
+    let base =
+        |topo, variant: &str, streams, bytes| (topo, variant.to_owned(), streams, bytes, None);
     let mut bulk_variants: Vec<(Topology, String, usize, u64, Option<&str>)> = vec![
-        (
-            Topology::Pair,
-            "1 stream".into(),
-            1,
-            plan.bulk_one_stream_bytes,
-            None,
-        ),
-        (
-            Topology::Pair,
-            "4 streams".into(),
+        base(Topology::Pair, "1 stream", 1, plan.bulk_one_stream_bytes),
+        base(Topology::Pair, "4 streams", 4, plan.bulk_four_streams_bytes),
+        base(Topology::Inbound, "1 stream", 1, plan.bulk_inbound_bytes),
+        base(Topology::Direct, "1 stream", 1, plan.bulk_one_stream_bytes),
+        base(
+            Topology::Direct,
+            "4 streams",
             4,
             plan.bulk_four_streams_bytes,
-            None,
-        ),
-        (
-            Topology::Inbound,
-            "1 stream".into(),
-            1,
-            plan.bulk_inbound_bytes,
-            None,
-        ),
-        (
-            Topology::Direct,
-            "1 stream".into(),
-            1,
-            plan.bulk_one_stream_bytes,
-            None,
-        ),
-        (
-            Topology::Direct,
-            "4 streams".into(),
-            4,
-            plan.bulk_four_streams_bytes,
-            None,
         ),
     ];
     if let Some(CongestionSwitch { host, .. }) = host_congestion {
@@ -480,7 +460,7 @@ async fn timed_rep(
             (Topology::Inbound, plan.bulk_inbound_bytes),
             (Topology::Direct, plan.bulk_one_stream_bytes),
         ] {
-            bulk_variants.push((topo, format!("1 stream, {host}"), 1, bytes, Some(host)));
+            bulk_variants.push((topo, single_stream_under(host), 1, bytes, Some(host)));
         }
     }
     bulk_variants.retain(|_| plan.runs(Scenario::Bulk));
