@@ -287,8 +287,14 @@ impl Client {
         let mut response = Vec::new();
         match tls.read_to_end(&mut response) {
             Ok(_) => {}
-            // The server may close without close_notify after answering; keep what arrived.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+            // The server may close without close_notify after answering, or, when it refused
+            // a body it did not read to the end, with a reset (its unread bytes make the kernel
+            // send RST); either way keep the answer that arrived before.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) && !response.is_empty() => {}
             Err(e) => return Err(written.err().map_or_else(|| e.into(), Into::into)),
         }
         let leaf = tls
