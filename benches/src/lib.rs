@@ -22,6 +22,7 @@ pub mod facts;
 pub mod install;
 pub mod netns;
 pub mod pki;
+pub mod placement;
 pub mod plan;
 pub mod plot;
 pub mod procs;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::placement::Placement;
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
     /// Repetitions of the timed scenarios (bulk, connections, latency); contenders interleaved.
@@ -30,6 +32,9 @@ pub struct Plan {
     /// Also measure single-stream bulk under the host's congestion control when the run's is
     /// another one (see [`crate::netns`]).
     pub bulk_under_host_congestion: bool,
+    /// Fixed placements under which the 64 B ping-pong is measured again, beside the kernel's
+    /// own (see [`crate::placement`]).
+    pub latency_placements: Vec<Placement>,
 }
 
 /// The scenarios, as `--scenarios` names them and as results.json records their samples
@@ -89,6 +94,7 @@ impl Plan {
             syscalls_bytes: 512 * MIB,
             scenarios: Scenario::ALL.to_vec(),
             bulk_under_host_congestion: true,
+            latency_placements: vec![Placement::OneCpu, Placement::PerPod],
         }
     }
 
@@ -114,6 +120,7 @@ impl Plan {
             syscalls_bytes: 8 * MIB,
             scenarios: Scenario::ALL.to_vec(),
             bulk_under_host_congestion: true,
+            latency_placements: vec![Placement::OneCpu, Placement::PerPod],
         }
     }
 

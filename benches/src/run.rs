@@ -16,6 +16,7 @@ use crate::contender::{self, Env, Kind, Running};
 use crate::facts::{self, Facts};
 use crate::netns;
 use crate::pki::Pki;
+use crate::placement::{self, Placement};
 use crate::plan::{Plan, Scenario};
 use crate::procs::{self, Proc};
 use crate::scenario::{Sample, Topology, bulk, cps, latency, memory, syscalls};
@@ -104,6 +105,25 @@ impl Subject {
                 tls: Some(tlsconf::client_config(pki, opts)?),
             },
         })
+    }
+
+    /// Pins the processes of `topo` for a fixed placement: the outbound on the client's CPU,
+    /// the inbound and the app on the server's (the load client pins itself).
+    fn pin(
+        &self,
+        topo: Topology,
+        sides: placement::Sides,
+        app: u32,
+        cpus: &[usize],
+    ) -> Result<placement::Pinned> {
+        let mut procs = vec![(app, sides.server)];
+        if let Some(r) = &self.running {
+            procs.push((r.inbound.pid, sides.server));
+            if let (Topology::Pair, Some(o)) = (topo, &r.outbound) {
+                procs.push((o.pid, sides.client));
+            }
+        }
+        placement::pin(&procs, cpus)
     }
 
     /// CPU seconds (outbound, inbound); zero for direct.
@@ -203,6 +223,7 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
     let pki = Pki::generate(&work.path().join("pki"))?;
     let app = contender::free_port()?;
     let server = start_server(app, work.path())?;
+    let cpus = placement::allowed()?;
     let probes = Probes::start(&pki).await?;
     let env = Env {
         pki: &pki,
@@ -274,6 +295,8 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
             plan,
             host_congestion: host_congestion.as_ref(),
             app,
+            server_pid: server.pid,
+            cpus: &cpus,
             pki: &pki,
         };
         timed_rep(&mut subjects, &order, rep, &scope, &mut rec).await;
@@ -421,6 +444,10 @@ struct Scope<'a> {
     plan: &'a Plan,
     host_congestion: Option<&'a CongestionSwitch>,
     app: std::net::SocketAddr,
+    /// The app's process, pinned with the inbound side under a fixed placement.
+    server_pid: u32,
+    /// The CPUs the harness may use.
+    cpus: &'a [usize],
     pki: &'a Pki,
 }
 
@@ -435,6 +462,8 @@ async fn timed_rep(
         plan,
         host_congestion,
         app,
+        server_pid,
+        cpus,
         pki,
     } = *scope;
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -570,46 +599,87 @@ async fn timed_rep(
         }
     }
 
-    // 3. Latency.
-    let mut lat_variants: Vec<(Topology, String, usize, Option<u32>)> = Vec::new();
+    // 3. Latency; the 64 B ping-pong again under each fixed placement ("64 B, one CPU").
+    let mut lat_variants: Vec<LatencyVariant> = Vec::new();
+    let lat = |topo, name: String, size, rate, placement| LatencyVariant {
+        topo,
+        name,
+        size,
+        rate,
+        placement,
+    };
     for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
-        lat_variants.push((topo, "64 B".into(), 64, None));
-        lat_variants.push((topo, "16 KiB".into(), 16 * 1024, None));
+        lat_variants.push(lat(topo, "64 B".into(), 64, None, Placement::Shared));
+        lat_variants.push(lat(
+            topo,
+            "16 KiB".into(),
+            16 * 1024,
+            None,
+            Placement::Shared,
+        ));
     }
     for &rate in &plan.latency_rates {
         for topo in [Topology::Pair, Topology::Direct] {
-            lat_variants.push((topo, format!("64 B at {rate}/s"), 64, Some(rate)));
+            let name = format!("64 B at {rate}/s");
+            lat_variants.push(lat(topo, name, 64, Some(rate), Placement::Shared));
+        }
+    }
+    for &placement in &plan.latency_placements {
+        for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
+            let name = format!("64 B{}", placement.suffix());
+            lat_variants.push(lat(topo, name, 64, None, placement));
         }
     }
     lat_variants.retain(|_| plan.runs(Scenario::Latency));
-    for (topo, variant, size, rate) in &lat_variants {
+    for v in &lat_variants {
+        let (topo, variant) = (v.topo, v.name.as_str());
+        // A placement the machine cannot hold (a CPU per pod on one CPU) is skipped, as a
+        // contender that cannot be installed is.
+        let sides = match placement::sides(v.placement, cpus) {
+            Ok(sides) => sides,
+            Err(e) => {
+                eprintln!("skipping latency {variant}: {e:#}");
+                continue;
+            }
+        };
         for &i in order {
             let s = &subjects[i];
-            if !s.topologies().contains(topo) {
+            if !s.topologies().contains(&topo) {
                 continue;
             }
             let what = format!("latency {} {variant} {}", topo.as_str(), s.id);
-            let target = match s.target(*topo, app, pki, ClientOpts::FULL) {
+            let target = match s.target(topo, app, pki, ClientOpts::FULL) {
                 Ok(t) => t,
                 Err(e) => {
                     rec.fail(what, e);
                     continue;
                 }
             };
-            let (size, rate) = (*size, *rate);
+            let pinned = sides.map(|sides| s.pin(topo, sides, server_pid, cpus));
+            let _pinned = match pinned.transpose() {
+                Ok(p) => p,
+                Err(e) => {
+                    rec.fail(what, e);
+                    continue;
+                }
+            };
+            let (size, rate) = (v.size, v.rate);
             let n = if size > 64 {
                 plan.latency_large_round_trips
             } else {
                 plan.latency_small_round_trips
             };
             let (warmup, dur) = (plan.latency_warmup, plan.latency_rate_duration);
-            let r = tokio::task::spawn_blocking(move || match rate {
-                None => latency::ping_pong(&target, size, n, warmup),
-                Some(rate) => latency::fixed_rate(&target, size, rate, dur),
+            let (client_cpu, restore) = (sides.map(|s| s.client), cpus.to_vec());
+            let r = tokio::task::spawn_blocking(move || {
+                placement::on_cpu(client_cpu, &restore, || match rate {
+                    None => latency::ping_pong(&target, size, n, warmup),
+                    Some(rate) => latency::fixed_rate(&target, size, rate, dur),
+                })
             })
             .await
             .map_err(anyhow::Error::from)
-            .and_then(|r| r);
+            .and_then(|r| r.and_then(|r| r));
             match r {
                 Ok(t) => {
                     let m = [
@@ -620,12 +690,22 @@ async fn timed_rep(
                         ("samples", t.len() as f64),
                     ];
                     eprintln!("  {what}: p50 {:.0} µs p99 {:.0} µs", m[0].1, m[2].1);
-                    rec.add("latency", *topo, variant, &s.id, rep, &m);
+                    rec.add("latency", topo, variant, &s.id, rep, &m);
                 }
                 Err(e) => rec.fail(what, e),
             }
         }
     }
+}
+
+/// One latency measurement: a topology, a message size, ping-pong or a fixed rate, and where
+/// the processes run.
+struct LatencyVariant {
+    topo: Topology,
+    name: String,
+    size: usize,
+    rate: Option<u32>,
+    placement: Placement,
 }
 
 /// `--profile`: the pair's connection and 64 B latency loads once more for each gembok

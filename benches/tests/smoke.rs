@@ -113,6 +113,22 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
         assert!(metric("connections", topo, variant, g, "conn_per_s") > 0.0);
         assert!(metric("connections", topo, variant, g, "cpu_ms_per_conn") > 0.0);
     }
+    // The placed 64 B variants: "a CPU per pod" only where there are two CPUs to place on.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let placed: &[&str] = if cpus >= 2 {
+        &["64 B, one CPU", "64 B, a CPU per pod"]
+    } else {
+        &["64 B, one CPU"]
+    };
+    for variant in placed {
+        for topo in [Topology::Pair, Topology::Inbound] {
+            assert!(
+                metric("latency", topo, variant, g, "p50_us") > 0.0,
+                "{variant}"
+            );
+        }
+        assert!(metric("latency", Topology::Direct, variant, "direct", "p50_us") > 0.0);
+    }
     for variant in ["64 B", "16 KiB"] {
         let p50 = metric("latency", Topology::Pair, variant, g, "p50_us");
         let p999 = metric("latency", Topology::Pair, variant, g, "p999_us");
@@ -155,11 +171,16 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
     ] {
         assert!(md.contains(heading), "report lacks {heading}");
     }
+    assert!(
+        md.contains("| 64 B round trip added by the pair, one CPU, p50 (µs) | "),
+        "the targets lack the one-CPU context row"
+    );
     for svg in [
         "throughput.svg",
         "cpu-per-gib.svg",
         "connections.svg",
         "latency-64b.svg",
+        "latency-64b-one-cpu.svg",
         "memory-per-connection.svg",
     ] {
         let text = std::fs::read_to_string(out.path().join(svg)).unwrap_or_default();
