@@ -3,7 +3,8 @@
 //!
 //! HTTP rules for `POST /mutate` (and `POST /mutate/istio`, the same for namespaces that are
 //! Istio-injected): 404 for other paths, 405 for other methods, 415 unless the body is
-//! `application/json`, 413 over [`MAX_BODY`], 408 when the body is not sent within
+//! `application/json`, 413 over [`MAX_BODY`] (a body streamed past it is read on and thrown
+//! away up to [`DRAIN_MAX`], so the client sees the answer), 408 when the body is not sent within
 //! `--body-timeout`, 400 when it is not an AdmissionReview, otherwise 200 with the answer. A
 //! client that does not finish the TLS handshake, or a request's headers, within
 //! `--header-timeout` is disconnected. At most `--max-connections` connections are open at
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gembok_certwatch::{CertSource, Material, Options, Reloadable, Requirements, Usage};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
@@ -290,6 +291,46 @@ async fn accept_loop(
     }
 }
 
+/// How much of a streamed body past [`MAX_BODY`] is read and thrown away before the 413. A
+/// socket closed with unread data in it makes the kernel send RST, which can reach the client
+/// before it has read the answer: draining lets a client that is still sending see the 413.
+/// Past this, the connection is closed anyway; a declared length over the limit is refused
+/// before any of the body is read.
+const DRAIN_MAX: usize = MAX_BODY;
+
+#[derive(Debug)]
+enum BodyError {
+    /// Over [`MAX_BODY`].
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// The whole body if it fits in [`MAX_BODY`]; past it, reads on (discarding) up to
+/// [`DRAIN_MAX`] more bytes or the body's end, then says it is too large.
+async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
+    let mut kept = Vec::new();
+    let mut over: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue; // trailers
+        };
+        match &mut over {
+            None if kept.len() + data.len() <= MAX_BODY => kept.extend_from_slice(&data),
+            None => over = Some(kept.len() + data.len() - MAX_BODY),
+            Some(drained) => {
+                *drained += data.len();
+                if *drained > DRAIN_MAX {
+                    break;
+                }
+            }
+        }
+    }
+    match over {
+        None => Ok(Bytes::from(kept)),
+        Some(_) => Err(BodyError::TooLarge),
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     injector: Arc<InjectorConfig>,
@@ -357,14 +398,11 @@ async fn route(
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return too_large();
     }
-    let body = tokio::time::timeout(
-        limits.body_timeout,
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    );
+    let body = tokio::time::timeout(limits.body_timeout, read_body(req.into_body()));
     let body = match body.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Ok(Err(e)) => {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Read(e))) => {
             metrics::error("bad_request");
             let message = format!("cannot read the request body: {e}");
             return ("bad_request", text(StatusCode::BAD_REQUEST, &message));
