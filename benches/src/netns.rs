@@ -69,6 +69,43 @@ pub fn set_congestion(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why a run stays in the host's namespace, decided before `unshare`.
+#[derive(Debug, PartialEq, Eq)]
+struct Stay {
+    /// [`Network::namespace`]: `host`, and why.
+    namespace: String,
+    /// What to warn about; none when the user asked for [`HOST`].
+    warning: Option<String>,
+}
+
+/// Whether the run must stay in the host's namespace: asked to, not root, or no `ip` to bring
+/// the new namespace's loopback up (`ip` is asked for, and perhaps installed, only when the
+/// rest allows a namespace).
+fn stay_in_host(want: &str, root: bool, ip: impl FnOnce() -> Result<(), String>) -> Option<Stay> {
+    let stay = |why: Option<&str>, warning: String| Stay {
+        namespace: why.map_or(HOST.to_owned(), |w| format!("{HOST} ({w})")),
+        warning: Some(warning),
+    };
+    if want == HOST {
+        return Some(Stay {
+            namespace: HOST.to_owned(),
+            warning: None,
+        });
+    }
+    if !root {
+        let why = "an own namespace needs root";
+        let warning = "a network namespace of the run's own needs root".to_owned();
+        return Some(stay(Some(why), warning));
+    }
+    match ip() {
+        Ok(()) => None,
+        Err(why) => Some(stay(
+            Some(&why),
+            format!("the run's network namespace needs `ip` to bring its loopback up: {why}"),
+        )),
+    }
+}
+
 /// The congestion control of both ends of a fresh loopback connection.
 fn loopback_congestion() -> io::Result<[String; 2]> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -83,9 +120,10 @@ fn loopback_congestion() -> io::Result<[String; 2]> {
 }
 
 /// Moves the calling thread into a new network namespace with loopback up and `want` as its
-/// congestion control; with [`HOST`], or where no namespace can be made (no root, a sandbox;
-/// said on stderr and in the returned namespace), stays where it is. Installs iproute2 first
-/// if it is missing and may be (the namespace has no route out).
+/// congestion control; with [`HOST`], or where no namespace can be made (no root, no iproute2
+/// to bring its loopback up, a sandbox; said on stderr and in the returned namespace), stays
+/// where it is. Installs iproute2 first if it is missing and may be (the namespace has no
+/// route out).
 /// Call it from the main thread before any other thread or child process exists.
 pub fn enter(want: &str, allow_install: bool) -> Result<Network> {
     let host = congestion().unwrap_or_else(|e| format!("(unreadable: {e})"));
@@ -94,18 +132,15 @@ pub fn enter(want: &str, allow_install: bool) -> Result<Network> {
         congestion: host.clone(),
         host_congestion: host.clone(),
     };
-    if want == HOST {
-        return Ok(stay(HOST));
-    }
-    if !crate::sys::is_root() {
-        eprintln!(
-            "warning: a network namespace of the run's own needs root; measuring with the \
-             host's congestion control ({host}) instead of {want}"
-        );
-        return Ok(stay("host (an own namespace needs root)"));
-    }
-    if let Err(why) = crate::install::ensure_ip(allow_install) {
-        eprintln!("warning: {why}");
+    let ip = || crate::install::ensure_ip(allow_install);
+    if let Some(Stay { namespace, warning }) = stay_in_host(want, crate::sys::is_root(), ip) {
+        if let Some(w) = warning {
+            eprintln!(
+                "warning: {w}; measuring with the host's congestion control ({host}) instead \
+                 of {want}"
+            );
+        }
+        return Ok(stay(&namespace));
     }
     // A sandbox may forbid new namespaces even to root (seccomp, no CAP_SYS_ADMIN).
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
@@ -113,7 +148,7 @@ pub fn enter(want: &str, allow_install: bool) -> Result<Network> {
             "warning: cannot create the run's network namespace (unshare: {e}); measuring \
              with the host's congestion control ({host}) instead of {want}"
         );
-        return Ok(stay(&format!("host (unshare: {e})")));
+        return Ok(stay(&format!("{HOST} (unshare: {e})")));
     }
     let status = Command::new("ip")
         .args(["link", "set", "lo", "up"])
@@ -128,4 +163,50 @@ pub fn enter(want: &str, allow_install: bool) -> Result<Network> {
         congestion: want.to_owned(),
         host_congestion: host,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_ip() -> Result<(), String> {
+        Err("ip is not installed (apt-get install iproute2)".into())
+    }
+
+    #[test]
+    fn without_ip_the_run_stays_in_the_host_namespace_and_says_why() {
+        let s = stay_in_host("cubic", true, no_ip).expect("must stay");
+        assert_eq!(
+            s.namespace,
+            "host (ip is not installed (apt-get install iproute2))"
+        );
+        assert!(s.warning.unwrap().contains("needs `ip`"));
+    }
+
+    #[test]
+    fn root_with_ip_makes_a_namespace() {
+        assert_eq!(stay_in_host("cubic", true, || Ok(())), None);
+    }
+
+    #[test]
+    fn ip_is_not_asked_for_when_no_namespace_is_made() {
+        let asked = std::cell::Cell::new(false);
+        let ip = || {
+            asked.set(true);
+            Ok(())
+        };
+        let s = stay_in_host("cubic", false, ip).expect("must stay");
+        assert_eq!(s.namespace, "host (an own namespace needs root)");
+        assert!(s.warning.is_some());
+        let s = stay_in_host(HOST, true, || {
+            asked.set(true);
+            Ok(())
+        })
+        .expect("must stay");
+        assert_eq!((s.namespace.as_str(), s.warning), (HOST, None));
+        assert!(
+            !asked.get(),
+            "ip was looked for (and maybe installed) for nothing"
+        );
+    }
 }
