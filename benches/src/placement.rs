@@ -176,14 +176,19 @@ impl Drop for Pinned {
     }
 }
 
-/// Runs `f` with the calling thread pinned to `cpu`, then gives it back `restore`.
-pub fn on_cpu<T>(cpu: Option<usize>, restore: &[usize], f: impl FnOnce() -> T) -> Result<T> {
-    let Some(cpu) = cpu else { return Ok(f()) };
+/// Runs `f` with the calling thread pinned to `cpu` (when there is one), then gives the thread
+/// back `restore`.
+pub fn on_cpu<T>(
+    cpu: Option<usize>,
+    restore: &[usize],
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let Some(cpu) = cpu else { return f() };
     let me = Pid::from_raw(0);
     sched_setaffinity(me, &set_of(&[cpu])?).context("pin the load client")?;
     let out = f();
     sched_setaffinity(me, &set_of(restore)?).context("unpin the load client")?;
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -679,7 +679,7 @@ async fn timed_rep(
             })
             .await
             .map_err(anyhow::Error::from)
-            .and_then(|r| r.and_then(|r| r));
+            .and_then(|r| r);
             match r {
                 Ok(t) => {
                     let m = [
