@@ -187,13 +187,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// Resident set size of `pid`'s process tree in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The anonymous part of [`rss_kib`]: heap, stacks and other private memory, without the
+/// program's and libraries' pages, which every sidecar started from the same files shares
+/// through the page cache.
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, summed over `pid`'s process tree.
+fn status_kib(pid: u32, field: &str) -> u64 {
     tree(pid)
         .into_iter()
         .filter_map(|p| {
             let status = fs::read_to_string(format!("/proc/{p}/status")).ok()?;
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .sum()

@@ -835,25 +835,14 @@ async fn memory_sample(
     } else {
         Topology::Inbound
     };
-    if let Some(out) = r.idle_rss_out {
-        rec.add(
-            "memory",
-            topo,
-            "idle",
-            &s.id,
-            0,
-            &[("out_kib", out as f64), ("in_kib", r.idle_rss_in as f64)],
-        );
-    } else {
-        rec.add(
-            "memory",
-            topo,
-            "idle",
-            &s.id,
-            0,
-            &[("in_kib", r.idle_rss_in as f64)],
-        );
+    let mut idle = vec![
+        ("in_kib", r.idle_rss_in as f64),
+        ("in_anon_kib", r.idle_anon_in as f64),
+    ];
+    if let (Some(out), Some(anon)) = (r.idle_rss_out, r.idle_anon_out) {
+        idle.extend([("out_kib", out as f64), ("out_anon_kib", anon as f64)]);
     }
+    rec.add("memory", topo, "idle", &s.id, 0, &idle);
     let what = format!("memory {}", s.id);
     let target = match s.target(topo, app, pki, ClientOpts::RESUMED) {
         Ok(t) => t,

@@ -139,6 +139,20 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
     }
     assert!(metric("memory", Topology::Pair, "idle", g, "in_kib") > 0.0);
     assert!(metric("memory", Topology::Pair, "idle", g, "out_kib") > 0.0);
+    for side in ["in", "out"] {
+        let all = metric("memory", Topology::Pair, "idle", g, &format!("{side}_kib"));
+        let anon = metric(
+            "memory",
+            Topology::Pair,
+            "idle",
+            g,
+            &format!("{side}_anon_kib"),
+        );
+        assert!(
+            anon > 0.0 && anon < all,
+            "{side}: anonymous {anon} of {all} KiB"
+        );
+    }
     let held = metric("memory", Topology::Pair, "50 connections", g, "held");
     assert_eq!(held, 50.0);
     assert!(

@@ -244,6 +244,9 @@ pub struct Running {
     /// RSS (KiB) of each side right after it became ready, before any traffic.
     pub idle_rss_out: Option<u64>,
     pub idle_rss_in: u64,
+    /// The anonymous part of each (see [`procs::rss_anon_kib`]).
+    pub idle_anon_out: Option<u64>,
+    pub idle_anon_in: u64,
 }
 
 impl Running {
@@ -311,7 +314,10 @@ fn start_once(kind: Kind, env: &Env<'_>) -> Result<Running> {
         Kind::Hitch => (hitch::launch(env, &ports, &dir)?, None),
     };
     let inbound = launch(inbound, &dir)?;
-    let idle_rss_in = procs::rss_kib(inbound.pid);
+    let (idle_rss_in, idle_anon_in) = (
+        procs::rss_kib(inbound.pid),
+        procs::rss_anon_kib(inbound.pid),
+    );
     let outbound = match outbound.map(|o| launch(o, &dir)).transpose() {
         Ok(o) => o,
         Err(e) => {
@@ -320,6 +326,7 @@ fn start_once(kind: Kind, env: &Env<'_>) -> Result<Running> {
         }
     };
     let idle_rss_out = outbound.as_ref().map(|o| procs::rss_kib(o.pid));
+    let idle_anon_out = outbound.as_ref().map(|o| procs::rss_anon_kib(o.pid));
     Ok(Running {
         kind,
         ports,
@@ -327,6 +334,8 @@ fn start_once(kind: Kind, env: &Env<'_>) -> Result<Running> {
         inbound,
         idle_rss_out,
         idle_rss_in,
+        idle_anon_out,
+        idle_anon_in,
     })
 }
 
