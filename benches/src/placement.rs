@@ -15,7 +15,13 @@
 //!   manager). Only the hops between the pods cross CPUs, in direct runs as in pair runs.
 //!
 //! The default, [`Placement::Shared`], pins nothing. A pinning is undone when its [`Pinned`]
-//! guard drops: every thread of the pinned processes gets back the harness's own CPU set.
+//! guard drops: every thread of the pinned processes gets back the harness's own CPU set. The
+//! threads stay on the CPUs they were pinned to until the scheduler moves them, so the placed
+//! variants run after all the other timed measurements. Run inside each repetition, they
+//! slowed the next repetition's single-stream bulk through the pair: 12.6–15.5 Gbit/s in the
+//! second and third repetitions, against 15.2–17.6 without them (two quick runs of each,
+//! 4 repetitions, interleaved, 2026-11-30 11:49Z; a noisy host, but reason enough to keep the
+//! two apart).
 
 use std::fmt;
 

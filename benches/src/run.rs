@@ -1,8 +1,11 @@
 //! One benchmark run: get the contenders, start the app and every contender once, verify
 //! each, then measure. Timed scenarios go repetition by repetition and, inside one, variant by
 //! variant over every subject in an order that changes every repetition ([`order`]), so drift
-//! (thermal, noisy neighbours) hits all subjects alike. Memory and syscall counts come last: they leave connections and tracers
-//! behind that would disturb timing.
+//! (thermal, noisy neighbours) hits all subjects alike. Then the latency variants under fixed CPU
+//! placements, in repetitions of their own: a pinned thread stays where it was put after it is
+//! let go, until the scheduler moves it, and that slowed the next repetition's bulk transfers.
+//! Memory and syscall counts come last: they leave connections and tracers behind that would
+//! disturb timing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -301,6 +304,27 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
         };
         timed_rep(&mut subjects, &order, rep, &scope, &mut rec).await;
     }
+    // After every timed repetition (see the module's comment).
+    let placed = placed_variants(plan);
+    if !placed.is_empty() {
+        for rep in 0..plan.reps {
+            eprintln!(
+                "latency under fixed placements, repetition {}/{}",
+                rep + 1,
+                plan.reps
+            );
+            let order = order(subjects.len(), rep as usize);
+            let scope = Scope {
+                plan,
+                host_congestion: None,
+                app,
+                server_pid: server.pid,
+                cpus: &cpus,
+                pki: &pki,
+            };
+            latency_rep(&subjects, &order, rep, &scope, &placed, &mut rec).await;
+        }
+    }
 
     if let Some(dir) = &opts.profile {
         profile_all(&subjects, plan, app, &pki, dir, installed.perf, &mut rec).await;
@@ -462,9 +486,8 @@ async fn timed_rep(
         plan,
         host_congestion,
         app,
-        server_pid,
-        cpus,
         pki,
+        ..
     } = *scope;
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
     // 1. Bulk; the single-stream variants again under the host's congestion control when the
@@ -599,39 +622,69 @@ async fn timed_rep(
         }
     }
 
-    // 3. Latency; the 64 B ping-pong again under each fixed placement ("64 B, one CPU").
-    let mut lat_variants: Vec<LatencyVariant> = Vec::new();
-    let lat = |topo, name: String, size, rate, placement| LatencyVariant {
+    // 3. Latency, where the kernel places the processes.
+    latency_rep(subjects, order, rep, scope, &shared_variants(plan), rec).await;
+}
+
+/// The latency variants measured where the kernel places the processes.
+fn shared_variants(plan: &Plan) -> Vec<LatencyVariant> {
+    let lat = |topo, name: String, size, rate| LatencyVariant {
         topo,
         name,
         size,
         rate,
-        placement,
+        placement: Placement::Shared,
     };
+    let mut v = Vec::new();
     for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
-        lat_variants.push(lat(topo, "64 B".into(), 64, None, Placement::Shared));
-        lat_variants.push(lat(
-            topo,
-            "16 KiB".into(),
-            16 * 1024,
-            None,
-            Placement::Shared,
-        ));
+        v.push(lat(topo, "64 B".into(), 64, None));
+        v.push(lat(topo, "16 KiB".into(), 16 * 1024, None));
     }
     for &rate in &plan.latency_rates {
         for topo in [Topology::Pair, Topology::Direct] {
-            let name = format!("64 B at {rate}/s");
-            lat_variants.push(lat(topo, name, 64, Some(rate), Placement::Shared));
+            v.push(lat(topo, format!("64 B at {rate}/s"), 64, Some(rate)));
         }
     }
+    v.retain(|_| plan.runs(Scenario::Latency));
+    v
+}
+
+/// The 64 B ping-pong under each of the plan's fixed placements ("64 B, one CPU").
+fn placed_variants(plan: &Plan) -> Vec<LatencyVariant> {
+    let mut v = Vec::new();
     for &placement in &plan.latency_placements {
         for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
-            let name = format!("64 B{}", placement.suffix());
-            lat_variants.push(lat(topo, name, 64, None, placement));
+            v.push(LatencyVariant {
+                topo,
+                name: format!("64 B{}", placement.suffix()),
+                size: 64,
+                rate: None,
+                placement,
+            });
         }
     }
-    lat_variants.retain(|_| plan.runs(Scenario::Latency));
-    for v in &lat_variants {
+    v.retain(|_| plan.runs(Scenario::Latency));
+    v
+}
+
+/// One repetition of `variants`, each over every subject in `order`.
+async fn latency_rep(
+    subjects: &[Subject],
+    order: &[usize],
+    rep: u32,
+    scope: &Scope<'_>,
+    variants: &[LatencyVariant],
+    rec: &mut Recorder,
+) {
+    let Scope {
+        plan,
+        app,
+        server_pid,
+        cpus,
+        pki,
+        ..
+    } = *scope;
+    for v in variants {
         let (topo, variant) = (v.topo, v.name.as_str());
         // A placement the machine cannot hold (a CPU per pod on one CPU) is skipped, as a
         // contender that cannot be installed is.
