@@ -17,11 +17,10 @@
 //! The default, [`Placement::Shared`], pins nothing. A pinning is undone when its [`Pinned`]
 //! guard drops: every thread of the pinned processes gets back the harness's own CPU set. The
 //! threads stay on the CPUs they were pinned to until the scheduler moves them, so the placed
-//! variants run after all the other timed measurements. Run inside each repetition, they
-//! slowed the next repetition's single-stream bulk through the pair: 12.6–15.5 Gbit/s in the
-//! second and third repetitions, against 15.2–17.6 without them (two quick runs of each,
-//! 4 repetitions, interleaved, 2026-11-30 11:49Z; a noisy host, but reason enough to keep the
-//! two apart).
+//! variants run after all the other timed measurements, as a precaution: run inside each
+//! repetition, the next repetition's single-stream bulk through the pair looked slower (two
+//! interleaved quick runs of each, 2026-11-30 11:49Z), but a full run with them after showed
+//! the same decline after its first repetition (`tuning.md`).
 
 use std::fmt;
 

@@ -3,7 +3,7 @@
 //! variant over every subject in an order that changes every repetition ([`order`]), so drift
 //! (thermal, noisy neighbours) hits all subjects alike. Then the latency variants under fixed CPU
 //! placements, in repetitions of their own: a pinned thread stays where it was put after it is
-//! let go, until the scheduler moves it, and that slowed the next repetition's bulk transfers.
+//! let go, until the scheduler moves it, which may slow what runs next (see `placement`).
 //! Memory and syscall counts come last: they leave connections and tracers behind that would
 //! disturb timing.
 
