@@ -99,9 +99,12 @@ pub fn collect(kinds: &[Kind], gembok_bin: &Path) -> Facts {
 /// `haltpoll (guest_halt_poll_ns = 0)`, `none`, `intel_idle`, ...
 fn cpuidle() -> String {
     let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+    if driver != "haltpoll" {
+        return driver;
+    }
     match std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
-        Ok(ns) if driver == "haltpoll" => format!("{driver} (guest_halt_poll_ns = {})", ns.trim()),
-        _ => driver,
+        Ok(ns) => format!("{driver} (guest_halt_poll_ns = {})", ns.trim()),
+        Err(_) => driver,
     }
 }
 

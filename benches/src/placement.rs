@@ -27,11 +27,11 @@ use std::fmt;
 use anyhow::{Context, Result, bail};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::procs;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Placement {
     /// The kernel places every process (no affinity set).
@@ -43,12 +43,12 @@ pub enum Placement {
 }
 
 impl Placement {
-    /// Suffix of the variant name ("64 B, one CPU"); empty for the default.
-    pub fn suffix(self) -> &'static str {
+    /// The 64 B ping-pong's variant name under this placement, as results.json and the
+    /// report name it: "64 B" where the kernel places the processes, else "64 B, one CPU"...
+    pub fn variant_64b(self) -> String {
         match self {
-            Placement::Shared => "",
-            Placement::OneCpu => ", one CPU",
-            Placement::PerPod => ", a CPU per pod",
+            Placement::Shared => "64 B".to_owned(),
+            placed => format!("64 B, {placed}"),
         }
     }
 

@@ -185,30 +185,33 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / sys::clock_ticks()
 }
 
-/// Resident set size of `pid`'s process tree in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
+/// Resident memory of a process tree, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rss {
+    /// `VmRSS`: everything resident.
+    pub total_kib: u64,
+    /// `RssAnon`: heap, stacks and other private memory, without the program's and libraries'
+    /// pages, which every sidecar started from the same files shares through the page cache.
+    pub anon_kib: u64,
 }
 
-/// The anonymous part of [`rss_kib`]: heap, stacks and other private memory, without the
-/// program's and libraries' pages, which every sidecar started from the same files shares
-/// through the page cache.
-pub fn rss_anon_kib(pid: u32) -> u64 {
-    status_kib(pid, "RssAnon:")
-}
-
-/// A `kB` field of `/proc/<pid>/status`, summed over `pid`'s process tree.
-fn status_kib(pid: u32, field: &str) -> u64 {
+/// Resident memory of `pid`'s process tree: one walk of the tree, one read of each process's
+/// `/proc/<pid>/status`.
+pub fn rss(pid: u32) -> Rss {
+    let kib = |status: &str, field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
     tree(pid)
         .into_iter()
-        .filter_map(|p| {
-            let status = fs::read_to_string(format!("/proc/{p}/status")).ok()?;
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .fold(Rss::default(), |sum, status| Rss {
+            total_kib: sum.total_kib + kib(&status, "VmRSS:"),
+            anon_kib: sum.anon_kib + kib(&status, "RssAnon:"),
         })
-        .sum()
 }
 
 /// Installs the panic hook and the Ctrl-C/SIGTERM watcher that clean up children.
@@ -218,4 +221,41 @@ pub fn install_cleanup_handlers() {
         cleanup();
         previous(info);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_reads_both_fields_of_the_tree_in_one_pass() {
+        // A process without children of its own (this test binary may have some: other tests
+        // spawn them), and which touches no more memory while it is read.
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        // Ready once it has exec'd sleep and sleeps in it (its memory no longer moves).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let is = |prefix: &str| status.lines().any(|l| l.starts_with(prefix));
+            if is("Name:\tsleep") && is("State:\tS") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sleep never went to sleep:\n{status}"
+            );
+            std::thread::yield_now();
+        };
+        let field = |name: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let r = rss(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(r.total_kib, field("VmRSS:"), "{r:?}");
+        assert_eq!(r.anon_kib, field("RssAnon:"), "{r:?}");
+        assert!(0 < r.anon_kib && r.anon_kib < r.total_kib, "{r:?}");
+    }
 }

@@ -345,7 +345,7 @@ fn targets(v: &View<'_>, md: &mut String) {
     // Judged where the kernel placed the processes; the fixed placements are context: they
     // show what the proxies add once wake-ups across idle CPUs are off the path.
     for placement in [Placement::Shared, Placement::OneCpu, Placement::PerPod] {
-        let variant = format!("64 B{}", placement.suffix());
+        let variant = placement.variant_64b();
         for (p, goal) in [("p50_us", 40.0), ("p99_us", 100.0)] {
             let g = v
                 .spread("latency", Topology::Pair, &variant, GEMBOK, p)
@@ -579,15 +579,14 @@ fn plots(v: &View<'_>, dir: &Path, rel: &str, md: &mut String) -> Result<()> {
         cats.clone(),
         series("connections", &conn, "cpu_ms_per_conn", &cats),
     )?;
-    let placed = [Placement::OneCpu, Placement::PerPod].map(|p| {
-        let file = format!("latency-64b-{}.svg", p.slug());
-        (format!("64 B{}", p.suffix()), file)
-    });
-    let lat_plots = [
+    let mut lat_plots = vec![
         ("64 B".to_owned(), "latency-64b.svg".to_owned()),
         ("16 KiB".to_owned(), "latency-16k.svg".to_owned()),
     ];
-    for (variant, file) in lat_plots.iter().chain(&placed) {
+    for p in [Placement::OneCpu, Placement::PerPod] {
+        lat_plots.push((p.variant_64b(), format!("latency-64b-{}.svg", p.slug())));
+    }
+    for (variant, file) in &lat_plots {
         let variant = variant.as_str();
         let lat_cats = v.subjects("latency", Topology::Pair);
         let lat: Vec<Series> = [

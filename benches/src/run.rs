@@ -256,8 +256,8 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
         };
         let verdict = verify::verify(&running, &pki, &probes).await;
         let mut i = info(kind, String::new());
-        i.idle_rss_out_kib = running.idle_rss_out;
-        i.idle_rss_in_kib = Some(running.idle_rss_in);
+        i.idle_rss_out_kib = running.idle_out.map(|r| r.total_kib);
+        i.idle_rss_in_kib = Some(running.idle_in.total_kib);
         match verdict {
             Ok(v) if v.passed() => {
                 i.status = "measured".into();
@@ -291,17 +291,17 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
         errors: Vec::new(),
     };
     let plan = &opts.plan;
+    let scope = Scope {
+        plan,
+        host_congestion: host_congestion.as_ref(),
+        app,
+        server_pid: server.pid,
+        cpus: &cpus,
+        pki: &pki,
+    };
     for rep in 0..plan.reps {
         eprintln!("repetition {}/{}", rep + 1, plan.reps);
         let order = order(subjects.len(), rep as usize);
-        let scope = Scope {
-            plan,
-            host_congestion: host_congestion.as_ref(),
-            app,
-            server_pid: server.pid,
-            cpus: &cpus,
-            pki: &pki,
-        };
         timed_rep(&mut subjects, &order, rep, &scope, &mut rec).await;
     }
     // After every timed repetition (see the module's comment).
@@ -314,14 +314,6 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
                 plan.reps
             );
             let order = order(subjects.len(), rep as usize);
-            let scope = Scope {
-                plan,
-                host_congestion: None,
-                app,
-                server_pid: server.pid,
-                cpus: &cpus,
-                pki: &pki,
-            };
             latency_rep(&subjects, &order, rep, &scope, &placed, &mut rec).await;
         }
     }
@@ -656,7 +648,7 @@ fn placed_variants(plan: &Plan) -> Vec<LatencyVariant> {
         for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
             v.push(LatencyVariant {
                 topo,
-                name: format!("64 B{}", placement.suffix()),
+                name: placement.variant_64b(),
                 size: 64,
                 rate: None,
                 placement,
@@ -889,11 +881,14 @@ async fn memory_sample(
         Topology::Inbound
     };
     let mut idle = vec![
-        ("in_kib", r.idle_rss_in as f64),
-        ("in_anon_kib", r.idle_anon_in as f64),
+        ("in_kib", r.idle_in.total_kib as f64),
+        ("in_anon_kib", r.idle_in.anon_kib as f64),
     ];
-    if let (Some(out), Some(anon)) = (r.idle_rss_out, r.idle_anon_out) {
-        idle.extend([("out_kib", out as f64), ("out_anon_kib", anon as f64)]);
+    if let Some(out) = r.idle_out {
+        idle.extend([
+            ("out_kib", out.total_kib as f64),
+            ("out_anon_kib", out.anon_kib as f64),
+        ]);
     }
     rec.add("memory", topo, "idle", &s.id, 0, &idle);
     let what = format!("memory {}", s.id);
@@ -903,8 +898,8 @@ async fn memory_sample(
     };
     let rss = || {
         (
-            r.outbound.as_ref().map(|o| procs::rss_kib(o.pid)),
-            procs::rss_kib(r.inbound.pid),
+            r.outbound.as_ref().map(|o| procs::rss(o.pid).total_kib),
+            procs::rss(r.inbound.pid).total_kib,
         )
     };
     let (out0, in0) = rss();

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gembok_bench::placement::{self, Placement};
 use gembok_bench::plan::Scenario;
-use gembok_bench::report;
-use gembok_bench::run::Results;
+use gembok_bench::run::{Results, single_stream_under};
 use gembok_bench::scenario::Topology;
+use gembok_bench::{netns, report};
 
 /// The gembok-proxy binary of this cargo profile, built if missing (a `-p gembok-bench` test
 /// run does not build other packages' binaries).
@@ -113,14 +114,14 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
         assert!(metric("connections", topo, variant, g, "conn_per_s") > 0.0);
         assert!(metric("connections", topo, variant, g, "cpu_ms_per_conn") > 0.0);
     }
-    // The placed 64 B variants: "a CPU per pod" only where there are two CPUs to place on.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let placed: &[&str] = if cpus >= 2 {
-        &["64 B, one CPU", "64 B, a CPU per pod"]
-    } else {
-        &["64 B, one CPU"]
-    };
-    for variant in placed {
+    // The placed 64 B variants: each placement the harness's CPUs can hold ("a CPU per pod"
+    // needs two).
+    let cpus = placement::allowed().unwrap();
+    for p in [Placement::OneCpu, Placement::PerPod] {
+        if placement::sides(p, &cpus).is_err() {
+            continue;
+        }
+        let variant = &p.variant_64b();
         for topo in [Topology::Pair, Topology::Inbound] {
             assert!(
                 metric("latency", topo, variant, g, "p50_us") > 0.0,
@@ -234,12 +235,11 @@ fn a_congestion_control_that_is_no_name_exits_64() {
 /// the host's default is left alone, and single-stream bulk is measured under the host's too.
 #[test]
 fn a_run_measures_in_its_own_namespace_with_the_congestion_control_asked_for() {
-    const HOST_CC: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
-    let host = std::fs::read_to_string(HOST_CC).unwrap().trim().to_owned();
+    let host = netns::congestion().unwrap();
     // reno is always built in; the host's default is rarely it, so bulk is measured twice.
     let (_out, r) = smoke(&["--congestion", "reno", "--scenarios", "bulk"]);
     assert_eq!(
-        std::fs::read_to_string(HOST_CC).unwrap().trim(),
+        netns::congestion().unwrap(),
         host,
         "the host's default congestion control changed"
     );
@@ -260,7 +260,7 @@ fn a_run_measures_in_its_own_namespace_with_the_congestion_control_asked_for() {
         assert!(network.namespace.starts_with("host"), "{network:?}");
         return;
     }
-    assert_eq!(network.namespace, "own");
+    assert_eq!(network.namespace, netns::OWN);
     assert_eq!(network.congestion, "reno");
     let labels = |topo: Topology| -> Vec<String> {
         report::samples_of(&r, "bulk")
@@ -270,7 +270,7 @@ fn a_run_measures_in_its_own_namespace_with_the_congestion_control_asked_for() {
             .collect()
     };
     for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
-        let under_host = format!("1 stream, {host}");
+        let under_host = single_stream_under(&host);
         let labels = labels(topo);
         assert!(
             labels.iter().any(|l| l == "1 stream"),

@@ -241,12 +241,9 @@ pub struct Running {
     pub ports: Ports,
     pub outbound: Option<Proc>,
     pub inbound: Proc,
-    /// RSS (KiB) of each side right after it became ready, before any traffic.
-    pub idle_rss_out: Option<u64>,
-    pub idle_rss_in: u64,
-    /// The anonymous part of each (see [`procs::rss_anon_kib`]).
-    pub idle_anon_out: Option<u64>,
-    pub idle_anon_in: u64,
+    /// Resident memory of each side right after it became ready, before any traffic.
+    pub idle_out: Option<procs::Rss>,
+    pub idle_in: procs::Rss,
 }
 
 impl Running {
@@ -314,10 +311,7 @@ fn start_once(kind: Kind, env: &Env<'_>) -> Result<Running> {
         Kind::Hitch => (hitch::launch(env, &ports, &dir)?, None),
     };
     let inbound = launch(inbound, &dir)?;
-    let (idle_rss_in, idle_anon_in) = (
-        procs::rss_kib(inbound.pid),
-        procs::rss_anon_kib(inbound.pid),
-    );
+    let idle_in = procs::rss(inbound.pid);
     let outbound = match outbound.map(|o| launch(o, &dir)).transpose() {
         Ok(o) => o,
         Err(e) => {
@@ -325,17 +319,14 @@ fn start_once(kind: Kind, env: &Env<'_>) -> Result<Running> {
             return Err(e);
         }
     };
-    let idle_rss_out = outbound.as_ref().map(|o| procs::rss_kib(o.pid));
-    let idle_anon_out = outbound.as_ref().map(|o| procs::rss_anon_kib(o.pid));
+    let idle_out = outbound.as_ref().map(|o| procs::rss(o.pid));
     Ok(Running {
         kind,
         ports,
         outbound,
         inbound,
-        idle_rss_out,
-        idle_rss_in,
-        idle_anon_out,
-        idle_anon_in,
+        idle_out,
+        idle_in,
     })
 }
 
