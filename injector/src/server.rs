@@ -306,17 +306,22 @@ enum BodyError {
 }
 
 /// The whole body if it fits in [`MAX_BODY`]; past it, reads on (discarding) up to
-/// [`DRAIN_MAX`] more bytes or the body's end, then says it is too large.
+/// [`DRAIN_MAX`] more bytes or the body's end, then says it is too large. A body that came in
+/// one frame is handed on as it came; several are joined once at the end.
 async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
-    let mut kept = Vec::new();
+    let mut kept: Vec<Bytes> = Vec::new();
+    let mut len = 0;
     let mut over: Option<usize> = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue; // trailers
         };
         match &mut over {
-            None if kept.len() + data.len() <= MAX_BODY => kept.extend_from_slice(&data),
-            None => over = Some(kept.len() + data.len() - MAX_BODY),
+            None if len + data.len() <= MAX_BODY => {
+                len += data.len();
+                kept.push(data);
+            }
+            None => over = Some(len + data.len() - MAX_BODY),
             Some(drained) => {
                 *drained += data.len();
                 if *drained > DRAIN_MAX {
@@ -325,9 +330,10 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
             }
         }
     }
-    match over {
-        None => Ok(Bytes::from(kept)),
-        Some(_) => Err(BodyError::TooLarge),
+    match (over, kept.len()) {
+        (Some(_), _) => Err(BodyError::TooLarge),
+        (None, 1) => Ok(kept.swap_remove(0)),
+        (None, _) => Ok(Bytes::from(kept.concat())),
     }
 }
 

@@ -902,6 +902,37 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() -> Result<()> {
     Ok(())
 }
 
+/// Request head of a review POSTed with `Transfer-Encoding: chunked` (see [`chunked`]).
+const CHUNKED_HEAD: &str = "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+
+/// `body` in HTTP/1.1 chunked encoding, `size` bytes a chunk.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / size * 12 + 16);
+    for chunk in body.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A review under the limit but streamed in many small chunks is joined and answered as any.
+#[test]
+fn a_review_streamed_in_small_chunks_is_answered() -> Result<()> {
+    let webhook = Webhook::start(&[])?;
+    webhook.wait_ready()?;
+    let review = serde_json::to_vec(&injectable("in-chunks"))?;
+    let (status, body) = webhook
+        .client
+        .request_clean(CHUNKED_HEAD, &chunked(&review, 97))?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body)?;
+    assert_eq!(answer["response"]["uid"], "in-chunks");
+    assert_eq!(answer["response"]["allowed"], true);
+    Ok(())
+}
+
 #[test]
 fn bad_requests_get_http_errors_and_the_server_keeps_serving() -> Result<()> {
     let webhook = Webhook::start(&[])?;
@@ -951,17 +982,11 @@ fn bad_requests_get_http_errors_and_the_server_keeps_serving() -> Result<()> {
     // a server that stopped reading at the limit would leave the client's writes hanging until
     // it closed, and then failing.
     let big = vec![b' '; 11 * 1024 * 1024];
-    let mut chunked = Vec::new();
-    for chunk in big.chunks(1024 * 1024) {
-        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        chunked.extend_from_slice(chunk);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
-    let head = "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     // The server reads the rest of it and throws it away, so the client writes every byte and
     // reads the 413 without the reset that unread data would cause.
-    let (status, body) = webhook.client.request_clean(head, &chunked)?;
+    let (status, body) = webhook
+        .client
+        .request_clean(CHUNKED_HEAD, &chunked(&big, 1024 * 1024))?;
     assert_eq!(status, 413, "a streamed body is cut at the limit");
     assert!(String::from_utf8_lossy(&body).contains("larger than"));
 
