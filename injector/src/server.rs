@@ -3,10 +3,15 @@
 //!
 //! HTTP rules for `POST /mutate` (and `POST /mutate/istio`, the same for namespaces that are
 //! Istio-injected): 404 for other paths, 405 for other methods, 415 unless the body is
-//! `application/json`, 413 over [`MAX_BODY`] (a body streamed past it is read on and thrown
-//! away up to [`DRAIN_MAX`], so the client sees the answer), 408 when the body is not sent within
-//! `--body-timeout`, 400 when it is not an AdmissionReview, otherwise 200 with the answer. A
-//! client that does not finish the TLS handshake, or a request's headers, within
+//! `application/json`, 413 over [`MAX_BODY`], 408 when the body is not sent within
+//! `--body-timeout`, 400 when it is not an AdmissionReview, otherwise 200 with the answer.
+//!
+//! The body of a refused request is still read and thrown away behind the answer, up to
+//! [`LINGER_MAX`] bytes and within `--body-timeout`: a client that is still sending then sees
+//! the answer rather than a reset, and a keep-alive connection stays usable for its next
+//! request.
+//!
+//! A client that does not finish the TLS handshake, or a request's headers, within
 //! `--header-timeout` is disconnected. At most `--max-connections` connections are open at
 //! once; past that, new connections wait in the listen queue until one closes.
 //!
@@ -25,8 +30,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gembok_certwatch::{CertSource, Material, Options, Reloadable, Requirements, Usage};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -291,50 +297,38 @@ async fn accept_loop(
     }
 }
 
-/// How much of a streamed body past [`MAX_BODY`] is read and thrown away before the 413. A
-/// socket closed with unread data in it makes the kernel send RST, which can reach the client
-/// before it has read the answer: draining lets a client that is still sending see the 413.
-/// Past this, the connection is closed anyway; a declared length over the limit is refused
-/// before any of the body is read.
-const DRAIN_MAX: usize = MAX_BODY;
+/// The most of a refused request's body read and thrown away behind the answer. A socket
+/// closed with unread data in it makes the kernel send RST, and a reset can destroy the answer
+/// before a client that is still sending has read it. Past this, the connection is closed
+/// anyway.
+const LINGER_MAX: usize = 2 * MAX_BODY;
 
 #[derive(Debug)]
 enum BodyError {
-    /// Over [`MAX_BODY`].
-    TooLarge,
+    /// Over [`MAX_BODY`]; the rest of the body, unread.
+    TooLarge(Incoming),
     Read(hyper::Error),
 }
 
-/// The whole body if it fits in [`MAX_BODY`]; past it, reads on (discarding) up to
-/// [`DRAIN_MAX`] more bytes or the body's end, then says it is too large. A body that came in
-/// one frame is handed on as it came; several are joined once at the end.
+/// The whole body if it fits in [`MAX_BODY`]. A body that came in one frame is handed on as it
+/// came; several are joined once at the end.
 async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
     let mut kept: Vec<Bytes> = Vec::new();
     let mut len = 0;
-    let mut over: Option<usize> = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue; // trailers
         };
-        match &mut over {
-            None if len + data.len() <= MAX_BODY => {
-                len += data.len();
-                kept.push(data);
-            }
-            None => over = Some(len + data.len() - MAX_BODY),
-            Some(drained) => {
-                *drained += data.len();
-                if *drained > DRAIN_MAX {
-                    break;
-                }
-            }
+        len += data.len();
+        if len > MAX_BODY {
+            return Err(BodyError::TooLarge(body));
         }
+        kept.push(data);
     }
-    match (over, kept.len()) {
-        (Some(_), _) => Err(BodyError::TooLarge),
-        (None, 1) => Ok(kept.swap_remove(0)),
-        (None, _) => Ok(Bytes::from(kept.concat())),
-    }
+    Ok(match kept.len() {
+        1 => kept.swap_remove(0),
+        _ => Bytes::from(kept.concat()),
+    })
 }
 
 async fn handle(
@@ -354,60 +348,25 @@ async fn route(
     injector: &InjectorConfig,
     limits: Limits,
 ) -> (&'static str, Response<Full<Bytes>>) {
-    let context = match req.uri().path() {
-        "/mutate" => Context::default(),
-        "/mutate/istio" => Context {
-            namespace_istio: true,
-        },
-        _ => {
-            return (
-                "not_found",
-                text(
-                    StatusCode::NOT_FOUND,
-                    "not found: the webhook serves POST /mutate",
-                ),
-            );
+    let (head, body) = req.into_parts();
+    let context = match admit(&head) {
+        Ok(context) => context,
+        Err(refusal) => {
+            // A client waiting for `100 Continue` has sent no body, and now will not: hyper
+            // sends it only when the body is first read, so the refusal goes out instead.
+            if !head.headers.contains_key(EXPECT) {
+                linger(body, limits.body_timeout);
+            }
+            return refusal.answer();
         }
     };
-    if req.method() != Method::POST {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
-        return ("method_not_allowed", response);
-    }
-    if !is_json(req.headers().get(CONTENT_TYPE)) {
-        metrics::error("unsupported_media_type");
-        return (
-            "unsupported_media_type",
-            text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/json",
-            ),
-        );
-    }
-    let too_large = || {
-        metrics::error("too_large");
-        (
-            "too_large",
-            text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("body larger than {MAX_BODY} bytes"),
-            ),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large();
-    }
-    let body = tokio::time::timeout(limits.body_timeout, read_body(req.into_body()));
+    let body = tokio::time::timeout(limits.body_timeout, read_body(body));
     let body = match body.await {
         Ok(Ok(body)) => body,
-        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::TooLarge(rest))) => {
+            linger(rest, limits.body_timeout);
+            return Refusal::TooLarge.answer();
+        }
         Ok(Err(BodyError::Read(e))) => {
             metrics::error("bad_request");
             let message = format!("cannot read the request body: {e}");
@@ -478,6 +437,105 @@ async fn route(
             )
         }
     }
+}
+
+/// Why a request is refused on its head alone.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    TooLarge,
+}
+
+impl Refusal {
+    /// The `result` label and the answer.
+    fn answer(self) -> (&'static str, Response<Full<Bytes>>) {
+        match self {
+            Refusal::NotFound => (
+                "not_found",
+                text(
+                    StatusCode::NOT_FOUND,
+                    "not found: the webhook serves POST /mutate",
+                ),
+            ),
+            Refusal::MethodNotAllowed => {
+                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("POST"));
+                ("method_not_allowed", response)
+            }
+            Refusal::UnsupportedMediaType => {
+                metrics::error("unsupported_media_type");
+                (
+                    "unsupported_media_type",
+                    text(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "Content-Type must be application/json",
+                    ),
+                )
+            }
+            Refusal::TooLarge => {
+                metrics::error("too_large");
+                (
+                    "too_large",
+                    text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("body larger than {MAX_BODY} bytes"),
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// The checks that need only the request's head: path, method, media type and declared length.
+fn admit(head: &hyper::http::request::Parts) -> Result<Context, Refusal> {
+    let context = match head.uri.path() {
+        "/mutate" => Context::default(),
+        "/mutate/istio" => Context {
+            namespace_istio: true,
+        },
+        _ => return Err(Refusal::NotFound),
+    };
+    if head.method != Method::POST {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    if !is_json(head.headers.get(CONTENT_TYPE)) {
+        return Err(Refusal::UnsupportedMediaType);
+    }
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(Refusal::TooLarge);
+    }
+    Ok(context)
+}
+
+/// Reads and throws away, behind the answer, what is left of a refused request's body: up to
+/// [`LINGER_MAX`] bytes within `timeout` (see there why). The answer goes out at once; the
+/// connection closes, or takes its next request, once the body has been read to its end, like
+/// nginx's lingering close. A body declared longer than [`LINGER_MAX`] is not read: it could
+/// not be read to its end anyway.
+fn linger(mut body: Incoming, timeout: Duration) {
+    if body.is_end_stream() || body.size_hint().lower() > LINGER_MAX as u64 {
+        return;
+    }
+    let drain = async move {
+        let mut read = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > LINGER_MAX {
+                return;
+            }
+        }
+    };
+    // Bounded by `timeout`: a client too slow has its connection closed, as without the drain.
+    tokio::spawn(tokio::time::timeout(timeout, drain));
 }
 
 /// `application/json`, with or without parameters such as `; charset=utf-8`.

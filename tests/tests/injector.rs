@@ -275,28 +275,16 @@ impl Client {
         Ok(tls)
     }
 
-    /// One HTTPS request on a fresh connection; returns (status, headers, body, leaf DER).
+    /// One HTTPS request on a fresh connection, which must go cleanly: the whole body written,
+    /// the answer read to the server's close_notify, no reset on the way. Returns (status,
+    /// headers, body, leaf DER).
     fn request(&self, raw_head: &str, body: &[u8]) -> Result<(u16, String, Vec<u8>, Vec<u8>)> {
         let mut tls = self.connect()?;
-        // A server that refuses early (413) may close before taking the whole body: keep going
-        // and read whatever answer it sent.
-        let written = tls
-            .write_all(raw_head.as_bytes())
-            .and_then(|()| tls.write_all(body))
-            .and_then(|()| tls.flush());
+        tls.write_all(raw_head.as_bytes())?;
+        tls.write_all(body)?;
+        tls.flush()?;
         let mut response = Vec::new();
-        match tls.read_to_end(&mut response) {
-            Ok(_) => {}
-            // The server may close without close_notify after answering, or, when it refused
-            // a body it did not read to the end, with a reset (its unread bytes make the kernel
-            // send RST); either way keep the answer that arrived before.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                ) && !response.is_empty() => {}
-            Err(e) => return Err(written.err().map_or_else(|| e.into(), Into::into)),
-        }
+        tls.read_to_end(&mut response)?;
         let leaf = tls
             .conn
             .peer_certificates()
@@ -305,19 +293,6 @@ impl Client {
             .unwrap_or_default();
         let (status, headers, body) = split_response(&response)?;
         Ok((status, headers, body, leaf))
-    }
-
-    /// One HTTPS request on a fresh connection that must go cleanly: the whole body written,
-    /// the answer read to the server's close_notify, no reset on the way. (status, body)
-    fn request_clean(&self, raw_head: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        let mut tls = self.connect()?;
-        tls.write_all(raw_head.as_bytes())?;
-        tls.write_all(body)?;
-        tls.flush()?;
-        let mut response = Vec::new();
-        tls.read_to_end(&mut response)?;
-        let (status, _, body) = split_response(&response)?;
-        Ok((status, body))
     }
 
     fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, String, Vec<u8>)> {
@@ -795,6 +770,30 @@ fn mutate_istio_excludes_gembok_ports_from_istio() -> Result<()> {
     Ok(())
 }
 
+/// One response read by its `Content-Length`, without waiting for the connection to close.
+fn read_one_response(tls: &mut Tls) -> Result<(u16, String, Vec<u8>)> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        if let Ok((status, head, body)) = split_response(&raw) {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .context("no Content-Length in the answer")?;
+            if body.len() >= length {
+                return Ok((status, head, body[..length].to_vec()));
+            }
+        }
+        let n = tls.read(&mut buf)?;
+        ensure!(n > 0, "closed before a whole answer: {raw:?}");
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Everything the server sends until it closes (a missing close_notify is not an error).
 fn read_until_closed(tls: &mut Tls) -> Result<Vec<u8>> {
     let mut raw = Vec::new();
@@ -923,9 +922,9 @@ fn a_review_streamed_in_small_chunks_is_answered() -> Result<()> {
     let webhook = Webhook::start(&[])?;
     webhook.wait_ready()?;
     let review = serde_json::to_vec(&injectable("in-chunks"))?;
-    let (status, body) = webhook
+    let (status, _, body, _) = webhook
         .client
-        .request_clean(CHUNKED_HEAD, &chunked(&review, 97))?;
+        .request(CHUNKED_HEAD, &chunked(&review, 97))?;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let answer: Value = serde_json::from_slice(&body)?;
     assert_eq!(answer["response"]["uid"], "in-chunks");
@@ -973,20 +972,28 @@ fn bad_requests_get_http_errors_and_the_server_keeps_serving() -> Result<()> {
         "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         big.len()
     );
-    let (status, ..) = webhook.request(&head, b"")?;
+    // The answer comes before any of the body is sent; the server then waits for the body
+    // (to read it and throw it away), so the client reads one answer and does not wait for
+    // the close.
+    let mut tls = webhook.client.connect()?;
+    tls.write_all(head.as_bytes())?;
+    tls.flush()?;
+    let (status, _, body) = read_one_response(&mut tls)?;
     assert_eq!(
-        status, 413,
-        "declared length over the limit is refused before the body"
+        status,
+        413,
+        "declared length over the limit is refused before the body: {}",
+        String::from_utf8_lossy(&body)
     );
-    // Streamed: 5 MiB past the limit, more than the socket buffers between the two hold, so
+    // Streamed: 10 MiB past the limit, more than the socket buffers between the two hold, so
     // a server that stopped reading at the limit would leave the client's writes hanging until
     // it closed, and then failing.
-    let big = vec![b' '; 11 * 1024 * 1024];
-    // The server reads the rest of it and throws it away, so the client writes every byte and
-    // reads the 413 without the reset that unread data would cause.
-    let (status, body) = webhook
+    let big = vec![b' '; 16 * 1024 * 1024];
+    // The server answers, then reads the rest and throws it away, so the client writes every
+    // byte and reads the 413 without the reset that unread data would cause.
+    let (status, _, body, _) = webhook
         .client
-        .request_clean(CHUNKED_HEAD, &chunked(&big, 1024 * 1024))?;
+        .request(CHUNKED_HEAD, &chunked(&big, 1024 * 1024))?;
     assert_eq!(status, 413, "a streamed body is cut at the limit");
     assert!(String::from_utf8_lossy(&body).contains("larger than"));
 
@@ -1017,6 +1024,99 @@ fn bad_requests_get_http_errors_and_the_server_keeps_serving() -> Result<()> {
         ],
     )?;
     assert!(webhook.child_alive());
+    Ok(())
+}
+
+/// A request refused on its head (404, 405, 415, a declared length over the limit) still has its
+/// body read and thrown away: a client that writes all of it before reading gets the answer,
+/// not a reset, and a keep-alive connection goes on to its next request. A client waiting for
+/// `100 Continue` gets the refusal instead, without sending the body.
+#[test]
+fn refused_requests_have_their_body_read_so_the_answer_arrives() -> Result<()> {
+    let webhook = Webhook::start(&["--body-timeout", "60s"])?;
+    webhook.wait_ready()?;
+    // More than the socket buffers between client and server hold: a server that answered
+    // without reading would leave these writes blocked until it closed, and then failing.
+    let big = vec![b' '; 11 * 1024 * 1024];
+    let head = |method: &str, path: &str, media: &str, close: bool| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\nContent-Length: {}\r\n{}\r\n",
+            big.len(),
+            if close { "Connection: close\r\n" } else { "" },
+        )
+    };
+    for (head, expected) in [
+        (head("POST", "/validate", "application/json", true), 404),
+        (head("PUT", "/mutate", "application/json", true), 405),
+        (head("POST", "/mutate", "text/plain", true), 415),
+        (head("POST", "/mutate", "application/json", true), 413),
+    ] {
+        let (status, _, body, _) = webhook
+            .client
+            .request(&head, &big)
+            .with_context(|| format!("{head:?}"))?;
+        assert_eq!(status, expected, "{head}{}", String::from_utf8_lossy(&body));
+    }
+
+    // Keep-alive: a review follows a refused request with a large body on one connection.
+    let review = serde_json::to_vec(&injectable("same-connection"))?;
+    let mut tls = webhook.client.connect()?;
+    tls.write_all(head("POST", "/validate", "application/json", false).as_bytes())?;
+    tls.write_all(&big)?;
+    let second = format!(
+        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        review.len()
+    );
+    tls.write_all(second.as_bytes())?;
+    tls.write_all(&review)?;
+    tls.flush()?;
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw)?;
+    let (status, ..) = split_response(&raw)?;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&raw));
+    let second = raw
+        .windows(12)
+        .position(|w| w == b"HTTP/1.1 200")
+        .with_context(|| format!("no second answer in {}", String::from_utf8_lossy(&raw)))?;
+    let (_, _, body) = split_response(&raw[second..])?;
+    let answer: Value = serde_json::from_slice(&body)?;
+    assert_eq!(answer["response"]["uid"], "same-connection");
+
+    // No wait for a body that will not come: one held back for `100 Continue`, and one declared
+    // longer than the server would ever read. The refusal comes alone and the connection
+    // closes at once; a server waiting for the body would hold it open for the 60 s body
+    // timeout, past the client's 20 s read timeout.
+    let expecting = head("POST", "/mutate", "application/json", true)
+        .replace("Host: x\r\n", "Host: x\r\nExpect: 100-continue\r\n");
+    let huge = head("POST", "/mutate", "application/json", true).replace(
+        &format!("Content-Length: {}", big.len()),
+        "Content-Length: 1073741824",
+    );
+    for head in [expecting, huge] {
+        let mut tls = webhook.client.connect()?;
+        tls.write_all(head.as_bytes())?;
+        tls.flush()?;
+        let mut raw = Vec::new();
+        tls.read_to_end(&mut raw)
+            .with_context(|| format!("{head:?}"))?;
+        let (status, _, body) = split_response(&raw)?;
+        assert_eq!(status, 413, "{head}{}", String::from_utf8_lossy(&raw));
+        assert!(
+            !body.windows(8).any(|w| w == b"HTTP/1.1"),
+            "one answer: {raw:?}"
+        );
+    }
+
+    metrics_with(
+        webhook.admin,
+        &[
+            "gembok_injector_requests_total{result=\"not_found\"} 2",
+            "gembok_injector_requests_total{result=\"method_not_allowed\"} 1",
+            "gembok_injector_requests_total{result=\"unsupported_media_type\"} 1",
+            "gembok_injector_requests_total{result=\"too_large\"} 3",
+            "gembok_injector_requests_total{result=\"injected\"} 1",
+        ],
+    )?;
     Ok(())
 }
 
