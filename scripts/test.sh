@@ -5,7 +5,8 @@
 #      checkov in a virtualenv), all idempotent;
 #   2. cargo fmt --check and clippy with warnings as errors;
 #   3. every Rust test in the workspace (unit, golden files, the real binaries end to end,
-#      manifest consistency, the benchmark harness's smoke run);
+#      manifest consistency, the benchmark harness's smoke run), and each criterion
+#      micro-benchmark once in test mode;
 #   4. the manifests: kubectl kustomize, strict validation, injected output, checkov;
 #   5. the kTLS data path inside qemu VMs (scripts/ktls-vm.sh), with two Debian kernels: one
 #      without and one with kernel rekey (TLS 1.3 KeyUpdate).
@@ -47,6 +48,9 @@ cargo build --locked --workspace --bins
 
 step "Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast
+
+step "criterion micro-benchmarks, each run once (test mode) so they cannot rot"
+cargo test --locked -p gembok-bench --benches
 
 step "manifests"
 GEMBOK_MANIFESTS_SKIP_RUST=1 manifests/tests/run.sh
