@@ -17,8 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The full run: every contender, every scenario, 3 repetitions; writes
-    /// benches/RESULTS.md and its plots (about 9 minutes on 2 cores).
+    /// The full run: every contender, every scenario, 5 repetitions; writes
+    /// benches/RESULTS.md and its plots (about 17 minutes on 2 cores).
     Full {
         #[command(flatten)]
         common: Common,
@@ -83,6 +83,10 @@ pub struct Common {
     /// Repetitions of the timed scenarios (overrides the mode's default).
     #[arg(long)]
     pub reps: Option<u32>,
+    /// Rounds of the connection scenario in each repetition (overrides the mode's: 2 in full,
+    /// else 1), each round in an order of its own.
+    #[arg(long)]
+    pub cps_rounds: Option<u32>,
     /// Idle connection counts for the memory scenario (overrides the mode's), e.g. 1000,10000.
     #[arg(long, value_delimiter = ',')]
     pub memory_steps: Vec<usize>,

@@ -103,6 +103,9 @@ fn measure(
     if let Some(r) = c.reps {
         plan.reps = r.max(1);
     }
+    if let Some(r) = c.cps_rounds {
+        plan.cps_rounds = r.max(1);
+    }
     if !c.memory_steps.is_empty() {
         plan.memory_steps = c.memory_steps.clone();
     }

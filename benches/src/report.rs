@@ -711,7 +711,26 @@ fn tables(v: &View<'_>, md: &mut String) {
             table(v, md, "bulk", topo, &variant, &bulk, Some("gbit_per_s"));
         }
     }
-    md.push_str("### 2. New connections\n\nEach connection: connect, (TLS handshake), 64 B request, echo, close. In the pair the client speaks plaintext, so resumption between the sidecars is each proxy's own default (all of them resume); the inbound-only rows control it from the client.\n\n");
+    md.push_str("### 2. New connections\n\nEach connection: connect, (TLS handshake), 64 B request, echo, close. In the pair the client speaks plaintext, so resumption between the sidecars is each proxy's own default (all of them resume); the inbound-only rows control it from the client.");
+    let plan = |key: &str| v.r.plan.get(key).and_then(serde_json::Value::as_u64);
+    let secs = v.r.plan.get("cps_duration").and_then(|d| {
+        Some(d.get("secs")?.as_u64()? as f64 + d.get("nanos")?.as_u64()? as f64 / 1e9)
+    });
+    if let (Some(reps), Some(rounds @ 2..), Some(secs)) = (plan("reps"), plan("cps_rounds"), secs) {
+        let _ = write!(
+            md,
+            " The connection rate moves most from one sample to the next, so each figure is the \
+             median of {} samples of {secs} s: {rounds} rounds in {}, every round in an order of \
+             its own.",
+            reps * rounds,
+            if reps == 1 {
+                "1 repetition".to_owned()
+            } else {
+                format!("each of {reps} repetitions")
+            }
+        );
+    }
+    md.push_str("\n\n");
     let conn = [
         col("conn_per_s", "connections/s", true),
         col("cpu_ms_per_conn", "CPU ms/conn (all sidecars)", false),

@@ -562,60 +562,75 @@ async fn timed_rep(
         }
     }
 
-    // 2. New connections.
+    // 2. New connections, in `cps_rounds` rounds (see `Plan::cps_rounds`).
     let cps_variants = [
         (Topology::Pair, "new connections", ClientOpts::FULL),
         (Topology::Inbound, "full handshake", ClientOpts::FULL),
         (Topology::Inbound, "resumed", ClientOpts::RESUMED),
         (Topology::Direct, "new connections", ClientOpts::FULL),
     ];
-    let cps_variants = cps_variants
-        .into_iter()
-        .filter(|_| plan.runs(Scenario::Connections));
-    for (topo, variant, copts) in cps_variants {
-        for &i in order {
-            let s = &subjects[i];
-            if !s.topologies().contains(&topo) {
-                continue;
-            }
-            let what = format!("connections {} {variant} {}", topo.as_str(), s.id);
-            let target = match s.target(topo, app, pki, copts) {
-                Ok(t) => t,
-                Err(e) => {
-                    rec.fail(what, e);
-                    continue;
-                }
-            };
-            let (o0, i0) = s.cpu();
-            match cps::run(&target, plan.cps_concurrency, plan.cps_duration).await {
-                Ok(r) if r.ok > 0 => {
-                    let (o1, i1) = s.cpu();
-                    let n = r.ok as f64;
-                    let mut m = vec![
-                        ("conn_per_s", n / r.secs),
-                        ("failed", r.failed as f64),
-                        ("connect_p50_us", r.p50_us),
-                        ("connect_p99_us", r.p99_us),
-                    ];
-                    if s.running.is_some() {
-                        m.push(("cpu_ms_per_conn", (o1 - o0 + i1 - i0) * 1e3 / n));
-                        m.push(("cpu_out_ms_per_conn", (o1 - o0) * 1e3 / n));
-                        m.push(("cpu_in_ms_per_conn", (i1 - i0) * 1e3 / n));
-                    }
-                    eprintln!("  {what}: {:.0}/s ({} failed)", m[0].1, r.failed);
-                    rec.add("connections", topo, variant, &s.id, rep, &m);
-                }
-                Ok(r) => rec.fail(
-                    what,
-                    anyhow::anyhow!("no connection succeeded ({} failed)", r.failed),
-                ),
-                Err(e) => rec.fail(what, e),
+    let rounds = if plan.runs(Scenario::Connections) {
+        plan.cps_rounds
+    } else {
+        0
+    };
+    for round in 0..rounds {
+        let order = self::order(subjects.len(), (rep * rounds + round) as usize);
+        for (topo, variant, copts) in cps_variants {
+            for &i in &order {
+                connections_sample(&subjects[i], topo, variant, copts, rep, scope, rec).await;
             }
         }
     }
 
     // 3. Latency, where the kernel places the processes.
     latency_rep(subjects, order, rep, scope, &shared_variants(plan), rec).await;
+}
+
+/// One connection-rate sample of subject `s`, with its sidecars' CPU per connection.
+async fn connections_sample(
+    s: &Subject,
+    topo: Topology,
+    variant: &str,
+    copts: ClientOpts,
+    rep: u32,
+    scope: &Scope<'_>,
+    rec: &mut Recorder,
+) {
+    if !s.topologies().contains(&topo) {
+        return;
+    }
+    let what = format!("connections {} {variant} {}", topo.as_str(), s.id);
+    let target = match s.target(topo, scope.app, scope.pki, copts) {
+        Ok(t) => t,
+        Err(e) => return rec.fail(what, e),
+    };
+    let plan = scope.plan;
+    let (o0, i0) = s.cpu();
+    match cps::run(&target, plan.cps_concurrency, plan.cps_duration).await {
+        Ok(r) if r.ok > 0 => {
+            let (o1, i1) = s.cpu();
+            let n = r.ok as f64;
+            let mut m = vec![
+                ("conn_per_s", n / r.secs),
+                ("failed", r.failed as f64),
+                ("connect_p50_us", r.p50_us),
+                ("connect_p99_us", r.p99_us),
+            ];
+            if s.running.is_some() {
+                m.push(("cpu_ms_per_conn", (o1 - o0 + i1 - i0) * 1e3 / n));
+                m.push(("cpu_out_ms_per_conn", (o1 - o0) * 1e3 / n));
+                m.push(("cpu_in_ms_per_conn", (i1 - i0) * 1e3 / n));
+            }
+            eprintln!("  {what}: {:.0}/s ({} failed)", m[0].1, r.failed);
+            rec.add("connections", topo, variant, &s.id, rep, &m);
+        }
+        Ok(r) => rec.fail(
+            what,
+            anyhow::anyhow!("no connection succeeded ({} failed)", r.failed),
+        ),
+        Err(e) => rec.fail(what, e),
+    }
 }
 
 /// The latency variants measured where the kernel places the processes.

@@ -302,13 +302,27 @@ fn unknown_contender_is_refused_by_name() {
 
 #[test]
 fn a_smoke_run_of_some_scenarios_measures_only_those() {
-    let (out, r) = smoke(&["--scenarios", "connections,latency"]);
+    let (out, r) = smoke(&["--scenarios", "connections,latency", "--cps-rounds", "2"]);
     let measured: std::collections::BTreeSet<&str> =
         r.samples.iter().map(|s| s.scenario.as_str()).collect();
     let asked = [Scenario::Connections, Scenario::Latency].map(Scenario::name);
     assert_eq!(measured, asked.into(), "scenarios measured");
-    // What was not measured gets no verdict in the targets table.
+    // Two rounds of connections in the one repetition: two samples of each row, and the
+    // report says what its figures are the median of.
+    let mut rows = std::collections::BTreeMap::<_, usize>::new();
+    for s in r.samples.iter().filter(|s| s.scenario == "connections") {
+        *rows
+            .entry((s.topology.as_str(), s.variant.as_str(), s.subject.as_str()))
+            .or_default() += 1;
+    }
+    assert!(rows.len() >= 4, "{rows:?}");
+    assert!(rows.values().all(|&n| n == 2), "{rows:?}");
     let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
+    assert!(
+        md.contains("median of 2 samples of 0.3 s: 2 rounds in 1 repetition,"),
+        "{md}"
+    );
+    // What was not measured gets no verdict in the targets table.
     let idle = md
         .lines()
         .find(|l| l.starts_with("| idle RSS per sidecar"))
