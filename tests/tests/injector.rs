@@ -1058,6 +1058,38 @@ fn refused_requests_have_their_body_read_so_the_answer_arrives() -> Result<()> {
         assert_eq!(status, expected, "{head}{}", String::from_utf8_lossy(&body));
     }
 
+    // curl, with its default `Expect: 100-continue` for a large body (the refusal comes
+    // instead of `100 Continue` and the body is never sent) and without it (the body is sent
+    // whole, read and thrown away): the 404 arrives either way and curl exits 0.
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &webhook.pki.ca_pem)?;
+    let body_file = dir.path().join("big.json");
+    std::fs::write(&body_file, &big)?;
+    for expect in [None, Some("Expect:")] {
+        let mut curl = Command::new("curl");
+        curl.args(["--silent", "--show-error", "--tlsv1.3", "--cacert"])
+            .arg(&ca)
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", body_file.display()))
+            .args(["--output", "/dev/null", "--write-out", "%{http_code}"]);
+        if let Some(header) = expect {
+            curl.args(["-H", header]);
+        }
+        let out = curl
+            .arg(format!(
+                "https://localhost:{}/validate",
+                webhook.client.https.port()
+            ))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "curl ({expect:?}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{expect:?}");
+    }
+
     // Keep-alive: a review follows a refused request with a large body on one connection.
     let review = serde_json::to_vec(&injectable("same-connection"))?;
     let mut tls = webhook.client.connect()?;
@@ -1110,7 +1142,7 @@ fn refused_requests_have_their_body_read_so_the_answer_arrives() -> Result<()> {
     metrics_with(
         webhook.admin,
         &[
-            "gembok_injector_requests_total{result=\"not_found\"} 2",
+            "gembok_injector_requests_total{result=\"not_found\"} 4",
             "gembok_injector_requests_total{result=\"method_not_allowed\"} 1",
             "gembok_injector_requests_total{result=\"unsupported_media_type\"} 1",
             "gembok_injector_requests_total{result=\"too_large\"} 3",
