@@ -439,7 +439,8 @@ async fn route(
     }
 }
 
-/// Why a request is refused on its head alone.
+/// Why a request is refused before its body is used: on its head alone, or a body streamed past
+/// [`MAX_BODY`].
 #[derive(Clone, Copy, Debug)]
 enum Refusal {
     NotFound,
@@ -554,4 +555,70 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> hyper::http::request::Parts {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json; charset=utf-8");
+
+    #[test]
+    fn only_json_posts_to_the_two_paths_within_the_limit_are_admitted() {
+        let admitted = |h| {
+            admit(&h)
+                .map(|c| c.namespace_istio)
+                .map_err(|r| format!("{r:?}"))
+        };
+        assert_eq!(admitted(head("POST", "/mutate", &[JSON])), Ok(false));
+        assert_eq!(
+            admitted(head("POST", "/mutate/istio?timeout=10s", &[JSON])),
+            Ok(true)
+        );
+        let limit = MAX_BODY.to_string();
+        assert_eq!(
+            admitted(head("POST", "/mutate", &[JSON, ("content-length", &limit)])),
+            Ok(false)
+        );
+        let over = (MAX_BODY + 1).to_string();
+        for (h, refusal) in [
+            (head("POST", "/validate", &[JSON]), "NotFound"),
+            (head("GET", "/mutate", &[JSON]), "MethodNotAllowed"),
+            (head("POST", "/mutate", &[]), "UnsupportedMediaType"),
+            (
+                head("POST", "/mutate", &[("content-type", "application/yaml")]),
+                "UnsupportedMediaType",
+            ),
+            (
+                head("POST", "/mutate", &[JSON, ("content-length", &over)]),
+                "TooLarge",
+            ),
+        ] {
+            let what = format!("{} {}", h.method, h.uri);
+            assert_eq!(admitted(h), Err(refusal.to_owned()), "{what}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_answers_with_its_status_and_label() {
+        for (refusal, status, label) in [
+            (Refusal::NotFound, 404, "not_found"),
+            (Refusal::MethodNotAllowed, 405, "method_not_allowed"),
+            (Refusal::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (Refusal::TooLarge, 413, "too_large"),
+        ] {
+            let (result, response) = refusal.answer();
+            assert_eq!((result, response.status().as_u16()), (label, status));
+        }
+        let (_, response) = Refusal::MethodNotAllowed.answer();
+        assert_eq!(response.headers()[ALLOW], "POST");
+    }
 }
