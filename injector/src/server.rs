@@ -32,7 +32,7 @@ use gembok_certwatch::{CertSource, Material, Options, Reloadable, Requirements, 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_TYPE, EXPECT, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -349,7 +349,7 @@ async fn route(
     limits: Limits,
 ) -> (&'static str, Response<Full<Bytes>>) {
     let (head, body) = req.into_parts();
-    let context = match admit(&head) {
+    let context = match admit(&head, body.size_hint().exact()) {
         Ok(context) => context,
         Err(refusal) => {
             // A client waiting for `100 Continue` has sent no body, and now will not: hyper
@@ -491,8 +491,9 @@ impl Refusal {
     }
 }
 
-/// The checks that need only the request's head: path, method, media type and declared length.
-fn admit(head: &hyper::http::request::Parts) -> Result<Context, Refusal> {
+/// The checks that need only the request's head: path, method, media type and the body's
+/// declared length (`Content-Length`, as hyper parsed it; `None` for a chunked body).
+fn admit(head: &hyper::http::request::Parts, declared: Option<u64>) -> Result<Context, Refusal> {
     let context = match head.uri.path() {
         "/mutate" => Context::default(),
         "/mutate/istio" => Context {
@@ -506,11 +507,6 @@ fn admit(head: &hyper::http::request::Parts) -> Result<Context, Refusal> {
     if !is_json(head.headers.get(CONTENT_TYPE)) {
         return Err(Refusal::UnsupportedMediaType);
     }
-    let declared = head
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(Refusal::TooLarge);
     }
@@ -561,49 +557,59 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
-    fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> hyper::http::request::Parts {
+    /// A request's head, and the body length it declares.
+    fn head(
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        declared: Option<usize>,
+    ) -> (hyper::http::request::Parts, Option<u64>) {
         let mut request = Request::builder().method(method).uri(path);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        request.body(()).unwrap().into_parts().0
+        let head = request.body(()).unwrap().into_parts().0;
+        (head, declared.map(|n| n as u64))
     }
 
     const JSON: (&str, &str) = ("content-type", "application/json; charset=utf-8");
 
     #[test]
     fn only_json_posts_to_the_two_paths_within_the_limit_are_admitted() {
-        let admitted = |h| {
-            admit(&h)
+        let admitted = |(h, declared)| {
+            admit(&h, declared)
                 .map(|c| c.namespace_istio)
                 .map_err(|r| format!("{r:?}"))
         };
-        assert_eq!(admitted(head("POST", "/mutate", &[JSON])), Ok(false));
+        assert_eq!(admitted(head("POST", "/mutate", &[JSON], None)), Ok(false));
         assert_eq!(
-            admitted(head("POST", "/mutate/istio?timeout=10s", &[JSON])),
+            admitted(head("POST", "/mutate/istio?timeout=10s", &[JSON], None)),
             Ok(true)
         );
-        let limit = MAX_BODY.to_string();
         assert_eq!(
-            admitted(head("POST", "/mutate", &[JSON, ("content-length", &limit)])),
+            admitted(head("POST", "/mutate", &[JSON], Some(MAX_BODY))),
             Ok(false)
         );
-        let over = (MAX_BODY + 1).to_string();
-        for (h, refusal) in [
-            (head("POST", "/validate", &[JSON]), "NotFound"),
-            (head("GET", "/mutate", &[JSON]), "MethodNotAllowed"),
-            (head("POST", "/mutate", &[]), "UnsupportedMediaType"),
+        for ((h, declared), refusal) in [
+            (head("POST", "/validate", &[JSON], None), "NotFound"),
+            (head("GET", "/mutate", &[JSON], None), "MethodNotAllowed"),
+            (head("POST", "/mutate", &[], None), "UnsupportedMediaType"),
             (
-                head("POST", "/mutate", &[("content-type", "application/yaml")]),
+                head(
+                    "POST",
+                    "/mutate",
+                    &[("content-type", "application/yaml")],
+                    None,
+                ),
                 "UnsupportedMediaType",
             ),
             (
-                head("POST", "/mutate", &[JSON, ("content-length", &over)]),
+                head("POST", "/mutate", &[JSON], Some(MAX_BODY + 1)),
                 "TooLarge",
             ),
         ] {
             let what = format!("{} {}", h.method, h.uri);
-            assert_eq!(admitted(h), Err(refusal.to_owned()), "{what}");
+            assert_eq!(admitted((h, declared)), Err(refusal.to_owned()), "{what}");
         }
     }
 
