@@ -232,6 +232,27 @@ impl Webhook {
         self.client.review(review)
     }
 
+    /// curl (an independent TLS 1.3 + HTTP/1.1 client) POSTing `body` as JSON to `path`,
+    /// trusting this webhook's CA, with `extra` arguments; what it printed and exited with.
+    fn curl_post(&self, path: &str, body: &[u8], extra: &[&str]) -> Result<std::process::Output> {
+        let dir = tempfile::tempdir()?;
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, &self.pki.ca_pem)?;
+        let body_file = dir.path().join("body.json");
+        std::fs::write(&body_file, body)?;
+        Ok(Command::new("curl")
+            .args(["--silent", "--show-error", "--tlsv1.3", "--cacert"])
+            .arg(&ca)
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", body_file.display()))
+            .args(extra)
+            .arg(format!(
+                "https://localhost:{}{path}",
+                self.client.https.port()
+            ))
+            .output()?)
+    }
+
     fn sigterm(&self) {
         assert!(kill(self.child.id(), "-TERM"), "kill -TERM failed");
     }
@@ -493,28 +514,8 @@ fn answers_a_kube_apiserver_review_over_tls_with_its_uid_and_a_patch() -> Result
     let webhook = Webhook::start(&[])?;
     webhook.wait_ready()?;
     // curl as the client: an independent TLS 1.3 + HTTP/1.1 implementation.
-    let dir = tempfile::tempdir()?;
-    let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, &webhook.pki.ca_pem)?;
     let body = serde_json::to_vec(&injectable("705ab4f5-6393-11e8-b7cc-42010a800002"))?;
-    let body_file = dir.path().join("review.json");
-    std::fs::write(&body_file, body)?;
-    let out = Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--fail-with-body",
-            "--tlsv1.3",
-            "--cacert",
-        ])
-        .arg(&ca)
-        .args(["-H", "Content-Type: application/json", "--data-binary"])
-        .arg(format!("@{}", body_file.display()))
-        .arg(format!(
-            "https://localhost:{}/mutate?timeout=10s",
-            webhook.client.https.port()
-        ))
-        .output()?;
+    let out = webhook.curl_post("/mutate?timeout=10s", &body, &["--fail-with-body"])?;
     ensure!(
         out.status.success(),
         "curl failed: {}",
@@ -1061,27 +1062,11 @@ fn refused_requests_have_their_body_read_so_the_answer_arrives() -> Result<()> {
     // curl, with its default `Expect: 100-continue` for a large body (the refusal comes
     // instead of `100 Continue` and the body is never sent) and without it (the body is sent
     // whole, read and thrown away): the 404 arrives either way and curl exits 0.
-    let dir = tempfile::tempdir()?;
-    let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, &webhook.pki.ca_pem)?;
-    let body_file = dir.path().join("big.json");
-    std::fs::write(&body_file, &big)?;
+    let status_only = ["--output", "/dev/null", "--write-out", "%{http_code}"];
     for expect in [None, Some("Expect:")] {
-        let mut curl = Command::new("curl");
-        curl.args(["--silent", "--show-error", "--tlsv1.3", "--cacert"])
-            .arg(&ca)
-            .args(["-H", "Content-Type: application/json", "--data-binary"])
-            .arg(format!("@{}", body_file.display()))
-            .args(["--output", "/dev/null", "--write-out", "%{http_code}"]);
-        if let Some(header) = expect {
-            curl.args(["-H", header]);
-        }
-        let out = curl
-            .arg(format!(
-                "https://localhost:{}/validate",
-                webhook.client.https.port()
-            ))
-            .output()?;
+        let mut extra = status_only.to_vec();
+        extra.extend(expect.map(|header| ["-H", header]).into_iter().flatten());
+        let out = webhook.curl_post("/validate", &big, &extra)?;
         ensure!(
             out.status.success(),
             "curl ({expect:?}) failed: {}",
