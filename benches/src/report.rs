@@ -712,11 +712,9 @@ fn tables(v: &View<'_>, md: &mut String) {
         }
     }
     md.push_str("### 2. New connections\n\nEach connection: connect, (TLS handshake), 64 B request, echo, close. In the pair the client speaks plaintext, so resumption between the sidecars is each proxy's own default (all of them resume); the inbound-only rows control it from the client.");
-    let plan = |key: &str| v.r.plan.get(key).and_then(serde_json::Value::as_u64);
-    let secs = v.r.plan.get("cps_duration").and_then(|d| {
-        Some(d.get("secs")?.as_u64()? as f64 + d.get("nanos")?.as_u64()? as f64 / 1e9)
-    });
-    if let (Some(reps), Some(rounds @ 2..), Some(secs)) = (plan("reps"), plan("cps_rounds"), secs) {
+    if let Some(sampling) = v.r.cps_sampling().filter(|s| s.cps_rounds > 1) {
+        let (reps, rounds) = (sampling.reps, sampling.cps_rounds);
+        let secs = sampling.cps_duration.as_secs_f64();
         let _ = write!(
             md,
             " The connection rate moves most from one sample to the next, so each figure is the \

@@ -75,6 +75,19 @@ impl Results {
     pub fn facts(&self) -> Option<Facts> {
         serde_json::from_value(self.facts.clone()).ok()
     }
+
+    /// How the connection scenario was sampled; `None` for a run from before `cps_rounds`.
+    pub fn cps_sampling(&self) -> Option<CpsSampling> {
+        serde_json::from_value(self.plan.clone()).ok()
+    }
+}
+
+/// The part of a run's [`Plan`] that says what each connection figure is the median of.
+#[derive(Debug, serde::Deserialize)]
+pub struct CpsSampling {
+    pub reps: u32,
+    pub cps_rounds: u32,
+    pub cps_duration: Duration,
 }
 
 /// A contender, or the direct baseline.
@@ -575,9 +588,9 @@ async fn timed_rep(
         0
     };
     for round in 0..rounds {
-        let order = self::order(subjects.len(), (rep * rounds + round) as usize);
+        let round_order = self::order(subjects.len(), (rep * rounds + round) as usize);
         for (topo, variant, copts) in cps_variants {
-            for &i in &order {
+            for &i in &round_order {
                 connections_sample(&subjects[i], topo, variant, copts, rep, scope, rec).await;
             }
         }
