@@ -48,11 +48,13 @@ pub enum Command {
         /// results.json of the run.
         #[arg(long)]
         from: PathBuf,
-        #[arg(long, default_value = "benches/RESULTS.md")]
-        report: PathBuf,
-        /// Directory for the plots.
-        #[arg(long, default_value = "benches/results")]
-        out: PathBuf,
+        /// Markdown report to write. Default: as `full` (benches/RESULTS.md, or RESULTS.md in
+        /// the `--out` directory when one is given).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Directory for the plots. Default: benches/results.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Internal: the echo/sink app server (started by the harness itself).
     #[command(hide = true)]

@@ -51,6 +51,7 @@ pub fn execute(command: Command, argv: String) -> Result<()> {
         Command::Serve { listen } => server::run(listen),
         Command::Report { from, report, out } => {
             let r = report::load(&from)?;
+            let (out, report) = full_paths(out, report);
             report::write(&r, &report, &out)
         }
         Command::Full { common, report } => {
@@ -78,8 +79,9 @@ pub fn execute(command: Command, argv: String) -> Result<()> {
     }
 }
 
-/// Where a full run writes its plots and report: the committed `benches/results/` and
-/// `benches/RESULTS.md` by default; with `--out DIR` alone, both under DIR.
+/// Where a full run (or `report`, re-rendering one) writes its plots and report: the committed
+/// `benches/results/` and `benches/RESULTS.md` by default; with `--out DIR` alone, both under
+/// DIR, so that a run or a re-render elsewhere never overwrites the committed report.
 fn full_paths(out: Option<PathBuf>, report: Option<PathBuf>) -> (PathBuf, PathBuf) {
     let default_report = match &out {
         None => PathBuf::from("benches/RESULTS.md"),

@@ -396,3 +396,34 @@ fn a_profile_run_writes_flamegraphs_and_where_the_cpu_went() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `report --out DIR` re-renders a run into DIR, report included: the report beside `benches/`
+/// (the committed one, here a stand-in in a scratch working directory) is left alone.
+#[test]
+fn a_re_render_elsewhere_leaves_the_committed_report_alone() {
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/results.json");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("benches/results")).unwrap();
+    let stand_in = work.path().join("benches/RESULTS.md");
+    std::fs::write(&stand_in, "the committed report\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .current_dir(work.path())
+        .args(["report", "--from"])
+        .arg(&committed)
+        .args(["--out", "elsewhere"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "report failed:\n{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&stand_in).unwrap(),
+        "the committed report\n"
+    );
+    let md = std::fs::read_to_string(work.path().join("elsewhere/RESULTS.md")).unwrap();
+    assert!(md.starts_with("# gembok-bench results"), "{md:.200}");
+    assert!(work.path().join("elsewhere/throughput.svg").exists());
+    assert!(
+        md.contains("(./throughput.svg)"),
+        "the report links its plots where they are"
+    );
+}
