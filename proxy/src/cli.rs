@@ -132,6 +132,13 @@ pub struct ProxyArgs {
     /// the faster AES-GCM). Key exchange and signatures always use --crypto-provider.
     #[arg(long, env = "GEMBOK_AEAD", default_value = "auto")]
     pub aead: String,
+    /// Key exchange groups offered and accepted, most preferred first (comma-separated):
+    /// X25519MLKEM768, secp256r1MLKEM768, MLKEM768, MLKEM1024, X25519, secp256r1, secp384r1; or
+    /// auto, the provider's own list (aws-lc-rs: X25519MLKEM768, X25519, secp256r1, secp384r1;
+    /// ring: X25519, secp256r1, secp384r1). Naming only post-quantum groups refuses peers that
+    /// cannot do post-quantum key exchange.
+    #[arg(long, env = "GEMBOK_KEY_EXCHANGE", default_value = "auto")]
+    pub key_exchange: String,
     /// ALPN protocols (comma-separated) offered on outbound routes and accepted on inbound
     /// listeners that do not set their own `alpn=`.
     #[arg(long, env = "GEMBOK_ALPN", default_value = "")]

@@ -13,6 +13,9 @@ use rustls::pki_types::ServerName;
 use crate::cli::ProxyArgs;
 use crate::identity::SanPattern;
 
+pub mod key_exchange;
+pub use key_exchange::KxGroup;
+
 /// Everything the proxy needs to run. Nothing below `main` reads the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -120,6 +123,8 @@ pub struct TlsOptions {
     /// Which library seals and opens records; `None` is `--aead auto` (chosen by CPU, see
     /// `tls::record_library`).
     pub aead: Option<Provider>,
+    /// `--key-exchange`, most preferred first; `None` keeps the provider's own list.
+    pub key_exchange: Option<Vec<KxGroup>>,
     /// Default ALPN protocols for routes that set none.
     pub alpn: Vec<Vec<u8>>,
 }
@@ -231,6 +236,15 @@ impl Config {
                     .ok_or_else(|| format!("`{other}` is not one of auto, aws-lc-rs, ring")),
             },
         );
+        let key_exchange = match key_exchange::parse(&args.key_exchange, provider, tls12) {
+            Ok(groups) => Some(groups),
+            Err(problems) => {
+                for problem in problems {
+                    p.push("key-exchange", problem);
+                }
+                None
+            }
+        };
         let alpn = p.check("alpn", parse_alpn_list(&args.alpn));
         let workers = p.check(
             "workers",
@@ -293,6 +307,7 @@ impl Config {
                 tls12: tls12.expect(some),
                 provider: provider.expect(some),
                 aead: aead.expect(some),
+                key_exchange: key_exchange.expect(some),
                 alpn: alpn.expect(some),
             },
             drain_grace: drain_grace.expect(some),

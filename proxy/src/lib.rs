@@ -163,7 +163,12 @@ pub async fn run(
     let prometheus = metrics::install();
     let aead = tls::record_library(config.tls.provider, config.tls.aead);
     metrics::build_info(config.tls.provider.name(), aead.name());
-    let provider = Arc::new(tls::provider(config.tls.provider, aead, config.tls.tls12));
+    let mut provider = tls::provider(config.tls.provider, aead, config.tls.tls12);
+    if let Some(groups) = &config.tls.key_exchange {
+        provider.kx_groups = tls::key_exchange(config.tls.provider, groups);
+    }
+    let key_exchange = tls::group_names(&provider);
+    let provider = Arc::new(provider);
     let stop = Shutdown::default();
     let config = Arc::new(config);
 
@@ -296,7 +301,7 @@ pub async fn run(
         ));
     }
     tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), aead = aead.name(), tls12 = config.tls.tls12,
-        certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
+        key_exchange, certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
 
     let signal = tokio::select! {
         signal = shutdown => signal,

@@ -6,7 +6,8 @@
 //!
 //! Choices: TLS 1.3 only unless `--tls12`; AEAD suites only, AES-128-GCM first (fastest on
 //! AES-NI hardware), then AES-256-GCM, then ChaCha20-Poly1305; the server's order wins. Key
-//! exchange keeps the provider's defaults (X25519MLKEM768 first with aws-lc-rs). A reload builds
+//! exchange keeps the provider's defaults (X25519MLKEM768 first with aws-lc-rs) unless
+//! `--key-exchange` names the groups ([`key_exchange`]). A reload builds
 //! fresh session caches and fresh verification caches (`verify_cache.rs`), so nothing verified
 //! under an old CA bundle is reused under a new one.
 
@@ -16,13 +17,13 @@ use gembok_certwatch::{BuildError, Material};
 use rustls::client::{
     ClientSessionMemoryCache, ClientSessionStore, Resumption, WebPkiServerVerifier,
 };
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
-use crate::config::{ClientAuth, Config, Provider};
+use crate::config::{ClientAuth, Config, KxGroup, Provider};
 use crate::identity::{SanPattern, SanPolicyVerifier};
 use crate::verify_cache::{CachingClientVerifier, CachingServerVerifier};
 
@@ -73,6 +74,39 @@ pub fn provider(kind: Provider, aead: Provider, tls12: bool) -> CryptoProvider {
         .filter(|s| tls12 || s.version() == &rustls::version::TLS13)
         .collect();
     provider
+}
+
+/// `groups` (as `--key-exchange` names them) as `kind`'s implementations, in the same order.
+/// `Config` refused the groups `kind` lacks ([`KxGroup::in_provider`]).
+pub fn key_exchange(kind: Provider, groups: &[KxGroup]) -> Vec<&'static dyn SupportedKxGroup> {
+    use rustls::crypto::aws_lc_rs::kx_group as aws;
+    use rustls::crypto::ring::kx_group as ring;
+    groups
+        .iter()
+        .filter_map(|&g| match (kind, g) {
+            (Provider::AwsLcRs, KxGroup::X25519Mlkem768) => Some(aws::X25519MLKEM768),
+            (Provider::AwsLcRs, KxGroup::Secp256r1Mlkem768) => Some(aws::SECP256R1MLKEM768),
+            (Provider::AwsLcRs, KxGroup::Mlkem768) => Some(aws::MLKEM768),
+            (Provider::AwsLcRs, KxGroup::Mlkem1024) => Some(aws::MLKEM1024),
+            (Provider::AwsLcRs, KxGroup::X25519) => Some(aws::X25519),
+            (Provider::AwsLcRs, KxGroup::Secp256r1) => Some(aws::SECP256R1),
+            (Provider::AwsLcRs, KxGroup::Secp384r1) => Some(aws::SECP384R1),
+            (Provider::Ring, KxGroup::X25519) => Some(ring::X25519),
+            (Provider::Ring, KxGroup::Secp256r1) => Some(ring::SECP256R1),
+            (Provider::Ring, KxGroup::Secp384r1) => Some(ring::SECP384R1),
+            (Provider::Ring, _) => None,
+        })
+        .collect()
+}
+
+/// The names of the groups `provider` offers, in order (for the start-up log).
+pub fn group_names(provider: &CryptoProvider) -> String {
+    let names: Vec<String> = provider
+        .kx_groups
+        .iter()
+        .map(|g| format!("{:?}", g.name()))
+        .collect();
+    names.join(",")
 }
 
 /// The library that protects records: `--aead`, or for `auto` the provider's own unless this
@@ -324,6 +358,44 @@ mod tests {
                 .kx_groups
                 .iter()
                 .all(|g| format!("{:?}", g.name()) != "X25519MLKEM768")
+        );
+    }
+
+    /// `--key-exchange` names map onto the provider's groups in the order given, and each name
+    /// is rustls' own (the `kx` label a handshake is counted under).
+    #[test]
+    fn key_exchange_groups_keep_their_order_and_their_names() {
+        for kind in Provider::ALL {
+            let groups: Vec<KxGroup> = KxGroup::ALL
+                .into_iter()
+                .rev()
+                .filter(|g| g.in_provider(kind))
+                .collect();
+            let mapped: Vec<String> = key_exchange(kind, &groups)
+                .iter()
+                .map(|g| format!("{:?}", g.name()))
+                .collect();
+            let names: Vec<&str> = groups.iter().map(|g| g.name()).collect();
+            assert_eq!(mapped, names, "{kind:?}");
+        }
+        assert_eq!(
+            KxGroup::ALL
+                .iter()
+                .filter(|g| g.in_provider(Provider::Ring))
+                .count(),
+            3
+        );
+        let mut p = provider(Provider::AwsLcRs, Provider::AwsLcRs, false);
+        assert_eq!(
+            group_names(&p),
+            "X25519MLKEM768,X25519,secp256r1,secp384r1",
+            "the default list the --help text quotes"
+        );
+        p.kx_groups = key_exchange(Provider::AwsLcRs, &[KxGroup::Mlkem1024, KxGroup::X25519]);
+        assert_eq!(group_names(&p), "MLKEM1024,X25519");
+        assert_eq!(
+            group_names(&provider(Provider::Ring, Provider::Ring, false)),
+            "X25519,secp256r1,secp384r1"
         );
     }
 

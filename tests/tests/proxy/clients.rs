@@ -246,3 +246,80 @@ async fn alpn_h2_is_negotiated_for_grpc_clients() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--key-exchange` with post-quantum groups only refuses a peer that cannot do post-quantum key
+/// exchange: OpenSSL 3.0's s_client (no ML-KEM) fails with a valid client certificate and is
+/// counted as `incompatible`, while rustls with aws-lc-rs negotiates X25519MLKEM768. The same
+/// s_client gets through an inbound whose list names a group it has.
+#[tokio::test]
+async fn a_post_quantum_only_inbound_refuses_classical_clients() {
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let app = greeting_app().await;
+    let inbound_with = |groups: &str| {
+        let proxy = Proxy::builder()
+            .cert_dir(&dir)
+            .inbound(app, "")
+            .args(["--key-exchange", groups])
+            .start();
+        async move {
+            proxy.ready().await;
+            proxy
+        }
+    };
+    let id = Identity::new(&pki, &pki.workload("client"));
+    let server_name = dns_name("server");
+    let ping =
+        |proxy: &Proxy| s_client(&id, proxy.inbound[0], &server_name, &["-brief"], b"ping\n");
+
+    let pq_only = inbound_with("X25519MLKEM768,MLKEM1024").await;
+    let out = ping(&pq_only).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(!stdout.contains("app got"), "{stdout}");
+    wait_metric(
+        &pq_only,
+        "gembok_handshake_failures_total",
+        &[("direction", "inbound"), ("reason", "incompatible")],
+        1.0,
+    )
+    .await;
+    let client =
+        gembok_tests::tls::Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    let mut tls = client
+        .connect(pq_only.inbound[0], &dns_name("server"))
+        .await
+        .unwrap();
+    tls.write_all(b"ping\n").await.unwrap();
+    let mut reply = String::new();
+    tls.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "app got: ping\n");
+    wait_metric(
+        &pq_only,
+        "gembok_tls_handshakes_total",
+        &[("direction", "inbound"), ("kx", "X25519MLKEM768")],
+        1.0,
+    )
+    .await;
+
+    let p384 = inbound_with("secp384r1").await;
+    let out = ping(&p384).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("app got: ping"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    wait_metric(
+        &p384,
+        "gembok_tls_handshakes_total",
+        &[("direction", "inbound"), ("kx", "secp384r1")],
+        1.0,
+    )
+    .await;
+}

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use gembok_tests::traffic::Exchange;
 use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Pair, wait_metric};
 
@@ -156,6 +157,52 @@ async fn the_ring_provider_carries_traffic_intact() {
         );
         assert_eq!(m.sum("gembok_build_info", &[("provider", outbound)]), 1.0);
     }
+}
+
+/// `--key-exchange` decides the group: an outbound that offers X25519 alone gets it from a
+/// default inbound (both count it), and an inbound that accepts post-quantum groups only refuses
+/// an outbound on ring (which has no ML-KEM) before any byte reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_exchange_groups_are_the_ones_configured() {
+    let mut pair = Pair::start_args(&[], &["--key-exchange", "X25519"]).await;
+    pair.exchange_intact("X25519 only", 1, 1 << 20).await;
+    for (side, proxy) in [("inbound", &pair.inbound), ("outbound", &pair.outbound)] {
+        let m = proxy.metrics().await;
+        let handshakes = |kx| m.sum("gembok_tls_handshakes_total", &[("kx", kx)]);
+        assert_eq!(handshakes("X25519"), 1.0, "{side}");
+        assert_eq!(handshakes("X25519MLKEM768"), 0.0, "{side}");
+    }
+
+    let pair = Pair::start_args(
+        &["--key-exchange", "MLKEM1024,X25519MLKEM768"],
+        &["--crypto-provider", "ring"],
+    )
+    .await;
+    let mut app = tokio::net::TcpStream::connect(pair.entry()).await.unwrap();
+    let _ = app.write_all(b"must not arrive").await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), app.read_to_end(&mut got))
+        .await
+        .expect("the outbound closes the app's connection");
+    assert!(got.is_empty(), "{got:?}");
+    wait_metric(
+        &pair.inbound,
+        "gembok_handshake_failures_total",
+        &[("reason", "incompatible")],
+        1.0,
+    )
+    .await;
+    wait_metric(
+        &pair.outbound,
+        "gembok_handshake_failures_total",
+        &[("reason", "peer_rejected")],
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        pair.inbound.metrics().await.sum("gembok_bytes_total", &[]),
+        0.0
+    );
 }
 
 /// `--aead` picks the library that protects records, independently of the provider's key
