@@ -69,8 +69,8 @@ pub struct Common {
     /// Directory for results.json and the plots.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Comma-separated contenders (gembok-aws-lc-rs, gembok-ring, haproxy, stunnel4, nginx,
-    /// hitch). Default: all (smoke: gembok-aws-lc-rs).
+    /// Comma-separated contenders (gembok-aws-lc-rs, gembok-ring, gembok-x25519, haproxy,
+    /// stunnel4, nginx, hitch). Default: all (smoke: gembok-aws-lc-rs).
     #[arg(long, value_delimiter = ',')]
     pub contenders: Vec<String>,
     /// The gembok-proxy binary. Default: next to this binary (target/<profile>/gembok-proxy).

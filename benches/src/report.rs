@@ -15,6 +15,8 @@ use crate::stats::Spread;
 
 /// The gembok variant the targets are judged on (the default provider).
 pub const GEMBOK: &str = "gembok-aws-lc-rs";
+/// gembok with the established contenders' key exchange (`Kind::GembokX25519`).
+const X25519: &str = "gembok-x25519";
 
 fn is_gembok(id: &str) -> bool {
     id.starts_with("gembok")
@@ -246,7 +248,7 @@ fn host_congestion(v: &View<'_>) -> Option<(String, String)> {
 
 fn targets(v: &View<'_>, md: &mut String) {
     md.push_str(
-        "## Targets (issue 5), judged on gembok with its defaults (aws-lc-rs, `--aead auto`)\n\n",
+        "## Targets (issue 5), judged on gembok with its defaults (aws-lc-rs, `--aead auto`, key exchange X25519MLKEM768)\n\n",
     );
     md.push_str("| target | gembok | best established contender | ratio | goal | met |\n|---|---|---|---|---|---|\n");
     let mut row = |name: &str,
@@ -342,6 +344,47 @@ fn targets(v: &View<'_>, md: &mut String) {
         None,
         t,
     );
+    // The same handshakes with the key exchange the established contenders negotiate.
+    let like_theirs = |metric, higher| {
+        let g = v
+            .spread(
+                "connections",
+                Topology::Pair,
+                "new connections",
+                X25519,
+                metric,
+            )
+            .map(|s| s.median);
+        let best = v.best(
+            "connections",
+            Topology::Pair,
+            "new connections",
+            metric,
+            higher,
+        );
+        let r = g.zip(best.as_ref().map(|b| b.1)).map(|(g, b)| g / b);
+        (g, best, r.map_or("–".into(), |r| format!("{r:.2}×")))
+    };
+    let (g, b, t) = like_theirs("conn_per_s", true);
+    if g.is_some() {
+        row(
+            "new mTLS connections/s through the pair, gembok with `--key-exchange X25519` (the contenders' key exchange; gembok-x25519)",
+            g,
+            b,
+            "(context)",
+            None,
+            t,
+        );
+        let (g, b, t) = like_theirs("cpu_ms_per_conn", false);
+        row(
+            "CPU ms per new connection, both sidecars, with `--key-exchange X25519`",
+            g,
+            b,
+            "(context)",
+            None,
+            t,
+        );
+    }
     // Judged where the kernel placed the processes; the fixed placements are context: they
     // show what the proxies add once wake-ups across idle CPUs are off the path.
     for placement in [Placement::Shared, Placement::OneCpu, Placement::PerPod] {

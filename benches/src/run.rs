@@ -365,8 +365,7 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
 
     for s in &subjects {
         if let Some(r) = &s.running {
-            let paths = matches!(r.kind, Kind::Gembok(_) | Kind::Variant(_))
-                .then(|| contender::data_paths(&r.ports));
+            let paths = r.kind.is_gembok().then(|| contender::data_paths(&r.ports));
             r.stop();
             if let Some(i) = infos.get_mut(&r.kind) {
                 i.data_path = if facts.ktls_stats {

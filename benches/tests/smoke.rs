@@ -302,7 +302,24 @@ fn unknown_contender_is_refused_by_name() {
 
 #[test]
 fn a_smoke_run_of_some_scenarios_measures_only_those() {
-    let (out, r) = smoke(&["--scenarios", "connections,latency", "--cps-rounds", "2"]);
+    let (out, r) = smoke(&[
+        "--scenarios",
+        "connections,latency",
+        "--cps-rounds",
+        "2",
+        "--contenders",
+        "gembok-aws-lc-rs,gembok-x25519",
+    ]);
+    // gembok-x25519 negotiates the established contenders' key exchange, the default the hybrid.
+    for (id, group) in [
+        ("gembok-aws-lc-rs", "X25519MLKEM768"),
+        ("gembok-x25519", "X25519"),
+    ] {
+        let c = r.contenders.iter().find(|c| c.id == id).expect(id);
+        let verdict = gembok_bench::run::verdict(c).expect("a verdict");
+        assert!(verdict.passed(), "{verdict:?}");
+        assert_eq!(verdict.negotiated.expect("negotiated").group, group, "{id}");
+    }
     let measured: std::collections::BTreeSet<&str> =
         r.samples.iter().map(|s| s.scenario.as_str()).collect();
     let asked = [Scenario::Connections, Scenario::Latency].map(Scenario::name);
@@ -315,13 +332,23 @@ fn a_smoke_run_of_some_scenarios_measures_only_those() {
             .entry((s.topology.as_str(), s.variant.as_str(), s.subject.as_str()))
             .or_default() += 1;
     }
-    assert!(rows.len() >= 4, "{rows:?}");
+    assert_eq!(
+        rows.len(),
+        7,
+        "3 rows of each gembok and the direct one: {rows:?}"
+    );
     assert!(rows.values().all(|&n| n == 2), "{rows:?}");
     let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     assert!(
         md.contains("median of 2 samples of 0.3 s: 2 rounds in 1 repetition,"),
         "{md}"
     );
+    // Its connection figures are context beside the judged default.
+    let context = md
+        .lines()
+        .find(|l| l.contains("with `--key-exchange X25519` (the contenders' key exchange"))
+        .expect("the gembok-x25519 context row");
+    assert!(context.ends_with("| (context) | – |"), "{context}");
     // What was not measured gets no verdict in the targets table.
     let idle = md
         .lines()

@@ -28,6 +28,10 @@ use crate::procs::{self, Proc};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Gembok(ProviderKind),
+    /// gembok with aws-lc-rs and `--key-exchange X25519`: the key exchange every established
+    /// contender negotiates (OpenSSL 3.0 has no ML-KEM), so its handshakes do the same work as
+    /// theirs. Context beside the judged defaults, which negotiate X25519MLKEM768.
+    GembokX25519,
     /// An extra gembok build or setting under test (`--variant`), index into [`variants`].
     Variant(usize),
     Haproxy,
@@ -94,9 +98,10 @@ impl ProviderKind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Gembok(ProviderKind::AwsLcRs),
         Kind::Gembok(ProviderKind::Ring),
+        Kind::GembokX25519,
         Kind::Haproxy,
         Kind::Stunnel,
         Kind::Nginx,
@@ -108,6 +113,7 @@ impl Kind {
         match self {
             Kind::Gembok(ProviderKind::AwsLcRs) => "gembok-aws-lc-rs",
             Kind::Gembok(ProviderKind::Ring) => "gembok-ring",
+            Kind::GembokX25519 => "gembok-x25519",
             Kind::Variant(i) => variants()[i].id,
             Kind::Haproxy => "haproxy",
             Kind::Stunnel => "stunnel4",
@@ -121,7 +127,10 @@ impl Kind {
     }
 
     pub fn is_gembok(self) -> bool {
-        matches!(self, Kind::Gembok(_) | Kind::Variant(_))
+        matches!(
+            self,
+            Kind::Gembok(_) | Kind::GembokX25519 | Kind::Variant(_)
+        )
     }
 
     /// Can originate TLS (has an outbound side, so takes part in the pair topology).
@@ -132,7 +141,7 @@ impl Kind {
     /// Debian packages that provide it (none for gembok: built from this workspace).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
-            Kind::Gembok(_) | Kind::Variant(_) => &[],
+            Kind::Gembok(_) | Kind::GembokX25519 | Kind::Variant(_) => &[],
             Kind::Haproxy => &["haproxy"],
             Kind::Stunnel => &["stunnel4"],
             Kind::Nginx => &["nginx", "libnginx-mod-stream"],
@@ -143,7 +152,7 @@ impl Kind {
     /// The program and the files that must exist for it to run.
     pub fn required_files(self) -> &'static [&'static str] {
         match self {
-            Kind::Gembok(_) | Kind::Variant(_) => &[],
+            Kind::Gembok(_) | Kind::GembokX25519 | Kind::Variant(_) => &[],
             Kind::Haproxy => &["/usr/sbin/haproxy"],
             Kind::Stunnel => &["/usr/bin/stunnel4"],
             Kind::Nginx => &["/usr/sbin/nginx", nginx::STREAM_MODULE],
@@ -154,7 +163,7 @@ impl Kind {
     /// `program args` printing the version (first line kept).
     pub fn version_command(self) -> Option<(&'static str, &'static [&'static str])> {
         match self {
-            Kind::Gembok(_) | Kind::Variant(_) => None,
+            Kind::Gembok(_) | Kind::GembokX25519 | Kind::Variant(_) => None,
             Kind::Haproxy => Some(("/usr/sbin/haproxy", &["-v"])),
             Kind::Stunnel => Some(("/usr/bin/stunnel4", &["-version"])),
             Kind::Nginx => Some(("/usr/sbin/nginx", &["-v"])),
@@ -178,6 +187,10 @@ impl Kind {
                     )
                 }
             }
+            Kind::GembokX25519 => format!(
+                "{}, `--key-exchange X25519`",
+                Kind::Gembok(ProviderKind::AwsLcRs).tls_library()
+            ),
             Kind::Variant(_) => "rustls (variant build/flags)".into(),
             _ => "OpenSSL (system)".into(),
         }
@@ -301,6 +314,10 @@ fn start_once(kind: Kind, env: &Env<'_>) -> Result<Running> {
     let ports = Ports::pick()?;
     let (inbound, outbound) = match kind {
         Kind::Gembok(p) => gembok::launches(p, env.gembok_bin, &[], env, &ports),
+        Kind::GembokX25519 => {
+            let x25519 = ["--key-exchange".to_owned(), "X25519".to_owned()];
+            gembok::launches(ProviderKind::AwsLcRs, env.gembok_bin, &x25519, env, &ports)
+        }
         Kind::Variant(i) => {
             let v = &variants()[i];
             gembok::launches(ProviderKind::AwsLcRs, &v.bin, &v.args, env, &ports)
