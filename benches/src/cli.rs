@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The full run: every contender, every scenario, 5 repetitions; writes
-    /// benches/RESULTS.md and its plots (about 17 minutes on 2 cores).
+    /// benches/RESULTS.md and its plots (about 21 minutes on 2 cores).
     Full {
         #[command(flatten)]
         common: Common,

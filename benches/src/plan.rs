@@ -78,7 +78,7 @@ impl Scenario {
 const MIB: u64 = 1024 * 1024;
 
 impl Plan {
-    /// The full run that regenerates `benches/RESULTS.md` (about 17 minutes on 2 cores).
+    /// The full run that regenerates `benches/RESULTS.md` (about 21 minutes on 2 cores).
     pub fn full() -> Plan {
         Plan {
             // Five: bulk and connection rates through a pair move by 15–30 % between samples on
