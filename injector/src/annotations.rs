@@ -28,6 +28,7 @@ pub const MEMORY_LIMIT: &str = "gembok.io/proxy-memory-limit";
 pub const DRAIN_SECONDS: &str = "gembok.io/drain-seconds";
 pub const IMAGE: &str = "gembok.io/image";
 pub const SIDECAR_MODE: &str = "gembok.io/sidecar-mode";
+pub const KEY_EXCHANGE: &str = "gembok.io/key-exchange";
 /// Written by the injector: what was injected. Its presence makes re-injection a no-op.
 pub const STATUS: &str = "gembok.io/status";
 
@@ -44,7 +45,21 @@ const KNOWN: &[&str] = &[
     DRAIN_SECONDS,
     IMAGE,
     SIDECAR_MODE,
+    KEY_EXCHANGE,
     STATUS,
+];
+
+/// The key exchange groups `gembok-proxy --key-exchange` knows, as it spells them
+/// (`proxy/src/config/key_exchange.rs`; `tests/tests/injector.rs` checks that the proxy takes
+/// every one). Post-quantum groups alone make the sidecar refuse classical-only peers.
+pub const KEY_EXCHANGE_GROUPS: &[&str] = &[
+    "X25519MLKEM768",
+    "secp256r1MLKEM768",
+    "MLKEM768",
+    "MLKEM1024",
+    "X25519",
+    "secp256r1",
+    "secp384r1",
 ];
 
 /// Longest drain the injector accepts; longer is almost certainly a unit mistake.
@@ -120,6 +135,8 @@ pub struct PodSettings {
     pub drain_seconds: Option<u32>,
     pub image: Option<String>,
     pub sidecar_mode: Option<SidecarMode>,
+    /// `gembok.io/key-exchange`, as the proxy spells the groups, comma-separated.
+    pub key_exchange: Option<String>,
 }
 
 /// An annotation whose value the injector refuses. Display names the annotation and the value.
@@ -201,6 +218,14 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
         match value.parse() {
             Ok(mode) => out.settings.sidecar_mode = Some(mode),
             Err(reason) => out.errors.push(error(SIDECAR_MODE, value, reason)),
+        }
+    }
+    // It decides which peers may connect (post-quantum only refuses classical peers), so a bad
+    // value rejects the pod rather than leaving the proxy's default in place.
+    if let Some(value) = get(KEY_EXCHANGE) {
+        match parse_key_exchange(value) {
+            Ok(groups) => out.settings.key_exchange = Some(groups),
+            Err(reason) => out.errors.push(error(KEY_EXCHANGE, value, reason)),
         }
     }
 
@@ -455,6 +480,28 @@ fn check_san_pattern(pattern: &str) -> Result<(), String> {
     }
 }
 
+/// `gembok.io/key-exchange`: group names separated by commas, most preferred first, matched
+/// without regard to case; returned in the proxy's spelling.
+fn parse_key_exchange(value: &str) -> Result<String, String> {
+    let mut groups: Vec<&str> = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let Some(group) = KEY_EXCHANGE_GROUPS
+            .iter()
+            .find(|g| g.eq_ignore_ascii_case(name))
+        else {
+            return Err(format!(
+                "{name:?} is not a key exchange group (one of {})",
+                KEY_EXCHANGE_GROUPS.join(", ")
+            ));
+        };
+        if groups.contains(group) {
+            return Err(format!("{group} is named twice"));
+        }
+        groups.push(group);
+    }
+    Ok(groups.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +542,33 @@ mod tests {
     }
 
     #[test]
+    fn key_exchange_groups_are_checked_and_spelled_as_the_proxy_spells_them() {
+        let parsed = parse(&annotations(&[(KEY_EXCHANGE, "x25519mlkem768, MLKEM1024")]));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(
+            parsed.settings.key_exchange.as_deref(),
+            Some("X25519MLKEM768,MLKEM1024")
+        );
+        for (value, reason) in [
+            (
+                "X448",
+                "\"X448\" is not a key exchange group (one of X25519MLKEM768,",
+            ),
+            ("X25519,", "\"\" is not a key exchange group"),
+            ("X25519,x25519", "X25519 is named twice"),
+        ] {
+            let parsed = parse(&annotations(&[(KEY_EXCHANGE, value)]));
+            assert_eq!(parsed.errors.len(), 1, "{value}");
+            assert!(
+                parsed.errors[0].reason.starts_with(reason),
+                "{:?}",
+                parsed.errors
+            );
+            assert_eq!(parsed.settings.key_exchange, None);
+        }
+    }
+
+    #[test]
     fn reports_every_rejecting_annotation_at_once() {
         let parsed = parse(&annotations(&[
             (INBOUND, "8443=http"),
@@ -503,6 +577,7 @@ mod tests {
             (SIDECAR_MODE, "sidecar"),
             (IMAGE, "has space"),
             (ALLOWED_SANS, " , "),
+            (KEY_EXCHANGE, "X25519MLKEM768,X448"),
         ]));
         let keys: Vec<&str> = parsed.errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
@@ -513,7 +588,8 @@ mod tests {
                 ALLOWED_SANS,
                 CERT_SECRET,
                 IMAGE,
-                SIDECAR_MODE
+                SIDECAR_MODE,
+                KEY_EXCHANGE
             ]
         );
         assert!(

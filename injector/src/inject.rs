@@ -148,6 +148,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         log_level: settings.log_level.clone(),
         resources: resolve_resources(&settings, &mut warnings),
         drain_seconds: settings.drain_seconds,
+        key_exchange: settings.key_exchange.clone(),
     };
     warnings.extend(risk_warnings(&plan, spec));
 

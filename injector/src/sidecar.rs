@@ -85,6 +85,8 @@ pub struct Plan {
     pub log_level: Option<String>,
     pub resources: Resources,
     pub drain_seconds: Option<u32>,
+    /// `GEMBOK_KEY_EXCHANGE`, when the pod names its groups.
+    pub key_exchange: Option<String>,
 }
 
 /// Name of the container port for the `index`-th (0-based) inbound mapping: `gembok-tls-1`, ...
@@ -153,6 +155,9 @@ pub fn container(plan: &Plan) -> Container {
     }
     if let Some(seconds) = plan.drain_seconds {
         push("GEMBOK_DRAIN_GRACE", format!("{seconds}s"));
+    }
+    if let Some(groups) = &plan.key_exchange {
+        push("GEMBOK_KEY_EXCHANGE", groups.clone());
     }
 
     let mut ports = vec![ContainerPort {

@@ -303,6 +303,11 @@ pub fn explain(report: &Report) -> String {
                     r.local_port, r.host, r.port
                 ));
             }
+            if let Some(groups) = &plan.key_exchange {
+                out.push_str(&format!(
+                    "  key exchange {groups} (gembok.io/key-exchange)\n"
+                ));
+            }
             warn(warnings, &mut out);
         }
     }

@@ -1410,3 +1410,83 @@ fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Re
     assert!(stdout.contains("example.com/flag: 'on'"), "{stdout}");
     Ok(())
 }
+
+/// What `gembok.io/key-exchange` writes, the proxy takes: both binaries name the same groups (each
+/// lists them when refusing an unknown one), and the `GEMBOK_KEY_EXCHANGE` that `inject` writes
+/// for all of them passes the proxy's own configuration check.
+#[test]
+fn the_proxy_takes_every_key_exchange_group_the_injector_writes() -> Result<()> {
+    let inject = |groups: &str| -> Result<(Option<i32>, String, String)> {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n    gembok.io/key-exchange: \"{groups}\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n"
+        );
+        let mut child = Command::new(binary())
+            .args(["inject", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(pod.as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8(out.stdout)?,
+            String::from_utf8(out.stderr)?,
+        ))
+    };
+    // The proxy's configuration check: every problem listed, exit 64. The bad --max-connections
+    // makes sure it never starts serving.
+    let proxy_check = |groups: &str| -> Result<String> {
+        let out = Command::new(gembok_tests::bins::proxy())
+            .args([
+                "--inbound",
+                "127.0.0.1:1=127.0.0.1:2",
+                "--cert-dir",
+                "/nonexistent",
+            ])
+            .arg("--max-connections=-3")
+            .env("GEMBOK_KEY_EXCHANGE", groups)
+            .output()?;
+        ensure!(out.status.code() == Some(64), "{out:?}");
+        Ok(String::from_utf8(out.stderr)?)
+    };
+    let listed = |text: &str, before: &str| -> Vec<String> {
+        let from = text.find(before).map_or("", |i| &text[i + before.len()..]);
+        let list = from.split(['\n', ')']).next().unwrap_or_default();
+        list.split(", ")
+            .filter(|g| *g != "auto")
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let (code, _, injector_err) = inject("X448")?;
+    assert_eq!(code, Some(65), "{injector_err}");
+    let injector_groups = listed(&injector_err, "is not a key exchange group (one of ");
+    let proxy_err = proxy_check("X448")?;
+    assert!(proxy_err.contains("--key-exchange: `X448`"), "{proxy_err}");
+    let proxy_groups = listed(&proxy_err, "is not one of ");
+    assert!(injector_groups.len() >= 7, "{injector_groups:?}");
+    assert_eq!(injector_groups, proxy_groups);
+
+    let all = injector_groups.join(",").to_lowercase();
+    let (code, injected, stderr) = inject(&all)?;
+    assert_eq!(code, Some(0), "{stderr}");
+    let pod: Value = serde_yaml_ng::from_str(&injected)?;
+    let env = pod
+        .pointer("/spec/initContainers/0/env")
+        .and_then(Value::as_array)
+        .context("the sidecar's env")?;
+    let written = env
+        .iter()
+        .find(|e| e["name"] == "GEMBOK_KEY_EXCHANGE")
+        .and_then(|e| e["value"].as_str())
+        .context("GEMBOK_KEY_EXCHANGE")?;
+    assert_eq!(written, injector_groups.join(","));
+    let proxy_err = proxy_check(written)?;
+    assert!(!proxy_err.contains("--key-exchange"), "{proxy_err}");
+    Ok(())
+}
