@@ -1335,27 +1335,29 @@ fn bad_flags_exit_64_listing_every_problem() -> Result<()> {
     Ok(())
 }
 
+/// Runs the injector's command line with `args` and `stdin`: exit code, stdout, stderr.
+fn run(args: &[&str], stdin: &str) -> Result<(Option<i32>, String, String)> {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(stdin.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
 #[test]
 fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Result<()> {
-    let run = |args: &[&str], stdin: &str| -> Result<(Option<i32>, String, String)> {
-        let mut child = Command::new(binary())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(stdin.as_bytes())?;
-        let out = child.wait_with_output()?;
-        Ok((
-            out.status.code(),
-            String::from_utf8(out.stdout)?,
-            String::from_utf8(out.stderr)?,
-        ))
-    };
     let good = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
     let (code, once, _) = run(&["inject", "-f", "-"], good)?;
     assert_eq!(code, Some(0));
@@ -1416,27 +1418,11 @@ fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Re
 /// for all of them passes the proxy's own configuration check.
 #[test]
 fn the_proxy_takes_every_key_exchange_group_the_injector_writes() -> Result<()> {
-    let inject = |groups: &str| -> Result<(Option<i32>, String, String)> {
+    let inject = |groups: &str| {
         let pod = format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n    gembok.io/key-exchange: \"{groups}\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n"
         );
-        let mut child = Command::new(binary())
-            .args(["inject", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(pod.as_bytes())?;
-        let out = child.wait_with_output()?;
-        Ok((
-            out.status.code(),
-            String::from_utf8(out.stdout)?,
-            String::from_utf8(out.stderr)?,
-        ))
+        run(&["inject", "-f", "-"], &pod)
     };
     // The proxy's configuration check: every problem listed, exit 64. The bad --max-connections
     // makes sure it never starts serving.

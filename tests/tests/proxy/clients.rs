@@ -269,17 +269,24 @@ async fn a_post_quantum_only_inbound_refuses_classical_clients() {
     };
     let id = Identity::new(&pki, &pki.workload("client"));
     let server_name = dns_name("server");
-    let ping =
-        |proxy: &Proxy| s_client(&id, proxy.inbound[0], &server_name, &["-brief"], b"ping\n");
+    // s_client's exit status and what it printed, for one line through `proxy`.
+    let ping = async |proxy: &Proxy| {
+        let out = s_client(&id, proxy.inbound[0], &server_name, &["-brief"], b"ping\n").await;
+        let printed = format!(
+            "stdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), printed)
+    };
+    let handshake_with = async |proxy: &Proxy, kx: &str| {
+        let labels = [("direction", "inbound"), ("kx", kx)];
+        wait_metric(proxy, "gembok_tls_handshakes_total", &labels, 1.0).await;
+    };
 
     let pq_only = inbound_with("X25519MLKEM768,MLKEM1024").await;
-    let out = ping(&pq_only).await;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(!out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(!stdout.contains("app got"), "{stdout}");
+    let (ok, printed) = ping(&pq_only).await;
+    assert!(!ok && !printed.contains("app got"), "{printed}");
     wait_metric(
         &pq_only,
         "gembok_handshake_failures_total",
@@ -290,36 +297,17 @@ async fn a_post_quantum_only_inbound_refuses_classical_clients() {
     let client =
         gembok_tests::tls::Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
     let mut tls = client
-        .connect(pq_only.inbound[0], &dns_name("server"))
+        .connect(pq_only.inbound[0], &server_name)
         .await
         .unwrap();
     tls.write_all(b"ping\n").await.unwrap();
     let mut reply = String::new();
     tls.read_to_string(&mut reply).await.unwrap();
     assert_eq!(reply, "app got: ping\n");
-    wait_metric(
-        &pq_only,
-        "gembok_tls_handshakes_total",
-        &[("direction", "inbound"), ("kx", "X25519MLKEM768")],
-        1.0,
-    )
-    .await;
+    handshake_with(&pq_only, "X25519MLKEM768").await;
 
     let p384 = inbound_with("secp384r1").await;
-    let out = ping(&p384).await;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        stdout.contains("app got: ping"),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
-    wait_metric(
-        &p384,
-        "gembok_tls_handshakes_total",
-        &[("direction", "inbound"), ("kx", "secp384r1")],
-        1.0,
-    )
-    .await;
+    let (ok, printed) = ping(&p384).await;
+    assert!(ok && printed.contains("app got: ping"), "{printed}");
+    handshake_with(&p384, "secp384r1").await;
 }
