@@ -86,6 +86,7 @@ const PROXY_METRICS: &[&str] = &[
     "gembok_bytes_total",
     "gembok_handshake_duration_seconds",
     "gembok_handshake_failures_total",
+    "gembok_tls_handshakes_total",
     "gembok_truncations_total",
     "gembok_cert_reloads_total",
     "gembok_cert_not_after_timestamp_seconds",
