@@ -8,13 +8,11 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gembok_certs_dev::{Ca, LeafSpec, Validity};
-use gembok_proxy::config::Provider;
+use gembok_proxy::config::{KxGroup, Provider};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{
-    ClientConfig, ClientConnection, NamedGroup, RootCertStore, ServerConfig, ServerConnection,
-};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use rustls_pki_types::ServerName;
 
 struct Pair {
@@ -36,9 +34,8 @@ fn configs(kind: Provider, post_quantum: bool, resume: bool) -> Pair {
 
     let mut provider: CryptoProvider = gembok_proxy::tls::provider(kind, kind, false);
     if !post_quantum {
-        provider
-            .kx_groups
-            .retain(|g| g.name() == NamedGroup::X25519);
+        // What `--key-exchange X25519` configures.
+        provider.kx_groups = gembok_proxy::tls::key_exchange(kind, &[KxGroup::X25519]);
     }
     let provider = Arc::new(provider);
     let versions = gembok_proxy::tls::versions(false);

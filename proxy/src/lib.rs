@@ -161,12 +161,8 @@ pub async fn run(
     shutdown: impl Future<Output = &'static str>,
 ) -> io::Result<()> {
     let prometheus = metrics::install();
-    let aead = tls::record_library(config.tls.provider, config.tls.aead);
+    let (provider, aead) = tls::configured(&config.tls);
     metrics::build_info(config.tls.provider.name(), aead.name());
-    let mut provider = tls::provider(config.tls.provider, aead, config.tls.tls12);
-    if let Some(groups) = &config.tls.key_exchange {
-        provider.kx_groups = tls::key_exchange(config.tls.provider, groups);
-    }
     let key_exchange = tls::group_names(&provider);
     let provider = Arc::new(provider);
     let stop = Shutdown::default();

@@ -23,7 +23,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
-use crate::config::{ClientAuth, Config, KxGroup, Provider};
+use crate::config::{ClientAuth, Config, KxGroup, Provider, TlsOptions};
 use crate::identity::{SanPattern, SanPolicyVerifier};
 use crate::verify_cache::{CachingClientVerifier, CachingServerVerifier};
 
@@ -76,6 +76,18 @@ pub fn provider(kind: Provider, aead: Provider, tls12: bool) -> CryptoProvider {
     provider
 }
 
+/// The provider a running proxy uses, from its TLS options: [`provider`] with the record
+/// library `--aead` picks ([`record_library`], also returned) and, when `--key-exchange` names
+/// them, those groups ([`key_exchange`]) instead of the provider's own list.
+pub fn configured(options: &TlsOptions) -> (CryptoProvider, Provider) {
+    let aead = record_library(options.provider, options.aead);
+    let mut configured = provider(options.provider, aead, options.tls12);
+    if let Some(groups) = &options.key_exchange {
+        configured.kx_groups = key_exchange(options.provider, groups);
+    }
+    (configured, aead)
+}
+
 /// `groups` (as `--key-exchange` names them) as `kind`'s implementations, in the same order.
 /// `Config` refused the groups `kind` lacks ([`KxGroup::in_provider`]).
 pub fn key_exchange(kind: Provider, groups: &[KxGroup]) -> Vec<&'static dyn SupportedKxGroup> {
@@ -99,12 +111,13 @@ pub fn key_exchange(kind: Provider, groups: &[KxGroup]) -> Vec<&'static dyn Supp
         .collect()
 }
 
-/// The names of the groups `provider` offers, in order (for the start-up log).
+/// The names of the groups `provider` offers, in order (for the start-up log), spelled as the
+/// `kx` label of a handshake counted under one of them.
 pub fn group_names(provider: &CryptoProvider) -> String {
-    let names: Vec<String> = provider
+    let names: Vec<&str> = provider
         .kx_groups
         .iter()
-        .map(|g| format!("{:?}", g.name()))
+        .map(|g| g.name().as_str().unwrap_or("unknown"))
         .collect();
     names.join(",")
 }
@@ -371,9 +384,9 @@ mod tests {
                 .rev()
                 .filter(|g| g.in_provider(kind))
                 .collect();
-            let mapped: Vec<String> = key_exchange(kind, &groups)
+            let mapped: Vec<&str> = key_exchange(kind, &groups)
                 .iter()
-                .map(|g| format!("{:?}", g.name()))
+                .map(|g| g.name().as_str().unwrap_or("unknown"))
                 .collect();
             let names: Vec<&str> = groups.iter().map(|g| g.name()).collect();
             assert_eq!(mapped, names, "{kind:?}");
@@ -385,18 +398,28 @@ mod tests {
                 .count(),
             3
         );
-        let mut p = provider(Provider::AwsLcRs, Provider::AwsLcRs, false);
+        let options = |provider, key_exchange| TlsOptions {
+            tls12: false,
+            provider,
+            aead: None,
+            key_exchange,
+            alpn: Vec::new(),
+        };
+        let groups =
+            |provider, key_exchange| group_names(&configured(&options(provider, key_exchange)).0);
         assert_eq!(
-            group_names(&p),
+            groups(Provider::AwsLcRs, None),
             "X25519MLKEM768,X25519,secp256r1,secp384r1",
             "the default list the --help text quotes"
         );
-        p.kx_groups = key_exchange(Provider::AwsLcRs, &[KxGroup::Mlkem1024, KxGroup::X25519]);
-        assert_eq!(group_names(&p), "MLKEM1024,X25519");
         assert_eq!(
-            group_names(&provider(Provider::Ring, Provider::Ring, false)),
-            "X25519,secp256r1,secp384r1"
+            groups(
+                Provider::AwsLcRs,
+                Some(vec![KxGroup::Mlkem1024, KxGroup::X25519])
+            ),
+            "MLKEM1024,X25519"
         );
+        assert_eq!(groups(Provider::Ring, None), "X25519,secp256r1,secp384r1");
     }
 
     #[test]

@@ -47,11 +47,6 @@ impl KxGroup {
         }
     }
 
-    /// Whether a quantum computer breaking elliptic curves leaves the shared secret safe.
-    pub fn post_quantum(self) -> bool {
-        !self.classical()
-    }
-
     /// An elliptic-curve group alone: the only kind TLS 1.2 can use, and the only kind ring has.
     pub fn classical(self) -> bool {
         matches!(
@@ -206,7 +201,7 @@ mod tests {
     fn which_groups_are_post_quantum() {
         let pq: Vec<&str> = KxGroup::ALL
             .into_iter()
-            .filter(|g| g.post_quantum())
+            .filter(|g| !g.classical())
             .map(KxGroup::name)
             .collect();
         assert_eq!(
