@@ -317,10 +317,7 @@ impl Client {
     }
 
     fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, String, Vec<u8>)> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
+        let head = request_head("POST", path, content_type, body.len(), true);
         let (status, headers, body, _) = self.request(&head, body)?;
         Ok((status, headers, body))
     }
@@ -491,20 +488,24 @@ fn patch_of(response: &Value) -> Result<Vec<Value>> {
 }
 
 fn base64_decode(text: &str) -> Result<Vec<u8>> {
-    let out = Command::new("base64")
-        .arg("-d")
+    let output = fed(Command::new("base64").arg("-d"), text)?;
+    ensure!(output.status.success(), "not base64: {text}");
+    Ok(output.stdout)
+}
+
+/// Runs `command` with `stdin` as its standard input; what it printed and exited with.
+fn fed(command: &mut Command, stdin: &str) -> Result<std::process::Output> {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()?;
-    let mut child = out;
     child
         .stdin
         .take()
         .context("stdin")?
-        .write_all(text.as_bytes())?;
-    let output = child.wait_with_output()?;
-    ensure!(output.status.success(), "not base64: {text}");
-    Ok(output.stdout)
+        .write_all(stdin.as_bytes())?;
+    Ok(child.wait_with_output()?)
 }
 
 // === tests ===
@@ -821,11 +822,8 @@ fn slow_clients_time_out_while_others_are_served() -> Result<()> {
 
     let mut slow_body = webhook.client.connect()?;
     let started = Instant::now();
-    write!(
-        slow_body,
-        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )?;
+    let head = request_head("POST", "/mutate", "application/json", body.len(), false);
+    slow_body.write_all(head.as_bytes())?;
     slow_body.write_all(&body[..body.len() / 2])?;
     slow_body.flush()?;
     let mut slow_headers = webhook.client.connect()?;
@@ -902,6 +900,21 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() -> Result<()> {
     Ok(())
 }
 
+/// The head of a request with a `length`-byte body of `content_type`; `close` asks the server to
+/// close the connection after its answer.
+fn request_head(
+    method: &str,
+    path: &str,
+    content_type: &str,
+    length: usize,
+    close: bool,
+) -> String {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n{connection}\r\n"
+    )
+}
+
 /// Request head of a review POSTed with `Transfer-Encoding: chunked` (see [`chunked`]).
 const CHUNKED_HEAD: &str = "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
 
@@ -969,10 +982,7 @@ fn bad_requests_get_http_errors_and_the_server_keeps_serving() -> Result<()> {
 
     // Over the limit, declared up front and streamed without a length.
     let big = vec![b' '; 7 * 1024 * 1024];
-    let head = format!(
-        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        big.len()
-    );
+    let head = request_head("POST", "/mutate", "application/json", big.len(), true);
     // The answer comes before any of the body is sent; the server then waits for the body
     // (to read it and throw it away), so the client reads one answer and does not wait for
     // the close.
@@ -1039,13 +1049,7 @@ fn refused_requests_have_their_body_read_so_the_answer_arrives() -> Result<()> {
     // More than the socket buffers between client and server hold: a server that answered
     // without reading would leave these writes blocked until it closed, and then failing.
     let big = vec![b' '; 11 * 1024 * 1024];
-    let head = |method: &str, path: &str, media: &str, close: bool| {
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\nContent-Length: {}\r\n{}\r\n",
-            big.len(),
-            if close { "Connection: close\r\n" } else { "" },
-        )
-    };
+    let head = |method, path, media, close| request_head(method, path, media, big.len(), close);
     for (head, expected) in [
         (head("POST", "/validate", "application/json", true), 404),
         (head("PUT", "/mutate", "application/json", true), 405),
@@ -1080,10 +1084,7 @@ fn refused_requests_have_their_body_read_so_the_answer_arrives() -> Result<()> {
     let mut tls = webhook.client.connect()?;
     tls.write_all(head("POST", "/validate", "application/json", false).as_bytes())?;
     tls.write_all(&big)?;
-    let second = format!(
-        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        review.len()
-    );
+    let second = request_head("POST", "/mutate", "application/json", review.len(), true);
     tls.write_all(second.as_bytes())?;
     tls.write_all(&review)?;
     tls.flush()?;
@@ -1240,11 +1241,8 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() -> Result<()> {
     let body = serde_json::to_vec(&injectable("in-flight"))?;
     // Headers and half of the body, then SIGTERM, then the rest.
     let mut tls = webhook.client.connect()?;
-    write!(
-        tls,
-        "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )?;
+    let head = request_head("POST", "/mutate", "application/json", body.len(), false);
+    tls.write_all(head.as_bytes())?;
     let (first, rest) = body.split_at(body.len() / 2);
     tls.write_all(first)?;
     tls.flush()?;
@@ -1337,18 +1335,7 @@ fn bad_flags_exit_64_listing_every_problem() -> Result<()> {
 
 /// Runs the injector's command line with `args` and `stdin`: exit code, stdout, stderr.
 fn run(args: &[&str], stdin: &str) -> Result<(Option<i32>, String, String)> {
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = fed(Command::new(binary()).args(args), stdin)?;
     Ok((
         out.status.code(),
         String::from_utf8(out.stdout)?,

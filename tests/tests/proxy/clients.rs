@@ -59,8 +59,12 @@ async fn greeting_app() -> SocketAddr {
     addr
 }
 
-async fn inbound_for(dir: &CertDir, app: SocketAddr, options: &str) -> Proxy {
-    let inbound = Proxy::builder().cert_dir(dir).inbound(app, options).start();
+async fn inbound_for(dir: &CertDir, app: SocketAddr, options: &str, args: &[&str]) -> Proxy {
+    let inbound = Proxy::builder()
+        .cert_dir(dir)
+        .inbound(app, options)
+        .args(args)
+        .start();
     inbound.ready().await;
     inbound
 }
@@ -83,7 +87,7 @@ async fn outbound_to(dir: &CertDir, server: SocketAddr, args: &[&str]) -> Proxy 
 async fn curl_with_a_client_certificate_gets_through_the_inbound_listener() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = inbound_for(&dir, http_app().await, "").await;
+    let inbound = inbound_for(&dir, http_app().await, "", &[]).await;
     let id = Identity::new(&pki, &pki.workload("client"));
     let (port, host) = (inbound.inbound[0].port(), dns_name("server"));
     let curl = |with_cert: bool| {
@@ -133,7 +137,7 @@ async fn curl_with_a_client_certificate_gets_through_the_inbound_listener() {
 async fn openssl_s_client_negotiates_tls13_with_an_aead_suite() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = inbound_for(&dir, greeting_app().await, "").await;
+    let inbound = inbound_for(&dir, greeting_app().await, "", &[]).await;
     let id = Identity::new(&pki, &pki.workload("client"));
     let out = s_client(
         &id,
@@ -229,7 +233,7 @@ async fn an_outbound_route_speaks_tls12_to_a_tls12_only_server_without_holding_w
 async fn alpn_h2_is_negotiated_for_grpc_clients() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let inbound = inbound_for(&dir, greeting_app().await, ",alpn=h2,alpn=http/1.1").await;
+    let inbound = inbound_for(&dir, greeting_app().await, ",alpn=h2,alpn=http/1.1", &[]).await;
     let id = Identity::new(&pki, &pki.workload("client"));
     let out = s_client(
         &id,
@@ -256,17 +260,7 @@ async fn a_post_quantum_only_inbound_refuses_classical_clients() {
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
     let app = greeting_app().await;
-    let inbound_with = |groups: &str| {
-        let proxy = Proxy::builder()
-            .cert_dir(&dir)
-            .inbound(app, "")
-            .args(["--key-exchange", groups])
-            .start();
-        async move {
-            proxy.ready().await;
-            proxy
-        }
-    };
+    let inbound_with = async |groups| inbound_for(&dir, app, "", &["--key-exchange", groups]).await;
     let id = Identity::new(&pki, &pki.workload("client"));
     let server_name = dns_name("server");
     // s_client's exit status and what it printed, for one line through `proxy`.
