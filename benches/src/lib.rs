@@ -10,7 +10,8 @@
 //!   load client and the echo/sink app; [`tlsconf`], [`pki`]: TLS settings and certificates;
 //! - [`procs`], [`sys`]: child processes, cleanup, `/proc` CPU and RSS;
 //! - [`facts`], [`install`]: machine facts, apt-get; [`netns`]: the run's network namespace and
-//!   its TCP congestion control; [`report`], [`plot`], [`stats`]: output;
+//!   its TCP congestion control; [`steal`]: the hypervisor's steal time during each timed
+//!   sample; [`report`], [`plot`], [`stats`]: output;
 //! - [`profile`]: `--profile`, perf flamegraphs of gembok's sidecars under load.
 
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod run;
 pub mod scenario;
 pub mod server;
 pub mod stats;
+pub mod steal;
 pub mod sys;
 pub mod tlsconf;
 pub mod verify;

@@ -12,6 +12,7 @@ use crate::plot::{self, Series};
 use crate::run::{Results, verdict};
 use crate::scenario::{Sample, Topology};
 use crate::stats::Spread;
+use crate::steal;
 
 /// The gembok variant the targets are judged on (the default provider).
 pub const GEMBOK: &str = "gembok-aws-lc-rs";
@@ -146,6 +147,7 @@ pub fn write(r: &Results, report: &Path, plots_dir: &Path) -> Result<()> {
     let rel = pathdiff(report, plots_dir);
     let mut md = String::new();
     header(&v, &mut md);
+    steal(&v, &mut md);
     targets(&v, &mut md);
     contenders(&v, &mut md);
     plots(&v, plots_dir, &rel, &mut md)?;
@@ -233,6 +235,53 @@ fn header(v: &View<'_>, md: &mut String) {
         let _ = writeln!(md, "| open-file limit | {} |", r.nofile_limit);
         md.push('\n');
     }
+}
+
+/// Steal time by repetition and scenario (see [`crate::steal`]), when the samples carry it.
+fn steal(v: &View<'_>, md: &mut String) {
+    const SCENARIOS: [&str; 3] = ["bulk", "connections", "latency"];
+    let of = |rep: u32, scenario: &str| {
+        let pct: Vec<f64> =
+            v.r.samples
+                .iter()
+                .filter(|s| s.rep == rep && s.scenario == scenario)
+                .filter_map(|s| s.metrics.get(steal::METRIC).copied())
+                .collect();
+        Spread::of(&pct)
+    };
+    let reps: BTreeSet<u32> =
+        v.r.samples
+            .iter()
+            .filter(|s| s.metrics.contains_key(steal::METRIC))
+            .map(|s| s.rep)
+            .collect();
+    if reps.is_empty() {
+        return;
+    }
+    md.push_str(
+        "## Steal time
+
+The share of the machine's CPU time that the hypervisor gave to other \
+         guests while the samples ran (`/proc/stat`), in percent: the median of a repetition's \
+         samples, with the most any one of them saw. Time stolen from a sample slows it for \
+         every subject measured then alike, and the interleaving spreads it over all of them. \
+         It counts only the time the vCPUs did not run: a neighbour that shares the physical \
+         core's caches or memory bandwidth slows a sample without showing here. The latency scenario's fixed placements run in repetitions of their own, \
+         counted here with the repetition of the same number.\n\n\
+         | repetition | bulk | connections | latency |\n|---|---|---|---|\n",
+    );
+    for rep in reps {
+        let cells: Vec<String> = SCENARIOS
+            .iter()
+            .map(|sc| {
+                of(rep, sc).map_or("–".into(), |p| {
+                    format!("{:.1} (max {:.1})", p.median, p.max)
+                })
+            })
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", rep + 1, cells.join(" | "));
+    }
+    md.push('\n');
 }
 
 /// The host's congestion control and the label of the single-stream bulk samples measured

@@ -24,6 +24,7 @@ use crate::plan::{Plan, Scenario};
 use crate::procs::{self, Proc};
 use crate::scenario::{Sample, Topology, bulk, cps, latency, memory, syscalls};
 use crate::stats::quantile;
+use crate::steal::{self, CpuTimes};
 use crate::tlsconf::{self, ClientOpts};
 use crate::verify::{self, Probes, Verdict};
 use crate::{install, profile, sys};
@@ -151,9 +152,17 @@ impl Subject {
 struct Recorder {
     samples: Vec<Sample>,
     errors: Vec<String>,
+    /// The machine's CPU times when the timed sample now running started ([`Recorder::start`]).
+    started: Option<CpuTimes>,
 }
 
 impl Recorder {
+    /// Marks the start of a timed sample: the next [`Recorder::add`] carries the share of the
+    /// machine's CPU time stolen since (`steal_pct`).
+    fn start(&mut self) {
+        self.started = CpuTimes::now();
+    }
+
     fn add(
         &mut self,
         scenario: &str,
@@ -163,17 +172,27 @@ impl Recorder {
         rep: u32,
         metrics: &[(&str, f64)],
     ) {
+        let steal = self
+            .started
+            .take()
+            .zip(CpuTimes::now())
+            .and_then(|(a, b)| b.steal_pct_since(&a));
         self.samples.push(Sample {
             scenario: scenario.into(),
             topology,
             variant: variant.into(),
             subject: subject.into(),
             rep,
-            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            metrics: metrics
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .chain(steal.map(|pct| (steal::METRIC.to_owned(), pct)))
+                .collect(),
         });
     }
 
     fn fail(&mut self, what: String, e: anyhow::Error) {
+        self.started = None;
         eprintln!("  FAILED {what}: {e:#}");
         self.errors.push(format!("{what}: {e:#}"));
     }
@@ -302,6 +321,7 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
     let mut rec = Recorder {
         samples: Vec::new(),
         errors: Vec::new(),
+        started: None,
     };
     let plan = &opts.plan;
     let scope = Scope {
@@ -543,6 +563,7 @@ async fn timed_rep(
             };
             let ktls0 = facts::ktls_connections();
             let (o0, i0) = s.cpu();
+            rec.start();
             match bulk::run(&target, streams, bytes, plan.bulk_max).await {
                 Ok(t) => {
                     let (o1, i1) = s.cpu();
@@ -619,6 +640,7 @@ async fn connections_sample(
     };
     let plan = scope.plan;
     let (o0, i0) = s.cpu();
+    rec.start();
     match cps::run(&target, plan.cps_concurrency, plan.cps_duration).await {
         Ok(r) if r.ok > 0 => {
             let (o1, i1) = s.cpu();
@@ -743,6 +765,7 @@ async fn latency_rep(
             };
             let (warmup, dur) = (plan.latency_warmup, plan.latency_rate_duration);
             let (client_cpu, restore) = (sides.map(|s| s.client), cpus.to_vec());
+            rec.start();
             let r = tokio::task::spawn_blocking(move || {
                 placement::on_cpu(client_cpu, &restore, || match rate {
                     None => latency::ping_pong(&target, size, n, warmup),

@@ -9,7 +9,7 @@ use gembok_bench::placement::{self, Placement};
 use gembok_bench::plan::Scenario;
 use gembok_bench::run::{Results, single_stream_under};
 use gembok_bench::scenario::Topology;
-use gembok_bench::{netns, report};
+use gembok_bench::{netns, report, steal};
 
 /// The gembok-proxy binary of this cargo profile, built if missing (a `-p gembok-bench` test
 /// run does not build other packages' binaries).
@@ -154,6 +154,17 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
             "{side}: anonymous {anon} of {all} KiB"
         );
     }
+    // Every connection sample (each long enough for the clock to tick) carries the machine's
+    // steal time; the untimed scenarios do not.
+    for s in report::samples_of(&r, "connections") {
+        let pct = s.metrics.get(steal::METRIC).copied();
+        assert!(pct.is_some_and(|p| (0.0..=100.0).contains(&p)), "{s:?}");
+    }
+    for scenario in ["memory", "syscalls"] {
+        for s in report::samples_of(&r, scenario) {
+            assert!(!s.metrics.contains_key(steal::METRIC), "{s:?}");
+        }
+    }
     let held = metric("memory", Topology::Pair, "50 connections", g, "held");
     assert_eq!(held, 50.0);
     assert!(
@@ -183,9 +194,15 @@ fn smoke_run_covers_every_scenario_with_sane_figures() {
         "### 3. Latency",
         "### 4. Memory",
         "### 5. System calls",
+        "## Steal time",
     ] {
         assert!(md.contains(heading), "report lacks {heading}");
     }
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("| 1 | ") && l.contains(" (max ")),
+        "the steal table lacks repetition 1"
+    );
     assert!(
         md.contains("| 64 B round trip added by the pair, one CPU, p50 (µs) | "),
         "the targets lack the one-CPU context row"
