@@ -259,15 +259,14 @@ fn steal(v: &View<'_>, md: &mut String) {
         return;
     }
     md.push_str(
-        "## Steal time
-
-The share of the machine's CPU time that the hypervisor gave to other \
-         guests while the samples ran (`/proc/stat`), in percent: the median of a repetition's \
-         samples, with the most any one of them saw. Time stolen from a sample slows it for \
-         every subject measured then alike, and the interleaving spreads it over all of them. \
-         It counts only the time the vCPUs did not run: a neighbour that shares the physical \
-         core's caches or memory bandwidth slows a sample without showing here. The latency scenario's fixed placements run in repetitions of their own, \
-         counted here with the repetition of the same number.\n\n\
+        "## Steal time\n\nThe share of the machine's CPU time that the hypervisor gave to \
+         other guests while the samples ran (`/proc/stat`), in percent: the median of a \
+         repetition's samples, with the most any one of them saw. Time stolen from a sample \
+         slows it for every subject measured then alike, and the interleaving spreads it over \
+         all of them. It counts only the time the vCPUs did not run: a neighbour that shares \
+         the physical core's caches or memory bandwidth slows a sample without showing here. \
+         The latency scenario's fixed placements run in repetitions of their own, counted here \
+         with the repetition of the same number.\n\n\
          | repetition | bulk | connections | latency |\n|---|---|---|---|\n",
     );
     for rep in reps {

@@ -1,7 +1,8 @@
 //! Steal time: the share of the machine's vCPU time that the hypervisor gave to other guests
-//! while a sample ran, from the `cpu` line of `/proc/stat`. On a shared cloud host it is what
-//! moves a sample with no cause inside the guest, so every timed sample carries it
-//! (`steal_pct`) and the report shows it by repetition.
+//! while a sample ran, from the `cpu` line of `/proc/stat`. On a shared host it is one thing
+//! that moves a sample with no cause inside the guest (not the only one: a neighbour on the same
+//! physical core's caches does not show in it), so every timed sample carries it (`steal_pct`)
+//! and the report shows it by repetition.
 
 /// The metric every timed sample carries: percent of the machine's CPU time stolen while it ran.
 pub const METRIC: &str = "steal_pct";
