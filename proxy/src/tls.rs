@@ -91,23 +91,9 @@ pub fn configured(options: &TlsOptions) -> (CryptoProvider, Provider) {
 /// `groups` (as `--key-exchange` names them) as `kind`'s implementations, in the same order.
 /// `Config` refused the groups `kind` lacks ([`KxGroup::in_provider`]).
 pub fn key_exchange(kind: Provider, groups: &[KxGroup]) -> Vec<&'static dyn SupportedKxGroup> {
-    use rustls::crypto::aws_lc_rs::kx_group as aws;
-    use rustls::crypto::ring::kx_group as ring;
     groups
         .iter()
-        .filter_map(|&g| match (kind, g) {
-            (Provider::AwsLcRs, KxGroup::X25519Mlkem768) => Some(aws::X25519MLKEM768),
-            (Provider::AwsLcRs, KxGroup::Secp256r1Mlkem768) => Some(aws::SECP256R1MLKEM768),
-            (Provider::AwsLcRs, KxGroup::Mlkem768) => Some(aws::MLKEM768),
-            (Provider::AwsLcRs, KxGroup::Mlkem1024) => Some(aws::MLKEM1024),
-            (Provider::AwsLcRs, KxGroup::X25519) => Some(aws::X25519),
-            (Provider::AwsLcRs, KxGroup::Secp256r1) => Some(aws::SECP256R1),
-            (Provider::AwsLcRs, KxGroup::Secp384r1) => Some(aws::SECP384R1),
-            (Provider::Ring, KxGroup::X25519) => Some(ring::X25519),
-            (Provider::Ring, KxGroup::Secp256r1) => Some(ring::SECP256R1),
-            (Provider::Ring, KxGroup::Secp384r1) => Some(ring::SECP384R1),
-            (Provider::Ring, _) => None,
-        })
+        .filter_map(|g| g.implementation(kind))
         .collect()
 }
 

@@ -1,10 +1,14 @@
 //! `--key-exchange`: the TLS key exchange groups a sidecar offers and accepts, in preference
-//! order. Plain data checked here; `tls::key_exchange` maps it onto the provider's groups.
+//! order. Each group is looked up by name in the provider's own list of everything it
+//! implements (rustls' `ALL_KX_GROUPS`), so which provider has which group is rustls' word,
+//! not a table of ours.
 //!
 //! Names are rustls' spellings of the TLS registry's groups (they are also the `kx` label of
 //! `gembok_tls_handshakes_total`), matched without regard to case.
 
 use std::fmt;
+
+use rustls::crypto::SupportedKxGroup;
 
 use super::Provider;
 
@@ -55,9 +59,21 @@ impl KxGroup {
         )
     }
 
-    /// Whether `provider` implements this group (ring has no ML-KEM).
+    /// `provider`'s implementation of this group, found by name among all the groups it has;
+    /// `None` where it has none (ring has no ML-KEM).
+    pub fn implementation(self, provider: Provider) -> Option<&'static dyn SupportedKxGroup> {
+        let all = match provider {
+            Provider::AwsLcRs => rustls::crypto::aws_lc_rs::ALL_KX_GROUPS,
+            Provider::Ring => rustls::crypto::ring::ALL_KX_GROUPS,
+        };
+        all.iter()
+            .copied()
+            .find(|g| g.name().as_str() == Some(self.name()))
+    }
+
+    /// Whether `provider` implements this group.
     pub fn in_provider(self, provider: Provider) -> bool {
-        provider == Provider::AwsLcRs || self.classical()
+        self.implementation(provider).is_some()
     }
 
     fn named(name: &str) -> Option<KxGroup> {
