@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::contender::Kind;
 use crate::placement::Placement;
 use crate::plot::{self, Series};
 use crate::run::{Results, verdict};
@@ -16,8 +17,6 @@ use crate::steal;
 
 /// The gembok variant the targets are judged on (the default provider).
 pub const GEMBOK: &str = "gembok-aws-lc-rs";
-/// gembok with the established contenders' key exchange (`Kind::GembokX25519`).
-const X25519: &str = "gembok-x25519";
 
 fn is_gembok(id: &str) -> bool {
     id.starts_with("gembok")
@@ -400,7 +399,7 @@ fn targets(v: &View<'_>, md: &mut String) {
     // The same handshakes with the key exchange the established contenders negotiate.
     let like_theirs = |metric, higher| {
         let (g, b, _, t) = rel_of(
-            X25519,
+            Kind::GembokX25519.id(),
             "connections",
             Topology::Pair,
             "new connections",
