@@ -32,3 +32,6 @@ mod operations;
 
 #[path = "manifests/versions.rs"]
 mod versions;
+
+#[path = "manifests/authz.rs"]
+mod authz;
