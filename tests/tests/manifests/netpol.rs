@@ -47,12 +47,6 @@ fn outside_pods() -> Vec<Ep> {
             &[15010, 15012, 15014, 15017],
         ),
         ep(
-            "acme-solver",
-            "istio-system",
-            &[("acme.cert-manager.io/http01-solver", "true")],
-            &[8089],
-        ),
-        ep(
             "prometheus",
             "monitoring",
             &[("app.kubernetes.io/name", "prometheus")],
@@ -385,10 +379,6 @@ fn every_declared_flow_is_allowed() {
         f.check(np.allowed(istiod, dns, 53, "UDP"), || {
             format!("{target}: istiod cannot resolve names")
         });
-        f.check(
-            np.allowed(gw, find_ep(&eps, "acme-solver"), 8089, "TCP"),
-            || format!("{target}: the ingress gateway cannot reach the HTTP-01 solver"),
-        );
         // Redis: Prometheus scrapes the nodes' metrics (the proxy certificate alert needs them).
         let redis = find_ep(&eps, "redis-node");
         f.check(np.allowed(prom, redis, 8070, "TCP"), || {
