@@ -12,5 +12,9 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$top" && cargo run --quiet -p gembok-certs-dev -- \
   --out "$tmp/pki" --regions dev --days 1825 --ca-days 3650)
 rm -f "$here"/certs/*.yaml
-cp "$tmp"/pki/k8s/dev/*.yaml "$here/certs/"
+# The generator's header names its own regeneration command; these copies are regenerated here.
+for f in "$tmp"/pki/k8s/dev/*.yaml; do
+  sed 's|^# Regenerate from the repository root: .*$|# Regenerate: manifests/overlays/development/regenerate-certs.sh|' \
+    "$f" >"$here/certs/$(basename "$f")"
+done
 echo "regenerated $(ls "$here"/certs | wc -l) files in $here/certs (commit them)"

@@ -181,3 +181,29 @@ fn operations_guide_commands_are_documented_and_valid() {
     }
     f.assert_none("operations guide");
 }
+
+#[test]
+fn development_fixtures_are_marked_and_name_the_script_that_regenerates_them() {
+    let mut f = Failures::default();
+    let script = "manifests/overlays/development/regenerate-certs.sh";
+    f.check(repo().join(script).is_file(), || {
+        format!("{script} is missing")
+    });
+    let certs = manifests_dir().join("overlays/development/certs");
+    for file in yaml_files(&certs) {
+        let text = fs::read_to_string(&file).expect("fixture");
+        let mut lines = text.lines();
+        let shown = file.display();
+        f.check(
+            lines
+                .next()
+                .is_some_and(|l| l.starts_with("# DEVELOPMENT ONLY")),
+            || format!("{shown}: does not open with the DEVELOPMENT ONLY warning"),
+        );
+        f.check(
+            lines.next() == Some(format!("# Regenerate: {script}").as_str()),
+            || format!("{shown}: its second line does not name {script}"),
+        );
+    }
+    f.assert_none("development fixtures");
+}
