@@ -57,6 +57,14 @@ struct Args {
     /// Lifetime of the root and intermediate CAs, in days.
     #[arg(long, env = "GEMBOK_CERTS_DEV_CA_DAYS", default_value = "3650")]
     ca_days: String,
+    /// Comma-separated client certificates for people and tools (clientAuth only, SPIFFE ID of a
+    /// service account of that name in --namespace), e.g. for curl through a port-forward.
+    #[arg(long, env = "GEMBOK_CERTS_DEV_CLIENTS", default_value = "")]
+    clients: String,
+    /// Comma-separated DNS names of a Redis Enterprise proxy certificate, written also as the
+    /// Secret redis-proxy-tls in Redis' own shape (name/certificate/key). None: no such certificate.
+    #[arg(long, env = "GEMBOK_CERTS_DEV_REDIS_PROXY_NAMES", default_value = "")]
+    redis_proxy_names: String,
 }
 
 /// A run of the tool, fully checked.
@@ -130,6 +138,8 @@ where
         cluster_domain: parsed.cluster_domain,
         days: leaf_days,
         ca_days,
+        clients: split_list(&parsed.clients),
+        redis_proxy_names: split_list(&parsed.redis_proxy_names),
         ..Options::default()
     };
     for p in options.validate() {
@@ -162,6 +172,8 @@ fn flag(field: Field) -> &'static str {
         Field::CaDays => "--ca-days",
         Field::InjectorService => "injector service",
         Field::InjectorNamespace => "injector namespace",
+        Field::Clients => "--clients",
+        Field::RedisProxyNames => "--redis-proxy-names",
     }
 }
 

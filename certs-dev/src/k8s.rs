@@ -62,17 +62,40 @@ fn header() -> String {
 
 /// A `kubernetes.io/tls` Secret with `tls.crt` (chain), `tls.key` and `ca.crt` (root).
 pub fn secret_yaml(meta: SecretMeta<'_>, leaf: &Leaf) -> Result<String, serde_yaml_ng::Error> {
+    let data = BTreeMap::from([
+        (layout::CERT, STANDARD.encode(&leaf.chain_pem)),
+        (layout::KEY, STANDARD.encode(&leaf.key_pem)),
+        (layout::CA, STANDARD.encode(&leaf.ca_pem)),
+    ]);
+    secret(meta, "kubernetes.io/tls", data)
+}
+
+/// The Secret in Redis Enterprise's own shape (`proxyCertificateSecretName`): `name: proxy`,
+/// `certificate` (chain) and `key`, as install step 5 of the operations guide makes it in
+/// production from cert-manager's Secret.
+pub fn redis_proxy_secret_yaml(
+    meta: SecretMeta<'_>,
+    leaf: &Leaf,
+) -> Result<String, serde_yaml_ng::Error> {
+    let data = BTreeMap::from([
+        ("name", STANDARD.encode("proxy")),
+        ("certificate", STANDARD.encode(&leaf.chain_pem)),
+        ("key", STANDARD.encode(&leaf.key_pem)),
+    ]);
+    secret(meta, "Opaque", data)
+}
+
+fn secret(
+    meta: SecretMeta<'_>,
+    type_: &'static str,
+    data: BTreeMap<&'static str, String>,
+) -> Result<String, serde_yaml_ng::Error> {
     let labels = BTreeMap::from([
         ("app.kubernetes.io/name", meta.app),
         ("app.kubernetes.io/part-of", "gembok"),
         ("app.kubernetes.io/managed-by", "gembok-certs-dev"),
         ("gembok.io/region", meta.region),
         (DEV_ONLY_LABEL, "true"),
-    ]);
-    let data = BTreeMap::from([
-        (layout::CERT, STANDARD.encode(&leaf.chain_pem)),
-        (layout::KEY, STANDARD.encode(&leaf.key_pem)),
-        (layout::CA, STANDARD.encode(&leaf.ca_pem)),
     ]);
     let secret = Secret {
         api_version: "v1",
@@ -83,7 +106,7 @@ pub fn secret_yaml(meta: SecretMeta<'_>, leaf: &Leaf) -> Result<String, serde_ya
             labels,
             annotations: BTreeMap::from([(WARNING_ANNOTATION, WARNING)]),
         },
-        type_: "kubernetes.io/tls",
+        type_,
         data,
     };
     Ok(header() + &serde_yaml_ng::to_string(&secret)?)

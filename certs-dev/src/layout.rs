@@ -12,6 +12,14 @@ pub const ROOT_KEY: &str = "ca.key";
 pub const INTERMEDIATE_DIR: &str = "intermediate";
 pub const K8S_DIR: &str = "k8s";
 pub const KUSTOMIZATION: &str = "kustomization.yaml";
+/// `<region>/redis-proxy/`: the Redis Enterprise proxy certificate (with `--redis-proxy-names`).
+pub const REDIS_PROXY_DIR: &str = "redis-proxy";
+/// The Secret Redis Enterprise reads its proxy certificate from (`proxyCertificateSecretName`).
+pub const REDIS_PROXY_SECRET: &str = "redis-proxy-tls";
+/// Namespace and service account of Redis Enterprise: the Secret's namespace and the
+/// certificate's SPIFFE ID, as the production Certificate `redis-proxy-gembok` has them.
+pub const REDIS_NAMESPACE: &str = "redis";
+pub const REDIS_SERVICE_ACCOUNT: &str = "redis-enterprise";
 
 /// The three files a sidecar (or any TLS endpoint) mounts, as in a `kubernetes.io/tls` Secret.
 pub const CERT: &str = "tls.crt";
@@ -27,7 +35,7 @@ pub fn intermediate_dir(out: &Path, region: &str) -> PathBuf {
 }
 
 /// `<out>/<region>/<name>/` holding `tls.crt`, `tls.key`, `ca.crt`: what `--cert-dir` expects.
-/// `name` is a service or the injector's service name.
+/// `name` is a service, a client, the injector's service name or [`REDIS_PROXY_DIR`].
 pub fn cert_dir(out: &Path, region: &str, name: &str) -> PathBuf {
     out.join(region).join(name)
 }

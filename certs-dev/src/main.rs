@@ -60,11 +60,16 @@ fn summary(pki: &DevPki, written: &Written) {
     println!("  root CA      {}", layout::root_dir(out).display());
     for region in &pki.regions {
         let r = &region.name;
+        let mut leaves = pki.options.services.clone();
+        leaves.push(pki.options.injector_service.clone());
+        leaves.extend(region.clients.iter().map(|(c, _)| format!("{c} (client)")));
+        if region.redis_proxy.is_some() {
+            leaves.push(layout::REDIS_PROXY_DIR.to_owned());
+        }
         println!(
-            "  {r:<12} intermediate {}, certificates for {} and {} in {}, Secrets in {}",
+            "  {r:<12} intermediate {}, certificates for {} in {}, Secrets in {}",
             layout::intermediate_dir(out, r).display(),
-            pki.options.services.join(", "),
-            pki.options.injector_service,
+            leaves.join(", "),
             out.join(r).display(),
             layout::k8s_dir(out, r).display(),
         );

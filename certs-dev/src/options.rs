@@ -32,6 +32,12 @@ pub struct Options {
     /// Service and namespace of the admission webhook whose serving certificate is generated.
     pub injector_service: String,
     pub injector_namespace: String,
+    /// Client-only certificates for people and tools (e.g. `curl` through a port-forward), each
+    /// with the SPIFFE ID of a service account of that name in `namespace`. PEM files only.
+    pub clients: Vec<String>,
+    /// DNS names of the Redis Enterprise proxy certificate (the databases' Service names); none
+    /// means no such certificate. Written as PEM files and as a Secret in Redis' own shape.
+    pub redis_proxy_names: Vec<String>,
 }
 
 impl Default for Options {
@@ -46,6 +52,8 @@ impl Default for Options {
             ca_days: 3650,
             injector_service: "gembok-injector".into(),
             injector_namespace: "gembok-system".into(),
+            clients: Vec::new(),
+            redis_proxy_names: Vec::new(),
         }
     }
 }
@@ -62,6 +70,8 @@ pub enum Field {
     CaDays,
     InjectorService,
     InjectorNamespace,
+    Clients,
+    RedisProxyNames,
 }
 
 /// One thing wrong with [`Options`].
@@ -86,14 +96,48 @@ impl Options {
         let mut problems = Vec::new();
         let mut push = |field, message: String| problems.push(Problem { field, message });
 
+        for (field, what, names) in [
+            (Field::Regions, "region", &self.regions),
+            (Field::Services, "service", &self.services),
+        ] {
+            if names.is_empty() {
+                push(field, format!("at least one {what} is required"));
+            }
+        }
         check_list(Field::Regions, "region", &self.regions, &[], &mut push);
+        let reserved = [
+            layout::INTERMEDIATE_DIR,
+            layout::REDIS_PROXY_DIR,
+            &self.injector_service,
+        ];
         check_list(
             Field::Services,
             "service",
             &self.services,
-            &[layout::INTERMEDIATE_DIR, &self.injector_service],
+            &reserved,
             &mut push,
         );
+        check_list(
+            Field::Clients,
+            "client",
+            &self.clients,
+            &reserved,
+            &mut push,
+        );
+        for name in self.clients.iter().filter(|c| self.services.contains(c)) {
+            push(
+                Field::Clients,
+                format!("client {name:?} is also a service (each gets a directory of its name)"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for name in &self.redis_proxy_names {
+            if let Err(why) = check_dns_name(name) {
+                push(Field::RedisProxyNames, format!("{name:?} {why}"));
+            } else if !seen.insert(name) {
+                push(Field::RedisProxyNames, format!("{name:?} is listed twice"));
+            }
+        }
         for (field, value) in [
             (Field::Namespace, &self.namespace),
             (Field::InjectorService, &self.injector_service),
@@ -142,9 +186,6 @@ fn check_list(
     reserved: &[&str],
     push: &mut impl FnMut(Field, String),
 ) {
-    if names.is_empty() {
-        push(field, format!("at least one {what} is required"));
-    }
     let mut seen = HashSet::new();
     for name in names {
         if let Err(why) = check_label(name) {
@@ -178,8 +219,8 @@ pub(crate) fn check_label(s: &str) -> Result<(), &'static str> {
 }
 
 fn check_dns_name(s: &str) -> Result<(), &'static str> {
-    if s.len() > 253 {
-        return Err("is longer than 253 characters");
+    if s.is_empty() || s.len() > 253 {
+        return Err("must be 1 to 253 characters long");
     }
     s.split('.').try_for_each(check_label)
 }
@@ -237,6 +278,39 @@ mod tests {
                 Field::ClusterDomain,
                 Field::Days,
                 Field::CaDays,
+            ]
+        );
+    }
+
+    #[test]
+    fn clients_and_redis_names_are_checked() {
+        let opts = Options {
+            clients: vec![
+                "dev-client".into(),
+                "payment".into(),
+                "redis-proxy".into(),
+                "Dev".into(),
+                "dev-client".into(),
+            ],
+            redis_proxy_names: vec![
+                "a.redis.svc".into(),
+                "a.redis.svc".into(),
+                "a..b".into(),
+                "".into(),
+            ],
+            ..Options::default()
+        };
+        let messages: Vec<String> = opts.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "Clients: client \"redis-proxy\" is reserved by the output layout",
+                "Clients: client \"Dev\" may contain only lowercase letters, digits and '-'",
+                "Clients: client \"dev-client\" is listed twice",
+                "Clients: client \"payment\" is also a service (each gets a directory of its name)",
+                "RedisProxyNames: \"a.redis.svc\" is listed twice",
+                "RedisProxyNames: \"a..b\" must be 1 to 63 characters long",
+                "RedisProxyNames: \"\" must be 1 to 253 characters long",
             ]
         );
     }

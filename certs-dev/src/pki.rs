@@ -1,9 +1,11 @@
 //! The whole development PKI: one root, one intermediate per region, one leaf per service per
-//! region plus the injector's webhook serving certificate.
+//! region plus the injector's webhook serving certificate, and on request client certificates
+//! for people and the Redis Enterprise proxy certificate.
 
 use crate::issue::{Ca, IssueError, Leaf};
+use crate::layout;
 use crate::options::{Options, Problem};
-use crate::spec::{LeafSpec, Usage, Validity};
+use crate::spec::{LeafSpec, Usage, Validity, spiffe_id};
 
 pub const ROOT_COMMON_NAME: &str = "Gembok Development Root CA";
 
@@ -44,6 +46,10 @@ pub struct Region {
     pub services: Vec<(String, Leaf)>,
     /// Serving certificate of the admission webhook in this region's cluster.
     pub injector: Leaf,
+    /// `(client name, leaf)` in the order of `options.clients`.
+    pub clients: Vec<(String, Leaf)>,
+    /// The Redis Enterprise proxy certificate, when `options.redis_proxy_names` has names.
+    pub redis_proxy: Option<Leaf>,
 }
 
 impl DevPki {
@@ -78,6 +84,12 @@ impl Region {
             .iter()
             .find_map(|(svc, leaf)| (svc == name).then_some(leaf))
     }
+
+    pub fn client(&self, name: &str) -> Option<&Leaf> {
+        self.clients
+            .iter()
+            .find_map(|(client, leaf)| (client == name).then_some(leaf))
+    }
 }
 
 /// The leaf spec used for each service (exposed so tests can compare against it).
@@ -101,6 +113,35 @@ pub fn injector_spec(options: &Options) -> LeafSpec {
         .validity(Validity::days(options.days))
 }
 
+/// A person's or tool's certificate: the SPIFFE ID of a service account `name` in the services'
+/// namespace, clientAuth only, so it can call a service but never pose as one.
+pub fn client_spec(options: &Options, name: &str) -> LeafSpec {
+    LeafSpec::new(name)
+        .uri(spiffe_id(&options.trust_domain, &options.namespace, name))
+        .usage(Usage::Client)
+        .validity(Validity::days(options.days))
+}
+
+/// The Redis Enterprise proxy certificate, as the production Certificate `redis-proxy-gembok`
+/// has it: the databases' names, Redis' SPIFFE ID, server and client usage (active-active sync).
+pub fn redis_proxy_spec(options: &Options) -> Option<LeafSpec> {
+    let first = options.redis_proxy_names.first()?;
+    let spec = options
+        .redis_proxy_names
+        .iter()
+        .fold(LeafSpec::new(first.as_str()), |spec, name| {
+            spec.dns(name.as_str())
+        })
+        .uri(spiffe_id(
+            &options.trust_domain,
+            layout::REDIS_NAMESPACE,
+            layout::REDIS_SERVICE_ACCOUNT,
+        ))
+        .usage(Usage::ServerAndClient)
+        .validity(Validity::days(options.days));
+    Some(spec)
+}
+
 fn generate_region(
     root: &Ca,
     ca_validity: Validity,
@@ -119,10 +160,25 @@ fn generate_region(
         })
         .collect::<Result<_, IssueError>>()?;
     let injector = intermediate.issue(&injector_spec(options))?;
+    let clients = options
+        .clients
+        .iter()
+        .map(|name| {
+            Ok((
+                name.clone(),
+                intermediate.issue(&client_spec(options, name))?,
+            ))
+        })
+        .collect::<Result<_, IssueError>>()?;
+    let redis_proxy = redis_proxy_spec(options)
+        .map(|spec| intermediate.issue(&spec))
+        .transpose()?;
     Ok(Region {
         name: region.to_owned(),
         intermediate,
         services,
         injector,
+        clients,
+        redis_proxy,
     })
 }

@@ -203,6 +203,32 @@ impl DevPki {
                 region: r,
             };
             leaf(&mut w, &opts.injector_service, &region.injector, meta)?;
+            // Clients are for people and tools, not pods: PEM files only.
+            for (name, cert) in &region.clients {
+                w.cert_dir(&layout::cert_dir(Path::new(""), r, name), cert)?;
+            }
+            if let Some(cert) = &region.redis_proxy {
+                w.cert_dir(
+                    &layout::cert_dir(Path::new(""), r, layout::REDIS_PROXY_DIR),
+                    cert,
+                )?;
+                let file = layout::secret_file(layout::REDIS_PROXY_SECRET);
+                let path = k8s_dir.join(&file);
+                let meta = SecretMeta {
+                    name: layout::REDIS_PROXY_SECRET,
+                    namespace: layout::REDIS_NAMESPACE,
+                    app: layout::REDIS_PROXY_DIR,
+                    region: r,
+                };
+                let yaml = k8s::redis_proxy_secret_yaml(meta, cert).map_err(|source| {
+                    WriteError::Yaml {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                w.file(&path, &yaml, SECRET_MODE)?;
+                resources.push(file);
+            }
 
             let path = k8s_dir.join(layout::KUSTOMIZATION);
             let yaml = k8s::kustomization_yaml(&resources).map_err(|source| WriteError::Yaml {
@@ -221,13 +247,16 @@ fn marker_text(pki: &DevPki) -> String {
         "{warning}.\n\n\
          Everything in this directory, private keys included, is a throw-away development PKI.\n\
          Regenerate from the repository root: {regen}\n\n\
-         regions:  {regions}\nservices: {services}\nnamespace: {ns}\ntrust domain: {td}\n",
+         regions:  {regions}\nservices: {services}\nnamespace: {ns}\ntrust domain: {td}\n\
+         clients: {clients}\nredis proxy names: {redis}\n",
         warning = k8s::WARNING,
         regen = k8s::REGENERATE,
         regions = o.regions.join(", "),
         services = o.services.join(", "),
         ns = o.namespace,
         td = o.trust_domain,
+        clients = o.clients.join(", "),
+        redis = o.redis_proxy_names.join(", "),
     )
 }
 

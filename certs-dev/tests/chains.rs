@@ -562,3 +562,71 @@ fn handshake_fails_for_wrong_name_foreign_root_or_expired_peer() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn clients_can_only_call_and_the_redis_proxy_serves_its_names() -> Result<()> {
+    let names = [
+        "catalog-cache.redis.svc.cluster.local",
+        "session-store.redis.svc.cluster.local",
+    ];
+    let dev_pki = DevPki::generate(&Options {
+        regions: vec!["dev".into()],
+        clients: vec!["dev-client".into()],
+        redis_proxy_names: names.iter().map(|n| n.to_string()).collect(),
+        ..Options::default()
+    })?;
+    let root = certs(dev_pki.root.cert_pem())?.remove(0);
+    let dev = dev_pki.region("dev").context("region")?;
+
+    let client = dev.client("dev-client").context("client")?;
+    let chain = certs(&client.chain_pem)?;
+    webpki_verify(
+        &chain,
+        &root,
+        webpki::KeyUsage::client_auth(),
+        UnixTime::now(),
+    )?;
+    assert!(
+        webpki_verify(
+            &chain,
+            &root,
+            webpki::KeyUsage::server_auth(),
+            UnixTime::now()
+        )
+        .is_err(),
+        "a client certificate must not serve"
+    );
+    let s = sans(&client.cert_der())?;
+    assert_eq!(s.uri, ["spiffe://cluster.local/ns/ecommerce/sa/dev-client"]);
+    assert!(s.dns.is_empty() && s.ip.is_empty());
+
+    let redis = dev.redis_proxy.as_ref().context("redis proxy")?;
+    let chain = certs(&redis.chain_pem)?;
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        webpki_verify(&chain, &root, usage, UnixTime::now())?;
+    }
+    let der = redis.cert_der();
+    let s = sans(&der)?;
+    assert_eq!(s.dns, names);
+    assert_eq!(
+        s.uri,
+        ["spiffe://cluster.local/ns/redis/sa/redis-enterprise"]
+    );
+    for name in names {
+        dns_valid(&der, name)?;
+    }
+    assert!(dns_valid(&der, "recommendation-cache.redis.svc.cluster.local").is_err());
+
+    // Without names there is no Redis certificate; without clients, no client.
+    let plain = pki();
+    assert!(
+        plain
+            .regions
+            .iter()
+            .all(|r| r.redis_proxy.is_none() && r.clients.is_empty())
+    );
+    Ok(())
+}

@@ -48,8 +48,19 @@ fn walk(dir: &Path) -> Result<BTreeMap<PathBuf, u32>> {
     Ok(files)
 }
 
-/// The layout table of README.md, expanded for the given regions and services.
+/// The layout table of README.md, expanded for the given regions and services, no clients and
+/// no Redis proxy certificate.
 fn readme_layout(regions: &[&str], services: &[&str]) -> Result<BTreeMap<PathBuf, u32>> {
+    readme_layout_with(regions, services, &[], false)
+}
+
+/// The same with clients, and with the `redis-proxy` lines when `redis` is set.
+fn readme_layout_with(
+    regions: &[&str],
+    services: &[&str],
+    clients: &[&str],
+    redis: bool,
+) -> Result<BTreeMap<PathBuf, u32>> {
     let readme = fs::read_to_string(manifest_dir().join("README.md"))?;
     let block = readme
         .split("<!-- layout:begin -->")
@@ -66,8 +77,15 @@ fn readme_layout(regions: &[&str], services: &[&str]) -> Result<BTreeMap<PathBuf
             bail!("README layout line without a mode: {line:?}");
         };
         let mode = u32::from_str_radix(mode, 8).with_context(|| format!("mode in {line:?}"))?;
+        if pattern.contains("redis-proxy") && !redis {
+            continue;
+        }
         let mut paths = vec![pattern.to_owned()];
-        for (placeholder, values) in [("<region>", regions), ("<service>", services)] {
+        for (placeholder, values) in [
+            ("<region>", regions),
+            ("<service>", services),
+            ("<client>", clients),
+        ] {
             if pattern.contains(placeholder) {
                 paths = paths
                     .iter()
@@ -99,6 +117,69 @@ fn layout_matches_the_readme() -> Result<()> {
     fs::create_dir(&other)?;
     let out = generate(&other, &["--regions=lab", "--services=cart,orders"])?;
     assert_eq!(walk(&out)?, readme_layout(&["lab"], &["cart", "orders"])?);
+
+    // With clients and a Redis proxy certificate.
+    let more = tmp.path().join("more");
+    fs::create_dir(&more)?;
+    let out = generate(
+        &more,
+        &[
+            "--regions=lab",
+            "--clients=alice,bob",
+            "--redis-proxy-names=db.redis.svc",
+        ],
+    )?;
+    assert_eq!(
+        walk(&out)?,
+        readme_layout_with(&["lab"], &SERVICES, &["alice", "bob"], true)?
+    );
+    Ok(())
+}
+
+#[test]
+fn the_redis_proxy_secret_has_redis_shape_and_decodes_to_the_pem_files() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = generate(
+        tmp.path(),
+        &[
+            "--regions=dev",
+            "--redis-proxy-names=a.redis.svc,b.redis.svc",
+        ],
+    )?;
+    let doc = yaml(&layout::k8s_dir(&out, "dev").join("redis-proxy-tls.yaml"))?;
+    assert_eq!(str_at(&doc, &["kind"]), Some("Secret"));
+    assert_eq!(str_at(&doc, &["type"]), Some("Opaque"));
+    assert_eq!(str_at(&doc, &["metadata", "name"]), Some("redis-proxy-tls"));
+    assert_eq!(str_at(&doc, &["metadata", "namespace"]), Some("redis"));
+    assert_eq!(
+        str_at(&doc, &["metadata", "labels", "gembok.io/development-only"]),
+        Some("true")
+    );
+    let data = doc
+        .get("data")
+        .and_then(Value::as_mapping)
+        .context("data")?;
+    let decode = |key: &str| -> Result<Vec<u8>> {
+        let b64 = data
+            .get(key)
+            .and_then(Value::as_str)
+            .context(key.to_owned())?;
+        Ok(STANDARD.decode(b64)?)
+    };
+    assert_eq!(data.len(), 3, "exactly name, certificate, key");
+    assert_eq!(decode("name")?, b"proxy");
+    let dir = layout::cert_dir(&out, "dev", "redis-proxy");
+    assert_eq!(decode("certificate")?, fs::read(dir.join("tls.crt"))?);
+    assert_eq!(decode("key")?, fs::read(dir.join("tls.key"))?);
+    let kustomization = yaml(&layout::k8s_dir(&out, "dev").join("kustomization.yaml"))?;
+    assert!(
+        kustomization["resources"]
+            .as_sequence()
+            .context("resources")?
+            .iter()
+            .any(|r| r.as_str() == Some("redis-proxy-tls.yaml")),
+        "the kustomization lists the Redis Secret"
+    );
     Ok(())
 }
 

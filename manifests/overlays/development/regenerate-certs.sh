@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# Regenerates the DEVELOPMENT-ONLY certificate fixtures in certs/ with gembok-certs-dev:
-# one throw-away root, one intermediate ("dev"), a sidecar Secret per service and the webhook's
-# serving Secret. Run from anywhere inside the repository:
+# Regenerates the DEVELOPMENT-ONLY certificate fixtures with gembok-certs-dev: one throw-away
+# root, one intermediate ("dev"), a sidecar Secret per service, the webhook's serving Secret and
+# Redis Enterprise's proxy Secret (certs/), and a client certificate for developers
+# (dev-client/). The root's key is thrown away. Run from anywhere inside the repository:
 #   manifests/overlays/development/regenerate-certs.sh
-# then commit certs/. Never use these keys outside a development cluster.
+# then commit certs/ and dev-client/. Never use these keys outside a development cluster.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 top="$(git -C "$here" rev-parse --show-toplevel)"
+# The names of the production Certificate redis-proxy-gembok
+# (base/gembok/sidecar-certificates.yaml); a test checks that the two agree.
+redis_names="catalog-cache.redis.svc.cluster.local,session-store.redis.svc.cluster.local,recommendation-cache.redis.svc.cluster.local"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 (cd "$top" && cargo run --quiet -p gembok-certs-dev -- \
-  --out "$tmp/pki" --regions dev --days 1825 --ca-days 3650)
+  --out "$tmp/pki" --regions dev --days 1825 --ca-days 3650 \
+  --clients dev-client --redis-proxy-names "$redis_names")
 rm -f "$here"/certs/*.yaml
 # The generator's header names its own regeneration command; these copies are regenerated here.
 for f in "$tmp"/pki/k8s/dev/*.yaml; do
   sed 's|^# Regenerate from the repository root: .*$|# Regenerate: manifests/overlays/development/regenerate-certs.sh|' \
     "$f" >"$here/certs/$(basename "$f")"
 done
-echo "regenerated $(ls "$here"/certs | wc -l) files in $here/certs (commit them)"
+rm -rf "$here/dev-client"
+mkdir "$here/dev-client"
+cp "$tmp"/pki/dev/dev-client/{tls.crt,tls.key,ca.crt} "$here/dev-client/"
+cat >"$here/dev-client/DEVELOPMENT-ONLY.txt" <<'EOF'
+DEVELOPMENT ONLY: a client certificate for calling the development cluster's services through
+their sidecars (kubectl port-forward; manifests/README.md, "Development"). Its SPIFFE ID,
+spiffe://cluster.local/ns/ecommerce/sa/dev-client, is admitted in the development overlay only.
+Regenerate: manifests/overlays/development/regenerate-certs.sh
+EOF
+echo "regenerated $(ls "$here"/certs | wc -l) files in $here/certs and the client in $here/dev-client (commit both)"

@@ -3,6 +3,8 @@
 
 use std::fs;
 
+use serde_json::Value;
+
 use super::support::*;
 
 /// Paths from the operations guide (issue 4's layout) that must exist exactly.
@@ -206,4 +208,109 @@ fn development_fixtures_are_marked_and_name_the_script_that_regenerates_them() {
         );
     }
     f.assert_none("development fixtures");
+}
+
+/// `(DNS SANs, URI SANs)` of the first certificate in a PEM text.
+fn pem_sans(pem: &[u8]) -> (Vec<String>, Vec<String>) {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).expect("PEM");
+    let cert = pem.parse_x509().expect("X.509");
+    let (mut dns, mut uri) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) => dns.push((*n).to_owned()),
+                GeneralName::URI(u) => uri.push((*u).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    (dns, uri)
+}
+
+fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = secret["data"][key].as_str().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or_else(|e| panic!("{}: data.{key}: {e}", id(secret)))
+}
+
+#[test]
+fn development_redis_and_client_certificates_match_what_production_and_the_overlay_expect() {
+    let mut f = Failures::default();
+    let dev = render("overlays/development");
+    let base = render("base");
+    // Redis Enterprise's proxy certificate: the production Certificate's names and identity.
+    let wanted = find(&base, "Certificate", "redis", "redis-proxy-gembok")
+        .expect("base has the Certificate redis-proxy-gembok");
+    let strings = |v: &Value| -> Vec<String> {
+        arr(v)
+            .iter()
+            .filter_map(|s| s.as_str())
+            .map(str::to_owned)
+            .collect()
+    };
+    match find(&dev, "Secret", "redis", "redis-proxy-tls") {
+        None => f.push("development has no Secret redis/redis-proxy-tls".to_owned()),
+        Some(secret) => {
+            f.check(secret_data(secret, "name") == b"proxy", || {
+                "redis-proxy-tls: data.name is not \"proxy\"".to_owned()
+            });
+            let (dns, uri) = pem_sans(&secret_data(secret, "certificate"));
+            f.check(dns == strings(&wanted["spec"]["dnsNames"]), || {
+                format!(
+                    "redis-proxy-tls names {dns:?}, redis-proxy-gembok {}",
+                    wanted["spec"]["dnsNames"]
+                )
+            });
+            f.check(uri == strings(&wanted["spec"]["uris"]), || {
+                format!(
+                    "redis-proxy-tls has URIs {uri:?}, redis-proxy-gembok {}",
+                    wanted["spec"]["uris"]
+                )
+            });
+        }
+    }
+    // The developers' client: same root as the sidecars, admitted by every service here only.
+    let client = manifests_dir().join("overlays/development/dev-client");
+    let read = |name: &str| fs::read(client.join(name)).unwrap_or_default();
+    f.check(client.join("DEVELOPMENT-ONLY.txt").is_file(), || {
+        "dev-client/ has no DEVELOPMENT-ONLY.txt".to_owned()
+    });
+    let sidecar = find(&dev, "Secret", APP_NAMESPACE, "product-catalog-gembok-tls")
+        .expect("development has product-catalog's Secret");
+    f.check(read("ca.crt") == secret_data(sidecar, "ca.crt"), || {
+        "dev-client/ca.crt is not the sidecars' root".to_owned()
+    });
+    let (dns, uri) = pem_sans(&read("tls.crt"));
+    f.check(dns.is_empty() && uri.len() == 1, || {
+        format!("dev-client: DNS {dns:?}, URIs {uri:?}: want one SPIFFE ID and no DNS name")
+    });
+    let id = uri.first().cloned().unwrap_or_default();
+    for target in TARGETS {
+        let objs = if target == "overlays/development" {
+            dev.clone()
+        } else {
+            render(target)
+        };
+        for t in pod_templates(&objs)
+            .iter()
+            .filter(|t| t.namespace() == APP_NAMESPACE)
+        {
+            let admitted = t
+                .annotations()
+                .get("gembok.io/allowed-sans")
+                .is_some_and(|a| a.split(',').any(|p| glob(p.trim(), &id)));
+            let want = target == "overlays/development";
+            f.check(admitted == want, || {
+                format!(
+                    "{target}: {} {} the dev-client ({id})",
+                    t.app(),
+                    if admitted { "admits" } else { "does not admit" }
+                )
+            });
+        }
+    }
+    f.assert_none("development certificates");
 }
