@@ -392,3 +392,33 @@ fn install_steps_run_in_dependency_order() {
     }
     f.assert_none("install order");
 }
+
+#[test]
+fn every_alert_and_recording_rule_is_valid_promql() {
+    let mut f = Failures::default();
+    for target in TARGETS {
+        let objs = render(target);
+        let rules = of_kind(&objs, "PrometheusRule")
+            .flat_map(|p| arr(&p["spec"]["groups"]).iter().map(move |g| (p, g)))
+            .flat_map(|(p, g)| arr(&g["rules"]).iter().map(move |r| (p, r)));
+        let mut parsed = 0;
+        for (p, rule) in rules {
+            let what = rule["alert"]
+                .as_str()
+                .or(rule["record"].as_str())
+                .unwrap_or("?");
+            let expr = rule["expr"].as_str().unwrap_or("");
+            match promql_parser::parser::parse(expr) {
+                Ok(_) => parsed += 1,
+                Err(e) => f.push(format!("{target}: {} {what}: {e}\n{expr}", id(p))),
+            }
+        }
+        f.check(parsed > 0, || {
+            format!("{target}: no PrometheusRule expression")
+        });
+    }
+    // The parser does refuse what Prometheus refuses.
+    assert!(promql_parser::parser::parse("rate(x[5m]) <").is_err());
+    assert!(promql_parser::parser::parse("sum by (a) (rate(x[5m]))").is_ok());
+    f.assert_none("PromQL");
+}

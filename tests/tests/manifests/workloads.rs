@@ -112,6 +112,18 @@ fn every_service_selects_a_pod_template() {
     f.assert_none("Service selectors");
 }
 
+/// The fewest replicas a workload runs with: its HPA's minimum, or its own count.
+fn least_replicas(objs: &[Value], workload: &Value) -> i64 {
+    of_kind(objs, "HorizontalPodAutoscaler")
+        .find(|h| {
+            namespace(h) == namespace(workload)
+                && h["spec"]["scaleTargetRef"]["kind"] == workload["kind"]
+                && h["spec"]["scaleTargetRef"]["name"] == workload["metadata"]["name"]
+        })
+        .map(|h| h["spec"]["minReplicas"].as_i64().unwrap_or(1))
+        .unwrap_or_else(|| workload["spec"]["replicas"].as_i64().unwrap_or(1))
+}
+
 #[test]
 fn every_hpa_and_pdb_targets_an_existing_workload() {
     let mut f = Failures::default();
@@ -121,9 +133,20 @@ fn every_hpa_and_pdb_targets_an_existing_workload() {
             let r = &hpa["spec"]["scaleTargetRef"];
             let k = r["kind"].as_str().unwrap_or("");
             let n = r["name"].as_str().unwrap_or("");
-            f.check(find(&objs, k, namespace(hpa), n).is_some(), || {
+            let scaled = find(&objs, k, namespace(hpa), n);
+            f.check(scaled.is_some(), || {
                 format!("{target}: {} scales missing {k}/{n}", id(hpa))
             });
+            // The HPA owns the count: a declared one would be put back on every apply.
+            f.check(
+                scaled.is_none_or(|w| w["spec"]["replicas"].is_null()),
+                || {
+                    format!(
+                        "{target}: {k}/{n} declares replicas although {} scales it",
+                        id(hpa)
+                    )
+                },
+            );
             let min = hpa["spec"]["minReplicas"].as_i64().unwrap_or(1);
             let max = hpa["spec"]["maxReplicas"].as_i64().unwrap_or(0);
             f.check(min <= max, || format!("{target}: {} min > max", id(hpa)));
@@ -142,7 +165,7 @@ fn every_hpa_and_pdb_targets_an_existing_workload() {
             });
             // A minAvailable equal to the replica count would block every node drain.
             if let (Some(min), [one]) = (pdb["spec"]["minAvailable"].as_i64(), hits.as_slice()) {
-                let replicas = one.owner["spec"]["replicas"].as_i64().unwrap_or(1);
+                let replicas = least_replicas(&objs, one.owner);
                 f.check(min < replicas, || {
                     format!(
                         "{target}: {} minAvailable {min} >= replicas {replicas}",
@@ -528,7 +551,7 @@ fn every_container_is_locked_down_and_probed() {
                     format!("{target}: {who}/{cn}: no liveness probe")
                 });
             }
-            let replicas = p.owner["spec"]["replicas"].as_i64().unwrap_or(1);
+            let replicas = least_replicas(&objs, p.owner);
             if replicas > 1 || kind(p.owner) == "Deployment" && p.namespace() == APP_NAMESPACE {
                 let spread = !arr(&p.spec()["topologySpreadConstraints"]).is_empty();
                 f.check(spread, || {
