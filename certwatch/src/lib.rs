@@ -18,6 +18,8 @@
 //! - [`material`]: parsing and validation into [`Material`] ([`LoadError`] says what is wrong);
 //! - [`reload`]: the published value ([`Reloadable`]) and one reload attempt;
 //! - [`watch`]: the background task that decides *when* to reload;
+//! - [`san`]: `allow-san` peer-identity patterns ([`SanPattern`]), parsed and matched the same way by
+//!   the proxy (client certificates) and the injector (annotations at admission);
 //! - `testing` (feature `test-util`): a directory swapped exactly as the kubelet swaps Secrets.
 //!
 //! [`ArcSwap`]: arc_swap::ArcSwap
@@ -26,6 +28,7 @@
 
 pub mod material;
 pub mod reload;
+pub mod san;
 pub mod source;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -36,5 +39,6 @@ mod test_pki;
 
 pub use material::{LeafInfo, LoadError, Material, Requirements, Usage};
 pub use reload::{BuildError, Loaded, Outcome, ReloadError, Reloadable, Reloader};
+pub use san::{PatternError, SanPattern};
 pub use source::CertSource;
 pub use watch::{Options, ReloadHandle, start};

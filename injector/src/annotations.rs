@@ -8,9 +8,11 @@
 //! Unknown `gembok.io/` keys get a warning (usually a typo).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
 
+use gembok_certwatch::san::SanPattern;
+use rustls::pki_types::{IpAddr, ServerName};
 use thiserror::Error;
+use tracing_subscriber::EnvFilter;
 
 use crate::quantity;
 
@@ -139,13 +141,43 @@ pub struct PodSettings {
     pub key_exchange: Option<String>,
 }
 
-/// An annotation whose value the injector refuses. Display names the annotation and the value.
+/// Why the injector refuses a pod: almost always an annotation's value. Display names the
+/// annotation and the value, or says that the annotation is not set when its default is at fault.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[error("annotation {key}={value:?}: {reason}")]
-pub struct AnnotationError {
-    pub key: String,
-    pub value: String,
-    pub reason: String,
+pub enum AnnotationError {
+    /// A value the injector refuses.
+    #[error("annotation {key}={value:?}: {reason}")]
+    Value {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    /// An annotation that is not set, whose default does not work for this pod.
+    #[error("annotation {key} is not set: {reason}")]
+    Unset { key: String, reason: String },
+    /// The pod clashes with the sidecar itself whatever the annotations say (its fixed admin
+    /// port).
+    #[error("{reason}")]
+    Pod { reason: String },
+}
+
+impl AnnotationError {
+    /// The annotation at fault, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Value { key, .. } | Self::Unset { key, .. } => Some(key),
+            Self::Pod { .. } => None,
+        }
+    }
+
+    /// What is wrong, without the annotation and value.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Value { reason, .. } | Self::Unset { reason, .. } | Self::Pod { reason } => {
+                reason
+            }
+        }
+    }
 }
 
 /// Result of reading a pod's annotations.
@@ -194,7 +226,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
         }
     }
     if let Some(value) = get(CERT_SECRET) {
-        match check_dns_subdomain(value) {
+        match check_object_name(value) {
             Ok(()) => out.settings.cert_secret = Some(value.to_owned()),
             Err(reason) => out.errors.push(error(
                 CERT_SECRET,
@@ -231,18 +263,9 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
 
     // Tuning annotations: fall back to the default.
     if let Some(value) = get(LOG_LEVEL) {
-        let ok = !value.is_empty()
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_:=,.-[]{}\"".contains(c));
-        if ok {
-            out.settings.log_level = Some(value.to_owned());
-        } else {
-            out.warnings.push(ignored(
-                LOG_LEVEL,
-                value,
-                "not a log level or tracing filter (e.g. debug, info, gembok_proxy=trace)",
-            ));
+        match check_log_filter(value) {
+            Ok(()) => out.settings.log_level = Some(value.to_owned()),
+            Err(reason) => out.warnings.push(ignored(LOG_LEVEL, value, &reason)),
         }
     }
     let resources = [
@@ -312,7 +335,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn error(key: &str, value: &str, reason: String) -> AnnotationError {
-    AnnotationError {
+    AnnotationError::Value {
         key: key.to_owned(),
         value: value.to_owned(),
         reason,
@@ -395,7 +418,7 @@ fn parse_outbound(entry: &str) -> Result<OutboundRoute, String> {
     for option in parts {
         match option.split_once('=') {
             Some(("server-name", name)) => {
-                check_host(name).map_err(|e| format!("server-name: {e}"))?;
+                check_server_name(name).map_err(|e| format!("server-name: {e}"))?;
                 if route.server_name.replace(name.to_owned()).is_some() {
                     return Err("server-name given twice".into());
                 }
@@ -428,56 +451,110 @@ fn parse_port(what: &str, text: &str) -> Result<u16, String> {
     }
 }
 
-/// A DNS name, an IPv4 address or a bracketed IPv6 address.
-fn check_host(host: &str) -> Result<(), String> {
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return inner
-            .parse::<Ipv6Addr>()
-            .map(|_| ())
-            .map_err(|_| format!("{host:?} is not an IPv6 address"));
+/// `gembok.io/log-level`: what the proxy's `--log` takes (a `tracing_subscriber` filter, checked
+/// the way the proxy checks it), limited to characters that need no quoting in an env value.
+fn check_log_filter(value: &str) -> Result<(), String> {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_:=,.-[]{}\"".contains(c));
+    if !plain {
+        return Err(
+            "not a log level or tracing filter (e.g. debug, info, gembok_proxy=trace)".into(),
+        );
     }
-    if host.parse::<Ipv4Addr>().is_ok() {
-        return Ok(());
-    }
-    check_dns_subdomain(&host.to_ascii_lowercase())
-        .map_err(|reason| format!("host {host:?} is not a DNS name or IP address: {reason}"))
+    EnvFilter::try_new(value)
+        .map(|_| ())
+        .map_err(|e| format!("not a log level or tracing filter the proxy accepts: {e}"))
 }
 
-/// RFC 1123 subdomain, as Kubernetes checks object names and as DNS needs host names.
-pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
+/// An outbound HOST: a DNS name, an IPv4 address or a bracketed IPv6 address. The proxy strips
+/// the brackets and, unless `server-name=` is given, verifies the peer against the host, so the
+/// host must be a TLS server name too (see [`check_server_name`]).
+fn check_host(host: &str) -> Result<(), String> {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return match ServerName::try_from(inner) {
+            Ok(ServerName::IpAddress(IpAddr::V6(_))) => Ok(()),
+            _ => Err(format!("{host:?} is not an IPv6 address")),
+        };
+    }
+    let reason = if host.contains(':') {
+        Err("an IPv6 address goes in brackets ([fd00::1]:443)".to_owned())
+    } else {
+        check_server_name(host)
+    };
+    reason.map_err(|reason| format!("host {host:?} is not a DNS name or IP address: {reason}"))
+}
+
+/// A name the proxy can verify the peer's certificate against: exactly what rustls'
+/// `ServerName::try_from` takes (the proxy's check), and for DNS names also the RFC 1123 rules
+/// (labels of at most 63 lower-case letters, digits and '-', compared without case).
+fn check_server_name(name: &str) -> Result<(), String> {
+    let dns_rules = check_dns_name(&name.to_ascii_lowercase());
+    match ServerName::try_from(name) {
+        Ok(ServerName::DnsName(_)) => dns_rules,
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let why = dns_rules.err().unwrap_or_else(|| {
+                "its last label is all digits, so it is neither a DNS name nor an IP address"
+                    .to_owned()
+            });
+            Err(format!("{name:?} is not a TLS server name: {why}"))
+        }
+    }
+}
+
+/// An RFC 1123 host name: at most 253 characters, labels of 1-63 lower-case letters, digits or
+/// '-', starting and ending with a letter or digit.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    check_object_name(name)?;
+    match name.split('.').find(|label| label.len() > 63) {
+        Some(label) => Err(format!(
+            "label {label:?} is longer than 63 characters, the DNS limit"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A Kubernetes object name (a Secret, a ServiceAccount): an RFC 1123 subdomain as Kubernetes
+/// checks it, at most 253 characters in dot-separated parts of lower-case letters, digits or '-'
+/// that start and end with a letter or digit. Unlike a host name, a part may be longer than 63.
+pub fn check_object_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 253 {
         return Err("must be 1 to 253 characters".into());
     }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
+    for part in name.split('.') {
+        let ok = !part.is_empty()
+            && part
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
+            && !part.starts_with('-')
+            && !part.ends_with('-');
         if !ok {
             return Err(format!(
-                "label {label:?} must be 1-63 lower-case letters, digits or '-', \
-                 starting and ending with a letter or digit"
+                "part {part:?} must be lower-case letters, digits or '-', starting and ending \
+                 with a letter or digit"
             ));
         }
     }
     Ok(())
 }
 
+/// One `allow-san` pattern: no separator the proxy's lists use, and then exactly what the proxy's
+/// own parser ([`SanPattern`], shared through gembok-certwatch) accepts.
 fn check_san_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty()
         || pattern
             .chars()
             .any(|c| c.is_whitespace() || ",;".contains(c))
     {
-        Err(format!(
+        return Err(format!(
             "SAN pattern {pattern:?} is empty or holds whitespace, ',' or ';'"
-        ))
-    } else {
-        Ok(())
+        ));
     }
+    SanPattern::parse(pattern)
+        .map(|_| ())
+        .map_err(|e| format!("SAN pattern {pattern:?}: {e}"))
 }
 
 /// `gembok.io/key-exchange`: group names separated by commas, most preferred first, matched
@@ -560,7 +637,7 @@ mod tests {
             let parsed = parse(&annotations(&[(KEY_EXCHANGE, value)]));
             assert_eq!(parsed.errors.len(), 1, "{value}");
             assert!(
-                parsed.errors[0].reason.starts_with(reason),
+                parsed.errors[0].reason().starts_with(reason),
                 "{:?}",
                 parsed.errors
             );
@@ -579,7 +656,11 @@ mod tests {
             (ALLOWED_SANS, " , "),
             (KEY_EXCHANGE, "X25519MLKEM768,X448"),
         ]));
-        let keys: Vec<&str> = parsed.errors.iter().map(|e| e.key.as_str()).collect();
+        let keys: Vec<&str> = parsed
+            .errors
+            .iter()
+            .filter_map(AnnotationError::key)
+            .collect();
         assert_eq!(
             keys,
             [
@@ -649,8 +730,12 @@ mod tests {
             (OUTBOUND, "1=a:1,sni=x"),
         ]));
         assert_eq!(parsed.errors.len(), 2);
-        assert!(parsed.errors[0].reason.contains("cannot share a port"));
-        assert!(parsed.errors[1].reason.contains("unknown option \"sni=x\""));
+        assert!(parsed.errors[0].reason().contains("cannot share a port"));
+        assert!(
+            parsed.errors[1]
+                .reason()
+                .contains("unknown option \"sni=x\"")
+        );
     }
 
     #[test]
@@ -661,5 +746,138 @@ mod tests {
         )]));
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         assert_eq!(parsed.settings.outbound[1].host, "[fd00::1]");
+    }
+
+    /// What the proxy's own parser refuses (it exits 64) the injector refuses at admission, with
+    /// the parser's words.
+    #[test]
+    fn san_patterns_are_checked_by_the_proxys_parser() {
+        for (key, value, reason) in [
+            (
+                ALLOWED_SANS,
+                "spiffe://cluster.local/ns/a/sa/foo*",
+                "`*` must be a whole label or path segment",
+            ),
+            (
+                ALLOWED_SANS,
+                "user@example.com",
+                "`user@example.com` is not a DNS name pattern",
+            ),
+            (
+                ALLOWED_SANS,
+                "spiffe:///x",
+                "needs a scheme and an authority",
+            ),
+            (
+                INBOUND,
+                "8443=8080,allow-san=a=b",
+                "SAN pattern \"a=b\": `a=b` is not a DNS name pattern",
+            ),
+        ] {
+            let parsed = parse(&annotations(&[(key, value)]));
+            assert_eq!(parsed.errors.len(), 1, "{value}: {:?}", parsed.errors);
+            assert_eq!(parsed.errors[0].key(), Some(key));
+            assert!(
+                parsed.errors[0].reason().contains(reason),
+                "{value}: {}",
+                parsed.errors[0]
+            );
+        }
+        let parsed = parse(&annotations(&[
+            (
+                ALLOWED_SANS,
+                "*.shop.svc.cluster.local, spiffe://td/ns/*/sa/a",
+            ),
+            (INBOUND, "8443=8080,allow-san=spiffe://td/ns/a/sa/*"),
+        ]));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    }
+
+    /// Hosts and server names are what rustls' `ServerName::try_from` takes (the proxy's check):
+    /// a name whose last label is all digits is neither a DNS name nor an IP address.
+    #[test]
+    fn outbound_names_are_tls_server_names() {
+        for (value, reason) in [
+            (
+                "15701=999.1.1.1:8443",
+                "host \"999.1.1.1\" is not a DNS name",
+            ),
+            ("15701=1.2.3:8443", "host \"1.2.3\" is not a DNS name"),
+            (
+                "15701=svc:8443,server-name=123",
+                "server-name: \"123\" is not a TLS server name",
+            ),
+            (
+                "15701=svc:8443,server-name=[fd00::1]",
+                "server-name: \"[fd00::1]\" is not a TLS server name",
+            ),
+            ("15701=fd00::1:8443", "an IPv6 address goes in brackets"),
+            (
+                "15701=[10.0.0.1]:8443",
+                "\"[10.0.0.1]\" is not an IPv6 address",
+            ),
+            (
+                "15701=a.toolongtoolongtoolongtoolongtoolongtoolongtoolongtoolongtoolong1:8443",
+                "longer than 63 characters",
+            ),
+        ] {
+            let parsed = parse(&annotations(&[(OUTBOUND, value)]));
+            assert_eq!(parsed.errors.len(), 1, "{value}");
+            assert!(
+                parsed.errors[0].reason().contains(reason),
+                "{value}: {}",
+                parsed.errors[0]
+            );
+        }
+        let parsed = parse(&annotations(&[(
+            OUTBOUND,
+            "15701=1a.example:1;15702=[fd00::1]:1,server-name=fd00::1;15703=svc:1,server-name=10.0.0.1;\
+             15704=Svc-1.Shop:1,server-name=x1.123a",
+        )]));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(parsed.settings.outbound.len(), 4);
+    }
+
+    /// `gembok.io/log-level` is what the proxy's `--log` takes (tracing's EnvFilter), else the
+    /// default with a warning.
+    #[test]
+    fn log_level_is_a_filter_the_proxy_accepts() {
+        for value in ["gembok_proxy=verbose", "[{", "debug,=x"] {
+            let parsed = parse(&annotations(&[(LOG_LEVEL, value)]));
+            assert!(parsed.errors.is_empty(), "{value}");
+            assert_eq!(parsed.settings.log_level, None, "{value}");
+            assert_eq!(parsed.warnings.len(), 1, "{value}");
+            assert!(
+                parsed.warnings[0].starts_with(&format!(
+                    "annotation {LOG_LEVEL}={value:?} ignored, default used: not a log level or \
+                     tracing filter the proxy accepts: "
+                )),
+                "{}",
+                parsed.warnings[0]
+            );
+        }
+        for value in [
+            "debug",
+            "gembok_proxy=trace,info",
+            "warn,gembok_proxy::conn=debug",
+        ] {
+            let parsed = parse(&annotations(&[(LOG_LEVEL, value)]));
+            assert_eq!(parsed.settings.log_level.as_deref(), Some(value));
+            assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        }
+    }
+
+    /// Secret names are Kubernetes object names: up to 253 characters with no 63-character
+    /// limit per dot-separated part (that limit is for DNS host names).
+    #[test]
+    fn secret_names_are_object_names_without_a_per_label_limit() {
+        let long = format!("{}-gembok-tls", "a".repeat(60));
+        let parsed = parse(&annotations(&[(CERT_SECRET, long.as_str())]));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(parsed.settings.cert_secret, Some(long));
+        for bad in ["a".repeat(254), "a..b".to_owned(), "-a".to_owned()] {
+            let parsed = parse(&annotations(&[(CERT_SECRET, bad.as_str())]));
+            assert_eq!(parsed.errors.len(), 1, "{bad}");
+        }
     }
 }

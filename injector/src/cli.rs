@@ -3,6 +3,9 @@
 //! `gembok-injector inject -f app.yaml | kubectl apply -f -` never applies half a result.
 
 use std::io::{Read, Write};
+use std::path::Path;
+
+use thiserror::Error;
 
 use crate::config::InjectConfig;
 use crate::workload::{self, Verdict};
@@ -14,21 +17,56 @@ pub const EXIT_NO_INPUT: u8 = 66;
 /// sysexits: stdout cannot be written.
 pub const EXIT_IO: u8 = 74;
 
+/// Input that cannot be turned into text.
+#[derive(Debug, Error)]
+pub enum InputError {
+    /// The file (or stdin) cannot be opened or read.
+    #[error("cannot read {name}: {source}")]
+    Unreadable {
+        name: String,
+        source: std::io::Error,
+    },
+    /// It was read, but it is not UTF-8, so it is not YAML kubectl would take.
+    #[error("{name} is not UTF-8 text: {source}")]
+    NotText {
+        name: String,
+        source: std::string::FromUtf8Error,
+    },
+}
+
+impl InputError {
+    /// 66 when there is nothing to read; 65 when what was read is not text.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Unreadable { .. } => EXIT_NO_INPUT,
+            Self::NotText { .. } => EXIT_DATA,
+        }
+    }
+}
+
+/// Reads the whole input (a file, or stdin when `file` is `None`) as UTF-8 text.
+pub fn read_input(file: Option<&Path>) -> Result<String, InputError> {
+    let name = file.map_or("stdin".into(), |p| p.display().to_string());
+    let mut bytes = Vec::new();
+    let read = match file {
+        None => std::io::stdin().read_to_end(&mut bytes).map(|_| ()),
+        Some(path) => std::fs::read(path).map(|b| bytes = b),
+    };
+    if let Err(source) = read {
+        return Err(InputError::Unreadable { name, source });
+    }
+    String::from_utf8(bytes).map_err(|source| InputError::NotText { name, source })
+}
+
 /// Runs `inject` and returns the process exit code.
 pub fn run(config: &InjectConfig) -> u8 {
-    let mut text = String::new();
-    let read = match &config.file {
-        None => std::io::stdin().read_to_string(&mut text).map(|_| ()),
-        Some(path) => std::fs::read_to_string(path).map(|t| text = t),
+    let text = match read_input(config.file.as_deref()) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("gembok-injector: {e}");
+            return e.exit_code();
+        }
     };
-    if let Err(e) = read {
-        let name = config
-            .file
-            .as_ref()
-            .map_or("stdin".into(), |p| p.display().to_string());
-        eprintln!("gembok-injector: cannot read {name}: {e}");
-        return EXIT_NO_INPUT;
-    }
     let (output, code) = transform(&text, config);
     if let Some(output) = output {
         let mut stdout = std::io::stdout().lock();
@@ -69,11 +107,14 @@ pub fn transform(text: &str, config: &InjectConfig) -> (Option<String>, u8) {
             Verdict::Invalid(why) | Verdict::Denied { reason: why, .. } => {
                 eprintln!("gembok-injector: {}: {why}", report.object);
             }
-            Verdict::Injected { warnings, .. } | Verdict::Skipped { warnings, .. } => {
-                for w in warnings {
-                    eprintln!("gembok-injector: {}: warning: {w}", report.object);
-                }
+            Verdict::Skipped { reason, warnings } => {
+                eprintln!(
+                    "gembok-injector: {}: warning: sidecar not injected: {reason}",
+                    report.object
+                );
+                print_warnings(&report.object, warnings);
             }
+            Verdict::Injected { warnings, .. } => print_warnings(&report.object, warnings),
             Verdict::NotAWorkload => {}
         }
     }
@@ -81,4 +122,10 @@ pub fn transform(text: &str, config: &InjectConfig) -> (Option<String>, u8) {
         return (None, EXIT_DATA);
     }
     (Some(workload::write_documents(&docs)), 0)
+}
+
+fn print_warnings(object: &str, warnings: &[String]) {
+    for w in warnings {
+        eprintln!("gembok-injector: {object}: warning: {w}");
+    }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::annotations::{
     self, AnnotationError, CERT_SECRET, CPU_LIMIT, CPU_REQUEST, DRAIN_SECONDS, INBOUND,
-    MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND, PodSettings, STATUS, SidecarMode,
+    INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND, PodSettings, STATUS, SidecarMode,
 };
 use crate::policy::{self, SkipReason, Unannotated};
 use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, PullPolicy, Resources, VOLUME_NAME};
@@ -101,12 +101,6 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             warnings,
         };
     }
-    let Some(spec) = pod.spec.as_ref() else {
-        return Outcome {
-            decision: nothing_to_encrypt(config),
-            warnings,
-        };
-    };
     let empty = BTreeMap::new();
     let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let parsed = annotations::parse(pod_annotations);
@@ -120,6 +114,14 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             warnings,
         };
     }
+    let Some(spec) = pod.spec.as_ref() else {
+        let decision = if errors.is_empty() {
+            Decision::Skip(SkipReason::NoSpec)
+        } else {
+            Decision::Reject(errors)
+        };
+        return Outcome { decision, warnings };
+    };
     errors.extend(check_ports(&settings, spec, pod_annotations));
     let cert_secret = match resolve_cert_secret(&settings, spec) {
         Ok(name) => name,
@@ -275,14 +277,13 @@ fn resolve_cert_secret(settings: &PodSettings, spec: &PodSpec) -> Result<String,
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
     let name = format!("{account}-gembok-tls");
-    annotations::check_dns_subdomain(&name)
+    annotations::check_object_name(&name)
         .map(|()| name.clone())
-        .map_err(|reason| AnnotationError {
+        .map_err(|reason| AnnotationError::Unset {
             key: CERT_SECRET.to_owned(),
-            value: String::new(),
             reason: format!(
-                "the default Secret name {name:?} derived from the service account is not valid \
-                 ({reason}); set {CERT_SECRET}"
+                "the default Secret name {name:?}, derived from the ServiceAccount {account:?}, \
+                 is not a valid Secret name ({reason}); set {CERT_SECRET}"
             ),
         })
 }
@@ -305,14 +306,24 @@ fn merge_allowed_sans(settings: &PodSettings) -> Vec<annotations::InboundMapping
 
 /// Ports the proxy will listen on must not clash with each other, the admin port, the app's
 /// ports or any declared container port: two listeners on one port in one network namespace
-/// means the pod never becomes ready, with an error far from the annotation.
+/// means the pod never becomes ready, with an error far from the annotation. The app must not
+/// sit on the admin port either: mesh peers would reach the admin endpoint, which trusts
+/// loopback.
 fn check_ports(
     settings: &PodSettings,
     spec: &PodSpec,
     annotations: &BTreeMap<String, String>,
 ) -> Vec<AnnotationError> {
-    let declared: Vec<(i32, &str)> = spec
-        .init_containers
+    let declared = declared_tcp_ports(spec);
+    let mut errors = check_listeners(settings, &declared, annotations);
+    errors.extend(check_app_ports(settings, annotations));
+    errors.extend(check_admin_port(&declared));
+    errors
+}
+
+/// Every TCP `containerPort` of the pod's containers and init containers, with the container.
+fn declared_tcp_ports(spec: &PodSpec) -> Vec<(i32, &str)> {
+    spec.init_containers
         .iter()
         .flatten()
         .chain(&spec.containers)
@@ -323,7 +334,15 @@ fn check_ports(
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
                 .map(move |p| (p.container_port, c.name.as_str()))
         })
-        .collect();
+        .collect()
+}
+
+/// TLS and local ports: not the admin port, not twice, not an APPPORT, not a declared port.
+fn check_listeners(
+    settings: &PodSettings,
+    declared: &[(i32, &str)],
+    annotations: &BTreeMap<String, String>,
+) -> Vec<AnnotationError> {
     let app_ports: BTreeSet<u16> = settings.inbound.iter().map(|m| m.app_port).collect();
     let listeners = settings
         .inbound
@@ -353,15 +372,61 @@ fn check_ports(
                 .map(|(_, name)| format!("{what} {port} is already a port of container {name:?}"))
         };
         if let Some(reason) = reason {
-            let value = annotations.get(key).cloned().unwrap_or_default();
-            errors.push(AnnotationError {
-                key: key.to_owned(),
-                value,
-                reason,
-            });
+            errors.push(port_error(key, annotations, reason));
         }
     }
     errors
+}
+
+/// An APPPORT equal to the admin port would forward mesh traffic to the admin endpoint, which
+/// trusts loopback: any peer could POST /shutdown or read /metrics.
+fn check_app_ports(
+    settings: &PodSettings,
+    annotations: &BTreeMap<String, String>,
+) -> Vec<AnnotationError> {
+    settings
+        .inbound
+        .iter()
+        .filter(|m| m.app_port == ADMIN_PORT)
+        .map(|m| {
+            port_error(
+                INBOUND,
+                annotations,
+                format!(
+                    "APPPORT {} (of TLSPORT {}) is the proxy's admin port: mesh peers would reach \
+                     its admin endpoint, which trusts loopback",
+                    m.app_port, m.tls_port
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A container that already declares the admin port would clash with the sidecar's admin
+/// listener, which cannot move (probes, metrics and the classic postStart hook use it).
+fn check_admin_port(declared: &[(i32, &str)]) -> Option<AnnotationError> {
+    declared
+        .iter()
+        .find(|(p, _)| *p == i32::from(ADMIN_PORT))
+        .map(|(_, name)| AnnotationError::Pod {
+            reason: format!(
+                "port {ADMIN_PORT}, the proxy's admin port, is already a port of container \
+                 {name:?}; move that container to another port, or opt the pod out with the \
+                 label {INJECT_LABEL}=\"false\""
+            ),
+        })
+}
+
+fn port_error(
+    key: &str,
+    annotations: &BTreeMap<String, String>,
+    reason: String,
+) -> AnnotationError {
+    AnnotationError::Value {
+        key: key.to_owned(),
+        value: annotations.get(key).cloned().unwrap_or_default(),
+        reason,
+    }
 }
 
 /// Defaults for whatever the annotations leave out, keeping request <= limit: a default gives
@@ -485,4 +550,119 @@ fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
         }
     }
     warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A pod with one container `app` (declaring `ports`), `annotations` and `spec` extras.
+    fn pod(annotations: &[(&str, &str)], ports: &[i32], spec: serde_json::Value) -> Pod {
+        let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+        let ports: Vec<_> = ports.iter().map(|p| json!({"containerPort": p})).collect();
+        let mut value = json!({
+            "metadata": {"name": "a", "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "app:1", "ports": ports}]},
+        });
+        if let (Some(spec), Some(extra)) = (value["spec"].as_object_mut(), spec.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(value).expect("a Pod")
+    }
+
+    fn decide(pod: &Pod) -> Decision {
+        inject(pod, &InjectorConfig::default(), &Context::default()).decision
+    }
+
+    fn rejections(pod: &Pod) -> Vec<String> {
+        match decide(pod) {
+            Decision::Reject(errors) => errors.iter().map(ToString::to_string).collect(),
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    /// An APPPORT on the admin port would hand mesh peers the admin endpoint (it trusts
+    /// loopback); a LOCALPORT there would clash with it.
+    #[test]
+    fn refuses_the_admin_port_as_app_or_local_port() {
+        let errors = rejections(&pod(&[(INBOUND, "8443=15700")], &[], json!({})));
+        assert_eq!(
+            errors,
+            [
+                "annotation gembok.io/inbound=\"8443=15700\": APPPORT 15700 (of TLSPORT 8443) is \
+                 the proxy's admin port: mesh peers would reach its admin endpoint, which trusts \
+                 loopback"
+            ]
+        );
+        let errors = rejections(&pod(&[(OUTBOUND, "15700=svc:8443")], &[], json!({})));
+        assert_eq!(
+            errors,
+            [
+                "annotation gembok.io/outbound=\"15700=svc:8443\": LOCALPORT 15700 is the proxy's \
+              admin port"
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_a_container_that_declares_the_admin_port() {
+        let errors = rejections(&pod(&[(INBOUND, "8443=8080")], &[8080, 15700], json!({})));
+        assert_eq!(
+            errors,
+            [
+                "port 15700, the proxy's admin port, is already a port of container \"app\"; move \
+              that container to another port, or opt the pod out with the label \
+              gembok.io/inject=\"false\""
+            ]
+        );
+        let udp = json!({"containers": [{"name": "app", "image": "app:1",
+            "ports": [{"containerPort": 15700, "protocol": "UDP"}]}]});
+        let decision = decide(&pod(&[(INBOUND, "8443=8080")], &[], udp));
+        assert!(matches!(decision, Decision::Inject { .. }), "{decision:?}");
+    }
+
+    /// Object names have no 63-character limit per part: the default Secret of a ServiceAccount
+    /// with a 60-character name works, and a name that does not work says where it came from.
+    #[test]
+    fn default_secret_name_follows_object_name_rules_and_says_where_it_came_from() {
+        let account = "a".repeat(60);
+        let spec = json!({"serviceAccountName": account});
+        match decide(&pod(&[(INBOUND, "8443=8080")], &[], spec)) {
+            Decision::Inject { plan, .. } => {
+                assert_eq!(plan.cert_secret, format!("{account}-gembok-tls"));
+            }
+            other => panic!("not injected: {other:?}"),
+        }
+        let spec = json!({"serviceAccountName": "Bad_Name"});
+        let errors = rejections(&pod(&[(INBOUND, "8443=8080")], &[], spec));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with(
+                "annotation gembok.io/cert-secret is not set: the default Secret name \
+                 \"Bad_Name-gembok-tls\", derived from the ServiceAccount \"Bad_Name\", is not a \
+                 valid Secret name ("
+            ),
+            "{}",
+            errors[0]
+        );
+        assert!(!errors[0].contains("cert-secret=\"\""), "{}", errors[0]);
+    }
+
+    /// An annotated pod without a spec is skipped for that reason, not for "nothing to encrypt".
+    #[test]
+    fn an_annotated_pod_without_spec_is_skipped_for_the_true_reason() {
+        let mut pod = pod(&[(INBOUND, "8443=8080")], &[], json!({}));
+        pod.spec = None;
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::NoSpec));
+        let deny = InjectorConfig {
+            unannotated: Unannotated::Deny,
+            ..InjectorConfig::default()
+        };
+        let decision = inject(&pod, &deny, &Context::default()).decision;
+        assert_eq!(decision, Decision::Skip(SkipReason::NoSpec));
+        pod.metadata.annotations = None;
+        assert_eq!(decide(&pod), Decision::Skip(SkipReason::NothingToEncrypt));
+    }
 }

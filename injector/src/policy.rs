@@ -22,6 +22,8 @@ pub enum SkipReason {
     NameTaken(String),
     /// Neither `gembok.io/inbound` nor `gembok.io/outbound`: the proxy would have nothing to do.
     NothingToEncrypt,
+    /// Annotated, but the pod (or template) has no `spec`: no containers to run the proxy beside.
+    NoSpec,
 }
 
 impl SkipReason {
@@ -33,6 +35,7 @@ impl SkipReason {
             Self::AlreadyInjected => "already_injected",
             Self::NameTaken(_) => "name_taken",
             Self::NothingToEncrypt => "nothing_to_encrypt",
+            Self::NoSpec => "no_spec",
         }
     }
 }
@@ -58,6 +61,10 @@ impl fmt::Display for SkipReason {
             Self::NothingToEncrypt => write!(
                 f,
                 "neither gembok.io/inbound nor gembok.io/outbound is set; nothing to encrypt"
+            ),
+            Self::NoSpec => write!(
+                f,
+                "the pod has no spec, so there is no container to run the proxy beside"
             ),
         }
     }

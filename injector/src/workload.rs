@@ -226,9 +226,25 @@ pub fn pod_from_template(template: &Value) -> Result<Pod, serde_json::Error> {
     }))
 }
 
-/// Namespaces in the stream whose labels turn on Istio's injection.
+/// Every object in the stream, with the items of `kind: List` in place of the List (nested Lists
+/// too), the way [`inject_documents`] walks it.
+fn objects(docs: &[Value]) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for doc in docs {
+        match doc.get("items").and_then(Value::as_array) {
+            Some(items) if doc.get("kind").and_then(Value::as_str) == Some("List") => {
+                out.extend(objects(items));
+            }
+            _ => out.push(doc),
+        }
+    }
+    out
+}
+
+/// Namespaces in the stream (also inside `List`s) whose labels turn on Istio's injection.
 pub fn istio_namespaces(docs: &[Value]) -> BTreeSet<String> {
-    docs.iter()
+    objects(docs)
+        .into_iter()
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("Namespace"))
         .filter(|d| {
             let label = |k: &str| d.pointer(&format!("/metadata/labels/{}", k.replace('/', "~1")));

@@ -494,7 +494,7 @@ fn base64_decode(text: &str) -> Result<Vec<u8>> {
 }
 
 /// Runs `command` with `stdin` as its standard input; what it printed and exited with.
-fn fed(command: &mut Command, stdin: &str) -> Result<std::process::Output> {
+fn fed(command: &mut Command, stdin: impl AsRef<[u8]>) -> Result<std::process::Output> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -504,7 +504,7 @@ fn fed(command: &mut Command, stdin: &str) -> Result<std::process::Output> {
         .stdin
         .take()
         .context("stdin")?
-        .write_all(stdin.as_bytes())?;
+        .write_all(stdin.as_ref())?;
     Ok(child.wait_with_output()?)
 }
 
@@ -1400,6 +1400,53 @@ fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Re
     Ok(())
 }
 
+/// `inject` prints every skip reason on stderr, naming the object (the README's promise), and
+/// still exits 0 with the object unchanged; input that is not UTF-8 is unreadable input (65),
+/// not a missing file (66), whether it comes from stdin or a file.
+#[test]
+fn inject_command_prints_skip_reasons_and_refuses_input_that_is_not_text() -> Result<()> {
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
+    let (code, stdout, stderr) = run(&["inject", "-f", "-"], plain)?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("name: plain") && !stdout.contains("gembok-proxy"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "gembok-injector: Pod plain: warning: sidecar not injected: neither \
+             gembok.io/inbound nor gembok.io/outbound is set"
+        ),
+        "{stderr}"
+    );
+    let opted_out = plain.replace(
+        "name: plain\n",
+        "name: plain\n  labels:\n    gembok.io/inject: \"false\"\n",
+    );
+    let (code, _, stderr) = run(&["inject", "-f", "-"], &opted_out)?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Pod plain: warning: sidecar not injected: the pod opts out"),
+        "{stderr}"
+    );
+
+    let not_text = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: \xff\n";
+    let out = fed(Command::new(binary()).args(["inject", "-f", "-"]), not_text)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("stdin is not UTF-8 text"), "{stderr}");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("pod.yaml");
+    std::fs::write(&file, not_text)?;
+    let path = file.to_str().context("temp path")?;
+    let out = fed(Command::new(binary()).args(["inject", "-f", path]), "")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(stderr.contains("pod.yaml is not UTF-8 text"), "{stderr}");
+    Ok(())
+}
+
 /// What `gembok.io/key-exchange` writes, the proxy takes: both binaries name the same groups (each
 /// lists them when refusing an unknown one), and the `GEMBOK_KEY_EXCHANGE` that `inject` writes
 /// for all of them passes the proxy's own configuration check.
@@ -1461,5 +1508,96 @@ fn the_proxy_takes_every_key_exchange_group_the_injector_writes() -> Result<()> 
     assert_eq!(written, injector_groups.join(","));
     let proxy_err = proxy_check(written)?;
     assert!(!proxy_err.contains("--key-exchange"), "{proxy_err}");
+    Ok(())
+}
+
+/// What the injector accepts in SAN patterns, host and server names and the log filter, the
+/// proxy's own configuration check takes (it would exit 64 and crash-loop the sidecar
+/// otherwise); what the proxy refuses, the injector refuses at admission (or, for the tuning
+/// `log-level`, replaces by the default with a warning).
+#[test]
+fn the_proxy_takes_the_routes_and_log_filter_the_injector_writes() -> Result<()> {
+    let inject = |annotations: &[(&str, &str)]| {
+        let lines: String = annotations
+            .iter()
+            .map(|(k, v)| format!("    {k}: '{v}'\n"))
+            .collect();
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n{lines}spec:\n  containers:\n  - name: a\n    image: a:1\n"
+        );
+        run(&["inject", "-f", "-"], &pod)
+    };
+    let refused = [
+        (
+            "gembok.io/allowed-sans",
+            "spiffe://cluster.local/ns/a/sa/foo*",
+        ),
+        ("gembok.io/allowed-sans", "user@example.com"),
+        ("gembok.io/allowed-sans", "spiffe:///x"),
+        ("gembok.io/inbound", "8443=8080,allow-san=a=b"),
+        ("gembok.io/inbound", "8443=15700"),
+        ("gembok.io/outbound", "15701=999.1.1.1:8443"),
+        ("gembok.io/outbound", "15701=1.2.3:8443"),
+        ("gembok.io/outbound", "15701=svc:8443,server-name=123"),
+    ];
+    for (key, value) in refused {
+        let mut annotations = vec![(key, value)];
+        if key != "gembok.io/inbound" {
+            annotations.push(("gembok.io/inbound", "8443=8080"));
+        }
+        let (code, stdout, stderr) = inject(&annotations)?;
+        assert_eq!(code, Some(65), "{key}={value}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains(&format!("annotation {key}=")), "{stderr}");
+    }
+    for value in ["gembok_proxy=verbose", "[{", "debug,=x"] {
+        let (code, stdout, stderr) = inject(&[
+            ("gembok.io/inbound", "8443=8080"),
+            ("gembok.io/log-level", value),
+        ])?;
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(!stdout.contains("GEMBOK_LOG"), "{stdout}");
+        assert!(
+            stderr.contains("annotation gembok.io/log-level=") && stderr.contains("ignored"),
+            "{stderr}"
+        );
+    }
+
+    let (code, injected, stderr) = inject(&[
+        (
+            "gembok.io/inbound",
+            "8443=8080,allow-san=spiffe://td/ns/*/sa/a;9443=9090",
+        ),
+        ("gembok.io/allowed-sans", "*.shop.svc.cluster.local"),
+        (
+            "gembok.io/outbound",
+            "15701=1a.example:1;15702=[fd00::1]:1,server-name=fd00::1;15703=svc:1,server-name=10.0.0.1",
+        ),
+        ("gembok.io/log-level", "warn,gembok_proxy::conn=debug"),
+    ])?;
+    assert_eq!(code, Some(0), "{stderr}");
+    let pod: Value = serde_yaml_ng::from_str(&injected)?;
+    let env = pod
+        .pointer("/spec/initContainers/0/env")
+        .and_then(Value::as_array)
+        .context("the sidecar's env")?;
+    let mut proxy = Command::new(gembok_tests::bins::proxy());
+    // The bad --max-connections makes sure it never starts serving: exit 64, every problem listed.
+    proxy.args(["--cert-dir", "/nonexistent", "--max-connections=-3"]);
+    for name in ["GEMBOK_INBOUND", "GEMBOK_OUTBOUND", "GEMBOK_LOG"] {
+        let value = env
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .context(name)?;
+        proxy.env(name, value);
+    }
+    let out = proxy.output()?;
+    let proxy_err = String::from_utf8(out.stderr)?;
+    assert_eq!(out.status.code(), Some(64), "{proxy_err}");
+    assert!(proxy_err.contains("--max-connections"), "{proxy_err}");
+    for flag in ["--inbound", "--outbound", "--log:"] {
+        assert!(!proxy_err.contains(flag), "{flag}: {proxy_err}");
+    }
     Ok(())
 }

@@ -1,0 +1,215 @@
+//! `allow-san` patterns: which peer identities a listener accepts. One implementation for both
+//! binaries: the proxy matches client certificates with it, and the injector validates the
+//! patterns in pod annotations with it at admission, so a pattern the proxy would refuse never
+//! reaches a sidecar.
+//!
+//! A pattern is either a DNS name (`*.ecommerce.svc.cluster.local`) matched against the peer's
+//! DNS SANs, or a URI (`spiffe://cluster.local/ns/ecommerce/sa/*`) matched against its URI SANs.
+//! `*` stands for exactly one whole DNS label or URI path segment, never part of one, so
+//! `spiffe://td/ns/a/sa/*` cannot match `spiffe://td/ns/a/sa/x/y`.
+
+use std::fmt;
+
+use crate::material::LeafInfo;
+
+/// One `allow-san` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SanPattern {
+    kind: Kind,
+    /// Lower-cased for DNS; as given for URIs (paths are case-sensitive).
+    segments: Vec<String>,
+    text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dns,
+    /// The scheme and authority must match exactly; the path is matched per segment.
+    Uri,
+}
+
+/// Why a pattern is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PatternError {
+    #[error("empty pattern")]
+    Empty,
+    #[error("`*` must be a whole label or path segment in `{0}`")]
+    PartialWildcard(String),
+    #[error("URI pattern `{0}` needs a scheme and an authority (e.g. spiffe://cluster.local/...)")]
+    BadUri(String),
+    #[error("`{0}` is not a DNS name pattern (letters, digits, '-', '.', '*')")]
+    BadDns(String),
+}
+
+impl SanPattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        if text.is_empty() {
+            return Err(PatternError::Empty);
+        }
+        let (kind, segments) = match text.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if scheme.is_empty() || authority.is_empty() || authority.contains('*') {
+                    return Err(PatternError::BadUri(text.to_owned()));
+                }
+                let mut segments = vec![format!(
+                    "{}://{}",
+                    scheme.to_ascii_lowercase(),
+                    authority.to_ascii_lowercase()
+                )];
+                segments.extend(path.split('/').map(str::to_owned));
+                (Kind::Uri, segments)
+            }
+            None => {
+                let valid = text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*'));
+                if !valid {
+                    return Err(PatternError::BadDns(text.to_owned()));
+                }
+                let lower = text.to_ascii_lowercase();
+                (Kind::Dns, lower.split('.').map(str::to_owned).collect())
+            }
+        };
+        if segments.iter().any(|s| s.contains('*') && s != "*") {
+            return Err(PatternError::PartialWildcard(text.to_owned()));
+        }
+        Ok(Self {
+            kind,
+            segments,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Whether the certificate's SANs satisfy this pattern.
+    pub fn matches(&self, leaf: &LeafInfo) -> bool {
+        match self.kind {
+            Kind::Dns => leaf.dns_names.iter().any(|name| {
+                let name = name.to_ascii_lowercase();
+                segments_match(&self.segments, name.split('.'))
+            }),
+            Kind::Uri => leaf.uris.iter().any(|uri| match uri.split_once("://") {
+                Some((scheme, rest)) => {
+                    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                    let head = format!(
+                        "{}://{}",
+                        scheme.to_ascii_lowercase(),
+                        authority.to_ascii_lowercase()
+                    );
+                    head == self.segments[0] && segments_match(&self.segments[1..], path.split('/'))
+                }
+                None => false,
+            }),
+        }
+    }
+}
+
+fn segments_match<'a>(pattern: &[String], mut name: impl Iterator<Item = &'a str>) -> bool {
+    for want in pattern {
+        match name.next() {
+            Some(got) if want == "*" && !got.is_empty() => {}
+            Some(got) if got == want => {}
+            _ => return false,
+        }
+    }
+    name.next().is_none()
+}
+
+impl fmt::Display for SanPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn leaf(dns: &[&str], uris: &[&str]) -> LeafInfo {
+        LeafInfo {
+            serial: "01".into(),
+            subject: String::new(),
+            not_before: SystemTime::UNIX_EPOCH,
+            not_after: SystemTime::UNIX_EPOCH,
+            dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            uris: uris.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn allows(pattern: &str, dns: &[&str], uris: &[&str]) -> bool {
+        SanPattern::parse(pattern)
+            .unwrap()
+            .matches(&leaf(dns, uris))
+    }
+
+    #[test]
+    fn dns_patterns_match_whole_labels_case_insensitively() {
+        let name = ["Payment.Ecommerce.svc.cluster.local"];
+        assert!(allows("payment.ecommerce.svc.cluster.local", &name, &[]));
+        assert!(allows("*.ecommerce.svc.cluster.local", &name, &[]));
+        assert!(!allows("*.svc.cluster.local", &name, &[]));
+        assert!(!allows(
+            "*.ecommerce.svc.cluster.local",
+            &["ecommerce.svc.cluster.local"],
+            &[]
+        ));
+        assert!(!allows("payment.ecommerce.svc", &name, &[]));
+        // A DNS pattern never matches a URI SAN and vice versa.
+        assert!(!allows(
+            "payment.ecommerce.svc.cluster.local",
+            &[],
+            &["spiffe://payment.ecommerce.svc.cluster.local"]
+        ));
+    }
+
+    #[test]
+    fn uri_patterns_match_one_path_segment_per_star() {
+        let id = ["spiffe://cluster.local/ns/ecommerce/sa/payment"];
+        assert!(allows(
+            "spiffe://cluster.local/ns/ecommerce/sa/payment",
+            &[],
+            &id
+        ));
+        assert!(allows("spiffe://cluster.local/ns/ecommerce/sa/*", &[], &id));
+        assert!(allows("spiffe://cluster.local/ns/*/sa/payment", &[], &id));
+        assert!(!allows(
+            "spiffe://cluster.local/ns/ecommerce/sa/auth",
+            &[],
+            &id
+        ));
+        assert!(!allows("spiffe://cluster.local/ns/ecommerce/*", &[], &id));
+        assert!(!allows("spiffe://other.domain/ns/ecommerce/sa/*", &[], &id));
+        assert!(!allows(
+            "spiffe://cluster.local/ns/ecommerce/sa/*",
+            &[],
+            &["spiffe://cluster.local/ns/ecommerce/sa/a/b"]
+        ));
+        assert!(!allows(
+            "spiffe://cluster.local/ns/ecommerce/sa/*",
+            &[],
+            &["spiffe://cluster.local/ns/ecommerce/sa/"]
+        ));
+    }
+
+    #[test]
+    fn rejects_malformed_patterns() {
+        assert_eq!(SanPattern::parse(""), Err(PatternError::Empty));
+        assert!(matches!(
+            SanPattern::parse("pay*.svc"),
+            Err(PatternError::PartialWildcard(_))
+        ));
+        assert!(matches!(
+            SanPattern::parse("spiffe:///ns/x"),
+            Err(PatternError::BadUri(_))
+        ));
+        assert!(matches!(
+            SanPattern::parse("spiffe://*/ns/x"),
+            Err(PatternError::BadUri(_))
+        ));
+        assert!(matches!(
+            SanPattern::parse("bad name"),
+            Err(PatternError::BadDns(_))
+        ));
+    }
+}
