@@ -141,7 +141,7 @@ fn shutdown(req: &Request<Incoming>, client: SocketAddr, health: &Health) -> Res
     }
     // The admin port listens on the pod IP for probes and scraping; only the pod itself may stop
     // its sidecar.
-    if !client.ip().is_loopback() {
+    if !from_the_pod(client) {
         tracing::warn!(client = %client, "refused /shutdown from a non-loopback address");
         return text(
             StatusCode::FORBIDDEN,
@@ -153,6 +153,12 @@ fn shutdown(req: &Request<Incoming>, client: SocketAddr, health: &Health) -> Res
     text(StatusCode::ACCEPTED, "shutting down\n".to_owned())
 }
 
+/// Whether `client` is the pod itself: a loopback address, also as IPv4 mapped into IPv6, which
+/// is how an IPv4 client reaches a dual-stack admin socket (`--admin [::]:15700`).
+fn from_the_pod(client: SocketAddr) -> bool {
+    client.ip().to_canonical().is_loopback()
+}
+
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -161,4 +167,29 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_is_loopback_in_either_family() {
+        for pod in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(from_the_pod(pod.parse().unwrap()), "{pod}");
+        }
+        for outside in [
+            "10.0.0.7:1",
+            "[fd00::7]:1",
+            "[::ffff:10.0.0.7]:1",
+            "0.0.0.0:1",
+        ] {
+            assert!(!from_the_pod(outside.parse().unwrap()), "{outside}");
+        }
+    }
 }

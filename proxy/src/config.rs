@@ -281,6 +281,7 @@ impl Config {
         );
 
         check_unique_listeners(&inbound, &outbound, admin, &mut p);
+        check_targets_are_not_own_listeners(&inbound, &outbound, admin, &mut p);
 
         if !p.0.is_empty() {
             return Err(ConfigErrors(p.0));
@@ -397,6 +398,41 @@ fn check_unique_listeners(
     }
 }
 
+/// An inbound target must not be one of this proxy's own listeners. The admin port above all:
+/// it trusts loopback, and the proxy's connections to the app come from loopback, so any mesh
+/// peer could POST /shutdown or read /metrics through the route. A listener of its own would
+/// loop traffic back into the proxy.
+fn check_targets_are_not_own_listeners(
+    inbound: &[InboundRoute],
+    outbound: &[OutboundRoute],
+    admin: Option<SocketAddr>,
+    p: &mut Problems,
+) {
+    let own: Vec<(SocketAddr, &str)> = admin
+        .map(|a| (a, "admin"))
+        .into_iter()
+        .chain(inbound.iter().map(|r| (r.listen, "inbound")))
+        .chain(outbound.iter().map(|r| (r.listen, "outbound")))
+        .filter(|(addr, _)| addr.port() != 0)
+        .collect();
+    for target in inbound.iter().map(|r| r.target) {
+        let hit = own.iter().find(|(listen, _)| {
+            listen.port() == target.port()
+                && (listen.ip().is_unspecified()
+                    || listen.ip().to_canonical() == target.ip().to_canonical())
+        });
+        if let Some((listen, flag)) = hit {
+            p.push(
+                "inbound",
+                format!(
+                    "target {target} is this proxy's own --{flag} listener {listen}; mesh peers \
+                     would reach it through the route"
+                ),
+            );
+        }
+    }
+}
+
 // === route specs ===
 
 /// `LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
@@ -404,7 +440,7 @@ pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
     let (listen, target, options) = split_spec(spec)?;
     let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
     let target = parse_addr(target).map_err(|e| format!("`{spec}`: target {e}"))?;
-    if !target.ip().is_loopback() {
+    if !target.ip().to_canonical().is_loopback() {
         return Err(format!(
             "`{spec}`: target {target} is not a loopback address; plaintext must not leave the pod"
         ));
@@ -437,7 +473,7 @@ pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
 pub fn parse_outbound(spec: &str) -> Result<OutboundRoute, String> {
     let (listen, upstream, options) = split_spec(spec)?;
     let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
-    if !listen.ip().is_loopback() {
+    if !listen.ip().to_canonical().is_loopback() {
         return Err(format!(
             "`{spec}`: listen {listen} is not a loopback address; outbound plaintext is only accepted from inside the pod"
         ));

@@ -79,7 +79,12 @@ impl Handler for Inbound {
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(acceptor.accept(peer));
-        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let handshake = tokio::time::timeout(self.limits.handshake_timeout, handshake);
+        let Some(handshake) = abort.run_until_cancelled(handshake).await else {
+            tracing::info!("drain grace period over during the TLS handshake; closing");
+            return "aborted";
+        };
+        let mut peer = match handshake {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);
@@ -103,7 +108,15 @@ impl Handler for Inbound {
         } else {
             Opening::EitherSide
         };
-        let app = match conn::connect(&self.app, opening, self.limits.connect_timeout).await {
+        let connect = conn::connect(&self.app, opening, self.limits.connect_timeout);
+        let Some(connected) = abort.run_until_cancelled(connect).await else {
+            tracing::info!(
+                "drain grace period over while connecting to the app; resetting the peer"
+            );
+            conn::reset(peer.tcp());
+            return "aborted";
+        };
+        let app = match connected {
             Ok(app) => app,
             Err(e) => {
                 self.metrics.upstream_failed(e.reason());

@@ -71,13 +71,19 @@ impl Handler for Outbound {
 
         // 2. The peer.
         let route = &self.route;
-        let tcp = match conn::connect(
+        let connect = conn::connect(
             &self.peer,
             Opening::WeWriteFirst,
             self.limits.connect_timeout,
-        )
-        .await
-        {
+        );
+        let Some(connected) = abort.run_until_cancelled(connect).await else {
+            tracing::info!(
+                "drain grace period over while connecting to the peer; resetting the app"
+            );
+            conn::reset(&app);
+            return "aborted";
+        };
+        let tcp = match connected {
             Ok(tcp) => tcp,
             Err(e) => {
                 self.metrics.upstream_failed(e.reason());
@@ -108,7 +114,13 @@ impl Handler for Outbound {
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
         let handshake = Box::pin(connector.connect(route.server_name.clone(), tcp));
-        let mut peer = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+        let handshake = tokio::time::timeout(self.limits.handshake_timeout, handshake);
+        let Some(handshake) = abort.run_until_cancelled(handshake).await else {
+            tracing::info!("drain grace period over during the TLS handshake; resetting the app");
+            conn::reset(&app);
+            return "aborted";
+        };
+        let mut peer = match handshake {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 let reason = tls::failure_reason(&e);

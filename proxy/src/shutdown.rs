@@ -35,7 +35,8 @@ pub enum Drained {
 }
 
 /// How long connections get, after the grace period, to reset their sockets before the process
-/// exits anyway (one that is still in its handshake is simply dropped).
+/// exits anyway. Every step watches the abort (handshake, connect, forwarding), so this is only
+/// a bound for a task that is slow to be polled.
 const ABORT_WAIT: Duration = Duration::from_secs(2);
 
 impl Shutdown {

@@ -165,3 +165,47 @@ fn outbound_to_an_ip_verifies_the_ip_unless_a_name_is_given() {
     assert_eq!(r.server_name.to_str(), "db.internal");
     assert!(parse_outbound("127.0.0.1:1=x:443,server-name=a,server-name=b").is_err());
 }
+
+#[test]
+fn refuses_an_inbound_target_that_is_one_of_its_own_listeners() {
+    // The admin port trusts loopback: a route to it would hand mesh peers POST /shutdown.
+    let err = config(&[
+        "--cert-dir",
+        "d",
+        "--admin",
+        "0.0.0.0:15700",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:15700",
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("target 127.0.0.1:15700 is this proxy's own --admin listener 0.0.0.0:15700"),
+        "{err}"
+    );
+    // Its own outbound listener, and an IPv4-mapped spelling of the same address.
+    let err = config(&[
+        "--cert-dir",
+        "d",
+        "--inbound",
+        "0.0.0.0:8443=[::ffff:127.0.0.1]:15001",
+        "--outbound",
+        "127.0.0.1:15001=peer.example:8443",
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("own --outbound listener 127.0.0.1:15001"),
+        "{err}"
+    );
+    // Another loopback address on the same port is another socket.
+    config(&[
+        "--cert-dir",
+        "d",
+        "--admin",
+        "127.0.0.1:15700",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.2:15700",
+    ])
+    .unwrap();
+}

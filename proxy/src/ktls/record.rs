@@ -43,6 +43,22 @@ pub fn record_len(wire: &[u8]) -> Option<usize> {
     Some(HEADER + usize::from(u16::from_be_bytes([h[3], h[4]])))
 }
 
+/// The longest record body a TLS peer may send: 2^14 bytes of plaintext plus 2048 of
+/// expansion (RFC 5246 6.2.3; TLS 1.3 allows only 256). rustls refuses anything longer.
+const MAX_BODY: usize = (1 << 14) + 2048;
+
+/// Whether `header` can start a TLS record: a known content type (change_cipher_spec, alert,
+/// handshake, application_data), legacy version 3.x and a length within [`MAX_BODY`]. rustls
+/// refuses anything else with an alert, so nothing is gained by waiting for more of it.
+fn plausible(header: &[u8]) -> bool {
+    let Some(h) = header.get(..HEADER) else {
+        return true; // not whole yet: nothing to judge
+    };
+    (20..=23).contains(&h[0])
+        && h[1] == 3
+        && usize::from(u16::from_be_bytes([h[3], h[4]])) <= MAX_BODY
+}
+
 /// How much one read asks of the socket on behalf of rustls (user space only).
 pub const READ_AHEAD: usize = 64 * 1024;
 
@@ -277,7 +293,13 @@ impl<S: AsyncRead + Unpin> RecordAligned<S> {
     ) -> Poll<io::Result<()>> {
         // Between records, wait for the whole next record (its header says how long), so rustls
         // is never left holding part of one when the socket runs dry; within one, serve the rest.
-        while self.body_left == 0 && self.ahead.len() < record_len(&self.ahead).unwrap_or(HEADER) {
+        // Bytes that cannot be a record (a plaintext HTTP request, a length beyond any record's)
+        // go to rustls at once, so it answers with an alert instead of the connection waiting
+        // out the handshake timeout with up to 64 KiB buffered.
+        while self.body_left == 0
+            && plausible(&self.ahead)
+            && self.ahead.len() < record_len(&self.ahead).unwrap_or(HEADER)
+        {
             self.ahead.reserve(READ_AHEAD);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.ahead) {
                 Poll::Pending => {
@@ -564,6 +586,40 @@ mod tests {
         assert!(bounded.at_boundary());
         let (_, rest) = bounded.into_parts();
         assert_eq!(&rest[..], &second[..3]);
+    }
+
+    /// What cannot be a TLS record is not waited for: rustls gets it at once and answers with an
+    /// alert. Waiting would hold the connection (and up to 64 KiB) for the handshake timeout.
+    #[tokio::test]
+    async fn bounded_serves_what_cannot_be_a_record_at_once() {
+        let overlong = [&[22u8, 3, 1, 0xff, 0xff][..], &[b'A'; 100]].concat();
+        let bad_type = [&[0x99u8, 3, 3, 0, 16][..], &[0; 4]].concat();
+        let bad_version = [&[22u8, 9, 9, 0, 16][..], &[0; 4]].concat();
+        let http = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        for wire in [overlong, bad_type, bad_version, http] {
+            let (mut far, near) = tokio::io::duplex(1 << 16);
+            far.write_all(&wire).await.unwrap();
+            let mut bounded = RecordAligned::new(near, Mode::Bounded);
+            let mut buf = vec![0u8; 1 << 16];
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut rb = ReadBuf::new(&mut buf);
+            let polled = Pin::new(&mut bounded).poll_read(&mut cx, &mut rb);
+            assert!(polled.is_ready(), "{wire:?}: waited for more");
+            assert_eq!(rb.filled(), &wire[..]);
+        }
+        // The longest legal record is still waited for whole.
+        let (mut far, near) = tokio::io::duplex(1 << 16);
+        let longest = record(23, &vec![1; MAX_BODY]);
+        far.write_all(&longest[..100]).await.unwrap();
+        let mut bounded = RecordAligned::new(near, Mode::Bounded);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut rb = ReadBuf::new(&mut buf);
+        assert!(
+            Pin::new(&mut bounded)
+                .poll_read(&mut cx, &mut rb)
+                .is_pending()
+        );
     }
 
     /// A flight that arrived in one packet (a ServerHello, a ChangeCipherSpec and the encrypted

@@ -289,6 +289,38 @@ async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// A connection still in its handshake when the grace period ends is closed then, like one
+/// that forwards: the drain does not wait on past the grace period for its handshake timeout
+/// (set far beyond the test's own wait here).
+#[tokio::test]
+async fn drain_ends_at_the_grace_period_for_connections_in_their_handshake_too() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::new(&pki.workload("server"));
+    let mut proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .args(["--drain-grace", "1s", "--handshake-timeout", "120s"])
+        .start();
+    proxy.ready().await;
+    let mut silent = tokio::net::TcpStream::connect(proxy.inbound[0])
+        .await
+        .unwrap();
+    wait_metric(&proxy, "gembok_connections_active", &[], 1.0).await;
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        proxy
+            .logs()
+            .contains("drain grace period over during the TLS handshake"),
+        "{}",
+        proxy.logs()
+    );
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest).await; // closed, not left hanging
+}
+
 #[tokio::test]
 async fn drain_ends_at_the_grace_period_resets_what_is_left_and_still_exits_zero() {
     let pair = Pair::start_args(&["--drain-grace", "1s"], &[]).await;

@@ -262,3 +262,51 @@ async fn relaxed_client_auth_lets_certificate_less_clients_in_and_warns() {
         }
     }
 }
+
+/// Bytes that cannot be TLS (a plaintext HTTP request, a record header claiming more than any
+/// record may hold) are answered with an alert at once, for every record layer, instead of the
+/// connection being held, silently, until the handshake timeout (set far beyond the test's
+/// own wait here, so only an immediate answer passes).
+#[tokio::test]
+async fn answers_what_is_not_tls_with_an_alert_at_once() {
+    let pki = TestPki::new();
+    for layer in ["gembok", "rustls"] {
+        let Inbound {
+            proxy,
+            dir: _dir,
+            app: _app,
+        } = Inbound::start(
+            &pki,
+            "",
+            &["--record-layer", layer, "--handshake-timeout", "120s"],
+        )
+        .await;
+        let overlong = [&[22u8, 3, 1, 0xff, 0xff][..], &[b'A'; 1000]].concat();
+        for wire in [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), overlong] {
+            let mut tcp = TcpStream::connect(proxy.inbound[0]).await.unwrap();
+            tcp.write_all(&wire).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut answer))
+                .await
+                .unwrap_or_else(|_| panic!("{layer}: no answer to {wire:?} within 30 s"))
+                .ok(); // a reset after the alert is fine
+            assert_eq!(
+                answer.first(),
+                Some(&21),
+                "{layer}: want an alert record for {wire:?}, got {answer:?}"
+            );
+        }
+        wait_metric(
+            &proxy,
+            "gembok_handshake_failures_total",
+            &[("direction", "inbound")],
+            2.0,
+        )
+        .await;
+        let timeouts = proxy
+            .metrics()
+            .await
+            .sum("gembok_handshake_failures_total", &[("reason", "timeout")]);
+        assert_eq!(timeouts, 0.0, "{layer}: counted as a timeout");
+    }
+}
