@@ -239,7 +239,10 @@ pub async fn run(
         }
     }
 
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    // One limit per direction: peers that connect and stall their handshakes (unauthenticated
+    // until it completes) can hold every inbound slot, never the app's own outbound ones.
+    let inbound_permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let outbound_permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let forward = Settings {
         idle_timeout: config.limits.idle_timeout,
         buffers: BufferPolicy::default(),
@@ -269,7 +272,7 @@ pub async fn run(
         stop.tracker.spawn(serve::serve(
             listener,
             handler,
-            permits.clone(),
+            inbound_permits.clone(),
             stop.clone(),
         ));
     }
@@ -292,7 +295,7 @@ pub async fn run(
         stop.tracker.spawn(serve::serve(
             listener,
             handler,
-            permits.clone(),
+            outbound_permits.clone(),
             stop.clone(),
         ));
     }

@@ -106,6 +106,49 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     }
 }
 
+/// The limit is per direction: peers that connect to a sidecar's inbound side and stall their
+/// handshakes (unauthenticated until it completes) cannot take the app's outbound slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_inbound_peers_cannot_take_the_apps_outbound_slots() {
+    let pair = Pair::start_args(
+        &[],
+        &[
+            "--max-connections",
+            "2",
+            "--handshake-timeout",
+            "120s",
+            "--inbound",
+            "127.0.0.1:0=127.0.0.1:9",
+        ],
+    )
+    .await;
+    // Two peers hold every inbound slot of the outbound sidecar, saying nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(TcpStream::connect(pair.outbound.inbound[0]).await.unwrap());
+    }
+    wait_metric(
+        &pair.outbound,
+        "gembok_connections_active",
+        &[("direction", "inbound")],
+        2.0,
+    )
+    .await;
+    // The app's own call still goes out (within 30 s, far below the stalled handshakes' 120).
+    let call = Exchange {
+        id: 1,
+        send_len: 1000,
+        send_seed: 3,
+        reply_len: 1000,
+        reply_seed: 4,
+    };
+    let done = tokio::time::timeout(Duration::from_secs(30), call.run(pair.entry()))
+        .await
+        .expect("the outbound call waited for the stalled inbound peers")
+        .unwrap();
+    assert_eq!(done.received, call.expected_reply());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let pki = TestPki::new();
