@@ -51,6 +51,7 @@ pub const HANDSHAKE_FAILURE_REASONS: &[&str] = &[
     "incompatible",
     "alpn",
     "peer_rejected",
+    "malformed",
     "eof",
     "timeout",
     "no_certificate_loaded",

@@ -279,6 +279,9 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
         E::AlertReceived(A::UnknownCA) => "peer_rejected",
         E::AlertReceived(_) => "peer_rejected",
         E::NoApplicationProtocol => "alpn",
+        // Bytes that are not well-formed TLS: most often a client speaking plaintext (HTTP) to
+        // a TLS port, which deserves its own series on a dashboard.
+        E::InvalidMessage(_) => "malformed",
         _ => "other",
     }
 }
@@ -453,6 +456,12 @@ mod tests {
             failure_reason(&std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
             "eof"
         );
+        assert_eq!(
+            failure_reason(&io(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::MessageTooLarge
+            ))),
+            "malformed"
+        );
     }
 
     /// Every reason `failure_reason` can give is one of the series registered at zero (and
@@ -471,6 +480,7 @@ mod tests {
             E::AlertReceived(A::HandshakeFailure),
             E::PeerIncompatible(P::Tls12NotOffered),
             E::PeerIncompatible(P::NoKxGroupsInCommon),
+            E::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
         ]
         .into_iter()
         .chain(

@@ -299,7 +299,7 @@ async fn answers_what_is_not_tls_with_an_alert_at_once() {
         wait_metric(
             &proxy,
             "gembok_handshake_failures_total",
-            &[("direction", "inbound")],
+            &[("direction", "inbound"), ("reason", "malformed")],
             2.0,
         )
         .await;
