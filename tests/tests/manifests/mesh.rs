@@ -724,3 +724,32 @@ fn the_public_certificate_covers_what_is_served_and_can_be_issued_in_every_regio
     }
     f.assert_none("public certificate");
 }
+
+/// Production and the regions refuse a pod in an enabled namespace that says nothing to encrypt
+/// (it would run without a sidecar); development and staging let it run, with a warning. Checked
+/// with the real injector, configured like each rendered injector Deployment.
+#[test]
+fn production_refuses_pods_it_would_leave_unencrypted() {
+    let unannotated = "apiVersion: apps/v1\nkind: Deployment\n\
+        metadata: {name: debug, namespace: ecommerce}\n\
+        spec:\n  selector: {matchLabels: {app: debug}}\n  template:\n    \
+        metadata: {labels: {app: debug}}\n    \
+        spec: {containers: [{name: debug, image: busybox}]}\n";
+    let mut f = Failures::default();
+    for target in TARGETS {
+        let settings = injector_settings(&render(target));
+        let refused = inject_text_with(unannotated, &[], &settings).is_err();
+        let production = target == "overlays/production" || target.starts_with("clusters/");
+        f.check(refused == production, || {
+            format!(
+                "{target}: an unannotated ecommerce pod is {}",
+                if refused {
+                    "refused"
+                } else {
+                    "let run without a sidecar"
+                }
+            )
+        });
+    }
+    f.assert_none("unannotated pods");
+}

@@ -135,12 +135,13 @@ pub fn injector_bin() -> PathBuf {
     profile_dir.join("gembok-injector")
 }
 
-/// The environment variables of the rendered injector Deployment that shape the sidecar it adds
+/// The environment variables of the rendered injector Deployment that shape what it does to a pod
 /// (`inject` reads the same variables as `serve`), so offline injection matches the deployed one.
-pub const INJECTOR_SIDECAR_SETTINGS: [&str; 3] = [
+pub const INJECTOR_SIDECAR_SETTINGS: [&str; 4] = [
     "GEMBOK_INJECTOR_PROXY_IMAGE",
     "GEMBOK_INJECTOR_PROXY_PULL_POLICY",
     "GEMBOK_INJECTOR_SIDECAR_MODE",
+    "GEMBOK_INJECTOR_UNANNOTATED_PODS",
 ];
 
 /// `INJECTOR_SIDECAR_SETTINGS` as set on the rendered `gembok-system/gembok-injector`.
