@@ -114,6 +114,8 @@ pub enum LoadError {
     NoKey { path: PathBuf },
     #[error("{}: private key not usable: {reason}", path.display())]
     BadKey { path: PathBuf, reason: String },
+    #[error("{}: the RSA key is {bits} bits; the minimum is {RSA_MIN_BITS}", path.display())]
+    WeakRsaKey { path: PathBuf, bits: usize },
     #[error("private key {} does not match certificate {}", key.display(), cert.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("{}: CA bundle required but no file was configured", path.display())]
@@ -149,7 +151,9 @@ impl LoadError {
         match self {
             LoadError::Read(_) => "read",
             LoadError::NoCertificate { .. } | LoadError::BadPem { .. } => "bad_pem",
-            LoadError::NoKey { .. } | LoadError::BadKey { .. } => "bad_key",
+            LoadError::NoKey { .. } | LoadError::BadKey { .. } | LoadError::WeakRsaKey { .. } => {
+                "bad_key"
+            }
             LoadError::KeyMismatch { .. } => "key_mismatch",
             LoadError::NoCa { .. } | LoadError::BadCa { .. } => "bad_ca",
             LoadError::BadLeaf { .. } => "bad_certificate",
@@ -159,6 +163,11 @@ impl LoadError {
         }
     }
 }
+
+/// The smallest RSA modulus accepted. Both crypto providers refuse smaller keys anyway, but
+/// only as "failed to parse private key as RSA, ECDSA, or EdDSA", which sends operators looking
+/// for a broken file; checking first lets the error say what is wrong.
+pub const RSA_MIN_BITS: usize = 2048;
 
 fn humanize(t: SystemTime) -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_seconds(t)
@@ -189,9 +198,15 @@ impl Material {
             },
             other => LoadError::BadKey {
                 path: paths.key.clone(),
-                reason: other.to_string(),
+                reason: describe_pem_error(&other),
             },
         })?;
+        if let Some(bits) = rsa_modulus_bits(&key).filter(|&bits| bits < RSA_MIN_BITS) {
+            return Err(LoadError::WeakRsaKey {
+                path: paths.key.clone(),
+                bits,
+            });
+        }
         let signing_key =
             provider
                 .key_provider
@@ -278,7 +293,7 @@ fn parse_certs(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| LoadError::BadPem {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: describe_pem_error(&e),
         })?;
     if certs.is_empty() {
         return Err(LoadError::NoCertificate {
@@ -286,6 +301,51 @@ fn parse_certs(
         });
     }
     Ok(certs)
+}
+
+/// Size in bits of an RSA private key's modulus (PKCS#1, or PKCS#8 wrapping PKCS#1); `None` for
+/// other keys and for anything that does not parse (the provider then says what is wrong).
+fn rsa_modulus_bits(key: &PrivateKeyDer<'_>) -> Option<usize> {
+    use x509_parser::der_parser::der::parse_der;
+    use x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
+    let pkcs1 = match key {
+        PrivateKeyDer::Pkcs1(key) => key.secret_pkcs1_der(),
+        PrivateKeyDer::Pkcs8(key) => {
+            // PrivateKeyInfo ::= SEQUENCE { version, AlgorithmIdentifier, OCTET STRING }
+            let (_, info) = parse_der(key.secret_pkcs8_der()).ok()?;
+            let info = info.as_sequence().ok()?;
+            let algorithm = info.get(1)?.as_sequence().ok()?;
+            if *algorithm.first()?.as_oid().ok()? != OID_PKCS1_RSAENCRYPTION {
+                return None;
+            }
+            info.get(2)?.as_slice().ok()?
+        }
+        _ => return None,
+    };
+    // RSAPrivateKey ::= SEQUENCE { version, modulus INTEGER, ... }
+    let (_, rsa) = parse_der(pkcs1).ok()?;
+    let modulus = rsa.as_sequence().ok()?.get(1)?.as_slice().ok()?;
+    let significant = modulus.iter().position(|&b| b != 0)?;
+    let top = modulus[significant];
+    Some((modulus.len() - significant - 1) * 8 + (8 - top.leading_zeros() as usize))
+}
+
+/// A PEM error in words. rustls-pki-types' own message shows the section label and the bad
+/// line as byte arrays (`missing section end marker: [67, 69, 82, 84, ...]`), which nobody
+/// reading a log can act on.
+fn describe_pem_error(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            let label = String::from_utf8_lossy(end_marker);
+            format!("the {label} section has no `-----END {label}-----` line (truncated file?)")
+        }
+        Error::IllegalSectionStart { line } => format!(
+            "malformed BEGIN line `{}`",
+            String::from_utf8_lossy(line).trim_end()
+        ),
+        other => other.to_string(),
+    }
 }
 
 fn parse_roots(pem: &[u8], path: &std::path::Path) -> Result<RootCertStore, LoadError> {

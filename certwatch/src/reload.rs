@@ -52,7 +52,8 @@ impl<T> Reloadable<T> {
 pub enum Outcome {
     /// New material validated, built and published.
     Loaded { serial: String },
-    /// The files are byte-for-byte what is already published (or what already failed); nothing done.
+    /// The files are byte-for-byte what is already published (or, unforced, what already
+    /// failed); nothing done.
     Unchanged,
     /// The files were refused; the previous state (if any) is still published.
     Failed(ReloadError),
@@ -140,8 +141,11 @@ impl<T> Reloader<T> {
         self.published.clone()
     }
 
-    /// One attempt. Without `force`, files identical to the published ones (or to the last
-    /// refused ones) are skipped, so a periodic re-read costs a few small reads and a hash.
+    /// One attempt. Files identical to the published ones are always skipped, so a periodic
+    /// re-read costs a few small reads and a hash, and a SIGHUP with nothing new neither counts
+    /// a reload nor rebuilds the TLS configurations (which would drop their session caches).
+    /// Without `force`, files identical to the last refused ones are skipped too; `force`
+    /// checks them again (and reports the refusal again).
     pub fn attempt(&mut self, force: bool) -> Outcome {
         let now = SystemTime::now();
         let files = match self.source.read(self.requirements.ca_required) {
@@ -151,13 +155,18 @@ impl<T> Reloader<T> {
                 return self.refuse(ReloadError::Load(e.into()), key);
             }
         };
-        if !force {
-            let current = self.published.current();
-            if current.as_ref().map(|c| c.material.digest) == Some(files.digest)
-                || self.last_failed == Some(FailureKey::Content(files.digest))
-            {
-                return Outcome::Unchanged;
+        if self.is_published(&files.digest) {
+            // Back to the served files after a refused swap: a later refusal is news again.
+            self.last_failed = None;
+            if force {
+                tracing::debug!(
+                    "certificate files unchanged since they were loaded; not reloading"
+                );
             }
+            return Outcome::Unchanged;
+        }
+        if !force && self.last_failed == Some(FailureKey::Content(files.digest)) {
+            return Outcome::Unchanged;
         }
         let material = match Material::validate(&files, &self.provider, &self.requirements, now) {
             Ok(m) => m,
@@ -194,6 +203,13 @@ impl<T> Reloader<T> {
         Outcome::Loaded {
             serial: leaf.serial,
         }
+    }
+
+    /// Whether files with this digest are what is served now.
+    fn is_published(&self, digest: &[u8; 32]) -> bool {
+        self.published
+            .current()
+            .is_some_and(|current| current.material.digest == *digest)
     }
 
     fn refuse(&mut self, error: ReloadError, key: FailureKey) -> Outcome {
@@ -320,6 +336,59 @@ mod tests {
             .unwrap();
         assert!(matches!(r.attempt(false), Outcome::Loaded { .. }));
         assert_ne!(serial(&r).as_deref(), Some(loaded.as_str()));
+    }
+
+    #[test]
+    fn a_forced_attempt_on_unchanged_files_rebuilds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = SecretDir::new(dir.path());
+        let ca = ca("root");
+        let good = good_leaf(&ca);
+        let files = |leaf: &crate::test_pki::Leaf| {
+            [
+                ("tls.crt", leaf.cert.clone().into_bytes()),
+                ("tls.key", leaf.key.clone().into_bytes()),
+                ("ca.crt", ca.pem.clone().into_bytes()),
+            ]
+        };
+        let swap = |leaf| {
+            let files = files(leaf);
+            let borrowed: Vec<(&str, &[u8])> =
+                files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+            secret.swap(&borrowed).unwrap();
+        };
+        swap(&good);
+        let builds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = builds.clone();
+        let mut r: Reloader<()> = Reloader::new(
+            CertSource::Dir(dir.path().to_path_buf()),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Requirements {
+                ca_required: true,
+                usages: vec![Usage::Server, Usage::Client],
+            },
+            Box::new(move |_: &Material| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }),
+            "test_",
+        );
+        let built = || builds.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(r.attempt(true), Outcome::Loaded { .. }));
+        let loaded_at = r.reloadable().current().unwrap().loaded_at;
+        // SIGHUP with the same files: nothing rebuilt, nothing republished.
+        assert!(matches!(r.attempt(true), Outcome::Unchanged));
+        assert!(matches!(r.attempt(false), Outcome::Unchanged));
+        assert_eq!(built(), 1);
+        assert_eq!(r.reloadable().current().unwrap().loaded_at, loaded_at);
+        // The same content rewritten (a new kubelet snapshot, new inodes and times) is unchanged too.
+        swap(&good);
+        assert!(matches!(r.attempt(true), Outcome::Unchanged));
+        assert_eq!(built(), 1);
+        // New content is loaded, forced or not.
+        swap(&good_leaf(&ca));
+        assert!(matches!(r.attempt(true), Outcome::Loaded { .. }));
+        assert_eq!(built(), 2);
     }
 
     #[test]

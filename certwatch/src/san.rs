@@ -39,6 +39,10 @@ pub enum PatternError {
     BadUri(String),
     #[error("`{0}` is not a DNS name pattern (letters, digits, '-', '.', '*')")]
     BadDns(String),
+    #[error("`{0}` has an empty DNS label (a leading, trailing or doubled '.')")]
+    EmptyLabel(String),
+    #[error("`{0}` has an empty path segment (a doubled or trailing '/')")]
+    EmptySegment(String),
 }
 
 impl SanPattern {
@@ -51,6 +55,12 @@ impl SanPattern {
                 let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
                 if scheme.is_empty() || authority.is_empty() || authority.contains('*') {
                     return Err(PatternError::BadUri(text.to_owned()));
+                }
+                // A certificate's URI never has an empty segment worth matching: a pattern with
+                // one is a typo that would admit nobody (or, as `ns//sa`, not whom it says).
+                // Without any '/', the pattern is the bare authority (one empty path).
+                if rest.contains('/') && path.split('/').any(str::is_empty) {
+                    return Err(PatternError::EmptySegment(text.to_owned()));
                 }
                 let mut segments = vec![format!(
                     "{}://{}",
@@ -66,6 +76,11 @@ impl SanPattern {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*'));
                 if !valid {
                     return Err(PatternError::BadDns(text.to_owned()));
+                }
+                // Certificates carry no empty labels (nor a trailing dot): such a pattern could
+                // never match, which is never what was meant.
+                if text.split('.').any(str::is_empty) {
+                    return Err(PatternError::EmptyLabel(text.to_owned()));
                 }
                 let lower = text.to_ascii_lowercase();
                 (Kind::Dns, lower.split('.').map(str::to_owned).collect())
@@ -211,5 +226,37 @@ mod tests {
             SanPattern::parse("bad name"),
             Err(PatternError::BadDns(_))
         ));
+    }
+
+    #[test]
+    fn rejects_empty_labels_and_path_segments() {
+        for pattern in ["foo..com", ".foo.com", "foo.com.", ".", "*..com"] {
+            assert_eq!(
+                SanPattern::parse(pattern),
+                Err(PatternError::EmptyLabel(pattern.to_owned())),
+                "{pattern}"
+            );
+        }
+        for pattern in [
+            "spiffe://td/ns//sa/x",
+            "spiffe://td/ns/a/sa/",
+            "spiffe://td/",
+            "spiffe://td//ns",
+        ] {
+            assert_eq!(
+                SanPattern::parse(pattern),
+                Err(PatternError::EmptySegment(pattern.to_owned())),
+                "{pattern}"
+            );
+        }
+        let err = SanPattern::parse("foo..com").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "`foo..com` has an empty DNS label (a leading, trailing or doubled '.')"
+        );
+        // Still accepted: whole-label wildcards and a bare trust domain.
+        for pattern in ["*", "*.com", "spiffe://td", "spiffe://td/ns/*/sa/*"] {
+            assert!(SanPattern::parse(pattern).is_ok(), "{pattern}");
+        }
     }
 }

@@ -1,14 +1,17 @@
 //! Deciding *when* to reload: directory events (debounced), a periodic re-read, and on demand.
 //!
 //! Directory events are the fast path: the kubelet's `..data` rename shows up within
-//! milliseconds. They can be missed (inotify queue overflow, a directory that did not exist yet,
-//! exotic volume drivers), so a periodic re-read compares a digest of the files as a safety net.
-//! [`ReloadHandle::reload_now`] (wired to SIGHUP by the binaries) forces a full reload.
+//! milliseconds. They can be missed (inotify queue overflow, a directory whose parent does not
+//! exist either, exotic volume drivers), so a periodic re-read compares a digest of the files as a
+//! safety net.
+//! [`ReloadHandle::reload_now`] (wired to SIGHUP by the binaries) re-reads at once, and checks
+//! again files that were refused before; files identical to those served are never reloaded.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use notify::event::{ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use rustls::crypto::CryptoProvider;
 use tokio::sync::Notify;
@@ -49,7 +52,9 @@ impl Default for Options {
     }
 }
 
-/// Asks the watcher for a reload, bypassing the "files unchanged" shortcut.
+/// Asks the watcher to re-read the files now. Files refused before are validated (and reported)
+/// again; files identical to those served are left alone, so that a SIGHUP with nothing new
+/// neither counts a reload nor rebuilds the TLS configurations (dropping their session caches).
 #[derive(Debug, Clone)]
 pub struct ReloadHandle {
     forced: Arc<Notify>,
@@ -116,10 +121,7 @@ async fn run<T: Send + Sync + 'static>(
         let force = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = forced.notified() => true,
-            _ = poll.tick() => {
-                watch.retry_missing();
-                false
-            }
+            _ = poll.tick() => false,
             _ = changed.notified() => {
                 // Wait for the burst of events of one swap to end.
                 loop {
@@ -132,6 +134,8 @@ async fn run<T: Send + Sync + 'static>(
                 false
             }
         };
+        // Watch again what went away before reading: a change after the read is then an event.
+        watch.rearm();
         // Small files, but still blocking I/O and parsing: keep it off the async workers.
         let result = tokio::task::spawn_blocking(move || {
             let outcome = reloader.attempt(force);
@@ -154,53 +158,169 @@ async fn run<T: Send + Sync + 'static>(
 }
 
 /// Watches directories (never files: the kubelet replaces them through a symlink swap).
+///
+/// An inotify watch belongs to an inode, not a name: a watched directory that is deleted (or
+/// renamed away) takes its watch with it, and one created later under the same name is not
+/// watched. So a directory that goes is put back to pending, its parent is watched until it
+/// returns, and [`Self::rearm`] watches it again; without this, every change after the first
+/// would wait for the periodic re-read.
 struct DirWatch {
     watcher: Option<RecommendedWatcher>,
+    /// Every directory to watch, absolute (notify reports absolute paths).
+    dirs: Arc<[PathBuf]>,
+    /// Directories not watched now: not created yet, or gone since.
     pending: Vec<PathBuf>,
+    /// Parents watched so that a pending directory's (re)appearance is an event too.
+    parents: Vec<PathBuf>,
+    /// Directories the event handler saw go away, for [`Self::rearm`].
+    gone: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl DirWatch {
     fn new(dirs: Vec<PathBuf>, changed: Arc<Notify>) -> Self {
-        let watcher = notify::recommended_watcher(move |res: notify::Result<Event>| match res {
-            // Our own reads show up as access events; only changes matter.
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-            Ok(_) => changed.notify_one(),
-            // An overflowed queue means we lost events: reload to be safe.
-            Err(_) => changed.notify_one(),
+        let dirs: Arc<[PathBuf]> = dirs
+            .into_iter()
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
+            .collect();
+        let gone = Arc::new(Mutex::new(Vec::new()));
+        let watcher = notify::recommended_watcher({
+            let (dirs, gone) = (dirs.clone(), gone.clone());
+            move |res: notify::Result<Event>| match res {
+                Ok(event) => {
+                    if on_event(&event, &dirs, &gone) {
+                        changed.notify_one();
+                    }
+                }
+                // An overflowed queue means we lost events: reload to be safe.
+                Err(_) => changed.notify_one(),
+            }
         });
         let mut this = match watcher {
             Ok(w) => Self {
                 watcher: Some(w),
-                pending: dirs,
+                pending: dirs.to_vec(),
+                dirs,
+                parents: Vec::new(),
+                gone,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch certificate directories; relying on periodic re-reads");
                 Self {
                     watcher: None,
                     pending: Vec::new(),
+                    dirs,
+                    parents: Vec::new(),
+                    gone,
                 }
             }
         };
-        this.retry_missing();
+        this.rearm();
         this
     }
 
-    /// Starts watching directories that could not be watched before (they may appear later).
-    fn retry_missing(&mut self) {
-        let Some(watcher) = self.watcher.as_mut() else {
+    /// Brings the watches in line with the directories: those that went away are unwatched, and
+    /// pending ones are watched if they exist now (their parents meanwhile, so that their
+    /// return is noticed). Called before every reload attempt, so that a change landing after
+    /// the attempt's read is an event.
+    fn rearm(&mut self) {
+        let Self {
+            watcher: Some(watcher),
+            dirs,
+            pending,
+            parents,
+            gone,
+        } = self
+        else {
             return;
         };
-        self.pending
-            .retain(|dir| match watcher.watch(dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    tracing::debug!(dir = %dir.display(), "watching certificate directory");
-                    false
-                }
+        let mut lost = std::mem::take(&mut *gone.lock().unwrap_or_else(PoisonError::into_inner));
+        // Events can be lost (queue overflow): a watched directory that is not there is gone too.
+        lost.extend(
+            dirs.iter()
+                .filter(|dir| !pending.contains(dir) && !dir.is_dir())
+                .cloned(),
+        );
+        for dir in lost {
+            if !pending.contains(&dir) {
+                // notify drops the watch of a deleted directory itself; this one may be stale.
+                let _ = watcher.unwatch(&dir);
+                tracing::debug!(dir = %dir.display(), "certificate directory went away; watching for its return");
+                pending.push(dir);
+            }
+        }
+        // Parents first: a directory created between the two steps is then still an event.
+        for dir in pending.iter() {
+            let Some(parent) = dir.parent() else { continue };
+            if dirs.iter().any(|d| d == parent) || parents.iter().any(|p| p == parent) {
+                continue;
+            }
+            match watcher.watch(parent, RecursiveMode::NonRecursive) {
+                Ok(()) => parents.push(parent.to_path_buf()),
                 Err(e) => {
-                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch certificate directory yet");
-                    true
+                    tracing::debug!(dir = %parent.display(), error = %e, "cannot watch the parent of a missing certificate directory");
                 }
-            });
+            }
+        }
+        pending.retain(|dir| match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                tracing::debug!(dir = %dir.display(), "watching certificate directory");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot watch certificate directory yet");
+                true
+            }
+        });
+        parents.retain(|parent| {
+            let needed = pending
+                .iter()
+                .any(|dir| dir.parent() == Some(parent.as_path()));
+            if !needed {
+                let _ = watcher.unwatch(parent);
+            }
+            needed
+        });
+    }
+}
+
+/// Runs on notify's thread: whether to wake the watch task, for changes inside a watched
+/// directory and for a watched directory itself appearing or going (the latter also recorded in
+/// `gone`). Everything else a watched parent reports is noise.
+fn on_event(event: &Event, dirs: &[PathBuf], gone: &Mutex<Vec<PathBuf>>) -> bool {
+    // Our own reads show up as access events; only changes matter.
+    if matches!(event.kind, EventKind::Access(_)) {
+        return false;
+    }
+    let mut relevant = false;
+    for (index, path) in event.paths.iter().enumerate() {
+        if let Some(dir) = dirs.iter().find(|dir| *dir == path) {
+            if departs(&event.kind, index) {
+                gone.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(dir.clone());
+            }
+            relevant = true;
+        } else if path
+            .parent()
+            .is_some_and(|parent| dirs.iter().any(|dir| dir == parent))
+        {
+            relevant = true;
+        }
+    }
+    relevant
+}
+
+/// Whether the `index`th path of an event of this kind no longer names what was there: deleted
+/// (`IN_DELETE_SELF`, or `IN_DELETE` seen by the parent) or renamed away (`IN_MOVE_SELF`,
+/// `IN_MOVED_FROM`). Unclear kinds count as gone: re-watching a directory that stayed costs
+/// nothing.
+fn departs(kind: &EventKind, index: usize) -> bool {
+    match kind {
+        EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => false,
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => index == 0,
+        EventKind::Modify(ModifyKind::Name(_)) => true,
+        _ => false,
     }
 }
 

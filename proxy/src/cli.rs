@@ -37,7 +37,7 @@ pub enum Command {
         /// Admin address of the proxy to wait for (an unspecified host means loopback).
         #[arg(long, default_value = "127.0.0.1:15700")]
         admin: String,
-        /// Give up after this long.
+        /// Give up after this long (a hard deadline; each attempt takes at most 1s).
         #[arg(long, default_value = "120s")]
         timeout: String,
     },
@@ -113,7 +113,8 @@ pub struct ProxyArgs {
     /// Close a connection after this long without a byte in either direction.
     #[arg(long, env = "GEMBOK_IDLE_TIMEOUT", default_value = "1h")]
     pub idle_timeout: String,
-    /// Most concurrent connections across all listeners; accepting waits beyond it.
+    /// Most concurrent connections per direction (inbound listeners together, outbound ones
+    /// together), so stalled peers never hold the app's own slots; accepting waits beyond it.
     #[arg(long, env = "GEMBOK_MAX_CONNECTIONS", default_value = "10000")]
     pub max_connections: String,
     /// After SIGTERM, how long open connections may keep going before the process exits.
@@ -178,7 +179,8 @@ pub struct ProxyArgs {
 #[derive(Debug)]
 pub enum Parsed {
     /// The command line, and the problems clap found on the way (unknown flags, flags without
-    /// their value), each dropped so that the rest could still be read and checked.
+    /// their value), each dropped so that the rest could still be read and checked; for
+    /// wait-ready also those of its values.
     Cli(Box<Cli>, Vec<String>),
     /// Problems that left nothing to read further.
     Unreadable(Vec<String>),
@@ -195,7 +197,14 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Parsed {
     let mut problems = Vec::new();
     loop {
         let error = match Cli::try_parse_from(&args) {
-            Ok(cli) => return Parsed::Cli(Box::new(cli), problems),
+            Ok(cli) => {
+                // wait-ready has no configuration stage: its values are checked here, so that
+                // they are listed with clap's problems and exit 64 together.
+                if let Some(Command::WaitReady { admin, timeout }) = &cli.command {
+                    problems.extend(crate::wait_ready::check_flags(admin, timeout));
+                }
+                return Parsed::Cli(Box::new(cli), problems);
+            }
             Err(e) if !e.use_stderr() => return Parsed::Info(e),
             Err(e) => e,
         };

@@ -335,7 +335,7 @@ fn spawn_sighup_reload(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 Some(()) = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading certificates");
+                    tracing::info!("SIGHUP: re-reading the certificate files");
                     reload.reload_now();
                 }
             }

@@ -2,50 +2,235 @@
 //!
 //! Used as a postStart hook when the sidecar runs as a classic container, so the kubelet holds
 //! the app's containers until the proxy can serve. Plain blocking HTTP/1.0: no runtime needed.
+//!
+//! The flags are checked before the first attempt ([`check_flags`], called from
+//! [`crate::cli::parse`] so that their problems are listed with clap's and exit 64 together): a
+//! typo in `--admin` must not pass for a proxy that is not ready yet. `--timeout` is a hard
+//! deadline, and each attempt (connect, request, status line) is bounded by [`ATTEMPT_LIMIT`], as
+//! docs/contracts.md promises: the kubelet runs the hook with no timeout of its own, so a proxy
+//! that accepts but never answers must not stretch the wait.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+/// Longest one attempt may take (less when the overall deadline is nearer).
+pub const ATTEMPT_LIMIT: Duration = Duration::from_secs(1);
+
+/// Pause between attempts.
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// Every problem with wait-ready's flags, one line each, starting with the flag.
+pub fn check_flags(admin: &str, timeout: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = parse_admin(admin) {
+        problems.push(format!("--admin: {e}"));
+    }
+    if let Err(e) = crate::config::parse_duration(timeout) {
+        problems.push(format!("--timeout: {e}"));
+    }
+    problems
+}
+
 /// Returns `Ok` once `/ready` answers 200, or the last answer (or error) when `timeout` passes.
+/// Never returns later than `timeout` after it was called (give or take a scheduling tick).
 pub fn wait(admin: &str, timeout: Duration) -> Result<(), String> {
+    let addr = parse_admin(admin).map_err(|e| format!("--admin: {e}"))?;
     let deadline = Instant::now() + timeout;
+    let mut last = String::from("no attempt was made");
     loop {
-        let last = match probe(admin) {
+        let Some(left) = time_left(deadline) else {
+            return Err(last);
+        };
+        last = match probe(addr, left.min(ATTEMPT_LIMIT)) {
             Ok(200) => return Ok(()),
             Ok(status) => format!("/ready answered {status}"),
             Err(e) => e,
         };
-        if Instant::now() >= deadline {
+        let Some(left) = time_left(deadline) else {
             return Err(last);
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        };
+        std::thread::sleep(PAUSE.min(left));
     }
 }
 
-fn probe(admin: &str) -> Result<u16, String> {
-    let addr: SocketAddr = admin
-        .to_socket_addrs()
-        .map_err(|e| format!("{admin}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{admin}: no address"))?;
-    // A wildcard admin address is reached through loopback.
-    let addr = if addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+/// What is left until `deadline`, `None` once nothing is.
+fn time_left(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+}
+
+/// The address to probe: an IP address and port, `localhost:PORT`, or `:PORT`, as `--admin` of
+/// the proxy itself takes (no other names: resolving one could block past the deadline). A
+/// wildcard address is reached through loopback.
+fn parse_admin(admin: &str) -> Result<SocketAddr, String> {
+    let addr = match admin.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let (host, port) = admin
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{admin}` must be HOST:PORT, e.g. 127.0.0.1:15700"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("`{admin}`: `{port}` is not a port number"))?;
+            match host {
+                "" | "localhost" => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+                other => {
+                    return Err(format!(
+                        "`{other}` is not an IP address (only `localhost` is allowed as a name)"
+                    ));
+                }
+            }
+        }
+    };
+    if addr.port() == 0 {
+        return Err(format!("`{admin}`: port 0 cannot be probed"));
+    }
+    Ok(if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
     } else {
         addr
-    };
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+    })
+}
+
+/// One `GET /ready`, all of it within `limit`: the status code of the answer.
+fn probe(addr: SocketAddr, limit: Duration) -> Result<u16, String> {
+    let until = Instant::now() + limit;
+    let late = || format!("{addr}: no answer within {} ms", limit.as_millis());
+    let left = || time_left(until).ok_or_else(late);
+    let mut s = TcpStream::connect_timeout(&addr, left()?).map_err(|e| match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => late(),
+        _ => format!("{addr}: {e}"),
+    })?;
+    s.set_write_timeout(Some(left()?))
         .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
     s.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)
         .map_err(|e| format!("{addr}: {e}"))?;
+    // `HTTP/1.x NNN`; each read gets only what is left of the attempt, so a peer that trickles
+    // bytes cannot stretch it.
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        s.set_read_timeout(Some(left()?))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        match s.read(&mut head[got..]) {
+            Ok(0) => return Err(format!("{addr}: closed before answering")),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(late());
+            }
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+    }
     std::str::from_utf8(&head[9..12])
         .ok()
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| format!("{addr}: not an HTTP answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::cli;
+
+    #[test]
+    fn admin_takes_what_the_proxys_admin_flag_takes() {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(parse_admin("127.0.0.1:15700"), Ok(loopback(15700)));
+        assert_eq!(parse_admin("0.0.0.0:15700"), Ok(loopback(15700)));
+        assert_eq!(parse_admin("localhost:1"), Ok(loopback(1)));
+        assert_eq!(parse_admin(":2"), Ok(loopback(2)));
+        assert_eq!(
+            parse_admin("[::1]:3"),
+            Ok(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 3)))
+        );
+        for bad in ["nope", "nope:15700", "127.0.0.1:x", "127.0.0.1:0", ""] {
+            assert!(parse_admin(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn every_bad_flag_is_reported_at_once() {
+        assert!(check_flags("127.0.0.1:15700", "120s").is_empty());
+        let problems = check_flags("nope", "0s");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("--admin: `nope`"), "{problems:?}");
+        assert!(
+            problems[1].starts_with("--timeout: `0s` must be longer than zero"),
+            "{problems:?}"
+        );
+        // Through the command line, together with clap's own problems (main exits 64 on any).
+        let args = [
+            "gembok-proxy",
+            "wait-ready",
+            "--admin",
+            "nope",
+            "--timeout",
+            "0s",
+            "--bogus",
+        ];
+        let cli::Parsed::Cli(_, problems) = cli::parse(args) else {
+            panic!("not parsed");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("--bogus: unknown flag"),
+            "{problems:?}"
+        );
+        assert!(problems[1].starts_with("--admin:"), "{problems:?}");
+        assert!(problems[2].starts_with("--timeout:"), "{problems:?}");
+    }
+
+    /// Listens, lets the kernel accept, and never answers; counts the connections.
+    fn silent_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[test]
+    fn the_timeout_is_a_hard_deadline_and_attempts_are_bounded() {
+        let (addr, accepted) = silent_server();
+        let timeout = Duration::from_millis(1500);
+        let started = Instant::now();
+        let err = wait(&addr.to_string(), timeout).unwrap_err();
+        let took = started.elapsed();
+        assert!(took >= timeout, "gave up early, after {took:?}");
+        assert!(
+            took < timeout + Duration::from_millis(300),
+            "overran the deadline: {took:?}"
+        );
+        assert!(err.contains("no answer within"), "{err}");
+        // The first attempt gives up after 1 s, so a second one fits before the deadline.
+        assert!(accepted.load(Ordering::SeqCst) >= 2, "one attempt only");
+    }
+
+    #[test]
+    fn a_ready_answer_ends_the_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = [0u8; 64];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nready");
+            }
+        });
+        assert_eq!(wait(&addr.to_string(), Duration::from_secs(5)), Ok(()));
+    }
 }

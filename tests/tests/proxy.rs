@@ -24,3 +24,7 @@ mod rejections;
 mod reload;
 #[path = "proxy/roundtrip.rs"]
 mod roundtrip;
+#[path = "proxy/sighup.rs"]
+mod sighup;
+#[path = "proxy/wait_ready.rs"]
+mod wait_ready;

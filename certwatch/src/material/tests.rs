@@ -168,3 +168,105 @@ fn ring_provider_validates_the_same_material() {
     let err = Material::validate(&files, &provider, &req, SystemTime::now()).unwrap_err();
     assert_eq!(err.reason(), "key_mismatch");
 }
+
+#[test]
+fn a_truncated_pem_is_described_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let a = good_leaf(&ca);
+    let cut = |pem: &str| pem[..pem.len() / 2].to_owned();
+
+    let err = validate(&write(dir.path(), &cut(&a.cert), &a.key, &ca.pem)).unwrap_err();
+    assert_eq!(err.reason(), "bad_pem");
+    let text = err.to_string();
+    assert!(
+        text.contains("the CERTIFICATE section has no `-----END CERTIFICATE-----` line"),
+        "{text}"
+    );
+    assert!(!text.contains('['), "bytes in the message: {text}");
+
+    let err = validate(&write(dir.path(), &a.cert, &cut(&a.key), &ca.pem)).unwrap_err();
+    assert_eq!(err.reason(), "bad_key");
+    assert!(
+        err.to_string()
+            .contains("the PRIVATE KEY section has no `-----END PRIVATE KEY-----` line"),
+        "{err}"
+    );
+
+    let err = validate(&write(
+        dir.path(),
+        "-----BEGIN CERTIFICATE--\n",
+        &a.key,
+        &ca.pem,
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("malformed BEGIN line `-----BEGIN CERTIFICATE--`"),
+        "{err}"
+    );
+}
+
+/// An RSA key made by the `openssl` command (neither rcgen nor aws-lc-rs generates keys under
+/// 2048 bits), in the format `args` ask for.
+fn openssl_rsa(bits: u32, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .arg("genrsa")
+        .args(args)
+        .arg(bits.to_string())
+        .output()
+        .expect("the openssl command is needed to make RSA keys of any size");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_short_rsa_key_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let a = good_leaf(&ca);
+    // PKCS#8 (OpenSSL 3's default) and PKCS#1, under both providers.
+    for (key, header) in [
+        (openssl_rsa(1024, &[]), "BEGIN PRIVATE KEY"),
+        (
+            openssl_rsa(1024, &["-traditional"]),
+            "BEGIN RSA PRIVATE KEY",
+        ),
+    ] {
+        assert!(key.contains(header), "{key}");
+        let src = write(dir.path(), &a.cert, &key, &ca.pem);
+        let files = src.read(true).unwrap();
+        let req = Requirements {
+            ca_required: true,
+            usages: vec![Usage::Server],
+        };
+        for provider in [
+            rustls::crypto::aws_lc_rs::default_provider(),
+            rustls::crypto::ring::default_provider(),
+        ] {
+            let err = Material::validate(&files, &provider, &req, SystemTime::now()).unwrap_err();
+            assert_eq!(err.reason(), "bad_key");
+            assert!(
+                err.to_string()
+                    .ends_with("tls.key: the RSA key is 1024 bits; the minimum is 2048"),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rsa_key_sizes_are_read_from_the_key() {
+    let pem = |pem: &str| PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+    assert_eq!(rsa_modulus_bits(&pem(&openssl_rsa(2048, &[]))), Some(2048));
+    assert_eq!(
+        rsa_modulus_bits(&pem(&openssl_rsa(1536, &["-traditional"]))),
+        Some(1536)
+    );
+    let ecdsa = KeyPair::generate().unwrap().serialize_pem();
+    assert_eq!(rsa_modulus_bits(&pem(&ecdsa)), None);
+}

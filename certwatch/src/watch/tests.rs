@@ -171,3 +171,121 @@ async fn reload_now_forces_a_reload_and_starts_without_files() {
     assert!(wait_for_serial(&r, &serial_of(&leaf), Duration::from_secs(2)).await);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_directory_deleted_and_created_again_is_watched_again() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("certs");
+    std::fs::create_dir(&dir).unwrap();
+    let ca = ca("root");
+    let first = good_leaf(&ca);
+    SecretDir::new(&dir).swap(&files(&first, &ca.pem)).unwrap();
+    // A long poll interval: only directory events can make this pass in time.
+    let (r, _h, stop) = start_serial_watch(&dir, Duration::from_secs(3600));
+    assert_eq!(r.current().unwrap().value, serial_of(&first));
+
+    // Twice: the watch must come back every time, not only once.
+    for round in 0..2 {
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let secret = SecretDir::new(&dir);
+        let recreated = good_leaf(&ca);
+        secret.swap(&files(&recreated, &ca.pem)).unwrap();
+        assert!(
+            wait_for_serial(&r, &serial_of(&recreated), Duration::from_secs(5)).await,
+            "round {round}: the recreated directory's files were not loaded"
+        );
+        // The change that used to wait for the periodic re-read.
+        let next = good_leaf(&ca);
+        secret.swap(&files(&next, &ca.pem)).unwrap();
+        assert!(
+            wait_for_serial(&r, &serial_of(&next), Duration::from_secs(5)).await,
+            "round {round}: a swap in the recreated directory was not seen"
+        );
+    }
+    stop.cancel();
+}
+
+/// Waits for one wake-up of the watch task, at most `within`.
+async fn woken(changed: &Notify, within: Duration) -> bool {
+    tokio::time::timeout(within, changed.notified())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_noticed_through_its_parent_when_it_appears() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("certs");
+    let changed = Arc::new(Notify::new());
+    // Missing from the start (nothing has happened yet, so no wake-up is pending).
+    let mut watch = DirWatch::new(vec![dir.clone()], changed.clone());
+    assert_eq!(watch.pending, std::slice::from_ref(&dir));
+    assert_eq!(watch.parents, [root.path().to_path_buf()]);
+
+    std::fs::create_dir(&dir).unwrap();
+    assert!(
+        woken(&changed, Duration::from_secs(5)).await,
+        "the directory's creation was not reported"
+    );
+    watch.rearm();
+    assert!(watch.pending.is_empty(), "{:?}", watch.pending);
+    assert!(watch.parents.is_empty(), "{:?}", watch.parents);
+    std::fs::write(dir.join("tls.crt"), "x").unwrap();
+    assert!(woken(&changed, Duration::from_secs(5)).await);
+
+    // Gone again (the event may or may not have been handled yet: either way it is pending).
+    std::fs::remove_dir_all(&dir).unwrap();
+    watch.rearm();
+    assert_eq!(watch.pending, std::slice::from_ref(&dir));
+    assert_eq!(watch.parents, [root.path().to_path_buf()]);
+}
+
+#[test]
+fn only_the_directories_and_their_entries_wake_the_watcher() {
+    use notify::event::{AccessKind, CreateKind, RemoveKind};
+
+    let dirs = [PathBuf::from("/run/certs")];
+    let gone = Mutex::new(Vec::new());
+    let event = |kind, paths: &[&str]| {
+        paths
+            .iter()
+            .fold(Event::new(kind), |e, p| e.add_path(PathBuf::from(p)))
+    };
+    let relevant = |e: &Event| on_event(e, &dirs, &gone);
+    let taken = || std::mem::take(&mut *gone.lock().unwrap());
+    assert!(relevant(&event(
+        EventKind::Create(CreateKind::File),
+        &["/run/certs/..data"]
+    )));
+    assert!(!relevant(&event(
+        EventKind::Access(AccessKind::Any),
+        &["/run/certs/tls.crt"]
+    )));
+    // Seen through the parent's watch: other entries of the parent are noise.
+    assert!(!relevant(&event(
+        EventKind::Create(CreateKind::File),
+        &["/run/other"]
+    )));
+    assert!(taken().is_empty());
+    // The directory itself: appearing wakes; going (deleted, renamed away) is recorded too.
+    assert!(relevant(&event(
+        EventKind::Create(CreateKind::Folder),
+        &["/run/certs"]
+    )));
+    assert!(relevant(&event(
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+        &["/run/certs"]
+    )));
+    assert!(taken().is_empty());
+    assert!(relevant(&event(
+        EventKind::Remove(RemoveKind::Folder),
+        &["/run/certs"]
+    )));
+    assert_eq!(taken(), dirs);
+    assert!(relevant(&event(
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+        &["/run/certs", "/run/certs.old"]
+    )));
+    assert_eq!(taken(), dirs);
+}

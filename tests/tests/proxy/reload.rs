@@ -310,33 +310,6 @@ async fn broken_rotations_keep_the_last_good_certificate_and_are_counted() {
     assert_eq!(serial_now().await, serial(&next));
 }
 
-#[tokio::test]
-async fn sighup_forces_a_reload() {
-    let pki = TestPki::new();
-    let app = ExchangeApp::start().await;
-    let dir = CertDir::new(&pki.workload("server"));
-    let proxy = Proxy::builder()
-        .cert_dir(&dir)
-        .inbound(app.addr, "")
-        .start();
-    proxy.ready().await;
-    wait_metric(
-        &proxy,
-        "gembok_cert_reloads_total",
-        &[("result", "success")],
-        1.0,
-    )
-    .await;
-    proxy.signal(libc::SIGHUP);
-    wait_metric(
-        &proxy,
-        "gembok_cert_reloads_total",
-        &[("result", "success")],
-        2.0,
-    )
-    .await;
-}
-
 /// A rotation may change the CA bundle too (a new root): handshakes verify against the new
 /// bundle at once, peers of the old CA are refused, and the proxy trusts the new one.
 #[tokio::test]
