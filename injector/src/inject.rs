@@ -12,8 +12,9 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use serde::Serialize;
 
 use crate::annotations::{
-    self, AnnotationError, CERT_SECRET, CPU_LIMIT, CPU_REQUEST, DRAIN_SECONDS, INBOUND,
-    INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND, PodSettings, STATUS, SidecarMode,
+    self, ALLOWED_SANS, AnnotationError, CERT_SECRET, CPU_LIMIT, CPU_REQUEST, DRAIN_SECONDS,
+    INBOUND, INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND, PodSettings, STATUS,
+    SidecarMode,
 };
 use crate::policy::{self, SkipReason, Unannotated};
 use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, PullPolicy, Resources, VOLUME_NAME};
@@ -123,6 +124,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         return Outcome { decision, warnings };
     };
     errors.extend(check_ports(&settings, spec, pod_annotations));
+    errors.extend(check_linux(spec));
     let cert_secret = match resolve_cert_secret(&settings, spec) {
         Ok(name) => name,
         Err(e) => {
@@ -153,6 +155,12 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         key_exchange: settings.key_exchange.clone(),
     };
     warnings.extend(risk_warnings(&plan, spec));
+    if settings.inbound.is_empty() && !settings.allowed_sans.is_empty() {
+        warnings.push(format!(
+            "annotation {ALLOWED_SANS} has no effect: it restricts who may connect in, and the pod \
+             has no {INBOUND} mapping (whom it calls is checked by server-name in {OUTBOUND})"
+        ));
+    }
 
     let mut injected = pod.clone();
     add_sidecar(&mut injected, &plan);
@@ -429,6 +437,27 @@ fn port_error(
     }
 }
 
+/// gembok-proxy is a Linux binary: a Windows pod would never start its sidecar, with an error
+/// from the node that never names Gembok.
+fn check_linux(spec: &PodSpec) -> Option<AnnotationError> {
+    let by_os = spec.os.as_ref().map(|os| os.name.as_str());
+    let by_node = spec
+        .node_selector
+        .as_ref()
+        .and_then(|s| s.get("kubernetes.io/os"))
+        .map(String::as_str);
+    let windows = [by_os, by_node]
+        .into_iter()
+        .flatten()
+        .find(|os| *os == "windows")?;
+    Some(AnnotationError::Pod {
+        reason: format!(
+            "the pod runs on {windows} nodes, and gembok-proxy runs on Linux only; opt the pod \
+             out with the label {INJECT_LABEL}=\"false\" (its traffic is then not encrypted)"
+        ),
+    })
+}
+
 /// Defaults for whatever the annotations leave out, keeping request <= limit: a default gives
 /// way to an annotation; two annotations that disagree lower the request, with a warning.
 fn resolve_resources(settings: &PodSettings, warnings: &mut Vec<String>) -> Resources {
@@ -604,6 +633,57 @@ mod tests {
               admin port"
             ]
         );
+    }
+
+    #[test]
+    fn refuses_windows_pods_which_could_never_start_the_sidecar() {
+        for spec in [
+            json!({"os": {"name": "windows"}}),
+            json!({"nodeSelector": {"kubernetes.io/os": "windows"}}),
+        ] {
+            let errors = rejections(&pod(&[(INBOUND, "8443=8080")], &[8080], spec));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains("gembok-proxy runs on Linux only"),
+                "{errors:?}"
+            );
+        }
+        let linux = json!({"os": {"name": "linux"}, "nodeSelector": {"kubernetes.io/os": "linux"}});
+        let decision = decide(&pod(&[(INBOUND, "8443=8080")], &[8080], linux));
+        assert!(matches!(decision, Decision::Inject { .. }), "{decision:?}");
+    }
+
+    #[test]
+    fn allowed_sans_without_an_inbound_mapping_is_pointed_out() {
+        let config = InjectorConfig::default();
+        let outbound_only = pod(
+            &[
+                (OUTBOUND, "15701=svc:8443"),
+                (ALLOWED_SANS, "spiffe://td/ns/a/sa/b"),
+            ],
+            &[],
+            json!({}),
+        );
+        let outcome = inject(&outbound_only, &config, &Context::default());
+        assert!(matches!(outcome.decision, Decision::Inject { .. }));
+        assert!(
+            outcome
+                .warnings
+                .iter()
+                .any(|w| w.contains("gembok.io/allowed-sans has no effect")),
+            "{:?}",
+            outcome.warnings
+        );
+        let both = pod(
+            &[
+                (INBOUND, "8443=8080"),
+                (ALLOWED_SANS, "spiffe://td/ns/a/sa/b"),
+            ],
+            &[8080],
+            json!({}),
+        );
+        let outcome = inject(&both, &config, &Context::default());
+        assert!(!outcome.warnings.iter().any(|w| w.contains("has no effect")));
     }
 
     #[test]
