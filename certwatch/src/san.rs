@@ -43,6 +43,11 @@ pub enum PatternError {
     EmptyLabel(String),
     #[error("`{0}` has an empty path segment (a doubled or trailing '/')")]
     EmptySegment(String),
+    #[error(
+        "`{0}` admits too much: a DNS pattern needs two fixed labels after its last `*` \
+         (e.g. `*.ecommerce.svc.cluster.local`, not `*` or `*.com`)"
+    )]
+    TooBroad(String),
 }
 
 impl SanPattern {
@@ -81,6 +86,15 @@ impl SanPattern {
                 // never match, which is never what was meant.
                 if text.split('.').any(str::is_empty) {
                     return Err(PatternError::EmptyLabel(text.to_owned()));
+                }
+                // An allow-list entry of `*` or `*.com` admits any name (under a public suffix):
+                // never what was meant. Two fixed labels after the last wildcard need no list of
+                // public suffixes and still allow `*.example.com` or `*.ns.svc.cluster.local`.
+                let labels: Vec<&str> = text.split('.').collect();
+                if let Some(last) = labels.iter().rposition(|l| *l == "*")
+                    && labels.len() - last - 1 < 2
+                {
+                    return Err(PatternError::TooBroad(text.to_owned()));
                 }
                 let lower = text.to_ascii_lowercase();
                 (Kind::Dns, lower.split('.').map(str::to_owned).collect())
@@ -255,7 +269,28 @@ mod tests {
             "`foo..com` has an empty DNS label (a leading, trailing or doubled '.')"
         );
         // Still accepted: whole-label wildcards and a bare trust domain.
-        for pattern in ["*", "*.com", "spiffe://td", "spiffe://td/ns/*/sa/*"] {
+        for pattern in ["spiffe://td", "spiffe://td/ns/*/sa/*"] {
+            assert!(SanPattern::parse(pattern).is_ok(), "{pattern}");
+        }
+    }
+
+    #[test]
+    fn refuses_dns_wildcards_that_admit_nearly_anyone() {
+        for pattern in ["*", "*.com", "*.*", "*.*.com", "api.*.com"] {
+            assert_eq!(
+                SanPattern::parse(pattern),
+                Err(PatternError::TooBroad(pattern.to_owned())),
+                "{pattern}"
+            );
+        }
+        for pattern in [
+            "*.example.com",
+            "*.*.example.com",
+            "api.*.example.com",
+            "*.ecommerce.svc.cluster.local",
+            "localhost",
+            "com",
+        ] {
             assert!(SanPattern::parse(pattern).is_ok(), "{pattern}");
         }
     }
