@@ -53,6 +53,8 @@ pub mod verify_cache;
 pub mod wait_ready;
 
 #[cfg(test)]
+mod footprint;
+#[cfg(test)]
 mod test_tcp;
 #[cfg(test)]
 mod test_tls;

@@ -76,16 +76,16 @@ impl Handler for Outbound {
             Opening::WeWriteFirst,
             self.limits.connect_timeout,
         );
-        let Some(connected) = abort.run_until_cancelled(connect).await else {
-            tracing::info!(
-                "drain grace period over while connecting to the peer; resetting the app"
-            );
-            conn::reset(&app);
-            return "aborted";
-        };
-        let tcp = match connected {
-            Ok(tcp) => tcp,
-            Err(e) => {
+        let tcp = match abort.run_until_cancelled(connect).await {
+            None => {
+                tracing::info!(
+                    "drain grace period over while connecting to the peer; resetting the app"
+                );
+                conn::reset(&app);
+                return "aborted";
+            }
+            Some(Ok(tcp)) => tcp,
+            Some(Err(e)) => {
                 self.metrics.upstream_failed(e.reason());
                 tracing::warn!(peer = %format_args!("{}:{}", route.host, route.port), error = %e, "cannot reach the peer; resetting the app");
                 conn::reset(&app);
@@ -113,23 +113,26 @@ impl Handler for Outbound {
         let connector = TlsConnector::from(config);
         // The TLS state (over a kilobyte) lives on the heap: moved through the handshake, the
         // hand-over and the forwarder by pointer, it is not copied into each of their futures.
+        // Matched where it is awaited, never bound to a local (see `inbound.rs`).
         let handshake = Box::pin(connector.connect(route.server_name.clone(), tcp));
         let handshake = tokio::time::timeout(self.limits.handshake_timeout, handshake);
-        let Some(handshake) = abort.run_until_cancelled(handshake).await else {
-            tracing::info!("drain grace period over during the TLS handshake; resetting the app");
-            conn::reset(&app);
-            return "aborted";
-        };
-        let mut peer = match handshake {
-            Ok(Ok(tls)) => Box::new(tls),
-            Ok(Err(e)) => {
+        let mut peer = match abort.run_until_cancelled(handshake).await {
+            None => {
+                tracing::info!(
+                    "drain grace period over during the TLS handshake; resetting the app"
+                );
+                conn::reset(&app);
+                return "aborted";
+            }
+            Some(Ok(Ok(tls))) => Box::new(tls),
+            Some(Ok(Err(e))) => {
                 let reason = tls::failure_reason(&e);
                 self.metrics.handshake_failed(reason);
                 tracing::info!(reason, error = %e, server_name = ?route.server_name, "TLS handshake failed; resetting the app");
                 conn::reset(&app);
                 return "handshake_failed";
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 self.metrics.handshake_failed("timeout");
                 tracing::info!(timeout = ?self.limits.handshake_timeout, "TLS handshake timed out; resetting the app");
                 conn::reset(&app);
