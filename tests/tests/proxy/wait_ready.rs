@@ -19,15 +19,13 @@ fn wait_ready(args: &[&str]) -> (Option<i32>, String, Duration) {
 
 #[test]
 fn bad_values_are_usage_errors_listed_with_unknown_flags() {
-    let (code, stderr, took) = wait_ready(&["--admin", "nope", "--timeout", "1s", "--bogus"]);
+    // Refused before any attempt: a bad --admin used to be found only by probing, and reported
+    // as a failure (exit 1) after the whole timeout.
+    let (code, stderr, _) = wait_ready(&["--admin", "nope", "--timeout", "1s", "--bogus"]);
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--bogus: unknown flag"), "{stderr}");
     assert!(stderr.contains("--admin: `nope`"), "{stderr}");
     assert!(stderr.contains("(2 problems)"), "{stderr}");
-    assert!(
-        took < Duration::from_secs(1),
-        "waited {took:?} before refusing"
-    );
 
     let (code, stderr, _) = wait_ready(&["--timeout", "0s"]);
     assert_eq!(code, Some(64), "{stderr}");
@@ -42,11 +40,13 @@ fn the_timeout_holds_against_a_peer_that_never_answers() {
     // The kernel completes the handshakes; nothing ever reads or writes.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = silent.local_addr().unwrap().to_string();
-    let (code, stderr, took) = wait_ready(&["--admin", &admin, "--timeout", "2s"]);
+    // An attempt not bounded by the deadline (the old 2 s read timeout) would end 800 ms past
+    // a 1.2 s deadline or later: allow 500 ms over, for the process start on a busy machine.
+    let (code, stderr, took) = wait_ready(&["--admin", &admin, "--timeout", "1200ms"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no answer within"), "{stderr}");
     assert!(
-        took < Duration::from_millis(2150),
-        "took {took:?} for --timeout 2s"
+        took < Duration::from_millis(1700),
+        "took {took:?} for --timeout 1200ms"
     );
 }
