@@ -121,7 +121,18 @@ async fn main() -> Result<()> {
         .map(|x| tokio::spawn(async move { x.run(entry).await }))
         .collect();
     for (x, task) in exchanges.iter().zip(tasks) {
-        let got = task.await??;
+        let got = match task.await? {
+            Ok(got) => got,
+            Err(e) => {
+                // What the sidecars saw is what explains a failed stream: show it.
+                eprintln!(
+                    "--- outbound gembok-proxy log\n{}\n--- inbound gembok-proxy log\n{}",
+                    outbound.logs(),
+                    inbound.logs()
+                );
+                return Err(e).with_context(|| format!("stream {}", x.id));
+            }
+        };
         if got.received != x.expected_reply() {
             bail!("stream {}: the reply arrived corrupted", x.id);
         }
