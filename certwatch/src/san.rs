@@ -82,22 +82,25 @@ impl SanPattern {
                 if !valid {
                     return Err(PatternError::BadDns(text.to_owned()));
                 }
+                let labels: Vec<String> = text
+                    .to_ascii_lowercase()
+                    .split('.')
+                    .map(str::to_owned)
+                    .collect();
                 // Certificates carry no empty labels (nor a trailing dot): such a pattern could
                 // never match, which is never what was meant.
-                if text.split('.').any(str::is_empty) {
+                if labels.iter().any(String::is_empty) {
                     return Err(PatternError::EmptyLabel(text.to_owned()));
                 }
                 // An allow-list entry of `*` or `*.com` admits any name (under a public suffix):
                 // never what was meant. Two fixed labels after the last wildcard need no list of
                 // public suffixes and still allow `*.example.com` or `*.ns.svc.cluster.local`.
-                let labels: Vec<&str> = text.split('.').collect();
-                if let Some(last) = labels.iter().rposition(|l| *l == "*")
+                if let Some(last) = labels.iter().rposition(|l| l == "*")
                     && labels.len() - last - 1 < 2
                 {
                     return Err(PatternError::TooBroad(text.to_owned()));
                 }
-                let lower = text.to_ascii_lowercase();
-                (Kind::Dns, lower.split('.').map(str::to_owned).collect())
+                (Kind::Dns, labels)
             }
         };
         if segments.iter().any(|s| s.contains('*') && s != "*") {

@@ -369,26 +369,39 @@ fn cert_source(args: &ProxyArgs, p: &mut Problems) -> Option<CertSource> {
     }
 }
 
+/// This proxy's listen addresses, each with the flag that set it. Port 0 asks the kernel for a
+/// free port, so it never clashes and is left out.
+fn own_listeners<'a>(
+    inbound: &'a [InboundRoute],
+    outbound: &'a [OutboundRoute],
+    admin: Option<SocketAddr>,
+) -> impl Iterator<Item = (SocketAddr, &'static str)> + 'a {
+    admin
+        .map(|a| (a, "admin"))
+        .into_iter()
+        .chain(inbound.iter().map(|r| (r.listen, "inbound")))
+        .chain(outbound.iter().map(|r| (r.listen, "outbound")))
+        .filter(|(addr, _)| addr.port() != 0)
+}
+
+/// Whether `a` and `b` name the same listening socket: the same port, and the same address (an
+/// IPv4 one also written as mapped into IPv6) or either one unspecified.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && (a.ip().is_unspecified()
+            || b.ip().is_unspecified()
+            || a.ip().to_canonical() == b.ip().to_canonical())
+}
+
 fn check_unique_listeners(
     inbound: &[InboundRoute],
     outbound: &[OutboundRoute],
     admin: Option<SocketAddr>,
     p: &mut Problems,
 ) {
-    let mut seen: Vec<(SocketAddr, &str)> = admin.map(|a| (a, "admin")).into_iter().collect();
-    let listens = inbound
-        .iter()
-        .map(|r| (r.listen, "inbound"))
-        .chain(outbound.iter().map(|r| (r.listen, "outbound")));
-    // Port 0 asks the kernel for a free port, so it never clashes.
-    for (addr, flag) in listens.filter(|(addr, _)| addr.port() != 0) {
-        let clash = seen.iter().find(|(other, _)| {
-            other.port() == addr.port()
-                && (other.ip() == addr.ip()
-                    || other.ip().is_unspecified()
-                    || addr.ip().is_unspecified())
-        });
-        match clash {
+    let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+    for (addr, flag) in own_listeners(inbound, outbound, admin) {
+        match seen.iter().find(|(other, _)| same_socket(*other, addr)) {
             Some((other, other_flag)) => p.push(
                 flag,
                 format!("listen address {addr} clashes with --{other_flag} {other}"),
@@ -408,20 +421,9 @@ fn check_targets_are_not_own_listeners(
     admin: Option<SocketAddr>,
     p: &mut Problems,
 ) {
-    let own: Vec<(SocketAddr, &str)> = admin
-        .map(|a| (a, "admin"))
-        .into_iter()
-        .chain(inbound.iter().map(|r| (r.listen, "inbound")))
-        .chain(outbound.iter().map(|r| (r.listen, "outbound")))
-        .filter(|(addr, _)| addr.port() != 0)
-        .collect();
     for target in inbound.iter().map(|r| r.target) {
-        let hit = own.iter().find(|(listen, _)| {
-            listen.port() == target.port()
-                && (listen.ip().is_unspecified()
-                    || listen.ip().to_canonical() == target.ip().to_canonical())
-        });
-        if let Some((listen, flag)) = hit {
+        let mut own = own_listeners(inbound, outbound, admin);
+        if let Some((listen, flag)) = own.find(|(listen, _)| same_socket(*listen, target)) {
             p.push(
                 "inbound",
                 format!(

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use gembok_certwatch::{BuildError, CertSource, Material};
 use rustls::pki_types::ServerName;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::Direction;
@@ -22,6 +21,7 @@ use crate::outbound::Outbound;
 use crate::records;
 use crate::resolve::Resolver;
 use crate::serve::Handler;
+use crate::test_tcp::connected;
 use crate::tls::TlsConfigs;
 
 /// Most a handler's future may take. Both are about 2.2 KiB (2224 and 2296 B on x86-64 when
@@ -38,13 +38,6 @@ fn limits() -> Limits {
     }
 }
 
-async fn stream() -> TcpStream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_connection_task_holds_little_before_it_allocates() {
     // A directory that does not exist: no certificate ever loads, which is all this needs.
@@ -52,7 +45,10 @@ async fn a_connection_task_holds_little_before_it_allocates() {
     let (certs, _reload) = gembok_certwatch::start(
         CertSource::Dir(nowhere),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        gembok_certwatch::Options::default(),
+        gembok_certwatch::Options {
+            watch_directories: false,
+            ..Default::default()
+        },
         |_: &Material| -> Result<TlsConfigs, BuildError> { unreachable!("no certificates here") },
         CancellationToken::new(),
     );
@@ -100,9 +96,9 @@ async fn a_connection_task_holds_little_before_it_allocates() {
         peer: Resolver::fixed(local),
     };
     let inbound_size =
-        std::mem::size_of_val(&inbound.proxy(stream().await, CancellationToken::new()));
+        std::mem::size_of_val(&inbound.proxy(connected().await.0, CancellationToken::new()));
     let outbound_size =
-        std::mem::size_of_val(&outbound.proxy(stream().await, CancellationToken::new()));
+        std::mem::size_of_val(&outbound.proxy(connected().await.0, CancellationToken::new()));
     assert!(
         inbound_size <= BUDGET,
         "inbound's future is {inbound_size} B"

@@ -3,6 +3,7 @@
 //! (`records`). Both read the same handshake messages and alerts, and send the same ones.
 
 /// Record content types.
+pub const CHANGE_CIPHER_SPEC: u8 = 20;
 pub const ALERT: u8 = 21;
 pub const HANDSHAKE: u8 = 22;
 /// Outer content type of every protected TLS 1.3 record, and the inner type of application data.

@@ -31,7 +31,8 @@ use nix::sys::socket::{MsgFlags, sendmsg, setsockopt, sockopt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::post_handshake::{APPLICATION_DATA, HANDSHAKE};
+use crate::post_handshake::{APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE};
+use crate::records::key::MAX_PLAINTEXT;
 
 /// The record header: outer type, legacy version, length.
 pub const HEADER: usize = 5;
@@ -45,7 +46,7 @@ pub fn record_len(wire: &[u8]) -> Option<usize> {
 
 /// The longest record body a TLS peer may send: 2^14 bytes of plaintext plus 2048 of
 /// expansion (RFC 5246 6.2.3; TLS 1.3 allows only 256). rustls refuses anything longer.
-const MAX_BODY: usize = (1 << 14) + 2048;
+const MAX_BODY: usize = MAX_PLAINTEXT + 2048;
 
 /// Whether `header` can start a TLS record: a known content type (change_cipher_spec, alert,
 /// handshake, application_data), legacy version 3.x and a length within [`MAX_BODY`]. rustls
@@ -54,9 +55,9 @@ fn plausible(header: &[u8]) -> bool {
     let Some(h) = header.get(..HEADER) else {
         return true; // not whole yet: nothing to judge
     };
-    (20..=23).contains(&h[0])
+    (CHANGE_CIPHER_SPEC..=APPLICATION_DATA).contains(&h[0])
         && h[1] == 3
-        && usize::from(u16::from_be_bytes([h[3], h[4]])) <= MAX_BODY
+        && record_len(h).is_some_and(|len| len - HEADER <= MAX_BODY)
 }
 
 /// How much one read asks of the socket on behalf of rustls (user space only).
