@@ -16,6 +16,9 @@ use crate::layout;
 use crate::pki::DevPki;
 
 const SECRET_MODE: u32 = 0o600;
+
+/// Renders one certificate's Secret manifest (`k8s::secret_yaml` or Redis' own shape).
+type SecretRender = fn(SecretMeta<'_>, &Leaf) -> Result<String, serde_yaml_ng::Error>;
 const PUBLIC_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
 
@@ -173,11 +176,16 @@ impl DevPki {
 
             let k8s_dir = layout::k8s_dir(Path::new(""), r);
             let mut resources = Vec::new();
-            let mut leaf = |w: &mut Tree<'_>, name: &str, leaf: &Leaf, meta: SecretMeta<'_>| {
+            // The PEM files of `leaf` in `<region>/<name>/`, and its Secret as `render` writes it.
+            let mut leaf = |w: &mut Tree<'_>,
+                            name: &str,
+                            leaf: &Leaf,
+                            meta: SecretMeta<'_>,
+                            render: SecretRender| {
                 w.cert_dir(&layout::cert_dir(Path::new(""), r, name), leaf)?;
                 let file = layout::secret_file(meta.name);
                 let path = k8s_dir.join(&file);
-                let yaml = k8s::secret_yaml(meta, leaf).map_err(|source| WriteError::Yaml {
+                let yaml = render(meta, leaf).map_err(|source| WriteError::Yaml {
                     path: path.clone(),
                     source,
                 })?;
@@ -193,7 +201,7 @@ impl DevPki {
                     app: svc,
                     region: r,
                 };
-                leaf(&mut w, svc, cert, meta)?;
+                leaf(&mut w, svc, cert, meta, k8s::secret_yaml)?;
             }
             let name = layout::injector_secret_name(&opts.injector_service);
             let meta = SecretMeta {
@@ -202,32 +210,26 @@ impl DevPki {
                 app: &opts.injector_service,
                 region: r,
             };
-            leaf(&mut w, &opts.injector_service, &region.injector, meta)?;
+            leaf(
+                &mut w,
+                &opts.injector_service,
+                &region.injector,
+                meta,
+                k8s::secret_yaml,
+            )?;
             // Clients are for people and tools, not pods: PEM files only.
             for (name, cert) in &region.clients {
                 w.cert_dir(&layout::cert_dir(Path::new(""), r, name), cert)?;
             }
             if let Some(cert) = &region.redis_proxy {
-                w.cert_dir(
-                    &layout::cert_dir(Path::new(""), r, layout::REDIS_PROXY_DIR),
-                    cert,
-                )?;
-                let file = layout::secret_file(layout::REDIS_PROXY_SECRET);
-                let path = k8s_dir.join(&file);
                 let meta = SecretMeta {
                     name: layout::REDIS_PROXY_SECRET,
                     namespace: layout::REDIS_NAMESPACE,
                     app: layout::REDIS_PROXY_DIR,
                     region: r,
                 };
-                let yaml = k8s::redis_proxy_secret_yaml(meta, cert).map_err(|source| {
-                    WriteError::Yaml {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                w.file(&path, &yaml, SECRET_MODE)?;
-                resources.push(file);
+                let render = k8s::redis_proxy_secret_yaml;
+                leaf(&mut w, layout::REDIS_PROXY_DIR, cert, meta, render)?;
             }
 
             let path = k8s_dir.join(layout::KUSTOMIZATION);

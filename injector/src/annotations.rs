@@ -334,7 +334,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn error(key: &str, value: &str, reason: String) -> AnnotationError {
+pub(crate) fn error(key: &str, value: &str, reason: String) -> AnnotationError {
     AnnotationError::Value {
         key: key.to_owned(),
         value: value.to_owned(),

@@ -380,10 +380,19 @@ fn check_listeners(
                 .map(|(_, name)| format!("{what} {port} is already a port of container {name:?}"))
         };
         if let Some(reason) = reason {
-            errors.push(port_error(key, annotations, reason));
+            errors.push(value_error(key, annotations, reason));
         }
     }
     errors
+}
+
+/// An error about the annotation `key` as the pod has it.
+fn value_error(
+    key: &str,
+    annotations: &BTreeMap<String, String>,
+    reason: String,
+) -> AnnotationError {
+    annotations::error(key, annotations.get(key).map_or("", String::as_str), reason)
 }
 
 /// An APPPORT equal to the admin port would forward mesh traffic to the admin endpoint, which
@@ -397,7 +406,7 @@ fn check_app_ports(
         .iter()
         .filter(|m| m.app_port == ADMIN_PORT)
         .map(|m| {
-            port_error(
+            value_error(
                 INBOUND,
                 annotations,
                 format!(
@@ -423,18 +432,6 @@ fn check_admin_port(declared: &[(i32, &str)]) -> Option<AnnotationError> {
                  label {INJECT_LABEL}=\"false\""
             ),
         })
-}
-
-fn port_error(
-    key: &str,
-    annotations: &BTreeMap<String, String>,
-    reason: String,
-) -> AnnotationError {
-    AnnotationError::Value {
-        key: key.to_owned(),
-        value: annotations.get(key).cloned().unwrap_or_default(),
-        reason,
-    }
 }
 
 /// gembok-proxy is a Linux binary: a Windows pod would never start its sidecar, with an error
