@@ -212,20 +212,9 @@ fn development_fixtures_are_marked_and_name_the_script_that_regenerates_them() {
 
 /// `(DNS SANs, URI SANs)` of the first certificate in a PEM text.
 fn pem_sans(pem: &[u8]) -> (Vec<String>, Vec<String>) {
-    use x509_parser::extensions::GeneralName;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem).expect("PEM");
-    let cert = pem.parse_x509().expect("X.509");
-    let (mut dns, mut uri) = (Vec::new(), Vec::new());
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(n) => dns.push((*n).to_owned()),
-                GeneralName::URI(u) => uri.push((*u).to_owned()),
-                _ => {}
-            }
-        }
-    }
-    (dns, uri)
+    let leaf = gembok_certwatch::LeafInfo::from_der(&pem.contents).expect("X.509");
+    (leaf.dns_names, leaf.uris)
 }
 
 fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
@@ -289,11 +278,7 @@ fn development_redis_and_client_certificates_match_what_production_and_the_overl
     });
     let id = uri.first().cloned().unwrap_or_default();
     for target in TARGETS {
-        let objs = if target == "overlays/development" {
-            dev.clone()
-        } else {
-            render(target)
-        };
+        let objs = render(target); // rendered once per run (support caches kustomize)
         for t in pod_templates(&objs)
             .iter()
             .filter(|t| t.namespace() == APP_NAMESPACE)

@@ -303,10 +303,11 @@ async fn answers_what_is_not_tls_with_an_alert_at_once() {
             2.0,
         )
         .await;
-        let timeouts = proxy
-            .metrics()
-            .await
-            .sum("gembok_handshake_failures_total", &[("reason", "timeout")]);
-        assert_eq!(timeouts, 0.0, "{layer}: counted as a timeout");
+        // Counted once each, and under no other reason.
+        let failures = proxy.metrics().await.sum(
+            "gembok_handshake_failures_total",
+            &[("direction", "inbound")],
+        );
+        assert_eq!(failures, 2.0, "{layer}: counted under other reasons too");
     }
 }
