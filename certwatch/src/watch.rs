@@ -134,17 +134,18 @@ async fn run<T: Send + Sync + 'static>(
                 false
             }
         };
-        // Watch again what went away before reading: a change after the read is then an event.
-        watch.rearm();
-        // Small files, but still blocking I/O and parsing: keep it off the async workers.
+        // Small files, but still blocking I/O and parsing, and the watch calls wait on notify's
+        // thread: keep them all off the async workers.
         let result = tokio::task::spawn_blocking(move || {
+            // Watch again what went away before reading: a change after the read is then an event.
+            watch.rearm();
             let outcome = reloader.attempt(force);
-            (reloader, outcome)
+            (reloader, watch, outcome)
         })
         .await;
         match result {
-            Ok((back, outcome)) => {
-                reloader = back;
+            Ok((back, back_watch, outcome)) => {
+                (reloader, watch) = (back, back_watch);
                 if let Outcome::Unchanged = outcome {
                     tracing::trace!("certificate files unchanged");
                 }
@@ -195,24 +196,22 @@ impl DirWatch {
                 Err(_) => changed.notify_one(),
             }
         });
-        let mut this = match watcher {
-            Ok(w) => Self {
-                watcher: Some(w),
-                pending: dirs.to_vec(),
-                dirs,
-                parents: Vec::new(),
-                gone,
-            },
-            Err(e) => {
+        let watcher = watcher
+            .inspect_err(|e| {
                 tracing::warn!(error = %e, "cannot watch certificate directories; relying on periodic re-reads");
-                Self {
-                    watcher: None,
-                    pending: Vec::new(),
-                    dirs,
-                    parents: Vec::new(),
-                    gone,
-                }
-            }
+            })
+            .ok();
+        let mut this = Self {
+            // Without a watcher nothing is pending: there is nothing to arm.
+            pending: if watcher.is_some() {
+                dirs.to_vec()
+            } else {
+                Vec::new()
+            },
+            watcher,
+            dirs,
+            parents: Vec::new(),
+            gone,
         };
         this.rearm();
         this
