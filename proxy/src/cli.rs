@@ -179,8 +179,7 @@ pub struct ProxyArgs {
 #[derive(Debug)]
 pub enum Parsed {
     /// The command line, and the problems clap found on the way (unknown flags, flags without
-    /// their value), each dropped so that the rest could still be read and checked; for
-    /// wait-ready also those of its values.
+    /// their value), each dropped so that the rest could still be read and checked.
     Cli(Box<Cli>, Vec<String>),
     /// Problems that left nothing to read further.
     Unreadable(Vec<String>),
@@ -197,14 +196,7 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Parsed {
     let mut problems = Vec::new();
     loop {
         let error = match Cli::try_parse_from(&args) {
-            Ok(cli) => {
-                // wait-ready has no configuration stage: its values are checked here, so that
-                // they are listed with clap's problems and exit 64 together.
-                if let Some(Command::WaitReady { admin, timeout }) = &cli.command {
-                    problems.extend(crate::wait_ready::check_flags(admin, timeout));
-                }
-                return Parsed::Cli(Box::new(cli), problems);
-            }
+            Ok(cli) => return Parsed::Cli(Box::new(cli), problems),
             Err(e) if !e.use_stderr() => return Parsed::Info(e),
             Err(e) => e,
         };

@@ -526,7 +526,7 @@ fn split_spec(spec: &str) -> Result<(&str, &str, Options<'_>), String> {
 }
 
 /// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or `:PORT` (all interfaces).
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -536,7 +536,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
         other => {
             return Err(format!(
-                "`{other}` is not an IP address (names are only allowed for outbound upstreams)"
+                "`{other}` is not an IP address (the only name allowed here is `localhost`)"
             ));
         }
     };

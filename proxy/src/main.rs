@@ -30,18 +30,21 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::WaitReady { admin, timeout }) = cli.command {
-        if !problems.is_empty() {
-            eprint!("gembok-proxy wait-ready: {}", ConfigErrors(problems));
-            return ExitCode::from(EX_USAGE);
+        let target = wait_ready::Target::parse(&admin, &timeout);
+        if let Err(errors) = &target {
+            problems.extend(errors.iter().cloned());
         }
-        let Ok(timeout) = humantime::parse_duration(&timeout) else {
-            eprintln!("--timeout: `{timeout}` is not a duration like 10s or 2m");
-            return ExitCode::from(EX_USAGE);
+        let target = match target {
+            Ok(target) if problems.is_empty() => target,
+            _ => {
+                eprint!("gembok-proxy wait-ready: {}", ConfigErrors(problems));
+                return ExitCode::from(EX_USAGE);
+            }
         };
-        return match wait_ready::wait(&admin, timeout) {
+        return match wait_ready::wait(target) {
             Ok(()) => ExitCode::SUCCESS,
             Err(why) => {
-                eprintln!("gembok-proxy at {admin} not ready after {timeout:?}: {why}");
+                eprintln!("gembok-proxy at {admin} not ready after {timeout}: {why}");
                 ExitCode::FAILURE
             }
         };

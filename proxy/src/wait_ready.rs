@@ -3,9 +3,8 @@
 //! Used as a postStart hook when the sidecar runs as a classic container, so the kubelet holds
 //! the app's containers until the proxy can serve. Plain blocking HTTP/1.0: no runtime needed.
 //!
-//! The flags are checked before the first attempt ([`check_flags`], called from
-//! [`crate::cli::parse`] so that their problems are listed with clap's and exit 64 together): a
-//! typo in `--admin` must not pass for a proxy that is not ready yet. `--timeout` is a hard
+//! The flags are checked before the first attempt ([`Target::parse`]; `main` lists their problems
+//! with clap's and exits 64): a typo in `--admin` must not pass for a proxy that is not ready yet. `--timeout` is a hard
 //! deadline, and each attempt (connect, request, status line) is bounded by [`ATTEMPT_LIMIT`], as
 //! docs/contracts.md promises: the kubelet runs the hook with no timeout of its own, so a proxy
 //! that accepts but never answers must not stretch the wait.
@@ -20,29 +19,37 @@ pub const ATTEMPT_LIMIT: Duration = Duration::from_secs(1);
 /// Pause between attempts.
 const PAUSE: Duration = Duration::from_millis(100);
 
-/// Every problem with wait-ready's flags, one line each, starting with the flag.
-pub fn check_flags(admin: &str, timeout: &str) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Err(e) = parse_admin(admin) {
-        problems.push(format!("--admin: {e}"));
-    }
-    if let Err(e) = crate::config::parse_duration(timeout) {
-        problems.push(format!("--timeout: {e}"));
-    }
-    problems
+/// What wait-ready probes and for how long, from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The admin address, a wildcard already turned into loopback.
+    pub admin: SocketAddr,
+    pub timeout: Duration,
 }
 
-/// Returns `Ok` once `/ready` answers 200, or the last answer (or error) when `timeout` passes.
-/// Never returns later than `timeout` after it was called (give or take a scheduling tick).
-pub fn wait(admin: &str, timeout: Duration) -> Result<(), String> {
-    let addr = parse_admin(admin).map_err(|e| format!("--admin: {e}"))?;
-    let deadline = Instant::now() + timeout;
+impl Target {
+    /// Every problem with the flags at once, one line each, starting with the flag.
+    pub fn parse(admin: &str, timeout: &str) -> Result<Self, Vec<String>> {
+        let admin = parse_admin(admin).map_err(|e| format!("--admin: {e}"));
+        let timeout = crate::config::parse_duration(timeout).map_err(|e| format!("--timeout: {e}"));
+        match (admin, timeout) {
+            (Ok(admin), Ok(timeout)) => Ok(Self { admin, timeout }),
+            (admin, timeout) => Err(admin.err().into_iter().chain(timeout.err()).collect()),
+        }
+    }
+}
+
+/// Returns `Ok` once `/ready` answers 200, or the last answer (or error) when the timeout
+/// passes. Never returns later than the timeout after it was called (give or take a scheduling
+/// tick).
+pub fn wait(target: Target) -> Result<(), String> {
+    let deadline = Instant::now() + target.timeout;
     let mut last = String::from("no attempt was made");
     loop {
         let Some(left) = time_left(deadline) else {
             return Err(last);
         };
-        last = match probe(addr, left.min(ATTEMPT_LIMIT)) {
+        last = match probe(target.admin, left.min(ATTEMPT_LIMIT)) {
             Ok(200) => return Ok(()),
             Ok(status) => format!("/ready answered {status}"),
             Err(e) => e,
@@ -65,25 +72,7 @@ fn time_left(deadline: Instant) -> Option<Duration> {
 /// the proxy itself takes (no other names: resolving one could block past the deadline). A
 /// wildcard address is reached through loopback.
 fn parse_admin(admin: &str) -> Result<SocketAddr, String> {
-    let addr = match admin.parse::<SocketAddr>() {
-        Ok(addr) => addr,
-        Err(_) => {
-            let (host, port) = admin
-                .rsplit_once(':')
-                .ok_or_else(|| format!("`{admin}` must be HOST:PORT, e.g. 127.0.0.1:15700"))?;
-            let port: u16 = port
-                .parse()
-                .map_err(|_| format!("`{admin}`: `{port}` is not a port number"))?;
-            match host {
-                "" | "localhost" => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
-                other => {
-                    return Err(format!(
-                        "`{other}` is not an IP address (only `localhost` is allowed as a name)"
-                    ));
-                }
-            }
-        }
-    };
+    let addr = crate::config::parse_addr(admin)?;
     if addr.port() == 0 {
         return Err(format!("`{admin}`: port 0 cannot be probed"));
     }
@@ -137,7 +126,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::cli;
 
     #[test]
     fn admin_takes_what_the_proxys_admin_flag_takes() {
@@ -157,34 +145,23 @@ mod tests {
 
     #[test]
     fn every_bad_flag_is_reported_at_once() {
-        assert!(check_flags("127.0.0.1:15700", "120s").is_empty());
-        let problems = check_flags("nope", "0s");
+        assert_eq!(
+            Target::parse("0.0.0.0:15700", "2m"),
+            Ok(Target {
+                admin: SocketAddr::from(([127, 0, 0, 1], 15700)),
+                timeout: Duration::from_secs(120),
+            })
+        );
+        let problems = Target::parse("nope", "0s").unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("--admin: `nope`"), "{problems:?}");
         assert!(
             problems[1].starts_with("--timeout: `0s` must be longer than zero"),
             "{problems:?}"
         );
-        // Through the command line, together with clap's own problems (main exits 64 on any).
-        let args = [
-            "gembok-proxy",
-            "wait-ready",
-            "--admin",
-            "nope",
-            "--timeout",
-            "0s",
-            "--bogus",
-        ];
-        let cli::Parsed::Cli(_, problems) = cli::parse(args) else {
-            panic!("not parsed");
-        };
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(
-            problems[0].starts_with("--bogus: unknown flag"),
-            "{problems:?}"
-        );
-        assert!(problems[1].starts_with("--admin:"), "{problems:?}");
-        assert!(problems[2].starts_with("--timeout:"), "{problems:?}");
+        let problems = Target::parse("127.0.0.1:1", "soon").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("--timeout: `soon`"), "{problems:?}");
     }
 
     /// Listens, lets the kernel accept, and never answers; counts the connections.
@@ -210,7 +187,11 @@ mod tests {
         // at 2 s or later, 800 ms over, far beyond the 500 ms allowed here for a busy machine.
         let timeout = Duration::from_millis(1200);
         let started = Instant::now();
-        let err = wait(&addr.to_string(), timeout).unwrap_err();
+        let err = wait(Target {
+            admin: addr,
+            timeout,
+        })
+        .unwrap_err();
         let took = started.elapsed();
         assert!(took >= timeout, "gave up early, after {took:?}");
         assert!(
@@ -233,6 +214,12 @@ mod tests {
                 let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nready");
             }
         });
-        assert_eq!(wait(&addr.to_string(), Duration::from_secs(5)), Ok(()));
+        assert_eq!(
+            wait(Target {
+                admin: addr,
+                timeout: Duration::from_secs(5)
+            }),
+            Ok(())
+        );
     }
 }
