@@ -31,7 +31,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe_counter!(SKIPPED, "Pods left unchanged, by reason.");
     describe_counter!(
         REJECTED,
-        "Pods refused, by reason (invalid_annotations, nothing_to_encrypt)."
+        "Pods refused, by reason (invalid_annotations, incompatible_pod, nothing_to_encrypt)."
     );
     describe_counter!(
         ERRORS,

@@ -11,6 +11,7 @@ use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use thiserror::Error;
 
+use crate::annotations::AnnotationError;
 use crate::inject::{Context, Decision, InjectorConfig, inject};
 use crate::patch;
 
@@ -40,8 +41,9 @@ impl ReviewError {
 pub enum Verdict {
     Injected,
     Skipped(&'static str),
-    /// Denied; the reason label of `gembok_injector_rejected_total`: `invalid_annotations`, or
-    /// `nothing_to_encrypt` under `--unannotated-pods deny`.
+    /// Denied; the reason label of `gembok_injector_rejected_total`: `invalid_annotations`,
+    /// `incompatible_pod` (see [`rejection`]), or `nothing_to_encrypt` under
+    /// `--unannotated-pods deny`.
     Rejected(&'static str),
     /// Not a Pod CREATE: allowed untouched.
     Ignored,
@@ -138,7 +140,7 @@ pub fn review(
             let message = format!("gembok-injector refuses this pod: {}", list.join("; "));
             (
                 response.deny(message),
-                Verdict::Rejected("invalid_annotations"),
+                Verdict::Rejected(rejection(&errors)),
             )
         }
         Decision::Deny(why) => {
@@ -158,6 +160,18 @@ pub fn review(
         result,
         object,
     })
+}
+
+/// The reason label of a refused pod: `incompatible_pod` when something no annotation can change
+/// is at fault (a Windows pod, a container on the admin port), so that a dashboard tells a
+/// workload the sidecar cannot serve from a typo in an annotation; `invalid_annotations`
+/// otherwise.
+pub fn rejection(errors: &[AnnotationError]) -> &'static str {
+    if errors.iter().all(|e| e.key().is_some()) {
+        "invalid_annotations"
+    } else {
+        "incompatible_pod"
+    }
 }
 
 /// The review as JSON for the API server. kube-core serialises `patch` (`[]byte` in Go) as an

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser as _;
+use gembok_injector::annotations::AnnotationError;
 use gembok_injector::cli::transform;
 use gembok_injector::config::{Cli, Config, InjectConfig};
 use gembok_injector::review::{self, Verdict};
@@ -277,7 +278,16 @@ fn webhook_answers_every_pod_template_as_the_cli_does() {
             let message = response["status"]["message"].as_str().unwrap_or_default();
             let again = match &report.verdict {
                 CliVerdict::Rejected { errors, .. } => {
-                    assert_eq!(result, Verdict::Rejected("invalid_annotations"), "{name}");
+                    // Only what no annotation can change counts as the pod's own fault.
+                    let pod_at_fault = errors
+                        .iter()
+                        .any(|e| matches!(e, AnnotationError::Pod { .. }));
+                    let reason = if pod_at_fault {
+                        "incompatible_pod"
+                    } else {
+                        "invalid_annotations"
+                    };
+                    assert_eq!(result, Verdict::Rejected(reason), "{name}");
                     assert_eq!(response["allowed"], false, "{name}");
                     for e in errors {
                         let e = e.to_string();

@@ -607,6 +607,19 @@ fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
         "{response}"
     );
 
+    // A pod no annotation can fix (Windows) is refused too, and counted apart from typos.
+    let mut windows = pod_review(
+        "deny-2",
+        json!({"gembok.io/inbound": "8443=8080"}),
+        json!({}),
+        false,
+    );
+    windows["request"]["object"]["spec"]["os"] = json!({"name": "windows"});
+    let response = webhook.review(&windows)?;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Linux only"), "{message}");
+
     // By default a pod without gembok.io/inbound or gembok.io/outbound is allowed unchanged.
     let unannotated = pod_review("skip-2", json!({}), json!({"app": "payment"}), false);
     let response = webhook.review(&unannotated)?;
@@ -639,8 +652,9 @@ fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
             "gembok_injector_skipped_total{reason=\"opted_out\"} 1",
             "gembok_injector_skipped_total{reason=\"nothing_to_encrypt\"} 1",
             "gembok_injector_rejected_total{reason=\"invalid_annotations\"} 1",
+            "gembok_injector_rejected_total{reason=\"incompatible_pod\"} 1",
             "gembok_injector_requests_total{result=\"skipped\"} 2",
-            "gembok_injector_requests_total{result=\"rejected\"} 1",
+            "gembok_injector_requests_total{result=\"rejected\"} 2",
             "gembok_injector_requests_total{result=\"ignored\"} 2",
         ],
     )?;
