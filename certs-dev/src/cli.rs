@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::Parser;
-use clap::error::{ContextKind, ContextValue, ErrorKind};
+use gembok_cliargs::Parsed;
 
 use crate::options::{Field, MAX_DAYS, Options};
 use crate::write::Existing;
@@ -89,30 +89,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
 {
-    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let mut problems = Vec::new();
-    // clap stops at its first error; dropping the offending argument and parsing again lets us
-    // report every unknown flag and every bad value in one go.
-    let parsed = loop {
-        match Args::try_parse_from(&args) {
-            Ok(parsed) => break Some(parsed),
-            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-                return Err(CliError::Info(e));
-            }
-            Err(e) => {
-                problems.push(describe(&e));
-                match offending_index(&args, &e) {
-                    Some(i) => {
-                        args.remove(i);
-                    }
-                    None => break None,
-                }
-            }
-        }
+    let (parsed, mut problems, sources) = match gembok_cliargs::parse::<Args>(args) {
+        Parsed::Read(parsed, problems, sources) => (parsed, problems, sources),
+        Parsed::Info(e) => return Err(CliError::Info(e)),
+        Parsed::Unreadable(problems) => return Err(CliError::Invalid(problems)),
     };
-    let Some(parsed) = parsed else {
-        return Err(CliError::Invalid(problems));
-    };
+    let first_own = problems.len();
 
     // A value that does not parse is reported here and replaced by a placeholder that passes
     // every check, so it cannot cause a second, misleading complaint.
@@ -148,6 +130,10 @@ where
         }
     }
     if !problems.is_empty() {
+        // A value from a GEMBOK_CERTS_DEV_* variable is reported under the variable's name.
+        for problem in &mut problems[first_own..] {
+            *problem = sources.attribute(problem);
+        }
         return Err(CliError::Invalid(problems));
     }
     Ok(Config {
@@ -183,46 +169,6 @@ fn split_list(s: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-fn describe(e: &clap::Error) -> String {
-    let context = |kind| match e.get(kind) {
-        Some(ContextValue::String(s)) => Some(s.as_str()),
-        _ => None,
-    };
-    match (e.kind(), context(ContextKind::InvalidArg)) {
-        (ErrorKind::UnknownArgument, Some(arg)) => {
-            let hint = context(ContextKind::SuggestedArg)
-                .map(|s| format!(" (did you mean {s}?)"))
-                .unwrap_or_default();
-            format!("{arg}: unknown argument{hint}")
-        }
-        _ => first_line(e),
-    }
-}
-
-fn first_line(e: &clap::Error) -> String {
-    let rendered = e.render().to_string();
-    let line = rendered.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
-}
-
-/// Index in `args` of the argument clap complained about (never the program name).
-fn offending_index(args: &[OsString], e: &clap::Error) -> Option<usize> {
-    let Some(ContextValue::String(invalid)) = e.get(ContextKind::InvalidArg) else {
-        return None;
-    };
-    // "--days <DAYS>" for a missing value; "--bogus" or "stray" for unknown arguments.
-    let word = invalid.split_whitespace().next()?;
-    let with_value = format!("{word}=");
-    args.iter()
-        .enumerate()
-        .skip(1)
-        .find(|(_, a)| {
-            a.to_str()
-                .is_some_and(|a| a == word || a.starts_with(&with_value))
-        })
-        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -280,20 +226,29 @@ mod tests {
             "Shop",
         ]);
         assert_eq!(problems.len(), 5, "{problems:#?}");
-        assert_eq!(problems[0], "--bogus: unknown argument", "{problems:#?}");
-        assert_eq!(problems[1], "--other: unknown argument", "{problems:#?}");
+        assert_eq!(problems[0], "--bogus: unknown flag", "{problems:#?}");
+        assert_eq!(problems[1], "--other: unknown flag", "{problems:#?}");
         assert!(problems[2].starts_with("--days: \"abc\""), "{problems:#?}");
         assert!(problems[3].starts_with("--regions: "), "{problems:#?}");
         assert!(problems[4].starts_with("--namespace: "), "{problems:#?}");
     }
 
     #[test]
+    fn a_value_starting_with_a_dash_is_checked_as_its_flags_value() {
+        let problems = invalid(&["--services", "-pay", "--regions", "BAD", "--ca-days", "-1"]);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("--ca-days: \"-1\""),
+            "{problems:#?}"
+        );
+        assert!(problems[1].starts_with("--regions: "), "{problems:#?}");
+        assert!(problems[2].starts_with("--services: "), "{problems:#?}");
+    }
+
+    #[test]
     fn near_miss_gets_a_suggestion() {
         let problems = invalid(&["--dyas=3"]);
-        assert_eq!(
-            problems,
-            ["--dyas: unknown argument (did you mean --days?)"]
-        );
+        assert_eq!(problems, ["--dyas: unknown flag; did you mean --days?"]);
     }
 
     #[test]

@@ -5,33 +5,29 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use gembok_cliargs::Parsed;
 use gembok_injector::config::{Cli, Config, LogConfig, LogFormat};
 
 /// sysexits EX_USAGE.
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
+    let (cli, mut problems, sources) = match gembok_cliargs::parse::<Cli>(std::env::args_os()) {
+        Parsed::Read(cli, problems, sources) => (cli, problems, sources),
+        Parsed::Info(help) => {
+            let _ = help.print(); // --help, --version
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Parsed::Unreadable(problems) => return usage(&problems),
     };
-    let config = match cli.validate() {
-        Ok(config) => config,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("gembok-injector: {e}");
-            }
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let config = cli.validate();
+    if let Err(errors) = &config {
+        // A value from a GEMBOK_INJECTOR_* variable is reported under the variable's name.
+        problems.extend(errors.iter().map(|e| sources.attribute(e)));
+    }
+    let config = match config {
+        Ok(config) if problems.is_empty() => config,
+        _ => return usage(&problems),
     };
     match config {
         Config::Inject(config) => {
@@ -49,6 +45,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Every problem on a line of its own; exit 64.
+fn usage(problems: &[String]) -> ExitCode {
+    for problem in problems {
+        eprintln!("gembok-injector: {problem}");
+    }
+    ExitCode::from(EXIT_USAGE)
 }
 
 fn init_logging(log: &LogConfig) {

@@ -6,8 +6,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args as ClapArgs, Parser, Subcommand};
+pub use gembok_cliargs::Parsed;
 
 /// Gembok's encryption sidecar: terminates mTLS for the app (inbound) and originates mTLS for it
 /// (outbound). TLS 1.3 only and client certificates required, unless relaxed explicitly.
@@ -175,108 +175,11 @@ pub struct ProxyArgs {
     pub workers: String,
 }
 
-/// What [`parse`] made of a command line.
-#[derive(Debug)]
-pub enum Parsed {
-    /// The command line, and the problems clap found on the way (unknown flags, flags without
-    /// their value), each dropped so that the rest could still be read and checked.
-    Cli(Box<Cli>, Vec<String>),
-    /// Problems that left nothing to read further.
-    Unreadable(Vec<String>),
-    /// `--help` or `--version`: print this and exit 0.
-    Info(clap::Error),
-}
-
-/// Parses like clap, without stopping at the first unknown or malformed flag: each one is
-/// reported on a line naming it, dropped, and parsing goes on, so that one run of the proxy
-/// lists every problem (together with what [`crate::config::Config::from_cli`] finds in the
-/// values).
-pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Parsed {
-    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let mut problems = Vec::new();
-    loop {
-        let error = match Cli::try_parse_from(&args) {
-            Ok(cli) => return Parsed::Cli(Box::new(cli), problems),
-            Err(e) if !e.use_stderr() => return Parsed::Info(e),
-            Err(e) => e,
-        };
-        problems.push(describe(&error));
-        // Drop the offending word and read the rest again; give up when it cannot be found (or
-        // after as many rounds as there are words).
-        match offending_word(&error, &args) {
-            Some(index) if problems.len() < args.len() => {
-                // An unknown `--flag value`: the value goes too (it is not a subcommand).
-                let word = args[index].to_string_lossy();
-                let takes_next = error.kind() == ErrorKind::UnknownArgument
-                    && word.starts_with("--")
-                    && !word.contains('=')
-                    && args
-                        .get(index + 1)
-                        .is_some_and(|next| !next.to_string_lossy().starts_with('-'));
-                if takes_next {
-                    args.remove(index + 1);
-                }
-                args.remove(index);
-            }
-            _ => return Parsed::Unreadable(problems),
-        }
-    }
-}
-
-/// One line for a clap error, starting with the flag (or word) it is about.
-fn describe(error: &clap::Error) -> String {
-    let context = |kind| match error.get(kind) {
-        Some(ContextValue::String(s)) => Some(s.clone()),
-        Some(ContextValue::Strings(v)) => v.first().cloned(),
-        _ => None,
-    };
-    let word = context(ContextKind::InvalidArg).unwrap_or_default();
-    match error.kind() {
-        ErrorKind::UnknownArgument => {
-            let hint = context(ContextKind::SuggestedArg)
-                .map(|s| format!("; did you mean {s}?"))
-                .unwrap_or_default();
-            format!("{word}: unknown flag{hint}")
-        }
-        ErrorKind::InvalidValue | ErrorKind::NoEquals => {
-            let flag = word.split_whitespace().next().unwrap_or_default();
-            format!("{flag}: needs a value")
-        }
-        ErrorKind::ArgumentConflict => format!("{word}: given more than once"),
-        ErrorKind::InvalidSubcommand => {
-            let word = context(ContextKind::InvalidSubcommand).unwrap_or_default();
-            format!("{word}: unexpected word (the only subcommand is wait-ready)")
-        }
-        _ => {
-            // The first line of clap's own message, without its "error: " prefix.
-            let rendered = error.render().to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            first.trim_start_matches("error: ").to_owned()
-        }
-    }
-}
-
-/// Where the word clap complained about is in `args` (never the program name).
-fn offending_word(error: &clap::Error, args: &[OsString]) -> Option<usize> {
-    let word = match (
-        error.get(ContextKind::InvalidArg),
-        error.get(ContextKind::InvalidSubcommand),
-    ) {
-        (Some(ContextValue::String(word)), _) | (None, Some(ContextValue::String(word))) => word,
-        _ => return None,
-    };
-    // `--flag <VALUE>` in clap's context; the command line has `--flag` or `--flag=...`.
-    let flag = word.split_whitespace().next()?;
-    let matches = |a: &OsString| {
-        let a = a.to_string_lossy();
-        a == word.as_str() || a == flag || a.starts_with(&format!("{flag}="))
-    };
-    args.iter()
-        .enumerate()
-        .skip(1)
-        .rev()
-        .find(|(_, a)| matches(a))
-        .map(|(i, _)| i)
+/// Reads the command line like clap, without stopping at the first unknown or malformed flag
+/// ([`gembok_cliargs`]), so that one run of the proxy lists every problem (together with what
+/// [`crate::config::Config::from_cli`] finds in the values).
+pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Parsed<Cli> {
+    gembok_cliargs::parse(args)
 }
 
 #[cfg(test)]
@@ -285,7 +188,7 @@ mod tests {
 
     fn problems(args: &[&str]) -> Vec<String> {
         match parse(std::iter::once("gembok-proxy").chain(args.iter().copied())) {
-            Parsed::Cli(_, problems) | Parsed::Unreadable(problems) => problems,
+            Parsed::Read(_, problems, _) | Parsed::Unreadable(problems) => problems,
             Parsed::Info(e) => panic!("unexpected --help/--version: {e}"),
         }
     }
@@ -303,7 +206,7 @@ mod tests {
             "value-of-typo",
             "stray",
         ];
-        let Parsed::Cli(cli, problems) =
+        let Parsed::Read(cli, problems, _) =
             parse(std::iter::once("gembok-proxy").chain(args.iter().copied()))
         else {
             panic!("parsed as --help");
@@ -338,6 +241,18 @@ mod tests {
         let problems = problems(&["--inbound", "0.0.0.0:1=127.0.0.1:2", "--cert-dir"]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("--cert-dir"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_negative_value_is_the_value_of_its_flag() {
+        let args = ["--drain-grace", "-5s", "--workers", "0", "--frobnicate"];
+        let Parsed::Read(cli, problems, _) =
+            parse(std::iter::once("gembok-proxy").chain(args.iter().copied()))
+        else {
+            panic!("not read");
+        };
+        assert_eq!(problems, ["--frobnicate: unknown flag"]);
+        assert_eq!(cli.proxy.drain_grace, "-5s");
     }
 
     #[test]

@@ -18,8 +18,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let (cli, mut problems) = match cli::parse(std::env::args_os()) {
-        cli::Parsed::Cli(cli, problems) => (cli, problems),
+    let (cli, mut problems, sources) = match cli::parse(std::env::args_os()) {
+        cli::Parsed::Read(cli, problems, sources) => (cli, problems, sources),
         cli::Parsed::Unreadable(problems) => {
             eprint!("gembok-proxy: {}", ConfigErrors(problems));
             return ExitCode::from(EX_USAGE);
@@ -51,7 +51,8 @@ fn main() -> ExitCode {
     }
     let config = Config::from_cli(&cli.proxy);
     if let Err(errors) = &config {
-        problems.extend(errors.0.iter().cloned());
+        // A value from a GEMBOK_* variable is reported under the variable's name.
+        problems.extend(errors.0.iter().map(|p| sources.attribute(p)));
     }
     let mut config = match config {
         Ok(config) if problems.is_empty() => config,

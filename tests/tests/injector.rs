@@ -1333,17 +1333,40 @@ fn bad_flags_exit_64_listing_every_problem() -> Result<()> {
     ] {
         assert!(stderr.contains(needle), "no mention of {needle}: {stderr}");
     }
+    // Unknown flags are listed with the bad values, not instead of them; a value starting with
+    // a dash is its flag's value.
     let out = Command::new(binary())
-        .args(["serve", "--no-such-flag"])
+        .args([
+            "serve",
+            "--no-such-flag",
+            "--listen",
+            "x",
+            "--header-timeout",
+            "-1s",
+        ])
+        .args(["--cert-dir", "certs"])
         .output()?;
     assert_eq!(out.status.code(), Some(64));
-    // Environment variables are read like flags (docs/contracts.md section 3).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "gembok-injector: --no-such-flag: unknown flag",
+        "gembok-injector: --listen \"x\"",
+        "gembok-injector: --header-timeout \"-1s\"",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?}: {stderr}");
+    }
+    // Environment variables are read like flags (docs/contracts.md section 3), and a bad one is
+    // named.
     let out = Command::new(binary())
         .args(["serve", "--cert-dir", "certs"])
         .env("GEMBOK_INJECTOR_ADMIN", "not-an-address")
         .output()?;
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin \"not-an-address\""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("GEMBOK_INJECTOR_ADMIN (--admin) \"not-an-address\""),
+        "{stderr}"
+    );
     Ok(())
 }
 

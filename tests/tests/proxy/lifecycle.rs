@@ -438,6 +438,29 @@ fn bad_flags_exit_64_listing_every_problem() {
     }
 }
 
+#[test]
+fn a_value_with_a_dash_or_from_the_environment_is_named_where_it_came_from() {
+    let out = Command::new(bins::proxy())
+        .args(["--drain-grace", "-5s", "--workers", "0", "--frobnicate"])
+        .env("GEMBOK_IDLE_TIMEOUT", "soon")
+        .env_remove("GEMBOK_WORKERS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "--drain-grace: `-5s` is not a duration",
+        "--workers: `0`",
+        "--frobnicate: unknown flag",
+        "GEMBOK_IDLE_TIMEOUT (--idle-timeout): `soon` is not a duration",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.trim_start().starts_with(line)),
+            "no line {line:?}:\n{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn environment_variables_configure_it_like_flags() {
     let pki = TestPki::new();
