@@ -17,7 +17,6 @@ pub const WARNING: &str =
 /// finds them all in a cluster.
 pub const DEV_ONLY_LABEL: &str = "gembok.io/development-only";
 pub const WARNING_ANNOTATION: &str = "gembok.io/warning";
-pub const REGENERATE: &str = "cargo run -p gembok-certs-dev -- --force";
 
 /// Who a Secret is for.
 #[derive(Debug, Clone, Copy)]
@@ -56,8 +55,10 @@ struct Kustomization<'a> {
     resources: &'a [String],
 }
 
-fn header() -> String {
-    format!("# {WARNING}.\n# Regenerate from the repository root: {REGENERATE}\n")
+/// The comment that opens every manifest: the warning, and the command that wrote it (see
+/// [`crate::write::regenerate_command`]).
+pub fn header(regenerate: &str) -> String {
+    format!("# {WARNING}.\n# Regenerate (from where it was run): {regenerate}\n")
 }
 
 /// A `kubernetes.io/tls` Secret with `tls.crt` (chain), `tls.key` and `ca.crt` (root).
@@ -109,7 +110,7 @@ fn secret(
         type_,
         data,
     };
-    Ok(header() + &serde_yaml_ng::to_string(&secret)?)
+    serde_yaml_ng::to_string(&secret)
 }
 
 /// Lists the region's Secret manifests (file names relative to the kustomization).
@@ -119,5 +120,5 @@ pub fn kustomization_yaml(resources: &[String]) -> Result<String, serde_yaml_ng:
         kind: "Kustomization",
         resources,
     };
-    Ok(header() + &serde_yaml_ng::to_string(&k)?)
+    serde_yaml_ng::to_string(&k)
 }

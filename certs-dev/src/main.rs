@@ -44,9 +44,10 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("gembok-certs-dev: {e}");
             ExitCode::from(match e {
-                WriteError::Exists(_) | WriteError::NotOurs(_) | WriteError::NotADirectory(_) => {
-                    EX_CANTCREAT
-                }
+                WriteError::Exists(_)
+                | WriteError::NotOurs(_)
+                | WriteError::NotADirectory(_)
+                | WriteError::Symlink(_) => EX_CANTCREAT,
                 WriteError::Io { .. } | WriteError::Yaml { .. } => EX_IOERR,
             })
         }

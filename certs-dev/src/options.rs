@@ -91,6 +91,48 @@ impl fmt::Display for Problem {
 pub const MAX_DAYS: u32 = 10 * 366;
 
 impl Options {
+    /// The command-line flags that give these options, leaving out what is the default (the
+    /// injector's names have no flag).
+    pub fn flags(&self) -> Vec<String> {
+        let default = Self::default();
+        let mut flags = Vec::new();
+        let mut flag = |name: &str, value: String, default: String| {
+            if value != default {
+                flags.extend([format!("--{name}"), value]);
+            }
+        };
+        flag("regions", self.regions.join(","), default.regions.join(","));
+        flag(
+            "services",
+            self.services.join(","),
+            default.services.join(","),
+        );
+        flag("namespace", self.namespace.clone(), default.namespace);
+        flag(
+            "trust-domain",
+            self.trust_domain.clone(),
+            default.trust_domain,
+        );
+        flag(
+            "cluster-domain",
+            self.cluster_domain.clone(),
+            default.cluster_domain,
+        );
+        flag("days", self.days.to_string(), default.days.to_string());
+        flag(
+            "ca-days",
+            self.ca_days.to_string(),
+            default.ca_days.to_string(),
+        );
+        flag("clients", self.clients.join(","), default.clients.join(","));
+        flag(
+            "redis-proxy-names",
+            self.redis_proxy_names.join(","),
+            default.redis_proxy_names.join(","),
+        );
+        flags
+    }
+
     /// Every problem at once; empty when the options are usable.
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -104,7 +146,15 @@ impl Options {
                 push(field, format!("at least one {what} is required"));
             }
         }
-        check_list(Field::Regions, "region", &self.regions, &[], &mut push);
+        // A region is a directory beside the root CA's and the manifests'.
+        let top_level = [layout::ROOT_DIR, layout::K8S_DIR];
+        check_list(
+            Field::Regions,
+            "region",
+            &self.regions,
+            &top_level,
+            &mut push,
+        );
         let reserved = [
             layout::INTERMEDIATE_DIR,
             layout::REDIS_PROXY_DIR,
@@ -218,11 +268,15 @@ pub(crate) fn check_label(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn check_dns_name(s: &str) -> Result<(), &'static str> {
+/// A DNS name of DNS-1123 labels; the error names the label at fault.
+fn check_dns_name(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 253 {
-        return Err("must be 1 to 253 characters long");
+        return Err("must be 1 to 253 characters long".to_owned());
     }
-    s.split('.').try_for_each(check_label)
+    s.split('.').try_for_each(|label| match label {
+        "" => Err("has an empty label (two dots in a row, or a dot at either end)".to_owned()),
+        label => check_label(label).map_err(|why| format!("has the label {label:?}, which {why}")),
+    })
 }
 
 /// SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_' (SPIFFE-ID §2.1).
@@ -296,6 +350,7 @@ mod tests {
                 "a.redis.svc".into(),
                 "a.redis.svc".into(),
                 "a..b".into(),
+                "A.redis".into(),
                 "".into(),
             ],
             ..Options::default()
@@ -309,8 +364,47 @@ mod tests {
                 "Clients: client \"dev-client\" is listed twice",
                 "Clients: client \"payment\" is also a service (each gets a directory of its name)",
                 "RedisProxyNames: \"a.redis.svc\" is listed twice",
-                "RedisProxyNames: \"a..b\" must be 1 to 63 characters long",
+                "RedisProxyNames: \"a..b\" has an empty label (two dots in a row, or a dot at either end)",
+                "RedisProxyNames: \"A.redis\" has the label \"A\", which may contain only lowercase letters, digits and '-'",
                 "RedisProxyNames: \"\" must be 1 to 253 characters long",
+            ]
+        );
+    }
+
+    #[test]
+    fn regions_cannot_take_the_names_of_the_top_level_directories() {
+        let opts = Options {
+            regions: vec!["k8s".into(), "root".into(), "us".into()],
+            ..Options::default()
+        };
+        let messages: Vec<String> = opts.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "Regions: region \"k8s\" is reserved by the output layout",
+                "Regions: region \"root\" is reserved by the output layout",
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_give_back_what_is_not_the_default() {
+        assert!(Options::default().flags().is_empty());
+        let opts = Options {
+            regions: vec!["dev".into()],
+            days: 1825,
+            redis_proxy_names: vec!["a.redis".into(), "b.redis".into()],
+            ..Options::default()
+        };
+        assert_eq!(
+            opts.flags(),
+            [
+                "--regions",
+                "dev",
+                "--days",
+                "1825",
+                "--redis-proxy-names",
+                "a.redis,b.redis"
             ]
         );
     }

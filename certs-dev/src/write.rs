@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::issue::Leaf;
 use crate::k8s::{self, SecretMeta};
 use crate::layout;
+use crate::options::Options;
 use crate::pki::DevPki;
 
 const SECRET_MODE: u32 = 0o600;
@@ -51,6 +52,12 @@ pub enum WriteError {
     NotOurs(PathBuf),
     #[error("{} exists and is not a directory", .0.display())]
     NotADirectory(PathBuf),
+    #[error(
+        "{} is a symbolic link; give the directory it points to (the output directory is \
+         replaced as a whole, which would replace the link)",
+        .0.display()
+    )]
+    Symlink(PathBuf),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -76,7 +83,7 @@ impl Leaf {
     /// Writes `tls.crt`, `tls.key` (0600) and `ca.crt` into `dir`, creating it if needed and
     /// replacing each file atomically (write aside, rename) if it exists. Returns the paths.
     pub fn write_cert_dir(&self, dir: &Path) -> Result<Vec<PathBuf>, WriteError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        create_dirs(dir)?;
         let files = [
             (layout::CERT, &self.chain_pem, PUBLIC_MODE),
             (layout::KEY, &self.key_pem, SECRET_MODE),
@@ -106,7 +113,7 @@ impl DevPki {
             .tempdir_in(parent)
             .map_err(io_err(parent))?;
 
-        let mut files = self.write_tree(staging.path())?;
+        let mut files = self.write_tree(staging.path(), out)?;
         files.sort();
         set_mode(staging.path(), DIR_MODE)?;
 
@@ -135,13 +142,20 @@ impl DevPki {
         })
     }
 
-    fn write_tree(&self, base: &Path) -> Result<Vec<PathBuf>, WriteError> {
+    /// Writes the tree under `base` (a staging directory that becomes `out`).
+    fn write_tree(&self, base: &Path, out: &Path) -> Result<Vec<PathBuf>, WriteError> {
         let mut w = Tree {
             base,
             files: Vec::new(),
         };
         let opts = &self.options;
-        w.file(layout::MARKER.as_ref(), &marker_text(self), PUBLIC_MODE)?;
+        let regenerate = regenerate_command(out, opts);
+        let header = k8s::header(&regenerate);
+        w.file(
+            layout::MARKER.as_ref(),
+            &marker_text(self, &regenerate),
+            PUBLIC_MODE,
+        )?;
 
         let root_dir = Path::new(layout::ROOT_DIR);
         w.file(
@@ -189,7 +203,7 @@ impl DevPki {
                     path: path.clone(),
                     source,
                 })?;
-                w.file(&path, &yaml, SECRET_MODE)?;
+                w.file(&path, &(header.clone() + &yaml), SECRET_MODE)?;
                 resources.push(file);
                 Ok::<_, WriteError>(())
             };
@@ -237,29 +251,59 @@ impl DevPki {
                 path: path.clone(),
                 source,
             })?;
-            w.file(&path, &yaml, PUBLIC_MODE)?;
+            w.file(&path, &(header.clone() + &yaml), PUBLIC_MODE)?;
         }
         Ok(w.files)
     }
 }
 
-fn marker_text(pki: &DevPki) -> String {
+fn marker_text(pki: &DevPki, regenerate: &str) -> String {
     let o = &pki.options;
     format!(
         "{warning}.\n\n\
          Everything in this directory, private keys included, is a throw-away development PKI.\n\
-         Regenerate from the repository root: {regen}\n\n\
+         Regenerate (from where it was run; a new root, so every Secret deployed from here must \
+         be replaced too):\n  {regenerate}\n\n\
          regions:  {regions}\nservices: {services}\nnamespace: {ns}\ntrust domain: {td}\n\
-         clients: {clients}\nredis proxy names: {redis}\n",
+         cluster domain: {cd}\nclients: {clients}\nredis proxy names: {redis}\n\
+         leaf lifetime: {days} days\nCA lifetime: {ca_days} days\n",
         warning = k8s::WARNING,
-        regen = k8s::REGENERATE,
         regions = o.regions.join(", "),
         services = o.services.join(", "),
         ns = o.namespace,
         td = o.trust_domain,
+        cd = o.cluster_domain,
         clients = o.clients.join(", "),
         redis = o.redis_proxy_names.join(", "),
+        days = o.days,
+        ca_days = o.ca_days,
     )
+}
+
+/// The command that writes this output again: the same `--out` and every option that is not
+/// the default, with `--force`.
+pub fn regenerate_command(out: &Path, options: &Options) -> String {
+    let mut words = vec![
+        "cargo run -p gembok-certs-dev --".to_owned(),
+        "--out".to_owned(),
+        shell_word(&out.to_string_lossy()),
+        "--force".to_owned(),
+    ];
+    words.extend(options.flags().into_iter().map(|w| shell_word(&w)));
+    words.join(" ")
+}
+
+/// `word` as one shell word: unchanged when it is plainly safe, single-quoted otherwise.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./,:=@".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Whether `out` must be replaced (true) or is absent/empty (false).
@@ -269,6 +313,9 @@ fn check_target(out: &Path, existing: Existing) -> Result<bool, WriteError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io_err(out)(e)),
     };
+    if meta.file_type().is_symlink() {
+        return Err(WriteError::Symlink(out.to_owned()));
+    }
     if !meta.is_dir() {
         return Err(WriteError::NotADirectory(out.to_owned()));
     }
@@ -293,7 +340,7 @@ impl Tree<'_> {
     fn file(&mut self, rel: &Path, contents: &str, mode: u32) -> Result<(), WriteError> {
         let path = self.base.join(rel);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            create_dirs(dir)?;
         }
         write_file(&path, contents.as_bytes(), mode)?;
         self.files.push(rel.to_owned());
@@ -327,6 +374,26 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError>
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents with mode 0755 whatever the umask (a umask of 000
+/// would otherwise let any local user swap a `ca.crt` or a `tls.key`).
+fn create_dirs(dir: &Path) -> Result<(), WriteError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(DIR_MODE).create(d) {
+            Ok(()) => set_mode(d, DIR_MODE)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(io_err(d)(e)),
+        }
+    }
     Ok(())
 }
 

@@ -231,10 +231,11 @@ fn pem_files_hold_what_they_should() -> Result<()> {
     }
     let marker = fs::read_to_string(out.join(layout::MARKER))?;
     assert!(marker.contains("never use in production"), "{marker}");
-    assert!(
-        marker.contains("cargo run -p gembok-certs-dev -- --force"),
-        "{marker}"
+    let regenerate = format!(
+        "cargo run -p gembok-certs-dev -- --out {} --force\n",
+        out.display()
     );
+    assert!(marker.contains(&regenerate), "{marker}");
     Ok(())
 }
 
@@ -544,5 +545,98 @@ fn help_and_version_exit_0() -> Result<()> {
     let version = run(&["--version"], tmp.path())?;
     assert!(version.status.success());
     assert!(String::from_utf8(version.stdout)?.starts_with("gembok-certs-dev "));
+    Ok(())
+}
+
+/// The command every manifest and the marker name writes the same output again: same flags, same
+/// files, same subjects' names.
+#[test]
+fn the_regenerate_command_written_in_the_output_reproduces_it() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = generate(
+        tmp.path(),
+        &[
+            "--regions",
+            "dev",
+            "--days",
+            "30",
+            "--clients",
+            "dev-client",
+        ],
+    )?;
+    let secret = fs::read_to_string(out.join("k8s/dev/payment-gembok-tls.yaml"))?;
+    let line = secret
+        .lines()
+        .find_map(|l| l.strip_prefix("# Regenerate (from where it was run): "))
+        .context("no regenerate line")?;
+    let marker = fs::read_to_string(out.join(layout::MARKER))?;
+    assert!(marker.contains(line), "{marker}");
+    let words: Vec<&str> = line
+        .strip_prefix("cargo run -p gembok-certs-dev -- ")
+        .context(line.to_owned())?
+        .split(' ')
+        .collect();
+    let expected_out = out.to_str().unwrap();
+    assert_eq!(
+        words,
+        [
+            "--out",
+            expected_out,
+            "--force",
+            "--regions",
+            "dev",
+            "--days",
+            "30",
+            "--clients",
+            "dev-client"
+        ]
+    );
+    let before = walk(&out)?;
+    let again = run(&words, tmp.path())?;
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(walk(&out)?, before);
+    Ok(())
+}
+
+#[test]
+fn directories_are_not_writable_by_others_whatever_the_umask() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("a/b/out");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" --out \"$1\" --regions us --services payment")
+        .arg(env!("CARGO_BIN_EXE_gembok-certs-dev"))
+        .arg(&out)
+        .status()?;
+    assert!(status.success());
+    // What it creates; the parents on the way are the caller's and follow the umask.
+    let mut stack = vec![out];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        let mode = fs::metadata(&dir)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{}", dir.display());
+        seen += 1;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    assert!(seen >= 8, "only {seen} directories");
+    Ok(())
+}
+
+#[test]
+fn a_symlinked_output_directory_is_refused_saying_so() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let real = generate(tmp.path(), &["--regions", "us"])?;
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link)?;
+    let out = run(&["--out", link.to_str().unwrap(), "--force"], tmp.path())?;
+    assert_eq!(out.status.code(), Some(73), "{out:?}");
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert!(fs::symlink_metadata(&link)?.file_type().is_symlink());
     Ok(())
 }

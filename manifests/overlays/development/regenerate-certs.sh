@@ -19,7 +19,7 @@ trap 'rm -rf "$tmp"' EXIT
 rm -f "$here"/certs/*.yaml
 # The generator's header names its own regeneration command; these copies are regenerated here.
 for f in "$tmp"/pki/k8s/dev/*.yaml; do
-  sed 's|^# Regenerate from the repository root: .*$|# Regenerate: manifests/overlays/development/regenerate-certs.sh|' \
+  sed 's|^# Regenerate (from where it was run): .*$|# Regenerate: manifests/overlays/development/regenerate-certs.sh|' \
     "$f" >"$here/certs/$(basename "$f")"
 done
 rm -rf "$here/dev-client"
