@@ -36,48 +36,241 @@ pub mod stats;
 pub mod steal;
 pub mod sys;
 pub mod tlsconf;
+pub mod usage;
 pub mod verify;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::cli::{Command, Common};
-use crate::contender::Kind;
+use crate::cli::{Command, Common, Only};
+use crate::contender::{Kind, Variant};
 use crate::plan::Plan;
 use crate::run::Options;
+use crate::usage::{Problems, Usage, label};
 
-/// What `main` should do after parsing.
-pub fn execute(command: Command, argv: String) -> Result<()> {
+/// A command line whose values passed [`check`]: what [`execute`] does.
+#[derive(Debug)]
+pub enum Job {
+    Serve(SocketAddr),
+    /// Re-render the report and plots from `from`.
+    Report {
+        from: PathBuf,
+        report: PathBuf,
+        out: PathBuf,
+        /// Output directories to create, each with the flag that named it.
+        dirs: Vec<(String, PathBuf)>,
+    },
+    Measure(Box<Measure>),
+}
+
+/// A measuring run (`full`, `quick`, `smoke`), every value checked.
+#[derive(Debug)]
+pub struct Measure {
+    pub mode: &'static str,
+    pub plan: Plan,
+    /// The built-in contenders; the variants follow them once registered.
+    pub kinds: Vec<Kind>,
+    pub variants: Vec<Variant>,
+    pub gembok_bin: PathBuf,
+    pub allow_install: bool,
+    pub workers: usize,
+    pub strace_all: bool,
+    pub profile: Option<PathBuf>,
+    pub congestion: String,
+    pub out: PathBuf,
+    pub report: PathBuf,
+    /// Output directories to create before the run, each with the flag that named it.
+    pub dirs: Vec<(String, PathBuf)>,
+}
+
+/// Checks every value of the command line at once (nothing is installed, started or created):
+/// every problem found, each naming its flag, or what to do.
+pub fn check(command: Command) -> Result<Job, Usage> {
     match command {
-        Command::Serve { listen } => server::run(listen),
+        Command::Serve { listen } => Ok(Job::Serve(listen)),
         Command::Report { from, report, out } => {
-            let r = report::load(&from)?;
+            let mut p = Problems::default();
+            match std::fs::metadata(&from) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => p.push(format!("--from {}: is not a file", from.display())),
+                Err(e) => p.push(format!("--from {}: {e}", from.display())),
+            }
+            let (out_given, report_given) = (out.is_some(), report.is_some());
             let (out, report) = full_paths(out, report);
-            report::write(&r, &report, &out)
+            let dirs = output_dirs(&mut p, &out, out_given, Some((&report, report_given)), None);
+            p.into_result(Job::Report {
+                from,
+                report,
+                out,
+                dirs,
+            })
         }
         Command::Full { common, report } => {
+            let report_given = report.is_some();
             let (out, report) = full_paths(common.out.clone(), report);
-            measure("full", Plan::full(), common, &out, &report, argv, true)
+            measure_job(
+                "full",
+                Plan::full(),
+                common,
+                None,
+                out,
+                Some((report, report_given)),
+            )
         }
         Command::Quick { common, only } => {
             let out = common
                 .out
                 .clone()
                 .unwrap_or_else(|| "target/gembok-bench/quick".into());
-            let report = out.join("RESULTS.md");
-            let plan = only.apply(Plan::quick());
-            measure("quick", plan, common, &out, &report, argv, false)
+            measure_job("quick", Plan::quick(), common, Some(only), out, None)
         }
         Command::Smoke { common, only } => {
             let out = common
                 .out
                 .clone()
                 .unwrap_or_else(|| "target/gembok-bench/smoke".into());
-            let report = out.join("RESULTS.md");
-            let plan = only.apply(Plan::smoke());
-            measure("smoke", plan, common, &out, &report, argv, false)
+            measure_job("smoke", Plan::smoke(), common, Some(only), out, None)
         }
+    }
+}
+
+/// Checks the output directory, the `--report` file (when the mode has that flag) and
+/// `--profile`: the directories to create, each with its flag.
+fn output_dirs(
+    p: &mut Problems,
+    out: &Path,
+    out_given: bool,
+    report: Option<(&Path, bool)>,
+    profile: Option<&Path>,
+) -> Vec<(String, PathBuf)> {
+    let out_label = label("--out", out_given);
+    usage::out_dir(p, &out_label, out);
+    let mut dirs = vec![(out_label, out.to_owned())];
+    if let Some((report, given)) = report {
+        let report_label = label("--report", given);
+        usage::report_file(p, &report_label, report);
+        if let Some(parent) = report.parent() {
+            dirs.push((report_label, parent.to_owned()));
+        }
+    }
+    if let Some(profile) = profile {
+        usage::out_dir(p, "--profile", profile);
+        dirs.push(("--profile".into(), profile.to_owned()));
+    }
+    dirs
+}
+
+fn measure_job(
+    mode: &'static str,
+    mut plan: Plan,
+    c: Common,
+    only: Option<Only>,
+    out: PathBuf,
+    report: Option<(PathBuf, bool)>,
+) -> Result<Job, Usage> {
+    let mut p = Problems::default();
+    usage::at_least_one(&mut p, "--reps", c.reps.map(u64::from));
+    usage::at_least_one(&mut p, "--cps-rounds", c.cps_rounds.map(u64::from));
+    usage::memory_steps(&mut p, &c.memory_steps);
+    usage::workers(&mut p, c.workers);
+    if let Some(r) = c.reps {
+        plan.reps = r;
+    }
+    if let Some(r) = c.cps_rounds {
+        plan.cps_rounds = r;
+    }
+    if !c.memory_steps.is_empty() {
+        plan.memory_steps = c.memory_steps.clone();
+    }
+    if let Some(only) = only {
+        plan = only.apply(plan);
+    }
+    let mut kinds = usage::contenders(&mut p, &c.contenders);
+    if c.contenders.is_empty() {
+        kinds = if mode == "smoke" {
+            vec![Kind::Gembok(contender::ProviderKind::AwsLcRs)]
+        } else {
+            Kind::ALL.to_vec()
+        };
+    }
+    let variants = usage::variants(&mut p, &c.variants);
+    let gembok_bin = match &c.gembok_bin {
+        Some(path) => {
+            usage::gembok_bin(&mut p, path, true);
+            path.clone()
+        }
+        None => match sibling("gembok-proxy") {
+            Ok(path) => {
+                usage::gembok_bin(&mut p, &path, false);
+                path
+            }
+            Err(e) => {
+                p.push(format!("--gembok-bin: no default ({e:#}); pass one"));
+                PathBuf::new()
+            }
+        },
+    };
+    usage::congestion(&mut p, &c.congestion);
+    let report_path = report
+        .as_ref()
+        .map_or_else(|| out.join("RESULTS.md"), |(r, _)| r.clone());
+    let dirs = output_dirs(
+        &mut p,
+        &out,
+        c.out.is_some(),
+        report.as_ref().map(|(r, given)| (r.as_path(), *given)),
+        c.profile.as_deref(),
+    );
+    let full = mode == "full";
+    p.into_result(Job::Measure(Box::new(Measure {
+        mode,
+        plan,
+        kinds,
+        variants,
+        gembok_bin,
+        allow_install: !c.no_install,
+        workers: c
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        strace_all: c.strace_all || full,
+        profile: c.profile,
+        congestion: c.congestion,
+        out,
+        report: report_path,
+        dirs,
+    })))
+}
+
+/// Does a checked [`Job`]. An output directory that cannot be created is a [`Usage`] error
+/// (found before anything is measured).
+pub fn execute(job: Job, argv: String) -> Result<()> {
+    match job {
+        Job::Serve(listen) => server::run(listen),
+        Job::Report {
+            from,
+            report,
+            out,
+            dirs,
+        } => {
+            usage::create_dirs(&dirs)?;
+            let r = report::load(&from)?;
+            report::write(&r, &report, &out).with_context(|| {
+                format!(
+                    "write {} and its plots in {}",
+                    report.display(),
+                    out.display()
+                )
+            })?;
+            eprintln!(
+                "wrote {} and the plots in {}",
+                report.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Job::Measure(m) => measure(*m, argv),
     }
 }
 
@@ -95,77 +288,28 @@ fn full_paths(out: Option<PathBuf>, report: Option<PathBuf>) -> (PathBuf, PathBu
     )
 }
 
-fn measure(
-    mode: &str,
-    mut plan: Plan,
-    c: Common,
-    out: &Path,
-    report: &Path,
-    argv: String,
-    full: bool,
-) -> Result<()> {
-    if let Some(r) = c.reps {
-        plan.reps = r.max(1);
-    }
-    if let Some(r) = c.cps_rounds {
-        plan.cps_rounds = r.max(1);
-    }
-    if !c.memory_steps.is_empty() {
-        plan.memory_steps = c.memory_steps.clone();
-    }
-    let kinds: Vec<Kind> = if c.contenders.is_empty() {
-        if mode == "smoke" {
-            vec![Kind::parse("gembok-aws-lc-rs").expect("known id")]
-        } else {
-            Kind::ALL.to_vec()
-        }
-    } else {
-        let mut kinds = Vec::new();
-        let mut bad = Vec::new();
-        for id in &c.contenders {
-            match Kind::parse(id) {
-                Some(k) => kinds.push(k),
-                None => bad.push(id.clone()),
-            }
-        }
-        if !bad.is_empty() {
-            bail!(
-                "unknown contender(s) {}; known: {}",
-                bad.join(", "),
-                Kind::ALL.map(Kind::id).join(", ")
-            );
-        }
-        kinds
-    };
-    let mut kinds = kinds;
-    kinds.extend(contender::set_variants(&c.variants)?);
-    let gembok_bin = match c.gembok_bin {
-        Some(p) => p,
-        None => sibling("gembok-proxy")?,
-    };
-    if !gembok_bin.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p gembok-proxy) or pass --gembok-bin",
-            gembok_bin.display()
-        );
-    }
+fn measure(m: Measure, argv: String) -> Result<()> {
+    usage::create_dirs(&m.dirs)?;
+    let full = m.mode == "full";
+    let mut kinds = m.kinds;
+    kinds.extend(contender::set_variants(m.variants)?);
+    let gembok_bin = m.gembok_bin;
     if full && !gembok_bin.to_string_lossy().contains("release") {
         eprintln!(
             "warning: {} does not look like a release build",
             gembok_bin.display()
         );
     }
+    let (out, report) = (m.out, m.report);
     let opts = Options {
-        mode: mode.into(),
+        mode: m.mode.into(),
         kinds,
-        plan,
+        plan: m.plan,
         gembok_bin,
-        allow_install: !c.no_install,
-        workers: c
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        strace_all: c.strace_all || full,
-        profile: c.profile.clone(),
+        allow_install: m.allow_install,
+        workers: m.workers,
+        strace_all: m.strace_all,
+        profile: m.profile,
         command: argv,
     };
     // apt needs the host's network, and the facts read sysctls that only the host's namespace
@@ -173,7 +317,7 @@ fn measure(
     // moves to the run's own namespace, which they all inherit.
     let installed = run::install(&opts);
     let mut facts = facts::collect(&opts.kinds, &opts.gembok_bin);
-    let network = netns::enter(&c.congestion, opts.allow_install)?;
+    let network = netns::enter(&m.congestion, opts.allow_install)?;
     eprintln!(
         "network: {} namespace, congestion control {} (host: {})",
         network.namespace, network.congestion, network.host_congestion
@@ -197,10 +341,16 @@ fn measure(
     procs::cleanup();
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     let results = result?;
-    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let json = out.join("results.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(&results)?)?;
-    report::write(&results, report, out)?;
+    std::fs::write(&json, serde_json::to_vec_pretty(&results)?)
+        .with_context(|| format!("write {}", json.display()))?;
+    report::write(&results, &report, &out).with_context(|| {
+        format!(
+            "write {} and its plots in {}",
+            report.display(),
+            out.display()
+        )
+    })?;
     eprintln!("wrote {} and {}", json.display(), report.display());
     Ok(())
 }
@@ -253,5 +403,59 @@ mod full_paths_tests {
             full_paths(None, Some(p("elsewhere/r.md"))),
             (p("benches/results"), p("elsewhere/r.md"))
         );
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use clap::Parser as _;
+
+    use super::{Job, check};
+    use crate::cli::Cli;
+
+    fn check_args(args: &[&str]) -> Result<Job, Vec<String>> {
+        let cli = Cli::try_parse_from(std::iter::once("gembok-bench").chain(args.iter().copied()))
+            .expect("clap reads it");
+        check(cli.command).map_err(|u| u.0)
+    }
+
+    /// A full run checks its `--report` file before it measures (it wrote it after 21 minutes).
+    #[test]
+    fn a_full_run_checks_its_report_file_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let report = file.join("RESULTS.md");
+        let out = dir.path().join("out");
+        let problems = check_args(&[
+            "full",
+            "--gembok-bin",
+            "/bin/true",
+            "--out",
+            out.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            [format!(
+                "--report {}: {} is not a directory",
+                report.display(),
+                file.display()
+            )]
+        );
+        assert!(!out.exists(), "the check created --out");
+        let Ok(Job::Measure(m)) = check_args(&[
+            "full",
+            "--gembok-bin",
+            "/bin/true",
+            "--out",
+            out.to_str().unwrap(),
+        ]) else {
+            panic!("a good full command line was refused");
+        };
+        assert_eq!(m.report, out.join("RESULTS.md"));
+        assert_eq!((m.plan.reps, m.strace_all), (5, true));
     }
 }

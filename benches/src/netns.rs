@@ -69,6 +69,44 @@ pub fn set_congestion(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `name` can be set as a congestion control: loaded already
+/// (`tcp_available_congestion_control`), or a module of the running kernel (`tcp_NAME`, which
+/// the kernel loads when root sets it). Checked before the run, so that a misspelt name is bad
+/// usage and not an error after installing packages.
+pub fn available(name: &str) -> Result<(), String> {
+    let loaded = std::fs::read_to_string(AVAILABLE).unwrap_or_default();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let dir = std::path::Path::new("/lib/modules").join(release.trim());
+    let modules: String = ["modules.dep", "modules.builtin"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .collect();
+    available_in(name, &loaded, &modules, &dir.display().to_string())
+}
+
+/// [`available`] on the kernel's lists: `loaded` as `tcp_available_congestion_control` has it,
+/// `modules` the lines of `modules.dep` and `modules.builtin` (`kernel/net/ipv4/tcp_bbr.ko:`).
+fn available_in(name: &str, loaded: &str, modules: &str, dir: &str) -> Result<(), String> {
+    if loaded.split_whitespace().any(|l| l == name) {
+        return Ok(());
+    }
+    let module = format!("/tcp_{name}.ko");
+    let is_module = modules.lines().any(|l| {
+        let path = l.split(':').next().unwrap_or_default();
+        path.find(&module).is_some_and(|at| {
+            let rest = &path[at + module.len()..];
+            rest.is_empty() || rest.starts_with('.')
+        })
+    });
+    if is_module {
+        return Ok(());
+    }
+    Err(format!(
+        "not a congestion control of this kernel (loaded: {}; no module tcp_{name} in {dir})",
+        loaded.trim()
+    ))
+}
+
 /// Why a run stays in the host's namespace, decided before `unshare`.
 #[derive(Debug, PartialEq, Eq)]
 struct Stay {
@@ -171,6 +209,21 @@ mod tests {
 
     fn no_ip() -> Result<(), String> {
         Err("ip is not installed (apt-get install iproute2)".into())
+    }
+
+    #[test]
+    fn a_congestion_control_must_be_loaded_or_a_module_of_the_kernel() {
+        let dep = "kernel/net/ipv4/tcp_bbr.ko.zst: \nkernel/net/ipv4/tcp_vegas.ko:\n";
+        assert_eq!(available_in("cubic", "reno cubic\n", "", "/m"), Ok(()));
+        assert_eq!(available_in("bbr", "reno cubic", dep, "/m"), Ok(()));
+        assert_eq!(available_in("vegas", "reno cubic", dep, "/m"), Ok(()));
+        let err = available_in("bogus", "reno cubic\n", dep, "/m").unwrap_err();
+        assert_eq!(
+            err,
+            "not a congestion control of this kernel (loaded: reno cubic; no module tcp_bogus in /m)"
+        );
+        // A prefix of a module's name is not that module.
+        assert!(available_in("bb", "reno", dep, "/m").is_err());
     }
 
     #[test]

@@ -242,6 +242,124 @@ fn bad_flags_exit_64() {
     usage_error(&["smoke", "--no-such-flag"]);
 }
 
+/// Every bad value of a measuring command line is bad usage, found before anything is installed
+/// or started, and listed at once, each naming its flag.
+#[test]
+fn every_bad_value_is_listed_at_once_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let file = file.to_str().unwrap();
+    let not_exec = format!("noexec={file}");
+    let under_file = format!("{file}/out");
+    let args = [
+        "quick",
+        "--no-install",
+        "--contenders",
+        "bogus,haproxy,haproxy",
+        "--variant",
+        "foo",
+        "--variant",
+        "bar=/nonexistent/x",
+        "--variant",
+        &not_exec,
+        "--variant",
+        "aws-lc-rs=/bin/true",
+        "--gembok-bin",
+        "/nonexistent",
+        "--congestion",
+        "bogus",
+        "--profile",
+        file,
+        "--reps",
+        "0",
+        "--cps-rounds",
+        "0",
+        "--memory-steps",
+        "1000,0",
+        "--workers",
+        "100000",
+        "--out",
+        &under_file,
+        "--no-such-flag",
+    ];
+    let err = usage_error(&args);
+    let expected = [
+        "--no-such-flag",
+        "--contenders: unknown contender(s) `bogus`",
+        "--contenders: haproxy is named more than once",
+        "--variant foo: expected NAME=BINARY",
+        "--variant bar=/nonexistent/x: /nonexistent/x does not exist",
+        &format!("--variant {not_exec}: {file} is not executable"),
+        "--variant aws-lc-rs=/bin/true: gembok-aws-lc-rs is a built-in contender",
+        "--gembok-bin /nonexistent: does not exist",
+        "--congestion bogus: not a congestion control of this kernel",
+        &format!("--profile {file}: exists and is not a directory"),
+        "--reps 0: must be at least 1",
+        "--cps-rounds 0: must be at least 1",
+        "--memory-steps 1000,0:",
+        "--workers 100000: at most 64",
+        &format!("--out {under_file}: {file} is not a directory"),
+    ];
+    for line in expected {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("gembok-bench: {line}"))),
+            "no `{line}` in:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), expected.len(), "{err}");
+    assert!(
+        !err.contains("starting") && !err.contains("network:"),
+        "{err}"
+    );
+    let err = usage_error(&["smoke", "--workers", "0", "--no-install"]);
+    assert!(err.contains("--workers 0: must be at least 1"), "{err}");
+}
+
+/// An output directory that cannot be made is found before anything is measured (a full run
+/// lost every figure to it after 21 minutes), naming the flag; `--report` likewise.
+#[test]
+fn an_output_path_under_a_file_is_bad_usage_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = file.join("out");
+    let started = std::time::Instant::now();
+    let err = usage_error(&["smoke", "--no-install", "--out", out.to_str().unwrap()]);
+    assert!(
+        err.starts_with(&format!(
+            "gembok-bench: --out {}: {} is not a directory",
+            out.display(),
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("starting"), "it measured first:\n{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let err = usage_error(&["smoke", "--no-install", "--out", file.to_str().unwrap()]);
+    assert!(err.contains("exists and is not a directory"), "{err}");
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/results.json");
+    let report = file.join("RESULTS.md");
+    let err = usage_error(&[
+        "report",
+        "--from",
+        committed.to_str().unwrap(),
+        "--out",
+        dir.path().join("plots").to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "--report {}: {} is not a directory",
+            report.display(),
+            file.display()
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_congestion_control_that_is_no_name_exits_64() {
     let err = usage_error(&["smoke", "--congestion", "BBR;reboot"]);

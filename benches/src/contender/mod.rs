@@ -52,27 +52,12 @@ pub struct Variant {
 
 static VARIANTS: std::sync::OnceLock<Vec<Variant>> = std::sync::OnceLock::new();
 
-/// Registers the variants (once, before any contender starts); returns their kinds.
-pub fn set_variants(specs: &[String]) -> Result<Vec<Kind>> {
-    let mut out = Vec::new();
-    for spec in specs {
-        let (name, rest) = spec
-            .split_once('=')
-            .with_context(|| format!("--variant {spec}: expected NAME=BINARY[,ARG...]"))?;
-        let mut parts = rest.split(',');
-        let bin = PathBuf::from(parts.next().unwrap_or_default());
-        if !bin.exists() {
-            bail!("--variant {spec}: {} does not exist", bin.display());
-        }
-        out.push(Variant {
-            id: Box::leak(format!("gembok-{name}").into_boxed_str()),
-            bin,
-            args: parts.map(str::to_owned).collect(),
-        });
-    }
-    let kinds = (0..out.len()).map(Kind::Variant).collect();
+/// Registers the variants (once, before any contender starts; checked by
+/// [`crate::usage::variants`]); returns their kinds.
+pub fn set_variants(variants: Vec<Variant>) -> Result<Vec<Kind>> {
+    let kinds = (0..variants.len()).map(Kind::Variant).collect();
     VARIANTS
-        .set(out)
+        .set(variants)
         .map_err(|_| anyhow::anyhow!("variants already set"))?;
     Ok(kinds)
 }
