@@ -36,3 +36,58 @@ fn the_demo_refuses_bad_arguments_with_64() {
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("gembok-demo: "));
     }
 }
+
+/// Ctrl-C or SIGTERM at any point, --hold included, stops the sidecars and removes the PKI
+/// (private keys) it wrote, as a normal exit does.
+#[test]
+fn the_demo_interrupted_leaves_no_sidecar_and_no_keys_behind() {
+    use std::io::{BufRead as _, BufReader};
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_gembok-demo"))
+        .args(["--hold", "--mib", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gembok-demo");
+    let mut pki = None;
+    let mut admins = Vec::new();
+    for line in BufReader::new(demo.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("1. development PKI") {
+            pki = rest.split_whitespace().next().map(std::path::PathBuf::from);
+        }
+        if let Some(rest) = line.trim_start().strip_prefix("metrics") {
+            admins.extend(
+                rest.split_whitespace()
+                    .filter_map(|w| w.strip_prefix("http://"))
+                    .filter_map(|w| w.strip_suffix("/metrics"))
+                    .map(str::to_owned),
+            );
+        }
+        if line.contains("Running until Ctrl-C") {
+            break;
+        }
+    }
+    let pki = pki.expect("the demo names its PKI");
+    assert!(pki.join("root/ca.key").is_file(), "{}", pki.display());
+    assert_eq!(admins.len(), 2, "{admins:?}");
+    for admin in &admins {
+        assert!(
+            std::net::TcpStream::connect(admin.as_str()).is_ok(),
+            "{admin}"
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = demo.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(!pki.exists(), "{} left behind", pki.display());
+    for admin in &admins {
+        assert!(
+            std::net::TcpStream::connect(admin.as_str()).is_err(),
+            "a sidecar still answers on {admin}"
+        );
+    }
+}

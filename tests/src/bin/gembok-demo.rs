@@ -6,61 +6,87 @@
 //! in both directions at once, and prints what happened.
 //!
 //! `--hold` keeps everything running afterwards so /metrics can be browsed (Ctrl-C to stop);
-//! `--mib N` sets the size of each transfer (default 256 MiB each way per connection).
+//! `--mib N` sets the size of each transfer (default 256 MiB each way per connection). Ctrl-C or
+//! SIGTERM at any point stops the sidecars and removes the PKI.
 
 #![forbid(unsafe_code)]
 
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 use gembok_certs_dev::{DevPki, Existing, Options};
+use gembok_cliargs::Parsed;
 use gembok_tests::pki::CertDir;
 use gembok_tests::proxy::Proxy;
 use gembok_tests::traffic::{Exchange, ExchangeApp};
+use tokio::signal::unix::{SignalKind, signal};
 
 const STREAMS: u64 = 4;
 const DEFAULT_MIB_EACH_WAY: u64 = 256;
 
 /// sysexits' EX_USAGE.
-const EX_USAGE: i32 = 64;
+const EX_USAGE: u8 = 64;
 
+/// Gembok's local demo: a development PKI, an app stand-in with an inbound and an outbound
+/// gembok-proxy, verified traffic through the encrypted pair, and what the sidecars say about it.
+#[derive(Debug, Parser)]
+#[command(name = "gembok-demo")]
 struct Args {
+    /// Keep everything running afterwards (PKI, app, sidecars) so /metrics can be browsed; Ctrl-C
+    /// stops.
+    #[arg(long)]
     hold: bool,
+    /// MiB sent each way on each of the 4 connections.
+    #[arg(
+        long = "mib",
+        default_value_t = DEFAULT_MIB_EACH_WAY,
+        value_parser = positive_mib
+    )]
     mib_each_way: u64,
 }
 
-fn args() -> Result<Args, String> {
-    let mut args = Args {
-        hold: false,
-        mib_each_way: DEFAULT_MIB_EACH_WAY,
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(word) = words.next() {
-        match word.as_str() {
-            "--hold" => args.hold = true,
-            "--mib" => {
-                let value = words.next().ok_or("--mib: needs a number of MiB")?;
-                args.mib_each_way = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or(format!("--mib: `{value}` is not a positive number of MiB"))?;
-            }
-            other => return Err(format!("{other}: unknown argument (try --hold, --mib N)")),
-        }
+fn positive_mib(value: &str) -> Result<u64, String> {
+    match value.parse() {
+        Ok(mib) if mib > 0 => Ok(mib),
+        _ => Err("needs a positive number of MiB".to_owned()),
     }
-    Ok(args)
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let Args { hold, mib_each_way } = match args() {
-        Ok(args) => args,
-        Err(problem) => {
-            eprintln!("gembok-demo: {problem}");
-            std::process::exit(EX_USAGE);
+async fn main() -> Result<ExitCode> {
+    let args = match gembok_cliargs::parse::<Args>(std::env::args_os()) {
+        Parsed::Read(args, problems, _) if problems.is_empty() => args,
+        Parsed::Read(_, problems, _) | Parsed::Unreadable(problems) => {
+            for problem in problems {
+                eprintln!("gembok-demo: {problem}");
+            }
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+        Parsed::Info(help) => {
+            help.print()?;
+            return Ok(ExitCode::SUCCESS);
         }
     };
+    // Interrupted, the demo drops what it started: the sidecars are killed and the PKI's
+    // directory (private keys) is removed, as on a normal exit.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        done = run(args) => done.map(|()| ExitCode::SUCCESS),
+        _ = interrupt.recv() => {
+            eprintln!("gembok-demo: interrupted; sidecars stopped, PKI removed");
+            Ok(ExitCode::from(130))
+        }
+        _ = terminate.recv() => {
+            eprintln!("gembok-demo: terminated; sidecars stopped, PKI removed");
+            Ok(ExitCode::from(143))
+        }
+    }
+}
+
+async fn run(Args { hold, mib_each_way }: Args) -> Result<()> {
     let work = tempfile::tempdir()?;
 
     // 1. A development PKI: one root, an intermediate per region, a leaf per service.
@@ -76,7 +102,7 @@ async fn main() -> Result<()> {
         .context("us/product-catalog")?;
     let (server_dir, client_dir) = (CertDir::new(server), CertDir::new(client));
     println!(
-        "1. development PKI        {} (root + us/eu/asia intermediates)",
+        "1. development PKI        {} (root + us/eu/asia intermediates; removed on exit)",
         work.path().join("pki").display()
     );
 
@@ -185,7 +211,7 @@ async fn main() -> Result<()> {
 
     if hold {
         println!("\nRunning until Ctrl-C.");
-        tokio::signal::ctrl_c().await?;
+        std::future::pending::<()>().await;
     }
     Ok(())
 }
