@@ -7,10 +7,23 @@ use crate::layout;
 use crate::options::{Options, Problem};
 use crate::spec::{LeafSpec, Usage, Validity, spiffe_id};
 
+/// The root's common name starts with this, then the PKI's random id.
 pub const ROOT_COMMON_NAME: &str = "Gembok Development Root CA";
 
-pub fn intermediate_common_name(region: &str) -> String {
-    format!("Gembok Development Intermediate CA ({region})")
+/// Every generated PKI names its CAs with an id of its own, so that a certificate from another
+/// run of the tool is reported as signed by an unknown issuer, not as a bad signature by ours
+/// (verifiers find a certificate's issuer by name).
+fn root_common_name(id: &str) -> String {
+    format!("{ROOT_COMMON_NAME} {id}")
+}
+
+pub fn intermediate_common_name(region: &str, id: &str) -> String {
+    format!("Gembok Development Intermediate CA ({region}) {id}")
+}
+
+/// Eight random hex digits.
+fn pki_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +73,12 @@ impl DevPki {
         }
         // One window for every CA, so no intermediate outlives the root.
         let ca_validity = Validity::days(options.ca_days);
-        let root = Ca::root(ROOT_COMMON_NAME, ca_validity)?;
+        let id = pki_id();
+        let root = Ca::root(&root_common_name(&id), ca_validity)?;
         let regions = options
             .regions
             .iter()
-            .map(|region| generate_region(&root, ca_validity, region, options))
+            .map(|region| generate_region(&root, &id, ca_validity, region, options))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             options: options.clone(),
@@ -144,11 +158,12 @@ pub fn redis_proxy_spec(options: &Options) -> Option<LeafSpec> {
 
 fn generate_region(
     root: &Ca,
+    id: &str,
     ca_validity: Validity,
     region: &str,
     options: &Options,
 ) -> Result<Region, IssueError> {
-    let intermediate = root.intermediate(&intermediate_common_name(region), ca_validity)?;
+    let intermediate = root.intermediate(&intermediate_common_name(region, id), ca_validity)?;
     let services = options
         .services
         .iter()
