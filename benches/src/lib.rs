@@ -352,7 +352,31 @@ fn measure(m: Measure, argv: String) -> Result<()> {
         )
     })?;
     eprintln!("wrote {} and {}", json.display(), report.display());
+    if let Some(why) = nothing_under_test(&results) {
+        anyhow::bail!("{why}");
+    }
     Ok(())
+}
+
+/// Why a run measured nothing under test, if it did not: every contender was skipped and only
+/// the direct baseline has figures (the run then fails, after writing what it has).
+fn nothing_under_test(results: &run::Results) -> Option<String> {
+    if results.samples.iter().any(|s| s.subject != "direct") {
+        return None;
+    }
+    let why: Vec<String> = results
+        .contenders
+        .iter()
+        .map(|c| format!("{}: {}", c.id, c.status.lines().next().unwrap_or_default()))
+        .collect();
+    Some(format!(
+        "nothing under test was measured, only the direct baseline ({})",
+        if why.is_empty() {
+            "no contender".to_owned()
+        } else {
+            why.join("; ")
+        }
+    ))
 }
 
 /// A binary next to this one (same cargo profile directory).

@@ -360,6 +360,29 @@ fn an_output_path_under_a_file_is_bad_usage_before_measuring() {
     );
 }
 
+/// A run in which every contender under test was skipped (here: a gembok binary that exits at
+/// once) measured only the direct baseline: it fails, saying so, after writing what it has.
+#[test]
+fn a_run_that_measured_nothing_under_test_fails() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .args(["smoke", "--no-install", "--scenarios", "latency"])
+        .args(["--gembok-bin", "/bin/false", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("gembok-bench: nothing under test was measured, only the direct baseline")
+            && last.contains("gembok-aws-lc-rs: skipped: cannot start"),
+        "{stderr}"
+    );
+    let r = report::load(&out.path().join("results.json")).unwrap();
+    assert!(r.samples.iter().all(|s| s.subject == "direct"));
+}
+
 #[test]
 fn a_congestion_control_that_is_no_name_exits_64() {
     let err = usage_error(&["smoke", "--congestion", "BBR;reboot"]);
