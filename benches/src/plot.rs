@@ -30,12 +30,7 @@ pub fn bars(
     categories: &[String],
     series: &[Series],
 ) -> Result<()> {
-    let max = series
-        .iter()
-        .flat_map(|s| s.values.iter().flatten())
-        .map(|v| v.max.max(v.median))
-        .fold(0.0f64, f64::max);
-    let top = if max > 0.0 { max * 1.15 } else { 1.0 };
+    let (bottom, top) = y_range(series);
     let n = categories.len().max(1);
     let width = (160 * n as u32).max(700);
     let root = SVGBackend::new(path, (width, 460)).into_drawing_area();
@@ -45,7 +40,7 @@ pub fn bars(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), bottom..top)
         .map_err(err)?;
     let cats = categories.to_vec();
     chart
@@ -100,6 +95,68 @@ pub fn bars(
     Ok(())
 }
 
+/// The y axis: from 0, or from below the lowest value when one is negative (a negative
+/// "added" latency is a finding, not something to clip away), to above the highest.
+pub fn y_range(series: &[Series]) -> (f64, f64) {
+    let values = || series.iter().flat_map(|s| s.values.iter().flatten());
+    let max = values().map(|v| v.max.max(v.median)).fold(0.0f64, f64::max);
+    let min = values().map(|v| v.min.min(v.median)).fold(0.0f64, f64::min);
+    let margin = 0.15 * (max - min);
+    let top = if max > 0.0 {
+        max + margin
+    } else if min < 0.0 {
+        margin
+    } else {
+        1.0
+    };
+    let bottom = if min < 0.0 { min - margin } else { 0.0 };
+    (bottom, top)
+}
+
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plot: {e:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(values: &[(f64, f64, f64)]) -> Vec<Series> {
+        vec![Series {
+            name: "p99".into(),
+            values: values
+                .iter()
+                .map(|&(min, median, max)| {
+                    Some(Spread {
+                        median,
+                        min,
+                        max,
+                        n: 3,
+                    })
+                })
+                .collect(),
+        }]
+    }
+
+    #[test]
+    fn negative_values_are_inside_the_y_range() {
+        let (bottom, top) = y_range(&series(&[(-610.0, -539.0, 900.0), (10.0, 48.0, 60.0)]));
+        assert!(bottom < -610.0 && top > 900.0, "{bottom}..{top}");
+        let (bottom, top) = y_range(&series(&[(-20.0, -10.0, -5.0)]));
+        assert!(bottom < -20.0 && top > 0.0, "{bottom}..{top}");
+        let (bottom, top) = y_range(&series(&[(5.0, 10.0, 20.0)]));
+        assert!(bottom == 0.0 && top > 20.0, "{bottom}..{top}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("neg.svg");
+        let cats = ["gembok".to_owned(), "haproxy".to_owned()];
+        bars(
+            &path,
+            "t",
+            "µs",
+            &cats,
+            &series(&[(-610.0, -539.0, 900.0), (10.0, 48.0, 60.0)]),
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("-600"));
+    }
 }

@@ -87,6 +87,27 @@ impl View<'_> {
         seen
     }
 
+    /// What `subject` adds over direct in a latency `metric` under `variant` (pair or
+    /// inbound-only topology `topo`).
+    fn added(&self, topo: Topology, variant: &str, subject: &str, metric: &str) -> Option<Added> {
+        let mine = self.spread("latency", topo, variant, subject, metric)?;
+        let direct = self.spread("latency", Topology::Direct, variant, "direct", metric)?;
+        Some(Added::of(mine, direct))
+    }
+
+    /// The established contender that adds the least, among those whose added figure is not
+    /// noise (see [`Added`]).
+    fn best_added(&self, topo: Topology, variant: &str, metric: &str) -> Option<(String, Added)> {
+        self.subjects("latency", topo)
+            .into_iter()
+            .filter(|s| !is_gembok(s) && s != "direct")
+            .filter_map(|s| {
+                let a = self.added(topo, variant, &s, metric)?;
+                (!a.is_noise()).then_some((s, a))
+            })
+            .reduce(|a, b| if b.1.value < a.1.value { b } else { a })
+    }
+
     /// The best established (non-gembok, non-direct) contender's median.
     fn best(
         &self,
@@ -106,6 +127,63 @@ impl View<'_> {
             .reduce(|a, b| if (b.1 > a.1) == higher_better { b } else { a })
     }
 }
+
+/// What a subject adds over the direct baseline in a latency percentile: the difference of
+/// two medians of independent samples. When it is below zero, or smaller than the spread of
+/// direct's own samples (max − min), it says nothing about the proxy (direct's samples were
+/// bimodal, or one repetition was slow): it is reported as noise and never wins "best".
+#[derive(Debug, Clone, Copy)]
+struct Added {
+    value: f64,
+    direct: Spread,
+}
+
+impl Added {
+    fn of(subject: Spread, direct: Spread) -> Added {
+        Added {
+            value: subject.median - direct.median,
+            direct,
+        }
+    }
+
+    fn is_noise(&self) -> bool {
+        self.value < 0.0 || self.direct.max - self.direct.min > self.value
+    }
+
+    /// The figure, or why there is none, in a few words for a table cell.
+    fn cell(&self) -> String {
+        if !self.is_noise() {
+            fmt_num(self.value)
+        } else if self.value < 0.0 {
+            "< 0 (noise)".into()
+        } else {
+            "n/a (noise)".into()
+        }
+    }
+
+    /// The figure, or why there is none with direct's spread, for the targets.
+    fn text(&self) -> String {
+        let spread = format!(
+            "direct's samples spread {}–{}",
+            fmt_num(self.direct.min),
+            fmt_num(self.direct.max)
+        );
+        if !self.is_noise() {
+            fmt_num(self.value)
+        } else if self.value < 0.0 {
+            format!("< 0 ({spread})")
+        } else {
+            format!("n/a ({} within {spread})", fmt_num(self.value))
+        }
+    }
+}
+
+/// Said wherever added latency is shown.
+const ADDED_NOISE: &str = "An added figure is the subject's median minus direct's over \
+     independent samples; where it is below zero or smaller than the spread (max − min) of \
+     direct's own samples, it is shown as noise (\"< 0 (noise)\", \"n/a (noise)\"), since then it \
+     tells nothing about the proxy (no proxy makes a round trip faster than none), and it is \
+     never picked as the best established contender.";
 
 fn fmt_num(v: f64) -> String {
     if !v.is_finite() {
@@ -298,25 +376,6 @@ fn targets(v: &View<'_>, md: &mut String) {
         "## Targets (issue 5), judged on gembok with its defaults (aws-lc-rs, `--aead auto`, key exchange X25519MLKEM768)\n\n",
     );
     md.push_str("| target | gembok | best established contender | ratio | goal | met |\n|---|---|---|---|---|---|\n");
-    let mut row = |name: &str,
-                   g: Option<f64>,
-                   best: Option<(String, f64)>,
-                   goal: &str,
-                   met: Option<bool>,
-                   ratio_text: String| {
-        let _ = writeln!(
-            md,
-            "| {name} | {} | {} | {ratio_text} | {goal} | {} |",
-            g.map_or("–".into(), fmt_num),
-            best.as_ref()
-                .map_or("–".into(), |(n, b)| format!("{} ({n})", fmt_num(*b))),
-            match met {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "–",
-            }
-        );
-    };
     // `subject`'s median against the best established contender's: both, whether the ratio
     // meets `goal`, and the ratio as text.
     let rel_of = |subject, scenario, topo, variant: &str, metric, higher: bool, goal: f64| {
@@ -332,7 +391,8 @@ fn targets(v: &View<'_>, md: &mut String) {
         rel_of(GEMBOK, scenario, topo, variant, metric, higher, goal)
     };
     let (g, b, m, t) = rel("bulk", Topology::Pair, "1 stream", "gbit_per_s", true, 2.0);
-    row(
+    num_row(
+        md,
         "pair bulk throughput, 1 connection (Gbit/s)",
         g,
         b,
@@ -348,7 +408,8 @@ fn targets(v: &View<'_>, md: &mut String) {
         false,
         0.5,
     );
-    row(
+    num_row(
+        md,
         "CPU s/GiB, both sidecars (1 connection)",
         g,
         b,
@@ -359,10 +420,10 @@ fn targets(v: &View<'_>, md: &mut String) {
     if let Some((host, label)) = host_congestion(v) {
         let (g, b, _, t) = rel("bulk", Topology::Pair, &label, "gbit_per_s", true, 2.0);
         let name = format!("pair bulk throughput, 1 connection, under the host's {host} (Gbit/s)");
-        row(&name, g, b, "(context)", None, t);
+        num_row(md, &name, g, b, "(context)", None, t);
         let (g, b, _, t) = rel("bulk", Topology::Pair, &label, "cpu_s_per_gib", false, 0.5);
         let name = format!("CPU s/GiB, both sidecars, under the host's {host}");
-        row(&name, g, b, "(context)", None, t);
+        num_row(md, &name, g, b, "(context)", None, t);
     }
     let (g, b, m, t) = rel(
         "connections",
@@ -372,7 +433,8 @@ fn targets(v: &View<'_>, md: &mut String) {
         true,
         3.0,
     );
-    row(
+    num_row(
+        md,
         "new mTLS connections/s through the pair",
         g,
         b,
@@ -388,7 +450,8 @@ fn targets(v: &View<'_>, md: &mut String) {
         false,
         1.0,
     );
-    row(
+    num_row(
+        md,
         "CPU ms per new connection, both sidecars",
         g,
         b,
@@ -411,7 +474,8 @@ fn targets(v: &View<'_>, md: &mut String) {
     };
     let (g, b, t) = like_theirs("conn_per_s", true);
     if g.is_some() {
-        row(
+        num_row(
+            md,
             "new mTLS connections/s through the pair, gembok with `--key-exchange X25519` (the contenders' key exchange; gembok-x25519)",
             g,
             b,
@@ -420,7 +484,8 @@ fn targets(v: &View<'_>, md: &mut String) {
             t,
         );
         let (g, b, t) = like_theirs("cpu_ms_per_conn", false);
-        row(
+        num_row(
+            md,
             "CPU ms per new connection, both sidecars, with `--key-exchange X25519`",
             g,
             b,
@@ -431,40 +496,49 @@ fn targets(v: &View<'_>, md: &mut String) {
     }
     // Judged where the kernel placed the processes; the fixed placements are context: they
     // show what the proxies add once wake-ups across idle CPUs are off the path.
+    let mut noise = false;
+    let mut latency_rows = Vec::new();
     for placement in [Placement::Shared, Placement::OneCpu, Placement::PerPod] {
         let variant = placement.variant_64b();
         for (p, goal) in [("p50_us", 40.0), ("p99_us", 100.0)] {
-            let g = v
-                .spread("latency", Topology::Pair, &variant, GEMBOK, p)
-                .map(|s| s.median);
-            let d = v
-                .spread("latency", Topology::Direct, &variant, "direct", p)
-                .map(|s| s.median);
-            let added = g.zip(d).map(|(g, d)| g - d);
-            let best = v
-                .best("latency", Topology::Pair, &variant, p, false)
-                .and_then(|(n, b)| d.map(|d| (n, b - d)));
+            let added = v.added(Topology::Pair, &variant, GEMBOK, p);
+            let best = v.best_added(Topology::Pair, &variant, p);
             let pct = &p[..p.len() - 3];
-            if placement == Placement::Shared {
-                row(
-                    &format!("64 B round trip added by the pair, {pct} (µs)"),
-                    added,
-                    best,
-                    &format!("≤ {goal} µs"),
-                    added.map(|a| a <= goal),
-                    "–".into(),
-                );
-            } else if added.is_some() {
-                row(
-                    &format!("64 B round trip added by the pair, {placement}, {pct} (µs)"),
-                    added,
-                    best,
-                    &format!("(context; ≤ {goal} µs)"),
-                    None,
-                    "–".into(),
-                );
+            let judged = placement == Placement::Shared;
+            if !judged && added.is_none() {
+                continue;
             }
+            noise |= added.is_some_and(|a| a.is_noise())
+                || v.subjects("latency", Topology::Pair).iter().any(|s| {
+                    !is_gembok(s)
+                        && v.added(Topology::Pair, &variant, s, p)
+                            .is_some_and(|a| a.is_noise())
+                });
+            let (name, goal_text) = if judged {
+                (
+                    format!("64 B round trip added by the pair, {pct} (µs)"),
+                    format!("≤ {goal} µs"),
+                )
+            } else {
+                (
+                    format!("64 B round trip added by the pair, {placement}, {pct} (µs)"),
+                    format!("(context; ≤ {goal} µs)"),
+                )
+            };
+            let met = added
+                .filter(|a| judged && !a.is_noise())
+                .map(|a| a.value <= goal);
+            latency_rows.push((
+                name,
+                added.map_or("–".into(), |a| a.text()),
+                best.map_or("–".into(), |(n, a)| format!("{} ({n})", fmt_num(a.value))),
+                goal_text,
+                met,
+            ));
         }
+    }
+    for (name, g, best, goal, met) in latency_rows {
+        text_row(md, &name, &g, &best, "–", &goal, met);
     }
     let step =
         v.r.samples
@@ -484,7 +558,8 @@ fn targets(v: &View<'_>, md: &mut String) {
             .iter()
             .filter_map(|m| v.best("memory", Topology::Pair, &step, m, false))
             .reduce(|a, b| if b.1 > a.1 { b } else { a });
-        row(
+        num_row(
+            md,
             &format!("RSS per idle connection per sidecar at {step}, worse side (KiB)"),
             per,
             best,
@@ -522,7 +597,8 @@ fn targets(v: &View<'_>, md: &mut String) {
             })
             .reduce(|a, b| if b.1 > a.1 { b } else { a });
         if judged {
-            row(
+            num_row(
+                md,
                 name,
                 idle,
                 best,
@@ -531,10 +607,52 @@ fn targets(v: &View<'_>, md: &mut String) {
                 "–".into(),
             );
         } else if idle.is_some() {
-            row(name, idle, best, "(context)", None, "–".into());
+            num_row(md, name, idle, best, "(context)", None, "–".into());
         }
     }
     md.push('\n');
+    if noise {
+        md.push_str(ADDED_NOISE);
+        md.push_str(" A target whose figure is noise is not judged.\n\n");
+    }
+}
+
+/// One row of the targets table with figures.
+fn num_row(
+    md: &mut String,
+    name: &str,
+    g: Option<f64>,
+    best: Option<(String, f64)>,
+    goal: &str,
+    met: Option<bool>,
+    ratio_text: String,
+) {
+    let g = g.map_or("–".into(), fmt_num);
+    let best = best
+        .as_ref()
+        .map_or("–".into(), |(n, b)| format!("{} ({n})", fmt_num(*b)));
+    text_row(md, name, &g, &best, &ratio_text, goal, met);
+}
+
+/// One row of the targets table.
+fn text_row(
+    md: &mut String,
+    name: &str,
+    gembok: &str,
+    best: &str,
+    ratio: &str,
+    goal: &str,
+    met: Option<bool>,
+) {
+    let met = match met {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "–",
+    };
+    let _ = writeln!(
+        md,
+        "| {name} | {gembok} | {best} | {ratio} | {goal} | {met} |"
+    );
 }
 
 fn contenders(v: &View<'_>, md: &mut String) {
@@ -835,7 +953,9 @@ fn tables(v: &View<'_>, md: &mut String) {
             );
         }
     }
-    md.push_str("### 3. Latency\n\nAbsolute round trips in µs; \"+\" columns are added over the direct baseline (same variant, same repetition set). Where the kernel places the processes, a round trip also pays for every wake-up of a thread on an idle CPU, which costs most on a virtual machine that halts idle vCPUs at once (see the Machine table's cpuidle). The 64 B ping-pong is therefore measured twice more with CPU affinity fixed: \"one CPU\" (client, both sidecars and app on one CPU: no wake-up crosses CPUs, so what a proxy adds is its own work and context switches) and \"a CPU per pod\" (client and outbound on one CPU, inbound and app on another, like two pods with a CPU each: only the hops between the pods cross CPUs, in the direct runs as in the pair's).\n\n");
+    md.push_str("### 3. Latency\n\nAbsolute round trips in µs; \"+\" columns are added over the direct baseline (same variant, same repetition set). Where the kernel places the processes, a round trip also pays for every wake-up of a thread on an idle CPU, which costs most on a virtual machine that halts idle vCPUs at once (see the Machine table's cpuidle). The 64 B ping-pong is therefore measured twice more with CPU affinity fixed: \"one CPU\" (client, both sidecars and app on one CPU: no wake-up crosses CPUs, so what a proxy adds is its own work and context switches) and \"a CPU per pod\" (client and outbound on one CPU, inbound and app on another, like two pods with a CPU each: only the hops between the pods cross CPUs, in the direct runs as in the pair's). ");
+    md.push_str(ADDED_NOISE);
+    md.push_str("\n\n");
     for topo in [Topology::Pair, Topology::Inbound, Topology::Direct] {
         for variant in v.variants("latency", topo) {
             latency_table(v, md, topo, &variant);
@@ -1030,15 +1150,8 @@ fn latency_table(v: &View<'_>, md: &mut String, topo: Topology, variant: &str) {
         }
         if topo != Topology::Direct {
             for (m, _) in ps {
-                let mine = v.spread("latency", topo, variant, s, m).map(|x| x.median);
-                let d = v
-                    .spread("latency", Topology::Direct, variant, "direct", m)
-                    .map(|x| x.median);
-                let _ = write!(
-                    md,
-                    " {} |",
-                    mine.zip(d).map_or("–".into(), |(a, b)| fmt_num(a - b))
-                );
+                let added = v.added(topo, variant, s, m);
+                let _ = write!(md, " {} |", added.map_or("–".into(), |a| a.cell()));
             }
         }
         md.push('\n');
@@ -1064,4 +1177,147 @@ pub fn samples_of<'a>(r: &'a Results, scenario: &str) -> Vec<&'a Sample> {
         .iter()
         .filter(|s| s.scenario == scenario)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn sample(
+        scenario: &str,
+        topology: Topology,
+        variant: &str,
+        subject: &str,
+        rep: u32,
+        metrics: &[(&str, f64)],
+    ) -> Sample {
+        Sample {
+            scenario: scenario.into(),
+            topology,
+            variant: variant.into(),
+            subject: subject.into(),
+            rep,
+            metrics: metrics
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    pub(super) fn results(samples: Vec<Sample>) -> Results {
+        Results {
+            mode: "quick".into(),
+            command: "gembok-bench quick".into(),
+            started: "2026-11-30T00:00:00Z".into(),
+            duration_secs: 1.0,
+            plan: serde_json::Value::Null,
+            facts: serde_json::Value::Null,
+            nofile_limit: 1024,
+            contenders: Vec::new(),
+            samples,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Latency samples of `subject` in `topology`: one p50 and p99 per repetition.
+    fn latency(topology: Topology, subject: &str, p50: &[f64], p99: &[f64]) -> Vec<Sample> {
+        p50.iter()
+            .zip(p99)
+            .enumerate()
+            .map(|(rep, (&a, &b))| {
+                sample(
+                    "latency",
+                    topology,
+                    "64 B",
+                    subject,
+                    rep as u32,
+                    &[("p50_us", a), ("p99_us", b)],
+                )
+            })
+            .collect()
+    }
+
+    fn render(r: &Results) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("RESULTS.md");
+        write(r, &report, dir.path()).unwrap();
+        std::fs::read_to_string(report).unwrap()
+    }
+
+    fn line<'a>(md: &'a str, start: &str) -> &'a str {
+        md.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{md}"))
+    }
+
+    /// Direct's p99 samples are bimodal (200 or 1400 µs): a median of 1400 makes every proxy
+    /// "add" a negative round trip. That is noise, not a proxy making things faster: it is
+    /// marked, explained, and wins no "best".
+    #[test]
+    fn an_added_latency_below_zero_or_within_directs_spread_is_noise_and_never_best() {
+        let mut samples = latency(
+            Topology::Direct,
+            "direct",
+            &[100.0, 101.0, 102.0],
+            &[1400.0, 200.0, 1400.0],
+        );
+        samples.extend(latency(
+            Topology::Pair,
+            GEMBOK,
+            &[170.0, 171.0, 172.0],
+            &[861.0, 861.0, 861.0],
+        ));
+        // haproxy "adds" the most negative p99 (−928): it used to be "best".
+        samples.extend(latency(
+            Topology::Pair,
+            "haproxy",
+            &[180.0, 181.0, 182.0],
+            &[472.0, 472.0, 472.0],
+        ));
+        // nginx adds more than direct's spread at p99 and so is the only honest best there.
+        samples.extend(latency(
+            Topology::Pair,
+            "nginx",
+            &[160.0, 161.0, 162.0],
+            &[2700.0, 2700.0, 2700.0],
+        ));
+        let md = render(&results(samples));
+        let p99 = line(&md, "| 64 B round trip added by the pair, p99 (µs) |");
+        assert_eq!(
+            p99,
+            "| 64 B round trip added by the pair, p99 (µs) | < 0 (direct's samples spread 200–1400) \
+             | 1300 (nginx) | – | ≤ 100 µs | – |"
+        );
+        let p50 = line(&md, "| 64 B round trip added by the pair, p50 (µs) |");
+        assert_eq!(
+            p50,
+            "| 64 B round trip added by the pair, p50 (µs) | 70.0 | 60.0 (nginx) | – | ≤ 40 µs | **no** |"
+        );
+        assert!(md.contains(ADDED_NOISE), "no explanation");
+        assert_eq!(
+            line(&md, "| haproxy |"),
+            "| haproxy | 181 (180–182) | – | 472 (472–472) | – | 80.0 | – | < 0 (noise) | – |"
+        );
+        // Positive, but smaller than direct's spread.
+        let mut samples = latency(
+            Topology::Direct,
+            "direct",
+            &[100.0, 101.0, 102.0],
+            &[200.0, 300.0, 1400.0],
+        );
+        samples.extend(latency(
+            Topology::Pair,
+            GEMBOK,
+            &[170.0, 171.0, 172.0],
+            &[461.0, 461.0, 461.0],
+        ));
+        let md = render(&results(samples));
+        let p99 = line(&md, "| 64 B round trip added by the pair, p99 (µs) |");
+        assert!(
+            p99.contains("| n/a (161 within direct's samples spread 200–1400) | – |"),
+            "{p99}"
+        );
+    }
 }
