@@ -108,6 +108,29 @@ impl View<'_> {
             .reduce(|a, b| if b.1.value < a.1.value { b } else { a })
     }
 
+    /// Per established pair contender, its worse side in memory `variant` (the larger median
+    /// of the two `metrics`, one per side, times `scale`); the contender whose worse side is the
+    /// smallest, with it.
+    fn best_worse_side(
+        &self,
+        variant: &str,
+        metrics: [&str; 2],
+        scale: f64,
+    ) -> Option<(String, f64)> {
+        self.subjects("memory", Topology::Pair)
+            .into_iter()
+            .filter(|s| !is_gembok(s) && s != "direct")
+            .filter_map(|s| {
+                let worse = metrics
+                    .iter()
+                    .filter_map(|m| self.spread("memory", Topology::Pair, variant, &s, m))
+                    .map(|x| x.median * scale)
+                    .reduce(f64::max)?;
+                Some((s, worse))
+            })
+            .reduce(|a, b| if b.1 < a.1 { b } else { a })
+    }
+
     /// The best established (non-gembok, non-direct) contender's median.
     fn best(
         &self,
@@ -554,10 +577,7 @@ fn targets(v: &View<'_>, md: &mut String) {
                     .map(|s| s.median)
             })
             .reduce(f64::max);
-        let best = ["out_kib_per_conn", "in_kib_per_conn"]
-            .iter()
-            .filter_map(|m| v.best("memory", Topology::Pair, &step, m, false))
-            .reduce(|a, b| if b.1 > a.1 { b } else { a });
+        let best = v.best_worse_side(&step, ["out_kib_per_conn", "in_kib_per_conn"], 1.0);
         num_row(
             md,
             &format!("RSS per idle connection per sidecar at {step}, worse side (KiB)"),
@@ -589,13 +609,7 @@ fn targets(v: &View<'_>, md: &mut String) {
                     .map(|s| s.median / 1024.0)
             })
             .reduce(f64::max);
-        let best = metrics
-            .iter()
-            .filter_map(|m| {
-                v.best("memory", Topology::Pair, "idle", m, false)
-                    .map(|(n, b)| (n, b / 1024.0))
-            })
-            .reduce(|a, b| if b.1 > a.1 { b } else { a });
+        let best = v.best_worse_side("idle", metrics, 1.0 / 1024.0);
         if judged {
             num_row(
                 md,
@@ -1250,6 +1264,46 @@ mod tests {
         md.lines()
             .find(|l| l.starts_with(start))
             .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{md}"))
+    }
+
+    /// The worse side of the best established contender: per contender its worse side, then
+    /// the best of those. haproxy's outbound and nginx's inbound are each the best of their
+    /// side, but each of them is bad on its other side; stunnel4 is the best on both sides.
+    #[test]
+    fn memorys_best_worse_side_is_one_contenders_worse_side() {
+        let mem = |subject: &str, variant: &str, out: (&str, f64), inb: (&str, f64)| {
+            sample("memory", Topology::Pair, variant, subject, 0, &[out, inb])
+        };
+        let mut samples = Vec::new();
+        for (subject, out, inb) in [
+            (GEMBOK, 7.0, 6.0),
+            ("haproxy", 5.0, 40.0),
+            ("nginx", 30.0, 4.0),
+            ("stunnel4", 12.0, 11.0),
+        ] {
+            let mut m = mem(
+                subject,
+                "1000 connections",
+                ("out_kib_per_conn", out),
+                ("in_kib_per_conn", inb),
+            );
+            m.metrics.insert("held".into(), 1000.0);
+            samples.push(m);
+            samples.push(mem(
+                subject,
+                "idle",
+                ("out_kib", out * 1024.0),
+                ("in_kib", inb * 1024.0),
+            ));
+        }
+        let md = render(&results(samples));
+        let row = line(
+            &md,
+            "| RSS per idle connection per sidecar at 1000 connections",
+        );
+        assert!(row.contains("| 7.00 | 12.0 (stunnel4) |"), "{row}");
+        let row = line(&md, "| idle RSS per sidecar, worse side (MiB)");
+        assert!(row.contains("| 7.00 | 12.0 (stunnel4) |"), "{row}");
     }
 
     /// Direct's p99 samples are bimodal (200 or 1400 µs): a median of 1400 makes every proxy
