@@ -352,10 +352,30 @@ fn measure(m: Measure, argv: String) -> Result<()> {
         )
     })?;
     eprintln!("wrote {} and {}", json.display(), report.display());
-    if let Some(why) = nothing_under_test(&results) {
+    if let Some(why) = failure(&results) {
         anyhow::bail!("{why}");
     }
     Ok(())
+}
+
+/// Why a run that wrote its results failed anyway: it measured nothing under test, or a
+/// contender died during it (its figures are incomplete).
+fn failure(results: &run::Results) -> Option<String> {
+    if let Some(why) = nothing_under_test(results) {
+        return Some(why);
+    }
+    let died: Vec<String> = results
+        .contenders
+        .iter()
+        .filter(|c| c.status.starts_with(run::DIED))
+        .map(|c| format!("{} {}", c.id, c.status))
+        .collect();
+    (!died.is_empty()).then(|| {
+        format!(
+            "the figures are incomplete: {} (see the report's contenders table)",
+            died.join("; ")
+        )
+    })
 }
 
 /// Why a run measured nothing under test, if it did not: every contender was skipped and only
@@ -481,5 +501,73 @@ mod check_tests {
         };
         assert_eq!(m.report, out.join("RESULTS.md"));
         assert_eq!((m.plan.reps, m.strace_all), (5, true));
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use std::collections::BTreeMap;
+
+    use super::failure;
+    use crate::run::{ContenderInfo, DIED, Results};
+    use crate::scenario::{Sample, Topology};
+
+    fn info(id: &str, status: &str) -> ContenderInfo {
+        ContenderInfo {
+            id: id.into(),
+            tls_library: String::new(),
+            status: status.into(),
+            verdict: None,
+            data_path: String::new(),
+            idle_rss_out_kib: None,
+            idle_rss_in_kib: None,
+        }
+    }
+
+    fn results(contenders: Vec<ContenderInfo>, subjects: &[&str]) -> Results {
+        Results {
+            mode: "quick".into(),
+            command: String::new(),
+            started: String::new(),
+            duration_secs: 0.0,
+            plan: serde_json::Value::Null,
+            facts: serde_json::Value::Null,
+            nofile_limit: 0,
+            contenders,
+            samples: subjects
+                .iter()
+                .map(|s| Sample {
+                    scenario: "latency".into(),
+                    topology: Topology::Pair,
+                    variant: "64 B".into(),
+                    subject: (*s).into(),
+                    rep: 0,
+                    metrics: BTreeMap::new(),
+                })
+                .collect(),
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_fails_when_a_contender_died_even_if_others_were_measured() {
+        let died = format!("{DIED}: its inbound process (pid 7) exited (signal: 9 (SIGKILL))");
+        let r = results(
+            vec![info("haproxy", &died), info("nginx", "measured")],
+            &["direct", "haproxy", "nginx"],
+        );
+        let why = failure(&r).expect("the run must fail");
+        assert!(
+            why.starts_with("the figures are incomplete: haproxy died during the run"),
+            "{why}"
+        );
+        let r = results(vec![info("nginx", "measured")], &["direct", "nginx"]);
+        assert_eq!(failure(&r), None);
+        let r = results(vec![info("nginx", "skipped: cannot start")], &["direct"]);
+        assert!(
+            failure(&r)
+                .unwrap()
+                .starts_with("nothing under test was measured")
+        );
     }
 }

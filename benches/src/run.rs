@@ -96,9 +96,46 @@ struct Subject {
     id: String,
     running: Option<Running>,
     ktls_seen: u64,
+    /// Why the contender is no longer measured: one of its processes exited during the run
+    /// (set by [`Subject::alive`]).
+    dead: std::cell::OnceCell<String>,
 }
 
 impl Subject {
+    fn new(id: String, running: Option<Running>) -> Subject {
+        Subject {
+            id,
+            running,
+            ktls_seen: 0,
+            dead: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Whether every process of the contender still runs, checked before measurement `next`.
+    /// The first time one has exited, says which and how (on stderr and among the run's
+    /// failures) and returns false from then on: its remaining measurements are skipped rather
+    /// than run against a dead port.
+    fn alive(&self, next: &str, rec: &mut Recorder) -> bool {
+        if self.dead.get().is_some() {
+            return false;
+        }
+        let Some(r) = &self.running else {
+            return true;
+        };
+        let exited = r.outbound.iter().chain([&r.inbound]).find_map(|p| {
+            procs::exited(p)
+                .map(|status| format!("its {} process (pid {}) exited ({status})", p.name, p.pid))
+        });
+        let Some(exited) = exited else {
+            return true;
+        };
+        let why = format!("{exited}, found before {next}; its remaining measurements were skipped");
+        eprintln!("  {}: {why}", self.id);
+        rec.errors.push(format!("{}: {why}", self.id));
+        let _ = self.dead.set(why);
+        false
+    }
+
     fn topologies(&self) -> Vec<Topology> {
         match &self.running {
             None => vec![Topology::Direct],
@@ -271,15 +308,23 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
         nofile,
     };
 
-    let mut subjects = vec![Subject {
-        id: "direct".into(),
-        running: None,
-        ktls_seen: 0,
-    }];
+    let mut subjects = vec![Subject::new("direct".into(), None)];
     for kind in available {
         eprintln!("starting {}", kind.id());
         let running = match contender::start(kind, &env) {
-            Ok(r) => r,
+            Ok(r) => {
+                let out = r
+                    .outbound
+                    .as_ref()
+                    .map(|o| format!("outbound pid {}, ", o.pid));
+                eprintln!(
+                    "started {}: {}inbound pid {}",
+                    kind.id(),
+                    out.unwrap_or_default(),
+                    r.inbound.pid
+                );
+                r
+            }
             Err(e) => {
                 eprintln!("skipping {}: cannot start: {e:#}", kind.id());
                 infos.insert(kind, info(kind, format!("skipped: cannot start: {e:#}")));
@@ -294,11 +339,7 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
             Ok(v) if v.passed() => {
                 i.status = "measured".into();
                 i.verdict = serde_json::to_value(&v).ok();
-                subjects.push(Subject {
-                    id: kind.id().into(),
-                    running: Some(running),
-                    ktls_seen: 0,
-                });
+                subjects.push(Subject::new(kind.id().into(), Some(running)));
             }
             Ok(v) => {
                 eprintln!(
@@ -371,6 +412,9 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
                         r.outbound.is_some() && (r.kind.is_gembok() || opts.strace_all)
                     })
                 }) {
+                    if !s.alive(&format!("syscalls {}", s.id), &mut rec) {
+                        continue;
+                    }
                     if let Err(e) = syscalls_sample(s, plan, work.path()).await.map(|m| {
                         let metrics: Vec<(&str, f64)> =
                             m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -385,9 +429,14 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
 
     for s in &subjects {
         if let Some(r) = &s.running {
+            // A process that exited during the last measurement is told too.
+            s.alive("the end of the run", &mut rec);
             let paths = r.kind.is_gembok().then(|| contender::data_paths(&r.ports));
             r.stop();
             if let Some(i) = infos.get_mut(&r.kind) {
+                if let Some(why) = s.dead.get() {
+                    i.status = format!("{DIED}: {why}");
+                }
                 i.data_path = if facts.ktls_stats {
                     if s.ktls_seen > 0 {
                         "ktls".into()
@@ -424,6 +473,10 @@ pub async fn run(opts: &Options, installed: Installed, facts: Facts) -> Result<R
         errors: rec.errors,
     })
 }
+
+/// How [`ContenderInfo::status`] starts for a contender one of whose processes exited during
+/// the run.
+pub const DIED: &str = "died during the run";
 
 fn info(kind: Kind, status: String) -> ContenderInfo {
     ContenderInfo {
@@ -554,6 +607,9 @@ async fn timed_rep(
                 continue;
             }
             let what = format!("bulk {} {variant} {}", topo.as_str(), s.id);
+            if !s.alive(&what, rec) {
+                continue;
+            }
             let target = match s.target(topo, app, pki, ClientOpts::FULL) {
                 Ok(t) => t,
                 Err(e) => {
@@ -634,6 +690,9 @@ async fn connections_sample(
         return;
     }
     let what = format!("connections {} {variant} {}", topo.as_str(), s.id);
+    if !s.alive(&what, rec) {
+        return;
+    }
     let target = match s.target(topo, scope.app, scope.pki, copts) {
         Ok(t) => t,
         Err(e) => return rec.fail(what, e),
@@ -742,6 +801,9 @@ async fn latency_rep(
                 continue;
             }
             let what = format!("latency {} {variant} {}", topo.as_str(), s.id);
+            if !s.alive(&what, rec) {
+                continue;
+            }
             let target = match s.target(topo, app, pki, ClientOpts::FULL) {
                 Ok(t) => t,
                 Err(e) => {
@@ -842,6 +904,9 @@ async fn profile_all(
                 continue;
             }
             let what = format!("profile {} pair {}", scenario.name(), s.id);
+            if !s.alive(&what, rec) {
+                continue;
+            }
             match profile_one(s, scenario, &pids, plan, app, pki, dir).await {
                 Ok(section) => {
                     eprintln!("  {what}: written");
@@ -925,6 +990,9 @@ async fn memory_sample(
     rec: &mut Recorder,
 ) {
     let Some(r) = &s.running else { return };
+    if !s.alive(&format!("memory {}", s.id), rec) {
+        return;
+    }
     let topo = if r.outbound.is_some() {
         Topology::Pair
     } else {

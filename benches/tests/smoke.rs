@@ -383,6 +383,91 @@ fn a_run_that_measured_nothing_under_test_fails() {
     assert!(r.samples.iter().all(|s| s.subject == "direct"));
 }
 
+/// A contender whose process dies during the run (here its inbound side, SIGKILLed as the
+/// measuring starts) is noticed: named with how it exited, its remaining measurements skipped
+/// (not run against a dead port), its status in the report says so, and the run fails.
+#[test]
+fn a_contender_that_dies_mid_run_is_noticed_and_skipped() {
+    use std::io::BufRead as _;
+    let proxy = gembok_proxy();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+        .args(["smoke", "--no-install", "--scenarios", "latency,memory"])
+        .arg("--gembok-bin")
+        .arg(&proxy)
+        .arg("--out")
+        .arg(out.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut inbound = None;
+    let mut stderr = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("started gembok-aws-lc-rs: ") {
+            let pid = rest.rsplit("inbound pid ").next().unwrap();
+            inbound = Some(pid.trim().parse::<i32>().unwrap());
+        }
+        if line.starts_with("repetition 1/") {
+            let pid = inbound.expect("the start line names the inbound pid");
+            let pid = rustix::process::Pid::from_raw(pid).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let pid = inbound.expect("gembok started");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let named = format!(
+        "gembok-aws-lc-rs: its inbound process (pid {pid}) exited (signal: 9 (SIGKILL)), found \
+         before "
+    );
+    assert!(stderr.contains(&named), "{stderr}");
+    // Whatever else it says (here also that nothing under test was measured), the run's last
+    // word names the dead process.
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("gembok-bench: ")
+            && last.contains(&format!(
+                "died during the run: its inbound process (pid {pid})"
+            )),
+        "{stderr}"
+    );
+    // At most the sample that raced with the kill ran against the dead port.
+    let failed = stderr
+        .lines()
+        .filter(|l| l.contains("FAILED") && l.contains("gembok-aws-lc-rs"))
+        .count();
+    assert!(failed <= 1, "{stderr}");
+    let r = report::load(&out.path().join("results.json")).unwrap();
+    let gembok = r
+        .contenders
+        .iter()
+        .find(|c| c.id == "gembok-aws-lc-rs")
+        .unwrap();
+    assert!(
+        gembok.status.starts_with(gembok_bench::run::DIED) && gembok.status.contains("SIGKILL"),
+        "{}",
+        gembok.status
+    );
+    assert!(
+        !r.samples
+            .iter()
+            .any(|s| s.subject == "gembok-aws-lc-rs" && s.scenario == "memory"),
+        "memory was measured after the contender died"
+    );
+    let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| gembok-aws-lc-rs | rustls"))
+        .expect("contenders row");
+    assert!(
+        row.contains("died during the run: its inbound process"),
+        "{row}"
+    );
+}
+
 #[test]
 fn a_congestion_control_that_is_no_name_exits_64() {
     let err = usage_error(&["smoke", "--congestion", "BBR;reboot"]);
