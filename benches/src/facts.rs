@@ -114,23 +114,39 @@ fn read(p: &str) -> String {
         .unwrap_or_else(|_| "(unavailable)".into())
 }
 
-/// First non-empty line of stdout, else of stderr (nginx and stunnel print versions there).
+/// The version line of a program's output: stdout's, else stderr's (nginx and stunnel print
+/// versions there).
 fn first_line(program: &std::ffi::OsStr, args: &[&str]) -> String {
     match Command::new(program).args(args).output() {
-        Ok(o) => {
-            let pick = |b: &[u8]| {
-                String::from_utf8_lossy(b)
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty() && !l.starts_with('['))
-                    .map(str::to_owned)
-            };
-            pick(&o.stdout)
-                .or_else(|| pick(&o.stderr))
-                .unwrap_or_else(|| "(no output)".into())
-        }
+        Ok(o) => version_line(&String::from_utf8_lossy(&o.stdout))
+            .or_else(|| version_line(&String::from_utf8_lossy(&o.stderr)))
+            .unwrap_or_else(|| "(no output)".into()),
         Err(e) => format!("(cannot run: {e})"),
     }
+}
+
+/// The first line that carries a version number (a word with `digits.digits` in it), else the
+/// first non-empty line; log lines (`[ ...`) skipped. `stunnel4 -version` starts with
+/// "Initializing inetd mode configuration" before "stunnel 5.68 on x86_64-pc-linux-gnu platform".
+fn version_line(text: &str) -> Option<String> {
+    let lines = || {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('['))
+    };
+    let has_version = |l: &&str| {
+        l.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .any(|w| {
+                let mut parts = w.split('.');
+                let major = parts.next().unwrap_or_default();
+                let minor = parts.next().unwrap_or_default();
+                !major.is_empty() && !minor.is_empty()
+            })
+    };
+    lines()
+        .find(has_version)
+        .or_else(|| lines().next())
+        .map(str::to_owned)
 }
 
 /// Total of the kTLS counters in `/proc/net/tls_stat` that count connections moved to the
@@ -147,4 +163,34 @@ pub fn ktls_connections() -> Option<u64> {
             })
             .sum(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_line;
+
+    #[test]
+    fn the_version_line_is_the_one_with_a_version() {
+        let stunnel = "Initializing inetd mode configuration\n\
+                       stunnel 5.68 on x86_64-pc-linux-gnu platform\n\
+                       Compiled with OpenSSL 3.0.9 30 May 2023\n";
+        assert_eq!(
+            version_line(stunnel).as_deref(),
+            Some("stunnel 5.68 on x86_64-pc-linux-gnu platform")
+        );
+        assert_eq!(
+            version_line("HAProxy version 2.6.12-1+deb12u3 2025/10/03 - https://haproxy.org/\nStatus: long-term\n")
+                .as_deref(),
+            Some("HAProxy version 2.6.12-1+deb12u3 2025/10/03 - https://haproxy.org/")
+        );
+        assert_eq!(
+            version_line("\n[ 1.0] log\nnginx version: nginx/1.22.1\n").as_deref(),
+            Some("nginx version: nginx/1.22.1")
+        );
+        assert_eq!(
+            version_line("no version here\n").as_deref(),
+            Some("no version here")
+        );
+        assert_eq!(version_line(" \n"), None);
+    }
 }
