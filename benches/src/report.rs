@@ -1183,7 +1183,14 @@ fn topo_name(t: Topology) -> &'static str {
 
 /// Loads a `results.json` written by an earlier run.
 pub fn load(path: &Path) -> Result<Results> {
-    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+    use anyhow::Context as _;
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not the results.json of a gembok-bench run",
+            path.display()
+        )
+    })
 }
 
 pub fn samples_of<'a>(r: &'a Results, scenario: &str) -> Vec<&'a Sample> {

@@ -468,6 +468,59 @@ fn a_contender_that_dies_mid_run_is_noticed_and_skipped() {
     );
 }
 
+/// `report --from` names the file it could not use and what failed; on success it says what it
+/// wrote.
+#[test]
+fn report_from_names_the_file_that_failed_and_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let out = dir.path().join("out");
+    let run = |from: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_gembok-bench"))
+            .arg("report")
+            .arg("--from")
+            .arg(from)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = run(&missing);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "gembok-bench: --from {}: No such file",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{\"mode\": 1}").unwrap();
+    let o = run(&garbage);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "gembok-bench: {} is not the results.json of a gembok-bench run: ",
+            garbage.display()
+        )),
+        "{err}"
+    );
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/results.json");
+    let o = run(&committed);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "wrote {} and the plots in {}",
+            out.join("RESULTS.md").display(),
+            out.display()
+        )
+    );
+}
+
 #[test]
 fn a_congestion_control_that_is_no_name_exits_64() {
     let err = usage_error(&["smoke", "--congestion", "BBR;reboot"]);
