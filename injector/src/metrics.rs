@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 pub const PREFIX: &str = "gembok_injector_";
 pub const REQUESTS: &str = "gembok_injector_requests_total";
@@ -17,6 +18,24 @@ pub const DURATION: &str = "gembok_injector_request_duration_seconds";
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
+
+/// How often [`upkeep`] drains the recorded histogram samples.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the request durations recorded since the last pass into their buckets, every `every`
+/// until `stop` is cancelled: the exporter keeps every raw sample until a render or an upkeep
+/// pass, so an injector nobody scrapes would grow with every review (as the proxy's
+/// `metrics::upkeep` explains and tests).
+pub async fn upkeep(handle: PrometheusHandle, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
 
 /// Installs the process-wide Prometheus recorder and describes the metrics.
 pub fn install() -> Result<PrometheusHandle, BuildError> {

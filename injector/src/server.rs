@@ -148,6 +148,11 @@ pub async fn run(
     };
     let stop_admin = CancellationToken::new();
     let admin_addr = admin.local_addr().ok();
+    tokio::spawn(metrics::upkeep(
+        prometheus.clone(),
+        metrics::UPKEEP_EVERY,
+        stop_admin.clone(),
+    ));
     tokio::spawn(admin::serve(admin, health, prometheus, stop_admin.clone()));
 
     let stop_accepting = CancellationToken::new();

@@ -220,6 +220,11 @@ pub async fn run(
     });
     let admin_addr = listeners.admin.local_addr()?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(metrics::upkeep(
+        prometheus.clone(),
+        metrics::UPKEEP_EVERY,
+        admin_stop.clone(),
+    ));
     tokio::spawn(admin::serve(
         listeners.admin,
         health.clone(),

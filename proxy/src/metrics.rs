@@ -5,6 +5,7 @@
 //! once ([`ListenerMetrics::new`]) so the data path only touches atomics.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -12,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::Direction;
 use crate::ktls::stream::KeyUpdates;
 use crate::resolve::LookupCounters;
+use tokio_util::sync::CancellationToken;
 
 pub const CONNECTIONS_OPENED: &str = "gembok_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "gembok_connections_closed_total";
@@ -95,6 +97,24 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// How often [`upkeep`] drains the recorded histogram samples.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the histogram samples recorded since the last pass into their buckets, every `every`
+/// until `stop` is cancelled. The exporter keeps every raw sample until a render or an upkeep
+/// pass (16 bytes each): without this, a sidecar that nobody scrapes grows by one sample per
+/// handshake for as long as it runs.
+pub async fn upkeep(handle: PrometheusHandle, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 fn describe() {
