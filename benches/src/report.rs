@@ -711,13 +711,17 @@ fn plots(v: &View<'_>, dir: &Path, rel: &str, md: &mut String) -> Result<()> {
             let _ = writeln!(md, "![{title}]({rel}/{file})\n");
             Ok(())
         };
-    let pair = v.subjects("bulk", Topology::Pair);
-    let mut cats: Vec<String> = pair.clone();
-    for s in v.subjects("bulk", Topology::Inbound) {
-        if !cats.contains(&s) {
-            cats.push(s);
+    // Each scenario's plots show the subjects that scenario measured (pair, then inbound-only).
+    let cats_of = |scenario: &str| {
+        let mut cats = v.subjects(scenario, Topology::Pair);
+        for s in v.subjects(scenario, Topology::Inbound) {
+            if !cats.contains(&s) {
+                cats.push(s);
+            }
         }
-    }
+        cats
+    };
+    let cats = cats_of("bulk");
     let series = |scenario: &str,
                   list: &[(Topology, &str, &str)],
                   metric: &str,
@@ -784,19 +788,20 @@ fn plots(v: &View<'_>, dir: &Path, rel: &str, md: &mut String) -> Result<()> {
         ),
         (Topology::Inbound, "resumed", "inbound only, resumed"),
     ];
+    let conn_cats = cats_of("connections");
     emit(
         "connections.svg",
         "New mTLS connections per second (higher is better)",
         "connections/s",
-        cats.clone(),
-        series("connections", &conn, "conn_per_s", &cats),
+        conn_cats.clone(),
+        series("connections", &conn, "conn_per_s", &conn_cats),
     )?;
     emit(
         "cpu-per-connection.svg",
         "CPU ms per new connection, all sidecar processes (lower is better)",
         "CPU ms / connection",
-        cats.clone(),
-        series("connections", &conn, "cpu_ms_per_conn", &cats),
+        conn_cats.clone(),
+        series("connections", &conn, "cpu_ms_per_conn", &conn_cats),
     )?;
     let mut lat_plots = vec![
         ("64 B".to_owned(), "latency-64b.svg".to_owned()),
@@ -1311,6 +1316,38 @@ mod tests {
         assert!(row.contains("| 7.00 | 12.0 (stunnel4) |"), "{row}");
         let row = line(&md, "| idle RSS per sidecar, worse side (MiB)");
         assert!(row.contains("| 7.00 | 12.0 (stunnel4) |"), "{row}");
+    }
+
+    /// A run of the connection scenario alone (no bulk) still gets its connection plots, over
+    /// the subjects it measured.
+    #[test]
+    fn connection_plots_are_drawn_from_the_connection_scenarios_subjects() {
+        let conn = |topo, variant: &str, subject: &str| {
+            sample(
+                "connections",
+                topo,
+                variant,
+                subject,
+                0,
+                &[("conn_per_s", 1000.0), ("cpu_ms_per_conn", 0.5)],
+            )
+        };
+        let samples = vec![
+            conn(Topology::Pair, "new connections", GEMBOK),
+            conn(Topology::Inbound, "full handshake", GEMBOK),
+            conn(Topology::Inbound, "full handshake", "hitch"),
+            conn(Topology::Direct, "new connections", "direct"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("RESULTS.md");
+        write(&results(samples), &report, dir.path()).unwrap();
+        let md = std::fs::read_to_string(report).unwrap();
+        for file in ["connections.svg", "cpu-per-connection.svg"] {
+            assert!(md.contains(&format!("(./{file})")), "no {file} in:\n{md}");
+            let svg = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            assert!(svg.contains(GEMBOK) && svg.contains("hitch"), "{file}");
+        }
+        assert!(!dir.path().join("throughput.svg").exists());
     }
 
     /// Direct's p99 samples are bimodal (200 or 1400 µs): a median of 1400 makes every proxy
