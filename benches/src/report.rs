@@ -221,15 +221,28 @@ fn fmt_num(v: f64) -> String {
 }
 
 fn cell(s: Option<Spread>) -> String {
+    cell_with(s, fmt_num)
+}
+
+/// A count (connections held, failed): whole numbers as such, a median between two as x.5.
+fn fmt_count(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Metrics that count things rather than measure them.
+const COUNTS: [&str; 3] = ["held", "failed", "samples"];
+
+fn cell_with(s: Option<Spread>, fmt: fn(f64) -> String) -> String {
     match s {
         None => "–".into(),
-        Some(s) if s.n > 1 => format!(
-            "{} ({}–{})",
-            fmt_num(s.median),
-            fmt_num(s.min),
-            fmt_num(s.max)
-        ),
-        Some(s) => fmt_num(s.median),
+        Some(s) if s.n > 1 => format!("{} ({}–{})", fmt(s.median), fmt(s.min), fmt(s.max)),
+        Some(s) => fmt(s.median),
     }
 }
 
@@ -1093,7 +1106,14 @@ fn table(
             let _ = write!(
                 md,
                 " {} |",
-                cell(v.spread(scenario, topo, variant, s, c.metric))
+                cell_with(
+                    v.spread(scenario, topo, variant, s, c.metric),
+                    if COUNTS.contains(&c.metric) {
+                        fmt_count
+                    } else {
+                        fmt_num
+                    }
+                )
             );
         }
         if let Some(c) = ratio_col {
@@ -1348,6 +1368,48 @@ mod tests {
             assert!(svg.contains(GEMBOK) && svg.contains("hitch"), "{file}");
         }
         assert!(!dir.path().join("throughput.svg").exists());
+    }
+
+    /// Counts read as counts: "20" connections held and "0" failed, not "20.0" and "0.00".
+    #[test]
+    fn counts_are_whole_numbers_in_the_tables() {
+        let samples = vec![
+            sample(
+                "memory",
+                Topology::Pair,
+                "20 connections",
+                GEMBOK,
+                0,
+                &[("held", 20.0), ("failed", 0.0), ("in_kib_per_conn", 7.5)],
+            ),
+            sample(
+                "connections",
+                Topology::Pair,
+                "new connections",
+                GEMBOK,
+                0,
+                &[("conn_per_s", 2500.0), ("failed", 0.0)],
+            ),
+            sample(
+                "connections",
+                Topology::Pair,
+                "new connections",
+                GEMBOK,
+                1,
+                &[("conn_per_s", 2400.0), ("failed", 3.0)],
+            ),
+        ];
+        let md = render(&results(samples));
+        let mem = md.split("### 4. Memory").nth(1).unwrap();
+        assert!(
+            line(mem, &format!("| {GEMBOK} |")).ends_with("| 7.50 | 20 |"),
+            "{mem}"
+        );
+        let conn = md.split("### 2. New connections").nth(1).unwrap();
+        assert!(
+            line(conn, &format!("| {GEMBOK} |")).contains("| 1.5 (0–3) |"),
+            "{conn}"
+        );
     }
 
     /// Direct's p99 samples are bimodal (200 or 1400 µs): a median of 1400 makes every proxy

@@ -1047,7 +1047,7 @@ async fn memory_sample(
                 if let (Some(o), Some(o0)) = (st.out_kib, out0) {
                     m.push(("out_kib_per_conn", (o as f64 - o0 as f64) / n));
                 }
-                eprintln!("  {what} {} held: {:?}", st.held, m);
+                eprintln!("  {}", memory_line(&what, st.asked, &m));
                 rec.add(
                     "memory",
                     topo,
@@ -1060,6 +1060,21 @@ async fn memory_sample(
         }
         Err(e) => rec.fail(what, e),
     }
+}
+
+/// A memory step's progress line: `memory haproxy, 1000 connections: held 1000, failed 0,
+/// inbound 33.8 KiB/conn, outbound 30.1 KiB/conn`.
+fn memory_line(what: &str, asked: usize, metrics: &[(&str, f64)]) -> String {
+    let parts: Vec<String> = metrics
+        .iter()
+        .map(|&(k, v)| match k {
+            "held" | "failed" => format!("{k} {v:.0}"),
+            "in_kib_per_conn" => format!("inbound {v:.1} KiB/conn"),
+            "out_kib_per_conn" => format!("outbound {v:.1} KiB/conn"),
+            _ => format!("{k} {v}"),
+        })
+        .collect();
+    format!("{what}, {asked} connections: {}", parts.join(", "))
 }
 
 async fn syscalls_sample(
@@ -1105,6 +1120,24 @@ pub fn verdict(info: &ContenderInfo) -> Option<Verdict> {
     info.verdict
         .as_ref()
         .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+#[cfg(test)]
+mod memory_line_tests {
+    #[test]
+    fn a_memory_step_reads_as_words_not_debug_output() {
+        let m = [
+            ("held", 1000.0),
+            ("failed", 0.0),
+            ("in_kib_per_conn", 33.84),
+            ("out_kib_per_conn", 30.06),
+        ];
+        assert_eq!(
+            super::memory_line("memory haproxy", 1000, &m),
+            "memory haproxy, 1000 connections: held 1000, failed 0, inbound 33.8 KiB/conn, \
+             outbound 30.1 KiB/conn"
+        );
+    }
 }
 
 #[cfg(test)]
