@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{self, Buffered, End, Outcome, Settings, Switch};
+use crate::forward::{self, Buffered, End, IdleWatch, Outcome, Settings, Switch};
 use crate::identity;
 use crate::ktls::keys::SecretLog;
 use crate::ktls::setup::TlsSession;
@@ -261,15 +261,10 @@ where
     }
     peer.release();
     metrics.data_path("userspace");
-    let outcome = forward::forward(
-        &mut app,
-        &mut peer,
-        settings,
-        &metrics.app_to_peer,
-        &metrics.peer_to_app,
-        abort,
-    )
-    .await;
+    let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
+    let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
+    let idle = IdleWatch::with_sockets(settings.idle_timeout, &app, PeerStream::tcp(&peer));
+    let outcome = forward::forward_with(&mut app, &mut peer, up, down, idle, abort).await;
     finish_logged(outcome, carried, &mut app, &mut peer, metrics).await
 }
 
@@ -291,7 +286,7 @@ async fn until_ticket<S: TlsSession + PeerStream>(
         wanted: || tickets.ticket_stored(),
         ready: |peer: &mut S| peer.at_boundary() && !peer.common().wants_write(),
     };
-    let idle = settings.idle_timeout;
+    let idle = IdleWatch::with_sockets(settings.idle_timeout, &*app, PeerStream::tcp(&*peer));
     match forward::forward_until(app, peer, up, down, idle, abort, switch).await {
         (None, carried) => Ok(carried),
         (Some(outcome), _) => Err(outcome),
@@ -310,8 +305,8 @@ async fn carry_in_kernel(
     metrics.data_path("ktls");
     let up = AppToKernel::new(&metrics.app_to_peer, settings.buffers);
     let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
-    let outcome =
-        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout, abort).await;
+    let idle = IdleWatch::with_sockets(settings.idle_timeout, &app, peer.tcp());
+    let outcome = forward::forward_with(&mut app, &mut peer, up, down, idle, abort).await;
     // A control record or the record limit ended it. Where our sending key is still good, say
     // so with an alert (the peer's sidecar then resets its app) rather than leave a truncation,
     // or a close_notify that would pass for a clean end.
@@ -340,8 +335,8 @@ async fn carry_records(
     metrics.data_path("records");
     let up = records::AppToRecords::new(settings.buffers, &metrics.app_to_peer);
     let down = records::RecordsToApp::new(&metrics.peer_to_app);
-    let outcome =
-        forward::forward_with(&mut app, &mut peer, up, down, settings.idle_timeout, abort).await;
+    let idle = IdleWatch::with_sockets(settings.idle_timeout, &app, peer.tcp());
+    let outcome = forward::forward_with(&mut app, &mut peer, up, down, idle, abort).await;
     // A bad record or our key budget ended it: tell the peer with a fatal alert (its sidecar then
     // resets its app) rather than leave a truncation. Not after the peer's own alert.
     if let End::PeerError(e) = &outcome.end
@@ -385,7 +380,8 @@ pub fn reset(stream: &TcpStream) {
 /// not look clean to the other side: a truncated or failed peer resets the app, a failed app
 /// resets the peer (no close_notify, so the remote sidecar sees a truncation and resets its app),
 /// and a connection cut by the end of the drain resets both. An idle timeout closes both sides
-/// gracefully.
+/// gracefully, unless bytes read from one side were still waiting for the other (a reader that
+/// stopped): then both are reset, since a clean close would pass the stream off as complete.
 pub async fn finish<P: PeerStream>(
     end: &End,
     app: &mut TcpStream,
@@ -412,7 +408,15 @@ pub async fn finish<P: PeerStream>(
             reset(app);
             reset(peer.tcp());
         }
-        End::IdleTimeout => {
+        End::IdleTimeout { unsent: true } => {
+            // A clean close would pass a truncated stream off as complete.
+            tracing::info!(
+                "idle timeout with bytes the other side never took; resetting both sides"
+            );
+            reset(app);
+            reset(peer.tcp());
+        }
+        End::IdleTimeout { unsent: false } => {
             tracing::info!("idle timeout; closing both sides");
             let close = async {
                 let _ = peer.shutdown().await;

@@ -18,6 +18,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -71,6 +72,47 @@ pub struct Settings {
     pub buffers: BufferPolicy,
 }
 
+/// When a connection counts as idle: nothing read or written by either pump for `timeout`, and,
+/// when the two TCP sockets are given, nothing acknowledged or received by either of them in
+/// the kernel either. A slow reader drains a socket's send buffer without waking the writer
+/// until half of it is free (megabytes on a fast link), so the pumps alone would call a
+/// connection idle that is still delivering.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleWatch {
+    pub timeout: Duration,
+    /// The app's and the peer's TCP sockets, read (`TCP_INFO`) only when the timer fires.
+    sockets: Option<[RawFd; 2]>,
+}
+
+impl IdleWatch {
+    /// Watches the pumps only (in-memory streams).
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sockets: None,
+        }
+    }
+
+    /// Watches the two sockets' kernel counters too. The sockets must outlive the forwarding.
+    pub fn with_sockets(timeout: Duration, app: &impl AsRawFd, peer: &impl AsRawFd) -> Self {
+        Self {
+            timeout,
+            sockets: Some([app.as_raw_fd(), peer.as_raw_fd()]),
+        }
+    }
+
+    /// Bytes acknowledged and received by both sockets so far (`None` when not watched).
+    fn progress(&self) -> Option<u64> {
+        let sockets = self.sockets?;
+        Some(
+            sockets
+                .iter()
+                .filter_map(|&fd| crate::tcp_info::progress(fd))
+                .fold(0, u64::wrapping_add),
+        )
+    }
+}
+
 /// How a forwarded connection ended.
 #[derive(Debug)]
 pub enum End {
@@ -82,8 +124,10 @@ pub enum End {
     AppError(io::Error),
     /// Reading from or writing to the peer failed (reset, TLS alert, bad record).
     PeerError(io::Error),
-    /// Nothing moved either way for the idle timeout.
-    IdleTimeout,
+    /// Nothing moved either way for the idle timeout. `unsent`: bytes read from one side were
+    /// still waiting for the other to take them (a reader that stopped reading), so the
+    /// connection must not end as if it were complete.
+    IdleTimeout { unsent: bool },
     /// The drain grace period ended while the connection was still open.
     Aborted,
 }
@@ -95,7 +139,7 @@ impl End {
             End::Clean => "clean",
             End::Truncated => "truncated",
             End::AppError(_) | End::PeerError(_) => "reset",
-            End::IdleTimeout => "idle_timeout",
+            End::IdleTimeout { .. } => "idle_timeout",
             End::Aborted => "aborted",
         }
     }
@@ -126,7 +170,8 @@ where
 {
     let up = Buffered::new(settings.buffers, app_to_peer);
     let down = Buffered::new(settings.buffers, peer_to_app);
-    forward_with(app, peer, up, down, settings.idle_timeout, abort).await
+    let idle = IdleWatch::new(settings.idle_timeout);
+    forward_with(app, peer, up, down, idle, abort).await
 }
 
 /// [`forward`] with the pump of each direction chosen by the caller (the kTLS path splices
@@ -136,7 +181,7 @@ pub async fn forward_with<A, P, U, D>(
     peer: &mut P,
     up: U,
     down: D,
-    idle_timeout: Duration,
+    idle: IdleWatch,
     abort: &CancellationToken,
 ) -> Outcome
 where
@@ -149,7 +194,7 @@ where
         wanted: || false,
         ready: |_: &mut P| false,
     };
-    let (outcome, _) = forward_until(app, peer, up, down, idle_timeout, abort, never).await;
+    let (outcome, _) = forward_until(app, peer, up, down, idle, abort, never).await;
     outcome.expect("never switches")
 }
 
@@ -172,7 +217,7 @@ pub async fn forward_until<A, P, U, D, W, R>(
     peer: &mut P,
     mut up: U,
     mut down: D,
-    idle_timeout: Duration,
+    idle: IdleWatch,
     abort: &CancellationToken,
     mut switch: Switch<W, R>,
 ) -> (Option<Outcome>, (u64, u64))
@@ -184,7 +229,7 @@ where
     W: Fn() -> bool,
     R: FnMut(&mut P) -> bool,
 {
-    let mut idle = Idle::new(idle_timeout);
+    let mut idle = Idle::new(idle);
     let (mut up_done, mut down_done) = (false, false);
     // Set when the peer was not ready although both directions were held at rest.
     let mut gave_up = false;
@@ -247,7 +292,10 @@ where
                 continue;
             }
             // Whatever is not at rest waits on its socket; a held pump resumes with it.
-            return idle.poll(cx, moved).map(|()| Some(End::IdleTimeout));
+            return idle.poll(cx, moved).map(|()| {
+                let unsent = up.unsent() || down.unsent();
+                Some(End::IdleTimeout { unsent })
+            });
         }
     })
     .await;
@@ -280,8 +328,11 @@ pub trait Pump<R: ?Sized, W: ?Sized> {
     ) -> Poll<Result<(), Failed>>;
     /// Bytes carried so far.
     fn carried(&self) -> u64;
-    /// Whether bytes moved since the last call (for the idle timer).
+    /// Whether bytes moved since the last call, read or written (for the idle timer: a
+    /// connection draining into a slow reader is not idle).
     fn take_moved(&mut self) -> bool;
+    /// Whether bytes read are still waiting for the writer to take them.
+    fn unsent(&self) -> bool;
     /// Whether nothing read is waiting to be written or flushed (see [`forward_until`]).
     fn at_rest(&self) -> bool {
         false
@@ -355,6 +406,10 @@ where
         self.buf.is_none() && !self.needs_flush && !self.read_done
     }
 
+    fn unsent(&self) -> bool {
+        self.needs_flush || self.buf.as_ref().is_some_and(|b| b.len() > self.written)
+    }
+
     fn hold(&mut self, hold: bool) {
         self.hold = hold;
     }
@@ -406,6 +461,7 @@ where
                     }
                     self.written += n;
                     self.needs_flush = true;
+                    self.moved = true;
                 }
             }
 
@@ -420,20 +476,24 @@ where
 }
 
 /// Fires after `timeout` without traffic. The timer is re-armed lazily (only when it fires and
-/// traffic happened meanwhile), so the data path never touches the timer wheel.
+/// traffic happened meanwhile), so the data path never touches the timer wheel; the sockets'
+/// kernel counters are read only then too.
 struct Idle {
-    timeout: Duration,
+    watch: IdleWatch,
     last_activity: Instant,
+    /// The sockets' progress when the timer last fired.
+    last_progress: Option<u64>,
     sleep: Pin<Box<Sleep>>,
 }
 
 impl Idle {
-    fn new(timeout: Duration) -> Self {
+    fn new(watch: IdleWatch) -> Self {
         let now = Instant::now();
         Self {
-            timeout,
+            watch,
             last_activity: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            last_progress: watch.progress(),
+            sleep: Box::pin(tokio::time::sleep_until(now + watch.timeout)),
         }
     }
 
@@ -443,7 +503,13 @@ impl Idle {
         }
         loop {
             ready!(self.sleep.as_mut().poll(cx));
-            let deadline = self.last_activity + self.timeout;
+            let progress = self.watch.progress();
+            if progress != self.last_progress {
+                // The kernel moved bytes we were not woken for: activity as of now.
+                self.last_progress = progress;
+                self.last_activity = Instant::now();
+            }
+            let deadline = self.last_activity + self.watch.timeout;
             if Instant::now() >= deadline {
                 return Poll::Ready(());
             }

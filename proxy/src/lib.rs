@@ -48,6 +48,7 @@ pub mod records;
 pub mod resolve;
 pub mod serve;
 pub mod shutdown;
+pub mod tcp_info;
 pub mod tls;
 pub mod verify_cache;
 pub mod wait_ready;

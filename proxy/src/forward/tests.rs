@@ -167,12 +167,64 @@ async fn idles_out_only_after_a_quiet_period() {
     // ...then silence ends it.
     let started = tokio::time::Instant::now();
     let outcome = proxy.await.unwrap();
-    assert!(matches!(outcome.end, End::IdleTimeout), "{:?}", outcome.end);
+    assert!(
+        matches!(outcome.end, End::IdleTimeout { unsent: false }),
+        "{:?}",
+        outcome.end
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(9),
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A peer that reads slowly but steadily (4 KiB every 3 s, 36 s in all against a 10 s timeout)
+/// keeps the connection alive: writes that make progress are activity, and every byte arrives.
+#[tokio::test(start_paused = true)]
+async fn a_slow_but_steady_reader_is_not_idle() {
+    // The app's pipe takes everything at once: from then on only writes move (each 16 KiB the
+    // proxy read takes the reader 12 s).
+    let (mut app_far, app_near) = duplex(64 * 1024);
+    let (peer_near, mut peer_far) = duplex(1024);
+    let proxy = tokio::spawn(run(app_near, peer_near, Duration::from_secs(10)));
+    let data = pattern(48 * 1024, 3);
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        app_far.write_all(&sent).await.unwrap();
+        app_far.shutdown().await.unwrap();
+        app_far
+    });
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 4 * 1024];
+    while got.len() < data.len() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let n = peer_far.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed after {} of {} bytes", got.len(), data.len());
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got == data, "the stream arrived altered");
+    let _app_far = writer.await.unwrap();
+    assert!(!proxy.is_finished(), "{:?}", proxy.await.unwrap().end);
+}
+
+/// A peer that stops reading with bytes still on their way: the idle timeout must not end the
+/// connection as complete (the caller resets instead of a clean close).
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_with_bytes_not_taken_says_so() {
+    let (mut app_far, app_near) = duplex(1024);
+    let (peer_near, _peer_far) = duplex(1024);
+    let proxy = tokio::spawn(run(app_near, peer_near, Duration::from_secs(10)));
+    let data = pattern(64 * 1024, 4);
+    // The peer never reads: the proxy holds what the pipes cannot.
+    let writer = tokio::spawn(async move { app_far.write_all(&data).await });
+    let outcome = proxy.await.unwrap();
+    assert!(
+        matches!(outcome.end, End::IdleTimeout { unsent: true }),
+        "{:?}",
+        outcome.end
+    );
+    writer.abort();
 }
 
 #[tokio::test]
@@ -409,7 +461,7 @@ async fn forward_switching<W: Fn() -> bool, R: FnMut(&mut DuplexStream) -> bool>
     let c = Counter::noop();
     let up = Buffered::new(BufferPolicy::default(), &c);
     let down = Buffered::new(BufferPolicy::default(), &c);
-    let idle = Duration::from_secs(60);
+    let idle = IdleWatch::new(Duration::from_secs(60));
     forward_until(app, &mut peer, up, down, idle, abort, switch).await
 }
 

@@ -62,6 +62,13 @@ impl Pump<TcpStream, KtlsStream> for AppToKernel<'_> {
             Self::Copy(p) => Pump::<TcpStream, KtlsStream>::take_moved(p),
         }
     }
+
+    fn unsent(&self) -> bool {
+        match self {
+            Self::Splice(p) => p.unsent(),
+            Self::Copy(p) => Pump::<TcpStream, KtlsStream>::unsent(p),
+        }
+    }
 }
 
 /// The zero-copy app → peer pump of a kTLS connection.
@@ -103,6 +110,10 @@ impl Pump<TcpStream, KtlsStream> for Splice<'_> {
 
     fn take_moved(&mut self) -> bool {
         std::mem::take(&mut self.moved)
+    }
+
+    fn unsent(&self) -> bool {
+        self.in_pipe > 0
     }
 
     fn poll_pump(
@@ -163,6 +174,7 @@ impl Pump<TcpStream, KtlsStream> for Splice<'_> {
                 match sent {
                     Ok(n) => {
                         self.in_pipe -= n;
+                        self.moved = true;
                         peer.as_mut().get_mut().sent(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

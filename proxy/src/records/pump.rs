@@ -22,6 +22,8 @@ pub struct RecordsToApp<'a> {
     counter: &'a Counter,
     eof: bool,
     moved: bool,
+    /// Opened bytes are waiting for the app to take them.
+    unsent: bool,
 }
 
 impl<'a> RecordsToApp<'a> {
@@ -31,6 +33,7 @@ impl<'a> RecordsToApp<'a> {
             counter,
             eof: false,
             moved: false,
+            unsent: false,
         }
     }
 }
@@ -57,8 +60,9 @@ impl<W: AsyncWrite + ?Sized> Pump<Box<RecordStream>, W> for RecordsToApp<'_> {
             let n = {
                 let mut slices = [IoSlice::new(&[]); SLICES];
                 let count = peer.readable(&mut slices);
-                ready!(app.as_mut().poll_write_vectored(cx, &slices[..count]))
-                    .map_err(Failed::Write)?
+                let written = app.as_mut().poll_write_vectored(cx, &slices[..count]);
+                self.unsent = written.is_pending();
+                ready!(written).map_err(Failed::Write)?
             };
             if n == 0 {
                 return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
@@ -76,6 +80,10 @@ impl<W: AsyncWrite + ?Sized> Pump<Box<RecordStream>, W> for RecordsToApp<'_> {
 
     fn take_moved(&mut self) -> bool {
         std::mem::take(&mut self.moved)
+    }
+
+    fn unsent(&self) -> bool {
+        self.unsent
     }
 }
 
@@ -138,6 +146,7 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
                         return Poll::Ready(Err(Failed::Write(io::ErrorKind::WriteZero.into())));
                     }
                     self.written += n;
+                    self.moved = true;
                 }
             }
             // Written: the slab goes back, so a connection waiting on its app holds none.
@@ -208,6 +217,11 @@ impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
 
     fn take_moved(&mut self) -> bool {
         std::mem::take(&mut self.moved)
+    }
+
+    fn unsent(&self) -> bool {
+        // The slab is given back once all its sealed records are written.
+        self.slab.is_some()
     }
 }
 

@@ -272,3 +272,91 @@ async fn a_connect_that_hangs_gives_up_after_the_connect_timeout() {
     .await;
     drop(black_hole);
 }
+
+/// Reads at most `chunk` bytes per `every`: a client that takes its reply slowly but steadily.
+struct Throttled {
+    stream: TcpStream,
+    chunk: usize,
+    every: Duration,
+    next: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl tokio::io::AsyncRead for Throttled {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.next.as_mut().poll(cx));
+        let mut chunk = vec![0; buf.remaining().min(self.chunk)];
+        let mut limited = tokio::io::ReadBuf::new(&mut chunk);
+        std::task::ready!(std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut limited))?;
+        buf.put_slice(limited.filled());
+        let deadline = tokio::time::Instant::now() + self.every;
+        self.next.as_mut().reset(deadline);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Throttled {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A client that reads its reply steadily but slower than a sidecar's buffer drains within the
+/// idle timeout (32 KiB every 40 ms; a 512 KiB buffer takes 640 ms against a 300 ms timeout) is
+/// not idle: writes that make progress count, and the whole reply arrives. Before, only reads
+/// counted, and the sidecar closed the stream cleanly part-way (a silent truncation).
+#[tokio::test]
+async fn a_slow_but_steady_reader_is_not_cut_off_by_the_idle_timeout() {
+    let pair = Pair::start_args(
+        &[],
+        &["--idle-timeout", "300ms", "--record-layer", "rustls"],
+    )
+    .await;
+    let x = Exchange {
+        id: 1,
+        send_len: 16,
+        send_seed: 1,
+        reply_len: 6 << 20,
+        reply_seed: 2,
+    };
+    let stream = TcpStream::connect(pair.entry()).await.unwrap();
+    let slow = Throttled {
+        stream,
+        chunk: 32 * 1024,
+        every: Duration::from_millis(40),
+        next: Box::pin(tokio::time::sleep(Duration::ZERO)),
+    };
+    let got = tokio::time::timeout(Duration::from_secs(120), x.run_on(slow))
+        .await
+        .expect("finished")
+        .unwrap_or_else(|e| panic!("{e}\n{}", pair.logs()));
+    assert!(
+        got.received == x.expected_reply(),
+        "the reply arrived cut short or altered\n{}",
+        pair.logs()
+    );
+    let closed = pair.outbound.metrics().await.sum(
+        "gembok_connections_closed_total",
+        &[("end", "idle_timeout")],
+    );
+    assert_eq!(closed, 0.0, "{}", pair.logs());
+}
