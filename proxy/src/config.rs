@@ -576,9 +576,19 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The longest duration any flag takes: a timer set further out than this is a typo, and one
+/// far enough out overflows the clock (`--idle-timeout 500000000000y` panicked every connection).
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 fn parse_duration_allow_zero(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like 10s, 500ms or 2m ({e})"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 10s, 500ms or 2m ({e})"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{s}` is longer than the most any duration here may be, 366 days"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {

@@ -93,9 +93,10 @@ pub async fn serve<H: Handler>(
             async move {
                 let metrics = handler.metrics();
                 metrics.opened.increment(1);
-                metrics.active.increment(1.0);
+                // Counted down however the task ends (a panic in a handler included).
+                let active = Active::count(&metrics.active);
                 let end = handler.proxy(stream, abort).await;
-                metrics.active.decrement(1.0);
+                drop(active);
                 metrics.closed(end);
                 drop(permit);
             }
@@ -103,6 +104,22 @@ pub async fn serve<H: Handler>(
         );
     }
     tracing::info!(listener = %listen, "stopped accepting");
+}
+
+/// One connection in `gembok_connections_active` for as long as it lives.
+struct Active<'a>(&'a metrics::Gauge);
+
+impl<'a> Active<'a> {
+    fn count(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Errors that concern one connection (it was reset before we accepted it), not the listener.
@@ -145,6 +162,20 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_connection_task_that_panics_still_counts_itself_out() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let cell = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let gauge = metrics::Gauge::from_arc(cell.clone());
+        let task = tokio::spawn(async move {
+            let _active = Active::count(&gauge);
+            panic!("a handler bug");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(f64::from_bits(cell.load(Ordering::SeqCst)), 0.0);
+    }
 
     /// Reports whether each accepted socket has `TCP_NODELAY`.
     struct Nodelay {

@@ -209,3 +209,32 @@ fn refuses_an_inbound_target_that_is_one_of_its_own_listeners() {
     ])
     .unwrap();
 }
+
+#[test]
+fn durations_beyond_a_year_are_refused_not_left_to_overflow_a_timer() {
+    let err = config(&[
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080",
+        "--cert-dir",
+        "/c",
+        "--idle-timeout",
+        "500000000000y",
+        "--drain-grace",
+        "367d",
+    ])
+    .unwrap_err();
+    let text = err.to_string();
+    for flag in ["--idle-timeout: `500000000000y`", "--drain-grace: `367d`"] {
+        assert!(text.contains(flag), "{text}");
+    }
+    assert!(text.contains("366 days"), "{text}");
+    config(&[
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080",
+        "--cert-dir",
+        "/c",
+        "--idle-timeout",
+        "366d",
+    ])
+    .unwrap();
+}
