@@ -95,25 +95,48 @@ impl Refused {
 pub struct Joiner {
     /// The start of a message whose end has not arrived yet.
     partial: Vec<u8>,
+    /// A server's peer is a client, which never sends NewSessionTicket (RFC 8446 §4.6.1).
+    server: bool,
 }
 
 impl Joiner {
-    /// The messages one handshake record completes, in order.
+    /// The joiner of one side of a connection.
+    pub fn new(server: bool) -> Self {
+        Self {
+            partial: Vec::new(),
+            server,
+        }
+    }
+
+    /// The messages one handshake record completes, in order. A message split into many
+    /// records is gathered in place: each record is copied once, whatever the split.
     pub fn feed(&mut self, record: &[u8]) -> Result<Vec<Message>, Refused> {
         if record.is_empty() {
             return Err(Refused::Malformed); // zero-length handshake fragments are forbidden
         }
-        let joined;
-        let mut bytes = if self.partial.is_empty() {
-            record
-        } else {
-            joined = [std::mem::take(&mut self.partial).as_slice(), record].concat();
-            &joined[..]
-        };
+        if self.partial.is_empty() {
+            let (messages, rest) = self.parse_all(record)?;
+            self.partial.extend_from_slice(rest);
+            return Ok(messages);
+        }
+        self.partial.extend_from_slice(record);
+        let partial = std::mem::take(&mut self.partial);
+        let (messages, rest) = self.parse_all(&partial)?;
+        let done = partial.len() - rest.len();
+        self.partial = partial;
+        self.partial.drain(..done);
+        Ok(messages)
+    }
+
+    /// Every whole message at the start of `bytes`, and what is left (the start of the next).
+    /// Checking whether a message is whole reads only its header.
+    fn parse_all<'b>(&self, mut bytes: &'b [u8]) -> Result<(Vec<Message>, &'b [u8]), Refused> {
         let mut messages = Vec::new();
         while !bytes.is_empty() {
+            if self.server && bytes[0] == NEW_SESSION_TICKET {
+                return Err(Refused::Unexpected(NEW_SESSION_TICKET));
+            }
             let Some((message, rest)) = parse_one(bytes)? else {
-                self.partial = bytes.to_vec();
                 break;
             };
             if matches!(message, Message::KeyUpdate { .. }) && !rest.is_empty() {
@@ -122,7 +145,7 @@ impl Joiner {
             messages.push(message);
             bytes = rest;
         }
-        Ok(messages)
+        Ok((messages, bytes))
     }
 
     /// Checks that no message is waiting for its end: call it on any other record type and on
@@ -216,6 +239,44 @@ mod tests {
             Ok(vec![Message::KeyUpdate { requested: true }])
         );
         assert_eq!(joiner.expect_none(), Ok(()));
+    }
+
+    #[test]
+    fn a_largest_ticket_sent_a_byte_per_record_is_joined_once() {
+        let mut ticket = vec![NEW_SESSION_TICKET, 0, 0xff, 0xff];
+        ticket.resize(4 + 0xffff, 7);
+        let mut joiner = Joiner::default();
+        let (last, head) = ticket.split_last().unwrap();
+        for byte in head {
+            assert_eq!(joiner.feed(std::slice::from_ref(byte)), Ok(vec![]));
+        }
+        assert_eq!(
+            joiner.feed(std::slice::from_ref(last)),
+            Ok(vec![Message::NewSessionTicket])
+        );
+        assert_eq!(joiner.expect_none(), Ok(()));
+    }
+
+    #[test]
+    fn a_server_refuses_a_ticket_from_its_client() {
+        let mut server = Joiner::new(true);
+        assert_eq!(
+            server.feed(&TICKET),
+            Err(Refused::Unexpected(NEW_SESSION_TICKET))
+        );
+        // Split: refused from its first byte.
+        assert_eq!(
+            Joiner::new(true).feed(&TICKET[..1]),
+            Err(Refused::Unexpected(NEW_SESSION_TICKET))
+        );
+        assert_eq!(
+            Joiner::new(true).feed(&KEY_UPDATE_REQUESTED),
+            Ok(vec![Message::KeyUpdate { requested: true }])
+        );
+        assert_eq!(
+            Joiner::new(false).feed(&TICKET),
+            Ok(vec![Message::NewSessionTicket])
+        );
     }
 
     #[test]

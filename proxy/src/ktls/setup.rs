@@ -251,6 +251,7 @@ pub async fn handover<S: TlsSession>(
         kernel.record_budget(cipher),
         rekey,
         key_updates,
+        is_server,
     ))
 }
 

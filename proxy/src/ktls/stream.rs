@@ -140,6 +140,7 @@ impl KtlsStream {
         record_budget: u64,
         rekey: Option<Rekey>,
         key_updates: KeyUpdates,
+        is_server: bool,
     ) -> Self {
         Self {
             tcp,
@@ -151,7 +152,7 @@ impl KtlsStream {
             rekey: rekey.map(Box::new),
             key_update_owed: false,
             key_updates,
-            handshake: Joiner::default(),
+            handshake: Joiner::new(is_server),
         }
     }
 

@@ -112,6 +112,7 @@ pub async fn handover<S: TlsSession>(
         record_budget: layer.record_budget(cipher),
         buffers: layer.buffers,
         key_updates,
+        is_server: released.is_server,
     })))
 }
 

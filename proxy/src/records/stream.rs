@@ -112,6 +112,8 @@ pub struct Start {
     pub record_budget: u64,
     pub buffers: BufferPolicy,
     pub key_updates: KeyUpdates,
+    /// Whether this end is the server (its peer may not send session tickets).
+    pub is_server: bool,
 }
 
 #[derive(Debug)]
@@ -170,7 +172,7 @@ impl RecordStream {
                 buf: start.unread,
                 opened: 0,
                 ready: VecDeque::new(),
-                handshake: Joiner::default(),
+                handshake: Joiner::new(start.is_server),
                 close_notify: false,
                 carried: 0,
             },

@@ -335,6 +335,7 @@ async fn hand_sealed() -> (RecordStream, TcpStream) {
         record_budget: 1 << 20,
         buffers: BufferPolicy::default(),
         key_updates: KeyUpdates::default(),
+        is_server: false,
     });
     (ours, peer)
 }
