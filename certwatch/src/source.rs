@@ -90,19 +90,19 @@ impl CertSource {
     /// is not an error.
     pub fn read(&self, ca_required: bool) -> Result<Files, ReadError> {
         let paths = self.paths();
-        // Resolve the certificate's directory once; siblings in the same configured directory
-        // are read from the resolved one so that all files come from the same kubelet snapshot.
-        let cert_dir = parent_dir(&paths.cert);
-        let resolved_dir = std::fs::canonicalize(&paths.cert)
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf));
+        // The kubelet's layout: `tls.crt -> ..data/tls.crt` and `..data -> ..<timestamp>`.
+        // Resolving `..data` once and reading every file that goes through it from the resolved
+        // directory takes them all from one snapshot, even if a swap lands between two reads.
+        // Any other file (a plain file, or a symlink of another shape, such as certbot's
+        // `live/fullchain.pem -> ../../archive/x/fullchain1.pem`) is read as named.
+        let snapshot = through_dir_link(&paths.cert)
+            .and_then(|link| Some((std::fs::canonicalize(&link).ok()?, link)));
         let resolve = |p: &Path| -> PathBuf {
-            match (&resolved_dir, p.file_name()) {
-                (Some(real), Some(name)) if parent_dir(p) == cert_dir => real.join(name),
+            match (&snapshot, through_dir_link(p), p.file_name()) {
+                (Some((real, link)), Some(via), Some(name)) if via == *link => real.join(name),
                 _ => p.to_path_buf(),
             }
         };
-
         let cert = read_file(&resolve(&paths.cert), &paths.cert)?;
         let key = read_file(&resolve(&paths.key), &paths.key)?;
         let ca = match &paths.ca {
@@ -135,6 +135,18 @@ fn read_file(real: &Path, named: &Path) -> Result<Vec<u8>, ReadError> {
         path: named.to_path_buf(),
         source,
     })
+}
+
+/// For a symlink of the kubelet's shape, `NAME -> LINK/NAME` (one relative directory, the same
+/// file name), the path of `LINK` beside it; `None` for anything else.
+fn through_dir_link(p: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(p).ok()?;
+    let (link, name) = (target.parent()?, target.file_name()?);
+    let one_dir = matches!(
+        link.components().collect::<Vec<_>>().as_slice(),
+        [std::path::Component::Normal(_)]
+    );
+    (one_dir && Some(name) == p.file_name()).then(|| parent_dir(p).join(link))
 }
 
 fn parent_dir(p: &Path) -> PathBuf {
@@ -192,6 +204,46 @@ mod tests {
         assert_eq!(second.key, b"k2");
         assert_ne!(first.digest, second.digest);
         assert_eq!(src.read(true).unwrap().digest, second.digest);
+    }
+
+    /// certbot's layout: `live/<name>/fullchain.pem -> ../../archive/<name>/fullchain1.pem`.
+    /// Each file is read through its own link (a file of another name sits behind it).
+    #[test]
+    fn reads_files_linked_under_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive/shop");
+        let live = dir.path().join("live/shop");
+        std::fs::create_dir_all(&archive).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        for (target, contents) in [
+            ("fullchain1.pem", "c"),
+            ("privkey1.pem", "k"),
+            ("chain1.pem", "a"),
+        ] {
+            std::fs::write(archive.join(target), contents).unwrap();
+        }
+        for (link, target) in [
+            ("fullchain.pem", "fullchain1.pem"),
+            ("privkey.pem", "privkey1.pem"),
+            ("chain.pem", "chain1.pem"),
+        ] {
+            std::os::unix::fs::symlink(format!("../../archive/shop/{target}"), live.join(link))
+                .unwrap();
+        }
+        let src = CertSource::Files {
+            cert: live.join("fullchain.pem"),
+            key: live.join("privkey.pem"),
+            ca: Some(live.join("chain.pem")),
+        };
+        let files = src.read(true).unwrap();
+        assert_eq!(
+            (
+                files.cert.as_slice(),
+                files.key.as_slice(),
+                files.ca.as_deref()
+            ),
+            (&b"c"[..], &b"k"[..], Some(&b"a"[..]))
+        );
     }
 
     #[test]
