@@ -148,8 +148,8 @@ impl Shape {
             env_by_flag: HashMap::new(),
             subcommands: command
                 .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
                 .map(|s| s.get_name().to_owned())
-                .filter(|name| name != "help")
                 .collect(),
         };
         shape.add(command);

@@ -29,6 +29,9 @@ enum Sub {
         #[arg(long, default_value = "120s")]
         timeout: String,
     },
+    /// An internal subcommand, never offered.
+    #[command(hide = true)]
+    Internal,
 }
 
 fn run(args: &[&str]) -> Result<(Cli, Vec<String>, Sources), Vec<String>> {
