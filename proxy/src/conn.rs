@@ -66,21 +66,96 @@ pub enum Opening {
 
 /// Finds the addresses (see [`Resolver`]) and connects to the first that accepts, all within
 /// `timeout`. TCP_NODELAY is set: records are flushed explicitly.
+///
+/// With several addresses the attempts overlap as in Happy Eyeballs (RFC 8305): address
+/// families alternate, starting with the resolver's first choice, and the next address is tried
+/// when the previous attempt failed or has not connected within 250 ms, earlier attempts
+/// running on; the first to connect wins and the others are dropped. An address that silently
+/// drops SYNs (a dead endpoint behind a headless Service, broken IPv6) so costs 250 ms, not the
+/// whole timeout. When every attempt failed, the error is the last one.
 pub async fn connect(
     to: &Resolver,
     opening: Opening,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {
-    let attempt = async {
-        let addrs = to.addrs().await?;
-        let mut last = None;
-        for &addr in addrs.iter() {
-            match connect_one(addr, opening).await {
-                Ok(stream) => return Ok(stream),
-                Err(source) => last = Some(ConnectError::Io { addr, source }),
+    use std::task::Poll;
+
+    /// RFC 8305's Connection Attempt Delay (its recommended value).
+    const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+    /// The order of the attempts: families alternate (RFC 8305 section 4), so a family whose
+    /// addresses all drop SYNs delays the other by one `ATTEMPT_DELAY`, not one per address.
+    fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+        let v6_first = addrs.first().is_some_and(SocketAddr::is_ipv6);
+        let mut first = addrs.iter().filter(|a| a.is_ipv6() == v6_first);
+        let mut other = addrs.iter().filter(|a| a.is_ipv6() != v6_first);
+        let mut order = Vec::with_capacity(addrs.len());
+        loop {
+            match (first.next(), other.next()) {
+                (None, None) => return order,
+                (a, b) => order.extend(a.into_iter().chain(b)),
             }
         }
-        Err(last.unwrap_or_else(|| ConnectError::NoAddress(to.host().to_owned())))
+    }
+
+    let attempt = async {
+        // With `--dns-cache 0` and an older answer to fall back on, a connection waits for a
+        // fresh one for at most half its time.
+        let addrs = to.addrs(timeout / 2).await?;
+        if let [addr] = *addrs {
+            return connect_one(addr, opening)
+                .await
+                .map_err(|source| ConnectError::Io { addr, source });
+        }
+        let mut next = interleave(&addrs).into_iter();
+        let mut attempts = Vec::with_capacity(addrs.len());
+        let mut last = None;
+        let mut stagger = std::pin::pin!(tokio::time::sleep(ATTEMPT_DELAY));
+        // The next address starts at once after a failure (and the first one at once).
+        let mut start_next = true;
+        std::future::poll_fn(|cx| {
+            loop {
+                let delay_over = stagger.as_mut().poll(cx).is_ready();
+                if delay_over || start_next || attempts.is_empty() {
+                    start_next = false;
+                    match next.next() {
+                        Some(addr) => {
+                            attempts.push((addr, Box::pin(connect_one(addr, opening))));
+                            let at = tokio::time::Instant::now() + ATTEMPT_DELAY;
+                            stagger.as_mut().reset(at);
+                            // Polls the new delay, then the new attempt with the others.
+                            continue;
+                        }
+                        None if attempts.is_empty() => {
+                            return Poll::Ready(Err(last.take().unwrap_or_else(|| {
+                                ConnectError::NoAddress(to.host().to_owned())
+                            })));
+                        }
+                        None => {}
+                    }
+                }
+                let mut i = 0;
+                while i < attempts.len() {
+                    let (addr, attempt) = &mut attempts[i];
+                    match attempt.as_mut().poll(cx) {
+                        Poll::Ready(Ok(stream)) => return Poll::Ready(Ok(stream)),
+                        Poll::Ready(Err(source)) => {
+                            last = Some(ConnectError::Io {
+                                addr: *addr,
+                                source,
+                            });
+                            drop(attempts.swap_remove(i));
+                            start_next = true;
+                        }
+                        Poll::Pending => i += 1,
+                    }
+                }
+                if !(start_next || attempts.is_empty()) {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
     };
     tokio::time::timeout(timeout, attempt)
         .await
@@ -497,5 +572,136 @@ mod tests {
         let segments = |opening| segments(&listener, &to, opening);
         assert_eq!(segments(Opening::WeWriteFirst).await, (2, false));
         assert_eq!(segments(Opening::EitherSide).await, (3, true));
+    }
+
+    /// A listener whose accept queue is full: the kernel drops further SYNs without a word (the
+    /// client retransmits them), as from a dead endpoint. Keep the listener and the connection
+    /// that fills its queue for as long as the hole is needed.
+    async fn black_hole(ip: std::net::IpAddr) -> (tokio::net::TcpListener, TcpStream, SocketAddr) {
+        let socket = match ip {
+            std::net::IpAddr::V4(_) => TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .unwrap();
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let filler = TcpStream::connect(addr).await.unwrap();
+        let another = tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr));
+        assert!(another.await.is_err(), "{addr} drops SYNs");
+        (listener, filler, addr)
+    }
+
+    /// A headless Service with a dead endpoint first: its SYNs vanish, and the next address is
+    /// tried 250 ms later instead of never (the whole connect timeout went to the first).
+    #[tokio::test]
+    async fn a_first_address_that_drops_syns_does_not_hold_up_the_next() {
+        let (_hole, _filler, dead) = black_hole([127, 0, 0, 1].into()).await;
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dns = crate::resolve::tests::FakeDns::default();
+        dns.answer(Duration::ZERO, &[dead, good.local_addr().unwrap()]);
+        let (to, _) = dns.resolver("peer", Duration::from_secs(60));
+        let began = std::time::Instant::now();
+        let tcp = connect(&to, Opening::WeWriteFirst, Duration::from_secs(5))
+            .await
+            .expect("connected to the second address");
+        assert!(
+            began.elapsed() >= Duration::from_millis(250),
+            "the first ran alone"
+        );
+        assert_eq!(tcp.peer_addr().unwrap(), good.local_addr().unwrap());
+        assert!(tcp.nodelay().unwrap());
+    }
+
+    /// Dual stack with broken IPv6 and many AAAA records: families alternate, so the IPv4
+    /// address is the second attempt, not the one after every IPv6 address timed out.
+    #[tokio::test]
+    async fn families_alternate_so_a_dead_family_costs_one_attempt_delay() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        }
+        let (_hole, _filler, dead) = black_hole(std::net::Ipv6Addr::LOCALHOST.into()).await;
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut answer = vec![dead; 30];
+        answer.push(good.local_addr().unwrap());
+        let dns = crate::resolve::tests::FakeDns::default();
+        dns.answer(Duration::ZERO, &answer);
+        let (to, _) = dns.resolver("peer", Duration::from_secs(60));
+        let tcp = connect(&to, Opening::EitherSide, Duration::from_secs(5))
+            .await
+            .expect("connected over IPv4");
+        assert_eq!(tcp.peer_addr().unwrap(), good.local_addr().unwrap());
+    }
+
+    /// An attempt still running when the next starts is not abandoned: here the first address
+    /// takes its retransmitted SYN (about 1 s in), the second never answers.
+    #[tokio::test]
+    async fn an_earlier_attempt_keeps_running_after_the_next_starts() {
+        let (slow, filler, late) = black_hole([127, 0, 0, 1].into()).await;
+        let (_hole, _filler, dead) = black_hole([127, 0, 0, 1].into()).await;
+        let dns = crate::resolve::tests::FakeDns::default();
+        dns.answer(Duration::ZERO, &[late, dead]);
+        let (to, _) = dns.resolver("peer", Duration::from_secs(60));
+        // Not a wait for readiness: the queue frees up once both attempts are under way (the
+        // second starts at 250 ms), and the first attempt's SYN is retransmitted at about 1 s.
+        let free = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(filler);
+            slow.accept().await.unwrap()
+        };
+        let connected = connect(&to, Opening::EitherSide, Duration::from_secs(5));
+        let (tcp, _) = tokio::join!(connected, free);
+        assert_eq!(tcp.expect("the first attempt").peer_addr().unwrap(), late);
+    }
+
+    /// When every address refuses, the error names the last attempt's failure.
+    #[tokio::test]
+    async fn when_every_address_fails_the_error_is_the_last_failure() {
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (first, second) = (closed(), closed());
+        let dns = crate::resolve::tests::FakeDns::default();
+        dns.answer(Duration::ZERO, &[first, second]);
+        let (to, _) = dns.resolver("peer", Duration::from_secs(60));
+        let e = connect(&to, Opening::EitherSide, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ConnectError::Io { addr, .. } if *addr == second),
+            "{e}"
+        );
+        assert_eq!(e.reason(), "refused");
+    }
+
+    /// The reviewer's case: the cached answer is older than `--dns-cache` and DNS has gone
+    /// silent. Six connections at once all connect with the last answer, at once, and one
+    /// refresh is asked for (it used to be one lookup after another under a lock, each within
+    /// the connections' connect timeouts, and five of six timed out).
+    #[tokio::test]
+    async fn connections_use_the_last_answer_at_once_while_dns_is_silent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dns = crate::resolve::tests::FakeDns::default();
+        dns.answer(Duration::ZERO, &[listener.local_addr().unwrap()]); // then silence
+        let (to, counts) = dns.resolver("peer", Duration::from_secs(1));
+        let timeout = Duration::from_secs(5);
+        connect(&to, Opening::EitherSide, timeout).await.unwrap();
+        // The answer becomes older than the cache period.
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::resume();
+        let to = Arc::new(to);
+        let mut connections = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let to = to.clone();
+            connections.spawn(async move { connect(&to, Opening::EitherSide, timeout).await });
+        }
+        for got in connections.join_all().await {
+            got.expect("connected with the last answer");
+        }
+        assert_eq!(dns.calls(), 2, "one refresh");
+        assert_eq!(counts.get(), (1, 0, 0));
     }
 }
