@@ -1524,7 +1524,11 @@ fn the_proxy_takes_every_key_exchange_group_the_injector_writes() -> Result<()> 
     assert_eq!(code, Some(65), "{injector_err}");
     let injector_groups = listed(&injector_err, "is not a key exchange group (one of ");
     let proxy_err = proxy_check("X448")?;
-    assert!(proxy_err.contains("--key-exchange: `X448`"), "{proxy_err}");
+    // The value came from GEMBOK_KEY_EXCHANGE, and the problem says so.
+    assert!(
+        proxy_err.contains("GEMBOK_KEY_EXCHANGE (--key-exchange): `X448`"),
+        "{proxy_err}"
+    );
     let proxy_groups = listed(&proxy_err, "is not one of ");
     assert!(injector_groups.len() >= 7, "{injector_groups:?}");
     assert_eq!(injector_groups, proxy_groups);
