@@ -131,6 +131,12 @@ pub fn outbound_env(outbound: &[OutboundRoute]) -> String {
     entries.join(";")
 }
 
+/// gembok-proxy's `--drain-grace` default, in seconds.
+const PROXY_DRAIN_GRACE_SECONDS: u32 = 30;
+
+/// How long a classic sidecar keeps accepting after SIGTERM (at most half its drain grace).
+const CLASSIC_DRAIN_DELAY_SECONDS: u32 = 5;
+
 /// The `gembok-proxy` container for either mode. The caller places it.
 pub fn container(plan: &Plan) -> Container {
     let mut env = Vec::new();
@@ -155,6 +161,16 @@ pub fn container(plan: &Plan) -> Container {
     }
     if let Some(seconds) = plan.drain_seconds {
         push("GEMBOK_DRAIN_GRACE", format!("{seconds}s"));
+    }
+    if plan.mode == SidecarMode::Classic {
+        // A classic sidecar gets SIGTERM together with the app: it keeps serving the app's last
+        // calls (and peers that have not yet seen /ready turn 503) for a few seconds, as part of
+        // its drain grace period.
+        let grace = plan.drain_seconds.unwrap_or(PROXY_DRAIN_GRACE_SECONDS);
+        let delay = (grace / 2).min(CLASSIC_DRAIN_DELAY_SECONDS);
+        if delay > 0 {
+            push("GEMBOK_DRAIN_DELAY", format!("{delay}s"));
+        }
     }
     if let Some(groups) = &plan.key_exchange {
         push("GEMBOK_KEY_EXCHANGE", groups.clone());

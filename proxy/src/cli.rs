@@ -120,6 +120,11 @@ pub struct ProxyArgs {
     /// After SIGTERM, how long open connections may keep going before the process exits.
     #[arg(long, env = "GEMBOK_DRAIN_GRACE", default_value = "30s")]
     pub drain_grace: String,
+    /// After SIGTERM, keep accepting new connections this long (`/ready` says 503 meanwhile),
+    /// then drain: part of --drain-grace. For a sidecar stopped together with its app (classic
+    /// mode), whose own shutdown may still call out.
+    #[arg(long, env = "GEMBOK_DRAIN_DELAY", default_value = "0s")]
+    pub drain_delay: String,
 
     /// Also accept and offer TLS 1.2 (ECDHE with AEAD suites only). Off: TLS 1.3 only.
     #[arg(long, env = "GEMBOK_TLS12", default_value = "false", value_name = "BOOL",

@@ -29,6 +29,8 @@ pub struct Config {
     pub tls: TlsOptions,
     /// After SIGTERM, how long open connections may keep going.
     pub drain_grace: Duration,
+    /// The start of the drain grace period during which listeners still accept.
+    pub drain_delay: Duration,
     /// `/ready` fails when the certificate expires sooner than this.
     pub cert_expiry_margin: Duration,
     /// Safety-net re-read interval for certificate files.
@@ -216,6 +218,19 @@ impl Config {
         let idle_timeout = p.check("idle-timeout", parse_duration(&args.idle_timeout));
         let max_connections = p.check("max-connections", parse_positive(&args.max_connections));
         let drain_grace = p.check("drain-grace", parse_duration_allow_zero(&args.drain_grace));
+        let drain_delay = p.check("drain-delay", parse_duration_allow_zero(&args.drain_delay));
+        if let (Some(delay), Some(grace)) = (drain_delay, drain_grace)
+            && !delay.is_zero()
+            && delay >= grace
+        {
+            p.push(
+                "drain-delay",
+                format!(
+                    "`{}` must be shorter than --drain-grace ({}), which it is part of",
+                    args.drain_delay, args.drain_grace
+                ),
+            );
+        }
         let cert_expiry_margin = p.check(
             "cert-expiry-margin",
             parse_duration_allow_zero(&args.cert_expiry_margin),
@@ -312,6 +327,7 @@ impl Config {
                 alpn: alpn.expect(some),
             },
             drain_grace: drain_grace.expect(some),
+            drain_delay: drain_delay.expect(some),
             cert_expiry_margin: cert_expiry_margin.expect(some),
             reload_interval: reload_interval.expect(some),
             workers: workers.expect(some),

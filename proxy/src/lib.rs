@@ -310,13 +310,20 @@ pub async fn run(
     tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), aead = aead.name(), tls12 = config.tls.tls12,
         key_exchange, certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
 
-    let signal = tokio::select! {
-        signal = shutdown => signal,
-        _ = health.shutdown_requested.cancelled() => "POST /shutdown",
+    let (signal, delay) = tokio::select! {
+        signal = shutdown => (signal, config.drain_delay),
+        // The app asked for it: it is done calling out, so no delay.
+        _ = health.shutdown_requested.cancelled() => ("POST /shutdown", std::time::Duration::ZERO),
     };
     health.draining.store(true, Ordering::Release);
-    tracing::info!(signal, grace = ?config.drain_grace, open = stop.tracker.len(), "draining");
-    match stop.drain(config.drain_grace).await {
+    if !delay.is_zero() {
+        // The app may be stopping too and still call out; peers may not have seen /ready yet.
+        tracing::info!(signal, delay = ?delay, "still accepting for the drain delay");
+        tokio::time::sleep(delay).await;
+    }
+    let grace = config.drain_grace.saturating_sub(delay);
+    tracing::info!(signal, grace = ?grace, open = stop.tracker.len(), "draining");
+    match stop.drain(grace).await {
         Drained::Complete => tracing::info!("drained; exiting"),
         Drained::Expired { remaining } => {
             tracing::warn!(

@@ -238,3 +238,22 @@ fn durations_beyond_a_year_are_refused_not_left_to_overflow_a_timer() {
     ])
     .unwrap();
 }
+
+#[test]
+fn the_drain_delay_is_part_of_the_grace_period() {
+    let base = [
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080",
+        "--cert-dir",
+        "/c",
+    ];
+    let with = |extra: &[&str]| config(&[&base[..], extra].concat());
+    assert_eq!(with(&[]).unwrap().drain_delay, Duration::ZERO);
+    let c = with(&["--drain-delay", "5s", "--drain-grace", "20s"]).unwrap();
+    assert_eq!(c.drain_delay, Duration::from_secs(5));
+    let err = with(&["--drain-delay", "30s"]).unwrap_err().to_string();
+    assert!(
+        err.contains("--drain-delay: `30s` must be shorter than --drain-grace (30s)"),
+        "{err}"
+    );
+}

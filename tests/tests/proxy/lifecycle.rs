@@ -290,6 +290,47 @@ async fn sigterm_turns_unready_stops_accepting_and_lets_transfers_finish() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// With a drain delay (classic-mode sidecars, stopped together with their app), the outbound
+/// still serves new connections after SIGTERM while `/ready` says 503, then stops accepting,
+/// and the whole stop stays within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_delay_keeps_serving_new_connections_for_a_while_after_sigterm() {
+    let mut pair = Pair::start_args(&[], &["--drain-delay", "3s", "--drain-grace", "8s"]).await;
+    let signalled = Instant::now();
+    pair.outbound.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pair.outbound.get("/ready").await.0 != 503 {
+        assert!(Instant::now() < deadline, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Unready, and still carrying the app's new calls.
+    pair.exchange_intact("during the drain delay", 1, 64 * 1024)
+        .await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the exchange ended after the delay; it proves nothing"
+    );
+    // Then the listener goes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(pair.entry()).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after the delay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(2900),
+        "stopped accepting after {:?}, before the 3 s delay\n{}",
+        signalled.elapsed(),
+        pair.logs()
+    );
+    let status = pair.outbound.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        pair.outbound
+            .logs()
+            .contains("still accepting for the drain delay")
+    );
+}
+
 /// A connection still in its handshake when the grace period ends is closed then, like one
 /// that forwards: the drain does not wait on past the grace period for its handshake timeout
 /// (set far beyond the test's own wait here).
@@ -507,7 +548,15 @@ async fn post_shutdown_is_loopback_only_and_drains_like_sigterm() {
     let mut proxy = Proxy::builder()
         .cert_dir(&dir)
         .inbound(app.addr, "")
-        .args(["--admin", "0.0.0.0:0"])
+        // The app asked to stop: a drain delay (meant for SIGTERM) does not hold the exit.
+        .args([
+            "--admin",
+            "0.0.0.0:0",
+            "--drain-delay",
+            "60s",
+            "--drain-grace",
+            "120s",
+        ])
         .start();
     proxy.ready().await;
     let port = proxy.admin.port();
