@@ -111,6 +111,10 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
+/// Longest one lookup may take; then it counts as failed (glibc's own limit is usually 5 s per
+/// attempt and server). The system resolver's thread may go on, but the route no longer waits.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(30);
+
 impl Resolver {
     /// `cache_for` of zero looks the name up for every connection.
     pub fn new(host: &str, port: u16, cache_for: Duration, counters: LookupCounters) -> Self {
@@ -231,7 +235,16 @@ impl Name {
         let name = self.clone();
         let lookup = (self.lookup)(&self.host, self.port);
         tokio::spawn(async move {
-            let result = name.addrs(lookup.await);
+            // A resolver that never answers must not hold the route's refreshes forever.
+            let looked_up = tokio::time::timeout(LOOKUP_LIMIT, lookup)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {}s", LOOKUP_LIMIT.as_secs()),
+                    ))
+                });
+            let result = name.addrs(looked_up);
             let answer = name.settle(result);
             tx.send_replace(Some(answer));
         });
@@ -403,6 +416,24 @@ pub(crate) mod tests {
         let second = r.addrs(PATIENCE).await.unwrap();
         assert!(Arc::ptr_eq(&first, &second), "the cached answer is reused");
         assert_eq!((dns.calls(), counts.get()), (1, (1, 0, 0)));
+    }
+
+    /// A resolver that never answers: the lookup gives up after its limit, and the next one
+    /// can start (the script's second reply answers it).
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_that_never_answers_gives_up_after_its_limit() {
+        let dns = FakeDns::default();
+        dns.answer(LOOKUP_LIMIT * 10, &[addr("10.0.0.1:7")]); // far beyond the limit
+        dns.answer(Duration::ZERO, &[addr("10.0.0.2:7")]);
+        let (r, counts) = dns.resolver("peer", Duration::from_secs(1));
+        let began = Instant::now();
+        let first = r.addrs(LOOKUP_LIMIT * 2).await;
+        assert!(matches!(first, Err(ConnectError::Resolve(..))), "{first:?}");
+        assert_eq!(began.elapsed(), LOOKUP_LIMIT);
+        assert_eq!(counts.get(), (0, 1, 0));
+        let second = r.addrs(PATIENCE).await.unwrap();
+        assert_eq!(&*second, &[addr("10.0.0.2:7")]);
+        assert_eq!(dns.calls(), 2);
     }
 
     /// The system resolver, for real: `localhost` is in /etc/hosts.
