@@ -5,18 +5,15 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gembok_proxy::forward::{self, BufferPolicy, Settings};
+use gembok_proxy::forward::{self, BufferPolicy, IdleWatch};
 use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 use tokio_util::sync::CancellationToken;
 
 const PAYLOAD: usize = 16 * 1024 * 1024;
 
-fn settings(buffers: BufferPolicy) -> Settings {
-    Settings {
-        idle_timeout: Duration::from_secs(60),
-        buffers,
-    }
+fn idle() -> IdleWatch {
+    IdleWatch::new(Duration::from_secs(60))
 }
 
 fn bulk(c: &mut Criterion) {
@@ -55,7 +52,7 @@ fn bulk(c: &mut Criterion) {
                     let fwd = tokio::spawn(async move {
                         let (up, down) = (Counter::noop(), Counter::noop());
                         let abort = CancellationToken::new();
-                        forward::forward(&mut app, &mut peer, settings(policy), &up, &down, &abort)
+                        forward::forward(&mut app, &mut peer, policy, idle(), &up, &down, &abort)
                             .await
                     });
                     let writer = async {
@@ -104,7 +101,8 @@ fn ping_pong(c: &mut Criterion) {
         forward::forward(
             &mut app,
             &mut peer,
-            settings(BufferPolicy::default()),
+            BufferPolicy::default(),
+            idle(),
             &up,
             &down,
             &CancellationToken::new(),

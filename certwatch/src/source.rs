@@ -95,19 +95,22 @@ impl CertSource {
         // directory takes them all from one snapshot, even if a swap lands between two reads.
         // Any other file (a plain file, or a symlink of another shape, such as certbot's
         // `live/fullchain.pem -> ../../archive/x/fullchain1.pem`) is read as named.
-        let snapshot = through_dir_link(&paths.cert)
-            .and_then(|link| Some((std::fs::canonicalize(&link).ok()?, link)));
-        let resolve = |p: &Path| -> PathBuf {
-            match (&snapshot, through_dir_link(p), p.file_name()) {
+        let cert_link = through_dir_link(&paths.cert);
+        let snapshot = cert_link
+            .as_ref()
+            .and_then(|link| Some((std::fs::canonicalize(link).ok()?, link)));
+        let resolve = |p: &Path, via: Option<&PathBuf>| -> PathBuf {
+            match (&snapshot, via, p.file_name()) {
                 (Some((real, link)), Some(via), Some(name)) if via == *link => real.join(name),
                 _ => p.to_path_buf(),
             }
         };
-        let cert = read_file(&resolve(&paths.cert), &paths.cert)?;
-        let key = read_file(&resolve(&paths.key), &paths.key)?;
+        let resolve_other = |p: &Path| resolve(p, through_dir_link(p).as_ref());
+        let cert = read_file(&resolve(&paths.cert, cert_link.as_ref()), &paths.cert)?;
+        let key = read_file(&resolve_other(&paths.key), &paths.key)?;
         let ca = match &paths.ca {
             None => None,
-            Some(ca_path) => match read_file(&resolve(ca_path), ca_path) {
+            Some(ca_path) => match read_file(&resolve_other(ca_path), ca_path) {
                 Ok(bytes) => Some(bytes),
                 Err(e) if !ca_required && e.source.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),

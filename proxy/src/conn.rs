@@ -336,10 +336,17 @@ where
     }
     peer.release();
     metrics.data_path("userspace");
-    let up = Buffered::new(settings.buffers, &metrics.app_to_peer);
-    let down = Buffered::new(settings.buffers, &metrics.peer_to_app);
     let idle = IdleWatch::with_sockets(settings.idle_timeout, &app, PeerStream::tcp(&peer));
-    let outcome = forward::forward_with(&mut app, &mut peer, up, down, idle, abort).await;
+    let outcome = forward::forward(
+        &mut app,
+        &mut peer,
+        settings.buffers,
+        idle,
+        &metrics.app_to_peer,
+        &metrics.peer_to_app,
+        abort,
+    )
+    .await;
     finish_logged(outcome, carried, &mut app, &mut peer, metrics).await
 }
 

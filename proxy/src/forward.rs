@@ -153,13 +153,14 @@ pub struct Outcome {
     pub end: End,
 }
 
-/// Forwards until both directions are done, one fails, the connection idles out or `abort` is
-/// cancelled, copying through user-space buffers both ways. `app_to_peer` and `peer_to_app`
-/// count bytes as they move (live in /metrics).
+/// Forwards until both directions are done, one fails, the connection idles out (`idle`) or
+/// `abort` is cancelled, copying through user-space buffers both ways. `app_to_peer` and
+/// `peer_to_app` count bytes as they move (live in /metrics).
 pub async fn forward<A, P>(
     app: &mut A,
     peer: &mut P,
-    settings: Settings,
+    buffers: BufferPolicy,
+    idle: IdleWatch,
     app_to_peer: &Counter,
     peer_to_app: &Counter,
     abort: &CancellationToken,
@@ -168,9 +169,8 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     P: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let up = Buffered::new(settings.buffers, app_to_peer);
-    let down = Buffered::new(settings.buffers, peer_to_app);
-    let idle = IdleWatch::new(settings.idle_timeout);
+    let up = Buffered::new(buffers, app_to_peer);
+    let down = Buffered::new(buffers, peer_to_app);
     forward_with(app, peer, up, down, idle, abort).await
 }
 
@@ -477,7 +477,8 @@ where
 
 /// Fires after `timeout` without traffic. The timer is re-armed lazily (only when it fires and
 /// traffic happened meanwhile), so the data path never touches the timer wheel; the sockets'
-/// kernel counters are read only then too.
+/// kernel counters are read when the timer starts (two `getsockopt`s per forwarding phase) and
+/// when it fires.
 struct Idle {
     watch: IdleWatch,
     last_activity: Instant,

@@ -164,7 +164,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_connection_task_that_panics_still_counts_itself_out() {
+    async fn the_active_guard_counts_a_panicking_task_out() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU64, Ordering};
         let cell = Arc::new(AtomicU64::new(0f64.to_bits()));

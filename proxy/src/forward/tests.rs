@@ -9,13 +9,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf, duplex};
 use super::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-fn settings(idle: Duration) -> Settings {
-    Settings {
-        idle_timeout: idle,
-        buffers: BufferPolicy::default(),
-    }
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -25,7 +18,16 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 async fn run(mut app: DuplexStream, mut peer: DuplexStream, idle: Duration) -> Outcome {
     let c = Counter::noop();
     let abort = CancellationToken::new();
-    forward(&mut app, &mut peer, settings(idle), &c, &c, &abort).await
+    forward(
+        &mut app,
+        &mut peer,
+        BufferPolicy::default(),
+        IdleWatch::new(idle),
+        &c,
+        &c,
+        &abort,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -138,7 +140,8 @@ async fn a_peer_fin_without_close_notify_is_a_truncation() {
     let outcome = forward(
         &mut app_near,
         &mut peer,
-        settings(Duration::from_secs(60)),
+        BufferPolicy::default(),
+        IdleWatch::new(Duration::from_secs(60)),
         &c,
         &c,
         &CancellationToken::new(),
@@ -238,7 +241,8 @@ async fn abort_stops_a_busy_connection_at_once() {
         forward(
             &mut app_near,
             &mut peer_near,
-            settings(Duration::from_secs(60)),
+            BufferPolicy::default(),
+            IdleWatch::new(Duration::from_secs(60)),
             &c,
             &c,
             &abort,

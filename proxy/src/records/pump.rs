@@ -119,14 +119,6 @@ impl<'a> AppToRecords<'a> {
     }
 }
 
-#[cfg(test)]
-impl AppToRecords<'_> {
-    /// Whether the pump holds a slab (an idle connection must not).
-    pub(super) fn holds_slab(&self) -> bool {
-        self.slab.is_some()
-    }
-}
-
 impl Pump<TcpStream, Box<RecordStream>> for AppToRecords<'_> {
     fn poll_pump(
         &mut self,
