@@ -506,7 +506,6 @@ mod check_tests {
 
 #[cfg(test)]
 mod failure_tests {
-    use std::collections::BTreeMap;
 
     use super::failure;
     use crate::run::{ContenderInfo, DIED, Results};
@@ -536,14 +535,7 @@ mod failure_tests {
             contenders,
             samples: subjects
                 .iter()
-                .map(|s| Sample {
-                    scenario: "latency".into(),
-                    topology: Topology::Pair,
-                    variant: "64 B".into(),
-                    subject: (*s).into(),
-                    rep: 0,
-                    metrics: BTreeMap::new(),
-                })
+                .map(|s| Sample::new("latency", Topology::Pair, "64 B", s, 0, &[]))
                 .collect(),
             errors: Vec::new(),
         }

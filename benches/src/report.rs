@@ -1227,7 +1227,6 @@ pub fn samples_of<'a>(r: &'a Results, scenario: &str) -> Vec<&'a Sample> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
@@ -1239,17 +1238,7 @@ mod tests {
         rep: u32,
         metrics: &[(&str, f64)],
     ) -> Sample {
-        Sample {
-            scenario: scenario.into(),
-            topology,
-            variant: variant.into(),
-            subject: subject.into(),
-            rep,
-            metrics: metrics
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect::<BTreeMap<_, _>>(),
-        }
+        Sample::new(scenario, topology, variant, subject, rep, metrics)
     }
 
     pub(super) fn results(samples: Vec<Sample>) -> Results {

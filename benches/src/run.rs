@@ -214,18 +214,11 @@ impl Recorder {
             .take()
             .zip(CpuTimes::now())
             .and_then(|(a, b)| b.steal_pct_since(&a));
-        self.samples.push(Sample {
-            scenario: scenario.into(),
-            topology,
-            variant: variant.into(),
-            subject: subject.into(),
-            rep,
-            metrics: metrics
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .chain(steal.map(|pct| (steal::METRIC.to_owned(), pct)))
-                .collect(),
-        });
+        let mut sample = Sample::new(scenario, topology, variant, subject, rep, metrics);
+        if let Some(pct) = steal {
+            sample.metrics.insert(steal::METRIC.to_owned(), pct);
+        }
+        self.samples.push(sample);
     }
 
     fn fail(&mut self, what: String, e: anyhow::Error) {

@@ -45,3 +45,23 @@ pub struct Sample {
     pub rep: u32,
     pub metrics: BTreeMap<String, f64>,
 }
+
+impl Sample {
+    pub fn new(
+        scenario: &str,
+        topology: Topology,
+        variant: &str,
+        subject: &str,
+        rep: u32,
+        metrics: &[(&str, f64)],
+    ) -> Self {
+        Self {
+            scenario: scenario.into(),
+            topology,
+            variant: variant.into(),
+            subject: subject.into(),
+            rep,
+            metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+}
