@@ -549,7 +549,7 @@ fn help_and_version_exit_0() -> Result<()> {
 }
 
 /// The command every manifest and the marker name writes the same output again: same flags, same
-/// files, same subjects' names.
+/// files with the same modes (a new PKI: each run's CAs carry an id of their own).
 #[test]
 fn the_regenerate_command_written_in_the_output_reproduces_it() -> Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -564,7 +564,9 @@ fn the_regenerate_command_written_in_the_output_reproduces_it() -> Result<()> {
             "dev-client",
         ],
     )?;
-    let secret = fs::read_to_string(out.join("k8s/dev/payment-gembok-tls.yaml"))?;
+    let secret = fs::read_to_string(
+        layout::k8s_dir(&out, "dev").join(layout::secret_file(&layout::secret_name("payment"))),
+    )?;
     let line = secret
         .lines()
         .find_map(|l| l.strip_prefix("# Regenerate (from where it was run): "))

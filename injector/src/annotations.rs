@@ -155,8 +155,8 @@ pub enum AnnotationError {
     /// An annotation that is not set, whose default does not work for this pod.
     #[error("annotation {key} is not set: {reason}")]
     Unset { key: String, reason: String },
-    /// The pod clashes with the sidecar itself whatever the annotations say (its fixed admin
-    /// port).
+    /// The pod cannot take the sidecar whatever the annotations say (a container on its fixed
+    /// admin port, a Windows pod).
     #[error("{reason}")]
     Pod { reason: String },
 }

@@ -257,8 +257,9 @@ impl Drop for Proxy {
     }
 }
 
-/// Sends a signal with the `kill` command, which keeps this crate free of `unsafe`.
-fn send_signal(pid: i32, signal: i32) -> i32 {
+/// Sends a signal with the `kill` command, which keeps this crate free of `unsafe`; its exit
+/// code.
+pub fn send_signal(pid: i32, signal: i32) -> i32 {
     let status = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()

@@ -42,15 +42,25 @@ fn the_demo_refuses_bad_arguments_with_64() {
 #[test]
 fn the_demo_interrupted_leaves_no_sidecar_and_no_keys_behind() {
     use std::io::{BufRead as _, BufReader};
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_gembok-demo"))
-        .args(["--hold", "--mib", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run gembok-demo");
+    /// Kills the demo if the test fails before it stops it (`Child` does not on drop).
+    struct Held(std::process::Child);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut demo = Held(
+        Command::new(env!("CARGO_BIN_EXE_gembok-demo"))
+            .args(["--hold", "--mib", "1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run gembok-demo"),
+    );
     let mut pki = None;
     let mut admins = Vec::new();
-    for line in BufReader::new(demo.stdout.take().unwrap()).lines() {
+    for line in BufReader::new(demo.0.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("1. development PKI") {
             pki = rest.split_whitespace().next().map(std::path::PathBuf::from);
@@ -76,12 +86,9 @@ fn the_demo_interrupted_leaves_no_sidecar_and_no_keys_behind() {
             "{admin}"
         );
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &demo.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = demo.wait().unwrap();
+    let pid = i32::try_from(demo.0.id()).unwrap();
+    assert_eq!(gembok_tests::proxy::send_signal(pid, 15), 0);
+    let status = demo.0.wait().unwrap();
     assert_eq!(status.code(), Some(143));
     assert!(!pki.exists(), "{} left behind", pki.display());
     for admin in &admins {

@@ -1642,3 +1642,40 @@ fn the_proxy_takes_the_routes_and_log_filter_the_injector_writes() -> Result<()>
     }
     Ok(())
 }
+
+/// The drain delay the injector gives classic sidecars must fit the drain grace the proxy ends
+/// up with (the injector keeps its own copy of the proxy's default grace): the proxy's own check
+/// takes every combination, the annotation's and the default.
+#[test]
+fn the_proxy_takes_the_drain_settings_the_injector_writes_for_classic_sidecars() -> Result<()> {
+    for drain in [None, Some("0"), Some("1"), Some("6"), Some("3600")] {
+        let annotation = drain
+            .map(|d| format!("    gembok.io/drain-seconds: '{d}'\n"))
+            .unwrap_or_default();
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: '8443=8080'\n    gembok.io/sidecar-mode: classic\n{annotation}spec:\n  containers:\n  - name: a\n    image: a:1\n"
+        );
+        let (code, injected, stderr) = run(&["inject", "-f", "-"], &pod)?;
+        assert_eq!(code, Some(0), "{drain:?}: {stderr}");
+        let pod: Value = serde_yaml_ng::from_str(&injected)?;
+        let env = pod
+            .pointer("/spec/containers/0/env")
+            .and_then(Value::as_array)
+            .context("the classic sidecar's env")?;
+        let mut proxy = Command::new(gembok_tests::bins::proxy());
+        // The bad --max-connections makes sure it never starts serving: exit 64, all listed.
+        proxy.args(["--cert-dir", "/nonexistent", "--max-connections=-3"]);
+        for e in env {
+            if let (Some(name), Some(value)) = (e["name"].as_str(), e["value"].as_str()) {
+                proxy.env(name, value);
+            }
+        }
+        let out = proxy.output()?;
+        let proxy_err = String::from_utf8(out.stderr)?;
+        assert_eq!(out.status.code(), Some(64), "{proxy_err}");
+        assert!(!proxy_err.contains("drain"), "{drain:?}: {proxy_err}");
+        let delay = env.iter().any(|e| e["name"] == "GEMBOK_DRAIN_DELAY");
+        assert_eq!(delay, !matches!(drain, Some("0" | "1")), "{drain:?}");
+    }
+    Ok(())
+}

@@ -303,13 +303,10 @@ async fn a_drain_delay_keeps_serving_new_connections_for_a_while_after_sigterm()
         assert!(Instant::now() < deadline, "/ready never turned 503");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Unready, and still carrying the app's new calls.
+    // Unready, and still carrying the app's new calls (it began after /ready turned 503, so
+    // after SIGTERM: its connection was accepted during the delay).
     pair.exchange_intact("during the drain delay", 1, 64 * 1024)
         .await;
-    assert!(
-        signalled.elapsed() < Duration::from_secs(3),
-        "the exchange ended after the delay; it proves nothing"
-    );
     // Then the listener goes.
     let deadline = Instant::now() + Duration::from_secs(5);
     while tokio::net::TcpStream::connect(pair.entry()).await.is_ok() {
@@ -324,6 +321,11 @@ async fn a_drain_delay_keeps_serving_new_connections_for_a_while_after_sigterm()
     );
     let status = pair.outbound.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "the stop took {:?}, beyond the 8 s grace it is part of",
+        signalled.elapsed()
+    );
     assert!(
         pair.outbound
             .logs()
