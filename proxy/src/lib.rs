@@ -23,7 +23,8 @@
 //!   remembered chain verdicts;
 //!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;
 //! - [`admin`]: `/live`, `/ready`, `/metrics`; [`metrics`]: every metric name;
-//! - [`shutdown`]: cancellation token, task tracker, grace deadline;
+//! - [`shutdown`]: cancellation token, task tracker, grace deadline; [`fd_limit`]: the open-file
+//!   limit raised at start;
 //! - `math`: the five C math functions our dependencies call, so glibc's libm is never loaded.
 
 // Unsafe code is denied workspace-wide; only `ktls::sys` (one sendmsg with a control message) and
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod fd_limit;
 pub mod forward;
 pub mod identity;
 pub mod inbound;

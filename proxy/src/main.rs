@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gembok_proxy::cli::{self, Command};
 use gembok_proxy::config::{Config, ConfigErrors, LogConfig};
-use gembok_proxy::{Listeners, ktls, shutdown, wait_ready};
+use gembok_proxy::{Listeners, fd_limit, ktls, shutdown, wait_ready};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -73,6 +73,7 @@ fn main() -> ExitCode {
     }
     init_tracing(&config.log);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), certs = %gembok_proxy::describe_certs(&config.certs), "starting");
+    open_files(&config);
 
     let runtime = match runtime(config.workers) {
         Ok(rt) => rt,
@@ -94,6 +95,37 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "gembok-proxy failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the open-file limit to the hard limit, and warns when even that is below what the
+/// connection limits need (see [`fd_limit`]).
+fn open_files(config: &Config) {
+    let limit = match fd_limit::raise() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            return;
+        }
+    };
+    let ktls = config.ktls != ktls::Mode::Off && config.ktls_support.available();
+    let directions = [!config.inbound.is_empty(), !config.outbound.is_empty()]
+        .into_iter()
+        .filter(|&d| d)
+        .count();
+    let needed = fd_limit::needed(config.limits.max_connections, directions, ktls);
+    if needed > limit.now {
+        let fits = fd_limit::connections_within(limit.now, ktls);
+        tracing::warn!(
+            open_files = %limit,
+            needed,
+            max_connections = config.limits.max_connections,
+            "the open-file limit is below what --max-connections needs: accepting will back off \
+             (EMFILE) at about {fits} connections; raise the hard limit (ulimit -Hn, the container \
+             runtime's default) or lower --max-connections"
+        );
+    } else {
+        tracing::info!(open_files = %limit, needed, "open-file limit");
     }
 }
 

@@ -21,8 +21,8 @@ use crate::pki::CertDir;
 pub struct ProxyBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
-    /// RLIMIT_NOFILE for the process (through the shell's `ulimit -n`).
-    fd_limit: Option<u32>,
+    /// RLIMIT_NOFILE for the process: the shell's `ulimit` options (`-n 40`, `-S -n 256`).
+    fd_limit: Option<String>,
 }
 
 impl ProxyBuilder {
@@ -51,9 +51,15 @@ impl ProxyBuilder {
         self
     }
 
-    /// Runs the proxy with at most `n` open file descriptors.
+    /// Runs the proxy with at most `n` open file descriptors (soft and hard limit).
     pub fn fd_limit(mut self, n: u32) -> Self {
-        self.fd_limit = Some(n);
+        self.fd_limit = Some(format!("-n {n}"));
+        self
+    }
+
+    /// Starts the proxy with a soft open-file limit of `n`, the hard limit left as it is.
+    pub fn soft_fd_limit(mut self, n: u32) -> Self {
+        self.fd_limit = Some(format!("-S -n {n}"));
         self
     }
 
@@ -84,9 +90,9 @@ impl Proxy {
     fn spawn(b: ProxyBuilder) -> Proxy {
         let mut cmd = match b.fd_limit {
             None => Command::new(crate::bins::proxy()),
-            Some(n) => {
+            Some(limit) => {
                 let mut sh = Command::new("sh");
-                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                sh.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\"")])
                     .arg(crate::bins::proxy());
                 sh
             }

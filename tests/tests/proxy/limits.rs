@@ -360,3 +360,90 @@ async fn a_slow_but_steady_reader_is_not_cut_off_by_the_idle_timeout() {
     );
     assert_eq!(closed, 0.0, "{}", pair.logs());
 }
+
+/// "Max open files" from `/proc/<pid>/limits`: (soft, hard).
+fn open_file_limits(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Container runtimes start processes with a soft limit of 1024 under a far higher hard one;
+/// the proxy raises its own, so the soft limit never caps connections below --max-connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let (_, hard) = open_file_limits(std::process::id() as i32);
+    assert!(
+        hard >= 1024,
+        "this test needs a hard limit of 1024 or more, not {hard}"
+    );
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::new(&pki.workload("server"));
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .args(["--max-connections", "300"])
+        .soft_fd_limit(128)
+        .start();
+    proxy.ready().await;
+    assert_eq!(open_file_limits(proxy.pid()), (hard, hard));
+    assert!(
+        proxy.logs().contains("\"open_files\":\"") && proxy.logs().contains("raised from 128"),
+        "{}",
+        proxy.logs()
+    );
+    // More connections than the soft limit it started with had descriptors for: all taken.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(TcpStream::connect(proxy.inbound[0]).await.unwrap());
+    }
+    wait_metric(&proxy, "gembok_connections_active", &[], 300.0).await;
+    assert_eq!(
+        proxy.metrics().await.sum("gembok_accept_errors_total", &[]),
+        0.0,
+        "{}",
+        proxy.logs()
+    );
+}
+
+/// A hard limit below what the connection limits need is reported at start, with the number of
+/// connections it does leave room for.
+#[test]
+fn an_open_file_limit_below_the_connection_limits_is_reported() {
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let start = |max_connections: &str| {
+        Proxy::builder()
+            .cert_dir(&dir)
+            .inbound("127.0.0.1:9".parse().unwrap(), "")
+            .outbound("127.0.0.1:9", "")
+            .args(["--max-connections", max_connections])
+            .fd_limit(256)
+            .start()
+    };
+    // 2 directions × 100 connections × 2 descriptors + 64 held back > 256.
+    let short = start("100");
+    assert!(
+        short
+            .logs()
+            .contains("below what --max-connections needs: accepting will back off (EMFILE) at about 96 connections"),
+        "{}",
+        short.logs()
+    );
+    // 2 × 40 × 2 + 64 = 224 fits.
+    let enough = start("40");
+    assert!(
+        enough.logs().contains("\"message\":\"open-file limit\"")
+            && !enough.logs().contains("below what --max-connections needs"),
+        "{}",
+        enough.logs()
+    );
+}
