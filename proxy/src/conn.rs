@@ -486,7 +486,7 @@ pub async fn finish<P: PeerStream>(
             reset(peer.tcp());
         }
         End::Aborted => {
-            tracing::info!("drain grace period over; resetting both sides");
+            tracing::info!("the drain is over; resetting both sides");
             reset(app);
             reset(peer.tcp());
         }

@@ -62,11 +62,11 @@ mod test_tcp;
 #[cfg(test)]
 mod test_tls;
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use gembok_certwatch::{CertSource, Requirements, Usage};
 use tokio::net::TcpListener;
@@ -158,12 +158,12 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves until `shutdown` resolves (or `POST /shutdown` arrives on the admin listener), then
-/// drains (see [`shutdown`]) and returns.
+/// Serves until the first of `signals` (or `POST /shutdown` on the admin listener), then drains
+/// (see [`shutdown`]) and returns; a second signal cuts the drain short.
 pub async fn run(
     config: Config,
     listeners: Listeners,
-    shutdown: impl Future<Output = &'static str>,
+    signals: shutdown::Signals,
 ) -> io::Result<()> {
     let prometheus = metrics::install();
     let (provider, aead) = tls::configured(&config.tls);
@@ -312,30 +312,66 @@ pub async fn run(
     tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), aead = aead.name(), tls12 = config.tls.tls12,
         key_exchange, certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
 
+    wait_and_drain(&config, &health, &stop, signals).await;
+    admin_stop.cancel();
+    Ok(())
+}
+
+/// Waits for the first signal or `POST /shutdown`, then stops: `/ready` 503, the drain delay
+/// (signals only), the drain. A second signal cuts the delay and the drain short.
+async fn wait_and_drain(
+    config: &Config,
+    health: &Health,
+    stop: &Shutdown,
+    mut signals: shutdown::Signals,
+) {
     let (signal, delay) = tokio::select! {
-        signal = shutdown => (signal, config.drain_delay),
+        signal = shutdown::next(&mut signals) => (signal, config.drain_delay),
         // The app asked for it: it is done calling out, so no delay.
-        _ = health.shutdown_requested.cancelled() => ("POST /shutdown", std::time::Duration::ZERO),
+        () = health.shutdown_requested.cancelled() => ("POST /shutdown", Duration::ZERO),
     };
+    let deadline = tokio::time::Instant::now() + config.drain_grace;
     health.draining.store(true, Ordering::Release);
+    // A second signal: whoever sent it does not want to wait out the grace period.
+    let second_signal = |name: &'static str, open: usize| {
+        tracing::warn!(
+            signal = name,
+            open,
+            "second signal: closing the remaining connections now"
+        );
+    };
+    let mut cut = false;
     if !delay.is_zero() {
         // The app may be stopping too and still call out; peers may not have seen /ready yet.
         tracing::info!(signal, delay = ?delay, "still accepting for the drain delay");
-        tokio::time::sleep(delay).await;
-    }
-    let grace = config.drain_grace.saturating_sub(delay);
-    tracing::info!(signal, grace = ?grace, open = stop.tracker.len(), "draining");
-    match stop.drain(grace).await {
-        Drained::Complete => tracing::info!("drained; exiting"),
-        Drained::Expired { remaining } => {
-            tracing::warn!(
-                remaining,
-                "drain grace period over; closing the remaining connections"
-            )
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = health.shutdown_requested.cancelled() => {
+                tracing::info!("POST /shutdown: the app is done; the drain delay ends");
+            }
+            again = shutdown::next(&mut signals) => {
+                second_signal(again, stop.tracker.len());
+                cut = true;
+            }
         }
     }
-    admin_stop.cancel();
-    Ok(())
+    let grace = deadline.saturating_duration_since(tokio::time::Instant::now());
+    tracing::info!(signal, grace = ?grace, open = stop.tracker.len(), "draining");
+    let again = async {
+        if !cut {
+            second_signal(shutdown::next(&mut signals).await, stop.tracker.len());
+        }
+    };
+    match stop.drain(grace, again).await {
+        Drained::Complete => tracing::info!("drained; exiting"),
+        Drained::Expired { remaining } => tracing::warn!(
+            remaining,
+            "drain grace period over; closing the remaining connections"
+        ),
+        Drained::Cut { remaining } => {
+            tracing::info!(remaining, "closed the remaining connections")
+        }
+    }
 }
 
 fn spawn_sighup_reload(

@@ -83,8 +83,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let signals = shutdown::signals()?;
         let listeners = Listeners::bind(&config)?;
-        gembok_proxy::run(config, listeners, shutdown::signal()).await?;
+        gembok_proxy::run(config, listeners, signals).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     });
     // Connections still open after the grace period are dropped here, not waited for.

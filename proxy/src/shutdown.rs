@@ -1,15 +1,18 @@
 //! Shutdown: one cancellation token down, one task tracker up, one grace deadline.
 //!
-//! On SIGTERM (or SIGINT) the proxy turns `/ready` to 503, cancels the token so every accept
-//! loop stops and drops its listener (new connections are refused), then waits for the tracked
-//! connection tasks until the drain grace period ends, and returns so the process exits 0.
+//! On SIGTERM (or SIGINT) the proxy turns `/ready` to 503, keeps accepting for the drain delay
+//! if one is set, cancels the token so every accept loop stops and drops its listener (new
+//! connections are refused), then waits for the tracked connection tasks until the drain grace
+//! period ends, and returns so the process exits 0.
 //!
 //! Connections still open when the grace period ends are cut, and cut visibly: a second token
 //! ([`Shutdown::abort`]) makes each one reset both its sockets, so neither the app nor the peer
-//! mistakes the cut for a clean end of stream.
+//! mistakes the cut for a clean end of stream. A second signal cuts them at once: whoever sends
+//! it (an operator's second Ctrl-C) does not want to wait out the grace period.
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,6 +35,8 @@ pub enum Drained {
     Complete,
     /// The grace period ended with this many connections still open; they were reset.
     Expired { remaining: usize },
+    /// Told to stop waiting with this many connections still open; they were reset.
+    Cut { remaining: usize },
 }
 
 /// How long connections get, after the grace period, to reset their sockets before the process
@@ -40,32 +45,61 @@ pub enum Drained {
 const ABORT_WAIT: Duration = Duration::from_secs(2);
 
 impl Shutdown {
-    /// Stops accepting and waits up to `grace` for open connections to finish; then resets
-    /// the ones left.
-    pub async fn drain(&self, grace: Duration) -> Drained {
+    /// Stops accepting and waits up to `grace` for open connections to finish, or until `cut`
+    /// resolves (with none open, the drain is complete even when `cut` is ready at once); then
+    /// resets the ones left.
+    pub async fn drain(&self, grace: Duration, cut: impl Future<Output = ()>) -> Drained {
         self.token.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok()
-        {
-            return Drained::Complete;
-        }
+        let expired = tokio::select! {
+            biased;
+            finished = tokio::time::timeout(grace, self.tracker.wait()) => match finished {
+                Ok(()) => return Drained::Complete,
+                Err(_) => true,
+            },
+            () = cut => false,
+        };
         let remaining = self.tracker.len();
         self.abort.cancel();
         let _ = tokio::time::timeout(ABORT_WAIT, self.tracker.wait()).await;
-        Drained::Expired { remaining }
+        if expired {
+            Drained::Expired { remaining }
+        } else {
+            Drained::Cut { remaining }
+        }
     }
 }
 
-/// Resolves on SIGTERM or SIGINT, naming the signal.
-pub async fn signal() -> &'static str {
+/// The signals that stop the proxy, by name (`"SIGTERM"`, `"SIGINT"`), in the order they
+/// arrive. [`run`](crate::run) takes the receiving end; tests can feed one of their own.
+pub type Signals = mpsc::UnboundedReceiver<&'static str>;
+
+/// Installs the SIGTERM and SIGINT handlers now (call inside the runtime, before serving), and
+/// passes on every one of those signals until the receiver is dropped.
+pub fn signals() -> std::io::Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if tx.send(name).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The next signal; never resolves once no more can come.
+pub async fn next(signals: &mut Signals) -> &'static str {
+    match signals.recv().await {
+        Some(name) => name,
+        None => std::future::pending().await,
     }
 }
 
@@ -79,12 +113,16 @@ mod tests {
         let token = s.token.clone();
         s.tracker.spawn(async move { token.cancelled().await });
         s.tracker.spawn(tokio::time::sleep(Duration::from_secs(5)));
-        assert_eq!(s.drain(Duration::from_secs(10)).await, Drained::Complete);
+        let never = std::future::pending::<()>;
+        assert_eq!(
+            s.drain(Duration::from_secs(10), never()).await,
+            Drained::Complete
+        );
 
         let s = Shutdown::default();
         s.tracker.spawn(tokio::time::sleep(Duration::from_secs(60)));
         assert_eq!(
-            s.drain(Duration::from_secs(1)).await,
+            s.drain(Duration::from_secs(1), never()).await,
             Drained::Expired { remaining: 1 }
         );
         assert!(s.abort.is_cancelled(), "connections left are told to reset");
@@ -93,7 +131,43 @@ mod tests {
         let s = Shutdown::default();
         s.tracker
             .spawn(tokio::time::sleep(Duration::from_millis(10)));
-        assert_eq!(s.drain(Duration::from_secs(1)).await, Drained::Complete);
+        assert_eq!(
+            s.drain(Duration::from_secs(1), never()).await,
+            Drained::Complete
+        );
         assert!(!s.abort.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_ends_the_drain_before_its_grace_period() {
+        let s = Shutdown::default();
+        s.tracker.spawn(tokio::time::sleep(Duration::from_secs(60)));
+        let started = tokio::time::Instant::now();
+        let cut = tokio::time::sleep(Duration::from_secs(2));
+        assert_eq!(
+            s.drain(Duration::from_secs(30), cut).await,
+            Drained::Cut { remaining: 1 }
+        );
+        assert!(s.abort.is_cancelled(), "connections left are told to reset");
+        assert!(started.elapsed() < Duration::from_secs(30));
+
+        // Nothing open: complete, though the cut came at once.
+        let s = Shutdown::default();
+        assert_eq!(
+            s.drain(Duration::from_secs(30), async {}).await,
+            Drained::Complete
+        );
+    }
+
+    #[tokio::test]
+    async fn signals_arrive_in_order_and_a_closed_source_never_stops() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send("SIGTERM").unwrap();
+        tx.send("SIGINT").unwrap();
+        assert_eq!(next(&mut rx).await, "SIGTERM");
+        assert_eq!(next(&mut rx).await, "SIGINT");
+        drop(tx);
+        let waited = tokio::time::timeout(Duration::from_millis(50), next(&mut rx)).await;
+        assert!(waited.is_err(), "{waited:?}");
     }
 }

@@ -250,6 +250,19 @@ impl Proxy {
         }
     }
 
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} after {within:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything the proxy logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")

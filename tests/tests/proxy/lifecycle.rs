@@ -365,17 +365,40 @@ async fn drain_ends_at_the_grace_period_for_connections_in_their_handshake_too()
     drop(silent); // held open, silent, until the proxy had exited
 }
 
-#[tokio::test]
-async fn drain_ends_at_the_grace_period_resets_what_is_left_and_still_exits_zero() {
-    let pair = Pair::start_args(&["--drain-grace", "1s"], &[]).await;
-    let mut pair = pair;
-    // A connection that never finishes by itself: the app waits for the rest of the upload and
-    // is stuck sending a 1 GiB reply that nobody reads.
+/// A connection through the pair that never finishes by itself: the app waits for the rest of
+/// the upload and is stuck sending a 1 GiB reply that nobody reads.
+async fn stuck_connection(pair: &Pair) -> tokio::net::TcpStream {
     let mut open = tokio::net::TcpStream::connect(pair.entry()).await.unwrap();
     let mut header = [0u8; 24];
     header[8..16].copy_from_slice(&(1u64 << 30).to_be_bytes());
     open.write_all(&header).await.unwrap();
     wait_metric(&pair.inbound, "gembok_connections_active", &[], 1.0).await;
+    open
+}
+
+/// Cut, and cut visibly: the app gets a reset instead of a clean end of its upload, and so does
+/// the client on the far side (its sidecar saw the peer vanish without close_notify).
+async fn assert_cut_visibly(pair: &mut Pair, mut open: tokio::net::TcpStream) {
+    let at_app = pair.app.received.recv().await.unwrap();
+    assert!(at_app.is_err(), "the app saw a clean end: {at_app:?}");
+    let mut rest = Vec::new();
+    let at_client = open.read_to_end(&mut rest).await;
+    assert_eq!(
+        at_client.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the client saw a clean end"
+    );
+    assert!(
+        pair.inbound.logs().contains("resetting both sides"),
+        "{}",
+        pair.inbound.logs()
+    );
+}
+
+#[tokio::test]
+async fn drain_ends_at_the_grace_period_resets_what_is_left_and_still_exits_zero() {
+    let mut pair = Pair::start_args(&["--drain-grace", "1s"], &[]).await;
+    let open = stuck_connection(&pair).await;
     let started = Instant::now();
     pair.inbound.signal(libc::SIGTERM);
     let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
@@ -390,21 +413,79 @@ async fn drain_ends_at_the_grace_period_resets_what_is_left_and_still_exits_zero
         "{}",
         pair.inbound.logs()
     );
-    // Cut, and cut visibly: the app gets a reset instead of a clean end of its upload, and so
-    // does the client on the far side (its sidecar saw the peer vanish without close_notify).
-    let at_app = pair.app.received.recv().await.unwrap();
-    assert!(at_app.is_err(), "the app saw a clean end: {at_app:?}");
-    let mut rest = Vec::new();
-    let at_client = open.read_to_end(&mut rest).await;
-    assert_eq!(
-        at_client.map_err(|e| e.kind()).err(),
-        Some(std::io::ErrorKind::ConnectionReset),
-        "the client saw a clean end"
-    );
+    assert_cut_visibly(&mut pair, open).await;
+}
+
+/// A second signal (an operator's second Ctrl-C) cuts the drain short: what is left is reset
+/// at once, visibly, instead of at the end of the grace period.
+#[tokio::test]
+async fn a_second_signal_cuts_the_drain_short() {
+    let mut pair = Pair::start_args(&["--drain-grace", "120s"], &[]).await;
+    let open = stuck_connection(&pair).await;
+    pair.inbound.signal(libc::SIGTERM);
+    pair.inbound
+        .wait_log("\"message\":\"draining\"", Duration::from_secs(5))
+        .await;
+    pair.inbound.signal(libc::SIGINT);
+    let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
     assert!(
-        pair.inbound.logs().contains("resetting both sides"),
+        pair.inbound
+            .logs()
+            .contains("second signal: closing the remaining connections now"),
         "{}",
         pair.inbound.logs()
+    );
+    assert_cut_visibly(&mut pair, open).await;
+}
+
+/// A second signal during the drain delay ends the delay and the drain together.
+#[tokio::test]
+async fn a_second_signal_during_the_drain_delay_stops_at_once() {
+    let Inbound {
+        mut proxy,
+        app: _app,
+        dir: _dir,
+    } = Inbound::start(
+        &TestPki::new(),
+        "",
+        &["--drain-delay", "60s", "--drain-grace", "120s"],
+    )
+    .await;
+    proxy.signal(libc::SIGTERM);
+    wait_status(&proxy, "/ready", 503, Duration::from_secs(5)).await;
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(proxy.logs().contains("second signal"), "{}", proxy.logs());
+}
+
+/// The app is done calling out: `POST /shutdown` ends a drain delay that SIGTERM began (a
+/// classic sidecar's Job ends its app and the kubelet's SIGTERM may have come first).
+#[tokio::test]
+async fn post_shutdown_ends_a_drain_delay_that_a_signal_began() {
+    let Inbound {
+        mut proxy,
+        app: _app,
+        dir: _dir,
+    } = Inbound::start(
+        &TestPki::new(),
+        "",
+        &["--drain-delay", "60s", "--drain-grace", "120s"],
+    )
+    .await;
+    proxy.signal(libc::SIGTERM);
+    wait_status(&proxy, "/ready", 503, Duration::from_secs(5)).await;
+    let (status, _) = gembok_tests::admin::request(proxy.admin, "POST", "/shutdown")
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        proxy.logs().contains("the drain delay ends"),
+        "{}",
+        proxy.logs()
     );
 }
 
