@@ -21,7 +21,6 @@
 //! `--drain-grace` to finish.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,20 +96,22 @@ pub fn run_blocking(config: ServeConfig) -> Result<(), ServeError> {
                 .await
                 .map_err(|source| ServeError::Bind { addr, source })
         };
+        let signals = shutdown::signals();
         let https = bind(config.listen).await?;
         let admin = bind(config.admin).await?;
-        run(config, https, admin, prometheus, shutdown::signal()).await;
+        run(config, https, admin, prometheus, signals).await;
         Ok(())
     })
 }
 
-/// Serves on already-bound listeners until `shutdown` completes, then drains.
+/// Serves on already-bound listeners until the first of `signals`, then drains; a second signal
+/// ends the shutdown delay and the drain at once.
 pub async fn run(
     config: ServeConfig,
     https: TcpListener,
     admin: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    shutdown: impl Future<Output = ()>,
+    mut signals: shutdown::Signals,
 ) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let source = match &config.cert {
@@ -183,21 +184,39 @@ pub async fn run(
         "listening"
     );
 
-    shutdown.await;
+    shutdown::next(&mut signals).await;
     draining.store(true, Ordering::SeqCst);
     info!(delay = ?config.shutdown_delay, "shutting down: /ready is now 503, still serving");
-    tokio::time::sleep(config.shutdown_delay).await;
+    let second_signal = |name: &str| warn!("second signal ({name}): stopping now");
+    let mut cut = false;
+    tokio::select! {
+        () = tokio::time::sleep(config.shutdown_delay) => {}
+        name = shutdown::next(&mut signals) => {
+            second_signal(name);
+            cut = true;
+        }
+    }
     stop_accepting.cancel();
     let graceful = accept.await.unwrap_or_default();
     tracker.close();
     info!(grace = ?config.drain_grace, "listener closed, draining connections");
-    let drained = tokio::time::timeout(config.drain_grace, async {
+    let drain = async {
         graceful.shutdown().await;
         tracker.wait().await;
-    })
-    .await;
-    if drained.is_err() {
-        warn!("drain grace elapsed with requests still in flight; closing them");
+    };
+    let again = async {
+        if !cut {
+            second_signal(shutdown::next(&mut signals).await);
+        }
+    };
+    let drained = tokio::select! {
+        biased;
+        drained = tokio::time::timeout(config.drain_grace, drain) => drained
+            .map_err(|_| "drain grace elapsed with requests still in flight; closing them"),
+        () = again => Err("requests still in flight; closing them"),
+    };
+    if let Err(why) = drained {
+        warn!("{why}");
     }
     stop_admin.cancel();
     stop_certs.cancel();

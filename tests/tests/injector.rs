@@ -150,6 +150,11 @@ impl Webhook {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        // No shutdown delay unless the test sets one (a flag may be given once).
+        let delay = match extra.contains(&"--shutdown-delay") {
+            true => &[][..],
+            false => &["--shutdown-delay", "0s"][..],
+        };
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .arg("--cert-dir")
@@ -157,11 +162,10 @@ impl Webhook {
             .args([
                 "--log-format",
                 "json",
-                "--shutdown-delay",
-                "0s",
                 "--proxy-image",
                 "ghcr.io/gembok/gembok-proxy:test",
             ])
+            .args(delay)
             .args(extra)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -259,6 +263,26 @@ impl Webhook {
 
     fn child_alive(&self) -> bool {
         kill(self.child.id(), "-0")
+    }
+
+    /// Waits up to `within` for the process to exit; its exit code.
+    fn wait_exit(&mut self, within: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "still running after {within:?}; logs: {:?}",
+                self.logs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 }
 
@@ -1290,20 +1314,42 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() -> Result<()> {
         "in-flight"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(status) = webhook.child.try_wait()? {
-            break status;
-        }
-        ensure!(Instant::now() < deadline, "did not exit after draining");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(
-        exit.code(),
-        Some(0),
-        "logs: {:?}",
-        webhook.logs.lock().unwrap()
-    );
+    let exit = webhook.wait_exit(Duration::from_secs(20))?;
+    assert_eq!(exit, Some(0), "logs: {:?}", webhook.logs.lock().unwrap());
+    Ok(())
+}
+
+/// A second signal ends the shutdown delay at once (an operator's second Ctrl-C), and during the
+/// drain it closes what is still in flight instead of waiting out the grace period.
+#[test]
+fn a_second_signal_stops_at_once() -> Result<()> {
+    // During the shutdown delay.
+    let mut webhook = Webhook::start(&["--shutdown-delay", "60s", "--drain-grace", "60s"])?;
+    webhook.wait_ready()?;
+    webhook.sigterm();
+    poll(Duration::from_secs(10), || {
+        Ok(admin_get(webhook.admin, "/ready")?.0 == 503)
+    })?;
+    webhook.sigterm();
+    assert_eq!(webhook.wait_exit(Duration::from_secs(10))?, Some(0));
+    assert!(webhook.logged("second signal (SIGTERM): stopping now"));
+
+    // During the drain, with a request whose body never comes.
+    let mut webhook = Webhook::start(&["--drain-grace", "60s"])?;
+    webhook.wait_ready()?;
+    let mut tls = webhook.client.connect()?;
+    let head = request_head("POST", "/mutate", "application/json", 1000, false);
+    tls.write_all(head.as_bytes())?;
+    tls.flush()?;
+    webhook.sigterm();
+    poll(Duration::from_secs(10), || {
+        Ok(TcpStream::connect(webhook.client.https).is_err())
+    })?;
+    assert!(webhook.child_alive(), "it waits for the request in flight");
+    assert!(kill(webhook.child.id(), "-INT"), "kill -INT failed");
+    assert_eq!(webhook.wait_exit(Duration::from_secs(10))?, Some(0));
+    assert!(webhook.logged("second signal (SIGINT): stopping now"));
+    assert!(webhook.logged("requests still in flight; closing them"));
     Ok(())
 }
 
