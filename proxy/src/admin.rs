@@ -7,9 +7,10 @@
 //! | `/metrics` | Prometheus text format (see `metrics.rs` for the names) |
 //! | `POST /shutdown` | from a loopback peer only (403 otherwise): 202, then the same drain as SIGTERM. Lets a Job's app end a classic (non-native) sidecar so the pod completes |
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -34,28 +35,89 @@ pub struct Health {
     pub draining: AtomicBool,
     /// Cancelled by `POST /shutdown`.
     pub shutdown_requested: CancellationToken,
+    /// What the last `/ready` answered, so that a change is logged once, not at every probe.
+    pub last_answer: Mutex<Result<(), Unready>>,
+}
+
+/// Why `/ready` is 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unready {
+    Draining,
+    NoCertificate,
+    Expiring {
+        serial: String,
+        left: Duration,
+        margin: Duration,
+    },
+    Expired {
+        serial: String,
+    },
+}
+
+impl fmt::Display for Unready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Draining => write!(f, "draining: shutting down"),
+            Self::NoCertificate => write!(f, "no certificate loaded"),
+            Self::Expiring {
+                serial,
+                left,
+                margin,
+            } => write!(
+                f,
+                "certificate {serial} expires in {}s, within the {}s margin",
+                left.as_secs(),
+                margin.as_secs()
+            ),
+            Self::Expired { serial } => write!(f, "certificate {serial} has expired"),
+        }
+    }
 }
 
 impl Health {
-    /// `Ok` when the proxy can serve new connections, else why not.
-    pub fn ready(&self) -> Result<(), String> {
+    /// `Ok` when the proxy can serve new connections, else why not. A change of answer is
+    /// logged: a warning when the proxy turns unready for a reason of its own (no certificate,
+    /// one expiring or expired), since the kubelet then takes the pod out of its Services.
+    pub fn ready(&self) -> Result<(), Unready> {
+        let answer = self.check();
+        let mut last = self.last_answer.lock().unwrap_or_else(|e| e.into_inner());
+        let same = match (&*last, &answer) {
+            (Ok(()), Ok(())) => true,
+            // The same certificate's time left is not news.
+            (
+                Err(Unready::Expiring { serial: a, .. }),
+                Err(Unready::Expiring { serial: b, .. }),
+            ) => a == b,
+            (a, b) => a == b,
+        };
+        if !same {
+            match &answer {
+                Ok(()) => tracing::info!("ready again"),
+                Err(Unready::Draining) => {} // the drain logs itself
+                Err(why) => tracing::warn!(reason = %why, "not ready"),
+            }
+            *last = answer.clone();
+        }
+        answer
+    }
+
+    fn check(&self) -> Result<(), Unready> {
         if self.draining.load(Ordering::Acquire) {
-            return Err("draining: shutting down".to_owned());
+            return Err(Unready::Draining);
         }
         let Some(certs) = self.certs.current() else {
-            return Err("no certificate loaded".to_owned());
+            return Err(Unready::NoCertificate);
         };
         let leaf = &certs.material.leaf;
-        let now = SystemTime::now();
-        match leaf.not_after.duration_since(now) {
+        let serial = || leaf.serial.clone();
+        match leaf.not_after.duration_since(SystemTime::now()) {
             Ok(left) if left > self.expiry_margin => Ok(()),
-            Ok(left) => Err(format!(
-                "certificate {} expires in {}s, within the {}s margin",
-                leaf.serial,
-                left.as_secs(),
-                self.expiry_margin.as_secs()
-            )),
-            Err(_) => Err(format!("certificate {} has expired", leaf.serial)),
+            Ok(left) => Err(Unready::Expiring {
+                serial: serial(),
+                left,
+                margin: self.expiry_margin,
+            }),
+            Err(_) => Err(Unready::Expired { serial: serial() }),
         }
     }
 }

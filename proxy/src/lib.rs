@@ -220,6 +220,7 @@ pub async fn run(
         expiry_margin: config.cert_expiry_margin,
         draining: AtomicBool::new(false),
         shutdown_requested: tokio_util::sync::CancellationToken::new(),
+        last_answer: std::sync::Mutex::new(Ok(())),
     });
     let admin_addr = listeners.admin.local_addr()?;
     let admin_stop = tokio_util::sync::CancellationToken::new();

@@ -67,6 +67,20 @@ async fn not_ready_when_the_certificate_expires_within_the_margin() {
     let (status, body) = proxy.get("/ready").await;
     assert_eq!(status, 503);
     assert!(body.contains("within the 10800s margin"), "{body}");
+    // The operator hears it from the logs too, once, not at every probe.
+    proxy.get("/ready").await;
+    let warnings: Vec<_> = proxy
+        .logs()
+        .lines()
+        .filter(|l| l.contains("\"WARN\"") && l.contains("\"message\":\"not ready\""))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", proxy.logs());
+    assert!(
+        warnings[0].contains("within the 10800s margin"),
+        "{}",
+        warnings[0]
+    );
     let m = proxy.metrics().await;
     let left = m.sum("gembok_cert_not_after_timestamp_seconds", &[]) - now.unix_timestamp() as f64;
     assert!(
