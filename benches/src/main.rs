@@ -6,31 +6,23 @@
 use std::process::ExitCode;
 
 use gembok_bench::cli::Cli;
-use gembok_bench::usage::Usage;
-use gembok_cliargs::Parsed;
+use gembok_bench::usage::Usage as BadUsage;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// sysexits EX_USAGE.
-const EXIT_USAGE: u8 = 64;
-
 fn main() -> ExitCode {
-    let (cli, mut problems, sources) = match gembok_cliargs::parse::<Cli>(std::env::args_os()) {
-        Parsed::Read(cli, problems, sources) => (cli, problems, sources),
-        Parsed::Info(help) => {
-            let _ = help.print(); // --help, --version
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Unreadable(problems) => return usage(&problems),
+    let (cli, mut usage) = match gembok_cliargs::read::<Cli>("gembok-bench") {
+        Ok(read) => read,
+        Err(exit) => return exit,
     };
     let job = gembok_bench::check(cli.command);
-    if let Err(Usage(errors)) = &job {
-        problems.extend(errors.iter().map(|e| sources.attribute(e)));
+    if let Err(BadUsage(errors)) = &job {
+        usage.add(errors);
     }
-    let job = match job {
-        Ok(job) if problems.is_empty() => job,
-        _ => return usage(&problems),
+    let job = match usage.finish(job.ok()) {
+        Ok(job) => job,
+        Err(exit) => return exit,
     };
     let argv = std::env::args()
         .enumerate()
@@ -41,8 +33,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             gembok_bench::procs::cleanup();
-            match e.downcast_ref::<Usage>() {
-                Some(Usage(problems)) => usage(problems),
+            match e.downcast_ref::<BadUsage>() {
+                Some(BadUsage(problems)) => gembok_cliargs::report("gembok-bench", problems),
                 None => {
                     eprintln!("gembok-bench: {e:#}");
                     ExitCode::FAILURE
@@ -50,12 +42,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// Every problem on a line of its own; exit 64.
-fn usage(problems: &[String]) -> ExitCode {
-    for problem in problems {
-        eprintln!("gembok-bench: {problem}");
-    }
-    ExitCode::from(EXIT_USAGE)
 }

@@ -307,14 +307,21 @@ fn every_bad_value_is_listed_at_once_and_exits_64() {
         "--workers 100000: at most 64",
         &format!("--out {under_file}: {file} is not a directory"),
     ];
+    assert!(
+        err.starts_with(&format!(
+            "gembok-bench: invalid configuration ({} problems):\n",
+            expected.len()
+        )),
+        "{err}"
+    );
     for line in expected {
         assert!(
-            err.lines()
-                .any(|l| l.starts_with(&format!("gembok-bench: {line}"))),
+            err.lines().any(|l| l.starts_with(&format!("  {line}"))),
             "no `{line}` in:\n{err}"
         );
     }
-    assert_eq!(err.lines().count(), expected.len(), "{err}");
+    // The problems, a line that counts them and a line that points to --help.
+    assert_eq!(err.lines().count(), expected.len() + 2, "{err}");
     assert!(
         !err.contains("starting") && !err.contains("network:"),
         "{err}"
@@ -334,7 +341,7 @@ fn an_output_path_under_a_file_is_bad_usage_before_measuring() {
     let err = usage_error(&["smoke", "--no-install", "--out", out.to_str().unwrap()]);
     assert!(
         err.starts_with(&format!(
-            "gembok-bench: --out {}: {} is not a directory",
+            "gembok-bench: invalid configuration (1 problem):\n  --out {}: {} is not a directory",
             out.display(),
             file.display()
         )),

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use gembok_certs_dev::cli::{self, CliError};
 use gembok_certs_dev::{DevPki, WriteError, Written, k8s, layout};
 
-/// sysexits.h: usage error, internal error, cannot create output, I/O error.
-const EX_USAGE: u8 = 64;
+/// sysexits.h: internal error, cannot create output, I/O error (usage errors exit 64 through
+/// `gembok_cliargs::report`).
 const EX_SOFTWARE: u8 = 70;
 const EX_CANTCREAT: u8 = 73;
 const EX_IOERR: u8 = 74;
@@ -21,12 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(CliError::Invalid(problems)) => {
-            eprintln!("gembok-certs-dev: invalid configuration:");
-            for p in problems {
-                eprintln!("  {p}");
-            }
-            eprintln!("Run `gembok-certs-dev --help` for usage.");
-            return ExitCode::from(EX_USAGE);
+            return gembok_cliargs::report("gembok-certs-dev", &problems);
         }
     };
     let pki = match DevPki::generate(&config.options) {

@@ -11,6 +11,9 @@
 //!   that is one of the command's own flags is still a flag (`--admin --workers 2` lacks a value).
 //! - A problem with a value taken from an environment variable names the variable
 //!   ([`Sources::attribute`]), since the operator never typed the flag.
+//!
+//! [`read`] is the whole edge for a binary: help and version printed (exit 0), every problem
+//! printed the same way in every Gembok binary and exit 64 ([`Usage::finish`], [`report`]).
 
 #![forbid(unsafe_code)]
 
@@ -82,6 +85,97 @@ pub fn parse<C: Parser>(args: impl IntoIterator<Item = impl Into<OsString>>) -> 
             _ => return Parsed::Unreadable(problems),
         }
     }
+}
+
+/// sysexits' EX_USAGE: the command was used incorrectly.
+pub const EX_USAGE: u8 = 64;
+
+/// The problems with a command line so far, to which a binary adds what its own checks of the
+/// values find before [`Usage::finish`].
+#[derive(Debug)]
+pub struct Usage {
+    program: String,
+    problems: Vec<String>,
+    sources: Sources,
+}
+
+/// Reads the process's command line as `C` for `program` (the name problems start with, such
+/// as `gembok-proxy`). `Err` is the exit code once `--help`/`--version` or a command line with
+/// nothing more to read has been printed.
+pub fn read<C: Parser>(program: &str) -> Result<(C, Usage), std::process::ExitCode> {
+    read_from(program, std::env::args_os())
+}
+
+/// [`read`] from `args` (program name first).
+pub fn read_from<C: Parser>(
+    program: &str,
+    args: impl IntoIterator<Item = impl Into<OsString>>,
+) -> Result<(C, Usage), std::process::ExitCode> {
+    match parse::<C>(args) {
+        Parsed::Read(cli, problems, sources) => Ok((
+            cli,
+            Usage {
+                program: program.to_owned(),
+                problems,
+                sources,
+            },
+        )),
+        Parsed::Unreadable(problems) => Err(report(program, &problems)),
+        Parsed::Info(info) => {
+            let _ = info.print();
+            Err(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl Usage {
+    /// Adds problems found by the binary's own checks, each starting with its flag; a value
+    /// from an environment variable is named after the variable ([`Sources::attribute`]).
+    pub fn add<S: AsRef<str>>(&mut self, problems: impl IntoIterator<Item = S>) {
+        let sources = &self.sources;
+        self.problems
+            .extend(problems.into_iter().map(|p| sources.attribute(p.as_ref())));
+    }
+
+    /// The same problems, reported as `program sub`'s (for a subcommand's own checks).
+    pub fn within(mut self, sub: &str) -> Self {
+        self.program = format!("{} {sub}", self.program);
+        self
+    }
+
+    /// The problems so far.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// `value` when there is no problem; otherwise every problem printed and exit 64.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, std::process::ExitCode> {
+        match value {
+            Some(value) if self.problems.is_empty() => Ok(value),
+            _ => Err(report(&self.program, &self.problems)),
+        }
+    }
+}
+
+/// Prints `problems` to standard error, one per line under a line that counts them, and
+/// returns exit code 64.
+pub fn report(program: &str, problems: &[String]) -> std::process::ExitCode {
+    eprint!("{}", describe(program, problems));
+    std::process::ExitCode::from(EX_USAGE)
+}
+
+/// What [`report`] prints.
+pub fn describe(program: &str, problems: &[String]) -> String {
+    let n = problems.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let mut text = format!("{program}: invalid configuration ({n} problem{plural}):\n");
+    for problem in problems {
+        text.push_str("  ");
+        text.push_str(problem);
+        text.push('\n');
+    }
+    text.push_str(&format!("Run `{program} --help` for usage.\n"));
+    text
 }
 
 /// Where the values of a command line came from, to name the right thing in a problem.

@@ -218,3 +218,45 @@ fn problems_with_values_from_the_environment_name_the_variable() {
     );
     assert_eq!(sources.attribute("--admin-x: y"), "--admin-x: y");
 }
+
+#[test]
+fn usage_adds_the_binarys_own_problems_and_reports_them_all_at_once() {
+    let read = |args: &[&str]| {
+        read_from::<Cli>("tool", std::iter::once("tool").chain(args.iter().copied()))
+    };
+    let (_, usage) = read(&[]).unwrap();
+    assert_eq!(usage.finish(Some(7)).unwrap(), 7);
+
+    let (_, mut usage) = read(&["--bogus", "--grace", "x"]).unwrap();
+    usage.add(["--grace: \"x\" is not a duration"]);
+    assert_eq!(
+        usage.problems(),
+        ["--bogus: unknown flag", "--grace: \"x\" is not a duration"]
+    );
+    // A problem of the binary's own makes the command line unusable even when clap had none.
+    let (_, mut usage) = read(&[]).unwrap();
+    usage.add(["--admin: not an address"]);
+    assert!(usage.finish(Some(())).is_err());
+    // A value that cannot be built is a problem too, even when none was listed.
+    let (_, usage) = read(&[]).unwrap();
+    assert!(usage.finish(None::<()>).is_err());
+    // --help is printed, not a problem.
+    assert!(read(&["--help"]).is_err());
+}
+
+#[test]
+fn every_binary_reports_problems_in_one_shape() {
+    assert_eq!(
+        describe(
+            "tool wait-ready",
+            &["--timeout: 0s is not more than 0".to_owned()]
+        ),
+        "tool wait-ready: invalid configuration (1 problem):\n  --timeout: 0s is not more than 0\n\
+         Run `tool wait-ready --help` for usage.\n"
+    );
+    let two = describe("tool", &["a".to_owned(), "b".to_owned()]);
+    assert!(
+        two.starts_with("tool: invalid configuration (2 problems):\n  a\n  b\n"),
+        "{two}"
+    );
+}

@@ -5,29 +5,21 @@
 
 use std::process::ExitCode;
 
-use gembok_cliargs::Parsed;
 use gembok_injector::config::{Cli, Config, LogConfig, LogFormat};
 
-/// sysexits EX_USAGE.
-const EXIT_USAGE: u8 = 64;
-
 fn main() -> ExitCode {
-    let (cli, mut problems, sources) = match gembok_cliargs::parse::<Cli>(std::env::args_os()) {
-        Parsed::Read(cli, problems, sources) => (cli, problems, sources),
-        Parsed::Info(help) => {
-            let _ = help.print(); // --help, --version
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Unreadable(problems) => return usage(&problems),
+    let (cli, mut usage) = match gembok_cliargs::read::<Cli>("gembok-injector") {
+        Ok(read) => read,
+        Err(exit) => return exit,
     };
     let config = cli.validate();
     if let Err(errors) = &config {
         // A value from a GEMBOK_INJECTOR_* variable is reported under the variable's name.
-        problems.extend(errors.iter().map(|e| sources.attribute(e)));
+        usage.add(errors);
     }
-    let config = match config {
-        Ok(config) if problems.is_empty() => config,
-        _ => return usage(&problems),
+    let config = match usage.finish(config.ok()) {
+        Ok(config) => config,
+        Err(exit) => return exit,
     };
     match config {
         Config::Inject(config) => {
@@ -45,14 +37,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// Every problem on a line of its own; exit 64.
-fn usage(problems: &[String]) -> ExitCode {
-    for problem in problems {
-        eprintln!("gembok-injector: {problem}");
-    }
-    ExitCode::from(EXIT_USAGE)
 }
 
 fn init_logging(log: &LogConfig) {

@@ -7,39 +7,27 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use gembok_proxy::cli::{self, Command};
-use gembok_proxy::config::{Config, ConfigErrors, LogConfig};
+use gembok_proxy::config::{Config, LogConfig};
 use gembok_proxy::{Listeners, fd_limit, ktls, shutdown, wait_ready};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// sysexits' EX_USAGE: the command was used incorrectly.
-const EX_USAGE: u8 = 64;
-
 fn main() -> ExitCode {
-    let (cli, mut problems, sources) = match cli::parse(std::env::args_os()) {
-        cli::Parsed::Read(cli, problems, sources) => (cli, problems, sources),
-        cli::Parsed::Unreadable(problems) => {
-            eprint!("gembok-proxy: {}", ConfigErrors(problems));
-            return ExitCode::from(EX_USAGE);
-        }
-        cli::Parsed::Info(help) => {
-            let _ = help.print(); // --help, --version
-            return ExitCode::SUCCESS;
-        }
+    let (cli, mut usage) = match gembok_cliargs::read::<cli::Cli>("gembok-proxy") {
+        Ok(read) => read,
+        Err(exit) => return exit,
     };
     if let Some(Command::WaitReady { admin, timeout }) = cli.command {
+        let mut usage = usage.within("wait-ready");
         let target = wait_ready::Target::parse(&admin, &timeout);
         if let Err(errors) = &target {
-            problems.extend(errors.iter().cloned());
+            usage.add(errors);
         }
-        let target = match target {
-            Ok(target) if problems.is_empty() => target,
-            _ => {
-                eprint!("gembok-proxy wait-ready: {}", ConfigErrors(problems));
-                return ExitCode::from(EX_USAGE);
-            }
+        let target = match usage.finish(target.ok()) {
+            Ok(target) => target,
+            Err(exit) => return exit,
         };
         return match wait_ready::wait(target) {
             Ok(()) => ExitCode::SUCCESS,
@@ -52,24 +40,21 @@ fn main() -> ExitCode {
     let config = Config::from_cli(&cli.proxy);
     if let Err(errors) = &config {
         // A value from a GEMBOK_* variable is reported under the variable's name.
-        problems.extend(errors.0.iter().map(|p| sources.attribute(p)));
+        usage.add(&errors.0);
     }
-    let mut config = match config {
-        Ok(config) if problems.is_empty() => config,
-        _ => {
-            eprint!("gembok-proxy: {}", ConfigErrors(problems));
-            return ExitCode::from(EX_USAGE);
-        }
+    let mut config = match usage.finish(config.ok()) {
+        Ok(config) => config,
+        Err(exit) => return exit,
     };
     if config.ktls != ktls::Mode::Off {
         config.ktls_support = ktls::probe();
     }
     if config.ktls == ktls::Mode::Require && !config.ktls_support.available() {
-        eprintln!(
-            "gembok-proxy: --ktls require, but this kernel cannot do it: {}",
+        let problem = format!(
+            "--ktls require, but this kernel cannot do it: {}",
             config.ktls_support
         );
-        return ExitCode::from(EX_USAGE);
+        return gembok_cliargs::report("gembok-proxy", &[problem]);
     }
     init_tracing(&config.log);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), certs = %gembok_proxy::describe_certs(&config.certs), "starting");

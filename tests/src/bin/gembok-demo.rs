@@ -17,7 +17,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use gembok_certs_dev::{DevPki, Existing, Options};
-use gembok_cliargs::Parsed;
 use gembok_tests::pki::CertDir;
 use gembok_tests::proxy::Proxy;
 use gembok_tests::traffic::{Exchange, ExchangeApp};
@@ -25,9 +24,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 const STREAMS: u64 = 4;
 const DEFAULT_MIB_EACH_WAY: u64 = 256;
-
-/// sysexits' EX_USAGE.
-const EX_USAGE: u8 = 64;
 
 /// Gembok's local demo: a development PKI, an app stand-in with an inbound and an outbound
 /// gembok-proxy, verified traffic through the encrypted pair, and what the sidecars say about it.
@@ -56,18 +52,12 @@ fn positive_mib(value: &str) -> Result<u64, String> {
 
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
-    let args = match gembok_cliargs::parse::<Args>(std::env::args_os()) {
-        Parsed::Read(args, problems, _) if problems.is_empty() => args,
-        Parsed::Read(_, problems, _) | Parsed::Unreadable(problems) => {
-            for problem in problems {
-                eprintln!("gembok-demo: {problem}");
-            }
-            return Ok(ExitCode::from(EX_USAGE));
-        }
-        Parsed::Info(help) => {
-            help.print()?;
-            return Ok(ExitCode::SUCCESS);
-        }
+    let args = match gembok_cliargs::read::<Args>("gembok-demo") {
+        Ok((args, usage)) => match usage.finish(Some(args)) {
+            Ok(args) => args,
+            Err(exit) => return Ok(exit),
+        },
+        Err(exit) => return Ok(exit),
     };
     // Interrupted, the demo drops what it started: the sidecars are killed and the PKI's
     // directory (private keys) is removed, as on a normal exit.
