@@ -236,14 +236,15 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
         }
     }
     if let Some(value) = get(IMAGE) {
-        if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            out.errors.push(error(
+        match crate::image::check(value) {
+            Ok(()) => out.settings.image = Some(value.to_owned()),
+            Err(why) => out.errors.push(error(
                 IMAGE,
                 value,
-                "not an image reference (expected e.g. ghcr.io/gembok/gembok-proxy:0.1.0)".into(),
-            ));
-        } else {
-            out.settings.image = Some(value.to_owned());
+                format!(
+                    "not an image reference: {why} (expected e.g. ghcr.io/gembok/gembok-proxy:0.1.0)"
+                ),
+            )),
         }
     }
     if let Some(value) = get(SIDECAR_MODE) {

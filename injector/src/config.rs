@@ -260,10 +260,11 @@ impl Cli {
 fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogConfig) {
     let mut injector = InjectorConfig::default();
     if let Some(image) = &args.proxy_image {
-        if image.is_empty() || image.chars().any(char::is_whitespace) {
-            errors.push(format!("--proxy-image {image:?} is not an image reference"));
-        } else {
-            injector.proxy_image = image.clone();
+        match crate::image::check(image) {
+            Ok(()) => injector.proxy_image = image.clone(),
+            Err(why) => errors.push(format!(
+                "--proxy-image {image:?} is not an image reference: {why}"
+            )),
         }
     }
     match args.sidecar_mode.parse::<SidecarMode>() {

@@ -9,13 +9,14 @@
 //!                         patch::diff(original, injected) ─▶ JSON Patch
 //! ```
 //!
-//! The core ([`inject`], [`policy`], [`annotations`], [`sidecar`], [`istio`], [`patch`]) never
+//! The core ([`inject`], [`policy`], [`annotations`], [`image`], [`sidecar`], [`istio`], [`patch`]) never
 //! touches the network, files or clocks; the edges ([`review`], [`server`], [`admin`],
 //! [`workload`]) never decide anything about a pod.
 
 #![forbid(unsafe_code)]
 
 pub mod annotations;
+pub mod image;
 pub mod inject;
 pub mod istio;
 pub mod patch;

@@ -1389,15 +1389,20 @@ fn bad_flags_exit_64_listing_every_problem() -> Result<()> {
             "x",
             "--header-timeout",
             "-1s",
+            "--proxy-image",
+            "ghcr.io/gembok/gembok-proxy:",
         ])
         .args(["--cert-dir", "certs"])
         .output()?;
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [
-        "gembok-injector: --no-such-flag: unknown flag",
-        "gembok-injector: --listen \"x\"",
-        "gembok-injector: --header-timeout \"-1s\"",
+        "gembok-injector: invalid configuration (4 problems):\n",
+        "\n  --proxy-image \"ghcr.io/gembok/gembok-proxy:\" is not an image reference: the tag ``",
+        "\n  --no-such-flag: unknown flag",
+        "\n  --listen \"x\"",
+        "\n  --header-timeout \"-1s\"",
+        "\nRun `gembok-injector --help` for usage.",
     ] {
         assert!(stderr.contains(needle), "no {needle:?}: {stderr}");
     }
