@@ -504,7 +504,7 @@ fn report_from_names_the_file_that_failed_and_what_it_wrote() {
     let err = run(&missing, 64);
     assert!(
         err.starts_with(&format!(
-            "gembok-bench: --from {}: No such file",
+            "gembok-bench: invalid configuration (1 problem):\n  --from {}: No such file",
             missing.display()
         )),
         "{err}"
