@@ -19,6 +19,7 @@ use crate::ktls::splice::AppToKernel;
 use crate::ktls::stream::ControlError;
 use crate::ktls::{self, Handoff, Handover, KtlsStream, RecordAligned};
 use crate::metrics::ListenerMetrics;
+use crate::post_handshake;
 use crate::records::{self, RecordStream};
 use crate::resolve::Resolver;
 
@@ -449,8 +450,41 @@ async fn finish_logged<P: PeerStream>(
         end = outcome.end.label(),
         "connection finished"
     );
+    // A server refuses a TLS 1.3 client's certificate after the client's handshake is done: the
+    // refusal is the first thing it sends. Counted as the failed handshake it is (the handshake
+    // was counted too, from the client's side), or certificates every peer refuses would show
+    // only as resets.
+    if let End::PeerError(e) = &outcome.end
+        && metrics.is_outbound()
+        && carried.1 + outcome.peer_to_app == 0
+        && let Some(alert) = received_alert(e)
+        && post_handshake::CERTIFICATE_REFUSALS.contains(&alert)
+    {
+        metrics.handshake_failed("peer_rejected");
+        tracing::warn!(
+            alert,
+            error = %e,
+            "the peer refused our certificate (TLS 1.3 says so after our handshake completes)"
+        );
+    }
     finish(&outcome.end, app, peer, metrics).await;
     outcome.end.label()
+}
+
+/// The description of the fatal alert from the peer that ended a connection, whichever layer
+/// read it (rustls, the kernel, gembok's record layer).
+fn received_alert(e: &io::Error) -> Option<u8> {
+    let inner = e.get_ref()?;
+    if let Some(rustls::Error::AlertReceived(description)) = inner.downcast_ref::<rustls::Error>() {
+        return Some(u8::from(*description));
+    }
+    if let Some(ControlError::Alert { description, .. }) = inner.downcast_ref::<ControlError>() {
+        return Some(*description);
+    }
+    match inner.downcast_ref::<records::stream::ControlError>() {
+        Some(records::stream::ControlError::Alert { description, .. }) => Some(*description),
+        _ => None,
+    }
 }
 
 /// Sends a TCP reset instead of a FIN when the socket is dropped.
@@ -512,6 +546,36 @@ pub async fn finish<P: PeerStream>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The peer's alert is found whichever layer read it: rustls (before a connection leaves
+    /// it), the kernel (kTLS) or gembok's record layer.
+    #[test]
+    fn a_received_alert_is_read_from_every_layer() {
+        let wrap = |e: Box<dyn std::error::Error + Send + Sync>| {
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        };
+        let rustls_alert =
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        assert_eq!(received_alert(&wrap(Box::new(rustls_alert))), Some(116));
+        let kernel = ControlError::Alert {
+            level: 2,
+            description: 48,
+        };
+        assert_eq!(received_alert(&wrap(Box::new(kernel))), Some(48));
+        let records = records::stream::ControlError::Alert {
+            level: 2,
+            description: 42,
+        };
+        assert_eq!(received_alert(&wrap(Box::new(records))), Some(42));
+        assert_eq!(
+            received_alert(&wrap(Box::new(rustls::Error::DecryptError))),
+            None
+        );
+        assert_eq!(received_alert(&io::ErrorKind::ConnectionReset.into()), None);
+        for alert in [116, 48, 42] {
+            assert!(post_handshake::CERTIFICATE_REFUSALS.contains(&alert));
+        }
+    }
 
     /// Every reason a failed connect can give is one of the series registered at zero (and
     /// named in the metric's help text).

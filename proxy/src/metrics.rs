@@ -148,7 +148,7 @@ fn describe() {
     metrics::describe_counter!(
         HANDSHAKE_FAILURES,
         format!(
-            "Failed TLS handshakes, by direction, listener and reason ({}).",
+            "Failed TLS handshakes, by direction, listener and reason ({}). Outbound, peer_rejected also counts a certificate the server refused after the handshake (TLS 1.3 says so then; that handshake counted as done too).",
             HANDSHAKE_FAILURE_REASONS.join(", ")
         )
     );
@@ -307,6 +307,11 @@ impl ListenerMetrics {
 
     pub fn listener(&self) -> &str {
         &self.listener
+    }
+
+    /// Whether these are an outbound listener's connections (we are the TLS client).
+    pub fn is_outbound(&self) -> bool {
+        self.direction == crate::Direction::Outbound.as_str()
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {

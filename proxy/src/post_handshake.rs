@@ -17,6 +17,12 @@ pub const RECORD_OVERFLOW: u8 = 22;
 pub const DECODE_ERROR: u8 = 50;
 pub const INTERNAL_ERROR: u8 = 80;
 pub const USER_CANCELED: u8 = 90;
+/// The alerts by which a TLS 1.3 server refuses a client's certificate: bad_certificate,
+/// unsupported_certificate, certificate_revoked, certificate_expired, certificate_unknown,
+/// unknown_ca, access_denied, certificate_required. The client reads them only after its own
+/// handshake is complete (RFC 8446 §4.4.2.4: the server checks the certificate once the
+/// client's Finished has arrived).
+pub const CERTIFICATE_REFUSALS: [u8; 8] = [42, 43, 44, 45, 46, 48, 49, 116];
 /// Our close_notify (level warning).
 pub const CLOSE_NOTIFY_ALERT: [u8; 2] = [1, CLOSE_NOTIFY];
 

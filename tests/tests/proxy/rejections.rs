@@ -311,3 +311,63 @@ async fn answers_what_is_not_tls_with_an_alert_at_once() {
         assert_eq!(failures, 2.0, "{layer}: counted under other reasons too");
     }
 }
+
+/// A TLS 1.3 server refuses a client's certificate only after the client's handshake is done,
+/// so the outbound first counts a handshake and then reads the refusal: it counts the failed
+/// handshake too (`peer_rejected`), or a certificate every peer refuses would show only as
+/// resets. The app gets a reset and nothing reaches the far app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_whose_certificate_the_peer_refuses_counts_a_failed_handshake() {
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let server_dir = CertDir::new(&pki.workload("server"));
+    let client_dir = CertDir::new(&pki.workload("client"));
+    let inbound = Proxy::builder()
+        .cert_dir(&server_dir)
+        .inbound(
+            app.addr,
+            ",allow-san=spiffe://cluster.local/ns/test/sa/somebody-else",
+        )
+        .start();
+    let outbound = Proxy::builder()
+        .cert_dir(&client_dir)
+        .outbound(
+            &inbound.inbound[0].to_string(),
+            &format!(",server-name={}", dns_name("server")),
+        )
+        .start();
+    inbound.ready().await;
+    outbound.ready().await;
+    match TcpStream::connect(outbound.outbound[0]).await {
+        Ok(mut conn) => {
+            let _ = conn.write_all(b"must not arrive").await;
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+                .await
+                .expect("the outbound closes the app's connection");
+            assert!(got.is_empty(), "{got:?}");
+        }
+        // The reset can beat this task's own connect.
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    wait_metric(
+        &inbound,
+        "gembok_handshake_failures_total",
+        &[("reason", "san_not_allowed")],
+        1.0,
+    )
+    .await;
+    wait_metric(
+        &outbound,
+        "gembok_handshake_failures_total",
+        &[("reason", "peer_rejected")],
+        1.0,
+    )
+    .await;
+    assert!(
+        outbound.logs().contains("the peer refused our certificate"),
+        "{}",
+        outbound.logs()
+    );
+    assert_eq!(inbound.metrics().await.sum("gembok_bytes_total", &[]), 0.0);
+}
