@@ -269,15 +269,7 @@ impl Config {
             },
         );
 
-        let ktls = p.check(
-            "ktls",
-            match args.ktls.as_str() {
-                "auto" => Ok(crate::ktls::Mode::Auto),
-                "off" => Ok(crate::ktls::Mode::Off),
-                "require" => Ok(crate::ktls::Mode::Require),
-                other => Err(format!("`{other}` is not one of auto, off, require")),
-            },
-        );
+        let ktls = p.check("ktls", args.ktls.parse::<crate::ktls::Mode>());
 
         let record_limit = p.check(
             "record-limit",

@@ -42,19 +42,25 @@ fn main() -> ExitCode {
         // A value from a GEMBOK_* variable is reported under the variable's name.
         usage.add(&errors.0);
     }
+    // Whether `--ktls require` can be met depends on this kernel: probed now, so that it is
+    // reported with the other problems, not after they are fixed.
+    let mode = cli.proxy.ktls.parse::<ktls::Mode>().ok();
+    let support = mode
+        .filter(|m| *m != ktls::Mode::Off)
+        .map(|_| ktls::probe());
+    if mode == Some(ktls::Mode::Require)
+        && let Some(support) = support.as_ref().filter(|s| !s.available())
+    {
+        usage.add([format!(
+            "--ktls: require, but this kernel cannot do it: {support}"
+        )]);
+    }
     let mut config = match usage.finish(config.ok()) {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    if config.ktls != ktls::Mode::Off {
-        config.ktls_support = ktls::probe();
-    }
-    if config.ktls == ktls::Mode::Require && !config.ktls_support.available() {
-        let problem = format!(
-            "--ktls require, but this kernel cannot do it: {}",
-            config.ktls_support
-        );
-        return gembok_cliargs::report("gembok-proxy", &[problem]);
+    if let Some(support) = support {
+        config.ktls_support = support;
     }
     init_tracing(&config.log);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), certs = %gembok_proxy::describe_certs(&config.certs), "starting");

@@ -118,6 +118,7 @@ async fn require_refuses_to_start_without_kernel_support() {
         assert_ktls(&proxy).await;
         return;
     }
+    // With another problem on the command line, both are reported at once.
     let out = tokio::process::Command::new(gembok_tests::bins::proxy())
         .args([
             "--ktls",
@@ -126,6 +127,8 @@ async fn require_refuses_to_start_without_kernel_support() {
             &dir.arg(),
             "--inbound",
             "127.0.0.1:0=127.0.0.1:9",
+            "--idle-timeout",
+            "soon",
         ])
         .args(["--admin", "127.0.0.1:0"])
         .stdin(Stdio::null())
@@ -135,9 +138,10 @@ async fn require_refuses_to_start_without_kernel_support() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(
-        stderr.contains("--ktls require, but this kernel cannot do it"),
+        stderr.contains("--ktls: require, but this kernel cannot do it"),
         "{stderr}"
     );
+    assert!(stderr.contains("--idle-timeout"), "{stderr}");
     assert!(
         stderr.contains("TCP_ULP"),
         "the message names the failed step: {stderr}"

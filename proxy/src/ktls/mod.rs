@@ -48,6 +48,19 @@ pub enum Mode {
     Require,
 }
 
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "off" => Ok(Mode::Off),
+            "require" => Ok(Mode::Require),
+            other => Err(format!("`{other}` is not one of auto, off, require")),
+        }
+    }
+}
+
 /// The ciphers the kernel can take over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cipher {
