@@ -34,7 +34,7 @@ use super::keys::Rekey;
 use super::sys;
 use crate::post_handshake::{
     ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, INTERNAL_ERROR, Joiner,
-    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, fatal_alert,
+    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, USER_CANCELED, fatal_alert,
 };
 
 /// The largest plaintext a TLS record carries.
@@ -321,6 +321,9 @@ impl AsyncRead for KtlsStream {
                     let body = &buf.initialize_unfilled()[..got.len];
                     if body.get(1) == Some(&CLOSE_NOTIFY) {
                         return Poll::Ready(Ok(())); // EOF
+                    }
+                    if body.get(1) == Some(&USER_CANCELED) {
+                        continue; // a warning; the close_notify follows (as in `records`)
                     }
                     let (level, description) = (
                         body.first().copied().unwrap_or(0),

@@ -14,7 +14,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use super::*;
 use crate::ktls::keys::capturing;
 use crate::ktls::record::{Mode, RecordAligned};
-use crate::post_handshake::{ALERT, CLOSE_NOTIFY_ALERT, HANDSHAKE, KEY_UPDATE_NOT_REQUESTED};
+use crate::post_handshake::{
+    ALERT, CLOSE_NOTIFY_ALERT, HANDSHAKE, KEY_UPDATE_NOT_REQUESTED, USER_CANCELED, fatal_alert,
+};
 use crate::test_tls::configs;
 use key::tests::{sealed, twin_keys};
 
@@ -364,6 +366,28 @@ async fn a_session_ticket_split_across_records_is_joined_and_skipped() {
     let mut got = [0; 16];
     within("the data", ours.read_exact(&mut got)).await.unwrap();
     assert_eq!(&got, b"after the ticket");
+}
+
+/// user_canceled is the one TLS 1.3 alert besides close_notify that does not end a connection
+/// by itself (RFC 8446 §6.1): the peer's close_notify follows, and that is a clean end.
+#[tokio::test]
+async fn user_canceled_then_close_notify_is_a_clean_end() {
+    let (mut ours, mut peer) = hand_sealed().await;
+    let (mut key, _) = twin_keys();
+    let wire = [
+        sealed(&mut key, key::APPLICATION_DATA, b"last words"),
+        sealed(&mut key, ALERT, &[1, USER_CANCELED]),
+        sealed(&mut key, ALERT, &CLOSE_NOTIFY_ALERT),
+    ]
+    .concat();
+    peer.write_all(&wire).await.unwrap();
+    let mut got = Vec::new();
+    within("the end", ours.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got, b"last words");
+    // Any other alert is the end, with an error.
+    let (mut key, _) = twin_keys();
+    let wire = sealed(&mut key, ALERT, &fatal_alert(USER_CANCELED + 1));
+    assert_eq!(ended_by(&wire).await, ("alert", None));
 }
 
 /// The error `wire` ends our stream with.
