@@ -117,8 +117,18 @@ impl DevPki {
         files.sort();
         set_mode(staging.path(), DIR_MODE)?;
 
-        // Renaming a directory onto an empty one replaces it, so the old tree moves into a fresh
-        // empty temporary directory that deletes it when dropped.
+        // Where the kernel and filesystem can, the two trees trade places in one step, so `out`
+        // is never missing or half-replaced; the old tree is then at the staging path and goes
+        // with it.
+        if replace && exchange(staging.path(), out).is_ok() {
+            drop(staging);
+            return Ok(Written {
+                dir: out.to_owned(),
+                files,
+            });
+        }
+        // Otherwise in two renames. Renaming a directory onto an empty one replaces it, so the
+        // old tree moves into a fresh empty temporary directory that deletes it when dropped.
         let old = tempfile::Builder::new()
             .prefix(".gembok-certs-dev-old-")
             .tempdir_in(parent)
@@ -397,6 +407,31 @@ fn create_dirs(dir: &Path) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// Swaps two directories in one atomic rename (`RENAME_EXCHANGE`, Linux 3.15; not every
+/// filesystem has it).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(io::Error::from)
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<(), WriteError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_directories_trade_places_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for (d, mark) in [(&a, "A"), (&b, "B")] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("mark"), mark).unwrap();
+        }
+        exchange(&a, &b).unwrap();
+        assert_eq!(fs::read_to_string(a.join("mark")).unwrap(), "B");
+        assert_eq!(fs::read_to_string(b.join("mark")).unwrap(), "A");
+    }
 }
