@@ -453,21 +453,24 @@ async fn a_second_signal_cuts_the_drain_short() {
     assert_cut_visibly(&mut pair, open).await;
 }
 
-/// A second signal during the drain delay ends the delay and the drain together.
-#[tokio::test]
-async fn a_second_signal_during_the_drain_delay_stops_at_once() {
-    let Inbound {
-        mut proxy,
-        app: _app,
-        dir: _dir,
-    } = Inbound::start(
+/// An inbound proxy that got SIGTERM and is in a 60 s drain delay (`/ready` 503 says so).
+async fn in_a_long_drain_delay() -> Inbound {
+    let inbound = Inbound::start(
         &TestPki::new(),
         "",
         &["--drain-delay", "60s", "--drain-grace", "120s"],
     )
     .await;
-    proxy.signal(libc::SIGTERM);
-    wait_status(&proxy, "/ready", 503, Duration::from_secs(5)).await;
+    inbound.proxy.signal(libc::SIGTERM);
+    wait_status(&inbound.proxy, "/ready", 503, Duration::from_secs(5)).await;
+    inbound
+}
+
+/// A second signal during the drain delay ends the delay and the drain together.
+#[tokio::test]
+async fn a_second_signal_during_the_drain_delay_stops_at_once() {
+    let mut delaying = in_a_long_drain_delay().await;
+    let proxy = &mut delaying.proxy;
     proxy.signal(libc::SIGTERM);
     let status = proxy.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
@@ -478,18 +481,8 @@ async fn a_second_signal_during_the_drain_delay_stops_at_once() {
 /// classic sidecar's Job ends its app and the kubelet's SIGTERM may have come first).
 #[tokio::test]
 async fn post_shutdown_ends_a_drain_delay_that_a_signal_began() {
-    let Inbound {
-        mut proxy,
-        app: _app,
-        dir: _dir,
-    } = Inbound::start(
-        &TestPki::new(),
-        "",
-        &["--drain-delay", "60s", "--drain-grace", "120s"],
-    )
-    .await;
-    proxy.signal(libc::SIGTERM);
-    wait_status(&proxy, "/ready", 503, Duration::from_secs(5)).await;
+    let mut delaying = in_a_long_drain_delay().await;
+    let proxy = &mut delaying.proxy;
     let (status, _) = gembok_tests::admin::request(proxy.admin, "POST", "/shutdown")
         .await
         .unwrap();

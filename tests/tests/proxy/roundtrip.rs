@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use gembok_tests::traffic::Exchange;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Pair, wait_metric};
+use crate::support::{Pair, assert_the_app_is_turned_away, wait_metric};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carries_256_mib_each_way_at_once_intact() {
@@ -178,19 +177,7 @@ async fn the_key_exchange_groups_are_the_ones_configured() {
         &["--crypto-provider", "ring"],
     )
     .await;
-    // The outbound resets the app's connection when the handshake fails, which can happen before
-    // this task sees its own connect complete: then connect itself reports the reset.
-    match tokio::net::TcpStream::connect(pair.entry()).await {
-        Ok(mut app) => {
-            let _ = app.write_all(b"must not arrive").await;
-            let mut got = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(10), app.read_to_end(&mut got))
-                .await
-                .expect("the outbound closes the app's connection");
-            assert!(got.is_empty(), "{got:?}");
-        }
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-    }
+    assert_the_app_is_turned_away(pair.entry()).await;
     wait_metric(
         &pair.inbound,
         "gembok_handshake_failures_total",

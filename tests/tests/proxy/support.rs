@@ -7,3 +7,22 @@ use gembok_tests::proxy::Proxy;
 pub async fn wait_metric(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f64) {
     proxy.wait_metric(name, labels, want).await;
 }
+
+/// The app's connection to an outbound whose handshake fails: what it writes never arrives and
+/// it is closed (reset) within 10 s. The reset can come before this task sees its own connect
+/// complete: then connect itself reports it.
+pub async fn assert_the_app_is_turned_away(outbound: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    match tokio::net::TcpStream::connect(outbound).await {
+        Ok(mut app) => {
+            let _ = app.write_all(b"must not arrive").await;
+            let mut got = Vec::new();
+            let closed = std::time::Duration::from_secs(10);
+            let _ = tokio::time::timeout(closed, app.read_to_end(&mut got))
+                .await
+                .expect("the outbound closes the app's connection");
+            assert!(got.is_empty(), "{got:?}");
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
