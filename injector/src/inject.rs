@@ -139,6 +139,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         };
     }
 
+    let istio = istio::detect(pod, context.namespace_istio);
     let plan = Plan {
         mode: settings.sidecar_mode.unwrap_or(config.sidecar_mode),
         image: settings
@@ -153,6 +154,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         resources: resolve_resources(&settings, &mut warnings),
         drain_seconds: settings.drain_seconds,
         key_exchange: settings.key_exchange.clone(),
+        istio: istio.is_some(),
     };
     warnings.extend(risk_warnings(&plan, spec));
     if settings.inbound.is_empty() && !settings.allowed_sans.is_empty() {
@@ -178,7 +180,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             .entry(DEFAULT_CONTAINER.to_owned())
             .or_insert_with(|| app.name.clone());
     }
-    if let Some(why) = istio::detect(pod, context.namespace_istio) {
+    if let Some(why) = istio {
         warnings.push(exclude_from_istio(annotations, &plan, &why));
         if istio::init_rendered(pod) {
             warnings.push(format!(

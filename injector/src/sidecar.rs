@@ -87,6 +87,8 @@ pub struct Plan {
     pub drain_seconds: Option<u32>,
     /// `GEMBOK_KEY_EXCHANGE`, when the pod names its groups.
     pub key_exchange: Option<String>,
+    /// The pod is (or will be) Istio-injected: the proxy's probes must be exec probes.
+    pub istio: bool,
 }
 
 /// Name of the container port for the `index`-th (0-based) inbound mapping: `gembok-tls-1`, ...
@@ -215,9 +217,9 @@ pub fn container(plan: &Plan) -> Container {
         lifecycle,
         env: Some(env),
         ports: Some(ports),
-        startup_probe: Some(http_probe("/ready", 1, STARTUP_SECONDS)),
-        liveness_probe: Some(http_probe("/live", 10, 3)),
-        readiness_probe: Some(http_probe("/ready", 5, 3)),
+        startup_probe: Some(probe(plan, "/ready", 1, STARTUP_SECONDS)),
+        liveness_probe: Some(probe(plan, "/live", 10, 3)),
+        readiness_probe: Some(probe(plan, "/ready", 5, 3)),
         resources: Some(resources(&plan.resources)),
         security_context: Some(security_context()),
         volume_mounts: Some(vec![VolumeMount {
@@ -233,16 +235,27 @@ pub fn container(plan: &Plan) -> Container {
 
 /// The classic-mode postStart hook: `gembok-proxy wait-ready` (docs/contracts.md section 1).
 pub fn wait_ready_command() -> Vec<String> {
-    [
+    wait_ready_args(&format!("{STARTUP_SECONDS}s"), "/ready")
+}
+
+/// `gembok-proxy wait-ready` on this pod's admin port, for `path` (the default `/ready` is left
+/// out, as older proxies know no `--path`).
+fn wait_ready_args(timeout: &str, path: &str) -> Vec<String> {
+    let admin = format!("127.0.0.1:{ADMIN_PORT}");
+    let mut args = [
         "gembok-proxy",
         "wait-ready",
         "--admin",
-        &format!("127.0.0.1:{ADMIN_PORT}"),
+        &admin,
         "--timeout",
-        &format!("{STARTUP_SECONDS}s"),
+        timeout,
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    if path != "/ready" {
+        args.extend(["--path".to_owned(), path.to_owned()]);
+    }
+    args
 }
 
 /// The certificate Secret, mounted read-only; a missing Secret keeps the pod pending with a
@@ -260,17 +273,40 @@ pub fn volume(plan: &Plan) -> Volume {
     }
 }
 
-fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// A probe of the admin endpoint `path`. An HTTP probe, except in pods Istio injects: Istio
+/// rewrites every HTTP, TCP and gRPC probe of the other containers, init containers included,
+/// to go through its agent (`:15020/app-health/...`). In Istio's classic mode that agent starts
+/// only after the init containers, so a native gembok-proxy would never pass its startup probe
+/// and the pod would stay in Init; in any mode the proxy's liveness would hang on Istio's
+/// agent. Exec probes (`gembok-proxy wait-ready`, one attempt of at most 1 s) are left alone.
+fn probe(plan: &Plan, path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    let (http_get, exec, timeout) = match plan.istio {
+        false => {
+            let get = HTTPGetAction {
+                path: Some(path.to_owned()),
+                port: IntOrString::Int(i32::from(ADMIN_PORT)),
+                scheme: Some("HTTP".to_owned()),
+                ..HTTPGetAction::default()
+            };
+            (Some(get), None, 1)
+        }
+        true => {
+            let command = wait_ready_args("1s", path);
+            (
+                None,
+                Some(ExecAction {
+                    command: Some(command),
+                }),
+                2,
+            )
+        }
+    };
     Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(i32::from(ADMIN_PORT)),
-            scheme: Some("HTTP".to_owned()),
-            ..HTTPGetAction::default()
-        }),
+        http_get,
+        exec,
         period_seconds: Some(period_seconds),
         failure_threshold: Some(failure_threshold),
-        timeout_seconds: Some(1),
+        timeout_seconds: Some(timeout),
         ..Probe::default()
     }
 }

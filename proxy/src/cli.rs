@@ -40,6 +40,9 @@ pub enum Command {
         /// Give up after this long (a hard deadline; each attempt takes at most 1s).
         #[arg(long, default_value = "120s")]
         timeout: String,
+        /// The endpoint to wait for: /ready, or /live (for a liveness probe).
+        #[arg(long, default_value = "/ready")]
+        path: String,
     },
 }
 

@@ -19,9 +19,14 @@ fn main() -> ExitCode {
         Ok(read) => read,
         Err(exit) => return exit,
     };
-    if let Some(Command::WaitReady { admin, timeout }) = cli.command {
+    if let Some(Command::WaitReady {
+        admin,
+        timeout,
+        path,
+    }) = cli.command
+    {
         let mut usage = usage.within("wait-ready");
-        let target = wait_ready::Target::parse(&admin, &timeout);
+        let target = wait_ready::Target::parse(&admin, &timeout, &path);
         if let Err(errors) = &target {
             usage.add(errors);
         }
@@ -32,7 +37,7 @@ fn main() -> ExitCode {
         return match wait_ready::wait(target) {
             Ok(()) => ExitCode::SUCCESS,
             Err(why) => {
-                eprintln!("gembok-proxy at {admin} not ready after {timeout}: {why}");
+                eprintln!("gembok-proxy at {admin}: {path} not 200 after {timeout}: {why}");
                 ExitCode::FAILURE
             }
         };

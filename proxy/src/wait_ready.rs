@@ -1,7 +1,10 @@
-//! `gembok-proxy wait-ready`: polls a proxy's `/ready` until it answers 200.
+//! `gembok-proxy wait-ready`: polls a proxy's `/ready` (or `/live`, with `--path`) until it
+//! answers 200.
 //!
 //! Used as a postStart hook when the sidecar runs as a classic container, so the kubelet holds
-//! the app's containers until the proxy can serve. Plain blocking HTTP/1.0: no runtime needed.
+//! the app's containers until the proxy can serve, and as the sidecar's exec probes in pods
+//! Istio injects (Istio rewrites every HTTP, TCP and gRPC probe to go through its own agent,
+//! which may not run yet). Plain blocking HTTP/1.0: no runtime needed.
 //!
 //! The flags are checked before the first attempt ([`Target::parse`]; `main` lists their problems
 //! with clap's and exits 64): a typo in `--admin` must not pass for a proxy that is not ready yet. `--timeout` is a hard
@@ -25,16 +28,34 @@ pub struct Target {
     /// The admin address, a wildcard already turned into loopback.
     pub admin: SocketAddr,
     pub timeout: Duration,
+    /// `/ready` or `/live`.
+    pub path: &'static str,
 }
+
+/// The endpoints `--path` may name.
+pub const PATHS: [&str; 2] = ["/ready", "/live"];
 
 impl Target {
     /// Every problem with the flags at once, one line each, starting with the flag.
-    pub fn parse(admin: &str, timeout: &str) -> Result<Self, Vec<String>> {
+    pub fn parse(admin: &str, timeout: &str, path: &str) -> Result<Self, Vec<String>> {
         let admin = parse_admin(admin).map_err(|e| format!("--admin: {e}"));
         let timeout = crate::config::parse_duration(timeout).map_err(|e| format!("--timeout: {e}"));
-        match (admin, timeout) {
-            (Ok(admin), Ok(timeout)) => Ok(Self { admin, timeout }),
-            (admin, timeout) => Err(admin.err().into_iter().chain(timeout.err()).collect()),
+        let path = PATHS
+            .into_iter()
+            .find(|p| *p == path)
+            .ok_or_else(|| format!("--path: `{path}` is not one of {}", PATHS.join(", ")));
+        match (admin, timeout, path) {
+            (Ok(admin), Ok(timeout), Ok(path)) => Ok(Self {
+                admin,
+                timeout,
+                path,
+            }),
+            (admin, timeout, path) => Err(admin
+                .err()
+                .into_iter()
+                .chain(timeout.err())
+                .chain(path.err())
+                .collect()),
         }
     }
 }
@@ -49,9 +70,9 @@ pub fn wait(target: Target) -> Result<(), String> {
         let Some(left) = time_left(deadline) else {
             return Err(last);
         };
-        last = match probe(target.admin, left.min(ATTEMPT_LIMIT)) {
+        last = match probe(target.admin, target.path, left.min(ATTEMPT_LIMIT)) {
             Ok(200) => return Ok(()),
-            Ok(status) => format!("/ready answered {status}"),
+            Ok(status) => format!("{} answered {status}", target.path),
             Err(e) => e,
         };
         let Some(left) = time_left(deadline) else {
@@ -83,8 +104,8 @@ fn parse_admin(admin: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// One `GET /ready`, all of it within `limit`: the status code of the answer.
-fn probe(addr: SocketAddr, limit: Duration) -> Result<u16, String> {
+/// One `GET path`, all of it within `limit`: the status code of the answer.
+fn probe(addr: SocketAddr, path: &str, limit: Duration) -> Result<u16, String> {
     let until = Instant::now() + limit;
     let late = || format!("{addr}: no answer within {} ms", limit.as_millis());
     let left = || time_left(until).ok_or_else(late);
@@ -94,7 +115,7 @@ fn probe(addr: SocketAddr, limit: Duration) -> Result<u16, String> {
     })?;
     s.set_write_timeout(Some(left()?))
         .map_err(|e| format!("{addr}: {e}"))?;
-    s.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .map_err(|e| format!("{addr}: {e}"))?;
     // `HTTP/1.x NNN`; each read gets only what is left of the attempt, so a peer that trickles
     // bytes cannot stretch it.
@@ -146,20 +167,25 @@ mod tests {
     #[test]
     fn every_bad_flag_is_reported_at_once() {
         assert_eq!(
-            Target::parse("0.0.0.0:15700", "2m"),
+            Target::parse("0.0.0.0:15700", "2m", "/live"),
             Ok(Target {
                 admin: SocketAddr::from(([127, 0, 0, 1], 15700)),
                 timeout: Duration::from_secs(120),
+                path: "/live",
             })
         );
-        let problems = Target::parse("nope", "0s").unwrap_err();
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        let problems = Target::parse("nope", "0s", "/metrics").unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(
+            problems[2],
+            "--path: `/metrics` is not one of /ready, /live"
+        );
         assert!(problems[0].starts_with("--admin: `nope`"), "{problems:?}");
         assert!(
             problems[1].starts_with("--timeout: `0s` must be longer than zero"),
             "{problems:?}"
         );
-        let problems = Target::parse("127.0.0.1:1", "soon").unwrap_err();
+        let problems = Target::parse("127.0.0.1:1", "soon", "/ready").unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("--timeout: `soon`"), "{problems:?}");
     }
@@ -190,6 +216,7 @@ mod tests {
         let err = wait(Target {
             admin: addr,
             timeout,
+            path: "/ready",
         })
         .unwrap_err();
         let took = started.elapsed();
@@ -204,22 +231,30 @@ mod tests {
     }
 
     #[test]
-    fn a_ready_answer_ends_the_wait() {
+    fn a_ready_answer_ends_the_wait_and_the_path_is_the_one_asked_for() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        // 200 for /live only: /ready keeps answering 503.
         std::thread::spawn(move || {
             for mut stream in listener.incoming().flatten() {
                 let mut request = [0u8; 64];
-                let _ = stream.read(&mut request);
-                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nready");
+                let n = stream.read(&mut request).unwrap_or(0);
+                let answer: &[u8] = match request[..n].starts_with(b"GET /live ") {
+                    true => b"HTTP/1.0 200 OK\r\n\r\nlive",
+                    false => b"HTTP/1.0 503 Service Unavailable\r\n\r\nnot ready",
+                };
+                let _ = stream.write_all(answer);
             }
         });
+        let target = |path| Target {
+            admin: addr,
+            timeout: Duration::from_millis(300),
+            path,
+        };
+        assert_eq!(wait(target("/live")), Ok(()));
         assert_eq!(
-            wait(Target {
-                admin: addr,
-                timeout: Duration::from_secs(5)
-            }),
-            Ok(())
+            wait(target("/ready")),
+            Err("/ready answered 503".to_owned())
         );
     }
 }

@@ -1730,3 +1730,85 @@ fn the_proxy_takes_the_drain_settings_the_injector_writes_for_classic_sidecars()
     }
     Ok(())
 }
+
+/// In a pod Istio injects, the sidecar's probes are exec probes (Istio rewrites HTTP, TCP and
+/// gRPC probes to go through its own agent, which may not run yet): each command the injector
+/// writes is one the proxy takes, and answers as a probe should (0 when ready and live, not 0
+/// while unready, and quickly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_answers_the_exec_probes_the_injector_writes_for_istio_pods() -> Result<()> {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: '8443=8080'\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
+    let (code, injected, stderr) = run(&["inject", "--istio", "-f", "-"], pod)?;
+    assert_eq!(code, Some(0), "{stderr}");
+    let pod: Value = serde_yaml_ng::from_str(&injected)?;
+    let sidecar = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["name"] == "gembok-proxy"))
+        .context("the native sidecar")?;
+    let pki = gembok_tests::pki::TestPki::new();
+    let dir = gembok_tests::pki::CertDir::new(&pki.workload("server"));
+    let app = gembok_tests::traffic::ExchangeApp::start().await;
+    let proxy = gembok_tests::proxy::Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.addr, "")
+        .start();
+    proxy.ready().await;
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert!(
+            sidecar[probe].get("httpGet").is_none(),
+            "{probe}: {sidecar}"
+        );
+        let command: Vec<String> =
+            serde_json::from_value(sidecar[probe]["exec"]["command"].clone())
+                .with_context(|| format!("{probe}: {sidecar}"))?;
+        assert_eq!(command[..2], ["gembok-proxy", "wait-ready"], "{probe}");
+        // The pod's admin port is 15700; this proxy's is wherever it could bind.
+        let args: Vec<String> = command[1..]
+            .iter()
+            .map(|a| match a.as_str() {
+                "127.0.0.1:15700" => proxy.admin.to_string(),
+                _ => a.clone(),
+            })
+            .collect();
+        let started = Instant::now();
+        let out = Command::new(gembok_tests::bins::proxy())
+            .args(&args)
+            .output()?;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{probe} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let timeout = sidecar[probe]["timeoutSeconds"]
+            .as_u64()
+            .context("timeoutSeconds")?;
+        assert!(
+            started.elapsed() < Duration::from_secs(timeout),
+            "{probe} too slow"
+        );
+    }
+    // Without a certificate the proxy is live but not ready: the probes say so.
+    let empty = tempfile::tempdir()?;
+    let unready = gembok_tests::proxy::Proxy::builder()
+        .args(["--cert-dir", empty.path().to_str().context("path")?])
+        .inbound(app.addr, "")
+        .start();
+    for (probe, ok) in [("readinessProbe", false), ("livenessProbe", true)] {
+        let command: Vec<String> =
+            serde_json::from_value(sidecar[probe]["exec"]["command"].clone())?;
+        let args: Vec<String> = command[1..]
+            .iter()
+            .map(|a| match a.as_str() {
+                "127.0.0.1:15700" => unready.admin.to_string(),
+                _ => a.clone(),
+            })
+            .collect();
+        let out = Command::new(gembok_tests::bins::proxy())
+            .args(&args)
+            .output()?;
+        assert_eq!(out.status.success(), ok, "{probe}: {out:?}");
+    }
+    Ok(())
+}
