@@ -97,12 +97,14 @@ pub fn tls_port_name(index: usize) -> String {
     format!("gembok-tls-{}", index + 1)
 }
 
-/// `GEMBOK_INBOUND`: `0.0.0.0:TLSPORT=127.0.0.1:APPPORT[,allow-san=P]...` joined by `;`.
+/// `GEMBOK_INBOUND`: `[::]:TLSPORT=127.0.0.1:APPPORT[,allow-san=P]...` joined by `;`. `[::]`
+/// serves IPv4 and IPv6 peers alike, so single-stack IPv6 pods are reachable too (the proxy
+/// falls back to `0.0.0.0` where the kernel has no IPv6).
 pub fn inbound_env(inbound: &[InboundMapping]) -> String {
     let entries: Vec<String> = inbound
         .iter()
         .map(|m| {
-            let mut entry = format!("0.0.0.0:{}=127.0.0.1:{}", m.tls_port, m.app_port);
+            let mut entry = format!("[::]:{}=127.0.0.1:{}", m.tls_port, m.app_port);
             for san in &m.allow_sans {
                 entry.push_str(",allow-san=");
                 entry.push_str(san);
@@ -157,7 +159,7 @@ pub fn container(plan: &Plan) -> Container {
     }
     push("GEMBOK_CERT_DIR", CERT_MOUNT_PATH.to_owned());
     // Kubelet probes and Prometheus reach the admin port on the pod IP, not loopback.
-    push("GEMBOK_ADMIN", format!("0.0.0.0:{ADMIN_PORT}"));
+    push("GEMBOK_ADMIN", format!("[::]:{ADMIN_PORT}"));
     if let Some(level) = &plan.log_level {
         push("GEMBOK_LOG", level.clone());
     }
@@ -365,7 +367,7 @@ mod tests {
         ];
         assert_eq!(
             inbound_env(&inbound),
-            "0.0.0.0:8443=127.0.0.1:8080,allow-san=a,allow-san=b;0.0.0.0:9443=127.0.0.1:9090"
+            "[::]:8443=127.0.0.1:8080,allow-san=a,allow-san=b;[::]:9443=127.0.0.1:9090"
         );
         let outbound = vec![OutboundRoute {
             local_port: 15701,

@@ -1,6 +1,7 @@
 //! Bytes go through the sidecar pair intact, in both directions at once.
 
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use gembok_tests::traffic::Exchange;
 use rand::{Rng, SeedableRng};
@@ -302,4 +303,106 @@ async fn an_outbound_host_name_is_looked_up_once_per_cache_period() {
             0.0
         );
     }
+}
+
+/// `[::]`, the injector's listen address, serves IPv4 and IPv6 peers alike (single-stack
+/// IPv4, single-stack IPv6 and dual-stack pods): mTLS on the inbound and the admin endpoints
+/// over both families.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_ipv6_listener_serves_ipv4_and_ipv6_peers() {
+    use gembok_tests::pki::{CertDir, TestPki, dns_name};
+    use gembok_tests::traffic::ExchangeApp;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = TestPki::new();
+    let app = ExchangeApp::start().await;
+    let dir = CertDir::new(&pki.workload("server"));
+    let proxy = gembok_tests::proxy::Proxy::builder()
+        .cert_dir(&dir)
+        .args(["--inbound", &format!("[::]:0={}", app.addr)])
+        .args(["--admin", "[::]:0"])
+        .start();
+    proxy.ready().await;
+    let client =
+        gembok_tests::tls::Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    for ip in ["127.0.0.1", "::1"] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let admin = std::net::SocketAddr::new(ip, proxy.admin.port());
+        let (status, body) = gembok_tests::admin::request(admin, "GET", "/ready")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{ip}: {body}");
+        let inbound = std::net::SocketAddr::new(ip, proxy.inbound[0].port());
+        let mut tls = client.connect(inbound, &dns_name("server")).await.unwrap();
+        tls.write_all(&[0u8; 24]).await.unwrap();
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).await.unwrap();
+    }
+    assert_eq!(
+        proxy
+            .metrics()
+            .await
+            .sum("gembok_connections_closed_total", &[("end", "clean")]),
+        2.0
+    );
+}
+
+/// `[::]` stays dual-stack where the host makes IPv6 sockets IPv6-only by default
+/// (`net.ipv6.bindv6only = 1`): the proxy clears `IPV6_V6ONLY` itself. Run in a network
+/// namespace of its own (root only), reached with `nsenter` and curl over IPv4.
+#[test]
+fn a_wildcard_ipv6_listener_stays_dual_stack_where_the_host_says_ipv6_only() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    {
+        eprintln!("skipped: needs root for a network namespace");
+        return;
+    }
+    use gembok_tests::pki::{CertDir, TestPki};
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let script = "ip link set lo up && sysctl -qw net.ipv6.bindv6only=1 && exec \"$0\" \"$@\"";
+    let mut proxy = Command::new("unshare")
+        .args(["--net", "sh", "-c", script])
+        .arg(gembok_tests::bins::proxy())
+        .args(["--cert-dir", &dir.arg(), "--admin", "[::]:15700"])
+        .args(["--inbound", "[::]:8443=127.0.0.1:9"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = proxy.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid,
+                "-n",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("http://127.0.0.1:15700/ready")
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        if code == "200" || Instant::now() > deadline {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = proxy.kill();
+    let out = proxy.wait_with_output().unwrap();
+    assert_eq!(
+        answer,
+        "200",
+        "no IPv4 answer on [::]: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
