@@ -340,6 +340,9 @@ pub async fn run(
     Ok(())
 }
 
+/// How the stop sequence names a stop asked for through the admin endpoint.
+const STOP_REQUESTED: &str = "POST /shutdown";
+
 /// Waits for the first signal or `POST /shutdown`, then stops: `/ready` 503, the drain delay
 /// (signals only), the drain. A second signal cuts the delay and the drain short.
 async fn wait_and_drain(
@@ -351,7 +354,7 @@ async fn wait_and_drain(
     let (signal, delay) = tokio::select! {
         signal = shutdown::next(&mut signals) => (signal, config.drain_delay),
         // The app asked for it: it is done calling out, so no delay.
-        () = health.shutdown_requested.cancelled() => ("POST /shutdown", Duration::ZERO),
+        () = health.shutdown_requested.cancelled() => (STOP_REQUESTED, Duration::ZERO),
     };
     let deadline = tokio::time::Instant::now() + config.drain_grace;
     health.draining.store(true, Ordering::Release);
@@ -381,9 +384,16 @@ async fn wait_and_drain(
     let grace = deadline.saturating_duration_since(tokio::time::Instant::now());
     tracing::info!(signal, grace = ?grace, open = stop.tracker.len(), "draining");
     let again = async {
-        if !cut {
-            second_signal(shutdown::next(&mut signals).await, stop.tracker.len());
+        if cut {
+            return;
         }
+        if signal == STOP_REQUESTED {
+            // Not a second signal: the kubelet's SIGTERM (a Job deleted, a node drained) during
+            // the app's own stop keeps the drain going; a signal after it cuts.
+            let first = shutdown::next(&mut signals).await;
+            tracing::info!(signal = first, "already draining (POST /shutdown)");
+        }
+        second_signal(shutdown::next(&mut signals).await, stop.tracker.len());
     };
     match stop.drain(grace, again).await {
         Drained::Complete => tracing::info!("drained; exiting"),

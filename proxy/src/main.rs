@@ -117,8 +117,9 @@ fn open_files(config: &Config) {
             open_files = %limit,
             needed,
             max_connections = config.limits.max_connections,
-            "the open-file limit is below what --max-connections needs: accepting will back off \
-             (EMFILE) at about {fits} connections; raise the hard limit (ulimit -Hn, the container \
+            "the open-file limit is below what --max-connections needs: beyond about {fits} \
+             connections new ones will fail (EMFILE: the connect onward fails and the connection \
+             is reset, or accepting backs off); raise the hard limit (ulimit -Hn, the container \
              runtime's default) or lower --max-connections"
         );
     } else {

@@ -453,6 +453,46 @@ async fn a_second_signal_cuts_the_drain_short() {
     assert_cut_visibly(&mut pair, open).await;
 }
 
+/// The kubelet's SIGTERM during a drain the app began (`POST /shutdown`) is no second signal:
+/// the drain goes on; a signal after it cuts.
+#[tokio::test]
+async fn a_sigterm_after_post_shutdown_keeps_draining_and_another_cuts() {
+    let mut pair = Pair::start_args(&["--drain-grace", "120s"], &[]).await;
+    let open = stuck_connection(&pair).await;
+    let (status, _) = gembok_tests::admin::request(pair.inbound.admin, "POST", "/shutdown")
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    pair.inbound
+        .wait_log("\"message\":\"draining\"", Duration::from_secs(5))
+        .await;
+    pair.inbound.signal(libc::SIGTERM);
+    pair.inbound
+        .wait_log("already draining (POST /shutdown)", Duration::from_secs(5))
+        .await;
+    // Still there, still draining: the admin endpoint answers until the process ends.
+    assert_eq!(
+        pair.inbound.get("/live").await.0,
+        200,
+        "{}",
+        pair.inbound.logs()
+    );
+    assert!(
+        !pair.inbound.logs().contains("second signal"),
+        "{}",
+        pair.inbound.logs()
+    );
+    pair.inbound.signal(libc::SIGTERM);
+    let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        pair.inbound.logs().contains("second signal"),
+        "{}",
+        pair.inbound.logs()
+    );
+    assert_cut_visibly(&mut pair, open).await;
+}
+
 /// An inbound proxy that got SIGTERM and is in a 60 s drain delay (`/ready` 503 says so).
 async fn in_a_long_drain_delay() -> Inbound {
     let inbound = Inbound::start(
