@@ -49,10 +49,29 @@ fn check_name(name: &str) -> Result<(), String> {
     let mut parts = name.split('/').peekable();
     // The first part names a registry when more follow and it looks like a host: a dot, a port
     // or `localhost` (docker.io's rule; `gembok/gembok-proxy` is a repository on the default).
-    if let Some(first) = parts.next_if(|first| {
+    let registry = parts.next_if(|first| {
         name.contains('/') && (first.contains(['.', ':']) || *first == "localhost")
-    }) {
-        check_registry(first)?;
+    });
+    if let Some(registry) = registry {
+        check_registry(registry)?;
+    } else {
+        // The runtimes measure the name they pull: `docker.io/` added, and `library/` too for
+        // a name of one part.
+        let added = match name.contains('/') {
+            true => "docker.io/".len(),
+            false => "docker.io/library/".len(),
+        };
+        if name.len() + added > NAME_MAX {
+            return Err(format!(
+                "the repository name is longer than {NAME_MAX} characters once the runtime adds \
+                 docker.io/ to it"
+            ));
+        }
+        if name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(
+                "a name of 64 hex digits reads as an image ID, not a repository".to_owned(),
+            );
+        }
     }
     for part in parts {
         check_path_component(part)?;
@@ -134,18 +153,24 @@ fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
-/// `algorithm:hex`, such as `sha256:` and 64 hex digits.
+/// `algorithm:hex` as the runtimes verify it (go-digest): sha256, sha384 or sha512, with
+/// exactly 64, 96 or 128 lowercase hex digits.
 fn check_digest(digest: &str) -> Result<(), String> {
-    let bad =
-        || format!("the digest `{digest}` is not `algorithm:hex` (e.g. sha256: and 64 hex digits)");
-    let (algorithm, hex) = digest.split_once(':').ok_or_else(bad)?;
-    let component_ok = |c: &str| {
-        c.starts_with(|c: char| c.is_ascii_alphabetic())
-            && c.chars().all(|c| c.is_ascii_alphanumeric())
+    let bad = || {
+        format!(
+            "the digest `{digest}` is not sha256:, sha384: or sha512: with 64, 96 or 128 \
+             lowercase hex digits"
+        )
     };
-    let algorithm_ok = algorithm.split(['+', '.', '_', '-']).all(component_ok);
-    let hex_ok = hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit());
-    match algorithm_ok && hex_ok {
+    let (algorithm, hex) = digest.split_once(':').ok_or_else(bad)?;
+    let digits = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Err(bad()),
+    };
+    let lower_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    match hex.len() == digits && hex.chars().all(lower_hex) {
         true => Ok(()),
         false => Err(bad()),
     }
@@ -169,6 +194,10 @@ mod tests {
             "10.0.0.7:5000/gembok_proxy__x/a-b--c.d:V1_2",
             &format!("ghcr.io/gembok/gembok-proxy@{digest}"),
             &format!("ghcr.io/gembok/gembok-proxy:0.1.0@{digest}"),
+            &format!("x@sha384:{}", "b".repeat(96)),
+            &format!("x@sha512:{}", "c".repeat(128)),
+            &"a".repeat(237),
+            &format!("ghcr.io/{}", "a".repeat(247)),
         ] {
             assert_eq!(check(good), Ok(()), "{good}");
         }
@@ -189,6 +218,17 @@ mod tests {
             (&long_tag, "tag"),
             ("ghcr.io/gembok/gembok-proxy@sha256:abc", "digest"),
             ("ghcr.io/gembok/gembok-proxy@abc", "digest"),
+            (&format!("x@sha256:{}", "A".repeat(64)), "digest"),
+            (&format!("x@sha256:{}", "c".repeat(32)), "digest"),
+            (&format!("x@sha512:{}", "a".repeat(64)), "digest"),
+            (&format!("x@md5:{}", "c".repeat(32)), "digest"),
+            (&format!("x@SHA256:{}", "a".repeat(64)), "digest"),
+            (&"a".repeat(240), "once the runtime adds docker.io"),
+            (
+                &format!("gembok/{}", "a".repeat(243)),
+                "once the runtime adds docker.io",
+            ),
+            (&"a".repeat(64), "image ID"),
             ("https://ghcr.io/gembok/gembok-proxy", "registry"),
             ("ghcr.io//gembok-proxy", "empty part"),
             ("ghcr.io/gembok/-proxy", "repository part"),
