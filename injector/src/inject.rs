@@ -152,7 +152,9 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         cert_secret,
         log_level: settings.log_level.clone(),
         resources: resolve_resources(&settings, &mut warnings),
-        drain_seconds: settings.drain_seconds,
+        drain_seconds: settings
+            .drain_seconds
+            .or_else(|| drain_within_grace(spec.termination_grace_period_seconds)),
         key_exchange: settings.key_exchange.clone(),
         istio: istio.is_some(),
     };
@@ -197,6 +199,15 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         },
         warnings,
     }
+}
+
+/// Without `gembok.io/drain-seconds`, a pod whose `terminationGracePeriodSeconds` is shorter
+/// than the proxy's 30 s drain gets a drain that fits in it: the kubelet would otherwise kill
+/// the proxy mid-drain, and a killed proxy's connections end with FINs that pass for clean
+/// ends, where its own end of drain resets them.
+fn drain_within_grace(grace: Option<i64>) -> Option<u32> {
+    let grace = u32::try_from(grace?.max(0)).ok()?;
+    (grace < sidecar::PROXY_DRAIN_GRACE_SECONDS).then_some(grace)
 }
 
 /// Skip or deny a pod without `gembok.io/inbound` and `gembok.io/outbound`, per the policy.

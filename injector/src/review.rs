@@ -132,7 +132,11 @@ pub fn review(
             (response, Verdict::Injected)
         }
         Decision::Skip(reason) => {
-            warnings.insert(0, format!("gembok: sidecar not injected: {reason}"));
+            // A pod injected already comes back whenever a later webhook changes it
+            // (reinvocationPolicy IfNeeded): nothing to say then.
+            if !matches!(reason, crate::policy::SkipReason::AlreadyInjected) {
+                warnings.insert(0, format!("gembok: sidecar not injected: {reason}"));
+            }
             (response, Verdict::Skipped(reason.label()))
         }
         Decision::Reject(errors) => {

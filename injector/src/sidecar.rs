@@ -136,7 +136,7 @@ pub fn outbound_env(outbound: &[OutboundRoute]) -> String {
 }
 
 /// gembok-proxy's `--drain-grace` default, in seconds.
-const PROXY_DRAIN_GRACE_SECONDS: u32 = 30;
+pub const PROXY_DRAIN_GRACE_SECONDS: u32 = 30;
 
 /// How long a classic sidecar keeps accepting after SIGTERM (at most half its drain grace).
 const CLASSIC_DRAIN_DELAY_SECONDS: u32 = 5;

@@ -610,6 +610,24 @@ fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
         "{warnings}"
     );
 
+    // A pod injected already comes back when a later webhook changes it (reinvocation):
+    // allowed unchanged, and no "not injected" warning for a pod that is.
+    let reinvoked = pod_review(
+        "again-1",
+        json!({"gembok.io/inbound": "8443=8080", "gembok.io/status": "{}"}),
+        json!({}),
+        false,
+    );
+    let response = webhook.review(&reinvoked)?;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(response.get("patch").is_none(), "{response}");
+    assert!(
+        response
+            .get("warnings")
+            .is_none_or(|w| w.as_array().is_some_and(Vec::is_empty)),
+        "{response}"
+    );
+
     let bad = pod_review(
         "deny-1",
         json!({"gembok.io/inbound": "8443:8080", "gembok.io/proxy-memory-limit": "1GB"}),
@@ -675,9 +693,10 @@ fn skipped_and_refused_pods_get_reviews_that_say_why() -> Result<()> {
         &[
             "gembok_injector_skipped_total{reason=\"opted_out\"} 1",
             "gembok_injector_skipped_total{reason=\"nothing_to_encrypt\"} 1",
+            "gembok_injector_skipped_total{reason=\"already_injected\"} 1",
             "gembok_injector_rejected_total{reason=\"invalid_annotations\"} 1",
             "gembok_injector_rejected_total{reason=\"incompatible_pod\"} 1",
-            "gembok_injector_requests_total{result=\"skipped\"} 2",
+            "gembok_injector_requests_total{result=\"skipped\"} 3",
             "gembok_injector_requests_total{result=\"rejected\"} 2",
             "gembok_injector_requests_total{result=\"ignored\"} 2",
         ],
