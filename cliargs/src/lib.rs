@@ -69,6 +69,11 @@ pub fn parse<C: Parser>(args: impl IntoIterator<Item = impl Into<OsString>>) -> 
                         ErrorKind::UnknownArgument => {
                             next.is_some_and(|next| !shape.is_flag_like(next))
                         }
+                        // `--flag v1 --flag v2`: the second value goes with its flag.
+                        ErrorKind::ArgumentConflict => next.is_some_and(|_| {
+                            word.strip_prefix("--")
+                                .is_some_and(|name| shape.valued.contains(name))
+                        }),
                         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
                             let value = error.get(ContextKind::InvalidValue);
                             next.zip(value).is_some_and(|(next, value)| {

@@ -140,6 +140,8 @@ fn values_outside_a_fixed_set_name_the_set() {
 #[test]
 fn a_flag_given_twice_and_a_stray_word_are_named() {
     let problems = problems(&["--admin", ":1", "--admin", ":2", "stray"]);
+    // The second value is not taken for a stray word of its own.
+    assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
         problems
             .iter()
