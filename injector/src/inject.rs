@@ -506,6 +506,32 @@ fn resolve_resources(settings: &PodSettings, warnings: &mut Vec<String>) -> Reso
     }
 }
 
+/// Whether the pod has Guaranteed QoS: every container and init container has cpu and memory
+/// limits, and requests equal to them (absent requests default to the limits).
+fn guaranteed(spec: &PodSpec) -> bool {
+    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let mut any = false;
+    let all = containers.into_iter().all(|c| {
+        any = true;
+        let Some(resources) = &c.resources else {
+            return false;
+        };
+        ["cpu", "memory"].iter().all(|kind| {
+            let limit = resources.limits.as_ref().and_then(|l| l.get(*kind));
+            let request = resources.requests.as_ref().and_then(|r| r.get(*kind));
+            match (limit, request) {
+                (Some(limit), None) => quantity::parse(&limit.0).is_ok(),
+                (Some(limit), Some(request)) => {
+                    quantity::parse(&limit.0).ok().is_some()
+                        && quantity::parse(&limit.0).ok() == quantity::parse(&request.0).ok()
+                }
+                (None, _) => false,
+            }
+        })
+    });
+    any && all
+}
+
 fn pair(
     (request_key, request, request_default): (&str, Option<&str>, &str),
     (limit_key, limit, limit_default): (&str, Option<&str>, &str),
@@ -532,6 +558,19 @@ fn pair(
 
 fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
     let mut warnings = Vec::new();
+    let r = &plan.resources;
+    let same = |a: &str, b: &str| quantity::parse(a).ok() == quantity::parse(b).ok();
+    if guaranteed(spec)
+        && !(same(&r.cpu_request, &r.cpu_limit) && same(&r.memory_request, &r.memory_limit))
+    {
+        warnings.push(format!(
+            "every container of this pod has requests equal to its limits (Guaranteed QoS), but \
+             the proxy's do not (cpu {} of {}, memory {} of {}): the pod becomes Burstable (no \
+             exclusive CPUs, earlier OOM kills); to keep it Guaranteed set {CPU_REQUEST} equal to \
+             {CPU_LIMIT} and {MEMORY_REQUEST} equal to {MEMORY_LIMIT}",
+            r.cpu_request, r.cpu_limit, r.memory_request, r.memory_limit
+        ));
+    }
     let run_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
     if plan.mode == SidecarMode::Classic && run_to_completion {
         warnings.push(format!(
