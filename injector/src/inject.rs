@@ -97,10 +97,27 @@ struct Status<'a> {
 pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome {
     let mut warnings = Vec::new();
     if let Some(reason) = policy::precheck(pod) {
-        return Outcome {
-            decision: Decision::Skip(reason),
-            warnings,
+        // A pod that asks for encryption (gembok.io/inbound or outbound) but cannot get the
+        // sidecar is refused, not run in plaintext; the opt-out label stays the way to run it
+        // without.
+        let asked = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(INBOUND) || a.contains_key(OUTBOUND));
+        let decision = match reason {
+            SkipReason::HostNetwork | SkipReason::NameTaken(_) if asked => {
+                Decision::Reject(vec![AnnotationError::Pod {
+                    reason: format!(
+                        "the pod asks for encryption ({INBOUND}/{OUTBOUND}) but cannot get the \
+                         sidecar: {reason}; fix that, or opt the pod out with the label \
+                         {INJECT_LABEL}=\"false\" (its traffic is then not encrypted)"
+                    ),
+                }])
+            }
+            reason => Decision::Skip(reason),
         };
+        return Outcome { decision, warnings };
     }
     let empty = BTreeMap::new();
     let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
@@ -509,9 +526,12 @@ fn resolve_resources(settings: &PodSettings, warnings: &mut Vec<String>) -> Reso
 /// Whether the pod has Guaranteed QoS: every container and init container has cpu and memory
 /// limits, and requests equal to them (absent requests default to the limits).
 fn guaranteed(spec: &PodSpec) -> bool {
-    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let mut containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
     let mut any = false;
-    let all = containers.into_iter().all(|c| {
+    let all = containers.all(|c| {
         any = true;
         let Some(resources) = &c.resources else {
             return false;
