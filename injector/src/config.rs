@@ -64,7 +64,7 @@ pub struct CommonArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// HTTPS address for POST /mutate
-    #[arg(long, env = "GEMBOK_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, env = "GEMBOK_INJECTOR_LISTEN", default_value = "[::]:8443")]
     pub listen: String,
     /// Directory with tls.crt and tls.key (a mounted cert-manager Secret)
     #[arg(long, env = "GEMBOK_INJECTOR_CERT_DIR")]
@@ -76,7 +76,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GEMBOK_INJECTOR_KEY")]
     pub key: Option<PathBuf>,
     /// Plaintext address for /live, /ready and /metrics
-    #[arg(long, env = "GEMBOK_INJECTOR_ADMIN", default_value = "0.0.0.0:15780")]
+    #[arg(long, env = "GEMBOK_INJECTOR_ADMIN", default_value = "[::]:15780")]
     pub admin: String,
     /// After SIGTERM: how long /ready reports 503 while requests are still served, so the
     /// endpoint is removed before the listener closes
@@ -342,8 +342,8 @@ mod tests {
         let Ok(Config::Serve(config)) = parse(&["serve", "--cert-dir", "certs"]) else {
             panic!("valid")
         };
-        assert_eq!(config.listen, "0.0.0.0:8443".parse().unwrap());
-        assert_eq!(config.admin, "0.0.0.0:15780".parse().unwrap());
+        assert_eq!(config.listen, "[::]:8443".parse().unwrap());
+        assert_eq!(config.admin, "[::]:15780".parse().unwrap());
         assert_eq!(config.cert, CertPaths::Dir("certs".into()));
         assert_eq!(config.injector.sidecar_mode, SidecarMode::Native);
         assert_eq!(config.injector.proxy_pull_policy, PullPolicy::IfNotPresent);

@@ -150,13 +150,25 @@ impl Webhook {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::start_on(pki, dir, secret, ("127.0.0.1:0", "127.0.0.1:0"), extra, env)
+    }
+
+    /// [`Webhook::start_with`] on the given `--listen` and `--admin` addresses.
+    fn start_on(
+        pki: Pki,
+        dir: tempfile::TempDir,
+        secret: SecretDir,
+        (listen, admin): (&str, &str),
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         // No shutdown delay unless the test sets one (a flag may be given once).
         let delay = match extra.contains(&"--shutdown-delay") {
             true => &[][..],
             false => &["--shutdown-delay", "0s"][..],
         };
         let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen, "--admin", admin])
             .arg("--cert-dir")
             .arg(dir.path())
             .args([
@@ -1288,6 +1300,33 @@ fn is_ready_only_once_a_certificate_has_loaded() -> Result<()> {
     webhook.secret.swap(&cert, &key)?;
     webhook.wait_ready()?;
     assert_eq!(webhook.review(&injectable("late"))?["uid"], "late");
+    Ok(())
+}
+
+/// The default listen addresses, `[::]`, serve IPv4 and IPv6 clients alike (IPv6-only
+/// clusters reach the webhook too): admin and HTTPS, over 127.0.0.1 and ::1.
+#[test]
+fn wildcard_ipv6_listeners_serve_both_families() -> Result<()> {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    let mut secret = SecretDir::new(dir.path());
+    let (cert, key, _) = pki.leaf();
+    secret.swap(&cert, &key)?;
+    let webhook = Webhook::start_on(pki, dir, secret, ("[::]:0", "[::]:0"), &[], &[])?;
+    webhook.wait_ready()?;
+    for ip in ["127.0.0.1", "::1"] {
+        let ip: std::net::IpAddr = ip.parse()?;
+        let (status, _) = admin_get(SocketAddr::new(ip, webhook.admin.port()), "/ready")?;
+        assert_eq!(status, 200, "{ip}");
+        let client = Client {
+            https: SocketAddr::new(ip, webhook.client.https.port()),
+            config: webhook.client.config.clone(),
+        };
+        assert_eq!(
+            client.review(&injectable(&ip.to_string()))?["uid"],
+            ip.to_string()
+        );
+    }
     Ok(())
 }
 
