@@ -164,7 +164,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             .clone()
             .unwrap_or_else(|| config.proxy_image.clone()),
         pull_policy: config.proxy_pull_policy,
-        inbound: merge_allowed_sans(&settings),
+        inbound: merge_allowed_sans(&settings, &mut warnings),
         outbound: settings.outbound.clone(),
         cert_secret,
         log_level: settings.log_level.clone(),
@@ -326,16 +326,27 @@ fn resolve_cert_secret(settings: &PodSettings, spec: &PodSpec) -> Result<String,
         })
 }
 
-fn merge_allowed_sans(settings: &PodSettings) -> Vec<annotations::InboundMapping> {
+/// `gembok.io/allowed-sans` applies to the inbound mappings without an `allow-san` list of
+/// their own. A mapping's own list is the narrower rule and wins: adding the pod-wide list to it
+/// would let in peers that the port was meant to refuse (a warning says so).
+fn merge_allowed_sans(
+    settings: &PodSettings,
+    warnings: &mut Vec<String>,
+) -> Vec<annotations::InboundMapping> {
     settings
         .inbound
         .iter()
         .map(|m| {
             let mut m = m.clone();
-            for san in &settings.allowed_sans {
-                if !m.allow_sans.contains(san) {
-                    m.allow_sans.push(san.clone());
-                }
+            if m.allow_sans.is_empty() {
+                m.allow_sans = settings.allowed_sans.clone();
+            } else if !settings.allowed_sans.is_empty() {
+                warnings.push(format!(
+                    "port {} has its own allow-san list, which {ALLOWED_SANS} does not widen: \
+                     only {} may connect there",
+                    m.tls_port,
+                    m.allow_sans.join(", ")
+                ));
             }
             m
         })
