@@ -359,6 +359,12 @@ async fn wait_and_drain(
     let deadline = tokio::time::Instant::now() + config.drain_grace;
     health.draining.store(true, Ordering::Release);
     // A second signal: whoever sent it does not want to wait out the grace period.
+    // Connections open: the tracker also holds one accept loop per listener until they stop.
+    let listeners = config.inbound.len() + config.outbound.len();
+    let open = || match stop.token.is_cancelled() {
+        true => stop.tracker.len(),
+        false => stop.tracker.len().saturating_sub(listeners),
+    };
     let second_signal = |name: &'static str, open: usize| {
         tracing::warn!(
             signal = name,
@@ -376,13 +382,13 @@ async fn wait_and_drain(
                 tracing::info!("POST /shutdown: the app is done; the drain delay ends");
             }
             again = shutdown::next(&mut signals) => {
-                second_signal(again, stop.tracker.len());
+                second_signal(again, open());
                 cut = true;
             }
         }
     }
     let grace = deadline.saturating_duration_since(tokio::time::Instant::now());
-    tracing::info!(signal, grace = ?grace, open = stop.tracker.len(), "draining");
+    tracing::info!(signal, grace = ?grace, open = open(), "draining");
     let again = async {
         if cut {
             return;
@@ -393,7 +399,7 @@ async fn wait_and_drain(
             let first = shutdown::next(&mut signals).await;
             tracing::info!(signal = first, "already draining (POST /shutdown)");
         }
-        second_signal(shutdown::next(&mut signals).await, stop.tracker.len());
+        second_signal(shutdown::next(&mut signals).await, open());
     };
     match stop.drain(grace, again).await {
         Drained::Complete => tracing::info!("drained; exiting"),

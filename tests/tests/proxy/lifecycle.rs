@@ -440,6 +440,13 @@ async fn a_second_signal_cuts_the_drain_short() {
     pair.inbound
         .wait_log("\"message\":\"draining\"", Duration::from_secs(5))
         .await;
+    // The one connection, not the listener's accept loop too.
+    let draining = pair.inbound.logs();
+    let draining = draining
+        .lines()
+        .find(|l| l.contains("\"message\":\"draining\""))
+        .unwrap();
+    assert!(draining.contains("\"open\":1"), "{draining}");
     pair.inbound.signal(libc::SIGINT);
     let status = pair.inbound.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
