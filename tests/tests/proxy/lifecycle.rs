@@ -67,8 +67,17 @@ async fn not_ready_when_the_certificate_expires_within_the_margin() {
     let (status, body) = proxy.get("/ready").await;
     assert_eq!(status, 503);
     assert!(body.contains("within the 10800s margin"), "{body}");
-    // The operator hears it from the logs too, once, not at every probe.
+    // The operator hears it from the logs too, once, not at every probe. The proxy writes a
+    // probe's line before it answers; SIGHUP's line, asked for after the second probe's answer,
+    // marks where everything the probes logged has reached the harness.
     proxy.get("/ready").await;
+    proxy.signal(libc::SIGHUP);
+    proxy
+        .wait_log(
+            "SIGHUP: re-reading the certificate files",
+            Duration::from_secs(10),
+        )
+        .await;
     let warnings: Vec<_> = proxy
         .logs()
         .lines()
