@@ -484,7 +484,7 @@ fn check_linux(spec: &PodSpec) -> Option<AnnotationError> {
         .as_ref()
         .and_then(|s| s.get("kubernetes.io/os"))
         .map(String::as_str);
-    let windows = [by_os, by_node]
+    let windows = [by_os, by_node, by_affinity(spec)]
         .into_iter()
         .flatten()
         .find(|os| *os == "windows")?;
@@ -494,6 +494,29 @@ fn check_linux(spec: &PodSpec) -> Option<AnnotationError> {
              out with the label {INJECT_LABEL}=\"false\" (its traffic is then not encrypted)"
         ),
     })
+}
+
+/// `windows` when the pod's required node affinity admits Windows nodes only: every term (the
+/// terms are alternatives) requires `kubernetes.io/os In [windows]`.
+fn by_affinity(spec: &PodSpec) -> Option<&'static str> {
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    let windows_only = |term: &k8s_openapi::api::core::v1::NodeSelectorTerm| {
+        term.match_expressions.iter().flatten().any(|e| {
+            e.key == "kubernetes.io/os"
+                && e.operator == "In"
+                && e.values
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty() && v.iter().all(|os| os == "windows"))
+        })
+    };
+    (!terms.is_empty() && terms.iter().all(windows_only)).then_some("windows")
 }
 
 /// Defaults for whatever the annotations leave out, keeping request <= limit: a default gives
