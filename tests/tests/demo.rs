@@ -35,6 +35,13 @@ fn the_demo_refuses_bad_arguments_with_64() {
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("gembok-demo: "));
     }
+    // --version, like every other Gembok binary.
+    let out = Command::new(env!("CARGO_BIN_EXE_gembok-demo"))
+        .arg("--version")
+        .output()
+        .expect("run gembok-demo");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gembok-demo "));
 }
 
 /// Ctrl-C or SIGTERM at any point, --hold included, stops the sidecars and removes the PKI

@@ -28,7 +28,7 @@ const DEFAULT_MIB_EACH_WAY: u64 = 256;
 /// Gembok's local demo: a development PKI, an app stand-in with an inbound and an outbound
 /// gembok-proxy, verified traffic through the encrypted pair, and what the sidecars say about it.
 #[derive(Debug, Parser)]
-#[command(name = "gembok-demo")]
+#[command(name = "gembok-demo", version)]
 struct Args {
     /// Keep everything running afterwards (PKI, app, sidecars) so /metrics can be browsed; Ctrl-C
     /// stops.
