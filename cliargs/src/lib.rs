@@ -43,6 +43,7 @@ pub fn parse<C: Parser>(args: impl IntoIterator<Item = impl Into<OsString>>) -> 
     let shape = Shape::of(&command);
     let mut args = shape.join_dash_values(args.into_iter().map(Into::into).collect());
     let mut problems = Vec::new();
+    let mut dropped_env = BTreeSet::new();
     loop {
         let error = match command.try_get_matches_from_mut(&args) {
             Ok(matches) => match C::from_arg_matches(&matches) {
@@ -87,7 +88,21 @@ pub fn parse<C: Parser>(args: impl IntoIterator<Item = impl Into<OsString>>) -> 
                 }
                 args.remove(index);
             }
-            _ => return Parsed::Unreadable(problems),
+            // A bad value from an environment variable: read on without the variable (each
+            // at most once), so that every other problem is still found.
+            _ => match shape.env_arg(&error, &args) {
+                Some((path, id)) if dropped_env.insert((path.clone(), id.clone())) => {
+                    // Anew, then built: an argument changed after `build` would be read into
+                    // another one's field (clap moves it to the end of its list).
+                    command = dropped_env
+                        .iter()
+                        .fold(C::command(), |command, (path, id)| {
+                            without_env(command, path, id)
+                        });
+                    command.build();
+                }
+                _ => return Parsed::Unreadable(problems),
+            },
         }
     }
 }
@@ -183,6 +198,15 @@ pub fn describe(program: &str, problems: &[String]) -> String {
     text
 }
 
+/// `command` with the argument `id` (in the subcommand at `path`) no longer read from its
+/// environment variable.
+fn without_env(command: Command, path: &[String], id: &str) -> Command {
+    match path.split_first() {
+        None => command.mut_arg(id, |arg| arg.env(None)),
+        Some((sub, rest)) => command.mut_subcommand(sub, |s| without_env(s, rest, id)),
+    }
+}
+
 /// Where the values of a command line came from, to name the right thing in a problem.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -234,6 +258,8 @@ struct Shape {
     env_by_id: HashMap<String, (String, String)>,
     /// Long flag → environment variable.
     env_by_flag: HashMap<String, String>,
+    /// Long flag with a variable → (subcommand path, argument id), to read on without it.
+    env_arg_by_flag: HashMap<String, (Vec<String>, String)>,
     subcommands: Vec<String>,
 }
 
@@ -245,17 +271,18 @@ impl Shape {
             shorts: BTreeSet::new(),
             env_by_id: HashMap::new(),
             env_by_flag: HashMap::new(),
+            env_arg_by_flag: HashMap::new(),
             subcommands: command
                 .get_subcommands()
                 .filter(|s| !s.is_hide_set() && s.get_name() != "help")
                 .map(|s| s.get_name().to_owned())
                 .collect(),
         };
-        shape.add(command);
+        shape.add(command, &[]);
         shape
     }
 
-    fn add(&mut self, command: &Command) {
+    fn add(&mut self, command: &Command, path: &[String]) {
         for arg in command.get_arguments() {
             if let Some(short) = arg.get_short() {
                 self.shorts.insert(short);
@@ -279,12 +306,31 @@ impl Shape {
                 let flag = format!("--{long}");
                 self.env_by_id
                     .insert(arg.get_id().to_string(), (flag.clone(), var.to_owned()));
-                self.env_by_flag.insert(flag, var.to_owned());
+                self.env_by_flag.insert(flag.clone(), var.to_owned());
+                self.env_arg_by_flag
+                    .insert(flag, (path.to_vec(), arg.get_id().to_string()));
             }
         }
         for sub in command.get_subcommands() {
-            self.add(sub);
+            let mut sub_path = path.to_vec();
+            sub_path.push(sub.get_name().to_owned());
+            self.add(sub, &sub_path);
         }
+    }
+
+    /// The argument (subcommand path, id) whose value from its environment variable `error` is
+    /// about, when that flag was not typed on the command line: reading on without the variable
+    /// lets the rest of the command line be checked.
+    fn env_arg(&self, error: &clap::Error, args: &[OsString]) -> Option<&(Vec<String>, String)> {
+        let Some(ContextValue::String(word)) = error.get(ContextKind::InvalidArg) else {
+            return None;
+        };
+        let flag = word.split_whitespace().next()?;
+        let typed = args.iter().skip(1).any(|a| {
+            let a = a.to_string_lossy();
+            a == flag || a.starts_with(&format!("{flag}="))
+        });
+        (!typed).then(|| self.env_arg_by_flag.get(flag)).flatten()
     }
 
     /// Whether `word` is one of the command's own flags (or `--`), and so cannot be a value.

@@ -193,12 +193,18 @@ fn problems_with_values_from_the_environment_name_the_variable() {
         return;
     }
     // A switch's variable that does not parse: clap's own problem names the variable.
-    let problems = problems(&[]);
-    assert_eq!(problems.len(), 1, "{problems:?}");
+    let found = problems(&[]);
+    assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        problems[0].starts_with("CLIARGS_TEST_FORCE (--force): `maybe`"),
-        "{problems:?}"
+        found[0].starts_with("CLIARGS_TEST_FORCE (--force): `maybe`"),
+        "{found:?}"
     );
+    // ... and the rest is still read, into the right fields, for the binary's own checks.
+    let (cli, found, _) = run(&["--grace", "7s", "--file", "f", "--bogus"]).unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|p| p.starts_with("--bogus")), "{found:?}");
+    assert_eq!((cli.grace.as_str(), cli.file.as_str()), ("7s", "f"));
+    assert!(!cli.force);
     // A value the binary checks later: its problem line is attributed through Sources.
     let (cli, _, sources) = run(&["--force"]).unwrap();
     assert_eq!(cli.admin, "nowhere");
