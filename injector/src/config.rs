@@ -175,7 +175,7 @@ impl Cli {
                 let listen = addr("--listen", &args.listen, &mut errors);
                 let admin = addr("--admin", &args.admin, &mut errors);
                 if listen.is_some_and(|a| a.port() != 0) && listen == admin {
-                    errors.push(format!("--listen and --admin are both {}", args.listen));
+                    errors.push(format!("--listen, --admin: both are {}", args.listen));
                 }
                 let cert = match (args.cert_dir, args.cert, args.key) {
                     (Some(dir), None, None) => Some(CertPaths::Dir(dir)),
@@ -204,7 +204,7 @@ impl Cli {
                     Ok(n) if n > 0 => Some(n),
                     _ => {
                         errors.push(format!(
-                            "--max-connections {:?} is not a whole number above 0",
+                            "--max-connections: {:?} is not a whole number above 0",
                             args.max_connections
                         ));
                         None
@@ -263,7 +263,7 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
         match crate::image::check(image) {
             Ok(()) => injector.proxy_image = image.clone(),
             Err(why) => errors.push(format!(
-                "--proxy-image {image:?} is not an image reference: {why}"
+                "--proxy-image: {image:?} is not an image reference: {why}"
             )),
         }
     }
@@ -283,13 +283,13 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => {
-            errors.push(format!("--log-format {other:?} is not text or json"));
+            errors.push(format!("--log-format: {other:?} is not text or json"));
             LogFormat::Text
         }
     };
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
         errors.push(format!(
-            "--log {:?} is not a level or filter directive: {e}",
+            "--log: {:?} is not a level or filter directive: {e}",
             args.log
         ));
     }
@@ -305,13 +305,13 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
 fn addr(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<SocketAddr> {
     value
         .parse()
-        .map_err(|_| errors.push(format!("{flag} {value:?} is not an IP:PORT address")))
+        .map_err(|_| errors.push(format!("{flag}: {value:?} is not an IP:PORT address")))
         .ok()
 }
 
 fn duration(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<Duration> {
     humantime::parse_duration(value)
-        .map_err(|e| errors.push(format!("{flag} {value:?} is not a duration like 10s: {e}")))
+        .map_err(|e| errors.push(format!("{flag}: {value:?} is not a duration like 10s: {e}")))
         .ok()
 }
 
@@ -319,7 +319,7 @@ fn duration(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<Duratio
 fn positive_duration(flag: &str, value: &str, errors: &mut Vec<String>) -> Option<Duration> {
     match duration(flag, value, errors)? {
         Duration::ZERO => {
-            errors.push(format!("{flag} must be longer than 0s"));
+            errors.push(format!("{flag}: must be longer than 0s"));
             None
         }
         d => Some(d),

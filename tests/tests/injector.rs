@@ -1456,10 +1456,10 @@ fn bad_flags_exit_64_listing_every_problem() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [
         "gembok-injector: invalid configuration (4 problems):\n",
-        "\n  --proxy-image \"ghcr.io/gembok/gembok-proxy:\" is not an image reference: the tag ``",
+        "\n  --proxy-image: \"ghcr.io/gembok/gembok-proxy:\" is not an image reference: the tag ``",
         "\n  --no-such-flag: unknown flag",
-        "\n  --listen \"x\"",
-        "\n  --header-timeout \"-1s\"",
+        "\n  --listen: \"x\"",
+        "\n  --header-timeout: \"-1s\"",
         "\nRun `gembok-injector --help` for usage.",
     ] {
         assert!(stderr.contains(needle), "no {needle:?}: {stderr}");
@@ -1473,7 +1473,7 @@ fn bad_flags_exit_64_listing_every_problem() -> Result<()> {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("GEMBOK_INJECTOR_ADMIN (--admin) \"not-an-address\""),
+        stderr.contains("GEMBOK_INJECTOR_ADMIN (--admin): \"not-an-address\""),
         "{stderr}"
     );
     Ok(())
