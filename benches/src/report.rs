@@ -1230,17 +1230,6 @@ mod tests {
 
     use super::*;
 
-    fn sample(
-        scenario: &str,
-        topology: Topology,
-        variant: &str,
-        subject: &str,
-        rep: u32,
-        metrics: &[(&str, f64)],
-    ) -> Sample {
-        Sample::new(scenario, topology, variant, subject, rep, metrics)
-    }
-
     pub(super) fn results(samples: Vec<Sample>) -> Results {
         Results {
             mode: "quick".into(),
@@ -1262,7 +1251,7 @@ mod tests {
             .zip(p99)
             .enumerate()
             .map(|(rep, (&a, &b))| {
-                sample(
+                Sample::new(
                     "latency",
                     topology,
                     "64 B",
@@ -1293,7 +1282,7 @@ mod tests {
     #[test]
     fn memorys_best_worse_side_is_one_contenders_worse_side() {
         let mem = |subject: &str, variant: &str, out: (&str, f64), inb: (&str, f64)| {
-            sample("memory", Topology::Pair, variant, subject, 0, &[out, inb])
+            Sample::new("memory", Topology::Pair, variant, subject, 0, &[out, inb])
         };
         let mut samples = Vec::new();
         for (subject, out, inb) in [
@@ -1332,7 +1321,7 @@ mod tests {
     #[test]
     fn connection_plots_are_drawn_from_the_connection_scenarios_subjects() {
         let conn = |topo, variant: &str, subject: &str| {
-            sample(
+            Sample::new(
                 "connections",
                 topo,
                 variant,
@@ -1363,7 +1352,7 @@ mod tests {
     #[test]
     fn counts_are_whole_numbers_in_the_tables() {
         let samples = vec![
-            sample(
+            Sample::new(
                 "memory",
                 Topology::Pair,
                 "20 connections",
@@ -1371,7 +1360,7 @@ mod tests {
                 0,
                 &[("held", 20.0), ("failed", 0.0), ("in_kib_per_conn", 7.5)],
             ),
-            sample(
+            Sample::new(
                 "connections",
                 Topology::Pair,
                 "new connections",
@@ -1379,7 +1368,7 @@ mod tests {
                 0,
                 &[("conn_per_s", 2500.0), ("failed", 0.0)],
             ),
-            sample(
+            Sample::new(
                 "connections",
                 Topology::Pair,
                 "new connections",

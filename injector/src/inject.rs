@@ -560,30 +560,27 @@ fn resolve_resources(settings: &PodSettings, warnings: &mut Vec<String>) -> Reso
 /// Whether the pod has Guaranteed QoS: every container and init container has cpu and memory
 /// limits, and requests equal to them (absent requests default to the limits).
 fn guaranteed(spec: &PodSpec) -> bool {
+    let amount =
+        |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| quantity::parse(&q.0).ok();
     let mut containers = spec
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten());
-    let mut any = false;
-    let all = containers.all(|c| {
-        any = true;
-        let Some(resources) = &c.resources else {
-            return false;
-        };
-        ["cpu", "memory"].iter().all(|kind| {
-            let limit = resources.limits.as_ref().and_then(|l| l.get(*kind));
-            let request = resources.requests.as_ref().and_then(|r| r.get(*kind));
-            match (limit, request) {
-                (Some(limit), None) => quantity::parse(&limit.0).is_ok(),
-                (Some(limit), Some(request)) => {
-                    quantity::parse(&limit.0).ok().is_some()
-                        && quantity::parse(&limit.0).ok() == quantity::parse(&request.0).ok()
+    !spec.containers.is_empty()
+        && containers.all(|c| {
+            let Some(resources) = &c.resources else {
+                return false;
+            };
+            ["cpu", "memory"].iter().all(|kind| {
+                let limit = resources.limits.as_ref().and_then(|l| l.get(*kind));
+                let request = resources.requests.as_ref().and_then(|r| r.get(*kind));
+                match (limit.and_then(amount), request) {
+                    (Some(_), None) => true,
+                    (Some(limit), Some(request)) => amount(request) == Some(limit),
+                    (None, _) => false,
                 }
-                (None, _) => false,
-            }
+            })
         })
-    });
-    any && all
 }
 
 fn pair(

@@ -164,6 +164,12 @@ impl Problems {
 }
 
 impl Config {
+    /// Whether connections may be handed to the kernel: kTLS asked for (`auto` or `require`)
+    /// and the start-up probe found the kernel able.
+    pub fn kernel_tls(&self) -> bool {
+        self.ktls != crate::ktls::Mode::Off && self.ktls_support.available()
+    }
+
     pub fn from_cli(args: &ProxyArgs) -> Result<Config, ConfigErrors> {
         let mut p = Problems::default();
 

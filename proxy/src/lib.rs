@@ -224,7 +224,7 @@ pub async fn run(
     spawn_sighup_reload(reload, stop.token.clone());
 
     // kTLS: only when asked for and the start-up probe found the kernel able.
-    let ktls = (config.ktls != ktls::Mode::Off && config.ktls_support.available()).then(|| {
+    let ktls = config.kernel_tls().then(|| {
         Arc::new(ktls::Kernel {
             support: config.ktls_support.clone(),
             record_limit: config.record_limit,
@@ -340,9 +340,6 @@ pub async fn run(
     Ok(())
 }
 
-/// How the stop sequence names a stop asked for through the admin endpoint.
-const STOP_REQUESTED: &str = "POST /shutdown";
-
 /// Waits for the first signal or `POST /shutdown`, then stops: `/ready` 503, the drain delay
 /// (signals only), the drain. A second signal cuts the delay and the drain short.
 async fn wait_and_drain(
@@ -351,20 +348,25 @@ async fn wait_and_drain(
     stop: &Shutdown,
     mut signals: shutdown::Signals,
 ) {
-    let (signal, delay) = tokio::select! {
-        signal = shutdown::next(&mut signals) => (signal, config.drain_delay),
-        // The app asked for it: it is done calling out, so no delay.
-        () = health.shutdown_requested.cancelled() => (STOP_REQUESTED, Duration::ZERO),
+    let (signal, requested) = tokio::select! {
+        signal = shutdown::next(&mut signals) => (signal, false),
+        () = health.shutdown_requested.cancelled() => ("POST /shutdown", true),
+    };
+    // The app asked for it: it is done calling out, so no delay.
+    let delay = if requested {
+        Duration::ZERO
+    } else {
+        config.drain_delay
     };
     let deadline = tokio::time::Instant::now() + config.drain_grace;
     health.draining.store(true, Ordering::Release);
-    // A second signal: whoever sent it does not want to wait out the grace period.
     // Connections open: the tracker also holds one accept loop per listener until they stop.
     let listeners = config.inbound.len() + config.outbound.len();
     let open = || match stop.token.is_cancelled() {
         true => stop.tracker.len(),
         false => stop.tracker.len().saturating_sub(listeners),
     };
+    // A second signal: whoever sent it does not want to wait out the grace period.
     let second_signal = |name: &'static str, open: usize| {
         tracing::warn!(
             signal = name,
@@ -393,7 +395,7 @@ async fn wait_and_drain(
         if cut {
             return;
         }
-        if signal == STOP_REQUESTED {
+        if requested {
             // Not a second signal: the kubelet's SIGTERM (a Job deleted, a node drained) during
             // the app's own stop keeps the drain going; a signal after it cuts.
             let first = shutdown::next(&mut signals).await;

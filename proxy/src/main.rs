@@ -105,7 +105,7 @@ fn open_files(config: &Config) {
             return;
         }
     };
-    let ktls = config.ktls != ktls::Mode::Off && config.ktls_support.available();
+    let ktls = config.kernel_tls();
     let directions = [!config.inbound.is_empty(), !config.outbound.is_empty()]
         .into_iter()
         .filter(|&d| d)
