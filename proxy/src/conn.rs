@@ -626,15 +626,22 @@ mod tests {
                 let began = std::time::Instant::now();
                 let mut tcp = connect(to, opening, Duration::from_secs(5)).await.unwrap();
                 assert!(tcp.nodelay().unwrap());
-                let accepted_early = std::future::poll_fn(|cx| {
-                    std::task::Poll::Ready(listener.poll_accept(cx).is_ready())
+                // Kept open until the count is read: closing it would send a FIN, and our
+                // ACK of it would be counted too.
+                let early = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(match listener.poll_accept(cx) {
+                        std::task::Poll::Ready(accepted) => Some(accepted.unwrap()),
+                        std::task::Poll::Pending => None,
+                    })
                 })
                 .await;
                 tcp.write_all(b"hello").await.unwrap();
                 let sent = crate::test_tcp::info(&tcp).tcpi_segs_out;
+                let accepted_early = early.is_some();
                 if !accepted_early {
                     listener.accept().await.unwrap();
                 }
+                drop(early);
                 if began.elapsed() < Duration::from_millis(150) {
                     return (sent, accepted_early);
                 }
