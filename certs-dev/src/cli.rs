@@ -27,14 +27,16 @@ struct Args {
     /// Comma-separated regions; each gets its own intermediate CA under the shared root.
     #[arg(long, env = "GEMBOK_CERTS_DEV_REGIONS", default_value = "us,eu,asia")]
     regions: String,
-    /// Comma-separated services (service account names) that get a sidecar certificate.
+    /// Comma-separated services (service account names) that get a sidecar certificate; a
+    /// service in another namespace than --namespace is written NAMESPACE/NAME.
     #[arg(
         long,
         env = "GEMBOK_CERTS_DEV_SERVICES",
         default_value = "product-catalog,payment,recommendation,auth"
     )]
     services: String,
-    /// Namespace of the services (DNS and SPIFFE SANs, Secret namespace).
+    /// Namespace of the services without one of their own (DNS and SPIFFE SANs, Secret
+    /// namespace).
     #[arg(long, env = "GEMBOK_CERTS_DEV_NAMESPACE", default_value = "ecommerce")]
     namespace: String,
     /// SPIFFE trust domain of the URI SANs.

@@ -17,9 +17,11 @@ pub const DEFAULT_SERVICES: [&str; 4] = ["product-catalog", "payment", "recommen
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub regions: Vec<String>,
-    /// Service names; the service account is assumed to have the same name (contract §4).
+    /// Service names, each `NAME` or `NAMESPACE/NAME` (a workload outside `namespace`, such as
+    /// a tracing collector); the service account is assumed to have the same name (contract §4).
     pub services: Vec<String>,
-    /// Namespace of the services (DNS SANs, SPIFFE path, Secret namespace).
+    /// Namespace of the services without one of their own (DNS SANs, SPIFFE path, Secret
+    /// namespace).
     pub namespace: String,
     /// SPIFFE trust domain: `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`.
     pub trust_domain: String,
@@ -133,6 +135,12 @@ impl Options {
         flags
     }
 
+    /// `(namespace, name)` of a `--services` item: `NAMESPACE/NAME`, or `NAME` in `namespace`.
+    pub fn service<'a>(&'a self, item: &'a str) -> (&'a str, &'a str) {
+        item.split_once('/')
+            .unwrap_or((self.namespace.as_str(), item))
+    }
+
     /// Every problem at once; empty when the options are usable.
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -160,10 +168,30 @@ impl Options {
             layout::REDIS_PROXY_DIR,
             &self.injector_service,
         ];
+        // `NAME` or `NAMESPACE/NAME`; the names are checked together (one directory each).
+        let mut service_names = Vec::new();
+        for item in &self.services {
+            match item.split('/').collect::<Vec<_>>()[..] {
+                [name] => service_names.push(name.to_owned()),
+                [namespace, name] => {
+                    if let Err(why) = check_label(namespace) {
+                        push(
+                            Field::Services,
+                            format!("service {item:?}: namespace {namespace:?} {why}"),
+                        );
+                    }
+                    service_names.push(name.to_owned());
+                }
+                _ => push(
+                    Field::Services,
+                    format!("service {item:?} is neither NAME nor NAMESPACE/NAME"),
+                ),
+            }
+        }
         check_list(
             Field::Services,
             "service",
-            &self.services,
+            &service_names,
             &reserved,
             &mut push,
         );
@@ -174,7 +202,7 @@ impl Options {
             &reserved,
             &mut push,
         );
-        for name in self.clients.iter().filter(|c| self.services.contains(c)) {
+        for name in self.clients.iter().filter(|c| service_names.contains(c)) {
             push(
                 Field::Clients,
                 format!("client {name:?} is also a service (each gets a directory of its name)"),
@@ -300,6 +328,41 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Options::default().validate(), vec![]);
+    }
+
+    #[test]
+    fn a_service_may_name_its_own_namespace() {
+        let opts = Options {
+            services: vec!["payment".into(), "monitoring/jaeger".into()],
+            ..Options::default()
+        };
+        assert_eq!(opts.validate(), vec![]);
+        assert_eq!(opts.service("payment"), ("ecommerce", "payment"));
+        assert_eq!(opts.service("monitoring/jaeger"), ("monitoring", "jaeger"));
+
+        // One directory per name, whatever the namespace; every part a DNS-1123 label.
+        let opts = Options {
+            services: vec![
+                "payment".into(),
+                "shop/payment".into(),
+                "Mon/jaeger".into(),
+                "a/b/c".into(),
+                "/x".into(),
+                "monitoring/".into(),
+            ],
+            ..Options::default()
+        };
+        let problems: Vec<String> = opts.validate().iter().map(|p| p.message.clone()).collect();
+        assert_eq!(
+            problems,
+            [
+                "service \"Mon/jaeger\": namespace \"Mon\" may contain only lowercase letters, digits and '-'",
+                "service \"a/b/c\" is neither NAME nor NAMESPACE/NAME",
+                "service \"/x\": namespace \"\" must be 1 to 63 characters long",
+                "service \"payment\" is listed twice",
+                "service \"\" must be 1 to 63 characters long",
+            ],
+        );
     }
 
     #[test]

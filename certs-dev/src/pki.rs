@@ -55,7 +55,8 @@ pub struct DevPki {
 pub struct Region {
     pub name: String,
     pub intermediate: Ca,
-    /// `(service name, leaf)` in the order of `options.services`.
+    /// `(service, leaf)` in the order of `options.services`, as written there (`NAME` or
+    /// `NAMESPACE/NAME`).
     pub services: Vec<(String, Leaf)>,
     /// Serving certificate of the admission webhook in this region's cluster.
     pub injector: Leaf,
@@ -108,9 +109,10 @@ impl Region {
 
 /// The leaf spec used for each service (exposed so tests can compare against it).
 pub fn service_spec(options: &Options, service: &str) -> LeafSpec {
+    let (namespace, service) = options.service(service);
     LeafSpec::workload(
         service,
-        &options.namespace,
+        namespace,
         &options.trust_domain,
         &options.cluster_domain,
     )

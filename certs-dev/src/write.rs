@@ -217,11 +217,12 @@ impl DevPki {
                 resources.push(file);
                 Ok::<_, WriteError>(())
             };
-            for (svc, cert) in &region.services {
+            for (item, cert) in &region.services {
+                let (namespace, svc) = opts.service(item);
                 let name = layout::secret_name(svc);
                 let meta = SecretMeta {
                     name: &name,
-                    namespace: &opts.namespace,
+                    namespace,
                     app: svc,
                     region: r,
                 };

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use gembok_certs_dev::{DevPki, Existing, Options, WriteError, layout};
 use serde_yaml_ng::Value;
 
-use common::{ensure, manifest_dir, run};
+use common::{certs, ensure, manifest_dir, run, sans};
 
 const REGIONS: [&str; 3] = ["us", "eu", "asia"];
 const SERVICES: [&str; 4] = ["product-catalog", "payment", "recommendation", "auth"];
@@ -312,6 +312,37 @@ fn secrets_decode_back_to_the_pem_files() -> Result<()> {
             .filter_map(Value::as_str)
             .collect();
         assert_eq!(resources, secrets.iter().map(String::as_str).collect());
+    }
+    Ok(())
+}
+
+/// A service in another namespace (`NAMESPACE/NAME`, e.g. a tracing collector): its Secret
+/// and its names are in that namespace, the others stay in `--namespace`.
+#[test]
+fn a_service_in_another_namespace_gets_its_secret_and_names_there() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = generate(
+        tmp.path(),
+        &["--regions=dev", "--services=payment,monitoring/jaeger"],
+    )?;
+    let k8s = layout::k8s_dir(&out, "dev");
+    for (app, ns) in [("payment", "ecommerce"), ("jaeger", "monitoring")] {
+        let doc = yaml(&k8s.join(format!("{app}-gembok-tls.yaml")))?;
+        assert_eq!(str_at(&doc, &["metadata", "namespace"]), Some(ns));
+        assert_eq!(
+            str_at(&doc, &["metadata", "labels", "app.kubernetes.io/name"]),
+            Some(app)
+        );
+        let pem = fs::read_to_string(layout::cert_dir(&out, "dev", app).join("tls.crt"))?;
+        let s = sans(&certs(&pem)?[0])?;
+        assert_eq!(
+            s.dns,
+            [
+                format!("{app}.{ns}.svc.cluster.local"),
+                format!("{app}.{ns}.svc")
+            ]
+        );
+        assert_eq!(s.uri, [format!("spiffe://cluster.local/ns/{ns}/sa/{app}")]);
     }
     Ok(())
 }
