@@ -9,6 +9,9 @@
 #[path = "manifests/support.rs"]
 mod support;
 
+#[path = "manifests/operators.rs"]
+mod operators;
+
 #[path = "manifests/layout.rs"]
 mod layout;
 
@@ -35,3 +38,6 @@ mod versions;
 
 #[path = "manifests/authz.rs"]
 mod authz;
+
+#[path = "manifests/tracing.rs"]
+mod tracing;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the DEVELOPMENT-ONLY certificate fixtures with gembok-certs-dev: one throw-away
-# root, one intermediate ("dev"), a sidecar Secret per service, the webhook's serving Secret and
+# root, one intermediate ("dev"), a sidecar Secret per service and for the Jaeger collector
+# (monitoring/jaeger, base/config/jaeger.yaml), the webhook's serving Secret and
 # Redis Enterprise's proxy Secret (certs/), and a client certificate for developers
 # (dev-client/). The root's key is thrown away. Run from anywhere inside the repository:
 #   manifests/overlays/development/regenerate-certs.sh
@@ -15,6 +16,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 (cd "$top" && cargo run --quiet -p gembok-certs-dev -- \
   --out "$tmp/pki" --regions dev --days 1825 --ca-days 3650 \
+  --services product-catalog,payment,recommendation,auth,monitoring/jaeger \
   --clients dev-client --redis-proxy-names "$redis_names")
 rm -f "$here"/certs/*.yaml
 # The generator's header names its own regeneration command; these copies are regenerated here.

@@ -211,13 +211,13 @@ fn development_fixtures_are_marked_and_name_the_script_that_regenerates_them() {
 }
 
 /// `(DNS SANs, URI SANs)` of the first certificate in a PEM text.
-fn pem_sans(pem: &[u8]) -> (Vec<String>, Vec<String>) {
+pub fn pem_sans(pem: &[u8]) -> (Vec<String>, Vec<String>) {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem).expect("PEM");
     let leaf = gembok_certwatch::LeafInfo::from_der(&pem.contents).expect("X.509");
     (leaf.dns_names, leaf.uris)
 }
 
-fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
+pub fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
     use base64::Engine as _;
     let b64 = secret["data"][key].as_str().unwrap_or_default();
     base64::engine::general_purpose::STANDARD

@@ -6,9 +6,10 @@ use std::fs;
 
 use serde_json::Value;
 
+use super::operators::{labels_of, operator_workloads};
 use super::support::*;
 
-fn istio_values(region: &str) -> Value {
+pub fn istio_values(region: &str) -> Value {
     let path = manifests_dir().join(format!("clusters/{region}/istio-values.yaml"));
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -321,62 +322,94 @@ fn webhook_registration_follows_the_contract() {
                 }),
                 || format!("{target}: {wn}: rules"),
             );
-            let obj_sel = &w["objectSelector"];
-            let opted_out = [("gembok.io/inject".to_owned(), "false".to_owned())].into();
-            f.check(!selector_matches(obj_sel, &opted_out), || {
-                format!("{target}: {wn}: the opt-out label still calls the webhook")
-            });
-            f.check(selector_matches(obj_sel, &Default::default()), || {
-                format!("{target}: {wn}: objectSelector excludes ordinary pods")
-            });
         }
-        // Which entry a namespace calls, evaluated on namespace labels: exactly one entry for an
-        // injection-enabled namespace, on the path that tells the injector whether Istio is there.
-        let matching = |labels: &std::collections::BTreeMap<String, String>| -> Vec<String> {
-            hooks
-                .iter()
-                .filter(|w| selector_matches(&w["namespaceSelector"], labels))
-                .map(|w| {
-                    w["clientConfig"]["service"]["path"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_owned()
-                })
-                .collect()
-        };
+        // Which entries a pod calls, evaluated on its namespace's labels and its own, as the API
+        // server does: exactly one entry for a pod to inject, on the path that tells the injector
+        // whether Istio is there; none for the others.
+        let matching =
+            |ns: &BTreeMap<String, String>, pod: &BTreeMap<String, String>| -> Vec<String> {
+                hooks
+                    .iter()
+                    .filter(|w| {
+                        selector_matches(&w["namespaceSelector"], ns)
+                            && selector_matches(&w["objectSelector"], pod)
+                    })
+                    .map(|w| {
+                        w["clientConfig"]["service"]["path"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned()
+                    })
+                    .collect()
+            };
+        let ordinary = BTreeMap::new();
+        let opted_out = labels_of(&[("gembok.io/inject", "false")]);
+        let opted_in = labels_of(&[("gembok.io/inject", "true")]);
         let variants: [&[(&str, &str)]; 3] = [
             &[],
             &[("istio-injection", "enabled")],
             &[("istio.io/rev", "stable")],
         ];
         for (i, extra) in variants.iter().enumerate() {
-            let mut labels = namespace_labels(&objs, "shop");
-            labels.insert("gembok-injection".into(), "enabled".into());
-            labels.extend(
-                extra
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-            );
             let want = if i == 0 { "/mutate" } else { "/mutate/istio" };
-            let got = matching(&labels);
-            f.check(got == [want], || {
-                format!("{target}: namespace labels {labels:?} call {got:?}, want [{want}]")
-            });
-            for ns in ["kube-system", "gembok-system"] {
-                let mut l = labels.clone();
-                l.insert("kubernetes.io/metadata.name".into(), ns.into());
-                f.check(matching(&l).is_empty(), || {
-                    format!("{target}: {ns} is not excluded")
+            let mut plain = namespace_labels(&objs, "shop");
+            plain.extend(labels_of(extra));
+            let mut enabled = plain.clone();
+            enabled.insert("gembok-injection".into(), "enabled".into());
+            // An enabled namespace: every pod but the opted-out ones, once.
+            for (pod, expected) in [
+                (&ordinary, vec![want]),
+                (&opted_in, vec![want]),
+                (&opted_out, vec![]),
+            ] {
+                let got = matching(&enabled, pod);
+                f.check(got == expected, || {
+                    format!("{target}: pod {pod:?} in namespace {enabled:?} calls {got:?}, want {expected:?}")
                 });
             }
+            // Any other namespace: only the pods that opt in, once.
+            for (pod, expected) in [
+                (&ordinary, vec![]),
+                (&opted_in, vec![want]),
+                (&opted_out, vec![]),
+            ] {
+                let got = matching(&plain, pod);
+                f.check(got == expected, || {
+                    format!("{target}: pod {pod:?} in namespace {plain:?} calls {got:?}, want {expected:?}")
+                });
+            }
+            for ns in ["kube-system", "gembok-system"] {
+                for base in [&enabled, &plain] {
+                    let mut l = base.clone();
+                    l.insert("kubernetes.io/metadata.name".into(), ns.into());
+                    for pod in [&ordinary, &opted_in] {
+                        f.check(matching(&l, pod).is_empty(), || {
+                            format!("{target}: {ns} is not excluded (pod {pod:?})")
+                        });
+                    }
+                }
+            }
         }
-        let ecommerce = matching(&namespace_labels(&objs, APP_NAMESPACE));
+        let ecommerce = matching(&namespace_labels(&objs, APP_NAMESPACE), &ordinary);
         f.check(ecommerce == ["/mutate/istio"], || {
             format!("{target}: ecommerce calls {ecommerce:?}")
         });
         for ns in ["monitoring", "redis", "default", "istio-system"] {
-            f.check(matching(&namespace_labels(&objs, ns)).is_empty(), || {
-                format!("{target}: {ns} calls the webhook")
+            let got = matching(&namespace_labels(&objs, ns), &ordinary);
+            f.check(got.is_empty(), || {
+                format!("{target}: {ns} calls the webhook: {got:?}")
+            });
+        }
+        // The pods an operator makes from our custom resources (the Jaeger collector).
+        let made = operator_workloads(&objs);
+        f.check(!made.is_empty(), || {
+            format!("{target}: no Jaeger collector")
+        });
+        for pod in pod_templates(&made) {
+            let ns = namespace_labels(&objs, pod.namespace());
+            let got = matching(&ns, &pod.labels());
+            f.check(got == ["/mutate"], || {
+                format!("{target}: {} calls {got:?}", id(pod.owner))
             });
         }
         // Where the CA bundle comes from.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::operators::operator_workloads;
 use super::sidecar::SCRAPE_PORTS;
 use super::support::*;
 
@@ -59,15 +60,6 @@ fn outside_pods() -> Vec<Ep> {
             &[3000],
         ),
         ep(
-            "jaeger-collector",
-            "monitoring",
-            &[
-                ("app.kubernetes.io/instance", "jaeger"),
-                ("app.kubernetes.io/component", "collector"),
-            ],
-            &[4317],
-        ),
-        ep(
             "redis-node",
             "redis",
             &[("app", "redis-enterprise"), ("redis.io/role", "node")],
@@ -94,15 +86,24 @@ fn outside_pods() -> Vec<Ep> {
     ]
 }
 
+/// The layout's pods, the operators' (the Jaeger collector, by its role: "jaeger-collector"
+/// whatever the strategy), and the ones installed otherwise.
 fn pods(objs: &[Value]) -> Vec<Ep> {
+    let made = operator_workloads(objs);
+    let ep = |p: &PodTemplate<'_>, who: String| Ep {
+        who,
+        ns: p.namespace().into(),
+        labels: p.labels(),
+        ports: p.container_ports(),
+    };
     pod_templates(objs)
         .iter()
-        .map(|p| Ep {
-            who: p.app(),
-            ns: p.namespace().into(),
-            labels: p.labels(),
-            ports: p.container_ports(),
-        })
+        .map(|p| ep(p, p.app()))
+        .chain(
+            pod_templates(&made)
+                .iter()
+                .map(|p| ep(p, "jaeger-collector".into())),
+        )
         .chain(outside_pods())
         .collect()
 }
@@ -205,7 +206,9 @@ fn port_matches(p: &Value, port: i64, proto: &str, owner: &Ep) -> bool {
 /// Declared routes of the rendered layout: (caller app, callee endpoint who, port).
 fn declared_routes(objs: &[Value]) -> Vec<(String, String, i64)> {
     let mut out = Vec::new();
+    let made = operator_workloads(objs);
     let templates = pod_templates(objs);
+    let operators = pod_templates(&made);
     for p in templates.iter().filter(|p| p.namespace() == APP_NAMESPACE) {
         let ann = p.annotations();
         for (_, host, port) in outbound_routes(
@@ -221,10 +224,14 @@ fn declared_routes(objs: &[Value]) -> Vec<(String, String, i64)> {
             } else if let Some(s) = find(objs, "Service", &ns, &svc) {
                 let sp = arr(&s["spec"]["ports"]).iter().find(|x| x["port"] == port);
                 let target = sp.and_then(|x| x["targetPort"].as_i64()).unwrap_or(port);
-                for d in templates.iter().filter(|d| {
+                let selects = |d: &&PodTemplate<'_>| {
                     d.namespace() == ns && map_selector_matches(&s["spec"]["selector"], &d.labels())
-                }) {
+                };
+                for d in templates.iter().filter(selects) {
                     out.push((p.app(), d.app(), target));
+                }
+                for _ in operators.iter().filter(selects) {
+                    out.push((p.app(), "jaeger-collector".into(), target));
                 }
             }
         }
@@ -339,8 +346,8 @@ fn every_declared_flow_is_allowed() {
             f.check(np.allowed(d, istiod, 15012, "TCP"), || {
                 format!("{target}: {svc}'s istio-proxy cannot reach istiod")
             });
-            f.check(np.allowed(d, jaeger, 4317, "TCP"), || {
-                format!("{target}: {svc} cannot send spans")
+            f.check(np.allowed(d, jaeger, 8443, "TCP"), || {
+                format!("{target}: {svc} cannot send spans (Gembok port 8443)")
             });
         }
         let injector = find_ep(&eps, "gembok-injector");
@@ -370,8 +377,8 @@ fn every_declared_flow_is_allowed() {
         f.check(np.allowed(gw, istiod, 15012, "TCP"), || {
             format!("{target}: the ingress gateway cannot reach istiod")
         });
-        f.check(np.allowed(gw, jaeger, 4317, "TCP"), || {
-            format!("{target}: the ingress gateway cannot send spans")
+        f.check(np.allowed(gw, jaeger, 8443, "TCP"), || {
+            format!("{target}: the ingress gateway cannot send spans (Gembok port 8443)")
         });
         f.check(np.allowed(istiod, &api_server, 443, "TCP"), || {
             format!("{target}: istiod cannot reach the API server")
@@ -508,6 +515,19 @@ fn nothing_undeclared_and_nothing_plaintext_reaches_the_services() {
                     || !np.side(gw, redis, port, "TCP", "Egress"),
                 || format!("{target}: the ingress gateway may connect to redis:{port}"),
             );
+        }
+        // Spans arrive over Gembok mTLS only: no pod outside monitoring reaches the collector's
+        // plaintext ports (OTLP gRPC and HTTP, Zipkin, Jaeger's gRPC and Thrift, the UI).
+        let jaeger = find_ep(&eps, "jaeger-collector");
+        for s in eps.iter().filter(|e| e.ns != "monitoring") {
+            for port in [4317, 4318, 9411, 14250, 14268, 16686] {
+                f.check(!np.side(jaeger, s, port, "TCP", "Ingress"), || {
+                    format!(
+                        "{target}: {} ({}) may reach the Jaeger collector's plaintext port {port}",
+                        s.who, s.ns
+                    )
+                });
+            }
         }
         // The injector makes no outbound connections at all.
         let injector = find_ep(&eps, "gembok-injector");

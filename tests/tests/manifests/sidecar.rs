@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use super::operators::operator_workloads;
 use super::support::*;
 
 const ADMIN_PORT: i64 = 15700;
@@ -13,7 +14,7 @@ const OUTBOUND_PORTS: std::ops::RangeInclusive<i64> = 15701..=15799;
 /// Ports that may be reached in plaintext: the apps' ops port and gembok-admin (metrics only).
 pub const SCRAPE_PORTS: [i64; 2] = [9090, ADMIN_PORT];
 
-fn proxies<'a>(p: &'a PodTemplate<'a>) -> Vec<&'a Value> {
+pub fn proxies<'a>(p: &'a PodTemplate<'a>) -> Vec<&'a Value> {
     p.all_containers()
         .filter(|c| c["name"] == PROXY_CONTAINER)
         .collect()
@@ -277,7 +278,10 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
     let declared_in_us: Vec<&Value> = of_kind(&us, "RedisEnterpriseActiveActiveDatabase").collect();
     for target in TARGETS {
         let objs = render(target);
-        let pods = pod_templates(&objs);
+        // Callees include the operators' pods (the Jaeger collector takes spans over Gembok).
+        let made = operator_workloads(&objs);
+        let mut pods = pod_templates(&objs);
+        pods.extend(pod_templates(&made));
         let mut routes = 0;
         let mut calls = BTreeSet::new();
         for p in pods.iter().filter(|p| p.namespace() == APP_NAMESPACE) {
@@ -336,6 +340,7 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
                 let Some(dst) = pods.iter().find(|d| {
                     d.namespace() == ns && map_selector_matches(&s["spec"]["selector"], &d.labels())
                 }) else {
+                    f.push(format!("{who}: the Service selects no pod"));
                     continue;
                 };
                 let dst_ann = dst.annotations();
