@@ -1,9 +1,13 @@
 //! The one accept loop, shared by inbound and outbound listeners.
 //!
-//! Per connection: take a permit (the global connection limit; accepting waits when none is
-//! left, which is the back-pressure), accept (backing off on errors such as EMFILE instead of
-//! spinning), open a span, and spawn the handler on the shutdown tracker. Accepted sockets come
-//! with `TCP_NODELAY` set, inherited from the listener.
+//! Per connection: accept (backing off on errors such as EMFILE instead of spinning), take a
+//! permit (the connection limit of the direction, shared by its listeners; when none is left the
+//! loop waits with the one socket it accepted, and the kernel queues the next ones, which is the
+//! back-pressure), open a span, and spawn the handler on the shutdown tracker. The permit comes
+//! after the accept so that an idle listener holds none: otherwise each idle listener kept one
+//! from the others, and a route whose listener started last could get none at all under a limit
+//! lower than the number of listeners. Accepted sockets come with `TCP_NODELAY` set, inherited
+//! from the listener.
 
 use std::future::Future;
 use std::io;
@@ -48,11 +52,6 @@ pub async fn serve<H: Handler>(
     // connection. Other listeners get it per connection.
     let inherited = getsockopt(&listener, sockopt::TcpNoDelay).unwrap_or(false);
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.token.cancelled() => break,
-            permit = permits.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
-        };
         let accepted = tokio::select! {
             biased;
             _ = shutdown.token.cancelled() => break,
@@ -79,6 +78,13 @@ pub async fn serve<H: Handler>(
                     _ = tokio::time::sleep(wait) => continue,
                 }
             }
+        };
+        // Waiting here holds one accepted socket; a drain that begins meanwhile closes it unserved,
+        // as it would have been in the listener's queue.
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.token.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
         };
         let span = tracing::info_span!(
             "conn",
@@ -230,6 +236,45 @@ mod tests {
         }
         shutdown.token.cancel();
         server.await.unwrap();
+    }
+
+    /// Two listeners share a limit of one connection: the one that started first and has no
+    /// traffic must not keep the only permit from the other (it did while waiting to accept).
+    #[tokio::test]
+    async fn an_idle_listener_holds_no_permit() {
+        let localhost: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let permits = Arc::new(Semaphore::new(1));
+        let shutdown = Shutdown::default();
+        let (seen, mut served) = tokio::sync::mpsc::unbounded_channel();
+        let mut addrs = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            let listener = crate::listen(localhost).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let handler = Arc::new(Nodelay {
+                metrics: ListenerMetrics::new(Direction::Inbound, addr.to_string()),
+                seen: seen.clone(),
+            });
+            addrs.push(addr);
+            servers.push(tokio::spawn(serve(
+                listener,
+                handler,
+                permits.clone(),
+                shutdown.clone(),
+            )));
+            // Let this loop reach its wait before the next starts.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(permits.available_permits(), 1, "idle loops hold permits");
+        let _client = TcpStream::connect(addrs[1]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), served.recv()).await;
+        assert_eq!(got, Ok(Some(true)), "the second listener was served");
+        shutdown.token.cancel();
+        for server in servers {
+            server.await.unwrap();
+        }
     }
 
     #[test]
