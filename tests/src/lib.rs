@@ -8,12 +8,14 @@
 //! - [`admin`]: a tiny HTTP client for admin endpoints and a Prometheus text parser;
 //! - [`traffic`]: app stand-ins and clients that move seeded random bytes and check SHA-256;
 //! - [`tls`]: a rustls client for driving inbound listeners directly;
-//! - [`openssl`]: `openssl s_client` and `s_server` as real TLS peers.
+//! - [`openssl`]: `openssl s_client` and `s_server` as real TLS peers;
+//! - [`netns`]: a network namespace of a test's own, for host settings such as `bindv6only`.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod bins;
+pub mod netns;
 pub mod openssl;
 pub mod pair;
 pub mod pki;

@@ -1304,7 +1304,9 @@ fn is_ready_only_once_a_certificate_has_loaded() -> Result<()> {
 }
 
 /// The default listen addresses, `[::]`, serve IPv4 and IPv6 clients alike (IPv6-only
-/// clusters reach the webhook too): admin and HTTPS, over 127.0.0.1 and ::1.
+/// clusters reach the webhook too): admin and HTTPS, over 127.0.0.1 and ::1. On a host whose
+/// `net.ipv6.bindv6only` is 0 this passes without the injector's own socket option; the next
+/// test sets it to 1.
 #[test]
 fn wildcard_ipv6_listeners_serve_both_families() -> Result<()> {
     let pki = Pki::new();
@@ -1327,6 +1329,40 @@ fn wildcard_ipv6_listeners_serve_both_families() -> Result<()> {
             ip.to_string()
         );
     }
+    Ok(())
+}
+
+/// Where the host makes IPv6 sockets IPv6-only by default (`net.ipv6.bindv6only = 1`) the
+/// `[::]` listeners still answer IPv4 (the injector clears `IPV6_V6ONLY` itself): the test above
+/// cannot tell on a host whose setting is 0. Run in a network namespace of its own (root only).
+#[test]
+fn wildcard_ipv6_listeners_stay_dual_stack_where_the_host_says_ipv6_only() -> Result<()> {
+    use gembok_tests::netns;
+    if !netns::available() {
+        eprintln!("skipped: needs root for a network namespace");
+        return Ok(());
+    }
+    let pki = Pki::new();
+    let dir = tempfile::tempdir()?;
+    let mut secret = SecretDir::new(dir.path());
+    let (cert, key, _) = pki.leaf();
+    secret.swap(&cert, &key)?;
+    let mut injector = netns::spawn_ipv6_only(
+        Command::new(binary())
+            .args(["serve", "--listen", "[::]:8443", "--admin", "[::]:15780"])
+            .arg("--cert-dir")
+            .arg(dir.path())
+            .args(["--proxy-image", "ghcr.io/gembok/gembok-proxy:test"])
+            .args(["--shutdown-delay", "0s"]),
+    )?;
+    let admin = netns::curl_status(&injector, "http://127.0.0.1:15780/ready", &[], "200");
+    // A GET is refused with 405, which only an answering webhook listener can say.
+    let https = netns::curl_status(&injector, "https://127.0.0.1:8443/mutate", &["-k"], "405");
+    let _ = injector.kill();
+    let out = injector.wait_with_output()?;
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(admin, "200", "no IPv4 answer on the admin [::]: {logs}");
+    assert_eq!(https, "405", "no IPv4 answer on the webhook [::]: {logs}");
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Bytes go through the sidecar pair intact, in both directions at once.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gembok_tests::traffic::Exchange;
 use rand::{Rng, SeedableRng};
@@ -353,50 +353,21 @@ async fn a_wildcard_ipv6_listener_serves_ipv4_and_ipv6_peers() {
 /// namespace of its own (root only), reached with `nsenter` and curl over IPv4.
 #[test]
 fn a_wildcard_ipv6_listener_stays_dual_stack_where_the_host_says_ipv6_only() {
-    if !Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-    {
+    use gembok_tests::netns;
+    if !netns::available() {
         eprintln!("skipped: needs root for a network namespace");
         return;
     }
     use gembok_tests::pki::{CertDir, TestPki};
     let pki = TestPki::new();
     let dir = CertDir::new(&pki.workload("server"));
-    let script = "ip link set lo up && sysctl -qw net.ipv6.bindv6only=1 && exec \"$0\" \"$@\"";
-    let mut proxy = Command::new("unshare")
-        .args(["--net", "sh", "-c", script])
-        .arg(gembok_tests::bins::proxy())
-        .args(["--cert-dir", &dir.arg(), "--admin", "[::]:15700"])
-        .args(["--inbound", "[::]:8443=127.0.0.1:9"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = proxy.id().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let answer = loop {
-        let out = Command::new("nsenter")
-            .args([
-                "-t",
-                &pid,
-                "-n",
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg("http://127.0.0.1:15700/ready")
-            .output()
-            .unwrap();
-        let code = String::from_utf8_lossy(&out.stdout).into_owned();
-        if code == "200" || Instant::now() > deadline {
-            break code;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut proxy = netns::spawn_ipv6_only(
+        Command::new(gembok_tests::bins::proxy())
+            .args(["--cert-dir", &dir.arg(), "--admin", "[::]:15700"])
+            .args(["--inbound", "[::]:8443=127.0.0.1:9"]),
+    )
+    .unwrap();
+    let answer = netns::curl_status(&proxy, "http://127.0.0.1:15700/ready", &[], "200");
     let _ = proxy.kill();
     let out = proxy.wait_with_output().unwrap();
     assert_eq!(
