@@ -433,6 +433,11 @@ impl Shape {
                 Some(prior) if prior != word => format!("{flag}: cannot be used with {prior}"),
                 _ => format!("{flag}: given more than once"),
             },
+            // `--switch=value`: a switch takes none.
+            ErrorKind::TooManyValues => {
+                let value = context(ContextKind::InvalidValue).unwrap_or_default();
+                format!("{named}: takes no value (got `{value}`)")
+            }
             ErrorKind::MissingRequiredArgument => format!("{word}: required"),
             ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                 format!("a subcommand is needed: {}", self.subcommands.join(", "))

@@ -157,6 +157,17 @@ fn a_flag_given_twice_and_a_stray_word_are_named() {
 }
 
 #[test]
+fn a_value_given_to_a_switch_is_named() {
+    assert_eq!(
+        problems(&["--force=maybe", "--bogus"]),
+        [
+            "--force: takes no value (got `maybe`)",
+            "--bogus: unknown flag"
+        ]
+    );
+}
+
+#[test]
 fn help_and_version_are_information() {
     for flag in ["--help", "--version"] {
         assert!(matches!(
