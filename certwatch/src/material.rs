@@ -47,6 +47,8 @@ pub struct LeafInfo {
     /// Serial number, lower-case hex without separators.
     pub serial: String,
     pub subject: String,
+    /// The subject's first common name, if it has one.
+    pub common_name: Option<String>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub dns_names: Vec<String>,
@@ -77,6 +79,12 @@ impl LeafInfo {
                 .map(|b| format!("{b:02x}"))
                 .collect(),
             subject: cert.subject().to_string(),
+            common_name: cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned),
             not_before: to_system_time(validity.not_before.timestamp()),
             not_after: to_system_time(validity.not_after.timestamp()),
             dns_names,

@@ -162,6 +162,7 @@ mod tests {
         LeafInfo {
             serial: "01".into(),
             subject: String::new(),
+            common_name: None,
             not_before: SystemTime::UNIX_EPOCH,
             not_after: SystemTime::UNIX_EPOCH,
             dns_names: dns.iter().map(|s| s.to_string()).collect(),

@@ -98,12 +98,14 @@ impl std::str::FromStr for SidecarMode {
     }
 }
 
-/// `TLSPORT=APPPORT[,allow-san=PATTERN]...`: mTLS in on TLSPORT, plaintext to the app.
+/// `TLSPORT=APPPORT[,allow-san=PATTERN]...[,proxy-protocol=v2]`: mTLS in on TLSPORT, plaintext
+/// to the app (preceded by a PROXY protocol v2 header that names the caller, when asked for).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboundMapping {
     pub tls_port: u16,
     pub app_port: u16,
     pub allow_sans: Vec<String>,
+    pub proxy_protocol: bool,
 }
 
 /// `LOCALPORT=HOST:PORT[,server-name=NAME][,alpn=PROTO]`: plaintext in on loopback, mTLS out.
@@ -368,7 +370,7 @@ fn parse_inbound(entry: &str) -> Result<InboundMapping, String> {
     let head = parts.next().unwrap_or_default();
     let (tls, app) = head
         .split_once('=')
-        .ok_or("expected TLSPORT=APPPORT[,allow-san=PATTERN]...")?;
+        .ok_or("expected TLSPORT=APPPORT[,allow-san=PATTERN]...[,proxy-protocol=v2]")?;
     let tls_port = parse_port("TLSPORT", tls)?;
     let app_port = parse_port("APPPORT", app)?;
     if tls_port == app_port {
@@ -377,15 +379,22 @@ fn parse_inbound(entry: &str) -> Result<InboundMapping, String> {
         ));
     }
     let mut allow_sans = Vec::new();
+    let mut proxy_protocol = false;
     for option in parts {
         match option.split_once('=') {
             Some(("allow-san", pattern)) => {
                 check_san_pattern(pattern)?;
                 allow_sans.push(pattern.to_owned());
             }
+            Some(("proxy-protocol", "v2")) => proxy_protocol = true,
+            Some(("proxy-protocol", other)) => {
+                return Err(format!(
+                    "proxy-protocol {other:?} is not supported (only v2, the binary form)"
+                ));
+            }
             _ => {
                 return Err(format!(
-                    "unknown option {option:?} (known: allow-san=PATTERN)"
+                    "unknown option {option:?} (known: allow-san=PATTERN, proxy-protocol=v2)"
                 ));
             }
         }
@@ -394,6 +403,7 @@ fn parse_inbound(entry: &str) -> Result<InboundMapping, String> {
         tls_port,
         app_port,
         allow_sans,
+        proxy_protocol,
     })
 }
 
@@ -596,7 +606,7 @@ mod tests {
         let parsed = parse(&annotations(&[
             (
                 INBOUND,
-                "8443=8080,allow-san=spiffe://cluster.local/ns/a/sa/*; 9443=9090",
+                "8443=8080,allow-san=spiffe://cluster.local/ns/a/sa/*; 9443=9090,proxy-protocol=v2",
             ),
             (
                 OUTBOUND,
@@ -609,7 +619,18 @@ mod tests {
             parsed.settings.inbound[0].allow_sans,
             ["spiffe://cluster.local/ns/a/sa/*"]
         );
+        assert!(!parsed.settings.inbound[0].proxy_protocol);
         assert_eq!(parsed.settings.inbound[1].app_port, 9090);
+        assert!(parsed.settings.inbound[1].proxy_protocol);
+        let refused = parse(&annotations(&[(INBOUND, "8443=8080,proxy-protocol=v1")]));
+        assert!(
+            refused
+                .errors
+                .iter()
+                .any(|e| e.to_string().contains("only v2")),
+            "{:?}",
+            refused.errors
+        );
         let route = &parsed.settings.outbound[0];
         assert_eq!(
             (route.local_port, route.host.as_str(), route.port),

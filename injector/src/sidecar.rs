@@ -97,7 +97,8 @@ pub fn tls_port_name(index: usize) -> String {
     format!("gembok-tls-{}", index + 1)
 }
 
-/// `GEMBOK_INBOUND`: `[::]:TLSPORT=127.0.0.1:APPPORT[,allow-san=P]...` joined by `;`. `[::]`
+/// `GEMBOK_INBOUND`: `[::]:TLSPORT=127.0.0.1:APPPORT[,allow-san=P]...[,proxy-protocol=v2]`
+/// joined by `;`. `[::]`
 /// serves IPv4 and IPv6 peers alike, so single-stack IPv6 pods are reachable too (the proxy
 /// falls back to `0.0.0.0` where the kernel has no IPv6).
 pub fn inbound_env(inbound: &[InboundMapping]) -> String {
@@ -108,6 +109,9 @@ pub fn inbound_env(inbound: &[InboundMapping]) -> String {
             for san in &m.allow_sans {
                 entry.push_str(",allow-san=");
                 entry.push_str(san);
+            }
+            if m.proxy_protocol {
+                entry.push_str(",proxy-protocol=v2");
             }
             entry
         })
@@ -358,16 +362,18 @@ mod tests {
                 tls_port: 8443,
                 app_port: 8080,
                 allow_sans: vec!["a".into(), "b".into()],
+                proxy_protocol: false,
             },
             InboundMapping {
                 tls_port: 9443,
                 app_port: 9090,
                 allow_sans: vec![],
+                proxy_protocol: true,
             },
         ];
         assert_eq!(
             inbound_env(&inbound),
-            "[::]:8443=127.0.0.1:8080,allow-san=a,allow-san=b;[::]:9443=127.0.0.1:9090"
+            "[::]:8443=127.0.0.1:8080,allow-san=a,allow-san=b;[::]:9443=127.0.0.1:9090,proxy-protocol=v2"
         );
         let outbound = vec![OutboundRoute {
             local_port: 15701,

@@ -308,8 +308,13 @@ pub fn explain(report: &Report) -> String {
                 } else {
                     m.allow_sans.join(", ")
                 };
+                let header = if m.proxy_protocol {
+                    ", PROXY protocol v2 header first"
+                } else {
+                    ""
+                };
                 out.push_str(&format!(
-                    "  inbound  mTLS :{} -> app 127.0.0.1:{} (peers: {sans})\n",
+                    "  inbound  mTLS :{} -> app 127.0.0.1:{} (peers: {sans}{header})\n",
                     m.tls_port, m.app_port
                 ));
             }

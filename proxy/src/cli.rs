@@ -49,8 +49,10 @@ pub enum Command {
 #[derive(Debug, ClapArgs)]
 pub struct ProxyArgs {
     /// Accept mTLS on LISTEN and forward plaintext to TARGET on this host:
-    /// LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]... A PATTERN is a DNS name or a URI
-    /// (spiffe://...) where `*` stands for one whole label or path segment.
+    /// LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...[,proxy-protocol=v2]. A PATTERN is a
+    /// DNS name or a URI (spiffe://...) where `*` stands for one whole label or path segment.
+    /// proxy-protocol=v2 sends the app a PROXY protocol v2 header first: the client's address
+    /// and its verified identity (SPIFFE ID in type 0xE0, TLS details in PP2_TYPE_SSL).
     #[arg(
         long,
         env = "GEMBOK_INBOUND",

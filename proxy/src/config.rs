@@ -49,7 +49,7 @@ pub struct Config {
     pub record_layer: crate::records::Choice,
 }
 
-/// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
+/// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...[,proxy-protocol=v2]`
 #[derive(Debug, Clone)]
 pub struct InboundRoute {
     pub listen: SocketAddr,
@@ -59,6 +59,9 @@ pub struct InboundRoute {
     pub allow_san: Vec<SanPattern>,
     /// Empty: use `--alpn`.
     pub alpn: Vec<Vec<u8>>,
+    /// Tell the app who is calling: a PROXY protocol v2 header before the client's first byte
+    /// (`crate::proxy_protocol`).
+    pub proxy_protocol: bool,
 }
 
 /// `--outbound LISTEN=HOST:PORT[,server-name=NAME][,alpn=PROTO]...`
@@ -451,7 +454,7 @@ fn check_targets_are_not_own_listeners(
 
 // === route specs ===
 
-/// `LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...`
+/// `LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...[,proxy-protocol=v2]`
 pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
     let (listen, target, options) = split_spec(spec)?;
     let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
@@ -466,6 +469,7 @@ pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
         target,
         allow_san: Vec::new(),
         alpn: Vec::new(),
+        proxy_protocol: false,
     };
     for (key, value) in options {
         match key {
@@ -475,9 +479,15 @@ pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
             "alpn" => route
                 .alpn
                 .push(parse_alpn(value).map_err(|e| format!("`{spec}`: {e}"))?),
+            "proxy-protocol" if value == "v2" => route.proxy_protocol = true,
+            "proxy-protocol" => {
+                return Err(format!(
+                    "`{spec}`: proxy-protocol `{value}` is not supported (only v2, the binary form)"
+                ));
+            }
             other => {
                 return Err(format!(
-                    "`{spec}`: unknown option `{other}` (expected allow-san or alpn)"
+                    "`{spec}`: unknown option `{other}` (expected allow-san, alpn or proxy-protocol)"
                 ));
             }
         }

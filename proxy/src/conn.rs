@@ -42,12 +42,17 @@ impl ConnectError {
         match self {
             ConnectError::Timeout(_) => "timeout",
             ConnectError::Resolve(..) | ConnectError::NoAddress(_) => "resolve",
-            ConnectError::Io { source, .. } => match source.kind() {
-                io::ErrorKind::ConnectionRefused => "refused",
-                io::ErrorKind::ConnectionReset => "reset",
-                _ => "other",
-            },
+            ConnectError::Io { source, .. } => io_failure_reason(source),
         }
+    }
+}
+
+/// The `reason` label of a failed exchange with the upstream: refused, reset or other.
+pub fn io_failure_reason(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::ConnectionReset => "reset",
+        _ => "other",
     }
 }
 

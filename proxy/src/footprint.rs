@@ -68,6 +68,7 @@ async fn a_connection_task_holds_little_before_it_allocates() {
             target: local,
             allow_san: Vec::new(),
             alpn: Vec::new(),
+            proxy_protocol: false,
         },
         index: 0,
         certs: certs.clone(),

@@ -4,7 +4,8 @@
 //! 1. snapshot the current TLS configs (one per certificate generation);
 //! 2. TLS handshake with the peer, under the handshake timeout (client certificate required by
 //!    default, and its SANs checked against `allow-san` inside the handshake);
-//! 3. connect to the app, under the connect timeout;
+//! 3. connect to the app, under the connect timeout (and with `proxy-protocol=v2`, tell it who
+//!    is calling: a PROXY protocol header before the client's first byte);
 //! 4. hand the connection to the kernel (kTLS) when it can take it, and forward both ways until
 //!    both sides are done;
 //! 5. close the way forwarding ended, and count it.
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gembok_certwatch::Reloadable;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,7 @@ use crate::conn::{self, Opening, PeerStream};
 use crate::forward::Settings;
 use crate::ktls::{self, Kernel, RecordAligned};
 use crate::metrics::ListenerMetrics;
+use crate::proxy_protocol;
 use crate::records;
 use crate::resolve::Resolver;
 use crate::serve::Handler;
@@ -106,13 +109,13 @@ impl Handler for Inbound {
         // 3. The app. The client's first bytes nearly always come with its Finished: written
         //    to the app as soon as it is connected, they take TCP's last ACK along.
         let target = self.route.target;
-        let opening = if client_spoke(&mut peer) {
+        let opening = if self.route.proxy_protocol || client_spoke(&mut peer) {
             Opening::WeWriteFirst
         } else {
             Opening::EitherSide
         };
         let connect = conn::connect(&self.app, opening, self.limits.connect_timeout);
-        let app = match abort.run_until_cancelled(connect).await {
+        let mut app = match abort.run_until_cancelled(connect).await {
             None => {
                 tracing::info!(
                     "drain grace period over while connecting to the app; resetting the peer"
@@ -128,6 +131,22 @@ impl Handler for Inbound {
                 return "upstream_failed";
             }
         };
+        if self.route.proxy_protocol {
+            let tcp = peer.tcp();
+            let (Ok(client), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
+                conn::reset(peer.tcp());
+                conn::reset(&app);
+                return "reset";
+            };
+            let header = proxy_protocol::header(client, local, peer.get_ref().1);
+            // A fresh socket's buffer takes these few hundred bytes at once.
+            if let Err(e) = app.write_all(&header).await {
+                self.metrics.upstream_failed(conn::io_failure_reason(&e));
+                tracing::warn!(app = %target, error = %e, "cannot write the PROXY header to the app; resetting the peer");
+                conn::reset(peer.tcp());
+                return "upstream_failed";
+            }
+        }
 
         // 4. and 5. Forward, then close.
         let takers = conn::Takers {

@@ -45,6 +45,7 @@ pub mod math;
 pub mod metrics;
 pub mod outbound;
 pub mod post_handshake;
+pub mod proxy_protocol;
 pub mod reads;
 pub mod records;
 pub mod resolve;

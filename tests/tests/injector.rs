@@ -1752,7 +1752,7 @@ fn the_proxy_takes_the_routes_and_log_filter_the_injector_writes() -> Result<()>
     let (code, injected, stderr) = inject(&[
         (
             "gembok.io/inbound",
-            "8443=8080,allow-san=spiffe://td/ns/*/sa/a;9443=9090",
+            "8443=8080,allow-san=spiffe://td/ns/*/sa/a;9443=9090,proxy-protocol=v2",
         ),
         ("gembok.io/allowed-sans", "*.shop.svc.cluster.local"),
         (

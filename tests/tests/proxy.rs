@@ -16,6 +16,8 @@ mod lifecycle;
 mod limits;
 #[path = "proxy/opening.rs"]
 mod opening;
+#[path = "proxy/proxy_protocol.rs"]
+mod proxy_protocol;
 #[path = "proxy/records.rs"]
 mod records;
 #[path = "proxy/rejections.rs"]

@@ -257,3 +257,18 @@ fn the_drain_delay_is_part_of_the_grace_period() {
         "{err}"
     );
 }
+
+#[test]
+fn proxy_protocol_is_v2_on_inbound_routes_only() {
+    let route = parse_inbound("0.0.0.0:8443=127.0.0.1:8080,proxy-protocol=v2").unwrap();
+    assert!(route.proxy_protocol);
+    assert!(
+        !parse_inbound("0.0.0.0:8443=127.0.0.1:8080")
+            .unwrap()
+            .proxy_protocol
+    );
+    let e = parse_inbound("0.0.0.0:8443=127.0.0.1:8080,proxy-protocol=v1").unwrap_err();
+    assert!(e.contains("only v2"), "{e}");
+    let e = parse_outbound("127.0.0.1:15701=auth:8443,proxy-protocol=v2").unwrap_err();
+    assert!(e.contains("unknown option `proxy-protocol`"), "{e}");
+}
