@@ -82,6 +82,17 @@ pub fn operator_workloads(objs: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// [`operator_workloads`] after the real injector, configured like the layout's (`objs`).
+pub fn injected_operator_workloads(objs: &[Value]) -> anyhow::Result<Vec<Value>> {
+    let settings = injector_settings(objs);
+    let mut out = Vec::new();
+    for workload in operator_workloads(objs) {
+        let text = serde_json::to_string(&workload)?;
+        out.extend(parse_docs(&inject_text_with(&text, &[], &settings)?)?);
+    }
+    Ok(out)
+}
+
 /// Jaeger's nested `options` as the operator passes them: `--a.b.c=value`.
 fn flags(prefix: &str, options: &Value, out: &mut Vec<String>) {
     match options {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::layout::{pem_sans, secret_data};
 use super::mesh::istio_values;
-use super::operators::{arg, operator_workloads};
+use super::operators::{arg, injected_operator_workloads, operator_workloads};
 use super::sidecar::proxies;
 use super::support::*;
 
@@ -70,9 +70,7 @@ fn the_jaeger_collector_takes_spans_through_its_own_sidecar() {
         });
 
         // The real injector gives it a sidecar whose inbound hands spans to that port.
-        let settings = injector_settings(&objs);
-        let text = serde_json::to_string(&made[0]).unwrap();
-        let injected = match inject_text_with(&text, &[], &settings).and_then(|t| parse_docs(&t)) {
+        let injected = match injected_operator_workloads(&objs) {
             Ok(docs) => docs,
             Err(e) => {
                 f.push(format!("{target}: injecting the collector: {e:#}"));

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::operators::operator_workloads;
+use super::operators::{injected_operator_workloads, operator_workloads};
 use super::support::*;
 
 /// Secrets that no manifest can produce because they hold credentials or key material that is
@@ -260,9 +260,13 @@ fn adapter_metric_names(config: &str) -> BTreeSet<String> {
 fn monitors_select_existing_services_pods_and_ports() {
     let mut f = Failures::default();
     for target in TARGETS {
-        // Pod monitors scrape the sidecar's gembok-admin port, which exists after injection.
+        // Pod monitors scrape the sidecar's gembok-admin port, which exists after injection
+        // (the operators' pods too: the Jaeger collector has a sidecar).
         let objs = injected(target);
-        let pods = pod_templates(&objs);
+        let made = injected_operator_workloads(&objs).unwrap_or_else(|e| panic!("{target}: {e:#}"));
+        let mut pods = pod_templates(&objs);
+        pods.extend(pod_templates(&made));
+        let mut scraped = std::collections::BTreeSet::new();
         let services: Vec<Value> = of_kind(&objs, "Service")
             .cloned()
             .chain(operator_services(&objs))
@@ -291,32 +295,41 @@ fn monitors_select_existing_services_pods_and_ports() {
             let nss = selected_namespaces(&pm["spec"]["namespaceSelector"], namespace(pm));
             for ep in arr(&pm["spec"]["podMetricsEndpoints"]) {
                 let port = ep["port"].as_str().unwrap_or("");
-                let hits = pods
+                let hits: Vec<String> = pods
                     .iter()
                     .filter(|p| {
                         nss.contains(p.namespace())
                             && selector_matches(&pm["spec"]["selector"], &p.labels())
                             && p.container_ports().iter().any(|(n, _)| n == port)
                     })
-                    .count();
-                f.check(hits > 0, || {
+                    .map(|p| id(p.owner))
+                    .collect();
+                f.check(!hits.is_empty(), || {
                     format!("{target}: {} finds no pod with port {port:?}", id(pm))
                 });
                 if port == "gembok-admin" {
-                    // Every injected ecommerce workload is scraped.
-                    let expected = pods
-                        .iter()
-                        .filter(|p| p.namespace() == APP_NAMESPACE)
-                        .count();
-                    f.check(hits == expected, || {
-                        format!(
-                            "{target}: {} scrapes {hits} of {expected} ecommerce workloads",
-                            id(pm)
-                        )
-                    });
+                    scraped.extend(hits);
                 }
             }
         }
+        // Every sidecar is scraped: each ecommerce workload and every other injected pod.
+        for p in &pods {
+            let sidecar = p.container_ports().iter().any(|(n, _)| n == "gembok-admin");
+            f.check(!sidecar || scraped.contains(&id(p.owner)), || {
+                format!(
+                    "{target}: no PodMonitor scrapes the sidecar of {}",
+                    id(p.owner)
+                )
+            });
+            f.check(p.namespace() != APP_NAMESPACE || sidecar, || {
+                format!("{target}: {} has no sidecar admin port", id(p.owner))
+            });
+        }
+        f.check(
+            pods.iter()
+                .any(|p| p.namespace() == "monitoring" && scraped.contains(&id(p.owner))),
+            || format!("{target}: the Jaeger collector's sidecar is not scraped"),
+        );
         f.check(monitors >= 3, || {
             format!("{target}: only {monitors} monitors")
         });
