@@ -287,7 +287,7 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
             LogFormat::Text
         }
     };
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+    if let Err(e) = args.log.parse::<tracing_subscriber::filter::Targets>() {
         errors.push(format!(
             "--log: {:?} is not a level or filter directive: {e}",
             args.log

@@ -40,12 +40,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::new(&log.filter);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::prelude::*;
+    // Checked with the rest of the configuration; levels per target, as the proxy's --log.
+    let filter: tracing_subscriber::filter::Targets = log.filter.parse().unwrap_or_else(|_| {
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
 }

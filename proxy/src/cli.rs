@@ -98,7 +98,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "GEMBOK_INBOUND_CLIENT_AUTH", default_value = "required")]
     pub inbound_client_auth: String,
 
-    /// Log level or tracing filter directive (e.g. `info`, `gembok_proxy=debug,info`).
+    /// Log level, or levels per target (e.g. `info`, `warn,gembok_proxy::conn=debug`).
     #[arg(long, env = "GEMBOK_LOG", default_value = "info")]
     pub log: String,
     /// Log format: text or json.

@@ -217,7 +217,9 @@ impl Config {
                 other => Err(format!("`{other}` is not one of text, json")),
             },
         );
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+        // Levels per target (`warn,gembok_proxy::conn=debug`): tracing's `Targets`, as main.rs
+        // and the injector's check of gembok.io/log-level read it.
+        if let Err(e) = args.log.parse::<tracing_subscriber::filter::Targets>() {
             p.push("log", format!("`{}`: {e}", args.log));
         }
         let handshake_timeout =

@@ -128,19 +128,22 @@ fn open_files(config: &Config) {
 }
 
 fn init_tracing(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::new(&log.filter);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::prelude::*;
+    // Checked with the rest of the configuration; levels per target, applied to every event.
+    let filter: tracing_subscriber::filter::Targets = log.filter.parse().unwrap_or_else(|_| {
+        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if log.json {
-        builder
+        let json = fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
-            .init();
+            .with_span_list(false);
+        registry.with(json).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
 }
 
