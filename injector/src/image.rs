@@ -79,13 +79,18 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `host[:port]`: DNS labels, an IPv4 address, or an IPv6 address in brackets.
+/// `host[:port]`: DNS labels, an IPv4 address, or an IPv6 address in brackets written in hex
+/// digits and colons only, as distribution's grammar has it (`[::ffff:10.0.0.1]`, IPv4 inside
+/// IPv6, parses as an address but is not a registry a runtime pulls from).
 fn check_registry(registry: &str) -> Result<(), String> {
     let bad =
         || format!("the registry `{registry}` is not a host name or address with an optional port");
     let (host, port) = match registry.strip_prefix('[') {
         Some(bracketed) => {
             let (ip, after) = bracketed.split_once(']').ok_or_else(bad)?;
+            if !ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+                return Err(bad());
+            }
             ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
             match after {
                 "" => (None, None),
@@ -238,6 +243,7 @@ mod tests {
             ("ghcr-.io/gembok/proxy", "registry"),
             ("ghcr.io:http/gembok/proxy", "registry"),
             ("[fd00::1/gembok/proxy", "registry"),
+            ("[::ffff:10.0.0.1]:5000/gembok/proxy", "registry"),
             (&long_name, "longer than 255"),
             ("ghcr.io/", "empty part"),
             (":0.1.0", "no repository"),

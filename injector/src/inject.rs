@@ -659,10 +659,17 @@ fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
             ));
         }
     }
+    // The app's port may be a native sidecar's (an init container with restartPolicy Always).
+    let serving = || {
+        spec.containers.iter().chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always")),
+        )
+    };
     for m in &plan.inbound {
-        let udp_only = spec
-            .containers
-            .iter()
+        let udp_only = serving()
             .flat_map(|c| c.ports.iter().flatten())
             .fold(None, |acc, p| {
                 if p.container_port != i32::from(m.app_port) {
@@ -801,6 +808,30 @@ mod tests {
             "ports": [{"containerPort": 15700, "protocol": "UDP"}]}]});
         let decision = decide(&pod(&[(INBOUND, "8443=8080")], &[], udp));
         assert!(matches!(decision, Decision::Inject { .. }), "{decision:?}");
+    }
+
+    /// An APPPORT that only a native sidecar declares, as UDP only, is warned about like an app
+    /// container's; an ordinary init container (it has exited before the proxy forwards) is not
+    /// where the app listens.
+    #[test]
+    fn a_udp_only_port_of_a_native_sidecar_is_warned_about() {
+        let warnings = |restart: Option<&str>| {
+            let mut init = json!({"name": "dns", "image": "dns:1",
+                "ports": [{"containerPort": 5353, "protocol": "UDP"}]});
+            if let Some(policy) = restart {
+                init["restartPolicy"] = json!(policy);
+            }
+            let spec = json!({"initContainers": [init]});
+            inject(
+                &pod(&[(INBOUND, "8443=5353")], &[], spec),
+                &InjectorConfig::default(),
+                &Context::default(),
+            )
+            .warnings
+        };
+        let udp = "APPPORT 5353 is declared as UDP only; the proxy forwards TCP";
+        assert!(warnings(Some("Always")).iter().any(|w| w == udp));
+        assert!(!warnings(None).iter().any(|w| w == udp));
     }
 
     /// Object names have no 63-character limit per part: the default Secret of a ServiceAccount
