@@ -40,16 +40,23 @@ fn parse(bytes: &[u8]) -> (SocketAddr, SocketAddr, Vec<(u8, Vec<u8>)>) {
     (src, dst, fields)
 }
 
-#[tokio::test]
-async fn the_app_learns_the_callers_address_and_identity_before_its_first_byte() {
+/// An app listener, an inbound proxy in front of it with `options`, and a client certified as
+/// "client" (the certificate directory must outlive the proxy).
+async fn setup(options: &str) -> (TcpListener, Proxy, Client, CertDir) {
     let pki = TestPki::new();
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dir = CertDir::new(&pki.workload("server"));
     let proxy = Proxy::builder()
         .cert_dir(&dir)
-        .inbound(app.local_addr().unwrap(), ",proxy-protocol=v2")
+        .inbound(app.local_addr().unwrap(), options)
         .start();
     let client = Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    (app, proxy, client, dir)
+}
+
+#[tokio::test]
+async fn the_app_learns_the_callers_address_and_identity_before_its_first_byte() {
+    let (app, proxy, client, _dir) = setup(",proxy-protocol=v2").await;
     for round in 0..2 {
         // The second connection resumes the first one's session: the certificate is the
         // session's, not presented again, and the header says so.
@@ -100,14 +107,7 @@ async fn the_app_learns_the_callers_address_and_identity_before_its_first_byte()
 /// Without the option the app gets the client's bytes and nothing else.
 #[tokio::test]
 async fn without_the_option_the_app_gets_only_the_clients_bytes() {
-    let pki = TestPki::new();
-    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dir = CertDir::new(&pki.workload("server"));
-    let proxy = Proxy::builder()
-        .cert_dir(&dir)
-        .inbound(app.local_addr().unwrap(), "")
-        .start();
-    let client = Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    let (app, proxy, client, _dir) = setup("").await;
     let mut tls = client
         .connect(proxy.inbound[0], &dns_name("server"))
         .await
