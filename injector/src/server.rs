@@ -101,30 +101,11 @@ pub fn run_blocking(config: ServeConfig) -> Result<(), ServeError> {
     })
 }
 
-/// Listens on `addr`. `[::]` (the default) takes IPv4 and IPv6 clients alike, with
-/// `IPV6_V6ONLY` off whatever `net.ipv6.bindv6only` says, so the API server reaches the webhook
-/// in IPv4, IPv6 and dual-stack clusters; where the kernel has no IPv6 at all it listens on
-/// `0.0.0.0` instead (as gembok-proxy does).
+/// Listens on `addr`. `[::]` (the default) takes IPv4 and IPv6 clients alike, so the API server
+/// reaches the webhook in IPv4, IPv6 and dual-stack clusters ([`gembok_net::listen`], as
+/// gembok-proxy's listeners).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(v6) => match tokio::net::TcpSocket::new_v6() {
-            Ok(socket) => {
-                if v6.ip().is_unspecified() {
-                    socket2::SockRef::from(&socket).set_only_v6(false)?;
-                }
-                socket
-            }
-            Err(e) if v6.ip().is_unspecified() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                warn!(listen = %addr, "this kernel has no IPv6; listening on IPv4 only");
-                return listen(SocketAddr::from(([0, 0, 0, 0], addr.port())));
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    gembok_net::listen(addr, 1024, false)
 }
 
 /// Serves on already-bound listeners until the first of `signals`, then drains; a second signal

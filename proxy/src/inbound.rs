@@ -134,7 +134,7 @@ impl Handler for Inbound {
         if self.route.proxy_protocol {
             let tcp = peer.tcp();
             let (Ok(client), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
-                conn::reset(peer.tcp());
+                conn::reset(tcp);
                 conn::reset(&app);
                 return "reset";
             };

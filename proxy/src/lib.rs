@@ -146,39 +146,10 @@ impl Listeners {
     }
 }
 
-/// Binds a listening socket with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as tokio does), and
-/// TCP_NODELAY, which every accepted socket inherits (see `serve`).
-///
-/// `[::]` listens on IPv6 and IPv4 alike (`IPV6_V6ONLY` off, whatever the host's
-/// `net.ipv6.bindv6only`), so one address serves single-stack IPv4, single-stack IPv6 and
-/// dual-stack pods; where the kernel has no IPv6 at all (booted with `ipv6.disable=1`) it
-/// listens on `0.0.0.0` instead.
+/// Binds a listening socket with [`LISTEN_BACKLOG`] and TCP_NODELAY, which every accepted
+/// socket inherits (see `serve`); `[::]` is dual-stack ([`gembok_net::listen`]).
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(v6) => match tokio::net::TcpSocket::new_v6() {
-            Ok(socket) => {
-                if v6.ip().is_unspecified() {
-                    socket2::SockRef::from(&socket).set_only_v6(false)?;
-                }
-                socket
-            }
-            Err(e) if v6.ip().is_unspecified() && no_ipv6(&e) => {
-                tracing::warn!(listen = %addr, "this kernel has no IPv6; listening on IPv4 only");
-                return listen(SocketAddr::from(([0, 0, 0, 0], addr.port())));
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Whether creating an IPv6 socket failed because the kernel has no IPv6.
-fn no_ipv6(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+    gembok_net::listen(addr, LISTEN_BACKLOG, true)
 }
 
 /// Serves until the first of `signals` (or `POST /shutdown` on the admin listener), then drains
@@ -363,9 +334,13 @@ async fn wait_and_drain(
     health.draining.store(true, Ordering::Release);
     // Connections open: the tracker also holds one accept loop per listener until they stop.
     let listeners = config.inbound.len() + config.outbound.len();
-    let open = || match stop.token.is_cancelled() {
-        true => stop.tracker.len(),
-        false => stop.tracker.len().saturating_sub(listeners),
+    let open = || {
+        let tracked = stop.tracker.len();
+        if stop.token.is_cancelled() {
+            tracked
+        } else {
+            tracked.saturating_sub(listeners)
+        }
     };
     // A second signal: whoever sent it does not want to wait out the grace period.
     let second_signal = |name: &'static str, open: usize| {

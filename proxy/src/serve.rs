@@ -262,10 +262,9 @@ mod tests {
                 permits.clone(),
                 shutdown.clone(),
             )));
-            // Let this loop reach its wait before the next starts.
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
-            }
+            // `tokio::test` runs one thread: a yield lets this loop run until it waits, so the
+            // loops start in order and the first one waits before the second exists.
+            tokio::task::yield_now().await;
         }
         assert_eq!(permits.available_permits(), 1, "idle loops hold permits");
         let _client = TcpStream::connect(addrs[1]).await.unwrap();

@@ -41,7 +41,7 @@ fn provider() -> (String, i64) {
     )
 }
 
-/// The Service `host` names and the pods it selects among the operators' workloads.
+/// The Service that `host` (`<service>.<namespace>.svc...`) names.
 fn collector_service<'a>(objs: &'a [Value], host: &str) -> Option<&'a Value> {
     let (svc, ns) = service_host(host)?;
     find(objs, "Service", &ns, &svc)
