@@ -185,7 +185,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         KTLS_CLOSES,
-        "kTLS connections ended by a control record or a key limit, by direction, listener and reason (alert, key_update, rekey_failed, malformed, unexpected_record, record_limit)."
+        "kTLS connections ended by a control record, a record the kernel could not open or a key limit, by direction, listener and reason (alert, bad_record_mac, bad_record, key_update, rekey_failed, malformed, unexpected_record, record_limit)."
     );
     metrics::describe_counter!(
         KTLS_KEY_UPDATES,

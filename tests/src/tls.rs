@@ -90,3 +90,73 @@ impl Client {
         Ok((tls, tcp))
     }
 }
+
+/// A record no TLS stack would send: an application-data header claiming `len` bytes, followed
+/// by `body` (random bytes cannot authenticate under any key).
+pub fn forged_record(len: u16, body: &[u8]) -> Vec<u8> {
+    let mut record = vec![23, 3, 3];
+    record.extend_from_slice(&len.to_be_bytes());
+    record.extend_from_slice(body);
+    record
+}
+
+/// What a forged record did to an inbound connection.
+#[derive(Debug)]
+pub struct Forged {
+    /// The alert the client received for it (`None`: the connection ended without one).
+    pub alert: Option<rustls::AlertDescription>,
+    /// The client's read error, for failure messages.
+    pub client_error: String,
+    /// How the app's side ended: `Ok` with what it read before a clean end, or the error kind
+    /// (`TimedOut`: still open after 10 s).
+    pub app: Result<Vec<u8>, std::io::ErrorKind>,
+}
+
+/// Connects `client` to the inbound `listener` (whose app listens on `app`), sends `hello`
+/// through it, then writes `forged` straight to the socket under rustls, and reports what
+/// came back to the client and what the app saw.
+pub async fn send_forged(
+    client: &Client,
+    listener: SocketAddr,
+    server_name: &str,
+    app: &tokio::net::TcpListener,
+    forged: &[u8],
+) -> Forged {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = client
+        .connect(listener, server_name)
+        .await
+        .expect("handshake");
+    tls.write_all(b"hello").await.unwrap();
+    tls.flush().await.unwrap();
+    let (mut conn, _) = app.accept().await.unwrap();
+    let mut got = vec![0u8; 5];
+    conn.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, b"hello");
+    // Past rustls, which has nothing queued: the forged bytes follow its last record.
+    tls.get_mut().0.write_all(forged).await.unwrap();
+    let within = std::time::Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    let client_error = match tokio::time::timeout(within, tls.read(&mut buf)).await {
+        Err(_) => std::io::Error::other(format!("no answer within {within:?}")),
+        Ok(Ok(n)) => std::io::Error::other(format!("{n} bytes of data, not an alert")),
+        Ok(Err(e)) => e,
+    };
+    let alert = client_error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .and_then(|e| match e {
+            rustls::Error::AlertReceived(a) => Some(*a),
+            _ => None,
+        });
+    let mut rest = Vec::new();
+    let app = match tokio::time::timeout(within, conn.read_to_end(&mut rest)).await {
+        Err(_) => Err(std::io::ErrorKind::TimedOut), // still open
+        Ok(read) => read.map(|_| rest).map_err(|e| e.kind()),
+    };
+    Forged {
+        alert,
+        client_error: client_error.to_string(),
+        app,
+    }
+}

@@ -329,6 +329,68 @@ async fn a_fin_without_close_notify_on_a_ktls_socket_is_a_truncation() {
         .await;
 }
 
+/// A record the kernel cannot open ends the connection with the alert gembok's record layer
+/// would send (the same test runs on the user-space paths in `proxy/records.rs`), and the app
+/// sees a reset. Before, the kernel's `EBADMSG` ended it with no alert at all, uncounted.
+#[tokio::test]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn a_forged_record_on_a_ktls_socket_gets_a_fatal_alert() {
+    use gembok_tests::tls::{forged_record, send_forged};
+    use rustls::AlertDescription;
+
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = Proxy::builder()
+        .cert_dir(&dir)
+        .inbound(app.local_addr().unwrap(), "")
+        .start();
+    assert_ktls(&proxy).await;
+    let client = Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    let cases = [
+        (
+            forged_record(40, &[0x5a; 40]),
+            AlertDescription::BadRecordMac,
+            "bad_record_mac",
+        ),
+        (
+            forged_record(0x5000, &[]),
+            AlertDescription::RecordOverflow,
+            "bad_record",
+        ),
+    ];
+    for (i, (forged, alert, reason)) in cases.into_iter().enumerate() {
+        let got = send_forged(
+            &client,
+            proxy.inbound[0],
+            &dns_name("server"),
+            &app,
+            &forged,
+        )
+        .await;
+        proxy
+            .wait_metric(
+                "gembok_data_path_total",
+                &[("path", "ktls")],
+                i as f64 + 1.0,
+            )
+            .await;
+        assert_eq!(got.alert, Some(alert), "{got:?}");
+        assert_eq!(
+            got.app,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "the app must see a reset"
+        );
+        proxy
+            .wait_metric(
+                "gembok_ktls_control_closes_total",
+                &[("reason", reason)],
+                1.0,
+            )
+            .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
 async fn a_ktls_sidecar_talks_to_a_user_space_peer_both_ways_round() {

@@ -1,15 +1,16 @@
 //! A kTLS socket as an async byte stream.
 //!
 //! Reads use `recvmsg` with room for the record-type control message, so non-data records are
-//! seen: a close_notify alert is EOF; any other alert ends the connection with an error; a
-//! NewSessionTicket is skipped (there is no rustls left to store it: resumption is lost, not
-//! correctness); handshake messages split across records are joined first ([`Joiner`]). A
-//! KeyUpdate is followed in the kernel when it can be rekeyed (Linux 6.14 and later; see
-//! [`super::keys`]): the next receiving key is installed at once and, when the peer asks for it,
-//! our own KeyUpdate goes out before our next record. On an older kernel a KeyUpdate ends the
-//! connection with a fatal internal_error alert ([`KtlsStream::abort`]), counted; a handshake
-//! message that cannot be followed ends it with the alert the record layer would send
-//! ([`ControlError::alert`]). A TCP EOF without
+//! seen: a close_notify alert is EOF; any other alert ends the connection with an error; a record
+//! the kernel cannot open (`EBADMSG`, `EMSGSIZE`) ends it with the fatal alert gembok's record
+//! layer would send (bad_record_mac, record_overflow); a NewSessionTicket is skipped (there is
+//! no rustls left to store it: resumption is lost, not correctness); handshake messages split
+//! across records are joined first ([`Joiner`]). A KeyUpdate is followed in the kernel when it
+//! can be rekeyed (Linux 6.14 and later; see [`super::keys`]): the next receiving key is
+//! installed at once and, when the peer asks for it, our own KeyUpdate goes out before our next
+//! record. On an older kernel a KeyUpdate ends the connection with a fatal internal_error alert
+//! ([`KtlsStream::abort`]), counted; a handshake message that cannot be followed ends it with
+//! the alert the record layer would send ([`ControlError::alert`]). A TCP EOF without
 //! close_notify is reported as `UnexpectedEof`, as rustls does, so the forwarder treats it as a
 //! truncation.
 //!
@@ -33,8 +34,9 @@ use tokio::net::TcpStream;
 use super::keys::Rekey;
 use super::sys;
 use crate::post_handshake::{
-    ALERT, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, INTERNAL_ERROR, Joiner,
-    KEY_UPDATE_NOT_REQUESTED, Message, Refused, UNEXPECTED_MESSAGE, USER_CANCELED, fatal_alert,
+    ALERT, BAD_RECORD_MAC, CLOSE_NOTIFY, CLOSE_NOTIFY_ALERT, HANDSHAKE, INTERNAL_ERROR, Joiner,
+    KEY_UPDATE_NOT_REQUESTED, Message, RECORD_OVERFLOW, Refused, UNEXPECTED_MESSAGE, USER_CANCELED,
+    fatal_alert,
 };
 
 /// The largest plaintext a TLS record carries.
@@ -53,6 +55,10 @@ pub enum ControlError {
     Handshake(#[from] Refused),
     #[error("unexpected TLS record type {0:?} on a kTLS socket")]
     Unexpected(TlsGetRecordType),
+    #[error("a TLS record failed authentication in the kernel (bad_record_mac)")]
+    BadRecordMac,
+    #[error("a TLS record over the size limit arrived (record_overflow)")]
+    Overflow,
     #[error(
         "per-key record limit of {0} records reached and the kernel cannot be rekeyed; closing instead"
     )]
@@ -69,6 +75,9 @@ impl ControlError {
             ControlError::Handshake(refused) => refused.reason(),
             ControlError::Unexpected(_) => "unexpected_record",
             ControlError::RecordLimit(_) => "record_limit",
+            // The labels of the record layer's same failures.
+            ControlError::BadRecordMac => "bad_record_mac",
+            ControlError::Overflow => "bad_record",
         }
     }
 
@@ -80,12 +89,25 @@ impl ControlError {
             ControlError::Handshake(refused) => Some(refused.alert()),
             ControlError::Unexpected(_) => Some(UNEXPECTED_MESSAGE),
             ControlError::KeyUpdate | ControlError::RecordLimit(_) => Some(INTERNAL_ERROR),
+            ControlError::BadRecordMac => Some(BAD_RECORD_MAC),
+            ControlError::Overflow => Some(RECORD_OVERFLOW),
         }
     }
 }
 
 fn control(e: impl Into<ControlError>) -> io::Error {
     io::Error::other(e.into())
+}
+
+/// The kernel reports a record it could not open as an errno: `EBADMSG` for one that failed
+/// authentication (or, TLS 1.3, had no content type), `EMSGSIZE` for one over the size limit,
+/// known from its header. Each becomes the error, and so the alert, of the record layer.
+fn record_error(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::EBADMSG) => control(ControlError::BadRecordMac),
+        Some(libc::EMSGSIZE) => control(ControlError::Overflow),
+        _ => e,
+    }
 }
 
 /// Live counts of key updates the kernel took (`gembok_ktls_key_updates_total`).
@@ -185,6 +207,10 @@ impl KtlsStream {
     /// protocol, and the peer must not take that for the end of our data, as it would a
     /// close_notify.
     pub async fn abort(&mut self, description: u8) -> io::Result<()> {
+        // A record the kernel could not open leaves its error pending on the socket, and a
+        // pending error fails the next send: take it (`SO_ERROR` clears it) so the alert goes.
+        // (Without this the peer saw only a reset: checked in the VM, Linux 6.1.)
+        let _ = self.tcp.take_error();
         std::future::poll_fn(|cx| self.poll_send_control(cx, ALERT, &fatal_alert(description)))
             .await?;
         self.close_notify_sent = true; // nothing may follow a fatal alert
@@ -301,7 +327,7 @@ impl AsyncRead for KtlsStream {
             let got = match got {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Poll::Ready(Err(record_error(e))),
             };
             if got.record != Some(TlsGetRecordType::Handshake) {
                 this.handshake.expect_none().map_err(control)?;
@@ -373,7 +399,8 @@ impl AsyncWrite for KtlsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::post_handshake::{BAD_RECORD_MAC, DECODE_ERROR};
+    use crate::post_handshake::DECODE_ERROR;
+    use crate::records::key::RecordError;
     use crate::records::stream::ControlError as RecordsError;
 
     /// Both holders of the record keys tell the peer the same thing for the same failure: the
@@ -404,6 +431,22 @@ mod tests {
             ControlError::Unexpected(TlsGetRecordType::ChangeCipherSpec).alert(),
             Some(UNEXPECTED_MESSAGE)
         );
+        // A record that cannot be opened: the same alert and label whoever holds the keys.
+        for (kernel, user_space) in [
+            (libc::EBADMSG, RecordError::BadRecordMac),
+            (libc::EMSGSIZE, RecordError::Overflow(0x5000)),
+        ] {
+            let error = record_error(io::Error::from_raw_os_error(kernel));
+            let kernel = error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<ControlError>());
+            let kernel = kernel.expect("a record error the kernel reports is a control error");
+            let user_space = RecordsError::Record(user_space);
+            assert_eq!(kernel.alert(), user_space.alert());
+            assert_eq!(kernel.reason(), user_space.reason());
+        }
+        let other = record_error(io::Error::from_raw_os_error(libc::ECONNRESET));
+        assert_eq!(other.kind(), io::ErrorKind::ConnectionReset);
         // The peer's own alert ends it without one of ours.
         let peer = ControlError::Alert {
             level: 2,

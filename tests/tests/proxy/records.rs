@@ -109,3 +109,68 @@ async fn sending_keys_rotate_at_the_record_limit_and_the_peer_follows() {
         assert!(sent >= 31.0, "{outbound}: {sent} rotations");
     }
 }
+
+/// A forged record (random bytes that cannot authenticate) ends the connection with a fatal
+/// bad_record_mac alert to the peer and a reset to the app, so neither takes it for a clean end;
+/// one over every stack's size limit (20 KiB: rustls takes up to 2^14 + 2048 bytes) ends it with
+/// record_overflow as soon as its header is in. Both user-space data paths (the kernel's is
+/// checked by the kTLS VM tests).
+#[tokio::test]
+async fn a_forged_record_gets_a_fatal_alert_and_resets_the_app() {
+    use gembok_tests::pki::{CertDir, TestPki, dns_name};
+    use gembok_tests::proxy::Proxy;
+    use gembok_tests::tls::{Client, forged_record, send_forged};
+    use rustls::AlertDescription;
+
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let client = Client::new(pki.root_pem(), Some(&pki.workload("client")), false);
+    for layer in ["gembok", "rustls"] {
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Proxy::builder()
+            .cert_dir(&dir)
+            .inbound(app.local_addr().unwrap(), "")
+            .args(["--record-layer", layer])
+            .start();
+        // rustls answers an oversized record with decode_error (RFC 8446 §5.1 asks for
+        // record_overflow, which gembok's record layer and the kernel path send).
+        let overflow = match layer {
+            "gembok" => AlertDescription::RecordOverflow,
+            _ => AlertDescription::DecodeError,
+        };
+        let cases = [
+            (
+                forged_record(40, &[0x5a; 40]),
+                AlertDescription::BadRecordMac,
+            ),
+            (forged_record(0x5000, &[]), overflow),
+        ];
+        for (forged, alert) in cases {
+            let got = send_forged(
+                &client,
+                proxy.inbound[0],
+                &dns_name("server"),
+                &app,
+                &forged,
+            )
+            .await;
+            assert_eq!(got.alert, Some(alert), "{layer}: {got:?}\n{}", proxy.logs());
+            assert_eq!(
+                got.app,
+                Err(std::io::ErrorKind::ConnectionReset),
+                "{layer}: the app must see a reset"
+            );
+        }
+        if layer == "gembok" {
+            for reason in ["bad_record_mac", "bad_record"] {
+                proxy
+                    .wait_metric(
+                        "gembok_record_control_closes_total",
+                        &[("reason", reason)],
+                        1.0,
+                    )
+                    .await;
+            }
+        }
+    }
+}
