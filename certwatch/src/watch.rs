@@ -64,6 +64,30 @@ impl ReloadHandle {
     pub fn reload_now(&self) {
         self.forced.notify_one();
     }
+
+    /// Installs a SIGHUP handler now and calls [`reload_now`](Self::reload_now) on every
+    /// SIGHUP until `stop` is cancelled (in a task of its own; call inside the runtime). Where
+    /// no handler can be installed, says so: reloads then rely on file events and re-reads.
+    pub fn reload_on_sighup(self, stop: CancellationToken) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!(
+                "cannot install a SIGHUP handler; reloads rely on file events and re-reads"
+            );
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    Some(()) = hup.recv() => {
+                        tracing::info!("SIGHUP: re-reading the certificate files");
+                        self.reload_now();
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Loads once now (so a process with good certificates is ready at once), then keeps the

@@ -31,6 +31,5 @@ pub mod config;
 pub mod metrics;
 pub mod review;
 pub mod server;
-pub mod shutdown;
 pub mod workload;
 pub mod yaml;

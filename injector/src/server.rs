@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gembok_certwatch::{CertSource, Material, Options, Reloadable, Requirements, Usage};
+use gembok_net::signals::{self, Signals};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper::body::Incoming;
@@ -53,7 +54,6 @@ use crate::config::{CertPaths, ServeConfig};
 use crate::inject::{Context, InjectorConfig};
 use crate::metrics;
 use crate::review::{self, Verdict};
-use crate::shutdown;
 
 /// Largest request body accepted. The API server caps objects near 3 MiB; a review carries
 /// the object once for CREATE, plus envelope.
@@ -78,6 +78,8 @@ pub enum ServeError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 type Tls = Reloadable<Arc<ServerConfig>>;
@@ -93,7 +95,7 @@ pub fn run_blocking(config: ServeConfig) -> Result<(), ServeError> {
         let prometheus = metrics::install()?;
         let bind =
             |addr| async move { listen(addr).map_err(|source| ServeError::Bind { addr, source }) };
-        let signals = shutdown::signals();
+        let signals = signals::stop_signals().map_err(ServeError::Signals)?;
         let https = bind(config.listen).await?;
         let admin = bind(config.admin).await?;
         run(config, https, admin, prometheus, signals).await;
@@ -115,7 +117,7 @@ pub async fn run(
     https: TcpListener,
     admin: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    mut signals: shutdown::Signals,
+    mut signals: Signals,
 ) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let source = match &config.cert {
@@ -144,7 +146,7 @@ pub async fn run(
         move |material: &Material| server_config(material, &build_provider),
         stop_certs.clone(),
     );
-    tokio::spawn(shutdown::reload_on_sighup(reload, stop_certs.clone()));
+    reload.reload_on_sighup(stop_certs.clone());
 
     let draining = Arc::new(AtomicBool::new(false));
     let health = Health {
@@ -188,14 +190,14 @@ pub async fn run(
         "listening"
     );
 
-    shutdown::next(&mut signals).await;
+    let signal = signals::next(&mut signals).await;
     draining.store(true, Ordering::SeqCst);
-    info!(delay = ?config.shutdown_delay, "shutting down: /ready is now 503, still serving");
+    info!(signal, delay = ?config.shutdown_delay, "shutting down: /ready is now 503, still serving");
     let second_signal = |name: &str| warn!("second signal ({name}): stopping now");
     let mut cut = false;
     tokio::select! {
         () = tokio::time::sleep(config.shutdown_delay) => {}
-        name = shutdown::next(&mut signals) => {
+        name = signals::next(&mut signals) => {
             second_signal(name);
             cut = true;
         }
@@ -210,7 +212,7 @@ pub async fn run(
     };
     let again = async {
         if !cut {
-            second_signal(shutdown::next(&mut signals).await);
+            second_signal(signals::next(&mut signals).await);
         }
     };
     let drained = tokio::select! {

@@ -1,4 +1,5 @@
-//! Listening sockets that gembok-proxy and gembok-injector open the same way.
+//! What gembok-proxy and gembok-injector do the same way at the process's edge: open listening
+//! sockets ([`listen`]) and take the signals that stop them ([`signals`]).
 //!
 //! `[::]` listens on IPv6 and IPv4 alike (`IPV6_V6ONLY` off, whatever the host's
 //! `net.ipv6.bindv6only`), so one address serves single-stack IPv4, single-stack IPv6 and
@@ -6,6 +7,8 @@
 //! `ipv6.disable=1`) it listens on `0.0.0.0` instead, with a warning.
 
 #![forbid(unsafe_code)]
+
+pub mod signals;
 
 use std::io;
 use std::net::SocketAddr;

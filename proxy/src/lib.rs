@@ -70,6 +70,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gembok_certwatch::{CertSource, Requirements, Usage};
+use gembok_net::signals::{self, Signals};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -154,11 +155,7 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves until the first of `signals` (or `POST /shutdown` on the admin listener), then drains
 /// (see [`shutdown`]) and returns; a second signal cuts the drain short.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    signals: shutdown::Signals,
-) -> io::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::Result<()> {
     let prometheus = metrics::install();
     let (provider, aead) = tls::configured(&config.tls);
     metrics::build_info(config.tls.provider.name(), aead.name());
@@ -193,7 +190,7 @@ pub async fn run(
         move |material| tls::build(material, &build_provider, &build_config),
         stop.token.child_token(),
     );
-    spawn_sighup_reload(reload, stop.token.clone());
+    reload.reload_on_sighup(stop.token.clone());
 
     // kTLS: only when asked for and the start-up probe found the kernel able.
     let ktls = config.kernel_tls().then(|| {
@@ -314,14 +311,9 @@ pub async fn run(
 
 /// Waits for the first signal or `POST /shutdown`, then stops: `/ready` 503, the drain delay
 /// (signals only), the drain. A second signal cuts the delay and the drain short.
-async fn wait_and_drain(
-    config: &Config,
-    health: &Health,
-    stop: &Shutdown,
-    mut signals: shutdown::Signals,
-) {
+async fn wait_and_drain(config: &Config, health: &Health, stop: &Shutdown, mut signals: Signals) {
     let (signal, requested) = tokio::select! {
-        signal = shutdown::next(&mut signals) => (signal, false),
+        signal = signals::next(&mut signals) => (signal, false),
         () = health.shutdown_requested.cancelled() => ("POST /shutdown", true),
     };
     // The app asked for it: it is done calling out, so no delay.
@@ -359,7 +351,7 @@ async fn wait_and_drain(
             () = health.shutdown_requested.cancelled() => {
                 tracing::info!("POST /shutdown: the app is done; the drain delay ends");
             }
-            again = shutdown::next(&mut signals) => {
+            again = signals::next(&mut signals) => {
                 second_signal(again, open());
                 cut = true;
             }
@@ -374,10 +366,10 @@ async fn wait_and_drain(
         if requested {
             // Not a second signal: the kubelet's SIGTERM (a Job deleted, a node drained) during
             // the app's own stop keeps the drain going; a signal after it cuts.
-            let first = shutdown::next(&mut signals).await;
+            let first = signals::next(&mut signals).await;
             tracing::info!(signal = first, "already draining (POST /shutdown)");
         }
-        second_signal(shutdown::next(&mut signals).await, open());
+        second_signal(signals::next(&mut signals).await, open());
     };
     match stop.drain(grace, again).await {
         Drained::Complete => tracing::info!("drained; exiting"),
@@ -389,28 +381,6 @@ async fn wait_and_drain(
             tracing::info!(remaining, "closed the remaining connections")
         }
     }
-}
-
-fn spawn_sighup_reload(
-    reload: gembok_certwatch::ReloadHandle,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install a SIGHUP handler; reloads rely on file events and re-reads");
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                Some(()) = hup.recv() => {
-                    tracing::info!("SIGHUP: re-reading the certificate files");
-                    reload.reload_now();
-                }
-            }
-        }
-    });
 }
 
 /// The certificate source as the operator configured it, for logs.

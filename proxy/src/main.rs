@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gembok_proxy::cli::{self, Command};
 use gembok_proxy::config::{Config, LogConfig};
-use gembok_proxy::{Listeners, fd_limit, ktls, shutdown, wait_ready};
+use gembok_proxy::{Listeners, fd_limit, ktls, wait_ready};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let signals = shutdown::signals()?;
+        let signals = gembok_net::signals::stop_signals()?;
         let listeners = Listeners::bind(&config)?;
         gembok_proxy::run(config, listeners, signals).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
