@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 const CONGESTION: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
 const AVAILABLE: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+const ALLOWED: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
 
 /// `--congestion host`: stay in the host's namespace, with its congestion control.
 pub const HOST: &str = "host";
@@ -107,6 +108,34 @@ fn available_in(name: &str, loaded: &str, modules: &str, dir: &str) -> Result<()
     ))
 }
 
+/// A namespace other than the host's may only take a congestion control that the host's
+/// `tcp_allowed_congestion_control` lists (else `EPERM`; reno is always allowed), and only the
+/// host's namespace may change that list. Adds `want` where it is missing, said on stderr. The
+/// list says which congestion controls unprivileged sockets and other namespaces may choose;
+/// the host's default stays as it was. (Seen on a host whose list was `reno bbr`.)
+fn allow(want: &str) -> Result<()> {
+    let allowed = std::fs::read_to_string(ALLOWED).with_context(|| format!("read {ALLOWED}"))?;
+    if let Some(list) = allowed_with(&allowed, want) {
+        std::fs::write(ALLOWED, &list).with_context(|| format!("add {want} to {ALLOWED}"))?;
+        eprintln!(
+            "note: added {want} to {ALLOWED} (was: {}) so that the run's namespace may use it; \
+             the host's default is unchanged",
+            allowed.trim()
+        );
+    }
+    Ok(())
+}
+
+/// The allowed list with `want` added, or `None` when it has it already.
+fn allowed_with(allowed: &str, want: &str) -> Option<String> {
+    let mut names: Vec<&str> = allowed.split_whitespace().collect();
+    if names.contains(&want) {
+        return None;
+    }
+    names.push(want);
+    Some(names.join(" "))
+}
+
 /// Why a run stays in the host's namespace, decided before `unshare`.
 #[derive(Debug, PartialEq, Eq)]
 struct Stay {
@@ -180,6 +209,8 @@ pub fn enter(want: &str, allow_install: bool) -> Result<Network> {
         }
         return Ok(stay(&namespace));
     }
+    // Still in the host's namespace, the only one that may allow it to the run's.
+    allow(want)?;
     // A sandbox may forbid new namespaces even to root (seccomp, no CAP_SYS_ADMIN).
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
         eprintln!(
@@ -224,6 +255,21 @@ mod tests {
         );
         // A prefix of a module's name is not that module.
         assert!(available_in("bb", "reno", dep, "/m").is_err());
+    }
+
+    #[test]
+    fn a_congestion_control_missing_from_the_allowed_list_is_added_to_it() {
+        assert_eq!(
+            allowed_with("reno bbr\n", "cubic").as_deref(),
+            Some("reno bbr cubic")
+        );
+        assert_eq!(allowed_with("reno cubic bbr", "cubic"), None);
+        assert_eq!(allowed_with("reno bbr", "reno"), None);
+        // A name is a whole word of the list.
+        assert_eq!(
+            allowed_with("reno bbr2", "bbr").as_deref(),
+            Some("reno bbr2 bbr")
+        );
     }
 
     #[test]
