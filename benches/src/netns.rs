@@ -210,7 +210,13 @@ pub fn enter(want: &str, allow_install: bool) -> Result<Network> {
         return Ok(stay(&namespace));
     }
     // Still in the host's namespace, the only one that may allow it to the run's.
-    allow(want)?;
+    if let Err(e) = allow(want) {
+        eprintln!(
+            "warning: the run's namespace could not take {want} ({e:#}); measuring with the \
+             host's congestion control ({host}) instead"
+        );
+        return Ok(stay(&format!("{HOST} ({want} not allowed)")));
+    }
     // A sandbox may forbid new namespaces even to root (seccomp, no CAP_SYS_ADMIN).
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
         eprintln!(
