@@ -112,6 +112,19 @@ pub struct Forged {
     pub app: Result<Vec<u8>, std::io::ErrorKind>,
 }
 
+impl Forged {
+    /// Asserts that the client got `alert` and the app a reset (a forged record must pass for
+    /// neither a clean end nor a network fault); `context` goes into the failure message.
+    pub fn assert_refused(&self, alert: rustls::AlertDescription, context: &str) {
+        assert_eq!(self.alert, Some(alert), "{context}: {self:?}");
+        assert_eq!(
+            self.app,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "{context}: the app must see a reset"
+        );
+    }
+}
+
 /// Connects `client` to the inbound `listener` (whose app listens on `app`), sends `hello`
 /// through it, then writes `forged` straight to the socket under rustls, and reports what
 /// came back to the client and what the app saw.
