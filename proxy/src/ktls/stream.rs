@@ -20,15 +20,19 @@
 //! kernel cannot be rekeyed, the stream refuses to write and the connection is closed rather
 //! than weakened.
 
+use std::future::Future;
 use std::io::{self, IoSliceMut};
+use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use metrics::Counter;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, TlsGetRecordType, recvmsg};
 use nix::sys::socket::{setsockopt, sockopt};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::TcpStream;
 
 use super::keys::Rekey;
@@ -131,7 +135,9 @@ impl Default for KeyUpdates {
 
 #[derive(Debug)]
 pub struct KtlsStream {
-    tcp: TcpStream,
+    /// Shared only with [`ErrorWatch`]'s future.
+    tcp: Arc<TcpStream>,
+    errors: ErrorWatch,
     /// Plaintext rustls had decrypted before the hand-over, served first.
     early: Vec<u8>,
     early_pos: usize,
@@ -165,7 +171,8 @@ impl KtlsStream {
         is_server: bool,
     ) -> Self {
         Self {
-            tcp,
+            tcp: Arc::new(tcp),
+            errors: ErrorWatch::default(),
             early,
             early_pos: 0,
             records_sent: 0,
@@ -214,7 +221,7 @@ impl KtlsStream {
         std::future::poll_fn(|cx| self.poll_send_control(cx, ALERT, &fatal_alert(description)))
             .await?;
         self.close_notify_sent = true; // nothing may follow a fatal alert
-        tokio::io::AsyncWriteExt::shutdown(&mut self.tcp).await
+        SockRef::from(&*self.tcp).shutdown(Shutdown::Write)
     }
 
     /// Readies the socket for a send of up to `bytes`: pays a KeyUpdate the peer asked for, and
@@ -295,6 +302,39 @@ impl KtlsStream {
     }
 }
 
+/// Wakes a waiting reader on a socket error alone. The kernel's TLS record parser reports a
+/// record it refuses at its header (over the size limit) as a pending socket error and nothing
+/// else: no record became readable, so the socket polls `EPOLLERR` without `EPOLLIN`, and
+/// tokio's read readiness does not wake on that. Without this watch such a connection sat until
+/// the idle timeout (seen on Linux 7.3; 6.1 woke the reader anyway). The future is made at
+/// the first wait and again only after it fired: one allocation per connection, one more
+/// readiness poll per wait.
+#[derive(Default)]
+struct ErrorWatch(Option<Pin<Box<dyn Future<Output = io::Result<Ready>> + Send>>>);
+
+impl ErrorWatch {
+    /// Ready once tokio saw an error event on `tcp` (since the last time this was ready).
+    fn poll(&mut self, cx: &mut Context<'_>, tcp: &Arc<TcpStream>) -> Poll<io::Result<Ready>> {
+        let watch = self.0.get_or_insert_with(|| {
+            let tcp = Arc::clone(tcp);
+            Box::pin(async move { tcp.ready(Interest::ERROR).await })
+        });
+        let fired = ready!(watch.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(fired)
+    }
+}
+
+impl std::fmt::Debug for ErrorWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ErrorWatch(waiting)"
+        } else {
+            "ErrorWatch(idle)"
+        })
+    }
+}
+
 struct Received {
     len: usize,
     /// `None` for application data (the kernel only adds the cmsg for other types).
@@ -319,10 +359,17 @@ impl AsyncRead for KtlsStream {
             return Poll::Ready(Ok(()));
         }
         loop {
-            ready!(this.tcp.poll_read_ready(cx))?;
+            let interest = match this.tcp.poll_read_ready(cx) {
+                Poll::Ready(ready) => ready.map(|()| Interest::READABLE)?,
+                // Nothing to read yet, but the kernel may have refused a record: try the read
+                // on the error alone (see [`ErrorWatch`]).
+                Poll::Pending => {
+                    ready!(this.errors.poll(cx, &this.tcp)).map(|_| Interest::ERROR)?
+                }
+            };
             let got = {
                 let unfilled = buf.initialize_unfilled();
-                this.tcp.try_io(Interest::READABLE, || this.recv(unfilled))
+                this.tcp.try_io(interest, || this.recv(unfilled))
             };
             let got = match got {
                 Ok(got) => got,
@@ -377,9 +424,17 @@ impl AsyncWrite for KtlsStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_send_ready(cx, buf.len()))?;
-        let n = ready!(Pin::new(&mut this.tcp).poll_write(cx, buf))?;
-        this.sent(n);
-        Poll::Ready(Ok(n))
+        loop {
+            ready!(this.tcp.poll_write_ready(cx))?;
+            match this.tcp.try_write(buf) {
+                Ok(n) => {
+                    this.sent(n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -392,7 +447,7 @@ impl AsyncWrite for KtlsStream {
             ready!(this.poll_send_control(cx, ALERT, &CLOSE_NOTIFY_ALERT))?;
             this.close_notify_sent = true;
         }
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        Poll::Ready(SockRef::from(&*this.tcp).shutdown(Shutdown::Write))
     }
 }
 
