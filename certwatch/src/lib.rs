@@ -19,7 +19,8 @@
 //! - [`reload`]: the published value ([`Reloadable`]) and one reload attempt;
 //! - [`watch`]: the background task that decides *when* to reload;
 //! - [`san`]: `allow-san` peer-identity patterns ([`SanPattern`]), parsed and matched the same way by
-//!   the proxy (client certificates) and the injector (annotations at admission);
+//!   the proxy (client certificates) and the injector (annotations at admission), and allow-san
+//!   list files ([`AllowList`]), reloaded with the certificates;
 //! - `testing` (feature `test-util`): a directory swapped exactly as the kubelet swaps Secrets.
 //!
 //! [`ArcSwap`]: arc_swap::ArcSwap
@@ -39,6 +40,6 @@ mod test_pki;
 
 pub use material::{LeafInfo, LoadError, Material, Requirements, Usage};
 pub use reload::{BuildError, Loaded, Outcome, ReloadError, Reloadable, Reloader};
-pub use san::{PatternError, SanPattern};
+pub use san::{AllowList, ListError, PatternError, SanPattern};
 pub use source::CertSource;
 pub use watch::{Options, ReloadHandle, start};

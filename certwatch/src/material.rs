@@ -15,6 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::san::{AllowList, ListError, parse_list};
 use crate::source::Files;
 
 /// What the leaf certificate will be used for; the chain is verified for each one required.
@@ -37,6 +38,8 @@ pub struct Material {
     pub roots: Option<Arc<RootCertStore>>,
     /// Facts about the leaf for logs, metrics and readiness.
     pub leaf: LeafInfo,
+    /// The allow-san list files, parsed, in the order configured.
+    pub allow_san: Vec<AllowList>,
     /// Digest of the file contents this material was built from.
     pub digest: [u8; 32],
 }
@@ -144,6 +147,8 @@ pub enum LoadError {
         serial: String,
         not_after: SystemTime,
     },
+    #[error("{}: allow-san list refused: {error}", path.display())]
+    AllowSan { path: PathBuf, error: ListError },
     #[error("{}: chain does not verify against the CA bundle {} for {usage:?} use: {reason}", cert.display(), ca.display())]
     Untrusted {
         cert: PathBuf,
@@ -168,6 +173,7 @@ impl LoadError {
             LoadError::NotYetValid { .. } => "not_yet_valid",
             LoadError::Expired { .. } => "expired",
             LoadError::Untrusted { .. } => "untrusted",
+            LoadError::AllowSan { .. } => "bad_allow_san",
         }
     }
 }
@@ -283,11 +289,28 @@ impl Material {
             _ => None,
         };
 
+        let allow_san = files
+            .lists
+            .iter()
+            .map(|(path, bytes)| {
+                parse_list(bytes)
+                    .map(|patterns| AllowList {
+                        path: path.clone(),
+                        patterns,
+                    })
+                    .map_err(|error| LoadError::AllowSan {
+                        path: path.clone(),
+                        error,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+
         Ok(Material {
             chain,
             certified_key: Arc::new(certified_key),
             roots,
             leaf,
+            allow_san,
             digest: files.digest,
         })
     }

@@ -107,6 +107,8 @@ impl MetricNames {
 /// The writer side: reads, validates, builds and publishes. Owned by the watch task.
 pub struct Reloader<T> {
     source: CertSource,
+    /// Allow-san list files read with the certificates (see [`crate::san`]).
+    allow_san_files: Vec<std::path::PathBuf>,
     provider: Arc<CryptoProvider>,
     requirements: Requirements,
     build: Box<BuildFn<T>>,
@@ -118,6 +120,7 @@ pub struct Reloader<T> {
 impl<T> Reloader<T> {
     pub(crate) fn new(
         source: CertSource,
+        allow_san_files: Vec<std::path::PathBuf>,
         provider: Arc<CryptoProvider>,
         requirements: Requirements,
         build: Box<BuildFn<T>>,
@@ -125,6 +128,7 @@ impl<T> Reloader<T> {
     ) -> Self {
         Self {
             source,
+            allow_san_files,
             provider,
             requirements,
             build,
@@ -148,7 +152,14 @@ impl<T> Reloader<T> {
     /// checks them again (and reports the refusal again).
     pub fn attempt(&mut self, force: bool) -> Outcome {
         let now = SystemTime::now();
-        let files = match self.source.read(self.requirements.ca_required) {
+        let read = self
+            .source
+            .read(self.requirements.ca_required)
+            .and_then(|mut files| {
+                files.read_lists(&self.allow_san_files)?;
+                Ok(files)
+            });
+        let files = match read {
             Ok(files) => files,
             Err(e) => {
                 let key = FailureKey::Read(e.to_string());
@@ -184,6 +195,11 @@ impl<T> Reloader<T> {
             }
         };
         let leaf = material.leaf.clone();
+        let allow_san: Vec<String> = material
+            .allow_san
+            .iter()
+            .map(|list| format!("{}: {} patterns", list.path.display(), list.patterns.len()))
+            .collect();
         self.published.current.store(Some(Arc::new(Loaded {
             value,
             material: Arc::new(material),
@@ -198,6 +214,7 @@ impl<T> Reloader<T> {
             not_after = %humantime::format_rfc3339_seconds(leaf.not_after),
             dns_names = ?leaf.dns_names,
             uris = ?leaf.uris,
+            allow_san_lists = ?allow_san,
             "certificate loaded"
         );
         Outcome::Loaded {
@@ -256,6 +273,7 @@ mod tests {
     fn reloader(dir: &std::path::Path) -> Reloader<String> {
         Reloader::new(
             CertSource::Dir(dir.to_path_buf()),
+            Vec::new(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Requirements {
                 ca_required: true,
@@ -362,6 +380,7 @@ mod tests {
         let counted = builds.clone();
         let mut r: Reloader<()> = Reloader::new(
             CertSource::Dir(dir.path().to_path_buf()),
+            Vec::new(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Requirements {
                 ca_required: true,
@@ -406,6 +425,7 @@ mod tests {
             .unwrap();
         let mut r: Reloader<()> = Reloader::new(
             CertSource::Dir(dir.path().to_path_buf()),
+            Vec::new(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Requirements {
                 ca_required: true,
@@ -419,5 +439,89 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(r.reloadable().current().is_none());
+    }
+
+    /// An allow-san list is part of what is published: a good edit rebuilds with the new list,
+    /// a bad one is refused (with its own reason) and the last good list stays.
+    #[test]
+    fn a_list_file_reloads_with_the_certificates_and_a_bad_one_keeps_the_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["certs", "lists"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let secret = SecretDir::new(dir.path().join("certs"));
+        let lists = SecretDir::new(dir.path().join("lists"));
+        let ca = ca("root");
+        let good = good_leaf(&ca);
+        secret
+            .swap(&[
+                ("tls.crt", good.cert.as_bytes()),
+                ("tls.key", good.key.as_bytes()),
+                ("ca.crt", ca.pem.as_bytes()),
+            ])
+            .unwrap();
+        lists.swap(&[("allow-san", b"a.shop.svc\n")]).unwrap();
+        let list = dir.path().join("lists/allow-san");
+        let mut r: Reloader<Vec<String>> = Reloader::new(
+            CertSource::Dir(dir.path().join("certs")),
+            vec![list.clone()],
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            Requirements {
+                ca_required: true,
+                usages: vec![],
+            },
+            Box::new(|m: &Material| {
+                Ok(m.allow_san[0]
+                    .patterns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect())
+            }),
+            "test_",
+        );
+        let served = |r: &Reloader<Vec<String>>| r.reloadable().current().unwrap().value.clone();
+        assert!(matches!(r.attempt(false), Outcome::Loaded { .. }));
+        assert_eq!(served(&r), ["a.shop.svc"]);
+
+        lists
+            .swap(&[("allow-san", b"a.shop.svc\nb.shop.svc\n")])
+            .unwrap();
+        assert!(matches!(r.attempt(false), Outcome::Loaded { .. }));
+        assert_eq!(served(&r), ["a.shop.svc", "b.shop.svc"]);
+
+        lists
+            .swap(&[("allow-san", b"b.shop.svc\n*.svc\n")])
+            .unwrap();
+        match r.attempt(false) {
+            Outcome::Failed(e) => {
+                assert_eq!(e.reason(), "bad_allow_san");
+                let text = e.to_string();
+                assert!(
+                    text.contains("allow-san") && text.contains("line 2"),
+                    "{text}"
+                );
+            }
+            other => panic!("a bad list was accepted: {other:?}"),
+        }
+        assert_eq!(
+            served(&r),
+            ["a.shop.svc", "b.shop.svc"],
+            "the last good list"
+        );
+        assert!(
+            matches!(r.attempt(false), Outcome::Unchanged),
+            "not news again"
+        );
+
+        lists.swap(&[("other-key", b"b.shop.svc\n")]).unwrap();
+        assert!(matches!(
+            r.attempt(false),
+            Outcome::Failed(ReloadError::Load(LoadError::Read(_)))
+        ));
+        assert_eq!(
+            served(&r),
+            ["a.shop.svc", "b.shop.svc"],
+            "the last good list"
+        );
     }
 }

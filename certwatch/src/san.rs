@@ -7,8 +7,14 @@
 //! DNS SANs, or a URI (`spiffe://cluster.local/ns/ecommerce/sa/*`) matched against its URI SANs.
 //! `*` stands for exactly one whole DNS label or URI path segment, never part of one, so
 //! `spiffe://td/ns/a/sa/*` cannot match `spiffe://td/ns/a/sa/x/y`.
+//!
+//! A list can also live in a file (the proxy's `allow-san-file=PATH`, usually a mounted
+//! ConfigMap): one pattern per line, blank lines and `#` comments skipped ([`parse_list`]). Such
+//! a file is read and checked with the certificates on every reload ([`AllowList`] in
+//! [`Material`](crate::Material)), so a bad edit keeps the last good list.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use crate::material::LeafInfo;
 
@@ -48,6 +54,51 @@ pub enum PatternError {
          (e.g. `*.ecommerce.svc.cluster.local`, not `*` or `*.com`)"
     )]
     TooBroad(String),
+}
+
+/// The patterns of one allow-san file, as of the last good reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    /// The path as configured.
+    pub path: PathBuf,
+    pub patterns: Vec<SanPattern>,
+}
+
+/// Why the text of an allow-san file is refused (every bad line at once).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ListError {
+    #[error("not UTF-8 text")]
+    NotText,
+    #[error("{}", .0.iter().map(|(line, e)| format!("line {line}: {e}")).collect::<Vec<_>>().join("; "))]
+    Patterns(Vec<(usize, PatternError)>),
+    /// A list that admits nobody is far more often a truncated or mis-keyed ConfigMap than a
+    /// wish; refusing it keeps the last good list (a route that must admit nobody is removed).
+    #[error("lists no pattern (only blank lines and # comments); an empty list is refused")]
+    Empty,
+}
+
+/// Parses the text of an allow-san file: one pattern per line, surrounding whitespace trimmed,
+/// blank lines and lines starting with `#` skipped.
+pub fn parse_list(bytes: &[u8]) -> Result<Vec<SanPattern>, ListError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ListError::NotText)?;
+    let (mut patterns, mut bad) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match SanPattern::parse(line) {
+            Ok(p) => patterns.push(p),
+            Err(e) => bad.push((i + 1, e)),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(ListError::Patterns(bad));
+    }
+    if patterns.is_empty() {
+        return Err(ListError::Empty);
+    }
+    Ok(patterns)
 }
 
 impl SanPattern {
@@ -157,6 +208,32 @@ impl fmt::Display for SanPattern {
 mod tests {
     use super::*;
     use std::time::SystemTime;
+
+    #[test]
+    fn a_list_file_has_one_pattern_per_line_and_every_bad_line_is_named() {
+        let text = b"# who may call payment\n\n  spiffe://cluster.local/ns/shop/sa/checkout  \n*.shop.svc.cluster.local\n";
+        let list = parse_list(text).unwrap();
+        assert_eq!(
+            list.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "spiffe://cluster.local/ns/shop/sa/checkout",
+                "*.shop.svc.cluster.local"
+            ]
+        );
+        let err = parse_list(b"ok.shop.svc\n*.com\n# fine\nspiffe://td/a*\n").unwrap_err();
+        assert_eq!(
+            err,
+            ListError::Patterns(vec![
+                (2, PatternError::TooBroad("*.com".into())),
+                (4, PatternError::PartialWildcard("spiffe://td/a*".into())),
+            ])
+        );
+        assert!(err.to_string().starts_with("line 2: "), "{err}");
+        assert!(err.to_string().contains("; line 4: "), "{err}");
+        assert_eq!(parse_list(b"# nobody\n\n"), Err(ListError::Empty));
+        assert_eq!(parse_list(b""), Err(ListError::Empty));
+        assert_eq!(parse_list(b"\xff\xfe"), Err(ListError::NotText));
+    }
 
     fn leaf(dns: &[&str], uris: &[&str]) -> LeafInfo {
         LeafInfo {

@@ -33,9 +33,34 @@ pub struct Files {
     /// `None` when the source has no CA file (explicit `Files` without `ca`, or a directory
     /// without `ca.crt` when the CA is not required).
     pub ca: Option<Vec<u8>>,
+    /// Allow-san list files read with the certificates ([`Files::read_lists`]): the path as
+    /// configured and the bytes.
+    pub lists: Vec<(PathBuf, Vec<u8>)>,
+    /// Of everything above, so that a changed list is a change like a new certificate.
     pub digest: [u8; 32],
     /// The paths actually read, for error messages.
     pub paths: Paths,
+}
+
+impl Files {
+    /// Adds the allow-san list files to this snapshot (each read once: a single read of a
+    /// file behind the kubelet's `..data` link is never torn) and folds them into the digest.
+    pub fn read_lists(&mut self, paths: &[PathBuf]) -> Result<(), ReadError> {
+        let mut hasher = Sha256::new();
+        hasher.update(self.digest);
+        for path in paths {
+            let bytes = read_file(path, path)?;
+            hasher.update((path.as_os_str().len() as u64).to_be_bytes());
+            hasher.update(path.as_os_str().as_encoded_bytes());
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(&bytes);
+            self.lists.push((path.clone(), bytes));
+        }
+        if !paths.is_empty() {
+            self.digest = hasher.finalize().into();
+        }
+        Ok(())
+    }
 }
 
 /// Paths as given (not resolved), used to name files in errors.
@@ -127,6 +152,7 @@ impl CertSource {
             cert,
             key,
             ca,
+            lists: Vec::new(),
             digest: hasher.finalize().into(),
             paths,
         })
@@ -152,7 +178,7 @@ fn through_dir_link(p: &Path) -> Option<PathBuf> {
     (one_dir && Some(name) == p.file_name()).then(|| parent_dir(p).join(link))
 }
 
-fn parent_dir(p: &Path) -> PathBuf {
+pub(crate) fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -247,6 +273,43 @@ mod tests {
             ),
             (&b"c"[..], &b"k"[..], Some(&b"a"[..]))
         );
+    }
+
+    #[test]
+    fn list_files_join_the_snapshot_and_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["certs", "lists"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let secret = crate::testing::SecretDir::new(dir.path().join("certs"));
+        secret
+            .swap(&[("tls.crt", b"c"), ("tls.key", b"k"), ("ca.crt", b"a")])
+            .unwrap();
+        let lists = crate::testing::SecretDir::new(dir.path().join("lists"));
+        lists.swap(&[("allow-san", b"one.ns.svc\n")]).unwrap();
+        let src = CertSource::Dir(dir.path().join("certs"));
+        let list = vec![dir.path().join("lists/allow-san")];
+        let read = || {
+            let mut files = src.read(true).unwrap();
+            files.read_lists(&list).map(|()| files)
+        };
+        let first = read().unwrap();
+        assert_eq!(first.lists, [(list[0].clone(), b"one.ns.svc\n".to_vec())]);
+        assert_ne!(
+            first.digest,
+            src.read(true).unwrap().digest,
+            "the list counts"
+        );
+        assert_eq!(read().unwrap().digest, first.digest);
+        lists.swap(&[("allow-san", b"two.ns.svc\n")]).unwrap();
+        assert_ne!(
+            read().unwrap().digest,
+            first.digest,
+            "a changed list is a change"
+        );
+        lists.swap(&[("other", b"x")]).unwrap();
+        let err = read().unwrap_err();
+        assert!(err.to_string().contains("allow-san"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct Options {
     pub requirements: Requirements,
     /// Metric name prefix, e.g. `gembok_` or `gembok_injector_`.
     pub metric_prefix: String,
+    /// Allow-san list files (the proxy's `allow-san-file=`): read, checked and watched with the
+    /// certificates, handed to `build` in [`Material::allow_san`]. A bad list is refused like a
+    /// bad certificate: the last good files stay.
+    pub allow_san_files: Vec<PathBuf>,
     /// Watch the directories for changes (inotify). Without it only the periodic re-read and
     /// forced reloads notice changes, e.g. where inotify watches are exhausted.
     pub watch_directories: bool,
@@ -47,6 +51,7 @@ impl Default for Options {
                 usages: vec![Usage::Server, Usage::Client],
             },
             metric_prefix: "gembok_".to_owned(),
+            allow_san_files: Vec::new(),
             watch_directories: true,
         }
     }
@@ -107,13 +112,23 @@ where
     // Watch first, load second: a change landing between the two is then seen, not lost.
     let changed = Arc::new(Notify::new());
     let dirs = if options.watch_directories {
-        source.watch_dirs()
+        let mut dirs = source.watch_dirs();
+        dirs.extend(
+            options
+                .allow_san_files
+                .iter()
+                .map(|f| crate::source::parent_dir(f)),
+        );
+        dirs.sort();
+        dirs.dedup();
+        dirs
     } else {
         Vec::new()
     };
     let watch = DirWatch::new(dirs, changed.clone());
     let mut reloader = Reloader::new(
         source,
+        options.allow_san_files.clone(),
         provider,
         options.requirements.clone(),
         Box::new(build),

@@ -49,8 +49,11 @@ pub enum Command {
 #[derive(Debug, ClapArgs)]
 pub struct ProxyArgs {
     /// Accept mTLS on LISTEN and forward plaintext to TARGET on this host:
-    /// LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...[,proxy-protocol=v2]. A PATTERN is a
-    /// DNS name or a URI (spiffe://...) where `*` stands for one whole label or path segment.
+    /// LISTEN=TARGET[,allow-san=PATTERN]...[,allow-san-file=PATH]...[,alpn=PROTO]...
+    /// [,proxy-protocol=v2]. A PATTERN is a DNS name or a URI (spiffe://...) where `*` stands for
+    /// one whole label or path segment. allow-san-file names a file of patterns, one per line
+    /// (# comments), e.g. a mounted ConfigMap: it is watched and reloaded with the certificates,
+    /// and an edit that does not parse keeps the last good list.
     /// proxy-protocol=v2 sends the app a PROXY protocol v2 header first: the client's address
     /// and its verified identity (SPIFFE ID in type 0xE0, TLS details in PP2_TYPE_SSL).
     #[arg(

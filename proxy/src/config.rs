@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gembok_certwatch::CertSource;
@@ -49,14 +50,18 @@ pub struct Config {
     pub record_layer: crate::records::Choice,
 }
 
-/// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...[,proxy-protocol=v2]`
+/// `--inbound LISTEN=TARGET[,allow-san=PATTERN]...[,allow-san-file=PATH]...[,alpn=PROTO]...
+/// [,proxy-protocol=v2]`
 #[derive(Debug, Clone)]
 pub struct InboundRoute {
     pub listen: SocketAddr,
     /// Where the app listens; always a loopback address (plaintext never leaves the pod).
     pub target: SocketAddr,
-    /// Empty: any client certificate that chains to the CA.
+    /// With `allow_san_files` empty too: any client certificate that chains to the CA.
     pub allow_san: Vec<SanPattern>,
+    /// Files of more patterns (one per line), reloaded with the certificates
+    /// (`gembok_certwatch::san`); a client matching any pattern of either kind is admitted.
+    pub allow_san_files: Vec<PathBuf>,
     /// Empty: use `--alpn`.
     pub alpn: Vec<Vec<u8>>,
     /// Tell the app who is calling: a PROXY protocol v2 header before the client's first byte
@@ -202,7 +207,7 @@ impl Config {
             },
         );
         if client_auth.is_some_and(|a| a != ClientAuth::Required)
-            && inbound.iter().any(|r| !r.allow_san.is_empty())
+            && inbound.iter().any(InboundRoute::checks_sans)
         {
             p.push(
                 "inbound-client-auth",
@@ -456,7 +461,28 @@ fn check_targets_are_not_own_listeners(
 
 // === route specs ===
 
-/// `LISTEN=TARGET[,allow-san=PATTERN]...[,alpn=PROTO]...[,proxy-protocol=v2]`
+impl Config {
+    /// Every route's allow-san files, each once, for the certificate watcher.
+    pub fn allow_san_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .inbound
+            .iter()
+            .flat_map(|r| r.allow_san_files.iter().cloned())
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+impl InboundRoute {
+    /// Whether client certificates are checked against an allow-san list (inline or in files).
+    pub fn checks_sans(&self) -> bool {
+        !self.allow_san.is_empty() || !self.allow_san_files.is_empty()
+    }
+}
+
+/// `LISTEN=TARGET[,allow-san=PATTERN]...[,allow-san-file=PATH]...[,alpn=PROTO]...[,proxy-protocol=v2]`
 pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
     let (listen, target, options) = split_spec(spec)?;
     let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
@@ -470,6 +496,7 @@ pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
         listen,
         target,
         allow_san: Vec::new(),
+        allow_san_files: Vec::new(),
         alpn: Vec::new(),
         proxy_protocol: false,
     };
@@ -478,6 +505,7 @@ pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
             "allow-san" => route
                 .allow_san
                 .push(SanPattern::parse(value).map_err(|e| format!("`{spec}`: allow-san {e}"))?),
+            "allow-san-file" => route.allow_san_files.push(PathBuf::from(value)),
             "alpn" => route
                 .alpn
                 .push(parse_alpn(value).map_err(|e| format!("`{spec}`: {e}"))?),
@@ -489,7 +517,7 @@ pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
             }
             other => {
                 return Err(format!(
-                    "`{spec}`: unknown option `{other}` (expected allow-san, alpn or proxy-protocol)"
+                    "`{spec}`: unknown option `{other}` (expected allow-san, allow-san-file, alpn or proxy-protocol)"
                 ));
             }
         }

@@ -67,6 +67,7 @@ async fn a_connection_task_holds_little_before_it_allocates() {
             listen: local,
             target: local,
             allow_san: Vec::new(),
+            allow_san_files: Vec::new(),
             alpn: Vec::new(),
             proxy_protocol: false,
         },

@@ -179,6 +179,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
             usages,
         },
         metric_prefix: metrics::PREFIX.to_owned(),
+        allow_san_files: config.allow_san_files(),
         ..Default::default()
     };
     let build_config = config.clone();
@@ -259,7 +260,8 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
     for (index, (route, listener)) in config.inbound.iter().zip(listeners.inbound).enumerate() {
         let addr = listener.local_addr()?;
         tracing::info!(direction = "inbound", listen = %addr, app = %route.target,
-            allow_san = ?route.allow_san.iter().map(ToString::to_string).collect::<Vec<_>>(), "listening");
+            allow_san = ?route.allow_san.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            allow_san_files = ?route.allow_san_files, "listening");
         let handler = Arc::new(Inbound {
             route: route.clone(),
             index,

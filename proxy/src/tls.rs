@@ -185,14 +185,15 @@ pub fn build(
         .inbound
         .iter()
         .map(|route| {
-            let checked: Arc<dyn ClientCertVerifier> = if route.allow_san.is_empty() {
-                base_client_verifier.clone()
-            } else {
-                let allowed: Arc<[SanPattern]> = route.allow_san.clone().into();
+            // A new list means new verifiers, new verdict caches and new session caches: a
+            // client a shrunk list refuses is not admitted by an old verdict or by resuming.
+            let checked: Arc<dyn ClientCertVerifier> = if route.checks_sans() {
                 Arc::new(SanPolicyVerifier::new(
                     base_client_verifier.clone(),
-                    allowed,
+                    allowed(route, material),
                 ))
+            } else {
+                base_client_verifier.clone()
             };
             let verifier: Arc<dyn ClientCertVerifier> = match config.client_auth {
                 ClientAuth::None => checked,
@@ -239,6 +240,20 @@ pub fn build(
         outbound,
         sessions,
     })
+}
+
+/// A route's allow-san patterns: its own, then those of its files as of this reload.
+fn allowed(route: &crate::config::InboundRoute, material: &Material) -> Arc<[SanPattern]> {
+    let lists = material
+        .allow_san
+        .iter()
+        .filter(|list| route.allow_san_files.contains(&list.path));
+    route
+        .allow_san
+        .iter()
+        .chain(lists.flat_map(|list| &list.patterns))
+        .cloned()
+        .collect()
 }
 
 fn pick(route: &[Vec<u8>], default: &[Vec<u8>]) -> Vec<Vec<u8>> {

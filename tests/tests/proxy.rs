@@ -6,6 +6,8 @@
 #[path = "proxy/support.rs"]
 mod support;
 
+#[path = "proxy/allow_list.rs"]
+mod allow_list;
 #[path = "proxy/clients.rs"]
 mod clients;
 #[path = "proxy/half_close.rs"]

@@ -157,6 +157,43 @@ fn allow_san_requires_client_certificates() {
 }
 
 #[test]
+fn allow_san_files_are_collected_once_and_need_client_certificates_too() {
+    let c = config(&[
+        "--cert-dir",
+        "d",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080,allow-san=a.b.c,allow-san-file=/etc/gembok/allow-san/payment",
+        "--inbound",
+        "0.0.0.0:9443=127.0.0.1:9090,allow-san-file=/etc/gembok/allow-san/payment",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.inbound[0].allow_san_files,
+        [PathBuf::from("/etc/gembok/allow-san/payment")]
+    );
+    assert!(c.inbound.iter().all(InboundRoute::checks_sans));
+    assert_eq!(
+        c.allow_san_files(),
+        [PathBuf::from("/etc/gembok/allow-san/payment")]
+    );
+
+    let err = config(&[
+        "--cert-dir",
+        "d",
+        "--inbound-client-auth",
+        "none",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080,allow-san-file=/x",
+        "--inbound",
+        "0.0.0.0:9443=127.0.0.1:9090,allow-san-file=",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("allow-san needs client certificates"), "{err}");
+    assert!(err.contains("`allow-san-file=` must be KEY=VALUE"), "{err}");
+}
+
+#[test]
 fn outbound_to_an_ip_verifies_the_ip_unless_a_name_is_given() {
     let r = parse_outbound("127.0.0.1:1=10.0.0.1:443").unwrap();
     assert!(matches!(r.server_name, ServerName::IpAddress(_)));

@@ -28,7 +28,7 @@ async fn inbound(pki: &TestPki, allow: bool) -> (Proxy, CertDir, ExchangeApp) {
 /// Connects as `client` and tries to use the connection. In TLS 1.3 the client finishes its
 /// handshake before the server has checked the client certificate, so a refusal may only show
 /// on the first read.
-async fn try_exchange(proxy: &Proxy, client: &Client) -> Result<(), String> {
+pub(crate) async fn try_exchange(proxy: &Proxy, client: &Client) -> Result<(), String> {
     let mut tls = client
         .connect(proxy.inbound[0], &dns_name("server"))
         .await
