@@ -66,9 +66,11 @@ impl ClientCertVerifier for SanPolicyVerifier {
         if self.allowed.iter().any(|p| p.matches(&leaf)) {
             Ok(verified)
         } else {
-            tracing::debug!(
+            // Who was refused, beside the handshake's own failure line (reason san_not_allowed).
+            tracing::info!(
                 dns_names = ?leaf.dns_names,
                 uris = ?leaf.uris,
+                patterns = self.allowed.len(),
                 "client certificate has no SAN in the allow list"
             );
             Err(rustls::Error::InvalidCertificate(

@@ -44,6 +44,21 @@ async fn an_allow_san_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_list()
     wait_metric(&proxy, "gembok_tls_handshakes_total", &resumed, 1.0).await;
     try_exchange(&proxy, &other).await.unwrap_err();
     wait_metric(&proxy, "gembok_handshake_failures_total", &REFUSED, 1.0).await;
+    // The refusal says whom it refused.
+    proxy
+        .wait_log("no SAN in the allow list", Duration::from_secs(10))
+        .await;
+    let refusal = proxy
+        .logs()
+        .lines()
+        .find(|l| l.contains("no SAN in the allow list"))
+        .map(str::to_owned);
+    assert!(
+        refusal
+            .as_deref()
+            .is_some_and(|l| l.contains(&spiffe("other"))),
+        "{refusal:?}"
+    );
 
     // The list now names `other` only: `other` is admitted, and `client` is refused even though
     // it offers the session it resumed before (a reload starts a new session cache).
