@@ -21,6 +21,9 @@ pub const INJECT_LABEL: &str = "gembok.io/inject";
 pub const INBOUND: &str = "gembok.io/inbound";
 pub const OUTBOUND: &str = "gembok.io/outbound";
 pub const ALLOWED_SANS: &str = "gembok.io/allowed-sans";
+/// A ConfigMap whose `allowed-sans` key lists more SAN patterns, one per line; mounted, so the
+/// proxy reloads it when the ConfigMap changes (no restart).
+pub const ALLOWED_SANS_CONFIGMAP: &str = "gembok.io/allowed-sans-configmap";
 pub const CERT_SECRET: &str = "gembok.io/cert-secret";
 pub const LOG_LEVEL: &str = "gembok.io/log-level";
 pub const CPU_REQUEST: &str = "gembok.io/proxy-cpu-request";
@@ -38,6 +41,7 @@ const KNOWN: &[&str] = &[
     INBOUND,
     OUTBOUND,
     ALLOWED_SANS,
+    ALLOWED_SANS_CONFIGMAP,
     CERT_SECRET,
     LOG_LEVEL,
     CPU_REQUEST,
@@ -105,6 +109,8 @@ pub struct InboundMapping {
     pub tls_port: u16,
     pub app_port: u16,
     pub allow_sans: Vec<String>,
+    /// The mounted `gembok.io/allowed-sans-configmap` list, where the pod-wide lists apply.
+    pub allow_san_file: Option<String>,
     pub proxy_protocol: bool,
 }
 
@@ -133,6 +139,8 @@ pub struct PodSettings {
     pub inbound: Vec<InboundMapping>,
     pub outbound: Vec<OutboundRoute>,
     pub allowed_sans: Vec<String>,
+    /// `gembok.io/allowed-sans-configmap`: a ConfigMap name.
+    pub allowed_sans_configmap: Option<String>,
     pub cert_secret: Option<String>,
     pub log_level: Option<String>,
     pub resources: ResourceOverrides,
@@ -225,6 +233,16 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             )),
             Ok(list) => out.settings.allowed_sans = list,
             Err(reason) => out.errors.push(error(ALLOWED_SANS, value, reason)),
+        }
+    }
+    if let Some(value) = get(ALLOWED_SANS_CONFIGMAP) {
+        match check_object_name(value) {
+            Ok(()) => out.settings.allowed_sans_configmap = Some(value.to_owned()),
+            Err(reason) => out.errors.push(error(
+                ALLOWED_SANS_CONFIGMAP,
+                value,
+                format!("not a valid ConfigMap name: {reason}"),
+            )),
         }
     }
     if let Some(value) = get(CERT_SECRET) {
@@ -403,6 +421,7 @@ fn parse_inbound(entry: &str) -> Result<InboundMapping, String> {
         tls_port,
         app_port,
         allow_sans,
+        allow_san_file: None,
         proxy_protocol,
     })
 }
@@ -677,6 +696,7 @@ mod tests {
             (SIDECAR_MODE, "sidecar"),
             (IMAGE, "has space"),
             (ALLOWED_SANS, " , "),
+            (ALLOWED_SANS_CONFIGMAP, "Payment.Allowed"),
             (KEY_EXCHANGE, "X25519MLKEM768,X448"),
         ]));
         let keys: Vec<&str> = parsed
@@ -690,6 +710,7 @@ mod tests {
                 INBOUND,
                 OUTBOUND,
                 ALLOWED_SANS,
+                ALLOWED_SANS_CONFIGMAP,
                 CERT_SECRET,
                 IMAGE,
                 SIDECAR_MODE,

@@ -12,9 +12,9 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use serde::Serialize;
 
 use crate::annotations::{
-    self, ALLOWED_SANS, AnnotationError, CERT_SECRET, CPU_LIMIT, CPU_REQUEST, DRAIN_SECONDS,
-    INBOUND, INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND, PodSettings, STATUS,
-    SidecarMode,
+    self, ALLOWED_SANS, ALLOWED_SANS_CONFIGMAP, AnnotationError, CERT_SECRET, CPU_LIMIT,
+    CPU_REQUEST, DRAIN_SECONDS, INBOUND, INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND,
+    PodSettings, STATUS, SidecarMode,
 };
 use crate::policy::{self, SkipReason, Unannotated};
 use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, PullPolicy, Resources, VOLUME_NAME};
@@ -89,6 +89,8 @@ struct Status<'a> {
     container: &'a str,
     volume: &'a str,
     cert_secret: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_sans_config_map: Option<&'a str>,
     inbound: Vec<u16>,
     outbound: Vec<u16>,
 }
@@ -142,6 +144,20 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     };
     errors.extend(check_ports(&settings, spec, pod_annotations));
     errors.extend(check_linux(spec));
+    if settings.allowed_sans_configmap.is_some()
+        && spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == sidecar::ALLOWED_SANS_VOLUME)
+    {
+        errors.push(AnnotationError::Pod {
+            reason: format!(
+                "{ALLOWED_SANS_CONFIGMAP} needs a volume named {}, and the pod has one already",
+                sidecar::ALLOWED_SANS_VOLUME
+            ),
+        });
+    }
     let cert_secret = match resolve_cert_secret(&settings, spec) {
         Ok(name) => name,
         Err(e) => {
@@ -167,6 +183,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         inbound: merge_allowed_sans(&settings, &mut warnings),
         outbound: settings.outbound.clone(),
         cert_secret,
+        allowed_sans_configmap: settings.allowed_sans_configmap.clone(),
         log_level: settings.log_level.clone(),
         resources: resolve_resources(&settings, &mut warnings),
         drain_seconds: settings
@@ -176,11 +193,19 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         istio: istio.is_some(),
     };
     warnings.extend(risk_warnings(&plan, spec));
-    if settings.inbound.is_empty() && !settings.allowed_sans.is_empty() {
-        warnings.push(format!(
-            "annotation {ALLOWED_SANS} has no effect: it restricts who may connect in, and the pod \
-             has no {INBOUND} mapping (whom it calls is checked by server-name in {OUTBOUND})"
-        ));
+    for (key, set) in [
+        (ALLOWED_SANS, !settings.allowed_sans.is_empty()),
+        (
+            ALLOWED_SANS_CONFIGMAP,
+            settings.allowed_sans_configmap.is_some(),
+        ),
+    ] {
+        if settings.inbound.is_empty() && set {
+            warnings.push(format!(
+                "annotation {key} has no effect: it restricts who may connect in, and the pod \
+                 has no {INBOUND} mapping (whom it calls is checked by server-name in {OUTBOUND})"
+            ));
+        }
     }
 
     let mut injected = pod.clone();
@@ -250,7 +275,7 @@ fn add_sidecar(pod: &mut Pod, plan: &Plan) {
     }
     spec.volumes
         .get_or_insert_with(Vec::new)
-        .push(sidecar::volume(plan));
+        .extend(sidecar::volumes(plan));
 }
 
 fn status_json(plan: &Plan) -> String {
@@ -260,6 +285,7 @@ fn status_json(plan: &Plan) -> String {
         container: CONTAINER_NAME,
         volume: VOLUME_NAME,
         cert_secret: &plan.cert_secret,
+        allowed_sans_config_map: plan.allowed_sans_configmap.as_deref(),
         inbound: plan.inbound.iter().map(|m| m.tls_port).collect(),
         outbound: plan.outbound.iter().map(|r| r.local_port).collect(),
     };
@@ -326,13 +352,24 @@ fn resolve_cert_secret(settings: &PodSettings, spec: &PodSpec) -> Result<String,
         })
 }
 
-/// `gembok.io/allowed-sans` applies to the inbound mappings without an `allow-san` list of
-/// their own. A mapping's own list is the narrower rule and wins: adding the pod-wide list to it
-/// would let in peers that the port was meant to refuse (a warning says so).
+/// The pod-wide lists, `gembok.io/allowed-sans` and the `gembok.io/allowed-sans-configmap`
+/// file (together: a peer either admits is admitted), apply to the inbound mappings without an
+/// `allow-san` list of their own. A mapping's own list is the narrower rule and wins: adding a
+/// pod-wide list to it would let in peers that the port was meant to refuse (a warning says so).
 fn merge_allowed_sans(
     settings: &PodSettings,
     warnings: &mut Vec<String>,
 ) -> Vec<annotations::InboundMapping> {
+    let pod_wide: Vec<&str> = [
+        (!settings.allowed_sans.is_empty()).then_some(ALLOWED_SANS),
+        settings
+            .allowed_sans_configmap
+            .as_ref()
+            .map(|_| ALLOWED_SANS_CONFIGMAP),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     settings
         .inbound
         .iter()
@@ -340,11 +377,17 @@ fn merge_allowed_sans(
             let mut m = m.clone();
             if m.allow_sans.is_empty() {
                 m.allow_sans = settings.allowed_sans.clone();
-            } else if !settings.allowed_sans.is_empty() {
+                m.allow_san_file = settings
+                    .allowed_sans_configmap
+                    .as_ref()
+                    .map(|_| sidecar::allowed_sans_file());
+            } else if !pod_wide.is_empty() {
                 warnings.push(format!(
-                    "port {} has its own allow-san list, which {ALLOWED_SANS} does not widen: \
+                    "port {} has its own allow-san list, which {} {} not widen: \
                      only {} may connect there",
                     m.tls_port,
+                    pod_wide.join(" and "),
+                    if pod_wide.len() > 1 { "do" } else { "does" },
                     m.allow_sans.join(", ")
                 ));
             }
@@ -717,6 +760,25 @@ mod tests {
             Decision::Reject(errors) => errors.iter().map(ToString::to_string).collect(),
             other => panic!("not rejected: {other:?}"),
         }
+    }
+
+    /// The allow-list volume's name is the injector's: a pod that has one already is refused
+    /// when it asks for the ConfigMap list (never merged into, never renamed), and is fine
+    /// when it does not.
+    #[test]
+    fn the_allow_list_volume_name_must_be_free_when_it_is_needed() {
+        let volumes = json!({"volumes": [{"name": "gembok-allowed-sans", "emptyDir": {}}]});
+        let asks = [(INBOUND, "8443=8080"), (ALLOWED_SANS_CONFIGMAP, "who")];
+        let errors = rejections(&pod(&asks, &[8080], volumes.clone()));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("a volume named gembok-allowed-sans"),
+            "{errors:?}"
+        );
+        assert!(matches!(
+            decide(&pod(&asks[..1], &[8080], volumes)),
+            Decision::Inject { .. }
+        ));
     }
 
     /// An APPPORT on the admin port would hand mesh peers the admin endpoint (it trusts

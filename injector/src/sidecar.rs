@@ -1,13 +1,13 @@
 //! Pure builders for what gets added to a pod: the `gembok-proxy` container and its certificate
-//! volume, from a resolved [`Plan`]. The proxy is configured only through `GEMBOK_*` environment
+//! volume (and allow-list ConfigMap volume), from a resolved [`Plan`]. The proxy is configured only through `GEMBOK_*` environment
 //! variables (docs/contracts.md section 1), so the container has no `args`.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle,
-    LifecycleHandler, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,6 +17,10 @@ use crate::annotations::{InboundMapping, OutboundRoute, SidecarMode};
 pub const CONTAINER_NAME: &str = "gembok-proxy";
 pub const VOLUME_NAME: &str = "gembok-certs";
 pub const CERT_MOUNT_PATH: &str = "/etc/gembok/certs";
+/// The `gembok.io/allowed-sans-configmap` volume, its mount and the ConfigMap key it maps.
+pub const ALLOWED_SANS_VOLUME: &str = "gembok-allowed-sans";
+pub const ALLOWED_SANS_MOUNT_PATH: &str = "/etc/gembok/allowed-sans";
+pub const ALLOWED_SANS_KEY: &str = "allowed-sans";
 pub const ADMIN_PORT: u16 = 15700;
 pub const ADMIN_PORT_NAME: &str = "gembok-admin";
 /// The distroless `nonroot` user; any fixed non-zero UID works, a fixed one makes file
@@ -82,6 +86,8 @@ pub struct Plan {
     pub inbound: Vec<InboundMapping>,
     pub outbound: Vec<OutboundRoute>,
     pub cert_secret: String,
+    /// `gembok.io/allowed-sans-configmap`, mounted at [`ALLOWED_SANS_MOUNT_PATH`].
+    pub allowed_sans_configmap: Option<String>,
     pub log_level: Option<String>,
     pub resources: Resources,
     pub drain_seconds: Option<u32>,
@@ -97,7 +103,8 @@ pub fn tls_port_name(index: usize) -> String {
     format!("gembok-tls-{}", index + 1)
 }
 
-/// `GEMBOK_INBOUND`: `[::]:TLSPORT=127.0.0.1:APPPORT[,allow-san=P]...[,proxy-protocol=v2]`
+/// `GEMBOK_INBOUND`: `[::]:TLSPORT=127.0.0.1:APPPORT[,allow-san=P]...[,allow-san-file=F]
+/// [,proxy-protocol=v2]`
 /// joined by `;`. `[::]`
 /// serves IPv4 and IPv6 peers alike, so single-stack IPv6 pods are reachable too (the proxy
 /// falls back to `0.0.0.0` where the kernel has no IPv6).
@@ -109,6 +116,10 @@ pub fn inbound_env(inbound: &[InboundMapping]) -> String {
             for san in &m.allow_sans {
                 entry.push_str(",allow-san=");
                 entry.push_str(san);
+            }
+            if let Some(file) = &m.allow_san_file {
+                entry.push_str(",allow-san-file=");
+                entry.push_str(file);
             }
             if m.proxy_protocol {
                 entry.push_str(",proxy-protocol=v2");
@@ -228,12 +239,7 @@ pub fn container(plan: &Plan) -> Container {
         readiness_probe: Some(probe(plan, "/ready", 5, 3)),
         resources: Some(resources(&plan.resources)),
         security_context: Some(security_context()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: VOLUME_NAME.to_owned(),
-            mount_path: CERT_MOUNT_PATH.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts(plan)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     }
@@ -264,10 +270,27 @@ fn wait_ready_args(timeout: &str, path: &str) -> Vec<String> {
     args
 }
 
+fn volume_mounts(plan: &Plan) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let mut mounts = vec![mount(VOLUME_NAME, CERT_MOUNT_PATH)];
+    if plan.allowed_sans_configmap.is_some() {
+        mounts.push(mount(ALLOWED_SANS_VOLUME, ALLOWED_SANS_MOUNT_PATH));
+    }
+    mounts
+}
+
 /// The certificate Secret, mounted read-only; a missing Secret keeps the pod pending with a
-/// clear event rather than starting a proxy that cannot serve.
-pub fn volume(plan: &Plan) -> Volume {
-    Volume {
+/// clear event rather than starting a proxy that cannot serve. With
+/// `gembok.io/allowed-sans-configmap`, that ConfigMap's `allowed-sans` key too, as a volume
+/// (not `subPath`: the kubelet updates a volume in place, which the proxy reloads) that must
+/// exist (a pod whose list is missing stays pending instead of admitting anyone).
+pub fn volumes(plan: &Plan) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
         name: VOLUME_NAME.to_owned(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(plan.cert_secret.clone()),
@@ -276,7 +299,30 @@ pub fn volume(plan: &Plan) -> Volume {
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
+    }];
+    if let Some(name) = &plan.allowed_sans_configmap {
+        volumes.push(Volume {
+            name: ALLOWED_SANS_VOLUME.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: ALLOWED_SANS_KEY.to_owned(),
+                    path: ALLOWED_SANS_KEY.to_owned(),
+                    ..KeyToPath::default()
+                }]),
+                default_mode: Some(0o444),
+                optional: Some(false),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
     }
+    volumes
+}
+
+/// Where the proxy reads the `gembok.io/allowed-sans-configmap` list.
+pub fn allowed_sans_file() -> String {
+    format!("{ALLOWED_SANS_MOUNT_PATH}/{ALLOWED_SANS_KEY}")
 }
 
 /// A probe of the admin endpoint `path`. An HTTP probe, except in pods Istio injects: Istio
@@ -362,18 +408,21 @@ mod tests {
                 tls_port: 8443,
                 app_port: 8080,
                 allow_sans: vec!["a".into(), "b".into()],
+                allow_san_file: None,
                 proxy_protocol: false,
             },
             InboundMapping {
                 tls_port: 9443,
                 app_port: 9090,
                 allow_sans: vec![],
+                allow_san_file: Some(allowed_sans_file()),
                 proxy_protocol: true,
             },
         ];
         assert_eq!(
             inbound_env(&inbound),
-            "[::]:8443=127.0.0.1:8080,allow-san=a,allow-san=b;[::]:9443=127.0.0.1:9090,proxy-protocol=v2"
+            "[::]:8443=127.0.0.1:8080,allow-san=a,allow-san=b;\
+             [::]:9443=127.0.0.1:9090,allow-san-file=/etc/gembok/allowed-sans/allowed-sans,proxy-protocol=v2"
         );
         let outbound = vec![OutboundRoute {
             local_port: 15701,

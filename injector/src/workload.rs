@@ -14,7 +14,7 @@ use crate::inject::{Context, Decision, InjectorConfig, inject};
 use crate::istio;
 use crate::patch;
 use crate::policy::SkipReason;
-use crate::sidecar::Plan;
+use crate::sidecar::{self, Plan};
 use crate::yaml;
 
 /// Input the command cannot read.
@@ -303,10 +303,17 @@ pub fn explain(report: &Report) -> String {
                 plan.cert_secret
             ));
             for m in &plan.inbound {
-                let sans = if m.allow_sans.is_empty() {
+                let mut lists = m.allow_sans.clone();
+                if let (Some(_), Some(name)) = (&m.allow_san_file, &plan.allowed_sans_configmap) {
+                    lists.push(format!(
+                        "those in ConfigMap {name} key {} (reloaded when it changes)",
+                        sidecar::ALLOWED_SANS_KEY
+                    ));
+                }
+                let sans = if lists.is_empty() {
                     "any peer certified by the mesh CA".to_owned()
                 } else {
-                    m.allow_sans.join(", ")
+                    lists.join(", ")
                 };
                 let header = if m.proxy_protocol {
                     ", PROXY protocol v2 header first"

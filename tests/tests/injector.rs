@@ -1755,6 +1755,7 @@ fn the_proxy_takes_the_routes_and_log_filter_the_injector_writes() -> Result<()>
             "8443=8080,allow-san=spiffe://td/ns/*/sa/a;9443=9090,proxy-protocol=v2",
         ),
         ("gembok.io/allowed-sans", "*.shop.svc.cluster.local"),
+        ("gembok.io/allowed-sans-configmap", "shop-callers"),
         (
             "gembok.io/outbound",
             "15701=1a.example:1;15702=[fd00::1]:1,server-name=fd00::1;15703=svc:1,server-name=10.0.0.1",
@@ -1762,6 +1763,7 @@ fn the_proxy_takes_the_routes_and_log_filter_the_injector_writes() -> Result<()>
         ("gembok.io/log-level", "warn,gembok_proxy::conn=debug"),
     ])?;
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(injected.contains(",allow-san-file=/etc/gembok/allowed-sans/allowed-sans"));
     let pod: Value = serde_yaml_ng::from_str(&injected)?;
     let env = pod
         .pointer("/spec/initContainers/0/env")
