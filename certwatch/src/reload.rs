@@ -267,21 +267,44 @@ enum FailureKey {
 mod tests {
     use super::*;
     use crate::material::Usage;
-    use crate::test_pki::{ca, good_leaf};
+    use crate::test_pki::{Ca, Leaf, ca, good_leaf};
     use crate::testing::SecretDir;
 
-    fn reloader(dir: &std::path::Path) -> Reloader<String> {
+    /// A reloader of the certificates in `dir` and the allow-san `lists`, building with `build`.
+    fn reloader_of<T>(
+        dir: &std::path::Path,
+        lists: Vec<std::path::PathBuf>,
+        usages: Vec<Usage>,
+        build: impl Fn(&Material) -> Result<T, BuildError> + Send + Sync + 'static,
+    ) -> Reloader<T> {
         Reloader::new(
             CertSource::Dir(dir.to_path_buf()),
-            Vec::new(),
+            lists,
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Requirements {
                 ca_required: true,
-                usages: vec![Usage::Server, Usage::Client],
+                usages,
             },
-            Box::new(|m: &Material| Ok(m.leaf.serial.clone())),
+            Box::new(build),
             "test_",
         )
+    }
+
+    /// Publishes `leaf` with its key and `ca` the kubelet's way.
+    fn publish(secret: &SecretDir, leaf: &Leaf, ca: &Ca) {
+        secret
+            .swap(&[
+                ("tls.crt", leaf.cert.as_bytes()),
+                ("tls.key", leaf.key.as_bytes()),
+                ("ca.crt", ca.pem.as_bytes()),
+            ])
+            .unwrap();
+    }
+
+    fn reloader(dir: &std::path::Path) -> Reloader<String> {
+        reloader_of(dir, Vec::new(), vec![Usage::Server, Usage::Client], |m| {
+            Ok(m.leaf.serial.clone())
+        })
     }
 
     fn serial(r: &Reloader<String>) -> Option<String> {
@@ -301,13 +324,7 @@ mod tests {
 
         let ca = ca("root");
         let good = good_leaf(&ca);
-        secret
-            .swap(&[
-                ("tls.crt", good.cert.as_bytes()),
-                ("tls.key", good.key.as_bytes()),
-                ("ca.crt", ca.pem.as_bytes()),
-            ])
-            .unwrap();
+        publish(&secret, &good, &ca);
         let Outcome::Loaded { serial: loaded } = r.attempt(false) else {
             panic!("good material refused")
         };
@@ -344,14 +361,7 @@ mod tests {
         assert!(matches!(r.attempt(false), Outcome::Failed(_)));
         assert_eq!(serial(&r).as_deref(), Some(loaded.as_str()));
 
-        let next = good_leaf(&ca);
-        secret
-            .swap(&[
-                ("tls.crt", next.cert.as_bytes()),
-                ("tls.key", next.key.as_bytes()),
-                ("ca.crt", ca.pem.as_bytes()),
-            ])
-            .unwrap();
+        publish(&secret, &good_leaf(&ca), &ca);
         assert!(matches!(r.attempt(false), Outcome::Loaded { .. }));
         assert_ne!(serial(&r).as_deref(), Some(loaded.as_str()));
     }
@@ -362,36 +372,14 @@ mod tests {
         let secret = SecretDir::new(dir.path());
         let ca = ca("root");
         let good = good_leaf(&ca);
-        let files = |leaf: &crate::test_pki::Leaf| {
-            [
-                ("tls.crt", leaf.cert.clone().into_bytes()),
-                ("tls.key", leaf.key.clone().into_bytes()),
-                ("ca.crt", ca.pem.clone().into_bytes()),
-            ]
-        };
-        let swap = |leaf| {
-            let files = files(leaf);
-            let borrowed: Vec<(&str, &[u8])> =
-                files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-            secret.swap(&borrowed).unwrap();
-        };
-        swap(&good);
+        publish(&secret, &good, &ca);
         let builds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = builds.clone();
-        let mut r: Reloader<()> = Reloader::new(
-            CertSource::Dir(dir.path().to_path_buf()),
-            Vec::new(),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            Requirements {
-                ca_required: true,
-                usages: vec![Usage::Server, Usage::Client],
-            },
-            Box::new(move |_: &Material| {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok(())
-            }),
-            "test_",
-        );
+        let usages = vec![Usage::Server, Usage::Client];
+        let mut r = reloader_of(dir.path(), Vec::new(), usages, move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
         let built = || builds.load(std::sync::atomic::Ordering::SeqCst);
         assert!(matches!(r.attempt(true), Outcome::Loaded { .. }));
         let loaded_at = r.reloadable().current().unwrap().loaded_at;
@@ -401,11 +389,11 @@ mod tests {
         assert_eq!(built(), 1);
         assert_eq!(r.reloadable().current().unwrap().loaded_at, loaded_at);
         // The same content rewritten (a new kubelet snapshot, new inodes and times) is unchanged too.
-        swap(&good);
+        publish(&secret, &good, &ca);
         assert!(matches!(r.attempt(true), Outcome::Unchanged));
         assert_eq!(built(), 1);
         // New content is loaded, forced or not.
-        swap(&good_leaf(&ca));
+        publish(&secret, &good_leaf(&ca), &ca);
         assert!(matches!(r.attempt(true), Outcome::Loaded { .. }));
         assert_eq!(built(), 2);
     }
@@ -416,24 +404,10 @@ mod tests {
         let secret = SecretDir::new(dir.path());
         let ca = ca("root");
         let good = good_leaf(&ca);
-        secret
-            .swap(&[
-                ("tls.crt", good.cert.as_bytes()),
-                ("tls.key", good.key.as_bytes()),
-                ("ca.crt", ca.pem.as_bytes()),
-            ])
-            .unwrap();
-        let mut r: Reloader<()> = Reloader::new(
-            CertSource::Dir(dir.path().to_path_buf()),
-            Vec::new(),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            Requirements {
-                ca_required: true,
-                usages: vec![],
-            },
-            Box::new(|_: &Material| Err("no listener accepts this".into())),
-            "test_",
-        );
+        publish(&secret, &good, &ca);
+        let mut r: Reloader<()> = reloader_of(dir.path(), Vec::new(), vec![], |_| {
+            Err("no listener accepts this".into())
+        });
         match r.attempt(false) {
             Outcome::Failed(e) => assert_eq!(e.reason(), "build"),
             other => panic!("{other:?}"),
@@ -453,32 +427,16 @@ mod tests {
         let lists = SecretDir::new(dir.path().join("lists"));
         let ca = ca("root");
         let good = good_leaf(&ca);
-        secret
-            .swap(&[
-                ("tls.crt", good.cert.as_bytes()),
-                ("tls.key", good.key.as_bytes()),
-                ("ca.crt", ca.pem.as_bytes()),
-            ])
-            .unwrap();
+        publish(&secret, &good, &ca);
         lists.swap(&[("allow-san", b"a.shop.svc\n")]).unwrap();
         let list = dir.path().join("lists/allow-san");
-        let mut r: Reloader<Vec<String>> = Reloader::new(
-            CertSource::Dir(dir.path().join("certs")),
-            vec![list.clone()],
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            Requirements {
-                ca_required: true,
-                usages: vec![],
-            },
-            Box::new(|m: &Material| {
-                Ok(m.allow_san[0]
-                    .patterns
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect())
-            }),
-            "test_",
-        );
+        let mut r = reloader_of(&dir.path().join("certs"), vec![list], vec![], |m| {
+            Ok(m.allow_san[0]
+                .patterns
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>())
+        });
         let served = |r: &Reloader<Vec<String>>| r.reloadable().current().unwrap().value.clone();
         assert!(matches!(r.attempt(false), Outcome::Loaded { .. }));
         assert_eq!(served(&r), ["a.shop.svc"]);
