@@ -71,14 +71,12 @@ pub enum ListError {
     NotText,
     #[error("{}", .0.iter().map(|(line, e)| format!("line {line}: {e}")).collect::<Vec<_>>().join("; "))]
     Patterns(Vec<(usize, PatternError)>),
-    /// A list that admits nobody is far more often a truncated or mis-keyed ConfigMap than a
-    /// wish; refusing it keeps the last good list (a route that must admit nobody is removed).
-    #[error("lists no pattern (only blank lines and # comments); an empty list is refused")]
-    Empty,
 }
 
 /// Parses the text of an allow-san file: one pattern per line, surrounding whitespace trimmed,
-/// blank lines and lines starting with `#` skipped.
+/// blank lines and lines starting with `#` skipped. A file with no pattern is a valid list that
+/// admits nobody: emptying the list is how an operator cuts every caller off at once, and
+/// refusing it would keep the callers they meant to cut off.
 pub fn parse_list(bytes: &[u8]) -> Result<Vec<SanPattern>, ListError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ListError::NotText)?;
     let (mut patterns, mut bad) = (Vec::new(), Vec::new());
@@ -94,9 +92,6 @@ pub fn parse_list(bytes: &[u8]) -> Result<Vec<SanPattern>, ListError> {
     }
     if !bad.is_empty() {
         return Err(ListError::Patterns(bad));
-    }
-    if patterns.is_empty() {
-        return Err(ListError::Empty);
     }
     Ok(patterns)
 }
@@ -230,8 +225,8 @@ mod tests {
         );
         assert!(err.to_string().starts_with("line 2: "), "{err}");
         assert!(err.to_string().contains("; line 4: "), "{err}");
-        assert_eq!(parse_list(b"# nobody\n\n"), Err(ListError::Empty));
-        assert_eq!(parse_list(b""), Err(ListError::Empty));
+        assert_eq!(parse_list(b"# nobody\n\n"), Ok(vec![]));
+        assert_eq!(parse_list(b""), Ok(vec![]));
         assert_eq!(parse_list(b"\xff\xfe"), Err(ListError::NotText));
     }
 

@@ -242,18 +242,24 @@ pub fn build(
     })
 }
 
-/// A route's allow-san patterns: its own, then those of its files as of this reload.
+/// A route's allow-san patterns: its own, then those of its files as of this reload. None at
+/// all (its files emptied) admits nobody, which is said once per reload.
 fn allowed(route: &crate::config::InboundRoute, material: &Material) -> Arc<[SanPattern]> {
     let lists = material
         .allow_san
         .iter()
         .filter(|list| route.allow_san_files.contains(&list.path));
-    route
+    let allowed: Arc<[SanPattern]> = route
         .allow_san
         .iter()
         .chain(lists.flat_map(|list| &list.patterns))
         .cloned()
-        .collect()
+        .collect();
+    if allowed.is_empty() {
+        tracing::warn!(listen = %route.listen, files = ?route.allow_san_files,
+            "the allow-san lists of this listener are empty: every client is refused");
+    }
+    allowed
 }
 
 fn pick(route: &[Vec<u8>], default: &[Vec<u8>]) -> Vec<Vec<u8>> {

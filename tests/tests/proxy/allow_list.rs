@@ -87,4 +87,13 @@ async fn an_allow_san_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_list()
     try_exchange(&proxy, &client).await.unwrap_err();
     wait_metric(&proxy, "gembok_handshake_failures_total", &REFUSED, 3.0).await;
     assert_eq!(proxy.get("/ready").await.0, 200, "still serving");
+
+    // Emptied, the list cuts everyone off at once (the refused edit above is not kept).
+    list("# nobody for now\n".to_owned());
+    wait_metric(&proxy, "gembok_cert_reloads_total", &loaded, 3.0).await;
+    proxy
+        .wait_log("every client is refused", Duration::from_secs(10))
+        .await;
+    try_exchange(&proxy, &other).await.unwrap_err();
+    wait_metric(&proxy, "gembok_handshake_failures_total", &REFUSED, 4.0).await;
 }
