@@ -168,6 +168,12 @@ pub struct ProxyArgs {
     /// require (exit 64 at start-up when the kernel has no kTLS).
     #[arg(long, env = "GEMBOK_KTLS", default_value = "auto")]
     pub ktls: String,
+    /// Landlock self-sandbox, applied before serving: auto (where the kernel has Landlock), off,
+    /// or require (exit at start-up without it). Sandboxed, the proxy may only read beneath its
+    /// certificate and allow-san directories, /etc and the library directories, and may write,
+    /// create, remove or execute no file.
+    #[arg(long, env = "GEMBOK_SANDBOX", default_value = "auto")]
+    pub sandbox: String,
     /// Rotate the sending key with a KeyUpdate (gembok's record layer; kTLS on kernels that can
     /// be rekeyed) or close the connection (kTLS otherwise) after this many records under one
     /// key; `auto` is the cipher's own limit (2^24 records for AES-GCM).

@@ -40,6 +40,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// `--ktls`.
     pub ktls: crate::ktls::Mode,
+    /// `--sandbox`.
+    pub sandbox: crate::sandbox::Mode,
     /// What the kernel can do; probed by `main` (not part of the command line).
     pub ktls_support: crate::ktls::Support,
     /// `--dns-cache`: how long an outbound route's resolved addresses are reused.
@@ -286,6 +288,7 @@ impl Config {
         );
 
         let ktls = p.check("ktls", args.ktls.parse::<crate::ktls::Mode>());
+        let sandbox = p.check("sandbox", args.sandbox.parse::<crate::sandbox::Mode>());
 
         let record_limit = p.check(
             "record-limit",
@@ -340,6 +343,7 @@ impl Config {
             reload_interval: reload_interval.expect(some),
             workers: workers.expect(some),
             ktls: ktls.expect(some),
+            sandbox: sandbox.expect(some),
             ktls_support: crate::ktls::Support::not_probed(),
             record_limit: record_limit.expect(some),
             record_layer: record_layer.expect(some),

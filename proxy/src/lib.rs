@@ -49,6 +49,7 @@ pub mod proxy_protocol;
 pub mod reads;
 pub mod records;
 pub mod resolve;
+pub mod sandbox;
 pub mod serve;
 pub mod shutdown;
 pub mod tcp_info;

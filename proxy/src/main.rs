@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gembok_proxy::cli::{self, Command};
 use gembok_proxy::config::{Config, LogConfig};
-use gembok_proxy::{Listeners, fd_limit, ktls, wait_ready};
+use gembok_proxy::{Listeners, fd_limit, ktls, sandbox, wait_ready};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -70,8 +70,16 @@ fn main() -> ExitCode {
     init_tracing(&config.log);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), certs = %gembok_proxy::describe_certs(&config.certs), "starting");
     open_files(&config);
+    // Before the sandbox: counting the CPUs reads the cgroup's quota in /proc and /sys.
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    if let Err(e) = sandbox(&config) {
+        tracing::error!(error = %e, "cannot start sandboxed");
+        return ExitCode::FAILURE;
+    }
 
-    let runtime = match runtime(config.workers) {
+    let runtime = match runtime(workers) {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -147,9 +155,37 @@ fn init_tracing(log: &LogConfig) {
     }
 }
 
-/// Worker threads = the CPUs this process may use (cgroup quota aware), current-thread at one.
-fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let n = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+/// Applies `--sandbox` to this thread, before any other starts, so it covers them all.
+fn sandbox(config: &Config) -> Result<(), sandbox::SandboxError> {
+    let readable = sandbox::readable(config);
+    match sandbox::apply(config.sandbox, &readable)? {
+        sandbox::Status::Enforced { full, all_threads } => {
+            tracing::info!(
+                readable = ?readable,
+                "sandboxed (Landlock): no file may be written, created, removed or executed; reads only beneath these paths"
+            );
+            if !full {
+                tracing::warn!(
+                    "this kernel's Landlock is older: it enforces part of the sandbox's rights"
+                );
+            }
+            if !all_threads {
+                tracing::info!(
+                    "the sandbox covers every thread but jemalloc's purge thread, started before it (Linux 7.0 and later cover that one too)"
+                );
+            }
+        }
+        sandbox::Status::None(why) if config.sandbox == sandbox::Mode::Off => {
+            tracing::info!("not sandboxed: {why}");
+        }
+        sandbox::Status::None(why) => tracing::warn!("not sandboxed: {why}"),
+    }
+    Ok(())
+}
+
+/// Worker threads = the CPUs this process may use (cgroup quota aware, counted by the
+/// caller before the sandbox), current-thread at one.
+fn runtime(n: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if n == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

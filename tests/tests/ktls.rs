@@ -159,6 +159,31 @@ async fn assert_ktls(proxy: &Proxy) {
     );
 }
 
+/// The Landlock sandbox (`proxy/src/sandbox.rs`) on the VM's Debian kernels, where kTLS runs:
+/// set up, and covering every thread (jemalloc's purge thread, started before it, included)
+/// from Linux 7.0 on, whose Landlock can restrict a whole process. The host's kernel checks the
+/// sandbox's effect (`tests/tests/proxy/sandbox.rs`); this checks it on the kernels we ship kTLS for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
+async fn the_ktls_sidecars_run_sandboxed() {
+    let mut pair = Pair::start().await;
+    assert_ktls(&pair.inbound).await;
+    pair.exchange_intact("sandboxed kTLS pair", 1, 1 << 20)
+        .await;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let major: u32 = release
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    for proxy in [&pair.inbound, &pair.outbound] {
+        let logs = proxy.logs();
+        assert!(logs.contains("sandboxed (Landlock)"), "{logs}");
+        let every_thread = !logs.contains("but jemalloc's purge thread");
+        assert_eq!(every_thread, major >= 7, "kernel {release}: {logs}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs kTLS: run by scripts/ktls-vm.sh"]
 async fn a_ktls_pair_carries_large_transfers_both_ways_intact() {

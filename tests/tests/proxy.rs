@@ -28,6 +28,8 @@ mod rejections;
 mod reload;
 #[path = "proxy/roundtrip.rs"]
 mod roundtrip;
+#[path = "proxy/sandbox.rs"]
+mod sandbox;
 #[path = "proxy/sighup.rs"]
 mod sighup;
 #[path = "proxy/wait_ready.rs"]
