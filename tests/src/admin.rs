@@ -114,6 +114,21 @@ impl Metrics {
     pub fn has(&self, name: &str) -> bool {
         self.samples.iter().any(|s| s.name == name)
     }
+
+    /// Every sample of `name`, one per line as `{labels} value`, for failure messages.
+    pub fn show(&self, name: &str) -> String {
+        let lines: Vec<String> = self
+            .samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| format!("  {name}{:?} {}", s.labels, s.value))
+            .collect();
+        if lines.is_empty() {
+            format!("  {name}: no sample")
+        } else {
+            lines.join("\n")
+        }
+    }
 }
 
 fn parse_labels(body: &str, line: &str) -> BTreeMap<String, String> {

@@ -211,13 +211,15 @@ impl Proxy {
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let got = self.metrics().await.sum(name, labels);
+            let metrics = self.metrics().await;
+            let got = metrics.sum(name, labels);
             if got == want {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{name}{labels:?} is {got}, want {want}\nlogs:\n{}",
+                "{name}{labels:?} is {got}, want {want}; every sample:\n{}\nlogs:\n{}",
+                metrics.show(name),
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

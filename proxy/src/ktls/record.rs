@@ -166,6 +166,12 @@ impl<S> RecordAligned<S> {
         self.mode != Mode::Free && self.header_seen == 0 && self.body_left == 0
     }
 
+    /// Whether rustls was served part of a record whose rest is still in the socket or on its
+    /// way (tracked while `Aligned` or `Bounded`).
+    pub fn mid_record(&self) -> bool {
+        self.mode != Mode::Free && (self.header_seen != 0 || self.body_left != 0)
+    }
+
     /// Serves rustls freely from now on.
     pub fn release(&mut self) {
         self.mode = Mode::Free;
@@ -235,6 +241,24 @@ impl RecordAligned<TcpStream> {
                 scan.starts(&b[..take], APPLICATION_DATA);
                 n -= take;
             }
+        }
+    }
+}
+
+/// A [`RecordAligned`] read from within a poll, for rustls's `read_tls`: `WouldBlock` stands for
+/// `Pending` (the context's waker is registered).
+pub struct PollReader<'a, 'b, S> {
+    pub io: &'a mut RecordAligned<S>,
+    pub cx: &'a mut Context<'b>,
+}
+
+impl<S: AsyncRead + Unpin> io::Read for PollReader<'_, '_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }

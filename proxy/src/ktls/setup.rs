@@ -7,7 +7,8 @@
 //!
 //! After the handshake, everything that can fail while rustls could still continue is checked
 //! first: the negotiated cipher must be one the probe saw the kernel accept, and rustls must have
-//! nothing left to send and must have stopped reading at a record boundary. Only then are the
+//! nothing left to send and must have stopped reading at a record boundary (a record its reads
+//! had started is read to its end first, for up to a second). Only then are the
 //! secrets extracted (which consumes the rustls connection) and installed for both directions.
 //! That taking-apart of rustls ([`release`], [`traffic_key`]) is shared with gembok's own record
 //! layer (`crate::records`), and so is [`Handover`], what became of the attempt.
@@ -17,6 +18,8 @@
 //! needs to follow KeyUpdates.
 
 use std::io::{self, Read};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -27,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::keys::{Rekey, SecretLog};
-use super::record::Mode;
+use super::record::{Mode, PollReader};
 use super::stream::KeyUpdates;
 use super::{Cipher, Kernel, KtlsStream, RecordAligned, Version};
 
@@ -39,6 +42,10 @@ pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
     fn ulp_attached(&self) -> bool;
     /// Whether the handshake's reads stopped exactly at a record boundary.
     fn at_boundary(&self) -> bool;
+    /// Whether they stopped within a record, its rest yet to be read.
+    fn mid_record(&self) -> bool;
+    /// Reads the rest of that record into rustls (and processes it); ready at its end.
+    fn poll_finish_record(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Turns record-aligned or bounded reads off (the connection stays with rustls).
     fn release(&mut self);
     /// How many encrypted bytes rustls may queue before a write waits.
@@ -61,6 +68,31 @@ macro_rules! tls_session {
             }
             fn at_boundary(&self) -> bool {
                 self.get_ref().0.at_boundary()
+            }
+            fn mid_record(&self) -> bool {
+                self.get_ref().0.mid_record()
+            }
+            fn poll_finish_record(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let (io, conn) = self.get_mut();
+                while io.mid_record() {
+                    match conn.read_tls(&mut PollReader {
+                        io: &mut *io,
+                        cx: &mut *cx,
+                    }) {
+                        Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+                        Ok(_) => {
+                            if let Err(e) = conn.process_new_packets() {
+                                return Poll::Ready(Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    e,
+                                )));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                Poll::Ready(Ok(()))
             }
             fn release(&mut self) {
                 self.get_mut().0.release()
@@ -93,6 +125,12 @@ impl<T: TlsSession> TlsSession for Box<T> {
     }
     fn at_boundary(&self) -> bool {
         (**self).at_boundary()
+    }
+    fn mid_record(&self) -> bool {
+        (**self).mid_record()
+    }
+    fn poll_finish_record(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_finish_record(cx)
     }
     fn release(&mut self) {
         (**self).release()
@@ -148,6 +186,11 @@ pub fn prepare(tcp: TcpStream, ktls: bool, records: bool) -> RecordAligned<TcpSt
     RecordAligned::new(tcp, mode)
 }
 
+/// How long [`release`] waits for the rest of a record the handshake's reads started. Within it
+/// the other direction waits too; past it, a stalled peer's connection stays in user space
+/// (reason `partial_record`).
+const FINISH_RECORD: Duration = Duration::from_secs(1);
+
 /// A connection rustls has given up: its socket, what it left, and its keys.
 pub struct Released {
     pub tcp: TcpStream,
@@ -166,6 +209,19 @@ pub struct Released {
 /// stopped at a record boundary), then drains its decrypted plaintext and extracts the secrets,
 /// which consumes it.
 pub async fn release<S: TlsSession>(mut tls: S) -> Handover<Released, S> {
+    // While rustls wants to read, tokio-rustls reads on after the handshake's last record, and
+    // may have stopped in the middle of the peer's next one (its first request, a session
+    // ticket) when the rest had not arrived yet. That rest is on its way: take it, rather than
+    // leave the connection in user space for good.
+    if tls.mid_record() {
+        let finish = std::future::poll_fn(|cx| tls.poll_finish_record(cx));
+        if !matches!(
+            tokio::time::timeout(FINISH_RECORD, finish).await,
+            Ok(Ok(()))
+        ) {
+            return Handover::Kept(tls, "partial_record");
+        }
+    }
     if let Err(e) = tls.flush().await {
         return Handover::Failed(e, "flush");
     }
@@ -418,5 +474,101 @@ mod tests {
         assert_eq!(c.info.cipher_type, 54);
         assert_eq!(c.iv.to_vec(), iv);
         assert_eq!(c.rec_seq[7], 5);
+    }
+
+    const REQUEST: &[u8] = b"the first request, sealed behind the client's Finished";
+
+    /// A server handshake on record-aligned reads whose client sends its Finished and first
+    /// request in one write but the request's record without its last 10 bytes; the server's
+    /// handshake has then ended in the middle of that record. Returns the server's stream, the
+    /// client's socket (to send `rest` on) and the rest.
+    async fn ended_mid_record() -> (
+        tokio_rustls::server::TlsStream<RecordAligned<TcpStream>>,
+        TcpStream,
+        Vec<u8>,
+    ) {
+        use tokio::io::AsyncReadExt;
+        let provider = crate::tls::provider(
+            crate::config::Provider::AwsLcRs,
+            crate::config::Provider::AwsLcRs,
+            false,
+        );
+        let suite = provider.cipher_suites[0];
+        let (server, client) = crate::test_tls::configs(provider, suite);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio_rustls::TlsAcceptor::from(server)
+                .accept(RecordAligned::new(tcp, Mode::Aligned))
+                .await
+                .unwrap()
+        });
+        let name = rustls::pki_types::ServerName::try_from("server.test").unwrap();
+        let mut tls = rustls::ClientConnection::new(client, name).unwrap();
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while tls.is_handshaking() {
+            let mut wire = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut wire).unwrap();
+            }
+            tcp.write_all(&wire).await.unwrap();
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the server closed during the handshake");
+            tls.read_tls(&mut &buf[..n]).unwrap();
+            tls.process_new_packets().unwrap();
+        }
+        io::Write::write_all(&mut tls.writer(), REQUEST).unwrap();
+        let mut wire = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut wire).unwrap();
+        }
+        let rest = wire.split_off(wire.len() - 10);
+        tcp.write_all(&wire).await.unwrap();
+        let server = accepted.await.unwrap();
+        assert!(
+            server.mid_record(),
+            "the server's handshake read all the client sent"
+        );
+        (server, tcp, rest)
+    }
+
+    /// The rest of a record the handshake's reads started is read before the hand-over, and its
+    /// plaintext served first: the connection is not left in user space for it.
+    #[tokio::test]
+    async fn a_record_the_handshake_started_is_finished_before_the_hand_over() {
+        let (server, mut client, rest) = ended_mid_record().await;
+        let released = tokio::spawn(release(server));
+        client.write_all(&rest).await.unwrap();
+        match released.await.unwrap() {
+            Handover::Taken(released) => {
+                assert_eq!(released.early, REQUEST);
+                assert!(released.unread.is_empty());
+            }
+            Handover::Kept(_, reason) => panic!("kept in user space: {reason}"),
+            Handover::Failed(e, reason) => panic!("failed: {reason}: {e}"),
+        }
+    }
+
+    /// A peer that never sends the rest keeps its connection with rustls, intact: what arrives
+    /// later is read there.
+    #[tokio::test(start_paused = true)]
+    async fn a_record_whose_rest_does_not_come_leaves_the_connection_with_rustls() {
+        use tokio::io::AsyncReadExt;
+        let (server, mut client, rest) = ended_mid_record().await;
+        let mut server = match release(server).await {
+            Handover::Kept(server, reason) => {
+                assert_eq!(reason, "partial_record");
+                server
+            }
+            Handover::Taken(_) => panic!("taken without the record's end"),
+            Handover::Failed(e, reason) => panic!("failed: {reason}: {e}"),
+        };
+        server.release();
+        client.write_all(&rest).await.unwrap();
+        let mut got = vec![0u8; REQUEST.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, REQUEST);
     }
 }
