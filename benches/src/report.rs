@@ -1263,6 +1263,38 @@ mod tests {
             .collect()
     }
 
+    /// `report --from` reads back exactly the figures the run wrote, so a re-rendered report
+    /// is the run's own, digit for digit (serde_json's default parser is off by one ulp for
+    /// about one value in ten of these).
+    #[test]
+    fn results_json_reads_back_every_figure_exactly() {
+        let samples: Vec<Sample> = (1..2_000u32)
+            .map(|i| {
+                let x = f64::from(i) * 1.3 / 7.0 + 1.0 / f64::from(i);
+                Sample::new(
+                    "bulk",
+                    Topology::Pair,
+                    "1 stream",
+                    GEMBOK,
+                    i,
+                    &[("gbit_s", x)],
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("results.json");
+        std::fs::write(
+            &json,
+            serde_json::to_vec_pretty(&results(samples.clone())).unwrap(),
+        )
+        .unwrap();
+        let back = load(&json).unwrap();
+        for (wrote, read) in samples.iter().zip(&back.samples) {
+            assert_eq!(wrote.metrics, read.metrics, "repetition {}", wrote.rep);
+        }
+        assert_eq!(back.samples.len(), samples.len());
+    }
+
     fn render(r: &Results) -> String {
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("RESULTS.md");
