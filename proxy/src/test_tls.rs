@@ -79,3 +79,32 @@ pub fn connect(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> (Connect
     }
     (server, client)
 }
+
+/// A client that sends its Finished and its first record, `first`, in one write, as a fast
+/// peer does: sans-IO rustls on a blocking socket to `addr`, driven until the server's last
+/// flight is read, when the Finished is queued but not yet sent. Returns the connection, its
+/// socket and the bytes of the Finished and the record, for the caller to send.
+pub fn finished_with_first_record(
+    config: Arc<ClientConfig>,
+    addr: std::net::SocketAddr,
+    first: &[u8],
+) -> (ClientConnection, std::net::TcpStream, Vec<u8>) {
+    use std::io::Write;
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let name = ServerName::try_from("server.test").unwrap();
+    let mut tls = ClientConnection::new(config, name).unwrap();
+    while tls.is_handshaking() {
+        if tls.wants_write() {
+            tls.write_tls(&mut tcp).unwrap();
+        } else {
+            tls.read_tls(&mut tcp).unwrap();
+            tls.process_new_packets().unwrap();
+        }
+    }
+    tls.writer().write_all(first).unwrap();
+    let mut wire = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut wire).unwrap();
+    }
+    (tls, tcp, wire)
+}

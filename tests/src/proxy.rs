@@ -207,14 +207,14 @@ impl Proxy {
     }
 
     /// Polls `/metrics` until the sum of `name` over samples matching `labels` equals `want`
-    /// (5 s at most).
-    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+    /// (5 s at most); returns the scrape that showed it.
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) -> Metrics {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let metrics = self.metrics().await;
             let got = metrics.sum(name, labels);
             if got == want {
-                return;
+                return metrics;
             }
             assert!(
                 Instant::now() < deadline,

@@ -245,10 +245,10 @@ async fn many_concurrent_ktls_connections_stay_intact() {
         );
     }
     // Every connection is counted on some path; each one on the kernel's, or say why not.
-    pair.inbound
+    let metrics = pair
+        .inbound
         .wait_metric("gembok_data_path_total", &[], 40.0)
         .await;
-    let metrics = pair.inbound.metrics().await;
     assert_eq!(
         metrics.sum("gembok_data_path_total", &[("path", "ktls")]),
         40.0,

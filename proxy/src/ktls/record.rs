@@ -169,7 +169,7 @@ impl<S> RecordAligned<S> {
     /// Whether rustls was served part of a record whose rest is still in the socket or on its
     /// way (tracked while `Aligned` or `Bounded`).
     pub fn mid_record(&self) -> bool {
-        self.mode != Mode::Free && (self.header_seen != 0 || self.body_left != 0)
+        self.mode != Mode::Free && !self.at_boundary()
     }
 
     /// Serves rustls freely from now on.

@@ -187,8 +187,9 @@ pub fn prepare(tcp: TcpStream, ktls: bool, records: bool) -> RecordAligned<TcpSt
 }
 
 /// How long [`release`] waits for the rest of a record the handshake's reads started. Within it
-/// the other direction waits too; past it, a stalled peer's connection stays in user space
-/// (reason `partial_record`).
+/// the other direction waits too. Past it, or when the peer closes or the record does not open,
+/// the connection stays with rustls (reason `partial_record`), whose next read reports whatever
+/// went wrong.
 const FINISH_RECORD: Duration = Duration::from_secs(1);
 
 /// A connection rustls has given up: its socket, what it left, and its keys.
@@ -487,7 +488,6 @@ mod tests {
         TcpStream,
         Vec<u8>,
     ) {
-        use tokio::io::AsyncReadExt;
         let provider = crate::tls::provider(
             crate::config::Provider::AwsLcRs,
             crate::config::Provider::AwsLcRs,
@@ -497,41 +497,26 @@ mod tests {
         let (server, client) = crate::test_tls::configs(provider, suite);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let accepted = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            tokio_rustls::TlsAcceptor::from(server)
-                .accept(RecordAligned::new(tcp, Mode::Aligned))
-                .await
-                .unwrap()
+        let client = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let (_, mut tcp, mut wire) =
+                crate::test_tls::finished_with_first_record(client, addr, REQUEST);
+            let rest = wire.split_off(wire.len() - 10);
+            tcp.write_all(&wire).unwrap();
+            tcp.set_nonblocking(true).unwrap();
+            (tcp, rest)
         });
-        let name = rustls::pki_types::ServerName::try_from("server.test").unwrap();
-        let mut tls = rustls::ClientConnection::new(client, name).unwrap();
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        while tls.is_handshaking() {
-            let mut wire = Vec::new();
-            while tls.wants_write() {
-                tls.write_tls(&mut wire).unwrap();
-            }
-            tcp.write_all(&wire).await.unwrap();
-            let n = tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the server closed during the handshake");
-            tls.read_tls(&mut &buf[..n]).unwrap();
-            tls.process_new_packets().unwrap();
-        }
-        io::Write::write_all(&mut tls.writer(), REQUEST).unwrap();
-        let mut wire = Vec::new();
-        while tls.wants_write() {
-            tls.write_tls(&mut wire).unwrap();
-        }
-        let rest = wire.split_off(wire.len() - 10);
-        tcp.write_all(&wire).await.unwrap();
-        let server = accepted.await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let server = tokio_rustls::TlsAcceptor::from(server)
+            .accept(RecordAligned::new(tcp, Mode::Aligned))
+            .await
+            .unwrap();
+        let (tcp, rest) = client.await.unwrap();
         assert!(
             server.mid_record(),
             "the server's handshake read all the client sent"
         );
-        (server, tcp, rest)
+        (server, TcpStream::from_std(tcp).unwrap(), rest)
     }
 
     /// The rest of a record the handshake's reads started is read before the hand-over, and its

@@ -17,7 +17,7 @@ use crate::ktls::record::{Mode, RecordAligned};
 use crate::post_handshake::{
     ALERT, CLOSE_NOTIFY_ALERT, HANDSHAKE, KEY_UPDATE_NOT_REQUESTED, USER_CANCELED, fatal_alert,
 };
-use crate::test_tls::configs;
+use crate::test_tls::{configs, finished_with_first_record};
 use key::tests::{sealed, twin_keys};
 
 type Client = tokio_rustls::client::TlsStream<TcpStream>;
@@ -156,23 +156,7 @@ async fn coalesced(first: &'static [u8]) -> (RecordStream, SansIoClient) {
     let client = |config, addr| {
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-            let name = ServerName::try_from("server.test").unwrap();
-            let mut tls = rustls::ClientConnection::new(config, name).unwrap();
-            while tls.is_handshaking() {
-                if tls.wants_write() {
-                    tls.write_tls(&mut tcp).unwrap();
-                } else {
-                    tls.read_tls(&mut tcp).unwrap();
-                    tls.process_new_packets().unwrap();
-                }
-            }
-            // The Finished is queued, not yet sent: the record joins it.
-            tls.writer().write_all(first).unwrap();
-            let mut wire = Vec::new();
-            while tls.wants_write() {
-                tls.write_tls(&mut wire).unwrap();
-            }
+            let (tls, mut tcp, wire) = finished_with_first_record(config, addr, first);
             tcp.write_all(&wire).unwrap();
             (tls, tcp)
         })

@@ -149,11 +149,8 @@ async fn the_ring_provider_carries_traffic_intact() {
                 &[("version", "TLSv1_3"), ("kx", "X25519")]
             ),
             1.0,
-            "{inbound}/{outbound}: {:?}",
-            m.samples
-                .iter()
-                .filter(|s| s.name == "gembok_tls_handshakes_total")
-                .collect::<Vec<_>>()
+            "{inbound}/{outbound}:\n{}",
+            m.show("gembok_tls_handshakes_total")
         );
         assert_eq!(m.sum("gembok_build_info", &[("provider", outbound)]), 1.0);
     }
