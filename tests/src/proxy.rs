@@ -78,6 +78,8 @@ pub struct Proxy {
     /// Bound outbound listeners, in the order given.
     pub outbound: Vec<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The thread that collects `logs`; it ends at the end of the process's stderr.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -121,7 +123,7 @@ impl Proxy {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<Value>();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     let _ = tx.send(v);
@@ -179,6 +181,7 @@ impl Proxy {
             inbound,
             outbound,
             logs,
+            reader,
         }
     }
 
@@ -236,16 +239,18 @@ impl Proxy {
         assert_eq!(rc, 0, "kill -{signal} {}", self.pid());
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and for everything it logged to be in [`Proxy::logs`].
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.child.try_wait().expect("try_wait")
+                && self.reader.is_finished()
+            {
                 return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "gembok-proxy still running after {within:?}:\n{}",
+                "gembok-proxy still running, or its log still open, after {within:?}:\n{}",
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -395,17 +395,31 @@ async fn stuck_connection(pair: &Pair) -> tokio::net::TcpStream {
     let mut header = [0u8; 24];
     header[8..16].copy_from_slice(&(1u64 << 30).to_be_bytes());
     open.write_all(&header).await.unwrap();
-    wait_metric(&pair.inbound, "gembok_connections_active", &[], 1.0).await;
+    // Carried, so connected to the app: a connection the inbound has only accepted is still in
+    // its handshake or connecting to the app, and a cut then never reaches the app at all.
+    wait_metric(&pair.inbound, "gembok_data_path_total", &[], 1.0).await;
     open
 }
 
 /// Cut, and cut visibly: the app gets a reset instead of a clean end of its upload, and so does
 /// the client on the far side (its sidecar saw the peer vanish without close_notify).
 async fn assert_cut_visibly(pair: &mut Pair, mut open: tokio::net::TcpStream) {
-    let at_app = pair.app.received.recv().await.unwrap();
+    let ends = Duration::from_secs(10);
+    let at_app = tokio::time::timeout(ends, pair.app.received.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the app's connection did not end\n{}", pair.logs()))
+        .unwrap();
     assert!(at_app.is_err(), "the app saw a clean end: {at_app:?}");
     let mut rest = Vec::new();
-    let at_client = open.read_to_end(&mut rest).await;
+    let at_client = tokio::time::timeout(ends, open.read_to_end(&mut rest))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the client's connection did not end ({} bytes read)\n{}",
+                rest.len(),
+                pair.logs()
+            )
+        });
     assert_eq!(
         at_client.map_err(|e| e.kind()).err(),
         Some(std::io::ErrorKind::ConnectionReset),
