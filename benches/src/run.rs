@@ -29,6 +29,8 @@ use crate::tlsconf::{self, ClientOpts};
 use crate::verify::{self, Probes, Verdict};
 use crate::{install, profile, sys};
 
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mode: String,
@@ -559,7 +561,6 @@ async fn timed_rep(
         pki,
         ..
     } = *scope;
-    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
     // 1. Bulk; the single-stream variants again under the host's congestion control when the
     // run's namespace has another one ("1 stream, bbr").
     let base =
@@ -858,8 +859,8 @@ struct LatencyVariant {
     placement: Placement,
 }
 
-/// `--profile`: the pair's connection and 64 B latency loads once more for each gembok
-/// contender, under perf (see [`crate::profile`]); flamegraphs and `profile.md` go to `dir`.
+/// `--profile`: the pair's single-stream bulk, connection and 64 B latency loads once more for
+/// each gembok contender, under perf (see [`crate::profile`]); flamegraphs and `profile.md` go to `dir`.
 async fn profile_all(
     subjects: &[Subject],
     plan: &Plan,
@@ -892,7 +893,7 @@ async fn profile_all(
         r.kind.is_gembok().then_some((s, [out.pid, r.inbound.pid]))
     });
     for (s, pids) in pairs {
-        for scenario in [Scenario::Connections, Scenario::Latency] {
+        for scenario in [Scenario::Bulk, Scenario::Connections, Scenario::Latency] {
             if !plan.runs(scenario) {
                 continue;
             }
@@ -929,7 +930,26 @@ async fn profile_one(
     let recording = profile::Recording::start(pids, dir.join(format!("{name}.perf.data")))?;
     // Long enough for a few hundred samples even at the smoke test's sizes.
     let duration = plan.cps_duration.max(Duration::from_secs(1));
-    let (title, load) = if scenario == Scenario::Connections {
+    let (title, load) = if scenario == Scenario::Bulk {
+        // Whole transfers of the measured size until the duration is over.
+        let (bytes, max) = (plan.bulk_one_stream_bytes, plan.bulk_max);
+        let load = async {
+            let deadline = std::time::Instant::now() + duration;
+            let (mut carried, mut secs) = (0, 0.0);
+            while carried == 0 || std::time::Instant::now() < deadline {
+                let t = bulk::run(&target, 1, bytes, max).await?;
+                carried += t.bytes;
+                secs += t.secs;
+            }
+            anyhow::Ok(format!(
+                "{:.1} GiB on one stream, {:.2} Gbit/s",
+                carried as f64 / GIB,
+                carried as f64 * 8.0 / secs / 1e9
+            ))
+        }
+        .await;
+        ("One bulk stream", load)
+    } else if scenario == Scenario::Connections {
         let load = cps::run(&target, plan.cps_concurrency, duration)
             .await
             .map(|r| format!("{:.0} connections/s", r.ok as f64 / r.secs));

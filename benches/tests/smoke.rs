@@ -691,9 +691,13 @@ fn a_profile_run_writes_flamegraphs_and_where_the_cpu_went() {
     }
     let _ = std::fs::remove_file(profile.path().join("probe.data"));
     let dir = profile.path().to_str().unwrap();
-    smoke(&["--scenarios", "connections,latency", "--profile", dir]);
+    smoke(&["--scenarios", "bulk,connections,latency", "--profile", dir]);
     let md = std::fs::read_to_string(profile.path().join("profile.md")).unwrap();
     for (section, svg) in [
+        (
+            "## One bulk stream through the pair: gembok-aws-lc-rs",
+            "bulk-pair-gembok-aws-lc-rs.svg",
+        ),
         (
             "## New connections through the pair: gembok-aws-lc-rs",
             "connections-pair-gembok-aws-lc-rs.svg",
@@ -717,9 +721,12 @@ fn a_profile_run_writes_flamegraphs_and_where_the_cpu_went() {
             "no gembok frames in the flamegraph"
         );
     }
-    // Handshakes are crypto.
-    let connections = md.split("## 64 B").next().unwrap();
+    // Handshakes are crypto, and so is sealing and opening records; bulk is also copies.
+    let (bulk, rest) = md.split_once("## New connections").unwrap();
+    let connections = rest.split("## 64 B").next().unwrap();
     assert!(connections.contains("| crypto | "), "{connections}");
+    assert!(bulk.contains("| crypto | "), "{bulk}");
+    assert!(bulk.contains("GiB on one stream"), "{bulk}");
     // perf's data files (tens of MB) are gone.
     let left: Vec<_> = std::fs::read_dir(profile.path())
         .unwrap()
