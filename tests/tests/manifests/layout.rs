@@ -283,10 +283,13 @@ fn development_redis_and_client_certificates_match_what_production_and_the_overl
             .iter()
             .filter(|t| t.namespace() == APP_NAMESPACE)
         {
-            let admitted = t
-                .annotations()
-                .get("gembok.io/allowed-sans")
-                .is_some_and(|a| a.split(',').any(|p| glob(p.trim(), &id)));
+            let admitted = match allowed_sans(&objs, t) {
+                Ok(patterns) => patterns.iter().any(|p| glob(p, &id)),
+                Err(e) => {
+                    f.push(format!("{target}: {e}"));
+                    continue;
+                }
+            };
             let want = target == "overlays/development";
             f.check(admitted == want, || {
                 format!(

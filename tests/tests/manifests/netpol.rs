@@ -255,11 +255,8 @@ fn inbound_of(objs: &[Value], app: &str) -> (Vec<i64>, bool) {
             .into_iter()
             .map(|(t, _)| t)
             .collect();
-            let sans = ann
-                .get("gembok.io/allowed-sans")
-                .cloned()
-                .unwrap_or_default();
-            (tls, sans.split(',').any(|s| glob(s.trim(), &gateway)))
+            let sans = allowed_sans(objs, p).unwrap_or_else(|e| panic!("{e}"));
+            (tls, sans.iter().any(|s| glob(s, &gateway)))
         })
         .unwrap_or_default()
 }

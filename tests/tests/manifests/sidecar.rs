@@ -357,10 +357,10 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
                     )
                 });
                 // The callee's Gembok authorisation admits the caller's identity.
-                let mut patterns: Vec<String> = dst_ann
-                    .get("gembok.io/allowed-sans")
-                    .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
-                    .unwrap_or_default();
+                let mut patterns = allowed_sans(&objs, dst).unwrap_or_else(|e| {
+                    f.push(format!("{who}: {e}"));
+                    Vec::new()
+                });
                 patterns.extend(
                     inbound
                         .split([';', ','])
@@ -383,4 +383,77 @@ fn outbound_routes_reach_tls_endpoints_that_admit_the_caller() {
         }
     }
     f.assert_none("outbound routes");
+}
+
+/// Who may call each service (manifests README, "Gembok in this layout"): the one place each
+/// list lives is a ConfigMap the sidecar reads and reloads, so a caller is admitted or cut off
+/// without a rollout. Each list names exactly these callers (no wildcard, nobody else), plus the
+/// development client in development only; the injected sidecar mounts that ConfigMap's key and
+/// reads it as an allow-san file.
+#[test]
+fn each_service_reads_exactly_its_callers_from_a_configmap() {
+    let gateway = spiffe_id("istio-system", "istio-ingressgateway");
+    let shop = |sa: &str| spiffe_id(APP_NAMESPACE, sa);
+    let callers = |app: &str| -> Vec<String> {
+        match app {
+            "product-catalog" | "payment" => vec![gateway.clone()],
+            "recommendation" => vec![shop("product-catalog")],
+            "auth" => vec![shop("payment"), gateway.clone()],
+            other => panic!("no callers declared for {other}"),
+        }
+    };
+    // The shop's service-to-service calls are among them.
+    for (from, to) in SERVICE_CALLS {
+        assert!(callers(to).contains(&shop(from)), "{from} -> {to}");
+    }
+    let mut f = Failures::default();
+    for target in TARGETS {
+        let objs = injected(target);
+        for p in pod_templates(&objs)
+            .iter()
+            .filter(|p| p.namespace() == APP_NAMESPACE && SERVICES.contains(&p.app().as_str()))
+        {
+            let who = format!("{target}: {}", p.app());
+            let ann = p.annotations();
+            f.check(!ann.contains_key("gembok.io/allowed-sans"), || {
+                format!("{who}: an inline gembok.io/allowed-sans beside the ConfigMap's list")
+            });
+            let Some(cm) = ann.get("gembok.io/allowed-sans-configmap") else {
+                f.push(format!("{who}: no gembok.io/allowed-sans-configmap"));
+                continue;
+            };
+            let mut want = callers(&p.app());
+            if target == "overlays/development" {
+                want.push(shop("dev-client"));
+            }
+            match allowed_sans(&objs, p) {
+                Ok(got) => f.check(got == want, || {
+                    format!("{who}: ConfigMap {cm} admits {got:?}, want exactly {want:?}")
+                }),
+                Err(e) => f.push(format!("{target}: {e}")),
+            }
+            // The injected pod mounts that key, required, and the proxy reads it.
+            let volume = arr(&p.spec()["volumes"])
+                .iter()
+                .find(|v| v["configMap"]["name"] == cm.as_str());
+            f.check(
+                volume.is_some_and(|v| {
+                    v["configMap"]["optional"] == false
+                        && arr(&v["configMap"]["items"])
+                            .iter()
+                            .any(|i| i["key"] == ALLOWED_SANS_KEY)
+                }),
+                || format!("{who}: no required volume of ConfigMap {cm}'s {ALLOWED_SANS_KEY}"),
+            );
+            let proxy = proxies(p);
+            let reads = proxy.first().is_some_and(|c| {
+                c.to_string()
+                    .contains("allow-san-file=/etc/gembok/allowed-sans/allowed-sans")
+            });
+            f.check(reads, || {
+                format!("{who}: the proxy is not given the list's file")
+            });
+        }
+    }
+    f.assert_none("callers ConfigMaps");
 }

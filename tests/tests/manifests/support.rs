@@ -323,6 +323,35 @@ impl PodTemplate<'_> {
     }
 }
 
+/// The ConfigMap key that `gembok.io/allowed-sans-configmap` mounts (injector README).
+pub const ALLOWED_SANS_KEY: &str = "allowed-sans";
+
+/// Who the pod's inbound ports admit where a port has no list of its own: the patterns of
+/// `gembok.io/allowed-sans` and of the `allowed-sans` key of the ConfigMap that
+/// `gembok.io/allowed-sans-configmap` names, found in the same render (the injector passes
+/// both to the proxy; a peer either admits is admitted). The ConfigMap's text goes through the
+/// proxy's own parser (`gembok_certwatch::san::parse_list`): a list the proxy would refuse, or a
+/// named ConfigMap that is not in the render or lacks the key, is an error.
+pub fn allowed_sans(objs: &[Value], pod: &PodTemplate<'_>) -> Result<Vec<String>, String> {
+    let ann = pod.annotations();
+    let mut patterns: Vec<String> = ann
+        .get("gembok.io/allowed-sans")
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+        .unwrap_or_default();
+    if let Some(cm) = ann.get("gembok.io/allowed-sans-configmap") {
+        let who = format!("{}/{} names ConfigMap {cm}", pod.namespace(), pod.app());
+        let obj = find(objs, "ConfigMap", pod.namespace(), cm)
+            .ok_or_else(|| format!("{who}, which is not in the render"))?;
+        let text = obj["data"][ALLOWED_SANS_KEY]
+            .as_str()
+            .ok_or_else(|| format!("{who}, which has no data key {ALLOWED_SANS_KEY:?}"))?;
+        let list = gembok_certwatch::san::parse_list(text.as_bytes())
+            .map_err(|e| format!("{who}, whose list the proxy refuses: {e}"))?;
+        patterns.extend(list.iter().map(ToString::to_string));
+    }
+    Ok(patterns)
+}
+
 pub fn pod_templates(objs: &[Value]) -> Vec<PodTemplate<'_>> {
     objs.iter()
         .filter_map(|o| {
