@@ -157,16 +157,18 @@ fn init_tracing(log: &LogConfig) {
 
 /// Applies `--sandbox` to this thread, before any other starts, so it covers them all.
 fn sandbox(config: &Config) -> Result<(), sandbox::SandboxError> {
-    let readable = sandbox::readable(config);
-    match sandbox::apply(config.sandbox, &readable)? {
+    let allowed = sandbox::allowed(config);
+    match sandbox::apply(config.sandbox, &allowed)? {
         sandbox::Status::Enforced { full, all_threads } => {
             tracing::info!(
-                readable = ?readable,
-                "sandboxed (Landlock): no file may be written, created, removed or executed; reads only beneath these paths"
+                readable = ?allowed.readable,
+                tcp_bind = ?allowed.bind,
+                tcp_connect = ?allowed.connect,
+                "sandboxed (Landlock): no file may be written, created, removed or executed; reads only beneath these paths; TCP binds and connects only on these ports; no signal to a process outside"
             );
             if !full {
                 tracing::warn!(
-                    "this kernel's Landlock is older: it enforces part of the sandbox's rights"
+                    "this kernel's Landlock is older: it enforces part of the sandbox's rights (network rights need Linux 6.7, signal and abstract socket scoping 6.12)"
                 );
             }
             if !all_threads {

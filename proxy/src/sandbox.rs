@@ -12,14 +12,25 @@
 //! - `/etc` and the shared-library directories: name resolution reads `/etc/hosts`,
 //!   `/etc/resolv.conf` and `/etc/nsswitch.conf` on every lookup, and glibc may load an NSS module.
 //!
-//! Network rights are not restricted (outbound peers are resolved at run time), nor are
-//! already-open descriptors (sockets, stderr).
+//! TCP, where the kernel's Landlock has network rights (ABI 4, Linux 6.7 and later): it may bind
+//! only its listeners' ports and connect only to its routes' ports (the apps' and the peers', and
+//! 53 when a peer is named, as a resolver retries a truncated answer over TCP). Rules are by
+//! port, not address: peers are resolved at run time. So a compromised proxy cannot open a new
+//! listener, nor reach the Kubernetes API, a metadata service or any port it has no route to.
+//! UDP (DNS lookups) and already-open descriptors (sockets, stderr) are not restricted.
+//!
+//! Where the kernel allows it (ABI 6, Linux 6.12 and later) it may also send no signal to, nor
+//! connect to an abstract Unix socket of, any process outside its sandbox: the app beside it in
+//! a pod that shares its process namespace, say.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, RestrictSelfAttr, RestrictionStatus, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, path_beneath_rules,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, RestrictSelfAttr,
+    RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus,
+    Scope, path_beneath_rules,
 };
 
 use crate::config::Config;
@@ -80,6 +91,44 @@ pub enum SandboxError {
     Unsupported,
 }
 
+/// What the sandboxed proxy may still do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// Paths it may read beneath (those that do not exist are skipped).
+    pub readable: Vec<PathBuf>,
+    /// TCP ports it may bind: its listeners' (0, as tests configure, means an ephemeral port).
+    pub bind: BTreeSet<u16>,
+    /// TCP ports it may connect to.
+    pub connect: BTreeSet<u16>,
+}
+
+/// The port DNS answers too large for UDP are asked for again on (over TCP).
+const DNS_PORT: u16 = 53;
+
+/// What `config` needs: its files, its listeners, its routes.
+pub fn allowed(config: &Config) -> Allowed {
+    let bind = (config.inbound.iter().map(|r| r.listen.port()))
+        .chain(config.outbound.iter().map(|r| r.listen.port()))
+        .chain([config.admin.port()])
+        .collect();
+    let named = |host: &str| host.trim_matches(['[', ']']).parse::<IpAddr>().is_err();
+    let connect = (config.inbound.iter().map(|r| r.target.port()))
+        .chain(config.outbound.iter().map(|r| r.port))
+        .chain(
+            config
+                .outbound
+                .iter()
+                .any(|r| named(&r.host))
+                .then_some(DNS_PORT),
+        )
+        .collect();
+    Allowed {
+        readable: readable(config),
+        bind,
+        connect,
+    }
+}
+
 /// Every path the sandboxed proxy may read beneath (those that do not exist are skipped).
 pub fn readable(config: &Config) -> Vec<PathBuf> {
     let paths = config.certs.paths();
@@ -114,15 +163,15 @@ fn parent(file: &Path) -> PathBuf {
 }
 
 /// Restricts this thread and every thread it starts from now on. Call before the runtime.
-pub fn apply(mode: Mode, readable: &[PathBuf]) -> Result<Status, SandboxError> {
+pub fn apply(mode: Mode, allowed: &Allowed) -> Result<Status, SandboxError> {
     if mode == Mode::Off {
         return Ok(Status::None("--sandbox off".to_owned()));
     }
     // Every thread where the kernel can (asked for as a hard requirement, so that a kernel that
     // cannot says so instead of marking the whole sandbox partial), else this one and its
     // future threads.
-    let restricted = match restrict(readable, true) {
-        Err(RulesetError::RestrictSelfFlags(_)) => restrict(readable, false),
+    let restricted = match restrict(allowed, true) {
+        Err(RulesetError::RestrictSelfFlags(_)) => restrict(allowed, false),
         other => other,
     };
     let status = match (restricted, mode) {
@@ -148,12 +197,28 @@ pub fn apply(mode: Mode, readable: &[PathBuf]) -> Result<Status, SandboxError> {
     }
 }
 
-fn restrict(readable: &[PathBuf], all_threads: bool) -> Result<RestrictionStatus, RulesetError> {
+fn restrict(allowed: &Allowed, all_threads: bool) -> Result<RestrictionStatus, RulesetError> {
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    // One rule per port: a port may be both listened on and connected to (8443 for a pod's
+    // inbound and its peers').
+    let mut ports: BTreeMap<u16, BitFlags<AccessNet>> = BTreeMap::new();
+    for &port in &allowed.bind {
+        *ports.entry(port).or_default() |= AccessNet::BindTcp;
+    }
+    for &port in &allowed.connect {
+        *ports.entry(port).or_default() |= AccessNet::ConnectTcp;
+    }
     let created = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI_TARGET))?
+        .handle_access(AccessNet::from_all(ABI_TARGET))?
+        .scope(Scope::from_all(ABI_TARGET))?
         .create()?
-        .add_rules(path_beneath_rules(readable, read))?;
+        .add_rules(path_beneath_rules(&allowed.readable, read))?
+        .add_rules(
+            ports
+                .into_iter()
+                .map(|(port, access)| Ok::<_, RulesetError>(NetPort::new(port, access))),
+        )?;
     let created = if all_threads {
         created
             .set_compatibility(CompatLevel::HardRequirement)
@@ -224,9 +289,93 @@ mod tests {
                 .unwrap_err()
                 .contains("auto, off, require")
         );
+        let nothing = Allowed {
+            readable: Vec::new(),
+            bind: BTreeSet::new(),
+            connect: BTreeSet::new(),
+        };
         assert_eq!(
-            apply(Mode::Off, &[]).unwrap(),
+            apply(Mode::Off, &nothing).unwrap(),
             Status::None("--sandbox off".to_owned())
         );
+    }
+
+    fn config(args: &[&str]) -> Config {
+        let base = [
+            "gembok-proxy",
+            "--cert",
+            "/c/c.pem",
+            "--key",
+            "/c/k.pem",
+            "--ca",
+            "/c/ca.pem",
+        ];
+        let args: Vec<&str> = base.iter().chain(args).copied().collect();
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(args).unwrap();
+        Config::from_cli(&cli.proxy).unwrap()
+    }
+
+    #[test]
+    fn binds_its_listeners_and_connects_to_its_routes_ports_only() {
+        let pod = allowed(&config(&[
+            "--inbound",
+            "0.0.0.0:8443=127.0.0.1:8080",
+            "--outbound",
+            "127.0.0.1:15701=auth.ecommerce.svc.cluster.local:8443",
+            "--outbound",
+            "127.0.0.1:15710=10.0.0.7:12001",
+            "--admin",
+            "0.0.0.0:15700",
+        ]));
+        assert_eq!(pod.bind, BTreeSet::from([8443, 15700, 15701, 15710]));
+        // A named peer: its lookups may go over TCP.
+        assert_eq!(pod.connect, BTreeSet::from([53, 8080, 8443, 12001]));
+
+        let by_address = allowed(&config(&[
+            "--outbound",
+            "127.0.0.1:15701=10.0.0.7:8443",
+            "--outbound",
+            "127.0.0.1:15702=[fd00::7]:8443",
+        ]));
+        assert_eq!(by_address.connect, BTreeSet::from([8443]));
+    }
+
+    /// The kernel enforces the ports: checked on a thread of its own, sandboxed alone (without
+    /// every-thread sandboxing, Landlock restricts only the calling thread and those it starts),
+    /// so the rest of the test process stays free.
+    #[test]
+    fn tcp_binds_and_connects_outside_the_allowed_ports_are_denied() {
+        use std::io::ErrorKind::PermissionDenied;
+        use std::net::{TcpListener, TcpStream};
+        let allowed_peer = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other_peer = TcpListener::bind("127.0.0.1:0").unwrap();
+        let free = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (ok, other) = (
+            allowed_peer.local_addr().unwrap(),
+            other_peer.local_addr().unwrap(),
+        );
+        let rights = Allowed {
+            readable: Vec::new(),
+            bind: BTreeSet::from([0]),
+            connect: BTreeSet::from([ok.port()]),
+        };
+        std::thread::spawn(move || {
+            let status = restrict(&rights, false).unwrap();
+            if status.ruleset != RulesetStatus::FullyEnforced {
+                eprintln!("SKIP: this kernel's Landlock has no network rights ({status:?})");
+                return;
+            }
+            TcpStream::connect(ok).expect("the allowed port");
+            let denied = TcpStream::connect(other).unwrap_err();
+            assert_eq!(denied.kind(), PermissionDenied, "{denied}");
+            TcpListener::bind("127.0.0.1:0").expect("an ephemeral port (rule for 0)");
+            let denied = TcpListener::bind(free).unwrap_err();
+            assert_eq!(denied.kind(), PermissionDenied, "{denied}");
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -2,7 +2,8 @@
 //! certificate links re-pointed at a directory it was not given are refused on reload (the read
 //! is denied), where the same swap reloads with `--sandbox off`. The kubelet's `..data` swaps,
 //! which stay inside the given directory, are exercised by every reload test, sandboxed by
-//! default. Skipped, saying so, on a kernel without Landlock.
+//! default. Skipped, saying so, on a kernel without Landlock. (The TCP ports are checked against
+//! the kernel in `proxy/src/sandbox.rs`: the proxy itself never tries a port it was not given.)
 
 use std::path::Path;
 use std::time::Duration;
@@ -55,6 +56,16 @@ async fn relink_after_start(pki: &TestPki, sandbox: &str) -> (Proxy, tempfile::T
         .start();
     proxy.ready().await;
     let sandboxed = proxy.logs().contains("sandboxed (Landlock)");
+    if sandboxed && !proxy.logs().contains("is older") {
+        // TCP too: the app's port is the one it may connect to.
+        let port = app.local_addr().unwrap().port();
+        let logs = proxy.logs();
+        let line = logs.lines().find(|l| l.contains("sandboxed (Landlock)"));
+        assert!(
+            line.is_some_and(|l| l.contains("tcp_connect") && l.contains(&format!("{{{port}}}"))),
+            "{logs}"
+        );
+    }
 
     write_leaf(&second, &pki.workload("server"));
     link(&live, &second);
