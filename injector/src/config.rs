@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use gembok_net::sandbox::Mode;
 
 use crate::annotations::SidecarMode;
 use crate::inject::InjectorConfig;
@@ -94,6 +95,11 @@ pub struct ServeArgs {
     /// Webhook connections open at once; further connections wait to be accepted
     #[arg(long, env = "GEMBOK_INJECTOR_MAX_CONNECTIONS", default_value = "1000")]
     pub max_connections: String,
+    /// Landlock self-sandbox: `auto` (where the kernel can, else a warning), `off`, or `require`
+    /// (exit 1 without Landlock). Reads only its certificate, binds only its two ports, connects
+    /// nowhere
+    #[arg(long, env = "GEMBOK_INJECTOR_SANDBOX", default_value = "auto")]
+    pub sandbox: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -143,6 +149,7 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    pub sandbox: Mode,
     pub injector: InjectorConfig,
     pub log: LogConfig,
 }
@@ -210,6 +217,11 @@ impl Cli {
                         None
                     }
                 };
+                let sandbox = args
+                    .sandbox
+                    .parse::<Mode>()
+                    .map_err(|e| errors.push(format!("--sandbox: {e}")))
+                    .ok();
                 // A value is missing only if its problem is in `errors`, but `errors` can also
                 // hold problems with values that parsed (the common flags, --listen == --admin).
                 let config = (|| {
@@ -222,6 +234,7 @@ impl Cli {
                         header_timeout: header_timeout?,
                         body_timeout: body_timeout?,
                         max_connections: max_connections?,
+                        sandbox: sandbox?,
                         injector,
                         log,
                     })

@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod review;
+pub mod sandbox;
 pub mod server;
 pub mod workload;
 pub mod yaml;

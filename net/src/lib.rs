@@ -1,5 +1,6 @@
 //! What gembok-proxy and gembok-injector do the same way at the process's edge: open listening
-//! sockets ([`listen`]) and take the signals that stop them ([`signals`]).
+//! sockets ([`listen`]), take the signals that stop them ([`signals`]) and sandbox themselves
+//! with Landlock ([`sandbox`]).
 //!
 //! `[::]` listens on IPv6 and IPv4 alike (`IPV6_V6ONLY` off, whatever the host's
 //! `net.ipv6.bindv6only`), so one address serves single-stack IPv4, single-stack IPv6 and
@@ -8,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod sandbox;
 pub mod signals;
 
 use std::io;

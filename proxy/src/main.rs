@@ -157,32 +157,7 @@ fn init_tracing(log: &LogConfig) {
 
 /// Applies `--sandbox` to this thread, before any other starts, so it covers them all.
 fn sandbox(config: &Config) -> Result<(), sandbox::SandboxError> {
-    let allowed = sandbox::allowed(config);
-    match sandbox::apply(config.sandbox, &allowed)? {
-        sandbox::Status::Enforced { full, all_threads } => {
-            tracing::info!(
-                readable = ?allowed.readable,
-                tcp_bind = ?allowed.bind,
-                tcp_connect = ?allowed.connect,
-                "sandboxed (Landlock): no file may be written, created, removed or executed; reads only beneath these paths; TCP binds and connects only on these ports; no signal to a process outside"
-            );
-            if !full {
-                tracing::warn!(
-                    "this kernel's Landlock is older: it enforces part of the sandbox's rights (network rights need Linux 6.7, signal and abstract socket scoping 6.12)"
-                );
-            }
-            if !all_threads {
-                tracing::info!(
-                    "the sandbox covers every thread but jemalloc's purge thread, started before it (Linux 7.0 and later cover that one too)"
-                );
-            }
-        }
-        sandbox::Status::None(why) if config.sandbox == sandbox::Mode::Off => {
-            tracing::info!("not sandboxed: {why}");
-        }
-        sandbox::Status::None(why) => tracing::warn!("not sandboxed: {why}"),
-    }
-    Ok(())
+    sandbox::enforce(config.sandbox, &sandbox::allowed(config))
 }
 
 /// Worker threads = the CPUs this process may use (cgroup quota aware, counted by the

@@ -1283,6 +1283,59 @@ fn reloads_a_rotated_certificate_while_requests_flow() -> Result<()> {
     Ok(())
 }
 
+/// `serve` sandboxes itself by default (`injector/src/sandbox.rs`): it reads only beneath its
+/// certificate's directory and connects to no TCP port, and still answers reviews (the rotation
+/// test above reloads under the same sandbox). `--sandbox off` says it is off. Skipped, saying
+/// so, on a kernel without Landlock.
+#[test]
+fn serves_sandboxed_reading_its_certificate_and_connecting_nowhere() -> Result<()> {
+    let webhook = Webhook::start(&[])?;
+    webhook.wait_ready()?;
+    let sandbox_line = |w: &Webhook| {
+        let logs = w.logs.lock().unwrap();
+        logs.iter()
+            .find(|l| l.contains("sandboxed (Landlock)") || l.contains("not sandboxed"))
+            .cloned()
+    };
+    let mut line = None;
+    poll(Duration::from_secs(10), || {
+        line = sandbox_line(&webhook);
+        Ok(line.is_some())
+    })
+    .context("no sandbox line in the log")?;
+    let line = line.unwrap_or_default();
+    if line.contains("this kernel has no Landlock") {
+        eprintln!("SKIP: this kernel has no Landlock (the injector said so)");
+        return Ok(());
+    }
+    assert!(line.contains("sandboxed (Landlock)"), "{line}");
+    let dir = webhook._dir.path().display().to_string();
+    assert!(
+        line.contains(&dir),
+        "its certificate directory {dir}: {line}"
+    );
+    if !webhook
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("is older"))
+    {
+        assert!(line.contains(r#""tcp_connect":"{}""#), "{line}");
+    }
+    assert_eq!(
+        webhook.review(&injectable("sandboxed"))?["uid"],
+        "sandboxed"
+    );
+
+    let off = Webhook::start(&["--sandbox", "off"])?;
+    off.wait_ready()?;
+    poll(Duration::from_secs(10), || Ok(sandbox_line(&off).is_some()))?;
+    let line = sandbox_line(&off).unwrap_or_default();
+    assert!(line.contains("not sandboxed: --sandbox off"), "{line}");
+    Ok(())
+}
+
 #[test]
 fn is_ready_only_once_a_certificate_has_loaded() -> Result<()> {
     let pki = Pki::new();
