@@ -28,9 +28,9 @@ fn main() -> ExitCode {
         }
         Config::Serve(config) => {
             init_logging(&config.log);
-            // Before the runtime starts, so that every thread is covered.
+            // Before the runtime starts, on the only thread so far: every thread is covered.
             let allowed = gembok_injector::sandbox::allowed(&config);
-            if let Err(e) = gembok_net::sandbox::enforce(config.sandbox, &allowed) {
+            if let Err(e) = gembok_net::sandbox::enforce(config.sandbox, &allowed, "") {
                 tracing::error!(error = %e, "cannot start sandboxed");
                 return ExitCode::FAILURE;
             }

@@ -33,6 +33,8 @@ pub fn allowed(config: &ServeConfig) -> Allowed {
 mod tests {
     use clap::Parser as _;
 
+    use gembok_net::sandbox::Mode;
+
     use super::*;
     use crate::config::{Cli, Config};
 
@@ -61,11 +63,7 @@ mod tests {
         assert_eq!(rights.bind, BTreeSet::from([8443, 9000]));
         assert!(rights.connect.is_empty());
 
-        let err = Cli::try_parse_from(["gembok-injector", "serve", "--cert-dir", "c"])
-            .unwrap()
-            .validate()
-            .map(|_| ());
-        assert_eq!(err, Ok(()));
+        assert_eq!(serve(&["--cert-dir", "c"]).sandbox, Mode::Auto);
         let err = Cli::try_parse_from(["gembok-injector", "serve", "--sandbox", "on"])
             .unwrap()
             .validate()

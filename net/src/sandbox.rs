@@ -117,8 +117,9 @@ fn parent(file: &Path) -> PathBuf {
 
 /// Applies `mode` to this thread (call it before any other thread starts, so it covers them
 /// all) and logs what was enforced: an error only where `require` cannot be met or the set-up
-/// failed half-way.
-pub fn enforce(mode: Mode, allowed: &Allowed) -> Result<(), SandboxError> {
+/// failed half-way. `started_before` names threads the process already runs (an allocator's),
+/// which only a kernel that sandboxes whole processes covers: the log says so where it cannot.
+pub fn enforce(mode: Mode, allowed: &Allowed, started_before: &str) -> Result<(), SandboxError> {
     match apply(mode, allowed)? {
         Status::Enforced { full, all_threads } => {
             tracing::info!(
@@ -132,9 +133,9 @@ pub fn enforce(mode: Mode, allowed: &Allowed) -> Result<(), SandboxError> {
                     "this kernel's Landlock is older: it enforces part of the sandbox's rights (network rights need Linux 6.7, signal and abstract socket scoping 6.12)"
                 );
             }
-            if !all_threads {
+            if !all_threads && !started_before.is_empty() {
                 tracing::info!(
-                    "the sandbox covers every thread but jemalloc's purge thread, started before it (Linux 7.0 and later cover that one too)"
+                    "the sandbox covers every thread but {started_before}, started before it (Linux 7.0 and later cover that one too)"
                 );
             }
         }

@@ -157,7 +157,13 @@ fn init_tracing(log: &LogConfig) {
 
 /// Applies `--sandbox` to this thread, before any other starts, so it covers them all.
 fn sandbox(config: &Config) -> Result<(), sandbox::SandboxError> {
-    sandbox::enforce(config.sandbox, &sandbox::allowed(config))
+    // jemalloc starts its purge thread with the allocator, before `main`.
+    let started_before = if cfg!(feature = "jemalloc") {
+        "jemalloc's purge thread"
+    } else {
+        ""
+    };
+    sandbox::enforce(config.sandbox, &sandbox::allowed(config), started_before)
 }
 
 /// Worker threads = the CPUs this process may use (cgroup quota aware, counted by the
