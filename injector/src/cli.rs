@@ -7,7 +7,8 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::config::InjectConfig;
+use crate::audit;
+use crate::config::{AuditConfig, InjectConfig};
 use crate::workload::{self, Verdict};
 
 /// sysexits: the input was read but is wrong (bad YAML, an object the webhook would refuse).
@@ -60,14 +61,20 @@ pub fn read_input(file: Option<&Path>) -> Result<String, InputError> {
 
 /// Runs `inject` and returns the process exit code.
 pub fn run(config: &InjectConfig) -> u8 {
-    let text = match read_input(config.file.as_deref()) {
+    read_then_write(config.file.as_deref(), |text| transform(text, config))
+}
+
+/// The shell of both commands: reads the input, hands its text to `pure` and writes what that
+/// returns to stdout; returns the exit code (`pure`'s, or the input's or stdout's failure).
+fn read_then_write(file: Option<&Path>, pure: impl FnOnce(&str) -> (Option<String>, u8)) -> u8 {
+    let text = match read_input(file) {
         Ok(text) => text,
         Err(e) => {
             eprintln!("gembok-injector: {e}");
             return e.exit_code();
         }
     };
-    let (output, code) = transform(&text, config);
+    let (output, code) = pure(&text);
     if let Some(output) = output {
         let mut stdout = std::io::stdout().lock();
         if stdout
@@ -128,4 +135,48 @@ fn print_warnings(object: &str, warnings: &[String]) {
     for w in warnings {
         eprintln!("gembok-injector: {object}: warning: {w}");
     }
+}
+
+/// sysexits-style "found something": `audit` found pods to fix.
+pub const EXIT_FINDINGS: u8 = 1;
+
+/// Runs `audit`: one line per finding on stdout, the tally on stderr; the exit code says whether
+/// anything was found (0 nothing, 1 findings, 65 input that is not Kubernetes YAML, 66 no input).
+pub fn run_audit(config: &AuditConfig) -> u8 {
+    read_then_write(config.file.as_deref(), |text| {
+        let (output, code) = audit_text(text, config);
+        (Some(output), code)
+    })
+}
+
+/// The pure part of [`run_audit`]: input text to (stdout text, exit code); the tally and
+/// warnings are printed to stderr.
+pub fn audit_text(text: &str, config: &AuditConfig) -> (String, u8) {
+    let docs = match workload::read_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            eprintln!("gembok-injector: {e}");
+            return (String::new(), EXIT_DATA);
+        }
+    };
+    let report = audit::audit(&docs, &config.injector);
+    for ns in &report.unknown_namespaces {
+        eprintln!(
+            "gembok-injector: warning: no Namespace object for {ns:?}: its pods are judged by \
+             their gembok.io/inject label alone (give `kubectl get namespaces,pods -A -o yaml`)"
+        );
+    }
+    eprintln!(
+        "gembok-injector: audit: {} running pods, {} selected by the webhook, {} to fix",
+        report.pods,
+        report.in_scope,
+        report.findings.len()
+    );
+    let output: String = report.findings.iter().map(|f| format!("{f}\n")).collect();
+    let code = if report.findings.is_empty() {
+        0
+    } else {
+        EXIT_FINDINGS
+    };
+    (output, code)
 }

@@ -32,6 +32,10 @@ pub enum Command {
     /// Inject pod templates in YAML (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
     /// CronJob) and write the result to stdout.
     Inject(InjectArgs),
+    /// Find running pods the webhook would give the sidecar that lack it, or that run another
+    /// sidecar image than it would give them now, in `kubectl get namespaces,pods -A -o yaml`
+    /// (exit 1 when any is found)
+    Audit(AuditArgs),
 }
 
 /// Options both subcommands share.
@@ -119,6 +123,15 @@ pub struct InjectArgs {
     pub common: CommonArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// YAML to read (`kubectl get namespaces,pods -A -o yaml`), or - for stdin
+    #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
+    pub file: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 /// How logs are written (always to stderr: `inject` writes YAML to stdout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -164,11 +177,20 @@ pub struct InjectConfig {
     pub log: LogConfig,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `None` for stdin.
+    pub file: Option<PathBuf>,
+    pub injector: InjectorConfig,
+    pub log: LogConfig,
+}
+
 /// A validated command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Config {
     Serve(ServeConfig),
     Inject(InjectConfig),
+    Audit(AuditConfig),
 }
 
 impl Cli {
@@ -244,16 +266,22 @@ impl Cli {
                     _ => Err(errors),
                 }
             }
+            Command::Audit(args) => {
+                let (injector, log) = common(&args.common, &mut errors);
+                let file = input_file(&args.file, &mut errors);
+                if errors.is_empty() {
+                    Ok(Config::Audit(AuditConfig {
+                        file,
+                        injector,
+                        log,
+                    }))
+                } else {
+                    Err(errors)
+                }
+            }
             Command::Inject(args) => {
                 let (injector, log) = common(&args.common, &mut errors);
-                let file = match args.file.as_str() {
-                    "-" => None,
-                    "" => {
-                        errors.push("-f needs a file name or -".into());
-                        None
-                    }
-                    path => Some(PathBuf::from(path)),
-                };
+                let file = input_file(&args.file, &mut errors);
                 if errors.is_empty() {
                     Ok(Config::Inject(InjectConfig {
                         file,
@@ -267,6 +295,18 @@ impl Cli {
                 }
             }
         }
+    }
+}
+
+/// `-f FILE|-`: `None` for stdin.
+fn input_file(file: &str, errors: &mut Vec<String>) -> Option<PathBuf> {
+    match file {
+        "-" => None,
+        "" => {
+            errors.push("-f needs a file name or -".into());
+            None
+        }
+        path => Some(PathBuf::from(path)),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod sidecar;
 
 pub use inject::{Context, Decision, InjectorConfig, Outcome, inject};
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod metrics;

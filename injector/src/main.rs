@@ -26,6 +26,10 @@ fn main() -> ExitCode {
             init_logging(&config.log);
             ExitCode::from(gembok_injector::cli::run(&config))
         }
+        Config::Audit(config) => {
+            init_logging(&config.log);
+            ExitCode::from(gembok_injector::cli::run_audit(&config))
+        }
         Config::Serve(config) => {
             init_logging(&config.log);
             // Before the runtime starts, on the only thread so far: every thread is covered.

@@ -228,7 +228,7 @@ pub fn pod_from_template(template: &Value) -> Result<Pod, serde_json::Error> {
 
 /// Every object in the stream, with the items of `kind: List` in place of the List (nested Lists
 /// too), the way [`inject_documents`] walks it.
-fn objects(docs: &[Value]) -> Vec<&Value> {
+pub(crate) fn objects(docs: &[Value]) -> Vec<&Value> {
     let mut out = Vec::new();
     for doc in docs {
         match doc.get("items").and_then(Value::as_array) {

@@ -1581,6 +1581,70 @@ fn run(args: &[&str], stdin: &str) -> Result<(Option<i32>, String, String)> {
     ))
 }
 
+/// `audit` on a cluster listing (`kubectl get namespaces,pods -A -o yaml` prints a List): a pod
+/// the real `inject` produced passes, its uninjected twin is reported with what to restart, and
+/// an injector configured with another image reports the injected one as stale. Exit 1 when
+/// anything is found, 0 when nothing is, 65 for input that is not Kubernetes YAML.
+#[test]
+fn audit_finds_running_pods_without_the_sidecar_or_with_another_image() -> Result<()> {
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n  ownerReferences:\n  - {{apiVersion: apps/v1, kind: ReplicaSet, name: {name}-rs, uid: u, controller: true}}\nspec:\n  containers:\n  - name: app\n    image: shop/app:1\n"
+        )
+    };
+    let image = ["--proxy-image", "ghcr.io/gembok/gembok-proxy:test"];
+    let (code, injected, _) = run(&[&["inject", "-f", "-"][..], &image].concat(), &pod("new"))?;
+    assert_eq!(code, Some(0));
+    let indent = |doc: &str| {
+        doc.trim_start_matches("---\n")
+            .lines()
+            .enumerate()
+            .map(|(i, l)| format!("{}{l}\n", if i == 0 { "- " } else { "  " }))
+            .collect::<String>()
+    };
+    let list = |pods: &[&str]| {
+        let mut text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: shop, labels: {gembok-injection: enabled}}\n".to_owned();
+        for p in pods {
+            text.push_str(&indent(p));
+        }
+        text
+    };
+    let audit = [&["audit", "-f", "-"][..], &image].concat();
+
+    let (code, out, err) = run(&audit, &list(&[&injected, &pod("old")]))?;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("shop/old (ReplicaSet/old-rs): runs without gembok-proxy"),
+        "{out}"
+    );
+    assert!(
+        err.contains("2 running pods, 2 selected by the webhook, 1 to fix"),
+        "{err}"
+    );
+
+    let (code, out, err) = run(&audit, &list(&[&injected]))?;
+    assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+
+    let upgraded = [
+        "audit",
+        "-f",
+        "-",
+        "--proxy-image",
+        "ghcr.io/gembok/gembok-proxy:next",
+    ];
+    let (code, out, _) = run(&upgraded, &list(&[&injected]))?;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("shop/new (ReplicaSet/new-rs): gembok-proxy runs ghcr.io/gembok/gembok-proxy:test, the injector now gives ghcr.io/gembok/gembok-proxy:next"),
+        "{out}"
+    );
+
+    let (code, _, err) = run(&audit, "- not: [a kubernetes object")?;
+    assert_eq!(code, Some(65), "{err}");
+    Ok(())
+}
+
 #[test]
 fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Result<()> {
     let good = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
