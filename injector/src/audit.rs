@@ -104,8 +104,9 @@ fn labels(v: &Value) -> BTreeMap<String, String> {
 }
 
 /// Whether the webhook selects a pod with `pod_labels` in a namespace with `ns_labels`
-/// (`None`: the Namespace was not given), as `manifests/base/gembok/webhook.yaml` does.
-fn selected(
+/// (`None`: the Namespace was not given), as `manifests/base/gembok/webhook.yaml` does (a test
+/// in `tests/tests/manifests/mesh.rs` checks every combination against the rendered one).
+pub fn selected(
     namespace: &str,
     ns_labels: Option<&BTreeMap<String, String>>,
     pod_labels: &BTreeMap<String, String>,

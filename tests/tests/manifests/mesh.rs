@@ -272,6 +272,63 @@ fn istio_mtls_is_strict_and_scrape_ports_are_the_only_exception() {
     f.assert_none("Istio mTLS");
 }
 
+/// `gembok-injector audit` judges a pod by the rules it assumes the webhook registration has
+/// (`injector/src/audit.rs`, `selected`); the rendered registration is the truth. For every
+/// combination of namespace (labelled or not, Istio by label or revision, the excluded ones) and
+/// pod label (none, opted in, opted out), some webhook entry matches exactly when the audit says
+/// the pod is selected, so a change to `base/gembok/webhook.yaml` cannot leave the audit behind.
+#[test]
+fn the_audit_selects_the_pods_the_webhook_registration_does() {
+    let mut f = Failures::default();
+    for target in TARGETS {
+        let objs = render(target);
+        let Some(mwc) =
+            of_kind(&objs, "MutatingWebhookConfiguration").find(|m| name(m) == "gembok-injector")
+        else {
+            f.push(format!(
+                "{target}: no MutatingWebhookConfiguration gembok-injector"
+            ));
+            continue;
+        };
+        let hooks = arr(&mwc["webhooks"]);
+        let pods: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("gembok.io/inject", "true")],
+            &[("gembok.io/inject", "false")],
+            &[("app", "x")],
+        ];
+        let extras: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("gembok-injection", "enabled")],
+            &[("istio-injection", "enabled")],
+            &[("gembok-injection", "enabled"), ("istio.io/rev", "stable")],
+        ];
+        for ns in ["shop", "kube-system", "gembok-system", "default"] {
+            for extra in extras {
+                let mut ns_labels = labels_of(extra);
+                ns_labels.insert("kubernetes.io/metadata.name".into(), ns.into());
+                for pod in pods {
+                    let pod_labels = labels_of(pod);
+                    let webhook = hooks.iter().any(|w| {
+                        selector_matches(&w["namespaceSelector"], &ns_labels)
+                            && selector_matches(&w["objectSelector"], &pod_labels)
+                    });
+                    let audit = gembok_injector::audit::selected(ns, Some(&ns_labels), &pod_labels);
+                    f.check(webhook == audit, || {
+                        format!(
+                            "{target}: namespace {ns} {extra:?}, pod {pod:?}: the webhook \
+                             {} it, the audit {}",
+                            if webhook { "selects" } else { "skips" },
+                            if audit { "selects" } else { "skips" },
+                        )
+                    });
+                }
+            }
+        }
+    }
+    f.assert_none("audit and webhook selection");
+}
+
 #[test]
 fn webhook_registration_follows_the_contract() {
     let mut f = Failures::default();
