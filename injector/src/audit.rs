@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::annotations::IMAGE;
 use crate::inject::{Context, Decision, InjectorConfig, inject};
 use crate::policy::SkipReason;
-use crate::sidecar::CONTAINER_NAME;
+use crate::sidecar::{CONTAINER_NAME, proxy_container};
 use crate::workload::{istio_namespaces, objects};
 
 /// The namespace label that turns injection on (`gembok-injection=enabled`).
@@ -167,23 +167,9 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
                 continue;
             }
         };
-        let spec = pod.spec.as_ref();
-        let sidecar = spec
-            .into_iter()
-            .flat_map(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-            })
-            .find(|c| c.name == CONTAINER_NAME);
-        if let Some(sidecar) = sidecar {
-            let wanted = pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(IMAGE))
-                .cloned()
-                .unwrap_or_else(|| config.proxy_image.clone());
+        if let Some(sidecar) = pod.spec.as_ref().and_then(proxy_container) {
+            let annotation = pod.metadata.annotations.as_ref().and_then(|a| a.get(IMAGE));
+            let wanted = config.image_for(annotation.map(String::as_str));
             let running = sidecar.image.clone().unwrap_or_default();
             if running != wanted {
                 report

@@ -11,6 +11,9 @@ use crate::audit;
 use crate::config::{AuditConfig, InjectConfig};
 use crate::workload::{self, Verdict};
 
+/// sysexits-style "found something": `audit` found pods to fix.
+pub const EXIT_FINDINGS: u8 = 1;
+
 /// sysexits: the input was read but is wrong (bad YAML, an object the webhook would refuse).
 pub const EXIT_DATA: u8 = 65;
 /// sysexits: the input file cannot be opened.
@@ -136,9 +139,6 @@ fn print_warnings(object: &str, warnings: &[String]) {
         eprintln!("gembok-injector: {object}: warning: {w}");
     }
 }
-
-/// sysexits-style "found something": `audit` found pods to fix.
-pub const EXIT_FINDINGS: u8 = 1;
 
 /// Runs `audit`: one line per finding on stdout, the tally on stderr; the exit code says whether
 /// anything was found (0 nothing, 1 findings, 65 input that is not Kubernetes YAML, 66 no input).

@@ -152,6 +152,21 @@ pub enum CertPaths {
     Files { cert: PathBuf, key: PathBuf },
 }
 
+impl CertPaths {
+    /// The same files as `gembok-certwatch` reads them (the API server presents no client
+    /// certificate, so no CA file is named).
+    pub fn source(&self) -> gembok_certwatch::CertSource {
+        match self {
+            Self::Dir(dir) => gembok_certwatch::CertSource::Dir(dir.clone()),
+            Self::Files { cert, key } => gembok_certwatch::CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: None,
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeConfig {
     pub listen: SocketAddr,

@@ -34,6 +34,11 @@ pub struct InjectorConfig {
 }
 
 impl InjectorConfig {
+    /// The sidecar image a pod gets: its `gembok.io/image`, else `--proxy-image`.
+    pub fn image_for(&self, annotation: Option<&str>) -> String {
+        annotation.map_or_else(|| self.proxy_image.clone(), str::to_owned)
+    }
+
     /// `ghcr.io/gembok/gembok-proxy:<this injector's version>`.
     pub fn default_proxy_image() -> String {
         format!("ghcr.io/gembok/gembok-proxy:{}", env!("CARGO_PKG_VERSION"))
@@ -175,10 +180,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     let istio = istio::detect(pod, context.namespace_istio);
     let plan = Plan {
         mode: settings.sidecar_mode.unwrap_or(config.sidecar_mode),
-        image: settings
-            .image
-            .clone()
-            .unwrap_or_else(|| config.proxy_image.clone()),
+        image: config.image_for(settings.image.as_deref()),
         pull_policy: config.proxy_pull_policy,
         inbound: merge_allowed_sans(&settings, &mut warnings),
         outbound: settings.outbound.clone(),

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             init_logging(&config.log);
             // Before the runtime starts, on the only thread so far: every thread is covered.
             let allowed = gembok_injector::sandbox::allowed(&config);
-            if let Err(e) = gembok_net::sandbox::enforce(config.sandbox, &allowed, "") {
+            if let Err(e) = gembok_net::sandbox::enforce(config.sandbox, &allowed, None) {
                 tracing::error!(error = %e, "cannot start sandboxed");
                 return ExitCode::FAILURE;
             }

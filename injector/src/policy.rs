@@ -7,7 +7,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::annotations::{INJECT_LABEL, STATUS};
-use crate::sidecar::{CONTAINER_NAME, VOLUME_NAME};
+use crate::sidecar::{CONTAINER_NAME, VOLUME_NAME, proxy_container};
 
 /// Why a pod is left unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,11 +137,7 @@ pub fn precheck(pod: &Pod) -> Option<SkipReason> {
     if spec.host_network == Some(true) {
         return Some(SkipReason::HostNetwork);
     }
-    let containers = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten());
-    if containers.into_iter().any(|c| c.name == CONTAINER_NAME) {
+    if proxy_container(spec).is_some() {
         return Some(SkipReason::NameTaken(format!(
             "a container named {CONTAINER_NAME}"
         )));

@@ -12,15 +12,16 @@ use std::path::PathBuf;
 
 use gembok_net::sandbox::{Allowed, LIBRARY_DIRS, directories_of};
 
-use crate::config::{CertPaths, ServeConfig};
+use crate::config::ServeConfig;
 
 /// What `serve` with `config` needs.
 pub fn allowed(config: &ServeConfig) -> Allowed {
-    let files = match &config.cert {
-        CertPaths::Dir(dir) => vec![dir.join("tls.crt"), dir.join("tls.key")],
-        CertPaths::Files { cert, key } => vec![cert.clone(), key.clone()],
-    };
-    let mut readable = directories_of(files);
+    let paths = config.cert.source().paths();
+    let mut readable = directories_of(
+        [Some(paths.cert), Some(paths.key), paths.ca]
+            .into_iter()
+            .flatten(),
+    );
     readable.extend(LIBRARY_DIRS.iter().map(PathBuf::from));
     Allowed {
         readable,

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gembok_certwatch::{CertSource, Material, Options, Reloadable, Requirements, Usage};
+use gembok_certwatch::{Material, Options, Reloadable, Requirements, Usage};
 use gembok_net::signals::{self, Signals};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
@@ -50,7 +50,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, Health};
-use crate::config::{CertPaths, ServeConfig};
+use crate::config::ServeConfig;
 use crate::inject::{Context, InjectorConfig};
 use crate::metrics;
 use crate::review::{self, Verdict};
@@ -120,14 +120,7 @@ pub async fn run(
     mut signals: Signals,
 ) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let source = match &config.cert {
-        CertPaths::Dir(dir) => CertSource::Dir(dir.clone()),
-        CertPaths::Files { cert, key } => CertSource::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: None,
-        },
-    };
+    let source = config.cert.source();
     let options = Options {
         // The API server presents no client certificate, so no CA is needed.
         requirements: Requirements {

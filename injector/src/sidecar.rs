@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction,
-    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, Probe, ResourceRequirements,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSpec, Probe, ResourceRequirements,
     SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -318,6 +318,14 @@ pub fn volumes(plan: &Plan) -> Vec<Volume> {
         });
     }
     volumes
+}
+
+/// The pod's container (app or init) named [`CONTAINER_NAME`], if it has one.
+pub fn proxy_container(spec: &PodSpec) -> Option<&Container> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == CONTAINER_NAME)
 }
 
 /// Where the proxy reads the `gembok.io/allowed-sans-configmap` list.

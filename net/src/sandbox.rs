@@ -119,7 +119,11 @@ fn parent(file: &Path) -> PathBuf {
 /// all) and logs what was enforced: an error only where `require` cannot be met or the set-up
 /// failed half-way. `started_before` names threads the process already runs (an allocator's),
 /// which only a kernel that sandboxes whole processes covers: the log says so where it cannot.
-pub fn enforce(mode: Mode, allowed: &Allowed, started_before: &str) -> Result<(), SandboxError> {
+pub fn enforce(
+    mode: Mode,
+    allowed: &Allowed,
+    started_before: Option<&str>,
+) -> Result<(), SandboxError> {
     match apply(mode, allowed)? {
         Status::Enforced { full, all_threads } => {
             tracing::info!(
@@ -133,9 +137,9 @@ pub fn enforce(mode: Mode, allowed: &Allowed, started_before: &str) -> Result<()
                     "this kernel's Landlock is older: it enforces part of the sandbox's rights (network rights need Linux 6.7, signal and abstract socket scoping 6.12)"
                 );
             }
-            if !all_threads && !started_before.is_empty() {
+            if let Some(threads) = started_before.filter(|_| !all_threads) {
                 tracing::info!(
-                    "the sandbox covers every thread but {started_before}, started before it (Linux 7.0 and later cover that one too)"
+                    "the sandbox covers every thread but {threads}, started before it (Linux 7.0 and later cover that one too)"
                 );
             }
         }

@@ -158,11 +158,7 @@ fn init_tracing(log: &LogConfig) {
 /// Applies `--sandbox` to this thread, before any other starts, so it covers them all.
 fn sandbox(config: &Config) -> Result<(), sandbox::SandboxError> {
     // jemalloc starts its purge thread with the allocator, before `main`.
-    let started_before = if cfg!(feature = "jemalloc") {
-        "jemalloc's purge thread"
-    } else {
-        ""
-    };
+    let started_before = cfg!(feature = "jemalloc").then_some("jemalloc's purge thread");
     sandbox::enforce(config.sandbox, &sandbox::allowed(config), started_before)
 }
 

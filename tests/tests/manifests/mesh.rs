@@ -272,6 +272,17 @@ fn istio_mtls_is_strict_and_scrape_ports_are_the_only_exception() {
     f.assert_none("Istio mTLS");
 }
 
+/// The rendered `gembok-injector` MutatingWebhookConfiguration.
+fn gembok_webhook_config(objs: &[Value]) -> Option<&Value> {
+    of_kind(objs, "MutatingWebhookConfiguration").find(|m| name(m) == "gembok-injector")
+}
+
+/// Whether the API server calls webhook entry `w` for a pod with `pod` labels in a namespace
+/// with `ns` labels.
+fn calls(w: &Value, ns: &BTreeMap<String, String>, pod: &BTreeMap<String, String>) -> bool {
+    selector_matches(&w["namespaceSelector"], ns) && selector_matches(&w["objectSelector"], pod)
+}
+
 /// `gembok-injector audit` judges a pod by the rules it assumes the webhook registration has
 /// (`injector/src/audit.rs`, `selected`); the rendered registration is the truth. For every
 /// combination of namespace (labelled or not, Istio by label or revision, the excluded ones) and
@@ -282,9 +293,7 @@ fn the_audit_selects_the_pods_the_webhook_registration_does() {
     let mut f = Failures::default();
     for target in TARGETS {
         let objs = render(target);
-        let Some(mwc) =
-            of_kind(&objs, "MutatingWebhookConfiguration").find(|m| name(m) == "gembok-injector")
-        else {
+        let Some(mwc) = gembok_webhook_config(&objs) else {
             f.push(format!(
                 "{target}: no MutatingWebhookConfiguration gembok-injector"
             ));
@@ -309,10 +318,7 @@ fn the_audit_selects_the_pods_the_webhook_registration_does() {
                 ns_labels.insert("kubernetes.io/metadata.name".into(), ns.into());
                 for pod in pods {
                     let pod_labels = labels_of(pod);
-                    let webhook = hooks.iter().any(|w| {
-                        selector_matches(&w["namespaceSelector"], &ns_labels)
-                            && selector_matches(&w["objectSelector"], &pod_labels)
-                    });
+                    let webhook = hooks.iter().any(|w| calls(w, &ns_labels, &pod_labels));
                     let audit = gembok_injector::audit::selected(ns, Some(&ns_labels), &pod_labels);
                     f.check(webhook == audit, || {
                         format!(
@@ -334,9 +340,7 @@ fn webhook_registration_follows_the_contract() {
     let mut f = Failures::default();
     for target in TARGETS {
         let objs = render(target);
-        let Some(mwc) =
-            of_kind(&objs, "MutatingWebhookConfiguration").find(|m| name(m) == "gembok-injector")
-        else {
+        let Some(mwc) = gembok_webhook_config(&objs) else {
             f.push(format!(
                 "{target}: no MutatingWebhookConfiguration gembok-injector"
             ));
@@ -387,10 +391,7 @@ fn webhook_registration_follows_the_contract() {
             |ns: &BTreeMap<String, String>, pod: &BTreeMap<String, String>| -> Vec<String> {
                 hooks
                     .iter()
-                    .filter(|w| {
-                        selector_matches(&w["namespaceSelector"], ns)
-                            && selector_matches(&w["objectSelector"], pod)
-                    })
+                    .filter(|w| calls(w, ns, pod))
                     .map(|w| {
                         w["clientConfig"]["service"]["path"]
                             .as_str()
