@@ -12,7 +12,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
-use crate::annotations::IMAGE;
+use crate::annotations::{IMAGE, INJECT_LABEL};
 use crate::inject::{Context, Decision, InjectorConfig, inject};
 use crate::policy::SkipReason;
 use crate::sidecar::{CONTAINER_NAME, proxy_container};
@@ -20,8 +20,6 @@ use crate::workload::{istio_namespaces, objects};
 
 /// The namespace label that turns injection on (`gembok-injection=enabled`).
 pub const NAMESPACE_LABEL: &str = "gembok-injection";
-/// The pod label that opts a pod in (elsewhere) or out (`"false"`).
-pub const POD_LABEL: &str = "gembok.io/inject";
 /// Namespaces the webhook never sees (its own and the cluster's).
 pub const EXCLUDED_NAMESPACES: [&str; 2] = ["kube-system", "gembok-system"];
 
@@ -114,7 +112,7 @@ pub fn selected(
     if EXCLUDED_NAMESPACES.contains(&namespace) {
         return false;
     }
-    let pod = pod_labels.get(POD_LABEL).map(String::as_str);
+    let pod = pod_labels.get(INJECT_LABEL).map(String::as_str);
     let enabled =
         ns_labels.is_some_and(|l| l.get(NAMESPACE_LABEL).map(String::as_str) == Some("enabled"));
     if enabled {

@@ -447,8 +447,10 @@ fn each_service_reads_exactly_its_callers_from_a_configmap() {
             );
             let proxy = proxies(p);
             let reads = proxy.first().is_some_and(|c| {
-                c.to_string()
-                    .contains("allow-san-file=/etc/gembok/allowed-sans/allowed-sans")
+                c.to_string().contains(&format!(
+                    "allow-san-file={}",
+                    gembok_injector::sidecar::allowed_sans_file()
+                ))
             });
             f.check(reads, || {
                 format!("{who}: the proxy is not given the list's file")

@@ -324,7 +324,7 @@ impl PodTemplate<'_> {
 }
 
 /// The ConfigMap key that `gembok.io/allowed-sans-configmap` mounts (injector README).
-pub const ALLOWED_SANS_KEY: &str = "allowed-sans";
+pub use gembok_injector::sidecar::ALLOWED_SANS_KEY;
 
 /// Who the pod's inbound ports admit where a port has no list of its own: the patterns of
 /// `gembok.io/allowed-sans` and of the `allowed-sans` key of the ConfigMap that
