@@ -99,9 +99,9 @@ pub struct ServeArgs {
     /// Webhook connections open at once; further connections wait to be accepted
     #[arg(long, env = "GEMBOK_INJECTOR_MAX_CONNECTIONS", default_value = "1000")]
     pub max_connections: String,
-    /// Landlock self-sandbox: `auto` (where the kernel can, else a warning), `off`, or `require`
-    /// (exit 1 without Landlock). Reads only its certificate, binds only its two ports, connects
-    /// nowhere
+    /// Landlock self-sandbox and seccomp filters: `auto` (where the kernel can, else a warning),
+    /// `off`, or `require` (exit 1 without them). Reads only its certificate, binds only its two
+    /// ports, connects nowhere, runs no program
     #[arg(long, env = "GEMBOK_INJECTOR_SANDBOX", default_value = "auto")]
     pub sandbox: String,
     #[command(flatten)]

@@ -1,5 +1,5 @@
-//! Self-sandboxing with Landlock (`--sandbox`, Linux 5.13 and later), the same way in both
-//! servers: before its runtime starts, a process gives up every right it does not need, for
+//! Self-sandboxing with Landlock (`--sandbox`, Linux 5.13 and later) and seccomp, the same way in
+//! both servers: before its runtime starts, a process gives up every right it does not need, for
 //! itself and every thread it will start. Each binary says what it needs ([`Allowed`]: the
 //! proxy in `proxy/src/sandbox.rs`, the injector in `injector/src/sandbox.rs`); this module
 //! asks the kernel for it and reports what the kernel could enforce.
@@ -11,6 +11,10 @@
 //! Unix socket of, any process outside the sandbox (the app beside the proxy in a pod that shares
 //! its process namespace, say). UDP and already-open descriptors (sockets, stderr) are not
 //! restricted.
+//!
+//! Then the system calls neither server makes are refused ([`crate::seccomp`]): running a
+//! program, reaching into another process, new namespaces, and kernel interfaces such as bpf and
+//! io_uring.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -86,6 +90,8 @@ pub enum SandboxError {
     Ruleset(#[from] RulesetError),
     #[error("--sandbox require, but this kernel cannot sandbox (no Landlock)")]
     Unsupported,
+    #[error("--sandbox require, but {0}")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// The directories to read `files` from: each file's directory as given and, as of now, the
@@ -146,7 +152,32 @@ pub fn enforce(
         Status::None(why) if mode == Mode::Off => tracing::info!("not sandboxed: {why}"),
         Status::None(why) => tracing::warn!("not sandboxed: {why}"),
     }
+    if mode != Mode::Off {
+        refuse_syscalls(mode, started_before)?;
+    }
     Ok(())
+}
+
+/// The seccomp half of `enforce`, with or without Landlock.
+fn refuse_syscalls(mode: Mode, started_before: Option<&str>) -> Result<(), SandboxError> {
+    match crate::seccomp::install() {
+        Ok(installed) => {
+            tracing::info!(
+                refused = crate::seccomp::SUMMARY,
+                all_threads = installed.all_threads,
+                "system calls refused (seccomp)"
+            );
+            if let Some(threads) = started_before.filter(|_| !installed.all_threads) {
+                tracing::info!("the seccomp filters do not cover {threads}, started before them");
+            }
+            Ok(())
+        }
+        Err(e) if mode == Mode::Require => Err(e.into()),
+        Err(e) => {
+            tracing::warn!("no seccomp filter: {e}");
+            Ok(())
+        }
+    }
 }
 
 /// Restricts this thread and every thread it starts from now on. Call before the runtime.

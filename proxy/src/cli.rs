@@ -168,10 +168,11 @@ pub struct ProxyArgs {
     /// require (exit 64 at start-up when the kernel has no kTLS).
     #[arg(long, env = "GEMBOK_KTLS", default_value = "auto")]
     pub ktls: String,
-    /// Landlock self-sandbox, applied before serving: auto (where the kernel has Landlock), off,
-    /// or require (exit at start-up without it). Sandboxed, the proxy may only read beneath its
-    /// certificate and allow-san directories, /etc and the library directories, and may write,
-    /// create, remove or execute no file.
+    /// Landlock self-sandbox and seccomp filters, applied before serving: auto (where the kernel
+    /// can), off, or require (exit at start-up without them). Sandboxed, the proxy may only read
+    /// beneath its certificate and allow-san directories, /etc and the library directories, may
+    /// write, create, remove or execute no file, and may not run a program, trace another
+    /// process or make a namespace.
     #[arg(long, env = "GEMBOK_SANDBOX", default_value = "auto")]
     pub sandbox: String,
     /// Rotate the sending key with a KeyUpdate (gembok's record layer; kTLS on kernels that can

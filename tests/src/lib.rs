@@ -25,6 +25,37 @@ pub mod traffic;
 
 use std::time::{Duration, Instant};
 
+/// One thread's seccomp state, from `/proc/PID/task/TID/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSeccomp {
+    pub name: String,
+    /// 0 none, 2 filtered.
+    pub mode: u32,
+    /// Filters in force (Linux 5.9 and later; `None` before).
+    pub filters: Option<usize>,
+}
+
+/// The seccomp state of every thread of process `pid` (`"self"` for this one).
+pub fn seccomp_of(pid: &str) -> Vec<ThreadSeccomp> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue; // a thread that has just exited
+        };
+        let field = |key: &str| {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            Some(line[key.len()..].trim().to_owned())
+        };
+        threads.push(ThreadSeccomp {
+            name: field("Name:").unwrap_or_default(),
+            mode: field("Seccomp:").and_then(|v| v.parse().ok()).unwrap_or(0),
+            filters: field("Seccomp_filters:").and_then(|v| v.parse().ok()),
+        });
+    }
+    threads
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `within`.
 pub async fn eventually<T>(
     within: Duration,

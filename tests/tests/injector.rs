@@ -1284,7 +1284,8 @@ fn reloads_a_rotated_certificate_while_requests_flow() -> Result<()> {
 }
 
 /// `serve` sandboxes itself by default (`injector/src/sandbox.rs`): it reads only beneath its
-/// certificate's directory and connects to no TCP port, and still answers reviews (the rotation
+/// certificate's directory and connects to no TCP port, every thread runs under the seccomp
+/// filters, and it still answers reviews (the rotation
 /// test above reloads under the same sandbox). `--sandbox off` says it is off. Skipped, saying
 /// so, on a kernel without Landlock.
 #[test]
@@ -1326,6 +1327,10 @@ fn serves_sandboxed_reading_its_certificate_and_connecting_nowhere() -> Result<(
     // It has no thread before the sandbox (no jemalloc), so every one is covered on any kernel.
     let logs = webhook.logs.lock().unwrap().join("\n");
     assert!(!logs.contains("purge thread"), "{logs}");
+    // And the seccomp filters, on every thread.
+    assert!(logs.contains("system calls refused (seccomp)"), "{logs}");
+    let threads = gembok_tests::seccomp_of(&webhook.child.id().to_string());
+    assert!(threads.iter().all(|t| t.mode == 2), "{threads:?}");
     assert_eq!(
         webhook.review(&injectable("sandboxed"))?["uid"],
         "sandboxed"

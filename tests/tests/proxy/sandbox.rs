@@ -2,14 +2,15 @@
 //! certificate links re-pointed at a directory it was not given are refused on reload (the read
 //! is denied), where the same swap reloads with `--sandbox off`. The kubelet's `..data` swaps,
 //! which stay inside the given directory, are exercised by every reload test, sandboxed by
-//! default. Skipped, saying so, on a kernel without Landlock. (The TCP ports are checked against
+//! default. Skipped, saying so, on a kernel without Landlock. The seccomp filters are on every
+//! thread. (The TCP ports are checked against
 //! the kernel in `proxy/src/sandbox.rs`: the proxy itself never tries a port it was not given.)
 
 use std::path::Path;
 use std::time::Duration;
 
 use gembok_certs_dev::Leaf;
-use gembok_tests::pki::TestPki;
+use gembok_tests::pki::{CertDir, TestPki};
 use gembok_tests::proxy::Proxy;
 
 use crate::support::wait_metric;
@@ -118,4 +119,61 @@ async fn a_reload_cannot_read_outside_the_directories_the_sandbox_was_given() {
     )
     .await;
     assert!(proxy.logs().contains("not sandboxed: --sandbox off"));
+}
+
+/// The seccomp half of the sandbox (`net/src/seccomp.rs`) holds on every thread of the running
+/// proxy, jemalloc's purge thread (started before `main`) included: each runs under as many more
+/// filters than this test process as the proxy installs. With `--sandbox off`, none more. (What
+/// the filters refuse is checked against the kernel in `net/src/seccomp.rs`.)
+#[tokio::test]
+async fn every_thread_of_the_proxy_runs_under_the_seccomp_filters() {
+    let base = gembok_tests::seccomp_of("self")
+        .first()
+        .and_then(|t| t.filters);
+    let installed = gembok_net::seccomp::programs().unwrap().len();
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let start = |sandbox: &str| {
+        Proxy::builder()
+            .cert_dir(&dir)
+            .inbound(app.local_addr().unwrap(), "")
+            .args(["--sandbox", sandbox])
+            .start()
+    };
+
+    let proxy = start("auto");
+    proxy.ready().await;
+    if proxy.logs().contains("no seccomp filter") {
+        eprintln!(
+            "SKIP: the kernel refused seccomp filters here:\n{}",
+            proxy.logs()
+        );
+        return;
+    }
+    assert!(
+        proxy.logs().contains("system calls refused (seccomp)"),
+        "{}",
+        proxy.logs()
+    );
+    let threads = gembok_tests::seccomp_of(&proxy.pid().to_string());
+    assert!(
+        threads.len() >= 3,
+        "main, a worker and the purge thread: {threads:?}"
+    );
+    for thread in &threads {
+        assert_eq!(thread.mode, 2, "{thread:?} of {threads:?}");
+        if let Some(base) = base {
+            assert_eq!(thread.filters, Some(base + installed), "{thread:?}");
+        }
+    }
+
+    let off = start("off");
+    off.ready().await;
+    for thread in gembok_tests::seccomp_of(&off.pid().to_string()) {
+        if let Some(base) = base {
+            assert_eq!(thread.filters, Some(base), "{thread:?}");
+        }
+    }
+    assert!(!off.logs().contains("seccomp"), "{}", off.logs());
 }
