@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::annotations::{IMAGE, INJECT_LABEL};
@@ -23,27 +24,30 @@ pub const NAMESPACE_LABEL: &str = "gembok-injection";
 /// Namespaces the webhook never sees (its own and the cluster's).
 pub const EXCLUDED_NAMESPACES: [&str; 2] = ["kube-system", "gembok-system"];
 
-/// One pod the audit flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One pod the audit flags. In `--output json`: `namespace`, `pod`, `owner` (null without a
+/// controller), `problem` (the variant's name) with its fields, and `message` (the text line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub namespace: String,
     pub pod: String,
     /// `Kind/name` of the pod's controller, when it has one (what to restart).
     pub owner: Option<String>,
+    #[serde(flatten)]
     pub problem: Problem,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem")]
 pub enum Problem {
     /// The webhook would inject it now, and it runs without the sidecar.
     Missing,
     /// The webhook would refuse it now (an annotation it cannot honour, `--unannotated-pods
     /// deny`): it runs without the sidecar and could not be recreated as it is.
-    WouldBeRefused(String),
+    WouldBeRefused { reason: String },
     /// It carries the sidecar, but not the image the injector would give it now.
     StaleImage { running: String, wanted: String },
     /// Selected, but not a Pod the injector can read (a field of the wrong type): judged by hand.
-    Unreadable(String),
+    Unreadable { reason: String },
 }
 
 impl fmt::Display for Finding {
@@ -58,11 +62,11 @@ impl fmt::Display for Finding {
                 ": runs without {CONTAINER_NAME}, which the webhook would inject; recreate it \
                  (created before its namespace was labelled, or while the webhook was not registered)"
             ),
-            Problem::WouldBeRefused(why) => write!(
+            Problem::WouldBeRefused { reason: why } => write!(
                 f,
                 ": runs without {CONTAINER_NAME}, and the webhook would refuse it now: {why}"
             ),
-            Problem::Unreadable(why) => {
+            Problem::Unreadable { reason: why } => {
                 write!(f, ": cannot be read as a Pod ({why}); check it by hand")
             }
             Problem::StaleImage { running, wanted } => write!(
@@ -73,17 +77,33 @@ impl fmt::Display for Finding {
     }
 }
 
-/// What the audit found.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// What the audit found (`--output json` writes it, keys in camelCase).
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Running pods read.
     pub pods: usize,
     /// Of them, those the webhook selects.
     pub in_scope: usize,
+    #[serde(serialize_with = "with_messages")]
     pub findings: Vec<Finding>,
     /// Namespaces pods were found in but no Namespace object was given for (their pods are
     /// judged by the pod label alone).
     pub unknown_namespaces: Vec<String>,
+}
+
+/// Each finding with its text line as `message`.
+fn with_messages<S: serde::Serializer>(findings: &[Finding], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct WithMessage<'a> {
+        #[serde(flatten)]
+        finding: &'a Finding,
+        message: String,
+    }
+    s.collect_seq(findings.iter().map(|finding| WithMessage {
+        finding,
+        message: finding.to_string(),
+    }))
 }
 
 fn kind(v: &Value) -> &str {
@@ -159,9 +179,9 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
         let pod = match serde_json::from_value::<Pod>((*obj).clone()) {
             Ok(pod) => pod,
             Err(e) => {
-                report
-                    .findings
-                    .push(finding(Problem::Unreadable(e.to_string())));
+                report.findings.push(finding(Problem::Unreadable {
+                    reason: e.to_string(),
+                }));
                 continue;
             }
         };
@@ -181,12 +201,14 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
         };
         match inject(&pod, config, &context).decision {
             Decision::Inject { .. } => report.findings.push(finding(Problem::Missing)),
-            Decision::Deny(why) => report.findings.push(finding(Problem::WouldBeRefused(why))),
+            Decision::Deny(why) => report
+                .findings
+                .push(finding(Problem::WouldBeRefused { reason: why })),
             Decision::Reject(errors) => {
                 let why = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
-                report
-                    .findings
-                    .push(finding(Problem::WouldBeRefused(why.join("; "))));
+                report.findings.push(finding(Problem::WouldBeRefused {
+                    reason: why.join("; "),
+                }));
             }
             // Marked injected, yet the container is gone (edited out by hand, say).
             Decision::Skip(SkipReason::AlreadyInjected) => {
@@ -309,7 +331,7 @@ items:
         assert_eq!(report.in_scope, 8, "{report:?}");
         assert_eq!(report.unknown_namespaces, ["unlisted"]);
         let got = problems(&report);
-        let refused = |p: &Problem| matches!(p, Problem::WouldBeRefused(why) if why.contains("gembok.io/inbound"));
+        let refused = |p: &Problem| matches!(p, Problem::WouldBeRefused { reason } if reason.contains("gembok.io/inbound"));
         assert_eq!(got.len(), 6, "{got:#?}");
         assert_eq!(got[0], ("shop/catalog-7d9-x1".into(), &Problem::Missing));
         assert_eq!(
@@ -326,7 +348,11 @@ items:
         assert!(refused(got[2].1), "{:?}", got[2]);
         assert_eq!(got[3], ("legacy/opted-in".into(), &Problem::Missing));
         assert_eq!(got[4].0, "shop/garbled");
-        assert!(matches!(got[4].1, Problem::Unreadable(_)), "{:?}", got[4]);
+        assert!(
+            matches!(got[4].1, Problem::Unreadable { .. }),
+            "{:?}",
+            got[4]
+        );
         assert_eq!(got[5], ("unlisted/elsewhere".into(), &Problem::Missing));
         // What to restart is named.
         let line = report.findings[0].to_string();
@@ -348,7 +374,10 @@ items:
         });
         let found = deny.findings.iter().find(|f| f.pod == "unannotated");
         assert!(
-            matches!(found.map(|f| &f.problem), Some(Problem::WouldBeRefused(_))),
+            matches!(
+                found.map(|f| &f.problem),
+                Some(Problem::WouldBeRefused { .. })
+            ),
             "{found:?}"
         );
     }
@@ -376,5 +405,54 @@ items:
         let report = audit(&docs, &config);
         assert_eq!((report.pods, report.in_scope), (1, 1));
         assert!(report.findings.is_empty(), "{report:?}");
+    }
+    /// `--output json`: each finding flat, `problem` naming the variant beside its fields, and
+    /// the text line as `message`; keys in camelCase.
+    #[test]
+    fn the_json_report_names_each_problem_with_its_fields_and_message() {
+        let at = |pod: &str, problem| Finding {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            owner: (pod == "a").then(|| "ReplicaSet/a-1".to_owned()),
+            problem,
+        };
+        let report = Report {
+            pods: 5,
+            in_scope: 4,
+            findings: vec![
+                at("a", Problem::Missing),
+                at("b", Problem::WouldBeRefused { reason: "r".into() }),
+                at(
+                    "c",
+                    Problem::StaleImage {
+                        running: "p:1".into(),
+                        wanted: "p:2".into(),
+                    },
+                ),
+                at("d", Problem::Unreadable { reason: "u".into() }),
+            ],
+            unknown_namespaces: vec!["lost".into()],
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        let f = &json["findings"];
+        assert_eq!(json["inScope"], 4);
+        assert_eq!(json["unknownNamespaces"], serde_json::json!(["lost"]));
+        assert_eq!(
+            f[0],
+            serde_json::json!({"namespace": "shop", "pod": "a", "owner": "ReplicaSet/a-1",
+                "problem": "Missing", "message": report.findings[0].to_string()})
+        );
+        assert_eq!(
+            (&f[1]["problem"], &f[1]["reason"]),
+            (&"WouldBeRefused".into(), &"r".into())
+        );
+        assert_eq!(
+            (&f[2]["running"], &f[2]["wanted"]),
+            (&"p:1".into(), &"p:2".into())
+        );
+        assert_eq!(
+            (&f[3]["problem"], &f[3]["owner"]),
+            (&"Unreadable".into(), &serde_json::Value::Null)
+        );
     }
 }

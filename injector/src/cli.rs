@@ -8,7 +8,7 @@ use std::path::Path;
 use thiserror::Error;
 
 use crate::audit;
-use crate::config::{AuditConfig, InjectConfig};
+use crate::config::{AuditConfig, AuditOutput, InjectConfig};
 use crate::workload::{self, Verdict};
 
 /// sysexits-style "found something": `audit` found pods to fix.
@@ -172,7 +172,14 @@ pub fn audit_text(text: &str, config: &AuditConfig) -> (String, u8) {
         report.in_scope,
         report.findings.len()
     );
-    let output: String = report.findings.iter().map(|f| format!("{f}\n")).collect();
+    let output = match config.output {
+        AuditOutput::Text => report.findings.iter().map(|f| format!("{f}\n")).collect(),
+        AuditOutput::Json => {
+            let mut json = serde_json::to_string_pretty(&report).expect("a report serializes");
+            json.push('\n');
+            json
+        }
+    };
     let code = if report.findings.is_empty() {
         0
     } else {

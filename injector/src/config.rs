@@ -128,6 +128,10 @@ pub struct AuditArgs {
     /// YAML to read (`kubectl get namespaces,pods -A -o yaml`), or - for stdin
     #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
     pub file: String,
+    /// `text` (one line per pod to fix) or `json` (one object: counts and findings, for
+    /// automation)
+    #[arg(short = 'o', long, default_value = "text")]
+    pub output: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -196,8 +200,16 @@ pub struct InjectConfig {
 pub struct AuditConfig {
     /// `None` for stdin.
     pub file: Option<PathBuf>,
+    pub output: AuditOutput,
     pub injector: InjectorConfig,
     pub log: LogConfig,
+}
+
+/// How `audit` writes its findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditOutput {
+    Text,
+    Json,
 }
 
 /// A validated command.
@@ -284,9 +296,18 @@ impl Cli {
             Command::Audit(args) => {
                 let (injector, log) = common(&args.common, &mut errors);
                 let file = input_file(&args.file, &mut errors);
+                let output = match args.output.as_str() {
+                    "text" => AuditOutput::Text,
+                    "json" => AuditOutput::Json,
+                    other => {
+                        errors.push(format!("--output: {other:?} is not text or json"));
+                        AuditOutput::Text
+                    }
+                };
                 if errors.is_empty() {
                     Ok(Config::Audit(AuditConfig {
                         file,
+                        output,
                         injector,
                         log,
                     }))

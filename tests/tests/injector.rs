@@ -1645,6 +1645,54 @@ fn audit_finds_running_pods_without_the_sidecar_or_with_another_image() -> Resul
         "{out}"
     );
 
+    // The same findings as JSON, for automation: the report on stdout, the exit code as before.
+    let json = [&audit[..], &["--output", "json"]].concat();
+    let (code, out, err) = run(&json, &list(&[&injected, &pod("old")]))?;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).context(out.clone())?;
+    assert_eq!(
+        (report["pods"].as_u64(), report["inScope"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let findings = report["findings"].as_array().context("findings")?;
+    assert_eq!(findings.len(), 1, "{report}");
+    let f = &findings[0];
+    assert_eq!(
+        (&f["namespace"], &f["pod"], &f["owner"], &f["problem"]),
+        (
+            &"shop".into(),
+            &"old".into(),
+            &"ReplicaSet/old-rs".into(),
+            &"Missing".into()
+        ),
+        "{f}"
+    );
+    assert!(
+        f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("runs without")),
+        "{f}"
+    );
+    let stale = [&upgraded[..], &["-o", "json"]].concat();
+    let (code, out, _) = run(&stale, &list(&[&injected]))?;
+    assert_eq!(code, Some(1));
+    let report: serde_json::Value = serde_json::from_str(&out).context(out.clone())?;
+    let f = &report["findings"][0];
+    assert_eq!(f["problem"], "StaleImage", "{f}");
+    assert_eq!(f["wanted"], "ghcr.io/gembok/gembok-proxy:next", "{f}");
+    let (code, out, _) = run(&json, &list(&[&injected]))?;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)?["findings"],
+        serde_json::json!([])
+    );
+    let (code, _, err) = run(&[&audit[..], &["-o", "yaml"]].concat(), "")?;
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("--output: \"yaml\" is not text or json"),
+        "{err}"
+    );
+
     let (code, _, err) = run(&audit, "- not: [a kubernetes object")?;
     assert_eq!(code, Some(65), "{err}");
     Ok(())
