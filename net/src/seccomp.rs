@@ -178,7 +178,8 @@ fn no_x32() -> BpfProgram {
 }
 
 /// Installs the filters on every thread where the kernel can, else on this one (and the threads
-/// it starts). Nothing is installed unless every filter builds.
+/// it starts). Nothing is installed unless every filter builds; a kernel that took one filter
+/// and refused the next would leave the first in place (the caller reports the error).
 pub fn install() -> Result<Installed, SeccompError> {
     let programs = programs()?;
     let mut all_threads = true;
@@ -192,18 +193,18 @@ pub fn install() -> Result<Installed, SeccompError> {
     Ok(Installed { all_threads })
 }
 
-/// Installs the filters on this thread alone (and the threads it starts): for tests, which
-/// must leave the rest of their process free.
-pub fn install_on_this_thread() -> Result<(), SeccompError> {
-    for program in &programs()? {
-        seccompiler::apply_filter(program).map_err(refused)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Installs the filters on this thread alone (and the threads it starts), leaving the rest
+    /// of the test process free.
+    fn install_on_this_thread() -> Result<(), SeccompError> {
+        for program in &programs()? {
+            seccompiler::apply_filter(program).map_err(refused)?;
+        }
+        Ok(())
+    }
 
     /// `Seccomp_filters` of this thread, from /proc (Linux 5.9 and later).
     fn filters_here() -> Option<usize> {
