@@ -296,13 +296,10 @@ impl Cli {
             Command::Audit(args) => {
                 let (injector, log) = common(&args.common, &mut errors);
                 let file = input_file(&args.file, &mut errors);
-                let output = match args.output.as_str() {
-                    "text" => AuditOutput::Text,
-                    "json" => AuditOutput::Json,
-                    other => {
-                        errors.push(format!("--output: {other:?} is not text or json"));
-                        AuditOutput::Text
-                    }
+                let output = if is_json("--output", &args.output, &mut errors) {
+                    AuditOutput::Json
+                } else {
+                    AuditOutput::Text
                 };
                 if errors.is_empty() {
                     Ok(Config::Audit(AuditConfig {
@@ -346,6 +343,18 @@ fn input_file(file: &str, errors: &mut Vec<String>) -> Option<PathBuf> {
     }
 }
 
+/// A `text|json` flag: true for json; anything else is an error (and text).
+fn is_json(flag: &str, value: &str, errors: &mut Vec<String>) -> bool {
+    match value {
+        "text" => false,
+        "json" => true,
+        other => {
+            errors.push(format!("{flag}: {other:?} is not text or json"));
+            false
+        }
+    }
+}
+
 fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogConfig) {
     let mut injector = InjectorConfig::default();
     if let Some(image) = &args.proxy_image {
@@ -368,13 +377,10 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
         Ok(policy) => injector.unannotated = policy,
         Err(e) => errors.push(format!("--unannotated-pods: {e}")),
     }
-    let format = match args.log_format.as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            errors.push(format!("--log-format: {other:?} is not text or json"));
-            LogFormat::Text
-        }
+    let format = if is_json("--log-format", &args.log_format, errors) {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
     };
     if let Err(e) = args.log.parse::<tracing_subscriber::filter::Targets>() {
         errors.push(format!(
