@@ -51,6 +51,11 @@ pub struct CommonArgs {
         default_value = "IfNotPresent"
     )]
     pub proxy_pull_policy: String,
+    /// runAsUser and runAsGroup of the sidecar: a non-zero UID, or `none` to leave them to the
+    /// pod's securityContext and the platform (OpenShift's restricted-v2 SCC assigns a UID from
+    /// the namespace's range; elsewhere the image's 65532 applies)
+    #[arg(long, env = "GEMBOK_INJECTOR_PROXY_UID", default_value = "65532")]
+    pub proxy_uid: String,
     /// `native` (init container with restartPolicy Always, Kubernetes 1.29+) or `classic`
     #[arg(long, env = "GEMBOK_INJECTOR_SIDECAR_MODE", default_value = "native")]
     pub sidecar_mode: String,
@@ -365,6 +370,16 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
             )),
         }
     }
+    match args.proxy_uid.as_str() {
+        "none" => injector.proxy_uid = None,
+        uid => match uid.parse::<i64>() {
+            Ok(n) if (1..=i64::from(i32::MAX)).contains(&n) => injector.proxy_uid = Some(n),
+            Ok(0) => errors.push("--proxy-uid: 0 is root; the proxy runs as non-root".into()),
+            _ => errors.push(format!(
+                "--proxy-uid: {uid:?} is not a UID (1-2147483647) or none"
+            )),
+        },
+    }
     match args.sidecar_mode.parse::<SidecarMode>() {
         Ok(mode) => injector.sidecar_mode = mode,
         Err(e) => errors.push(format!("--sidecar-mode: {e}")),
@@ -516,6 +531,26 @@ mod tests {
         };
         assert_eq!(config.injector.proxy_pull_policy, PullPolicy::Always);
         assert_eq!(config.injector.unannotated, Unannotated::Deny);
+        assert_eq!(config.injector.proxy_uid, Some(65532), "the default");
+    }
+
+    #[test]
+    fn the_proxy_uid_is_a_non_root_uid_or_none() {
+        let uid = |value: &str| match parse(&["inject", "-f", "-", "--proxy-uid", value]) {
+            Ok(Config::Inject(config)) => Ok(config.injector.proxy_uid),
+            Ok(other) => panic!("{other:?}"),
+            Err(errors) => Err(errors.join("; ")),
+        };
+        assert_eq!(uid("1000700000"), Ok(Some(1_000_700_000)));
+        assert_eq!(uid("none"), Ok(None));
+        assert!(uid("0").unwrap_err().contains("0 is root"));
+        for bad in ["1.5", "nobody", "4294967296"] {
+            let err = uid(bad).unwrap_err();
+            assert!(
+                err.contains("is not a UID (1-2147483647) or none"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct InjectorConfig {
     pub sidecar_mode: SidecarMode,
     /// What happens to a pod with neither `gembok.io/inbound` nor `gembok.io/outbound`.
     pub unannotated: Unannotated,
+    /// `runAsUser`/`runAsGroup` of the sidecar (`--proxy-uid`); `None` leaves them to the pod's
+    /// securityContext, the platform (OpenShift's SCC assigns one from the namespace's range) or
+    /// the image (65532).
+    pub proxy_uid: Option<i64>,
 }
 
 impl InjectorConfig {
@@ -52,6 +56,7 @@ impl Default for InjectorConfig {
             proxy_pull_policy: PullPolicy::default(),
             sidecar_mode: SidecarMode::Native,
             unannotated: Unannotated::default(),
+            proxy_uid: Some(crate::sidecar::PROXY_UID),
         }
     }
 }
@@ -193,6 +198,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             .or_else(|| drain_within_grace(spec.termination_grace_period_seconds)),
         key_exchange: settings.key_exchange.clone(),
         istio: istio.is_some(),
+        run_as: config.proxy_uid,
     };
     warnings.extend(risk_warnings(&plan, spec));
     for (key, set) in [
@@ -667,6 +673,16 @@ fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
             r.cpu_request, r.cpu_limit, r.memory_request, r.memory_limit
         ));
     }
+    let pod_uid = spec.security_context.as_ref().and_then(|c| c.run_as_user);
+    if plan.run_as.is_none() && pod_uid == Some(0) {
+        warnings.push(
+            "the pod runs as root (securityContext.runAsUser 0) and the injector leaves the \
+             proxy's user to the pod (--proxy-uid none): the kubelet will refuse to start the \
+             proxy, which must run as non-root; give the pod a non-root runAsUser or the \
+             injector a --proxy-uid"
+                .to_owned(),
+        );
+    }
     let run_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
     if plan.mode == SidecarMode::Classic && run_to_completion {
         warnings.push(format!(
@@ -939,5 +955,60 @@ mod tests {
         assert_eq!(decision, Decision::Skip(SkipReason::NoSpec));
         pod.metadata.annotations = None;
         assert_eq!(decide(&pod), Decision::Skip(SkipReason::NothingToEncrypt));
+    }
+    /// `--proxy-uid`: the default fixes the sidecar's user and group at 65532; `none` leaves
+    /// both to the pod and the platform (still non-root), and warns where the pod runs as root,
+    /// which the kubelet would then refuse for the proxy.
+    #[test]
+    fn the_proxy_user_is_fixed_by_default_and_left_to_the_platform_with_none() {
+        let security = |config: &InjectorConfig, spec: serde_json::Value| {
+            let outcome = inject(
+                &pod(&[(INBOUND, "8443=8080")], &[8080], spec),
+                config,
+                &Context::default(),
+            );
+            let Decision::Inject { pod, .. } = outcome.decision else {
+                panic!("not injected: {:?}", outcome.decision)
+            };
+            let spec = pod.spec.expect("a spec");
+            let proxy = crate::sidecar::proxy_container(&spec)
+                .expect("the proxy")
+                .clone();
+            (
+                proxy.security_context.expect("a securityContext"),
+                outcome.warnings,
+            )
+        };
+        let (fixed, warnings) = security(&InjectorConfig::default(), json!({}));
+        assert_eq!(
+            (fixed.run_as_user, fixed.run_as_group),
+            (Some(65532), Some(65532))
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        let none = InjectorConfig {
+            proxy_uid: None,
+            ..InjectorConfig::default()
+        };
+        let (left, warnings) = security(&none, json!({"securityContext": {"runAsUser": 1000}}));
+        assert_eq!((left.run_as_user, left.run_as_group), (None, None));
+        assert_eq!(left.run_as_non_root, Some(true));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (_, warnings) = security(&none, json!({"securityContext": {"runAsUser": 0}}));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("runs as root") && w.contains("--proxy-uid")),
+            "{warnings:?}"
+        );
+        // With a fixed UID the pod's root user does not reach the proxy: no warning.
+        let (_, warnings) = security(
+            &InjectorConfig::default(),
+            json!({"securityContext": {"runAsUser": 0}}),
+        );
+        assert!(
+            !warnings.iter().any(|w| w.contains("runs as root")),
+            "{warnings:?}"
+        );
     }
 }

@@ -23,8 +23,8 @@ pub const ALLOWED_SANS_MOUNT_PATH: &str = "/etc/gembok/allowed-sans";
 pub const ALLOWED_SANS_KEY: &str = "allowed-sans";
 pub const ADMIN_PORT: u16 = 15700;
 pub const ADMIN_PORT_NAME: &str = "gembok-admin";
-/// The distroless `nonroot` user; any fixed non-zero UID works, a fixed one makes file
-/// permissions predictable.
+/// The distroless `nonroot` user, the default of `--proxy-uid`; any fixed non-zero UID works, a
+/// fixed one makes file permissions predictable.
 pub const PROXY_UID: i64 = 65532;
 /// How long the app is held (classic mode) or the pod waits (native startup probe) for `/ready`.
 pub const STARTUP_SECONDS: i32 = 120;
@@ -95,6 +95,8 @@ pub struct Plan {
     pub key_exchange: Option<String>,
     /// The pod is (or will be) Istio-injected: the proxy's probes must be exec probes.
     pub istio: bool,
+    /// `runAsUser`/`runAsGroup`, or left to the pod and the platform.
+    pub run_as: Option<i64>,
 }
 
 /// Name of the container port for the `index`-th (0-based) inbound mapping: `gembok-tls-1`, ...
@@ -238,7 +240,7 @@ pub fn container(plan: &Plan) -> Container {
         liveness_probe: Some(probe(plan, "/live", 10, 3)),
         readiness_probe: Some(probe(plan, "/ready", 5, 3)),
         resources: Some(resources(&plan.resources)),
-        security_context: Some(security_context()),
+        security_context: Some(security_context(plan.run_as)),
         volume_mounts: Some(volume_mounts(plan)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
@@ -385,11 +387,11 @@ fn resources(r: &Resources) -> ResourceRequirements {
     }
 }
 
-fn security_context() -> SecurityContext {
+fn security_context(run_as: Option<i64>) -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(PROXY_UID),
-        run_as_group: Some(PROXY_UID),
+        run_as_user: run_as,
+        run_as_group: run_as,
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
