@@ -121,16 +121,33 @@ fn parent(file: &Path) -> PathBuf {
     }
 }
 
+/// What [`enforce`] achieved, as the proxy's `gembok_sandbox_info` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enforced {
+    /// `full`, `partial` (an older Landlock ABI), `none` (no Landlock) or `off`.
+    pub landlock: &'static str,
+    /// `all_threads`, `this_thread` (and those it starts), `none` (refused) or `off`.
+    pub seccomp: &'static str,
+}
+
+impl Enforced {
+    pub const OFF: Enforced = Enforced {
+        landlock: "off",
+        seccomp: "off",
+    };
+}
+
 /// Applies `mode` to this thread (call it before any other thread starts, so it covers them
-/// all) and logs what was enforced: an error only where `require` cannot be met or the set-up
-/// failed half-way. `started_before` names threads the process already runs (an allocator's),
-/// which only a kernel that sandboxes whole processes covers: the log says so where it cannot.
+/// all), logs what was enforced and returns it: an error only where `require` cannot be met or
+/// the set-up failed half-way. `started_before` names threads the process already runs (an
+/// allocator's), which only a kernel that sandboxes whole processes covers: the log says so
+/// where it cannot.
 pub fn enforce(
     mode: Mode,
     allowed: &Allowed,
     started_before: Option<&str>,
-) -> Result<(), SandboxError> {
-    match apply(mode, allowed)? {
+) -> Result<Enforced, SandboxError> {
+    let landlock = match apply(mode, allowed)? {
         Status::Enforced { full, all_threads } => {
             tracing::info!(
                 readable = ?allowed.readable,
@@ -148,18 +165,23 @@ pub fn enforce(
                     "the sandbox covers every thread but {threads}, started before it (Linux 7.0 and later cover that one too)"
                 );
             }
+            if full { "full" } else { "partial" }
         }
-        Status::None(why) if mode == Mode::Off => tracing::info!("not sandboxed: {why}"),
-        Status::None(why) => tracing::warn!("not sandboxed: {why}"),
-    }
-    if mode != Mode::Off {
-        refuse_syscalls(mode, started_before)?;
-    }
-    Ok(())
+        Status::None(why) if mode == Mode::Off => {
+            tracing::info!("not sandboxed: {why}");
+            return Ok(Enforced::OFF);
+        }
+        Status::None(why) => {
+            tracing::warn!("not sandboxed: {why}");
+            "none"
+        }
+    };
+    let seccomp = refuse_syscalls(mode, started_before)?;
+    Ok(Enforced { landlock, seccomp })
 }
 
 /// The seccomp half of `enforce`, with or without Landlock.
-fn refuse_syscalls(mode: Mode, started_before: Option<&str>) -> Result<(), SandboxError> {
+fn refuse_syscalls(mode: Mode, started_before: Option<&str>) -> Result<&'static str, SandboxError> {
     match crate::seccomp::install() {
         Ok(installed) => {
             tracing::info!(
@@ -170,12 +192,16 @@ fn refuse_syscalls(mode: Mode, started_before: Option<&str>) -> Result<(), Sandb
             if let Some(threads) = started_before.filter(|_| !installed.all_threads) {
                 tracing::info!("the seccomp filters do not cover {threads}, started before them");
             }
-            Ok(())
+            Ok(if installed.all_threads {
+                "all_threads"
+            } else {
+                "this_thread"
+            })
         }
         Err(e) if mode == Mode::Require => Err(e.into()),
         Err(e) => {
             tracing::warn!("no seccomp filter: {e}");
-            Ok(())
+            Ok("none")
         }
     }
 }

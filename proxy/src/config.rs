@@ -44,6 +44,9 @@ pub struct Config {
     pub sandbox: crate::sandbox::Mode,
     /// What the kernel can do; probed by `main` (not part of the command line).
     pub ktls_support: crate::ktls::Support,
+    /// What `--sandbox` achieved, set by the binary before `run` (`gembok_sandbox_info`);
+    /// `off` where nothing sandboxed the process (tests that call `run` in-process).
+    pub sandboxed: crate::sandbox::Enforced,
     /// `--dns-cache`: how long an outbound route's resolved addresses are reused.
     pub dns_cache: Duration,
     /// `--record-limit`; `None` for the cipher's own limit.
@@ -345,6 +348,7 @@ impl Config {
             ktls: ktls.expect(some),
             sandbox: sandbox.expect(some),
             ktls_support: crate::ktls::Support::not_probed(),
+            sandboxed: crate::sandbox::Enforced::OFF,
             record_limit: record_limit.expect(some),
             record_layer: record_layer.expect(some),
             dns_cache: dns_cache.expect(some),

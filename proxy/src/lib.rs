@@ -160,6 +160,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
     let prometheus = metrics::install();
     let (provider, aead) = tls::configured(&config.tls);
     metrics::build_info(config.tls.provider.name(), aead.name());
+    metrics::sandbox_info(config.sandboxed);
     let key_exchange = tls::group_names(&provider);
     let provider = Arc::new(provider);
     let stop = Shutdown::default();

@@ -26,6 +26,7 @@ pub const TRUNCATIONS: &str = "gembok_truncations_total";
 pub const UPSTREAM_FAILURES: &str = "gembok_upstream_connect_failures_total";
 pub const ACCEPT_ERRORS: &str = "gembok_accept_errors_total";
 pub const BUILD_INFO: &str = "gembok_build_info";
+pub const SANDBOX_INFO: &str = "gembok_sandbox_info";
 pub const DATA_PATH: &str = "gembok_data_path_total";
 pub const KTLS_FALLBACKS: &str = "gembok_ktls_fallbacks_total";
 pub const KTLS_CLOSES: &str = "gembok_ktls_control_closes_total";
@@ -204,6 +205,10 @@ fn describe() {
         "Lookups of outbound routes' host names, by listener and result (ok; failed: no address to use; stale: a refresh failed and the previous answer was used)."
     );
     metrics::describe_gauge!(
+        SANDBOX_INFO,
+        "1, labelled with what --sandbox achieved: landlock (full, partial: an older kernel enforces part of the rights, none: no Landlock, off) and seccomp (all_threads, this_thread, none: the kernel refused the filters, off)."
+    );
+    metrics::describe_gauge!(
         KTLS_AVAILABLE,
         "1 when the kernel data path (kTLS) is available to this process."
     );
@@ -233,6 +238,12 @@ pub fn build_info(provider: &'static str, aead: &'static str) {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "provider" => provider,
         "aead" => aead)
     .set(1.0);
+}
+
+/// Records what the self-sandbox achieved (1, labelled).
+pub fn sandbox_info(enforced: crate::sandbox::Enforced) {
+    metrics::gauge!(SANDBOX_INFO, "landlock" => enforced.landlock, "seccomp" => enforced.seccomp)
+        .set(1.0);
 }
 
 /// Records whether kTLS is available to this process, and whether its kernel follows

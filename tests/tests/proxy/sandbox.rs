@@ -57,6 +57,15 @@ async fn relink_after_start(pki: &TestPki, sandbox: &str) -> (Proxy, tempfile::T
         .start();
     proxy.ready().await;
     let sandboxed = proxy.logs().contains("sandboxed (Landlock)");
+    let landlock = match (sandboxed, sandbox) {
+        (false, "off") => "off",
+        (false, _) => "none",
+        (true, _) if proxy.logs().contains("is older") => "partial",
+        (true, _) => "full",
+    };
+    let m = proxy.metrics().await;
+    let labels = [("landlock", landlock)];
+    assert_eq!(m.sum("gembok_sandbox_info", &labels), 1.0, "{m:?}");
     if sandboxed && !proxy.logs().contains("is older") {
         // TCP too: the app's port is the one it may connect to.
         let port = app.local_addr().unwrap().port();
@@ -156,6 +165,10 @@ async fn every_thread_of_the_proxy_runs_under_the_seccomp_filters() {
         "{}",
         proxy.logs()
     );
+    // /metrics says so, for fleet dashboards: seccomp on every thread.
+    let m = proxy.metrics().await;
+    let on_all = [("seccomp", "all_threads")];
+    assert_eq!(m.sum("gembok_sandbox_info", &on_all), 1.0, "{m:?}");
     let threads = gembok_tests::seccomp_of(&proxy.pid().to_string());
     assert!(
         threads.len() >= 3,
@@ -176,4 +189,7 @@ async fn every_thread_of_the_proxy_runs_under_the_seccomp_filters() {
         }
     }
     assert!(!off.logs().contains("seccomp"), "{}", off.logs());
+    let m = off.metrics().await;
+    let labels = [("landlock", "off"), ("seccomp", "off")];
+    assert_eq!(m.sum("gembok_sandbox_info", &labels), 1.0, "{m:?}");
 }
