@@ -123,15 +123,15 @@ fn parent(file: &Path) -> PathBuf {
 
 /// What [`enforce`] achieved, as the proxy's `gembok_sandbox_info` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Enforced {
+pub struct Achieved {
     /// `full`, `partial` (an older Landlock ABI), `none` (no Landlock) or `off`.
     pub landlock: &'static str,
     /// `all_threads`, `this_thread` (and those it starts), `none` (refused) or `off`.
     pub seccomp: &'static str,
 }
 
-impl Enforced {
-    pub const OFF: Enforced = Enforced {
+impl Achieved {
+    pub const OFF: Achieved = Achieved {
         landlock: "off",
         seccomp: "off",
     };
@@ -146,7 +146,7 @@ pub fn enforce(
     mode: Mode,
     allowed: &Allowed,
     started_before: Option<&str>,
-) -> Result<Enforced, SandboxError> {
+) -> Result<Achieved, SandboxError> {
     let landlock = match apply(mode, allowed)? {
         Status::Enforced { full, all_threads } => {
             tracing::info!(
@@ -169,7 +169,7 @@ pub fn enforce(
         }
         Status::None(why) if mode == Mode::Off => {
             tracing::info!("not sandboxed: {why}");
-            return Ok(Enforced::OFF);
+            return Ok(Achieved::OFF);
         }
         Status::None(why) => {
             tracing::warn!("not sandboxed: {why}");
@@ -177,7 +177,7 @@ pub fn enforce(
         }
     };
     let seccomp = refuse_syscalls(mode, started_before)?;
-    Ok(Enforced { landlock, seccomp })
+    Ok(Achieved { landlock, seccomp })
 }
 
 /// The seccomp half of `enforce`, with or without Landlock.

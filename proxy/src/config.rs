@@ -46,7 +46,7 @@ pub struct Config {
     pub ktls_support: crate::ktls::Support,
     /// What `--sandbox` achieved, set by the binary before `run` (`gembok_sandbox_info`);
     /// `off` where nothing sandboxed the process (tests that call `run` in-process).
-    pub sandboxed: crate::sandbox::Enforced,
+    pub sandboxed: crate::sandbox::Achieved,
     /// `--dns-cache`: how long an outbound route's resolved addresses are reused.
     pub dns_cache: Duration,
     /// `--record-limit`; `None` for the cipher's own limit.
@@ -348,7 +348,7 @@ impl Config {
             ktls: ktls.expect(some),
             sandbox: sandbox.expect(some),
             ktls_support: crate::ktls::Support::not_probed(),
-            sandboxed: crate::sandbox::Enforced::OFF,
+            sandboxed: crate::sandbox::Achieved::OFF,
             record_limit: record_limit.expect(some),
             record_layer: record_layer.expect(some),
             dns_cache: dns_cache.expect(some),

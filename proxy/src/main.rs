@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     match sandbox(&config) {
-        Ok(enforced) => config.sandboxed = enforced,
+        Ok(achieved) => config.sandboxed = achieved,
         Err(e) => {
             tracing::error!(error = %e, "cannot start sandboxed");
             return ExitCode::FAILURE;
@@ -159,7 +159,7 @@ fn init_tracing(log: &LogConfig) {
 }
 
 /// Applies `--sandbox` to this thread, before any other starts, so it covers them all.
-fn sandbox(config: &Config) -> Result<sandbox::Enforced, sandbox::SandboxError> {
+fn sandbox(config: &Config) -> Result<sandbox::Achieved, sandbox::SandboxError> {
     // jemalloc starts its purge thread with the allocator, before `main`.
     let started_before = cfg!(feature = "jemalloc").then_some("jemalloc's purge thread");
     sandbox::enforce(config.sandbox, &sandbox::allowed(config), started_before)

@@ -241,8 +241,8 @@ pub fn build_info(provider: &'static str, aead: &'static str) {
 }
 
 /// Records what the self-sandbox achieved (1, labelled).
-pub fn sandbox_info(enforced: crate::sandbox::Enforced) {
-    metrics::gauge!(SANDBOX_INFO, "landlock" => enforced.landlock, "seccomp" => enforced.seccomp)
+pub fn sandbox_info(achieved: crate::sandbox::Achieved) {
+    metrics::gauge!(SANDBOX_INFO, "landlock" => achieved.landlock, "seccomp" => achieved.seccomp)
         .set(1.0);
 }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-pub use gembok_net::sandbox::{Allowed, Enforced, Mode, SandboxError, enforce};
+pub use gembok_net::sandbox::{Achieved, Allowed, Mode, SandboxError, enforce};
 use gembok_net::sandbox::{LIBRARY_DIRS, directories_of};
 
 use crate::config::Config;

@@ -1698,25 +1698,27 @@ fn audit_finds_running_pods_without_the_sidecar_or_with_another_image() -> Resul
     Ok(())
 }
 
+/// A pod the injector injects: one container, one inbound mapping.
+const ANNOTATED_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
+
 /// `--proxy-uid none` (OpenShift's restricted SCC assigns the UID) leaves the sidecar's user and
 /// group unset but keeps it non-root; the default fixes both at 65532; 0 is refused (exit 64).
 #[test]
 fn the_real_injector_fixes_the_proxy_user_unless_told_to_leave_it_to_the_platform() -> Result<()> {
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
-    let (code, fixed, err) = run(&["inject", "-f", "-"], pod)?;
+    let (code, fixed, err) = run(&["inject", "-f", "-"], ANNOTATED_POD)?;
     assert_eq!(code, Some(0), "{err}");
     assert!(
         fixed.contains("runAsUser: 65532") && fixed.contains("runAsGroup: 65532"),
         "{fixed}"
     );
-    let (code, left, err) = run(&["inject", "-f", "-", "--proxy-uid", "none"], pod)?;
+    let (code, left, err) = run(&["inject", "-f", "-", "--proxy-uid", "none"], ANNOTATED_POD)?;
     assert_eq!(code, Some(0), "{err}");
     assert!(
         !left.contains("runAsUser") && !left.contains("runAsGroup"),
         "{left}"
     );
     assert!(left.contains("runAsNonRoot: true"), "{left}");
-    let (code, _, err) = run(&["inject", "-f", "-", "--proxy-uid", "0"], pod)?;
+    let (code, _, err) = run(&["inject", "-f", "-", "--proxy-uid", "0"], ANNOTATED_POD)?;
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--proxy-uid: 0 is root"), "{err}");
     Ok(())
@@ -1724,7 +1726,7 @@ fn the_real_injector_fixes_the_proxy_user_unless_told_to_leave_it_to_the_platfor
 
 #[test]
 fn inject_command_reads_stdin_and_refuses_bad_annotations_without_output() -> Result<()> {
-    let good = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n";
+    let good = ANNOTATED_POD;
     let (code, once, _) = run(&["inject", "-f", "-"], good)?;
     assert_eq!(code, Some(0));
     assert!(

@@ -272,9 +272,20 @@ fn istio_mtls_is_strict_and_scrape_ports_are_the_only_exception() {
     f.assert_none("Istio mTLS");
 }
 
-/// The rendered `gembok-injector` MutatingWebhookConfiguration.
-fn gembok_webhook_config(objs: &[Value]) -> Option<&Value> {
-    of_kind(objs, "MutatingWebhookConfiguration").find(|m| name(m) == "gembok-injector")
+/// `target`'s rendered `gembok-injector` MutatingWebhookConfiguration; `None`, with a failure,
+/// where there is none.
+fn gembok_webhook_config<'a>(
+    target: &str,
+    objs: &'a [Value],
+    f: &mut Failures,
+) -> Option<&'a Value> {
+    let mwc = of_kind(objs, "MutatingWebhookConfiguration").find(|m| name(m) == "gembok-injector");
+    if mwc.is_none() {
+        f.push(format!(
+            "{target}: no MutatingWebhookConfiguration gembok-injector"
+        ));
+    }
+    mwc
 }
 
 /// Whether the API server calls webhook entry `w` for a pod with `pod` labels in a namespace
@@ -293,10 +304,7 @@ fn the_audit_selects_the_pods_the_webhook_registration_does() {
     let mut f = Failures::default();
     for target in TARGETS {
         let objs = render(target);
-        let Some(mwc) = gembok_webhook_config(&objs) else {
-            f.push(format!(
-                "{target}: no MutatingWebhookConfiguration gembok-injector"
-            ));
+        let Some(mwc) = gembok_webhook_config(target, &objs, &mut f) else {
             continue;
         };
         let hooks = arr(&mwc["webhooks"]);
@@ -340,10 +348,7 @@ fn webhook_registration_follows_the_contract() {
     let mut f = Failures::default();
     for target in TARGETS {
         let objs = render(target);
-        let Some(mwc) = gembok_webhook_config(&objs) else {
-            f.push(format!(
-                "{target}: no MutatingWebhookConfiguration gembok-injector"
-            ));
+        let Some(mwc) = gembok_webhook_config(target, &objs, &mut f) else {
             continue;
         };
         let hooks = arr(&mwc["webhooks"]);
