@@ -183,8 +183,9 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     }
 
     let istio = istio::detect(pod, context.namespace_istio);
+    let mode = settings.sidecar_mode.unwrap_or(config.sidecar_mode);
     let plan = Plan {
-        mode: settings.sidecar_mode.unwrap_or(config.sidecar_mode),
+        mode,
         image: config.image_for(settings.image.as_deref()),
         pull_policy: config.proxy_pull_policy,
         inbound: merge_allowed_sans(&settings, &mut warnings),
@@ -199,6 +200,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         key_exchange: settings.key_exchange.clone(),
         istio: istio.is_some(),
         run_as: config.proxy_uid,
+        exit_with_app: exits_with_app(mode, spec),
     };
     warnings.extend(risk_warnings(&plan, spec));
     for (key, set) in [
@@ -284,6 +286,20 @@ fn add_sidecar(pod: &mut Pod, plan: &Plan) {
     spec.volumes
         .get_or_insert_with(Vec::new)
         .extend(sidecar::volumes(plan));
+    if plan.exit_with_app {
+        spec.share_process_namespace = Some(true);
+    }
+}
+
+/// Whether a classic sidecar can end with its app ([`Plan::exit_with_app`]): in a pod that runs
+/// once (under `OnFailure` the kubelet restarts a failed app, which would then find the proxy
+/// gone), that does not use the node's PID namespace (the API refuses both) and has not turned
+/// process-namespace sharing off on purpose.
+fn exits_with_app(mode: SidecarMode, spec: &PodSpec) -> bool {
+    mode == SidecarMode::Classic
+        && spec.restart_policy.as_deref() == Some("Never")
+        && spec.host_pid != Some(true)
+        && spec.share_process_namespace != Some(false)
 }
 
 fn status_json(plan: &Plan) -> String {
@@ -684,11 +700,32 @@ fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
         );
     }
     let run_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
-    if plan.mode == SidecarMode::Classic && run_to_completion {
+    if plan.exit_with_app {
+        warnings.push(
+            "classic sidecar in a run-to-completion pod (restartPolicy Never): the injector sets \
+             shareProcessNamespace: true so that the proxy exits when the app's processes have, \
+             and the pod completes; the pod's containers now see each other's processes and the \
+             app is no longer PID 1 (set shareProcessNamespace: false to opt out, and end the \
+             proxy with POST /shutdown instead); prefer gembok.io/sidecar-mode=native \
+             (Kubernetes 1.29+)"
+                .to_owned(),
+        );
+    } else if plan.mode == SidecarMode::Classic && run_to_completion {
+        let why = match spec.restart_policy.as_deref() {
+            Some("OnFailure") => {
+                "the kubelet restarts a failed app, which would find the proxy gone had it \
+                 ended with the app's first run"
+            }
+            _ if spec.host_pid == Some(true) => {
+                "the pod uses the node's PID namespace (hostPID), so the proxy cannot watch the \
+                 app's processes"
+            }
+            _ => "the pod turns process-namespace sharing off (shareProcessNamespace: false)",
+        };
         warnings.push(format!(
-            "classic sidecar in a run-to-completion pod (restartPolicy {}): the pod completes \
-             only if the app calls POST http://127.0.0.1:{ADMIN_PORT}/shutdown when done; prefer \
-             gembok.io/sidecar-mode=native (Kubernetes 1.29+)",
+            "classic sidecar in a run-to-completion pod (restartPolicy {}): {why}; the pod \
+             completes only if the app calls POST http://127.0.0.1:{ADMIN_PORT}/shutdown when \
+             done; prefer gembok.io/sidecar-mode=native (Kubernetes 1.29+)",
             spec.restart_policy.as_deref().unwrap_or_default()
         ));
     }
@@ -1010,5 +1047,84 @@ mod tests {
             !warnings.iter().any(|w| w.contains("runs as root")),
             "{warnings:?}"
         );
+    }
+
+    /// A classic sidecar ends with its app only in a pod that runs once, can share its process
+    /// namespace and has not refused to; each other case keeps the /shutdown warning, saying why.
+    #[test]
+    fn a_classic_sidecar_exits_with_the_app_only_where_it_can() {
+        let asks = [
+            (OUTBOUND, "15701=svc:8443"),
+            (crate::annotations::SIDECAR_MODE, "classic"),
+        ];
+        let run = |spec: serde_json::Value| {
+            let outcome = inject(
+                &pod(&asks, &[], spec),
+                &InjectorConfig::default(),
+                &Context::default(),
+            );
+            let Decision::Inject { pod, plan } = outcome.decision else {
+                panic!("not injected: {:?}", outcome.decision);
+            };
+            let spec = pod.spec.unwrap();
+            let env = spec.containers[0].env.clone().unwrap_or_default();
+            let exits = env
+                .iter()
+                .any(|e| e.name == "GEMBOK_EXIT_WITH_APP" && e.value.as_deref() == Some("true"));
+            assert_eq!(exits, plan.exit_with_app);
+            (
+                exits,
+                spec.share_process_namespace,
+                outcome.warnings.join("\n"),
+            )
+        };
+
+        let (exits, shared, warnings) = run(json!({"restartPolicy": "Never"}));
+        assert!(exits);
+        assert_eq!(shared, Some(true));
+        assert!(
+            warnings.contains("sets shareProcessNamespace: true"),
+            "{warnings}"
+        );
+        assert!(!warnings.contains("/shutdown when done"), "{warnings}");
+
+        for (spec, why) in [
+            (
+                json!({"restartPolicy": "OnFailure"}),
+                "restarts a failed app",
+            ),
+            (
+                json!({"restartPolicy": "Never", "hostPID": true}),
+                "node's PID namespace",
+            ),
+            (
+                json!({"restartPolicy": "Never", "shareProcessNamespace": false}),
+                "turns process-namespace sharing off",
+            ),
+        ] {
+            let (exits, shared, warnings) = run(spec.clone());
+            assert!(!exits, "{spec}");
+            assert_ne!(shared, Some(true), "{spec}");
+            assert!(warnings.contains(why), "{spec}: {warnings}");
+            assert!(
+                warnings.contains("/shutdown when done"),
+                "{spec}: {warnings}"
+            );
+        }
+
+        // A long-running pod, and a native sidecar (the kubelet stops it with the app): nothing.
+        let (exits, shared, warnings) = run(json!({}));
+        assert!(!exits && shared.is_none(), "{warnings}");
+        let native = [asks[0], (crate::annotations::SIDECAR_MODE, "native")];
+        let outcome = inject(
+            &pod(&native, &[], json!({"restartPolicy": "Never"})),
+            &InjectorConfig::default(),
+            &Context::default(),
+        );
+        let Decision::Inject { pod, plan } = outcome.decision else {
+            panic!("not injected");
+        };
+        assert!(!plan.exit_with_app);
+        assert_eq!(pod.spec.unwrap().share_process_namespace, None);
     }
 }

@@ -97,6 +97,9 @@ pub struct Plan {
     pub istio: bool,
     /// `runAsUser`/`runAsGroup`, or left to the pod and the platform.
     pub run_as: Option<i64>,
+    /// A classic sidecar in a pod that runs once (`restartPolicy: Never`): the pod shares its
+    /// process namespace and the proxy exits when the app's processes have (`GEMBOK_EXIT_WITH_APP`).
+    pub exit_with_app: bool,
 }
 
 /// Name of the container port for the `index`-th (0-based) inbound mapping: `gembok-tls-1`, ...
@@ -195,6 +198,9 @@ pub fn container(plan: &Plan) -> Container {
     }
     if let Some(groups) = &plan.key_exchange {
         push("GEMBOK_KEY_EXCHANGE", groups.clone());
+    }
+    if plan.exit_with_app {
+        push("GEMBOK_EXIT_WITH_APP", "true".to_owned());
     }
 
     let mut ports = vec![ContainerPort {

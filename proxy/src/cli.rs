@@ -133,6 +133,13 @@ pub struct ProxyArgs {
     /// mode), whose own shutdown may still call out.
     #[arg(long, env = "GEMBOK_DRAIN_DELAY", default_value = "0s")]
     pub drain_delay: String,
+    /// Drain and exit 0 once the app's processes have all exited: for a classic (non-native)
+    /// sidecar in a Job's pod, which then completes with no change to the app. Needs the pod to
+    /// share its process namespace (`shareProcessNamespace: true`); the app's processes are those
+    /// in other containers' cgroups.
+    #[arg(long, env = "GEMBOK_EXIT_WITH_APP", default_value = "false", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub exit_with_app: String,
 
     /// Also accept and offer TLS 1.2 (ECDHE with AEAD suites only). Off: TLS 1.3 only.
     #[arg(long, env = "GEMBOK_TLS12", default_value = "false", value_name = "BOOL",

@@ -32,6 +32,8 @@ pub struct Config {
     pub drain_grace: Duration,
     /// The start of the drain grace period during which listeners still accept.
     pub drain_delay: Duration,
+    /// `--exit-with-app`: drain and exit once the app's processes are gone ([`crate::app_exit`]).
+    pub exit_with_app: bool,
     /// `/ready` fails when the certificate expires sooner than this.
     pub cert_expiry_margin: Duration,
     /// Safety-net re-read interval for certificate files.
@@ -252,6 +254,7 @@ impl Config {
                 ),
             );
         }
+        let exit_with_app = p.check("exit-with-app", parse_bool(&args.exit_with_app));
         let cert_expiry_margin = p.check(
             "cert-expiry-margin",
             parse_duration_allow_zero(&args.cert_expiry_margin),
@@ -342,6 +345,7 @@ impl Config {
             },
             drain_grace: drain_grace.expect(some),
             drain_delay: drain_delay.expect(some),
+            exit_with_app: exit_with_app.expect(some),
             cert_expiry_margin: cert_expiry_margin.expect(some),
             reload_interval: reload_interval.expect(some),
             workers: workers.expect(some),

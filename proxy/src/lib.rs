@@ -24,7 +24,8 @@
 //!   certificates are loaded and hot-reloaded by the `gembok-certwatch` crate;
 //! - [`admin`]: `/live`, `/ready`, `/metrics`; [`metrics`]: every metric name;
 //! - [`shutdown`]: cancellation token, task tracker, grace deadline; [`fd_limit`]: the open-file
-//!   limit raised at start;
+//!   limit raised at start; [`app_exit`]: `--exit-with-app`, the end of a Job's app seen in
+//!   `/proc`;
 //! - `math`: the five C math functions our dependencies call, so glibc's libm is never loaded.
 
 // Unsafe code is denied workspace-wide; only `ktls::sys` (one sendmsg with a control message) and
@@ -32,6 +33,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod app_exit;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -66,6 +68,7 @@ mod test_tls;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -308,19 +311,34 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
     tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), aead = aead.name(), tls12 = config.tls.tls12,
         key_exchange, certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
 
-    wait_and_drain(&config, &health, &stop, signals).await;
+    let app_exited = async {
+        if config.exit_with_app {
+            app_exit::exited(PathBuf::from("/proc"), app_exit::EVERY).await
+        } else {
+            std::future::pending().await
+        }
+    };
+    wait_and_drain(&config, &health, &stop, signals, app_exited).await;
     admin_stop.cancel();
     Ok(())
 }
 
-/// Waits for the first signal or `POST /shutdown`, then stops: `/ready` 503, the drain delay
-/// (signals only), the drain. A second signal cuts the delay and the drain short.
-async fn wait_and_drain(config: &Config, health: &Health, stop: &Shutdown, mut signals: Signals) {
+/// Waits for the first signal, `POST /shutdown` or the app's exit (`--exit-with-app`), then
+/// stops: `/ready` 503, the drain delay (signals only), the drain. A second signal cuts the delay
+/// and the drain short.
+async fn wait_and_drain(
+    config: &Config,
+    health: &Health,
+    stop: &Shutdown,
+    mut signals: Signals,
+    app_exited: impl Future<Output = ()>,
+) {
     let (signal, requested) = tokio::select! {
         signal = signals::next(&mut signals) => (signal, false),
         () = health.shutdown_requested.cancelled() => ("POST /shutdown", true),
+        () = app_exited => ("the app exited", true),
     };
-    // The app asked for it: it is done calling out, so no delay.
+    // The app asked for it or is gone: it is done calling out, so no delay.
     let delay = if requested {
         Duration::ZERO
     } else {
@@ -371,7 +389,7 @@ async fn wait_and_drain(config: &Config, health: &Health, stop: &Shutdown, mut s
             // Not a second signal: the kubelet's SIGTERM (a Job deleted, a node drained) during
             // the app's own stop keeps the drain going; a signal after it cuts.
             let first = signals::next(&mut signals).await;
-            tracing::info!(signal = first, "already draining (POST /shutdown)");
+            tracing::info!(signal = first, "already draining ({signal})");
         }
         second_signal(signals::next(&mut signals).await, open());
     };

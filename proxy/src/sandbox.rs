@@ -4,13 +4,14 @@
 //!   real directories their symlinks resolve to at start (reloads keep working: the kubelet's
 //!   `..data` swaps stay inside the configured directory), `/etc` (name resolution reads
 //!   `/etc/hosts`, `/etc/resolv.conf` and `/etc/nsswitch.conf` on every lookup) and the
-//!   shared-library directories (glibc may load an NSS module); write, create, remove or execute
-//!   nothing;
+//!   shared-library directories (glibc may load an NSS module), and with `--exit-with-app`
+//!   `/proc` (to see the app's processes; other users' entries stay closed to it, as ever);
+//!   write, create, remove or execute nothing;
 //! - bind TCP only on its listeners' ports, and connect only to its routes' ports: the apps',
 //!   the peers', and 53 when a peer is named, as a resolver retries a truncated answer over TCP.
 //!
-//! So a compromised proxy cannot read the ServiceAccount token, the app's files or other
-//! processes' `/proc` entries, drop or run a file, open another listener, or reach the
+//! So a compromised proxy cannot read the ServiceAccount token, the app's files or (without
+//! `--exit-with-app`) other processes' `/proc` entries, drop or run a file, open another listener, or reach the
 //! Kubernetes API, a metadata service or any port it has no route to.
 
 use std::collections::BTreeSet;
@@ -58,6 +59,9 @@ pub fn readable(config: &Config) -> Vec<PathBuf> {
         .chain(config.allow_san_files());
     let mut dirs = directories_of(files);
     dirs.push(PathBuf::from("/etc"));
+    if config.exit_with_app {
+        dirs.push(PathBuf::from("/proc"));
+    }
     dirs.extend(LIBRARY_DIRS.iter().map(PathBuf::from));
     dirs.sort();
     dirs.dedup();
@@ -131,6 +135,15 @@ mod tests {
                 .any(|d| d == Path::new("/") || d.starts_with("/var")),
             "{dirs:?}"
         );
+        assert!(!dirs.iter().any(|d| d.starts_with("/proc")), "{dirs:?}");
+    }
+
+    #[test]
+    fn reads_proc_only_to_watch_the_app() {
+        let route = ["--inbound", "0.0.0.0:8443=127.0.0.1:8080"];
+        assert!(!readable(&config(&route)).contains(&PathBuf::from("/proc")));
+        let dirs = readable(&config(&[&route[..], &["--exit-with-app"]].concat()));
+        assert!(dirs.contains(&PathBuf::from("/proc")), "{dirs:?}");
     }
 
     #[test]

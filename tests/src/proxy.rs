@@ -21,8 +21,9 @@ use crate::pki::CertDir;
 pub struct ProxyBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
-    /// RLIMIT_NOFILE for the process: the shell's `ulimit` options (`-n 40`, `-S -n 256`).
-    fd_limit: Option<String>,
+    /// A program and its arguments that start the proxy (its path and arguments follow):
+    /// a shell setting a limit, a new PID namespace.
+    launcher: Vec<String>,
 }
 
 impl ProxyBuilder {
@@ -52,14 +53,28 @@ impl ProxyBuilder {
     }
 
     /// Runs the proxy with at most `n` open file descriptors (soft and hard limit).
-    pub fn fd_limit(mut self, n: u32) -> Self {
-        self.fd_limit = Some(format!("-n {n}"));
-        self
+    pub fn fd_limit(self, n: u32) -> Self {
+        self.ulimit(&format!("-n {n}"))
     }
 
     /// Starts the proxy with a soft open-file limit of `n`, the hard limit left as it is.
-    pub fn soft_fd_limit(mut self, n: u32) -> Self {
-        self.fd_limit = Some(format!("-S -n {n}"));
+    pub fn soft_fd_limit(self, n: u32) -> Self {
+        self.ulimit(&format!("-S -n {n}"))
+    }
+
+    /// RLIMIT_NOFILE for the process: the shell's `ulimit` options (`-n 40`, `-S -n 256`).
+    fn ulimit(self, options: &str) -> Self {
+        self.launcher(&[
+            "sh",
+            "-c",
+            &format!("ulimit {options} && exec \"$0\" \"$@\""),
+        ])
+    }
+
+    /// Starts the proxy through `argv`, which is given the proxy's path and arguments after its
+    /// own (`sh -c SCRIPT` sees them as `$0 "$@"`). [`Proxy::pid`] is then the launcher's.
+    pub fn launcher(mut self, argv: &[&str]) -> Self {
+        self.launcher = argv.iter().map(|a| (*a).to_owned()).collect();
         self
     }
 
@@ -90,13 +105,12 @@ impl Proxy {
     }
 
     fn spawn(b: ProxyBuilder) -> Proxy {
-        let mut cmd = match b.fd_limit {
+        let mut cmd = match b.launcher.split_first() {
             None => Command::new(crate::bins::proxy()),
-            Some(limit) => {
-                let mut sh = Command::new("sh");
-                sh.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\"")])
-                    .arg(crate::bins::proxy());
-                sh
+            Some((program, args)) => {
+                let mut launcher = Command::new(program);
+                launcher.args(args).arg(crate::bins::proxy());
+                launcher
             }
         };
         let given = |flag: &str, var: &str| {

@@ -10,6 +10,8 @@ mod support;
 mod allow_list;
 #[path = "proxy/clients.rs"]
 mod clients;
+#[path = "proxy/exit_with_app.rs"]
+mod exit_with_app;
 #[path = "proxy/half_close.rs"]
 mod half_close;
 #[path = "proxy/lifecycle.rs"]
