@@ -10,35 +10,70 @@
 //! `POST /shutdown`. `/proc/<pid>/cgroup` is readable by any user, so this needs no privilege.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// How often the process table is looked at: a pod's few processes, read from memory.
-pub const EVERY: Duration = Duration::from_millis(500);
+/// How often the process table is looked at: a pod's few processes, read from memory. An app
+/// whose processes start and end between two looks goes unseen, and the proxy then waits for a
+/// signal or `POST /shutdown` as without the flag: the shorter the period, the rarer that is (a
+/// container's first process lives from the runtime's set-up, tens of milliseconds, on).
+pub const EVERY: Duration = Duration::from_millis(100);
 
-/// Processes of `proc` (a procfs mount) that belong to the pod's other containers: not PID 1,
-/// not `me`, in cgroups other than `ours` (the content of our own `/proc/<pid>/cgroup`).
-/// A process that exits while it is looked at is not counted.
-pub fn others(proc: &Path, ours: &[u8], me: u32) -> io::Result<usize> {
-    let mut count = 0;
-    for entry in std::fs::read_dir(proc)? {
-        let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == 1 || pid == me {
-            continue;
-        }
-        match std::fs::read(entry.path().join("cgroup")) {
-            Ok(cgroups) if cgroups != ours => count += 1,
-            _ => {}
+/// The pod's process table as the proxy sees it.
+#[derive(Debug)]
+pub struct Table {
+    /// A procfs mount.
+    proc: PathBuf,
+    /// The content of the proxy's own `/proc/<pid>/cgroup`.
+    ours: Vec<u8>,
+    me: u32,
+    /// The app process found last time.
+    known: Option<u32>,
+}
+
+impl Table {
+    pub fn new(proc: PathBuf, ours: Vec<u8>, me: u32) -> Table {
+        Table {
+            proc,
+            ours,
+            me,
+            known: None,
         }
     }
-    Ok(count)
+
+    /// A process of the pod's other containers, if one is running: the one found last time
+    /// while it still is (one file read per look), else the first a scan of the table finds.
+    pub fn app(&mut self) -> io::Result<Option<u32>> {
+        if let Some(pid) = self.known
+            && self.is_app(pid)
+        {
+            return Ok(Some(pid));
+        }
+        self.known = self.scan()?;
+        Ok(self.known)
+    }
+
+    fn scan(&self) -> io::Result<Option<u32>> {
+        for entry in std::fs::read_dir(&self.proc)? {
+            let name = entry?.file_name();
+            if let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok())
+                && self.is_app(pid)
+            {
+                return Ok(Some(pid));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Not PID 1 (the pause process), not the proxy, in cgroups other than the proxy's. A
+    /// process that exits while it is looked at is not the app's.
+    fn is_app(&self, pid: u32) -> bool {
+        if pid == 1 || pid == self.me {
+            return false;
+        }
+        let path = self.proc.join(pid.to_string()).join("cgroup");
+        matches!(std::fs::read(path), Ok(cgroups) if cgroups != self.ours)
+    }
 }
 
 /// What one look at the process table means.
@@ -57,12 +92,12 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Takes one count of [`others`]; logs the app's start once.
-    pub fn saw(&mut self, others: usize) -> Seen {
-        if others > 0 {
+    /// Takes one look's app process ([`Table::app`]); logs the app's start once.
+    pub fn saw(&mut self, app: Option<u32>) -> Seen {
+        if let Some(pid) = app {
             if !self.started {
                 tracing::info!(
-                    processes = others,
+                    pid,
                     "the app is running; the proxy exits when its processes have all exited \
                      (--exit-with-app)"
                 );
@@ -99,16 +134,17 @@ pub async fn exited(proc: PathBuf, every: Duration) {
             return std::future::pending().await;
         }
     };
+    let mut table = Table::new(proc.clone(), ours, me);
     let mut watch = Watch::default();
     let mut failing = false;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match others(&proc, &ours, me) {
-            Ok(n) => {
+        match table.app() {
+            Ok(app) => {
                 failing = false;
-                if watch.saw(n) == Seen::Exited {
+                if watch.saw(app) == Seen::Exited {
                     tracing::info!("the app's processes have all exited (--exit-with-app)");
                     return;
                 }
@@ -146,7 +182,7 @@ mod tests {
     const APP: &str = "0::/../cri-containerd-app.scope\n";
 
     #[test]
-    fn counts_only_other_containers_processes() {
+    fn finds_only_other_containers_processes() {
         let proc = procfs(&[
             ("1", Some("0::/../cri-containerd-pause.scope\n")), // the pause process
             ("7", Some(OURS)),                                  // the proxy itself
@@ -157,26 +193,37 @@ mod tests {
             ("self", Some(OURS)),
             ("sys", None),
         ]);
-        assert_eq!(others(proc.path(), OURS.as_bytes(), 7).unwrap(), 2);
+        let mut table = Table::new(proc.path().to_owned(), OURS.into(), 7);
+        let first = table.app().unwrap().expect("an app process");
+        assert!([20, 21].contains(&first), "{first}");
+        assert_eq!(table.app().unwrap(), Some(first), "the same while it runs");
+        // It exits: the other one is found.
+        std::fs::remove_dir_all(proc.path().join(first.to_string())).unwrap();
+        let second = table.app().unwrap().expect("the other app process");
+        assert!([20, 21].contains(&second) && second != first, "{second}");
+        std::fs::remove_dir_all(proc.path().join(second.to_string())).unwrap();
+        assert_eq!(table.app().unwrap(), None);
 
+        // The same cgroups as PID 1 count as the app's: only the proxy's own are left out.
         let alone = procfs(&[("1", Some(APP)), ("7", Some(OURS)), ("12", Some(OURS))]);
-        assert_eq!(others(alone.path(), OURS.as_bytes(), 7).unwrap(), 0);
+        let mut table = Table::new(alone.path().to_owned(), OURS.into(), 7);
+        assert_eq!(table.app().unwrap(), None);
     }
 
     #[test]
     fn exits_only_after_the_app_was_seen_and_is_gone() {
         let mut watch = Watch::default();
         // The proxy starts first: no app yet is no reason to stop.
-        assert_eq!(watch.saw(0), Seen::Waiting);
-        assert_eq!(watch.saw(0), Seen::Waiting);
-        assert_eq!(watch.saw(2), Seen::Waiting);
-        assert_eq!(watch.saw(1), Seen::Waiting);
-        assert_eq!(watch.saw(0), Seen::Exited);
+        assert_eq!(watch.saw(None), Seen::Waiting);
+        assert_eq!(watch.saw(None), Seen::Waiting);
+        assert_eq!(watch.saw(Some(20)), Seen::Waiting);
+        assert_eq!(watch.saw(Some(21)), Seen::Waiting);
+        assert_eq!(watch.saw(None), Seen::Exited);
     }
 
     #[test]
     fn an_unreadable_process_table_is_an_error() {
         let missing = std::env::temp_dir().join("gembok-no-such-proc");
-        assert!(others(&missing, OURS.as_bytes(), 7).is_err());
+        assert!(Table::new(missing, OURS.into(), 7).app().is_err());
     }
 }
