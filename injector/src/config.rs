@@ -187,6 +187,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     pub max_connections: usize,
     pub sandbox: Mode,
+    /// What `--sandbox` achieved (main sets it once enforced): `gembok_injector_sandbox_info`.
+    pub sandboxed: gembok_net::sandbox::Achieved,
     pub injector: InjectorConfig,
     pub log: LogConfig,
 }
@@ -289,6 +291,7 @@ impl Cli {
                         body_timeout: body_timeout?,
                         max_connections: max_connections?,
                         sandbox: sandbox?,
+                        sandboxed: gembok_net::sandbox::Achieved::OFF,
                         injector,
                         log,
                     })

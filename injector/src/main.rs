@@ -30,13 +30,16 @@ fn main() -> ExitCode {
             init_logging(&config.log);
             ExitCode::from(gembok_injector::cli::run_audit(&config))
         }
-        Config::Serve(config) => {
+        Config::Serve(mut config) => {
             init_logging(&config.log);
             // Before the runtime starts, on the only thread so far: every thread is covered.
             let allowed = gembok_injector::sandbox::allowed(&config);
-            if let Err(e) = gembok_net::sandbox::enforce(config.sandbox, &allowed, None) {
-                tracing::error!(error = %e, "cannot start sandboxed");
-                return ExitCode::FAILURE;
+            match gembok_net::sandbox::enforce(config.sandbox, &allowed, None) {
+                Ok(achieved) => config.sandboxed = achieved,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start sandboxed");
+                    return ExitCode::FAILURE;
+                }
             }
             match gembok_injector::server::run_blocking(config) {
                 Ok(()) => ExitCode::SUCCESS,

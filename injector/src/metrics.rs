@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +13,7 @@ pub const SKIPPED: &str = "gembok_injector_skipped_total";
 pub const REJECTED: &str = "gembok_injector_rejected_total";
 pub const ERRORS: &str = "gembok_injector_errors_total";
 pub const DURATION: &str = "gembok_injector_request_duration_seconds";
+pub const SANDBOX_INFO: &str = "gembok_injector_sandbox_info";
 
 /// Admission reviews take well under a millisecond; the API server gives up after seconds.
 const BUCKETS: &[f64] = &[
@@ -61,7 +62,13 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         metrics::Unit::Seconds,
         "Time to answer a webhook request."
     );
+    describe_gauge!(SANDBOX_INFO, gembok_net::sandbox::INFO_HELP);
     Ok(handle)
+}
+
+/// Records what the self-sandbox achieved (1, labelled), as the proxy's `gembok_sandbox_info`.
+pub fn sandbox_info(achieved: gembok_net::sandbox::Achieved) {
+    gauge!(SANDBOX_INFO, "landlock" => achieved.landlock, "seccomp" => achieved.seccomp).set(1.0);
 }
 
 /// One answered request: `result` is the review verdict or the HTTP error kind.

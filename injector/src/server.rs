@@ -141,6 +141,7 @@ pub async fn run(
     );
     reload.reload_on_sighup(stop_certs.clone());
 
+    metrics::sandbox_info(config.sandboxed);
     let draining = Arc::new(AtomicBool::new(false));
     let health = Health {
         tls: tls.clone(),

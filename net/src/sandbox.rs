@@ -121,6 +121,9 @@ fn parent(file: &Path) -> PathBuf {
     }
 }
 
+/// The help text of both servers' `*_sandbox_info` gauge, which [`Achieved`] labels.
+pub const INFO_HELP: &str = "1, labelled with what --sandbox achieved: landlock (full, partial: an older kernel enforces part of the rights, none: no Landlock, off) and seccomp (all_threads, this_thread, none: the kernel refused the filters, off).";
+
 /// What [`enforce`] achieved, as the proxy's `gembok_sandbox_info` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Achieved {

@@ -204,10 +204,7 @@ fn describe() {
         DNS_LOOKUPS,
         "Lookups of outbound routes' host names, by listener and result (ok; failed: no address to use; stale: a refresh failed and the previous answer was used)."
     );
-    metrics::describe_gauge!(
-        SANDBOX_INFO,
-        "1, labelled with what --sandbox achieved: landlock (full, partial: an older kernel enforces part of the rights, none: no Landlock, off) and seccomp (all_threads, this_thread, none: the kernel refused the filters, off)."
-    );
+    metrics::describe_gauge!(SANDBOX_INFO, crate::sandbox::INFO_HELP);
     metrics::describe_gauge!(
         KTLS_AVAILABLE,
         "1 when the kernel data path (kTLS) is available to this process."

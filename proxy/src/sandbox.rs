@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-pub use gembok_net::sandbox::{Achieved, Allowed, Mode, SandboxError, enforce};
+pub use gembok_net::sandbox::{Achieved, Allowed, INFO_HELP, Mode, SandboxError, enforce};
 use gembok_net::sandbox::{LIBRARY_DIRS, directories_of};
 
 use crate::config::Config;

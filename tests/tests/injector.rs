@@ -1315,13 +1315,8 @@ fn serves_sandboxed_reading_its_certificate_and_connecting_nowhere() -> Result<(
         line.contains(&dir),
         "its certificate directory {dir}: {line}"
     );
-    if !webhook
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("is older"))
-    {
+    let older = (webhook.logs.lock().unwrap().iter()).any(|l| l.contains("is older"));
+    if !older {
         assert!(line.contains(r#""tcp_connect":"{}""#), "{line}");
     }
     // It has no thread before the sandbox (no jemalloc), so every one is covered on any kernel.
@@ -1335,12 +1330,24 @@ fn serves_sandboxed_reading_its_certificate_and_connecting_nowhere() -> Result<(
         webhook.review(&injectable("sandboxed"))?["uid"],
         "sandboxed"
     );
+    // /metrics says so, as the proxy's does: seccomp on every thread, Landlock as logged.
+    let landlock = if older { "partial" } else { "full" };
+    metrics_with(
+        webhook.admin,
+        &[&format!(
+            r#"gembok_injector_sandbox_info{{landlock="{landlock}",seccomp="all_threads"}} 1"#
+        )],
+    )?;
 
     let off = Webhook::start(&["--sandbox", "off"])?;
     off.wait_ready()?;
     poll(Duration::from_secs(10), || Ok(sandbox_line(&off).is_some()))?;
     let line = sandbox_line(&off).unwrap_or_default();
     assert!(line.contains("not sandboxed: --sandbox off"), "{line}");
+    metrics_with(
+        off.admin,
+        &[r#"gembok_injector_sandbox_info{landlock="off",seccomp="off"} 1"#],
+    )?;
     Ok(())
 }
 
