@@ -92,6 +92,7 @@ const PROXY_METRICS: &[&str] = &[
     "gembok_cert_reloads_total",
     "gembok_cert_not_after_timestamp_seconds",
     "gembok_build_info",
+    "gembok_sandbox_info",
 ];
 
 #[test]
