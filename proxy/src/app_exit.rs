@@ -13,11 +13,23 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How often the process table is looked at: a pod's few processes, read from memory. An app
-/// whose processes start and end between two looks goes unseen, and the proxy then waits for a
-/// signal or `POST /shutdown` as without the flag: the shorter the period, the rarer that is (a
-/// container's first process lives from the runtime's set-up, tens of milliseconds, on).
-pub const EVERY: Duration = Duration::from_millis(100);
+/// How often the process table is looked at.
+#[derive(Debug, Clone, Copy)]
+pub struct Every {
+    /// Until the app is seen. An app whose processes start and end between two looks goes
+    /// unseen, and the proxy then waits for a signal or `POST /shutdown` as without the flag, so
+    /// this is short: a container's first process lives from the runtime's set-up on, which takes
+    /// milliseconds, and until the app starts the table holds only the pause process and the
+    /// proxy's own (a look is a directory listing and a file read or two).
+    pub waiting: Duration,
+    /// While the app runs: one file read per look ([`Table::app`]).
+    pub running: Duration,
+}
+
+pub const EVERY: Every = Every {
+    waiting: Duration::from_millis(25),
+    running: Duration::from_millis(100),
+};
 
 /// The pod's process table as the proxy sees it.
 #[derive(Debug)]
@@ -115,7 +127,7 @@ impl Watch {
 /// Completes once the app's processes, seen at least once, have all exited. Never completes
 /// where that cannot be told (logged once, with why): the proxy then stops only on a signal or
 /// `POST /shutdown`, as without the flag.
-pub async fn exited(proc: PathBuf, every: Duration) {
+pub async fn exited(proc: PathBuf, every: Every) {
     let me = std::process::id();
     if me == 1 {
         tracing::error!(
@@ -137,10 +149,7 @@ pub async fn exited(proc: PathBuf, every: Duration) {
     let mut table = Table::new(proc.clone(), ours, me);
     let mut watch = Watch::default();
     let mut failing = false;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         match table.app() {
             Ok(app) => {
                 failing = false;
@@ -157,6 +166,12 @@ pub async fn exited(proc: PathBuf, every: Duration) {
             }
             Err(_) => {}
         }
+        let wait = if watch.started {
+            every.running
+        } else {
+            every.waiting
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
