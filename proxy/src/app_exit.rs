@@ -13,23 +13,18 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How often the process table is looked at.
-#[derive(Debug, Clone, Copy)]
-pub struct Every {
-    /// Until the app is seen. An app whose processes start and end between two looks goes
-    /// unseen, and the proxy then waits for a signal or `POST /shutdown` as without the flag, so
-    /// this is short: a container's first process lives from the runtime's set-up on, which takes
-    /// milliseconds, and until the app starts the table holds only the pause process and the
-    /// proxy's own (a look is a directory listing and a file read or two).
-    pub waiting: Duration,
-    /// While the app runs: one file read per look ([`Table::app`]).
-    pub running: Duration,
-}
+/// The pod's process table (the sandbox opens it to the proxy only with the flag).
+pub const PROC: &str = "/proc";
 
-pub const EVERY: Every = Every {
-    waiting: Duration::from_millis(25),
-    running: Duration::from_millis(100),
-};
+/// How often the table is looked at until the app is seen. An app whose processes start and end
+/// between two looks goes unseen, and the proxy then waits for a signal or `POST /shutdown` as
+/// without the flag, so this is short: a container's first process lives from the runtime's
+/// set-up on, which takes milliseconds, and until the app starts the table holds only the pause
+/// process and the proxy's own (a look is a directory listing and a file read or two).
+pub const WAITING_EVERY: Duration = Duration::from_millis(25);
+
+/// How often while the app runs: one file read per look ([`Table::app`]).
+pub const RUNNING_EVERY: Duration = Duration::from_millis(100);
 
 /// The pod's process table as the proxy sees it.
 #[derive(Debug)]
@@ -88,38 +83,31 @@ impl Table {
     }
 }
 
-/// What one look at the process table means.
+/// Where the app is, as the looks so far tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    /// The app has not started yet (the proxy starts first), or is still running.
-    Waiting,
-    /// The app's processes were there and are all gone.
+    /// Not started yet (the proxy starts first).
+    NotYet,
+    Running,
+    /// Its processes were there and are all gone.
     Exited,
 }
 
-/// The watcher's memory: whether the app has been seen running.
-#[derive(Debug, Default)]
-pub struct Watch {
-    started: bool,
-}
+impl Seen {
+    /// What a look that found `app` (one of its processes, or none) makes of it.
+    pub fn then(self, app: Option<u32>) -> Seen {
+        match (self, app) {
+            (_, Some(_)) => Seen::Running,
+            (Seen::NotYet, None) => Seen::NotYet,
+            (_, None) => Seen::Exited,
+        }
+    }
 
-impl Watch {
-    /// Takes one look's app process ([`Table::app`]); logs the app's start once.
-    pub fn saw(&mut self, app: Option<u32>) -> Seen {
-        if let Some(pid) = app {
-            if !self.started {
-                tracing::info!(
-                    pid,
-                    "the app is running; the proxy exits when its processes have all exited \
-                     (--exit-with-app)"
-                );
-            }
-            self.started = true;
-            Seen::Waiting
-        } else if self.started {
-            Seen::Exited
-        } else {
-            Seen::Waiting
+    /// How long until the next look.
+    fn next_look(self) -> Duration {
+        match self {
+            Seen::NotYet => WAITING_EVERY,
+            Seen::Running | Seen::Exited => RUNNING_EVERY,
         }
     }
 }
@@ -127,7 +115,7 @@ impl Watch {
 /// Completes once the app's processes, seen at least once, have all exited. Never completes
 /// where that cannot be told (logged once, with why): the proxy then stops only on a signal or
 /// `POST /shutdown`, as without the flag.
-pub async fn exited(proc: PathBuf, every: Every) {
+pub async fn exited() {
     let me = std::process::id();
     if me == 1 {
         tracing::error!(
@@ -137,23 +125,34 @@ pub async fn exited(proc: PathBuf, every: Every) {
         );
         return std::future::pending().await;
     }
-    let ours = match std::fs::read(proc.join("self/cgroup")) {
+    let proc = PathBuf::from(PROC);
+    let own = proc.join("self/cgroup");
+    let ours = match std::fs::read(&own) {
         Ok(ours) => ours,
         Err(e) => {
-            tracing::error!(error = %e, path = %proc.join("self/cgroup").display(),
+            tracing::error!(error = %e, path = %own.display(),
                 "--exit-with-app: cannot read the proxy's own cgroups; the proxy stops only on a \
                  signal or POST /shutdown");
             return std::future::pending().await;
         }
     };
-    let mut table = Table::new(proc.clone(), ours, me);
-    let mut watch = Watch::default();
+    let mut table = Table::new(proc, ours, me);
+    let mut seen = Seen::NotYet;
     let mut failing = false;
     loop {
         match table.app() {
             Ok(app) => {
                 failing = false;
-                if watch.saw(app) == Seen::Exited {
+                let now = seen.then(app);
+                if let (Seen::NotYet, Seen::Running, Some(pid)) = (seen, now, app) {
+                    tracing::info!(
+                        pid,
+                        "the app is running; the proxy exits when its processes have all exited \
+                         (--exit-with-app)"
+                    );
+                }
+                seen = now;
+                if seen == Seen::Exited {
                     tracing::info!("the app's processes have all exited (--exit-with-app)");
                     return;
                 }
@@ -161,17 +160,12 @@ pub async fn exited(proc: PathBuf, every: Every) {
             // Said once per run of failures; the next look may succeed.
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, path = %proc.display(),
+                tracing::warn!(error = %e, path = PROC,
                     "--exit-with-app: cannot list the pod's processes");
             }
             Err(_) => {}
         }
-        let wait = if watch.started {
-            every.running
-        } else {
-            every.waiting
-        };
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(seen.next_look()).await;
     }
 }
 
@@ -227,13 +221,15 @@ mod tests {
 
     #[test]
     fn exits_only_after_the_app_was_seen_and_is_gone() {
-        let mut watch = Watch::default();
         // The proxy starts first: no app yet is no reason to stop.
-        assert_eq!(watch.saw(None), Seen::Waiting);
-        assert_eq!(watch.saw(None), Seen::Waiting);
-        assert_eq!(watch.saw(Some(20)), Seen::Waiting);
-        assert_eq!(watch.saw(Some(21)), Seen::Waiting);
-        assert_eq!(watch.saw(None), Seen::Exited);
+        let seen = Seen::NotYet.then(None);
+        assert_eq!(seen, Seen::NotYet);
+        assert_eq!(seen.then(None), Seen::NotYet);
+        let seen = seen.then(Some(20));
+        assert_eq!(seen, Seen::Running);
+        let seen = seen.then(Some(21));
+        assert_eq!(seen, Seen::Running);
+        assert_eq!(seen.then(None), Seen::Exited);
     }
 
     #[test]

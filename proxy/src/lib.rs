@@ -68,7 +68,6 @@ mod test_tls;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -313,7 +312,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
 
     let app_exited = async {
         if config.exit_with_app {
-            app_exit::exited(PathBuf::from("/proc"), app_exit::EVERY).await
+            app_exit::exited().await
         } else {
             std::future::pending().await
         }

@@ -60,7 +60,7 @@ pub fn readable(config: &Config) -> Vec<PathBuf> {
     let mut dirs = directories_of(files);
     dirs.push(PathBuf::from("/etc"));
     if config.exit_with_app {
-        dirs.push(PathBuf::from("/proc"));
+        dirs.push(PathBuf::from(crate::app_exit::PROC));
     }
     dirs.extend(LIBRARY_DIRS.iter().map(PathBuf::from));
     dirs.sort();
