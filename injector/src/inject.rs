@@ -200,7 +200,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         key_exchange: settings.key_exchange.clone(),
         istio: istio.is_some(),
         run_as: config.proxy_uid,
-        exit_with_app: exits_with_app(mode, spec),
+        exit_with_app: ends_with_app(mode, spec) == Some(Ok(())),
     };
     warnings.extend(risk_warnings(&plan, spec));
     for (key, set) in [
@@ -291,15 +291,30 @@ fn add_sidecar(pod: &mut Pod, plan: &Plan) {
     }
 }
 
-/// Whether a classic sidecar can end with its app ([`Plan::exit_with_app`]): in a pod that runs
-/// once (under `OnFailure` the kubelet restarts a failed app, which would then find the proxy
-/// gone), that does not use the node's PID namespace (the API refuses both) and has not turned
+/// For a classic sidecar in a run-to-completion pod (`None` otherwise): whether it can end with
+/// its app ([`Plan::exit_with_app`]), or why not, for the admission warning. It can in a pod that
+/// runs once, does not use the node's PID namespace (the API refuses both) and has not turned
 /// process-namespace sharing off on purpose.
-fn exits_with_app(mode: SidecarMode, spec: &PodSpec) -> bool {
-    mode == SidecarMode::Classic
-        && spec.restart_policy.as_deref() == Some("Never")
-        && spec.host_pid != Some(true)
-        && spec.share_process_namespace != Some(false)
+fn ends_with_app(mode: SidecarMode, spec: &PodSpec) -> Option<Result<(), &'static str>> {
+    let policy = spec.restart_policy.as_deref();
+    if mode != SidecarMode::Classic || !matches!(policy, Some("Never" | "OnFailure")) {
+        return None;
+    }
+    Some(if policy == Some("OnFailure") {
+        Err(
+            "the kubelet restarts a failed app, which would find the proxy gone had it ended \
+             with the app's first run",
+        )
+    } else if spec.host_pid == Some(true) {
+        Err(
+            "the pod uses the node's PID namespace (hostPID), so the proxy cannot watch the \
+             app's processes",
+        )
+    } else if spec.share_process_namespace == Some(false) {
+        Err("the pod turns process-namespace sharing off (shareProcessNamespace: false)")
+    } else {
+        Ok(())
+    })
 }
 
 fn status_json(plan: &Plan) -> String {
@@ -699,9 +714,8 @@ fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
                 .to_owned(),
         );
     }
-    let run_to_completion = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
-    if plan.exit_with_app {
-        warnings.push(
+    match ends_with_app(plan.mode, spec) {
+        Some(Ok(())) => warnings.push(
             "classic sidecar in a run-to-completion pod (restartPolicy Never): the injector sets \
              shareProcessNamespace: true so that the proxy exits when the app's processes have, \
              and the pod completes; the pod's containers now see each other's processes and the \
@@ -709,25 +723,14 @@ fn risk_warnings(plan: &Plan, spec: &PodSpec) -> Vec<String> {
              proxy with POST /shutdown instead); prefer gembok.io/sidecar-mode=native \
              (Kubernetes 1.29+)"
                 .to_owned(),
-        );
-    } else if plan.mode == SidecarMode::Classic && run_to_completion {
-        let why = match spec.restart_policy.as_deref() {
-            Some("OnFailure") => {
-                "the kubelet restarts a failed app, which would find the proxy gone had it \
-                 ended with the app's first run"
-            }
-            _ if spec.host_pid == Some(true) => {
-                "the pod uses the node's PID namespace (hostPID), so the proxy cannot watch the \
-                 app's processes"
-            }
-            _ => "the pod turns process-namespace sharing off (shareProcessNamespace: false)",
-        };
-        warnings.push(format!(
+        ),
+        Some(Err(why)) => warnings.push(format!(
             "classic sidecar in a run-to-completion pod (restartPolicy {}): {why}; the pod \
              completes only if the app calls POST http://127.0.0.1:{ADMIN_PORT}/shutdown when \
              done; prefer gembok.io/sidecar-mode=native (Kubernetes 1.29+)",
             spec.restart_policy.as_deref().unwrap_or_default()
-        ));
+        )),
+        None => {}
     }
     let grace = spec.termination_grace_period_seconds.unwrap_or(30);
     if let Some(drain) = plan.drain_seconds
