@@ -124,7 +124,7 @@ fn parent(file: &Path) -> PathBuf {
 /// The help text of both servers' `*_sandbox_info` gauge, which [`Achieved`] labels.
 pub const INFO_HELP: &str = "1, labelled with what --sandbox achieved: landlock (full, partial: an older kernel enforces part of the rights, none: no Landlock, off) and seccomp (all_threads, this_thread, none: the kernel refused the filters, off).";
 
-/// What [`enforce`] achieved, as the proxy's `gembok_sandbox_info` labels it.
+/// What [`enforce`] achieved, as `gembok_sandbox_info` and `gembok_injector_sandbox_info` label it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Achieved {
     /// `full`, `partial` (an older Landlock ABI), `none` (no Landlock) or `off`.
