@@ -34,6 +34,7 @@ pub const DRAIN_SECONDS: &str = "gembok.io/drain-seconds";
 pub const IMAGE: &str = "gembok.io/image";
 pub const SIDECAR_MODE: &str = "gembok.io/sidecar-mode";
 pub const KEY_EXCHANGE: &str = "gembok.io/key-exchange";
+pub const CIPHER_SUITES: &str = "gembok.io/cipher-suites";
 /// Written by the injector: what was injected. Its presence makes re-injection a no-op.
 pub const STATUS: &str = "gembok.io/status";
 
@@ -52,6 +53,7 @@ const KNOWN: &[&str] = &[
     IMAGE,
     SIDECAR_MODE,
     KEY_EXCHANGE,
+    CIPHER_SUITES,
     STATUS,
 ];
 
@@ -66,6 +68,16 @@ pub const KEY_EXCHANGE_GROUPS: &[&str] = &[
     "X25519",
     "secp256r1",
     "secp384r1",
+];
+
+/// The TLS 1.3 cipher suites `gembok-proxy --cipher-suites` knows, as it spells them
+/// (`proxy/src/config/cipher_suites.rs`; `tests/tests/injector.rs` checks that the proxy takes
+/// every one). An injected sidecar speaks TLS 1.3 only, so the proxy's TLS 1.2 suites are not
+/// among them.
+pub const TLS13_CIPHER_SUITES: &[&str] = &[
+    "TLS13_AES_128_GCM_SHA256",
+    "TLS13_AES_256_GCM_SHA384",
+    "TLS13_CHACHA20_POLY1305_SHA256",
 ];
 
 /// Longest drain the injector accepts; longer is almost certainly a unit mistake.
@@ -149,6 +161,8 @@ pub struct PodSettings {
     pub sidecar_mode: Option<SidecarMode>,
     /// `gembok.io/key-exchange`, as the proxy spells the groups, comma-separated.
     pub key_exchange: Option<String>,
+    /// `gembok.io/cipher-suites`, as the proxy spells the suites, comma-separated.
+    pub cipher_suites: Option<String>,
 }
 
 /// Why the injector refuses a pod: almost always an annotation's value. Display names the
@@ -273,12 +287,19 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             Err(reason) => out.errors.push(error(SIDECAR_MODE, value, reason)),
         }
     }
-    // It decides which peers may connect (post-quantum only refuses classical peers), so a bad
-    // value rejects the pod rather than leaving the proxy's default in place.
+    // They decide which peers may connect (post-quantum only refuses classical peers; a
+    // compliance policy's suites refuse the others), so a bad value rejects the pod rather than
+    // leaving the proxy's default in place.
     if let Some(value) = get(KEY_EXCHANGE) {
         match parse_key_exchange(value) {
             Ok(groups) => out.settings.key_exchange = Some(groups),
             Err(reason) => out.errors.push(error(KEY_EXCHANGE, value, reason)),
+        }
+    }
+    if let Some(value) = get(CIPHER_SUITES) {
+        match parse_cipher_suites(value) {
+            Ok(suites) => out.settings.cipher_suites = Some(suites),
+            Err(reason) => out.errors.push(error(CIPHER_SUITES, value, reason)),
         }
     }
 
@@ -591,23 +612,57 @@ fn check_san_pattern(pattern: &str) -> Result<(), String> {
 /// `gembok.io/key-exchange`: group names separated by commas, most preferred first, matched
 /// without regard to case; returned in the proxy's spelling.
 fn parse_key_exchange(value: &str) -> Result<String, String> {
-    let mut groups: Vec<&str> = Vec::new();
+    parse_names(
+        value,
+        KEY_EXCHANGE_GROUPS,
+        "a key exchange group",
+        "",
+        str::to_owned,
+    )
+}
+
+/// `gembok.io/cipher-suites`: TLS 1.3 suite names separated by commas, most preferred first, in
+/// the proxy's spelling or the IANA one (`TLS_AES_256_GCM_SHA384`, as OpenSSL writes them),
+/// matched without regard to case; returned in the proxy's spelling.
+fn parse_cipher_suites(value: &str) -> Result<String, String> {
+    parse_names(
+        value,
+        TLS13_CIPHER_SUITES,
+        "a TLS 1.3 cipher suite",
+        ": an injected sidecar speaks TLS 1.3 only",
+        |name| {
+            let name = name.to_ascii_uppercase();
+            match name.strip_prefix("TLS_") {
+                Some(iana) if !iana.starts_with("ECDHE_") => format!("TLS13_{iana}"),
+                _ => name,
+            }
+        },
+    )
+}
+
+/// A comma-separated list of names from `known` (`what` each is, `why` after the list when one
+/// is not), each first respelled by `spelling`, without repeats; returned as `known` spells
+/// them, joined by commas.
+fn parse_names(
+    value: &str,
+    known: &[&str],
+    what: &str,
+    why: &str,
+    spelling: impl Fn(&str) -> String,
+) -> Result<String, String> {
+    let mut names: Vec<&str> = Vec::new();
     for name in value.split(',').map(str::trim) {
-        let Some(group) = KEY_EXCHANGE_GROUPS
-            .iter()
-            .find(|g| g.eq_ignore_ascii_case(name))
-        else {
-            return Err(format!(
-                "{name:?} is not a key exchange group (one of {})",
-                KEY_EXCHANGE_GROUPS.join(", ")
-            ));
+        let respelled = spelling(name);
+        let Some(found) = known.iter().find(|k| k.eq_ignore_ascii_case(&respelled)) else {
+            let list = known.join(", ");
+            return Err(format!("{name:?} is not {what} (one of {list}){why}"));
         };
-        if groups.contains(group) {
-            return Err(format!("{group} is named twice"));
+        if names.contains(found) {
+            return Err(format!("{found} is named twice"));
         }
-        groups.push(group);
+        names.push(found);
     }
-    Ok(groups.join(","))
+    Ok(names.join(","))
 }
 
 #[cfg(test)]
@@ -688,6 +743,46 @@ mod tests {
     }
 
     #[test]
+    fn cipher_suites_are_tls13_ones_in_either_spelling_written_as_the_proxy_spells_them() {
+        let value = "tls_chacha20_poly1305_sha256, TLS13_AES_256_GCM_SHA384";
+        let parsed = parse(&annotations(&[(CIPHER_SUITES, value)]));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(
+            parsed.settings.cipher_suites.as_deref(),
+            Some("TLS13_CHACHA20_POLY1305_SHA256,TLS13_AES_256_GCM_SHA384")
+        );
+        for (value, reason) in [
+            (
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\" is not a TLS 1.3 cipher suite (one of \
+                 TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, \
+                 TLS13_CHACHA20_POLY1305_SHA256): an injected sidecar speaks TLS 1.3 only",
+            ),
+            (
+                "TLS_AES_128_CCM_SHA256",
+                "\"TLS_AES_128_CCM_SHA256\" is not a TLS 1.3",
+            ),
+            (
+                "TLS_AES_128_GCM_SHA256,",
+                "\"\" is not a TLS 1.3 cipher suite",
+            ),
+            (
+                "TLS_AES_128_GCM_SHA256,tls13_aes_128_gcm_sha256",
+                "TLS13_AES_128_GCM_SHA256 is named twice",
+            ),
+        ] {
+            let parsed = parse(&annotations(&[(CIPHER_SUITES, value)]));
+            assert_eq!(parsed.errors.len(), 1, "{value}");
+            assert!(
+                parsed.errors[0].reason().starts_with(reason),
+                "{:?}",
+                parsed.errors
+            );
+            assert_eq!(parsed.settings.cipher_suites, None);
+        }
+    }
+
+    #[test]
     fn reports_every_rejecting_annotation_at_once() {
         let parsed = parse(&annotations(&[
             (INBOUND, "8443=http"),
@@ -698,6 +793,7 @@ mod tests {
             (ALLOWED_SANS, " , "),
             (ALLOWED_SANS_CONFIGMAP, "Payment.Allowed"),
             (KEY_EXCHANGE, "X25519MLKEM768,X448"),
+            (CIPHER_SUITES, "TLS_AES_128_CCM_8_SHA256"),
         ]));
         let keys: Vec<&str> = parsed
             .errors
@@ -714,7 +810,8 @@ mod tests {
                 CERT_SECRET,
                 IMAGE,
                 SIDECAR_MODE,
-                KEY_EXCHANGE
+                KEY_EXCHANGE,
+                CIPHER_SUITES
             ]
         );
         assert!(

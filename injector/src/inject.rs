@@ -198,6 +198,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             .drain_seconds
             .or_else(|| drain_within_grace(spec.termination_grace_period_seconds)),
         key_exchange: settings.key_exchange.clone(),
+        cipher_suites: settings.cipher_suites.clone(),
         istio: istio.is_some(),
         run_as: config.proxy_uid,
         exit_with_app: ends_with_app(mode, spec) == Some(Ok(())),

@@ -93,6 +93,8 @@ pub struct Plan {
     pub drain_seconds: Option<u32>,
     /// `GEMBOK_KEY_EXCHANGE`, when the pod names its groups.
     pub key_exchange: Option<String>,
+    /// `GEMBOK_CIPHER_SUITES`, when the pod names its suites.
+    pub cipher_suites: Option<String>,
     /// The pod is (or will be) Istio-injected: the proxy's probes must be exec probes.
     pub istio: bool,
     /// `runAsUser`/`runAsGroup`, or left to the pod and the platform.
@@ -198,6 +200,9 @@ pub fn container(plan: &Plan) -> Container {
     }
     if let Some(groups) = &plan.key_exchange {
         push("GEMBOK_KEY_EXCHANGE", groups.clone());
+    }
+    if let Some(suites) = &plan.cipher_suites {
+        push("GEMBOK_CIPHER_SUITES", suites.clone());
     }
     if plan.exit_with_app {
         push("GEMBOK_EXIT_WITH_APP", "true".to_owned());

@@ -336,6 +336,11 @@ pub fn explain(report: &Report) -> String {
                     "  key exchange {groups} (gembok.io/key-exchange)\n"
                 ));
             }
+            if let Some(suites) = &plan.cipher_suites {
+                out.push_str(&format!(
+                    "  cipher suites {suites} (gembok.io/cipher-suites)\n"
+                ));
+            }
             warn(warnings, &mut out);
         }
     }

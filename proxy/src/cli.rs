@@ -153,6 +153,13 @@ pub struct ProxyArgs {
     /// the faster AES-GCM). Key exchange and signatures always use --crypto-provider.
     #[arg(long, env = "GEMBOK_AEAD", default_value = "auto")]
     pub aead: String,
+    /// TLS cipher suites offered and accepted, most preferred first (comma-separated; the
+    /// inbound's order wins): TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384,
+    /// TLS13_CHACHA20_POLY1305_SHA256 (IANA names such as TLS_AES_256_GCM_SHA384 too) and, with
+    /// --tls12, TLS_ECDHE_{ECDSA,RSA}_WITH_{AES_128_GCM_SHA256,AES_256_GCM_SHA384,
+    /// CHACHA20_POLY1305_SHA256}; or auto, all of them in that order. Every one is an AEAD suite.
+    #[arg(long, env = "GEMBOK_CIPHER_SUITES", default_value = "auto")]
+    pub cipher_suites: String,
     /// Key exchange groups offered and accepted, most preferred first (comma-separated):
     /// X25519MLKEM768, secp256r1MLKEM768, MLKEM768, MLKEM1024, X25519, secp256r1, secp384r1; or
     /// auto, the provider's own list (aws-lc-rs: X25519MLKEM768, X25519, secp256r1, secp384r1;

@@ -14,7 +14,9 @@ use rustls::pki_types::ServerName;
 use crate::cli::ProxyArgs;
 use crate::identity::SanPattern;
 
+pub mod cipher_suites;
 pub mod key_exchange;
+pub use cipher_suites::Suite;
 pub use key_exchange::KxGroup;
 
 /// Everything the proxy needs to run. Nothing below `main` reads the environment.
@@ -140,6 +142,8 @@ pub struct TlsOptions {
     /// Which library seals and opens records; `None` is `--aead auto` (chosen by CPU, see
     /// `tls::record_library`).
     pub aead: Option<Provider>,
+    /// `--cipher-suites`, most preferred first; `None` keeps Gembok's order ([`Suite::ALL`]).
+    pub cipher_suites: Option<Vec<Suite>>,
     /// `--key-exchange`, most preferred first; `None` keeps the provider's own list.
     pub key_exchange: Option<Vec<KxGroup>>,
     /// Default ALPN protocols for routes that set none.
@@ -275,6 +279,15 @@ impl Config {
                     .ok_or_else(|| format!("`{other}` is not one of auto, aws-lc-rs, ring")),
             },
         );
+        let cipher_suites = match cipher_suites::parse(&args.cipher_suites, tls12) {
+            Ok(suites) => Some(suites),
+            Err(problems) => {
+                for problem in problems {
+                    p.push("cipher-suites", problem);
+                }
+                None
+            }
+        };
         let key_exchange = match key_exchange::parse(&args.key_exchange, provider, tls12) {
             Ok(groups) => Some(groups),
             Err(problems) => {
@@ -340,6 +353,7 @@ impl Config {
                 tls12: tls12.expect(some),
                 provider: provider.expect(some),
                 aead: aead.expect(some),
+                cipher_suites: cipher_suites.expect(some),
                 key_exchange: key_exchange.expect(some),
                 alpn: alpn.expect(some),
             },

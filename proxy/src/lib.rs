@@ -164,6 +164,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
     metrics::build_info(config.tls.provider.name(), aead.name());
     metrics::sandbox_info(config.sandboxed);
     let key_exchange = tls::group_names(&provider);
+    let cipher_suites = tls::suite_names(&provider);
     let provider = Arc::new(provider);
     let stop = Shutdown::default();
     let config = Arc::new(config);
@@ -308,7 +309,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
         ));
     }
     tracing::info!(admin = %admin_addr, provider = config.tls.provider.name(), aead = aead.name(), tls12 = config.tls.tls12,
-        key_exchange, certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
+        cipher_suites, key_exchange, certificate_loaded = certs.current().is_some(), data_path = %data_path, "gembok-proxy started");
 
     let app_exited = async {
         if config.exit_with_app {

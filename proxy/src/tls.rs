@@ -5,7 +5,8 @@
 //! it as one pointer, so a handshake always sees a certificate, key and CA that belong together.
 //!
 //! Choices: TLS 1.3 only unless `--tls12`; AEAD suites only, AES-128-GCM first (fastest on
-//! AES-NI hardware), then AES-256-GCM, then ChaCha20-Poly1305; the server's order wins. Key
+//! AES-NI hardware), then AES-256-GCM, then ChaCha20-Poly1305, unless `--cipher-suites` names
+//! them ([`suites`]); the server's order wins. Key
 //! exchange keeps the provider's defaults (X25519MLKEM768 first with aws-lc-rs) unless
 //! `--key-exchange` names the groups ([`key_exchange`]). A reload builds
 //! fresh session caches and fresh verification caches (`verify_cache.rs`), so nothing verified
@@ -21,9 +22,9 @@ use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::SingleCertAndKey;
-use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
+use rustls::{ClientConfig, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
-use crate::config::{ClientAuth, Config, KxGroup, Provider, TlsOptions};
+use crate::config::{ClientAuth, Config, KxGroup, Provider, Suite, TlsOptions};
 use crate::identity::{SanPattern, SanPolicyVerifier};
 use crate::verify_cache::{CachingClientVerifier, CachingServerVerifier};
 
@@ -43,45 +44,33 @@ pub struct TlsConfigs {
 /// key loading from `kind`; the record protection (the cipher suites' AEAD) from `aead`.
 /// rustls cipher suites are self-contained, so the two may come from different libraries.
 pub fn provider(kind: Provider, aead: Provider, tls12: bool) -> CryptoProvider {
-    /// Gembok's suite order (AEAD only, AES-128-GCM first; the TLS 1.2 ones only with
-    /// `--tls12`), as one library's suite statics.
-    macro_rules! preferred_suites {
-        ($library:ident) => {{
-            use rustls::crypto::$library::cipher_suite as cs;
-            [
-                cs::TLS13_AES_128_GCM_SHA256,
-                cs::TLS13_AES_256_GCM_SHA384,
-                cs::TLS13_CHACHA20_POLY1305_SHA256,
-                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            ]
-        }};
-    }
     let mut provider = match kind {
         Provider::AwsLcRs => rustls::crypto::aws_lc_rs::default_provider(),
         Provider::Ring => rustls::crypto::ring::default_provider(),
     };
-    let preferred = match aead {
-        Provider::AwsLcRs => preferred_suites!(aws_lc_rs),
-        Provider::Ring => preferred_suites!(ring),
-    };
-    provider.cipher_suites = preferred
-        .into_iter()
-        .filter(|s| tls12 || s.version() == &rustls::version::TLS13)
-        .collect();
+    provider.cipher_suites = suites(aead, &Suite::ALL, tls12);
     provider
 }
 
+/// `list` (Gembok's order, or as `--cipher-suites` names them) as `aead`'s implementations, in
+/// the same order; the TLS 1.2 ones only with `--tls12`.
+pub fn suites(aead: Provider, list: &[Suite], tls12: bool) -> Vec<SupportedCipherSuite> {
+    list.iter()
+        .filter(|s| tls12 || s.tls13())
+        .map(|s| s.implementation(aead))
+        .collect()
+}
+
 /// The provider a running proxy uses, from its TLS options: [`provider`] with the record
-/// library `--aead` picks ([`record_library`], also returned) and, when `--key-exchange` names
-/// them, those groups ([`key_exchange`]) instead of the provider's own list.
+/// library `--aead` picks ([`record_library`], also returned), the suites `--cipher-suites`
+/// names ([`suites`]) and, when `--key-exchange` names them, those groups ([`key_exchange`])
+/// instead of the provider's own list.
 pub fn configured(options: &TlsOptions) -> (CryptoProvider, Provider) {
     let aead = record_library(options.provider, options.aead);
     let mut configured = provider(options.provider, aead, options.tls12);
+    if let Some(list) = &options.cipher_suites {
+        configured.cipher_suites = suites(aead, list, options.tls12);
+    }
     if let Some(groups) = &options.key_exchange {
         configured.kx_groups = key_exchange(options.provider, groups);
     }
@@ -104,6 +93,17 @@ pub fn group_names(provider: &CryptoProvider) -> String {
         .kx_groups
         .iter()
         .map(|g| g.name().as_str().unwrap_or("unknown"))
+        .collect();
+    names.join(",")
+}
+
+/// The names of the suites `provider` offers, in order (for the start-up log), spelled as the
+/// `suite` label of a handshake counted under one of them.
+pub fn suite_names(provider: &CryptoProvider) -> String {
+    let names: Vec<&str> = provider
+        .cipher_suites
+        .iter()
+        .map(|s| s.suite().as_str().unwrap_or("unknown"))
         .collect();
     names.join(",")
 }
@@ -338,18 +338,68 @@ mod tests {
         }
     }
 
+    /// The same TLS 1.3 suite from the same library (suites compare equal by their number alone).
+    fn same(a: &SupportedCipherSuite, b: &SupportedCipherSuite) -> bool {
+        match (a, b) {
+            (SupportedCipherSuite::Tls13(a), SupportedCipherSuite::Tls13(b)) => {
+                std::ptr::eq(*a, *b)
+            }
+            _ => false,
+        }
+    }
+
+    /// `--cipher-suites` replaces the list and its order, from the record library the `aead`
+    /// choice picks; `auto` is the order above.
+    #[test]
+    fn named_suites_keep_their_order_and_their_record_library() {
+        let options = |aead, tls12, cipher_suites| TlsOptions {
+            tls12,
+            provider: Provider::AwsLcRs,
+            aead: Some(aead),
+            cipher_suites,
+            key_exchange: None,
+            alpn: Vec::new(),
+        };
+        let named = Some(vec![
+            Suite::Tls13Chacha20Poly1305,
+            Suite::EcdheRsaAes256Gcm,
+            Suite::Tls13Aes256Gcm,
+        ]);
+        for aead in Provider::ALL {
+            let (only13, _) = configured(&options(aead, false, named.clone()));
+            assert_eq!(
+                suite_names(&only13),
+                "TLS13_CHACHA20_POLY1305_SHA256,TLS13_AES_256_GCM_SHA384"
+            );
+            let (with12, library) = configured(&options(aead, true, named.clone()));
+            assert_eq!(
+                suite_names(&with12),
+                "TLS13_CHACHA20_POLY1305_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,\
+                 TLS13_AES_256_GCM_SHA384"
+            );
+            assert_eq!(library, aead);
+            for library in Provider::ALL {
+                let theirs = Suite::Tls13Chacha20Poly1305.implementation(library);
+                assert_eq!(
+                    same(&with12.cipher_suites[0], &theirs),
+                    library == aead,
+                    "{aead:?} {library:?}"
+                );
+            }
+            let (auto, _) = configured(&options(aead, false, None));
+            assert_eq!(
+                suite_names(&auto),
+                "TLS13_AES_128_GCM_SHA256,TLS13_AES_256_GCM_SHA384,TLS13_CHACHA20_POLY1305_SHA256",
+                "the default order the --help text quotes"
+            );
+        }
+    }
+
     /// The suites come from the `aead` library and everything else from `kind`: an aws-lc-rs
     /// provider with ring records still offers X25519MLKEM768.
     #[test]
     fn records_and_key_exchange_come_from_their_own_library() {
         use rustls::crypto::{aws_lc_rs, ring};
-        let same = |a: &rustls::SupportedCipherSuite, b: &rustls::SupportedCipherSuite| match (a, b)
-        {
-            (rustls::SupportedCipherSuite::Tls13(a), rustls::SupportedCipherSuite::Tls13(b)) => {
-                std::ptr::eq(*a, *b)
-            }
-            _ => false,
-        };
         let hybrid = provider(Provider::AwsLcRs, Provider::Ring, false);
         assert!(same(
             &hybrid.cipher_suites[0],
@@ -412,6 +462,7 @@ mod tests {
             tls12: false,
             provider,
             aead: None,
+            cipher_suites: None,
             key_exchange,
             alpn: Vec::new(),
         };

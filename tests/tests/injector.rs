@@ -1903,6 +1903,80 @@ fn the_proxy_takes_every_key_exchange_group_the_injector_writes() -> Result<()> 
     Ok(())
 }
 
+/// What `gembok.io/cipher-suites` writes, the proxy takes: the injector's suites are the
+/// proxy's TLS 1.3 ones (each binary lists its own when refusing an unknown name; the proxy's
+/// others need `--tls12`, which an injected sidecar never has), and the `GEMBOK_CIPHER_SUITES`
+/// that `inject` writes for all of them, given in IANA spelling, passes the proxy's own check.
+#[test]
+fn the_proxy_takes_every_cipher_suite_the_injector_writes() -> Result<()> {
+    let inject = |suites: &str| {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n    gembok.io/cipher-suites: \"{suites}\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n"
+        );
+        run(&["inject", "-f", "-"], &pod)
+    };
+    // The proxy's configuration check, as in the key exchange test above.
+    let proxy_check = |suites: &str| -> Result<String> {
+        let out = Command::new(gembok_tests::bins::proxy())
+            .args([
+                "--inbound",
+                "127.0.0.1:1=127.0.0.1:2",
+                "--cert-dir",
+                "/nonexistent",
+            ])
+            .arg("--max-connections=-3")
+            .env("GEMBOK_CIPHER_SUITES", suites)
+            .env_remove("GEMBOK_TLS12")
+            .output()?;
+        ensure!(out.status.code() == Some(64), "{out:?}");
+        Ok(String::from_utf8(out.stderr)?)
+    };
+    let listed = |text: &str, before: &str| -> Vec<String> {
+        let from = text.find(before).map_or("", |i| &text[i + before.len()..]);
+        let list = from.split(['\n', ')']).next().unwrap_or_default();
+        list.split(", ")
+            .filter(|g| *g != "auto")
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let (code, _, injector_err) = inject("TLS_AES_128_CCM_SHA256")?;
+    assert_eq!(code, Some(65), "{injector_err}");
+    let injector_suites = listed(&injector_err, "is not a TLS 1.3 cipher suite (one of ");
+    let proxy_err = proxy_check("TLS_AES_128_CCM_SHA256")?;
+    assert!(
+        proxy_err.contains("GEMBOK_CIPHER_SUITES (--cipher-suites): `TLS_AES_128_CCM_SHA256`"),
+        "{proxy_err}"
+    );
+    let proxy_tls13: Vec<String> = listed(&proxy_err, "is not one of ")
+        .into_iter()
+        .filter(|s| s.starts_with("TLS13_"))
+        .collect();
+    assert_eq!(injector_suites.len(), 3, "{injector_suites:?}");
+    assert_eq!(injector_suites, proxy_tls13);
+
+    let iana: Vec<String> = injector_suites
+        .iter()
+        .map(|s| s.replacen("TLS13_", "tls_", 1).to_lowercase())
+        .collect();
+    let (code, injected, stderr) = inject(&iana.join(","))?;
+    assert_eq!(code, Some(0), "{stderr}");
+    let pod: Value = serde_yaml_ng::from_str(&injected)?;
+    let env = pod
+        .pointer("/spec/initContainers/0/env")
+        .and_then(Value::as_array)
+        .context("the sidecar's env")?;
+    let written = env
+        .iter()
+        .find(|e| e["name"] == "GEMBOK_CIPHER_SUITES")
+        .and_then(|e| e["value"].as_str())
+        .context("GEMBOK_CIPHER_SUITES")?;
+    assert_eq!(written, injector_suites.join(","));
+    let proxy_err = proxy_check(written)?;
+    assert!(!proxy_err.contains("--cipher-suites"), "{proxy_err}");
+    Ok(())
+}
+
 /// What the injector accepts in SAN patterns, host and server names and the log filter, the
 /// proxy's own configuration check takes (it would exit 64 and crash-loop the sidecar
 /// otherwise); what the proxy refuses, the injector refuses at admission (or, for the tuning

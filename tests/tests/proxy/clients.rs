@@ -305,3 +305,121 @@ async fn a_post_quantum_only_inbound_refuses_classical_clients() {
     assert!(ok && printed.contains("app got: ping"), "{printed}");
     handshake_with(&p384, "secp384r1").await;
 }
+
+/// `--cipher-suites` on an inbound: its order wins over the client's (OpenSSL offers AES-256-GCM
+/// first), a client offering none of its suites is refused and counted as `incompatible`.
+#[tokio::test]
+async fn an_inbound_negotiates_only_the_cipher_suites_it_names_in_its_order() {
+    let pki = TestPki::new();
+    let dir = CertDir::new(&pki.workload("server"));
+    let suites = [
+        "--cipher-suites",
+        "tls13_chacha20_poly1305_sha256,TLS_AES_256_GCM_SHA384",
+    ];
+    let inbound = inbound_for(&dir, greeting_app().await, "", &suites).await;
+    let id = Identity::new(&pki, &pki.workload("client"));
+    let ping = async |extra: &[&str]| {
+        let args = [&["-brief"], extra].concat();
+        let out = s_client(
+            &id,
+            inbound.inbound[0],
+            &dns_name("server"),
+            &args,
+            b"ping\n",
+        )
+        .await;
+        let printed = format!(
+            "stdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), printed)
+    };
+
+    let (ok, printed) = ping(&[]).await;
+    assert!(ok && printed.contains("app got: ping"), "{printed}");
+    assert!(
+        printed.contains("Ciphersuite: TLS_CHACHA20_POLY1305_SHA256"),
+        "the inbound's first choice: {printed}"
+    );
+    let labels = [
+        ("direction", "inbound"),
+        ("suite", "TLS13_CHACHA20_POLY1305_SHA256"),
+    ];
+    wait_metric(&inbound, "gembok_tls_handshakes_total", &labels, 1.0).await;
+
+    let (ok, printed) = ping(&[
+        "-ciphersuites",
+        "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+    ])
+    .await;
+    assert!(
+        ok && printed.contains("Ciphersuite: TLS_AES_256_GCM_SHA384"),
+        "{printed}"
+    );
+
+    let (ok, printed) = ping(&["-ciphersuites", "TLS_AES_128_GCM_SHA256"]).await;
+    assert!(!ok && !printed.contains("app got"), "{printed}");
+    wait_metric(
+        &inbound,
+        "gembok_handshake_failures_total",
+        &[("direction", "inbound"), ("reason", "incompatible")],
+        1.0,
+    )
+    .await;
+}
+
+/// `--cipher-suites` on an outbound: it offers only those, so `openssl s_server` picks from them,
+/// and a server with none of them refuses the handshake (its alert counts as `peer_rejected`).
+#[tokio::test]
+async fn an_outbound_offers_only_the_cipher_suites_it_names() {
+    let pki = TestPki::new();
+    let client_dir = CertDir::new(&pki.workload("client"));
+    let suites = ["--cipher-suites", "TLS13_AES_256_GCM_SHA384"];
+    let exchange = async |server: &SServer| {
+        let outbound = outbound_to(&client_dir, server.addr, &suites).await;
+        let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
+        app.write_all(b"hello gembok\n").await.unwrap();
+        let mut reply = String::new();
+        let mut app = BufReader::new(&mut app);
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), app.read_line(&mut reply)).await;
+        (
+            outbound,
+            answered.is_ok_and(|r| r.is_ok()) && reply == "kobmeg olleh\n",
+        )
+    };
+
+    // s_server prefers AES-128-GCM (the client's order is OpenSSL's default rule).
+    let server = SServer::reversing(&pki, "-tls1_3").await;
+    let (outbound, answered) = exchange(&server).await;
+    assert!(answered, "s_server answered");
+    let labels = [
+        ("direction", "outbound"),
+        ("suite", "TLS13_AES_256_GCM_SHA384"),
+    ];
+    wait_metric(&outbound, "gembok_tls_handshakes_total", &labels, 1.0).await;
+
+    let id = Identity::new(&pki, &pki.workload("server"));
+    let aes128_only = SServer::start(
+        &id,
+        &[
+            "-rev",
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_128_GCM_SHA256",
+            "-Verify",
+            "2",
+        ],
+    )
+    .await;
+    let (outbound, answered) = exchange(&aes128_only).await;
+    assert!(!answered, "no suite in common, no answer");
+    wait_metric(
+        &outbound,
+        "gembok_handshake_failures_total",
+        &[("direction", "outbound"), ("reason", "peer_rejected")],
+        1.0,
+    )
+    .await;
+}

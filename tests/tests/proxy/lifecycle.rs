@@ -587,6 +587,8 @@ fn bad_flags_exit_64_listing_every_problem() {
             "0",
             "--key-exchange",
             "X448",
+            "--cipher-suites",
+            "TLS_AES_128_CCM_SHA256",
         ])
         .args(["--frobnicate", "--tls-12"])
         .output()
@@ -602,6 +604,7 @@ fn bad_flags_exit_64_listing_every_problem() {
         "--record-layer",
         "--record-limit",
         "--key-exchange",
+        "--cipher-suites",
         "--max-connections",
         "--cert-dir",
         "--frobnicate",
@@ -613,7 +616,7 @@ fn bad_flags_exit_64_listing_every_problem() {
         );
     }
     assert!(stderr.contains("did you mean --tls12?"), "{stderr}");
-    assert!(stderr.contains("(12 problems)"), "{stderr}");
+    assert!(stderr.contains("(13 problems)"), "{stderr}");
     // A lone unknown flag is a usage error too, and so is one given to the subcommand.
     for args in [&["--frobnicate"][..], &["wait-ready", "--frobnicate"]] {
         let out = Command::new(bins::proxy()).args(args).output().unwrap();
