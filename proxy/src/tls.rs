@@ -122,9 +122,10 @@ pub fn record_library(kind: Provider, choice: Option<Provider>) -> Provider {
 /// wide AES-GCM needs (F, DQ, BW, VL): AMD Zen 3, Intel Alder Lake and later client cores.
 /// There ring 0.17.14 runs AES-GCM with 256-bit VAES while aws-lc 0.47 falls back to 128-bit
 /// AES-NI: in one full benchmark run on such a CPU, the pair's CPU per GiB was 0.68× nginx's
-/// with aws-lc records and 0.55× with ring's (`benches/tuning.md`). With AVX-512 the two are
-/// level (both about 9.5 GB/s per core in `shared/notes/performance.md`) and without VAES both
-/// run the same AES-NI code, so elsewhere the provider keeps its own.
+/// with aws-lc records and 0.55× with ring's (`benches/tuning.md`). With AVX-512 aws-lc is
+/// level or ahead (15.3 against 10.6 GiB/s per core on 16 KiB records on an Intel Xeon with
+/// AVX-512, `benches/tuning.md`) and without VAES both run the same AES-NI code, so elsewhere
+/// the provider keeps its own.
 pub fn ring_has_the_faster_aes_gcm() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
