@@ -101,6 +101,7 @@ pub fn transform(text: &str, config: &InjectConfig) -> (Option<String>, u8) {
             return (None, EXIT_DATA);
         }
     };
+    let before = docs.clone();
     let reports = workload::inject_documents(&mut docs, &config.injector, config.istio);
     let failed = reports.iter().any(workload::Report::failed);
     if config.explain {
@@ -131,7 +132,10 @@ pub fn transform(text: &str, config: &InjectConfig) -> (Option<String>, u8) {
     if failed {
         return (None, EXIT_DATA);
     }
-    (Some(workload::write_documents(&docs)), 0)
+    (
+        Some(workload::write_documents_over(text, &before, &docs)),
+        0,
+    )
 }
 
 fn print_warnings(object: &str, warnings: &[String]) {

@@ -52,6 +52,103 @@ pub fn write_documents(docs: &[Value]) -> String {
     out
 }
 
+/// Writes `after` (what injection made of `before`, the objects read from `text`) as a YAML
+/// stream in which every document injection left alone is the input's own text, comments,
+/// quoting and layout included, and every other one keeps the comment lines above it; so that
+/// the diff of a file run through `inject` is the sidecar and nothing else. Where the input does
+/// not split into documents that read as the whole stream does, every document is written anew
+/// ([`write_documents`]).
+pub fn write_documents_over(text: &str, before: &[Value], after: &[Value]) -> String {
+    let pieces = split_documents(text);
+    let mut counts = Vec::new();
+    let mut reread = Vec::new();
+    for piece in &pieces {
+        match read_documents(piece) {
+            Ok(docs) => {
+                counts.push(docs.len());
+                reread.extend(docs);
+            }
+            Err(_) => return write_documents(after),
+        }
+    }
+    if reread != before || before.len() != after.len() {
+        return write_documents(after);
+    }
+    let mut out = String::new();
+    let mut next = 0;
+    for (piece, count) in pieces.iter().zip(counts) {
+        let range = next..next + count;
+        next += count;
+        if before[range.clone()] == after[range.clone()] {
+            out.push_str(piece);
+            continue;
+        }
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&leading_comments(piece));
+        for (i, doc) in after[range].iter().enumerate() {
+            if i > 0 {
+                out.push_str("---\n");
+            }
+            out.push_str(&yaml::write_document(doc));
+        }
+    }
+    out
+}
+
+/// `text` cut before every line that starts a document (`---` at the start of a line, alone or
+/// followed by a space; YAML allows no such line inside a scalar), so that the pieces put back
+/// together are `text`. A piece may hold several documents (after a `...` line) or none.
+fn split_documents(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if at > start && is_document_start(line) {
+            pieces.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    pieces.push(&text[start..]);
+    pieces
+}
+
+fn is_document_start(line: &str) -> bool {
+    line.strip_prefix("---")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+}
+
+/// The lines a piece opens with that say nothing to YAML: its `---` line (or a fresh one when it
+/// has none or carries content) and the comment and blank lines after it.
+fn leading_comments(piece: &str) -> String {
+    let mut lines = piece.split_inclusive('\n').peekable();
+    let mut out = String::from("---\n");
+    if let Some(first) = lines.peek()
+        && is_document_start(first)
+    {
+        let rest = first[3..].trim();
+        if rest.is_empty() || rest.starts_with('#') {
+            out = (*first).to_owned();
+        }
+        lines.next();
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for line in lines {
+        if !(line.starts_with('#') || line.trim().is_empty()) {
+            break;
+        }
+        out.push_str(line);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Where the pod template sits in an object of a given kind, as a JSON pointer.
 pub fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
     match (api_version, kind) {
@@ -345,4 +442,90 @@ pub fn explain(report: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Injection as the CLI does it, with the default configuration.
+    fn injected(text: &str) -> String {
+        let mut docs = read_documents(text).unwrap();
+        let before = docs.clone();
+        let config = InjectorConfig::default();
+        let reports = inject_documents(&mut docs, &config, false);
+        assert!(!reports.iter().any(Report::failed), "{reports:?}");
+        let out = write_documents_over(text, &before, &docs);
+        // Whatever is kept or rewritten, kubectl reads the result as the injected objects.
+        assert_eq!(read_documents(&out).unwrap(), docs, "{out}");
+        out
+    }
+
+    const SERVICE: &str = "# the shop's front\r\napiVersion: v1\r\nkind: Service\r\nmetadata: {name: web, labels: {\"on\": 'yes'}}   # flow style\r\nspec:\r\n  ports:\r\n  - port: 0443\r\n";
+    const POD: &str = "--- # the web pod\n# serves the shop\n\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    gembok.io/inbound: \"8443=8080\"  # TLS in\nspec:\n  containers:\n  - name: web\n    image: web:1\n";
+
+    #[test]
+    fn documents_left_alone_are_kept_as_written() {
+        let configmap = "---\n# settings\nkind: ConfigMap\napiVersion: v1\nmetadata:\n  name: c\ndata:\n  mode: \"on\"\n...\n";
+        let text = format!("{SERVICE}{configmap}");
+        assert_eq!(injected(&text), text);
+    }
+
+    #[test]
+    fn an_injected_document_keeps_its_comment_lines_and_its_key_order() {
+        let text = format!("{SERVICE}{POD}");
+        let out = injected(&text);
+        let (service, pod) = out.split_at(SERVICE.len());
+        assert_eq!(service, SERVICE);
+        assert!(
+            pod.starts_with("--- # the web pod\n# serves the shop\n\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n"),
+            "{pod}"
+        );
+        assert!(
+            pod.contains("  containers:\n  - name: web\n    image: web:1\n  initContainers:\n"),
+            "{pod}"
+        );
+        // A comment inside an injected document is not kept: the document is written anew.
+        assert!(!pod.contains("# TLS in"), "{pod}");
+    }
+
+    #[test]
+    fn pieces_put_back_together_are_the_input() {
+        for text in [
+            "",
+            "a: 1",
+            "---\na: 1\n--- \nb: 2\n---\n",
+            "a: |\n  ---\n  text\nb: '---'\n---x: 1\n",
+            "# only a comment\n",
+        ] {
+            assert_eq!(split_documents(text).concat(), text);
+        }
+        assert_eq!(
+            split_documents("a: 1\n---\nb: 2\n--- # c\nc: 3\n"),
+            ["a: 1\n", "---\nb: 2\n", "--- # c\nc: 3\n"]
+        );
+        // `---x` is not a document start; indented or quoted `---` is content.
+        assert_eq!(split_documents("a: |\n  ---\n---x: 1\n").len(), 1);
+    }
+
+    #[test]
+    fn a_document_with_content_on_its_marker_line_gets_a_fresh_one() {
+        assert_eq!(
+            leading_comments("--- !!map\n# c\nkind: Pod\n"),
+            "---\n# c\n"
+        );
+        assert_eq!(leading_comments("# c\n\nkind: Pod\n"), "---\n# c\n\n");
+        assert_eq!(leading_comments("---\nkind: Pod\n"), "---\n");
+    }
+
+    #[test]
+    fn a_stream_whose_pieces_do_not_read_alone_is_written_anew() {
+        // A directive belongs to the document after the next `---`: cut there, the first piece
+        // does not read, so every document is written out as before.
+        let text = format!("%YAML 1.1\n{POD}");
+        let out = injected(&text);
+        assert!(!out.contains("%YAML"), "{out}");
+        assert!(!out.contains("# serves the shop"), "{out}");
+        assert!(out.starts_with("---\napiVersion: v1\nkind: Pod\n"), "{out}");
+    }
 }

@@ -840,7 +840,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_block_style_like_kubectl() {
+    fn writes_block_style_like_kubectl_keeping_the_key_order() {
         let doc = json!({
             "apiVersion": "v1",
             "spec": {
@@ -858,21 +858,21 @@ mod tests {
                 "apiVersion: v1\n",
                 "spec:\n",
                 "  containers:\n",
-                "  - args:\n",
+                "  - name: a\n",
+                "    args:\n",
                 "    - --x\n",
                 "    - 'y'\n",
-                "    name: a\n",
                 "  - name: b\n",
                 "    ports: []\n",
-                "  empty: {}\n",
                 "  nested:\n",
                 "  - - 1\n",
                 "    - 2\n",
                 "  - []\n",
-                "  number: 1.5e+20\n",
+                "  empty: {}\n",
                 "  script: |\n",
                 "    set -e\n",
                 "    echo hi\n",
+                "  number: 1.5e+20\n",
             )
         );
         assert_eq!(read_one(&text), doc);

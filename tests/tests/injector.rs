@@ -2188,3 +2188,25 @@ async fn the_proxy_answers_the_exec_probes_the_injector_writes_for_istio_pods() 
     }
     Ok(())
 }
+
+/// `inject` on a file kept in git: the binary writes a document it leaves alone exactly as it
+/// read it, and an injected one with its comment lines and its key order.
+#[test]
+fn inject_changes_a_file_only_where_it_injects() -> Result<()> {
+    let service = "# front door\napiVersion: v1\nkind: Service\nmetadata: {name: web}  # flow\nspec:\n  ports:\n  - port: \"443\"\n";
+    let pod = "---\n# the web pod\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\nspec:\n  containers:\n  - name: web\n    image: web:1\n";
+    let (code, out, stderr) = run(&["inject", "-f", "-"], &format!("{service}{pod}"))?;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (kept, injected) = out.split_at(service.len().min(out.len()));
+    assert_eq!(kept, service);
+    assert!(
+        injected
+            .starts_with("---\n# the web pod\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n"),
+        "{injected}"
+    );
+    assert!(
+        injected.contains("  - name: web\n    image: web:1\n  initContainers:\n"),
+        "{injected}"
+    );
+    Ok(())
+}
