@@ -150,6 +150,28 @@ pub struct TlsOptions {
     pub alpn: Vec<Vec<u8>>,
 }
 
+/// A comma-separated list of names, most preferred first (`--cipher-suites`, `--key-exchange`):
+/// each looked up by `named`, in order, with a problem for an empty, unknown (`known` lists the
+/// names there are) or repeated one. `what` is the kind of name, for the empty one's problem.
+fn names_in_order<T: Copy + PartialEq + fmt::Display>(
+    value: &str,
+    what: &str,
+    known: &[&str],
+    named: impl Fn(&str) -> Option<T>,
+) -> (Vec<T>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        match named(name) {
+            Some(n) if found.contains(&n) => problems.push(format!("{n} is named twice")),
+            Some(n) => found.push(n),
+            None if name.is_empty() => problems.push(format!("an empty {what} name")),
+            None => problems.push(format!("`{name}` is not one of auto, {}", known.join(", "))),
+        }
+    }
+    (found, problems)
+}
+
 /// Every problem found in the configuration, one per line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<String>);

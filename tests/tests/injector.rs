@@ -1835,70 +1835,82 @@ fn inject_command_prints_skip_reasons_and_refuses_input_that_is_not_text() -> Re
     Ok(())
 }
 
+/// `inject` on a one-container Pod with `annotation: value`: (exit code, stdout, stderr).
+fn inject_annotated(annotation: &str, value: &str) -> Result<(Option<i32>, String, String)> {
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n    {annotation}: \"{value}\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n"
+    );
+    run(&["inject", "-f", "-"], &pod)
+}
+
+/// The proxy's configuration check with `variable=value` in its environment: every problem
+/// listed, exit 64 (a bad `--max-connections` makes sure it never starts serving). Its stderr.
+fn proxy_config_check(variable: &str, value: &str) -> Result<String> {
+    let out = Command::new(gembok_tests::bins::proxy())
+        .args([
+            "--inbound",
+            "127.0.0.1:1=127.0.0.1:2",
+            "--cert-dir",
+            "/nonexistent",
+        ])
+        .arg("--max-connections=-3")
+        .env(variable, value)
+        .env_remove("GEMBOK_TLS12")
+        .output()?;
+    ensure!(out.status.code() == Some(64), "{out:?}");
+    Ok(String::from_utf8(out.stderr)?)
+}
+
+/// The `, `-separated names after `before` in `text`, up to the line's end or a `)`; `auto`
+/// left out.
+fn names_listed(text: &str, before: &str) -> Vec<String> {
+    let from = text.find(before).map_or("", |i| &text[i + before.len()..]);
+    let list = from.split(['\n', ')']).next().unwrap_or_default();
+    list.split(", ")
+        .filter(|g| *g != "auto")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of `variable` in the env of the sidecar `inject` wrote into `injected`.
+fn sidecar_env(injected: &str, variable: &str) -> Result<String> {
+    let pod: Value = serde_yaml_ng::from_str(injected)?;
+    let env = pod
+        .pointer("/spec/initContainers/0/env")
+        .and_then(Value::as_array)
+        .context("the sidecar's env")?;
+    env.iter()
+        .find(|e| e["name"] == variable)
+        .and_then(|e| e["value"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{variable} in the sidecar's env"))
+}
+
 /// What `gembok.io/key-exchange` writes, the proxy takes: both binaries name the same groups (each
 /// lists them when refusing an unknown one), and the `GEMBOK_KEY_EXCHANGE` that `inject` writes
 /// for all of them passes the proxy's own configuration check.
 #[test]
 fn the_proxy_takes_every_key_exchange_group_the_injector_writes() -> Result<()> {
-    let inject = |groups: &str| {
-        let pod = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n    gembok.io/key-exchange: \"{groups}\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n"
-        );
-        run(&["inject", "-f", "-"], &pod)
-    };
-    // The proxy's configuration check: every problem listed, exit 64. The bad --max-connections
-    // makes sure it never starts serving.
-    let proxy_check = |groups: &str| -> Result<String> {
-        let out = Command::new(gembok_tests::bins::proxy())
-            .args([
-                "--inbound",
-                "127.0.0.1:1=127.0.0.1:2",
-                "--cert-dir",
-                "/nonexistent",
-            ])
-            .arg("--max-connections=-3")
-            .env("GEMBOK_KEY_EXCHANGE", groups)
-            .output()?;
-        ensure!(out.status.code() == Some(64), "{out:?}");
-        Ok(String::from_utf8(out.stderr)?)
-    };
-    let listed = |text: &str, before: &str| -> Vec<String> {
-        let from = text.find(before).map_or("", |i| &text[i + before.len()..]);
-        let list = from.split(['\n', ')']).next().unwrap_or_default();
-        list.split(", ")
-            .filter(|g| *g != "auto")
-            .map(str::to_owned)
-            .collect()
-    };
-
-    let (code, _, injector_err) = inject("X448")?;
+    let (annotation, variable) = ("gembok.io/key-exchange", "GEMBOK_KEY_EXCHANGE");
+    let (code, _, injector_err) = inject_annotated(annotation, "X448")?;
     assert_eq!(code, Some(65), "{injector_err}");
-    let injector_groups = listed(&injector_err, "is not a key exchange group (one of ");
-    let proxy_err = proxy_check("X448")?;
+    let injector_groups = names_listed(&injector_err, "is not a key exchange group (one of ");
+    let proxy_err = proxy_config_check(variable, "X448")?;
     // The value came from GEMBOK_KEY_EXCHANGE, and the problem says so.
     assert!(
         proxy_err.contains("GEMBOK_KEY_EXCHANGE (--key-exchange): `X448`"),
         "{proxy_err}"
     );
-    let proxy_groups = listed(&proxy_err, "is not one of ");
+    let proxy_groups = names_listed(&proxy_err, "is not one of ");
     assert!(injector_groups.len() >= 7, "{injector_groups:?}");
     assert_eq!(injector_groups, proxy_groups);
 
     let all = injector_groups.join(",").to_lowercase();
-    let (code, injected, stderr) = inject(&all)?;
+    let (code, injected, stderr) = inject_annotated(annotation, &all)?;
     assert_eq!(code, Some(0), "{stderr}");
-    let pod: Value = serde_yaml_ng::from_str(&injected)?;
-    let env = pod
-        .pointer("/spec/initContainers/0/env")
-        .and_then(Value::as_array)
-        .context("the sidecar's env")?;
-    let written = env
-        .iter()
-        .find(|e| e["name"] == "GEMBOK_KEY_EXCHANGE")
-        .and_then(|e| e["value"].as_str())
-        .context("GEMBOK_KEY_EXCHANGE")?;
+    let written = sidecar_env(&injected, variable)?;
     assert_eq!(written, injector_groups.join(","));
-    let proxy_err = proxy_check(written)?;
+    let proxy_err = proxy_config_check(variable, &written)?;
     assert!(!proxy_err.contains("--key-exchange"), "{proxy_err}");
     Ok(())
 }
@@ -1909,46 +1921,16 @@ fn the_proxy_takes_every_key_exchange_group_the_injector_writes() -> Result<()> 
 /// that `inject` writes for all of them, given in IANA spelling, passes the proxy's own check.
 #[test]
 fn the_proxy_takes_every_cipher_suite_the_injector_writes() -> Result<()> {
-    let inject = |suites: &str| {
-        let pod = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n    gembok.io/cipher-suites: \"{suites}\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n"
-        );
-        run(&["inject", "-f", "-"], &pod)
-    };
-    // The proxy's configuration check, as in the key exchange test above.
-    let proxy_check = |suites: &str| -> Result<String> {
-        let out = Command::new(gembok_tests::bins::proxy())
-            .args([
-                "--inbound",
-                "127.0.0.1:1=127.0.0.1:2",
-                "--cert-dir",
-                "/nonexistent",
-            ])
-            .arg("--max-connections=-3")
-            .env("GEMBOK_CIPHER_SUITES", suites)
-            .env_remove("GEMBOK_TLS12")
-            .output()?;
-        ensure!(out.status.code() == Some(64), "{out:?}");
-        Ok(String::from_utf8(out.stderr)?)
-    };
-    let listed = |text: &str, before: &str| -> Vec<String> {
-        let from = text.find(before).map_or("", |i| &text[i + before.len()..]);
-        let list = from.split(['\n', ')']).next().unwrap_or_default();
-        list.split(", ")
-            .filter(|g| *g != "auto")
-            .map(str::to_owned)
-            .collect()
-    };
-
-    let (code, _, injector_err) = inject("TLS_AES_128_CCM_SHA256")?;
+    let (annotation, variable) = ("gembok.io/cipher-suites", "GEMBOK_CIPHER_SUITES");
+    let (code, _, injector_err) = inject_annotated(annotation, "TLS_AES_128_CCM_SHA256")?;
     assert_eq!(code, Some(65), "{injector_err}");
-    let injector_suites = listed(&injector_err, "is not a TLS 1.3 cipher suite (one of ");
-    let proxy_err = proxy_check("TLS_AES_128_CCM_SHA256")?;
+    let injector_suites = names_listed(&injector_err, "is not a TLS 1.3 cipher suite (one of ");
+    let proxy_err = proxy_config_check(variable, "TLS_AES_128_CCM_SHA256")?;
     assert!(
         proxy_err.contains("GEMBOK_CIPHER_SUITES (--cipher-suites): `TLS_AES_128_CCM_SHA256`"),
         "{proxy_err}"
     );
-    let proxy_tls13: Vec<String> = listed(&proxy_err, "is not one of ")
+    let proxy_tls13: Vec<String> = names_listed(&proxy_err, "is not one of ")
         .into_iter()
         .filter(|s| s.starts_with("TLS13_"))
         .collect();
@@ -1959,20 +1941,11 @@ fn the_proxy_takes_every_cipher_suite_the_injector_writes() -> Result<()> {
         .iter()
         .map(|s| s.replacen("TLS13_", "tls_", 1).to_lowercase())
         .collect();
-    let (code, injected, stderr) = inject(&iana.join(","))?;
+    let (code, injected, stderr) = inject_annotated(annotation, &iana.join(","))?;
     assert_eq!(code, Some(0), "{stderr}");
-    let pod: Value = serde_yaml_ng::from_str(&injected)?;
-    let env = pod
-        .pointer("/spec/initContainers/0/env")
-        .and_then(Value::as_array)
-        .context("the sidecar's env")?;
-    let written = env
-        .iter()
-        .find(|e| e["name"] == "GEMBOK_CIPHER_SUITES")
-        .and_then(|e| e["value"].as_str())
-        .context("GEMBOK_CIPHER_SUITES")?;
+    let written = sidecar_env(&injected, variable)?;
     assert_eq!(written, injector_suites.join(","));
-    let proxy_err = proxy_check(written)?;
+    let proxy_err = proxy_config_check(variable, &written)?;
     assert!(!proxy_err.contains("--cipher-suites"), "{proxy_err}");
     Ok(())
 }

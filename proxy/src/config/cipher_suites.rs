@@ -117,19 +117,8 @@ pub fn parse(value: &str, tls12: Option<bool>) -> Result<Option<Vec<Suite>>, Vec
     if value.trim().eq_ignore_ascii_case("auto") {
         return Ok(None);
     }
-    let mut suites = Vec::new();
-    let mut problems = Vec::new();
-    for name in value.split(',').map(str::trim) {
-        match Suite::named(name) {
-            Some(s) if suites.contains(&s) => problems.push(format!("{s} is named twice")),
-            Some(s) => suites.push(s),
-            None if name.is_empty() => problems.push("an empty suite name".to_owned()),
-            None => problems.push(format!(
-                "`{name}` is not one of auto, {}",
-                Suite::ALL.map(Suite::name).join(", ")
-            )),
-        }
-    }
+    let (suites, mut problems) =
+        super::names_in_order(value, "suite", &Suite::ALL.map(Suite::name), Suite::named);
     if !suites.is_empty() && !suites.iter().any(|s| s.tls13()) {
         problems.push(
             "no TLS 1.3 suite (TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384 or \

@@ -100,19 +100,12 @@ pub fn parse(
     if value.trim() == "auto" {
         return Ok(None);
     }
-    let mut groups = Vec::new();
-    let mut problems = Vec::new();
-    for name in value.split(',').map(str::trim) {
-        match KxGroup::named(name) {
-            Some(g) if groups.contains(&g) => problems.push(format!("{g} is named twice")),
-            Some(g) => groups.push(g),
-            None if name.is_empty() => problems.push("an empty group name".to_owned()),
-            None => problems.push(format!(
-                "`{name}` is not one of auto, {}",
-                KxGroup::ALL.map(KxGroup::name).join(", ")
-            )),
-        }
-    }
+    let (groups, mut problems) = super::names_in_order(
+        value,
+        "group",
+        &KxGroup::ALL.map(KxGroup::name),
+        KxGroup::named,
+    );
     if let Some(provider) = provider {
         let missing: Vec<&str> = groups
             .iter()
