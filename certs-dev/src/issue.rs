@@ -31,6 +31,8 @@ pub enum IssueError {
     },
     #[error("{subject}: subject alternative name {value:?} is not plain ASCII (IA5String)")]
     San { subject: String, value: String },
+    #[error("{subject}: {value:?} is not a serial number in hex")]
+    Serial { subject: String, value: String },
     #[error("{subject}: {source}")]
     Rcgen {
         subject: String,
@@ -96,10 +98,30 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn serial_of(params: &CertificateParams) -> Vec<u8> {
+    params
+        .serial_number
+        .as_ref()
+        .map(SerialNumber::to_bytes)
+        .unwrap_or_default()
+}
+
 /// A certificate authority that can sign intermediates and leaves.
 pub struct Ca {
     common_name: String,
     issuer: Issuer<'static, KeyPair>,
+    /// This CA certificate's serial number.
+    serial: Vec<u8>,
     cert_pem: String,
     /// This CA and every CA between it and the root, nearest first; empty for the root itself.
     chain_pem: Vec<String>,
@@ -127,6 +149,7 @@ impl Ca {
         let der = cert.der().clone();
         Ok(Self {
             common_name: common_name.to_owned(),
+            serial: serial_of(&params),
             issuer: Issuer::new(params, key),
             cert_pem: cert.pem(),
             chain_pem: Vec::new(),
@@ -149,6 +172,7 @@ impl Ca {
         chain_der.extend(self.chain_der.iter().cloned());
         Ok(Self {
             common_name: common_name.to_owned(),
+            serial: serial_of(&params),
             issuer: Issuer::new(params, key),
             cert_pem: cert.pem(),
             chain_pem,
@@ -171,6 +195,9 @@ impl Ca {
         let key = KeyPair::from_pem(key_pem).map_err(&rcgen_err)?;
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|_| rcgen_err(rcgen::Error::CouldNotParseCertificate))?;
+        let serial = x509_parser::parse_x509_certificate(&der)
+            .map(|(_, cert)| cert.tbs_certificate.raw_serial().to_vec())
+            .map_err(|_| rcgen_err(rcgen::Error::CouldNotParseCertificate))?;
         let issuer = Issuer::from_ca_cert_der(&der, key).map_err(&rcgen_err)?;
         let pem = pem_of(&der);
         let (chain_pem, chain_der, root_pem, root_der) = match root_pem {
@@ -184,12 +211,51 @@ impl Ca {
         Ok(Self {
             common_name: subject.to_owned(),
             issuer,
+            serial,
             cert_pem: pem,
             chain_pem,
             chain_der,
             root_pem,
             root_der,
         })
+    }
+
+    /// This CA certificate's serial number as lowercase hex (as [`Leaf::serial_hex`]).
+    pub fn serial_hex(&self) -> String {
+        hex(&self.serial)
+    }
+
+    /// A certificate revocation list signed by this CA (PEM `X509 CRL`), number `number`,
+    /// naming the certificates with these serials (lowercase hex, as [`Leaf::serial_hex`] and
+    /// [`Ca::serial_hex`] give them) revoked as of now; its next update is in 7 days.
+    pub fn crl_pem(&self, serials: &[String], number: u64) -> Result<String, IssueError> {
+        let rcgen_err = rcgen_err(&self.common_name);
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = serials
+            .iter()
+            .map(|serial| {
+                let bytes = unhex(serial).ok_or_else(|| IssueError::Serial {
+                    subject: self.common_name.clone(),
+                    value: serial.clone(),
+                })?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: now,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, IssueError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).map_err(&rcgen_err)?;
+        crl.pem().map_err(&rcgen_err)
     }
 
     /// Signs a new leaf with a fresh key and a random serial.

@@ -634,3 +634,41 @@ fn clients_can_only_call_and_the_redis_proxy_serves_its_names() -> Result<()> {
     );
     Ok(())
 }
+
+/// A CA's revocation list names the serials given, is signed by that CA (its issuer is the CA's
+/// subject) and says when the next one is due; a CA loaded back from PEM keeps its serial.
+#[test]
+fn a_ca_signs_revocation_lists_of_the_serials_it_is_given() -> Result<()> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let root = Ca::root("crl root", Validity::days(2))?;
+    let intermediate = root.intermediate("crl intermediate", Validity::days(2))?;
+    let leaf = intermediate.issue(&LeafSpec::workload(
+        "payment",
+        "ecommerce",
+        "cluster.local",
+        "cluster.local",
+    ))?;
+    let pem = intermediate.crl_pem(&[leaf.serial_hex()], 7)?;
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow!("{e:?}"))?;
+    let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| anyhow!("{e}"))?;
+    let revoked: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    assert_eq!(revoked, [leaf.serial_hex()]);
+    let issuer_cert = certs(intermediate.cert_pem())?.remove(0);
+    assert_eq!(crl.issuer(), parse(&issuer_cert).subject());
+    assert!(crl.next_update().is_some());
+    assert!(root.crl_pem(&["not hex".to_owned()], 1).is_err());
+
+    let loaded = Ca::from_pem(
+        intermediate.cert_pem(),
+        &intermediate.key_pem(),
+        Some(root.cert_pem()),
+    )?;
+    assert_eq!(loaded.serial_hex(), intermediate.serial_hex());
+    assert_ne!(root.serial_hex(), intermediate.serial_hex());
+    Ok(())
+}

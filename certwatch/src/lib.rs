@@ -1,7 +1,8 @@
 //! gembok-certwatch: the certificate material both Gembok binaries serve, kept current.
 //!
 //! It reads a certificate chain, its private key and a CA bundle from files (usually a mounted
-//! Kubernetes Secret), validates them *aside* (key matches the certificate, chain verifies against
+//! Kubernetes Secret), with the allow-san lists and revocation lists that go with them,
+//! validates them *aside* (key matches the certificate, chain verifies against
 //! the CA, certificate inside its validity window), builds whatever the caller needs from them
 //! (rustls configs) and only then publishes the result by swapping one [`ArcSwap`] pointer. A bad
 //! update never replaces good material: the last good one stays, the reason is logged and counted.

@@ -12,7 +12,7 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::san::{AllowList, ListError, parse_list};
@@ -40,6 +40,9 @@ pub struct Material {
     pub leaf: LeafInfo,
     /// The allow-san list files, parsed, in the order configured.
     pub allow_san: Vec<AllowList>,
+    /// Every certificate revocation list of the CRL files, in the order configured; each parsed
+    /// and, where its issuer is on our own chain, its signature checked ([`Material::validate`]).
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Digest of the file contents this material was built from.
     pub digest: [u8; 32],
 }
@@ -147,6 +150,8 @@ pub enum LoadError {
         serial: String,
         not_after: SystemTime,
     },
+    #[error("{}: certificate revocation list refused: {reason}", path.display())]
+    BadCrl { path: PathBuf, reason: String },
     #[error("{}: allow-san list refused: {error}", path.display())]
     AllowSan { path: PathBuf, error: ListError },
     #[error("{}: chain does not verify against the CA bundle {} for {usage:?} use: {reason}", cert.display(), ca.display())]
@@ -174,6 +179,7 @@ impl LoadError {
             LoadError::Expired { .. } => "expired",
             LoadError::Untrusted { .. } => "untrusted",
             LoadError::AllowSan { .. } => "bad_allow_san",
+            LoadError::BadCrl { .. } => "bad_crl",
         }
     }
 }
@@ -305,12 +311,36 @@ impl Material {
             })
             .collect::<Result<_, _>>()?;
 
+        let mut crls = Vec::new();
+        for (path, bytes) in &files.crls {
+            let parsed = parse_crls(bytes).map_err(|reason| LoadError::BadCrl {
+                path: path.clone(),
+                reason,
+            })?;
+            let Some(roots) = &roots else {
+                return Err(LoadError::BadCrl {
+                    path: path.clone(),
+                    reason: "revocation lists need the CA bundle".to_owned(),
+                });
+            };
+            if let Some(usage) = req.usages.first() {
+                check_crls(&chain, roots, provider, *usage, &parsed, now).map_err(|reason| {
+                    LoadError::BadCrl {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?;
+            }
+            crls.extend(parsed);
+        }
+
         Ok(Material {
             chain,
             certified_key: Arc::new(certified_key),
             roots,
             leaf,
             allow_san,
+            crls,
             digest: files.digest,
         })
     }
@@ -422,6 +452,77 @@ fn verify_chain(
             .map_err(|e| (usage, e.to_string()))?;
     }
     Ok(())
+}
+
+/// The CRLs of one file: one or more PEM `X509 CRL` blocks, or a single DER CRL; each must be a
+/// CRL webpki can use (v2, no unsupported critical extension, no indirect CRL).
+fn parse_crls(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls: Vec<CertificateRevocationListDer<'static>> =
+        match CertificateRevocationListDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>() {
+            Ok(pem) if !pem.is_empty() => pem,
+            // DER: a SEQUENCE, which no PEM text starts with.
+            Ok(_) if bytes.first() == Some(&0x30) => vec![bytes.to_vec().into()],
+            Ok(_) => return Err("no PEM `X509 CRL` block and not a DER CRL".to_owned()),
+            Err(e) => return Err(format!("invalid PEM: {}", describe_pem_error(&e))),
+        };
+    for (i, crl) in crls.iter().enumerate() {
+        webpki::OwnedCertRevocationList::from_der(crl)
+            .map_err(|e| format!("CRL {} of the file cannot be used: {e}", i + 1))?;
+    }
+    Ok(crls)
+}
+
+/// Verifies our own chain again with `crls`, so that a CRL issued by a certificate on it (the
+/// CA or our intermediate) has its signature checked before it is used; one whose issuer is
+/// elsewhere (another region's intermediate) is checked at the handshakes it applies to.
+/// Revocation of our own certificate is logged, not refused: the list must still reach our
+/// verifiers, and only a new certificate mends ours.
+fn check_crls(
+    chain: &[CertificateDer<'static>],
+    roots: &RootCertStore,
+    provider: &CryptoProvider,
+    usage: Usage,
+    crls: &[CertificateRevocationListDer<'static>],
+    now: SystemTime,
+) -> Result<(), String> {
+    let owned: Vec<webpki::CertRevocationList<'static>> = crls
+        .iter()
+        .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
+        .map(webpki::CertRevocationList::from)
+        .collect();
+    let refs: Vec<&webpki::CertRevocationList<'_>> = owned.iter().collect();
+    let Ok(options) = webpki::RevocationOptionsBuilder::new(&refs) else {
+        return Ok(()); // no list: nothing to check
+    };
+    let options = options
+        .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+        .build();
+    let unix = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let end_entity = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| e.to_string())?;
+    let eku = match usage {
+        Usage::Server => webpki::KeyUsage::server_auth(),
+        Usage::Client => webpki::KeyUsage::client_auth(),
+    };
+    match end_entity.verify_for_usage(
+        provider.signature_verification_algorithms.all,
+        &roots.roots,
+        &chain[1..],
+        unix,
+        eku,
+        Some(options),
+        None,
+    ) {
+        Ok(_) => Ok(()),
+        Err(webpki::Error::CertRevoked) => {
+            tracing::error!(
+                "the certificate served (or its intermediate) is revoked by a configured \
+                 revocation list: peers that have the list will refuse it until it is renewed"
+            );
+            Ok(())
+        }
+        // The chain verified without the lists just before, so the lists are at fault.
+        Err(e) => Err(format!("it does not verify against our own chain: {e}")),
+    }
 }
 
 /// Signs a message with the key and verifies it with the certificate's public key.

@@ -109,6 +109,8 @@ pub struct Reloader<T> {
     source: CertSource,
     /// Allow-san list files read with the certificates (see [`crate::san`]).
     allow_san_files: Vec<std::path::PathBuf>,
+    /// Certificate revocation list files read with the certificates.
+    crl_files: Vec<std::path::PathBuf>,
     provider: Arc<CryptoProvider>,
     requirements: Requirements,
     build: Box<BuildFn<T>>,
@@ -121,6 +123,7 @@ impl<T> Reloader<T> {
     pub(crate) fn new(
         source: CertSource,
         allow_san_files: Vec<std::path::PathBuf>,
+        crl_files: Vec<std::path::PathBuf>,
         provider: Arc<CryptoProvider>,
         requirements: Requirements,
         build: Box<BuildFn<T>>,
@@ -129,6 +132,7 @@ impl<T> Reloader<T> {
         Self {
             source,
             allow_san_files,
+            crl_files,
             provider,
             requirements,
             build,
@@ -157,6 +161,7 @@ impl<T> Reloader<T> {
             .read(self.requirements.ca_required)
             .and_then(|mut files| {
                 files.read_lists(&self.allow_san_files)?;
+                files.read_crls(&self.crl_files)?;
                 Ok(files)
             });
         let files = match read {
@@ -200,6 +205,7 @@ impl<T> Reloader<T> {
             .iter()
             .map(|list| format!("{}: {} patterns", list.path.display(), list.patterns.len()))
             .collect();
+        let crls = material.crls.len();
         self.published.current.store(Some(Arc::new(Loaded {
             value,
             material: Arc::new(material),
@@ -215,6 +221,7 @@ impl<T> Reloader<T> {
             dns_names = ?leaf.dns_names,
             uris = ?leaf.uris,
             allow_san_lists = ?allow_san,
+            crls,
             "certificate loaded"
         );
         Outcome::Loaded {
@@ -280,6 +287,7 @@ mod tests {
         Reloader::new(
             CertSource::Dir(dir.to_path_buf()),
             lists,
+            Vec::new(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             Requirements {
                 ca_required: true,

@@ -36,6 +36,8 @@ pub struct Files {
     /// Allow-san list files read with the certificates ([`Files::read_lists`]): the path as
     /// configured and the bytes.
     pub lists: Vec<(PathBuf, Vec<u8>)>,
+    /// Certificate revocation list files read with the certificates ([`Files::read_crls`]).
+    pub crls: Vec<(PathBuf, Vec<u8>)>,
     /// Of everything above, so that a changed list is a change like a new certificate.
     pub digest: [u8; 32],
     /// The paths actually read, for error messages.
@@ -46,6 +48,18 @@ impl Files {
     /// Adds the allow-san list files to this snapshot (each read once: a single read of a
     /// file behind the kubelet's `..data` link is never torn) and folds them into the digest.
     pub fn read_lists(&mut self, paths: &[PathBuf]) -> Result<(), ReadError> {
+        self.lists = self.read_more(paths)?;
+        Ok(())
+    }
+
+    /// Adds the CRL files to this snapshot, as [`Files::read_lists`] does the lists.
+    pub fn read_crls(&mut self, paths: &[PathBuf]) -> Result<(), ReadError> {
+        self.crls = self.read_more(paths)?;
+        Ok(())
+    }
+
+    fn read_more(&mut self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, ReadError> {
+        let mut read = Vec::new();
         let mut hasher = Sha256::new();
         hasher.update(self.digest);
         for path in paths {
@@ -54,12 +68,12 @@ impl Files {
             hasher.update(path.as_os_str().as_encoded_bytes());
             hasher.update((bytes.len() as u64).to_be_bytes());
             hasher.update(&bytes);
-            self.lists.push((path.clone(), bytes));
+            read.push((path.clone(), bytes));
         }
         if !paths.is_empty() {
             self.digest = hasher.finalize().into();
         }
-        Ok(())
+        Ok(read)
     }
 }
 
@@ -153,6 +167,7 @@ impl CertSource {
             key,
             ca,
             lists: Vec::new(),
+            crls: Vec::new(),
             digest: hasher.finalize().into(),
             paths,
         })

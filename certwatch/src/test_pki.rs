@@ -51,3 +51,32 @@ pub fn leaf(ca: &Ca, valid_from: TimeDuration, valid_for: TimeDuration) -> Leaf 
 pub fn good_leaf(ca: &Ca) -> Leaf {
     leaf(ca, TimeDuration::hours(-1), TimeDuration::days(30))
 }
+
+/// A certificate revocation list signed by `ca` naming the certificates (PEM) given.
+pub fn crl(ca: &Ca, revoked: &[&str]) -> String {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let now = OffsetDateTime::now_utc();
+    let revoked_certs = revoked
+        .iter()
+        .map(|pem| {
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(cert.tbs_certificate.raw_serial()),
+                revocation_time: now,
+                reason_code: None,
+                invalidity_date: None,
+            }
+        })
+        .collect();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - TimeDuration::minutes(1),
+        next_update: now + TimeDuration::days(1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params.signed_by(&ca.issuer).unwrap().pem().unwrap()
+}

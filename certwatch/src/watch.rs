@@ -36,6 +36,10 @@ pub struct Options {
     /// certificates, handed to `build` in [`Material::allow_san`]. A bad list is refused like a
     /// bad certificate: the last good files stay.
     pub allow_san_files: Vec<PathBuf>,
+    /// Certificate revocation list files (the proxy's `--crl`): read, checked and watched with
+    /// the certificates, handed to `build` in [`Material::crls`]; a bad one is refused like a
+    /// bad certificate.
+    pub crl_files: Vec<PathBuf>,
     /// Watch the directories for changes (inotify). Without it only the periodic re-read and
     /// forced reloads notice changes, e.g. where inotify watches are exhausted.
     pub watch_directories: bool,
@@ -52,6 +56,7 @@ impl Default for Options {
             },
             metric_prefix: "gembok_".to_owned(),
             allow_san_files: Vec::new(),
+            crl_files: Vec::new(),
             watch_directories: true,
         }
     }
@@ -117,6 +122,7 @@ where
             options
                 .allow_san_files
                 .iter()
+                .chain(&options.crl_files)
                 .map(|f| crate::source::parent_dir(f)),
         );
         dirs.sort();
@@ -129,6 +135,7 @@ where
     let mut reloader = Reloader::new(
         source,
         options.allow_san_files.clone(),
+        options.crl_files.clone(),
         provider,
         options.requirements.clone(),
         Box::new(build),

@@ -175,6 +175,11 @@ pub struct ProxyArgs {
     /// /ready fails when the served certificate expires within this margin.
     #[arg(long, env = "GEMBOK_CERT_EXPIRY_MARGIN", default_value = "1h")]
     pub cert_expiry_margin: String,
+    /// Certificate revocation lists (comma-separated files, each with PEM `X509 CRL` blocks or one
+    /// DER CRL): peers whose certificate, or an intermediate of it, is listed are refused on
+    /// both sides. Watched and reloaded with the certificates; a bad list keeps the last good.
+    #[arg(long, env = "GEMBOK_CRL", default_value = "", value_name = "FILES")]
+    pub crl: String,
     /// Re-read certificate files at least this often (directory events are the fast path).
     #[arg(long, env = "GEMBOK_RELOAD_INTERVAL", default_value = "30s")]
     pub reload_interval: String,

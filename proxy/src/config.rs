@@ -40,6 +40,8 @@ pub struct Config {
     pub cert_expiry_margin: Duration,
     /// Safety-net re-read interval for certificate files.
     pub reload_interval: Duration,
+    /// `--crl`: certificate revocation list files, read and watched with the certificates.
+    pub crl_files: Vec<PathBuf>,
     /// Runtime worker threads; `None` = the CPUs available to the process.
     pub workers: Option<usize>,
     /// `--ktls`.
@@ -286,6 +288,7 @@ impl Config {
             parse_duration_allow_zero(&args.cert_expiry_margin),
         );
         let reload_interval = p.check("reload-interval", parse_duration(&args.reload_interval));
+        let crl_files = p.check("crl", parse_crl_files(&args.crl));
         let tls12 = p.check("tls12", parse_bool(&args.tls12));
         let provider = p.check(
             "crypto-provider",
@@ -384,6 +387,7 @@ impl Config {
             exit_with_app: exit_with_app.expect(some),
             cert_expiry_margin: cert_expiry_margin.expect(some),
             reload_interval: reload_interval.expect(some),
+            crl_files: crl_files.expect(some),
             workers: workers.expect(some),
             ktls: ktls.expect(some),
             sandbox: sandbox.expect(some),
@@ -508,6 +512,25 @@ fn check_targets_are_not_own_listeners(
 }
 
 // === route specs ===
+
+/// `--crl`: comma-separated file paths (none by default), each once.
+fn parse_crl_files(value: &str) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if value.trim().is_empty() {
+        return Ok(files);
+    }
+    for path in value.split(',').map(str::trim) {
+        if path.is_empty() {
+            return Err("an empty file name".to_owned());
+        }
+        let path = PathBuf::from(path);
+        if files.contains(&path) {
+            return Err(format!("{} is named twice", path.display()));
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
 
 impl Config {
     /// Every route's allow-san files, each once, for the certificate watcher.

@@ -185,6 +185,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
         },
         metric_prefix: metrics::PREFIX.to_owned(),
         allow_san_files: config.allow_san_files(),
+        crl_files: config.crl_files.clone(),
         ..Default::default()
     };
     let build_config = config.clone();

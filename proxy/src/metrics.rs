@@ -50,6 +50,8 @@ pub const HANDSHAKE_FAILURE_REASONS: &[&str] = &[
     "not_yet_valid",
     "bad_certificate",
     "name_mismatch",
+    "revoked",
+    "bad_crl",
     "protocol_version",
     "incompatible",
     "alpn",

@@ -56,7 +56,8 @@ pub fn readable(config: &Config) -> Vec<PathBuf> {
     let files = [Some(paths.cert), Some(paths.key), paths.ca]
         .into_iter()
         .flatten()
-        .chain(config.allow_san_files());
+        .chain(config.allow_san_files())
+        .chain(config.crl_files.iter().cloned());
     let mut dirs = directories_of(files);
     dirs.push(PathBuf::from("/etc"));
     if config.exit_with_app {

@@ -171,16 +171,23 @@ pub fn build(
         || config.record_layer == crate::records::Choice::Gembok;
     let resolver = Arc::new(SingleCertAndKey::from(material.certified_key.clone()));
 
+    // Revocation: what the lists say is refused; a certificate no list covers is not (the lists
+    // name what is revoked, they need not cover every issuer), and a list past its next update
+    // still counts.
+    let revoking = !material.crls.is_empty();
+    let client_verifier = || {
+        let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .with_crls(material.crls.iter().cloned());
+        if revoking {
+            builder.allow_unknown_revocation_status()
+        } else {
+            builder
+        }
+    };
     let base_client_verifier = match config.client_auth {
         ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
-        ClientAuth::Required => {
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?
-        }
-        ClientAuth::Optional => {
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .allow_unauthenticated()
-                .build()?
-        }
+        ClientAuth::Required => client_verifier().build()?,
+        ClientAuth::Optional => client_verifier().allow_unauthenticated().build()?,
     };
     let inbound = config
         .inbound
@@ -213,9 +220,12 @@ pub fn build(
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
 
-    let server_verifier = Arc::new(CachingServerVerifier::new(
-        WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()?,
-    ));
+    let mut server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(material.crls.iter().cloned());
+    if revoking {
+        server_verifier = server_verifier.allow_unknown_revocation_status();
+    }
+    let server_verifier = Arc::new(CachingServerVerifier::new(server_verifier.build()?));
     let outbound = config
         .outbound
         .iter()
@@ -286,6 +296,7 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
             C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
             C::NotValidForName | C::NotValidForNameContext { .. } => "name_mismatch",
             C::ApplicationVerificationFailure => "san_not_allowed",
+            C::Revoked => "revoked",
             _ => "bad_certificate",
         },
         E::PeerIncompatible(
@@ -301,6 +312,7 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
         E::AlertReceived(A::UnknownCA) => "peer_rejected",
         E::AlertReceived(_) => "peer_rejected",
         E::NoApplicationProtocol => "alpn",
+        E::InvalidCertRevocationList(_) => "bad_crl",
         // Bytes that are not well-formed TLS: most often a client speaking plaintext (HTTP) to
         // a TLS port, which deserves its own series on a dashboard.
         E::InvalidMessage(_) => "malformed",

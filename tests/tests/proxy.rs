@@ -28,6 +28,8 @@ mod records;
 mod rejections;
 #[path = "proxy/reload.rs"]
 mod reload;
+#[path = "proxy/revocation.rs"]
+mod revocation;
 #[path = "proxy/roundtrip.rs"]
 mod roundtrip;
 #[path = "proxy/sandbox.rs"]

@@ -270,3 +270,75 @@ fn rsa_key_sizes_are_read_from_the_key() {
     let ecdsa = KeyPair::generate().unwrap().serialize_pem();
     assert_eq!(rsa_modulus_bits(&pem(&ecdsa)), None);
 }
+
+/// [`validate`] with CRL files (path, contents) read alongside.
+fn validate_with_crls(src: &CertSource, crls: &[(&str, &[u8])]) -> Result<Material, LoadError> {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut files = src.read(true).unwrap();
+    files.crls = crls
+        .iter()
+        .map(|(path, bytes)| (PathBuf::from(path), bytes.to_vec()))
+        .collect();
+    Material::validate(
+        &files,
+        &provider,
+        &Requirements {
+            ca_required: true,
+            usages: vec![Usage::Server, Usage::Client],
+        },
+        SystemTime::now(),
+    )
+}
+
+#[test]
+fn revocation_lists_are_parsed_and_checked_against_our_own_chain() {
+    use crate::test_pki::crl;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let ours = good_leaf(&ca);
+    let theirs = good_leaf(&ca);
+    let src = write(dir.path(), &ours.cert, &ours.key, &ca.pem);
+
+    // Two lists in one file (PEM), and one DER file.
+    let two = format!("{}{}", crl(&ca, &[&theirs.cert]), crl(&ca, &[]));
+    let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(
+        crl(&ca, &[&theirs.cert]).as_bytes(),
+    )
+    .unwrap();
+    let m = validate_with_crls(
+        &src,
+        &[("two.pem", two.as_bytes()), ("one.der", der.as_ref())],
+    )
+    .unwrap();
+    assert_eq!(m.crls.len(), 3);
+
+    // A list naming our own certificate is taken (and logged): peers will refuse us anyway.
+    let m = validate_with_crls(&src, &[("ours.pem", crl(&ca, &[&ours.cert]).as_bytes())]);
+    assert_eq!(m.unwrap().crls.len(), 1);
+
+    // Same issuer name, another key: its signature does not verify, so it is refused.
+    let impostor = crate::test_pki::ca("root");
+    let forged = crl(&impostor, &[&theirs.cert]);
+    let err = validate_with_crls(&src, &[("forged.pem", forged.as_bytes())]).unwrap_err();
+    assert_eq!(err.reason(), "bad_crl");
+    assert!(err.to_string().starts_with("forged.pem: certificate revocation list refused: it does not verify against our own chain"), "{err}");
+
+    for (bytes, why) in [
+        (
+            &b"not a list"[..],
+            "no PEM `X509 CRL` block and not a DER CRL",
+        ),
+        (
+            &b"0\x03\x02\x01\x00"[..],
+            "CRL 1 of the file cannot be used",
+        ),
+        (
+            &b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"[..],
+            "CRL 1 of the file cannot be used",
+        ),
+    ] {
+        let err = validate_with_crls(&src, &[("bad.pem", bytes)]).unwrap_err();
+        assert_eq!(err.reason(), "bad_crl");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+}

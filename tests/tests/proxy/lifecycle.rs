@@ -589,6 +589,8 @@ fn bad_flags_exit_64_listing_every_problem() {
             "X448",
             "--cipher-suites",
             "TLS_AES_128_CCM_SHA256",
+            "--crl",
+            "/a.crl,,/b.crl",
         ])
         .args(["--frobnicate", "--tls-12"])
         .output()
@@ -605,6 +607,7 @@ fn bad_flags_exit_64_listing_every_problem() {
         "--record-limit",
         "--key-exchange",
         "--cipher-suites",
+        "--crl",
         "--max-connections",
         "--cert-dir",
         "--frobnicate",
@@ -616,7 +619,7 @@ fn bad_flags_exit_64_listing_every_problem() {
         );
     }
     assert!(stderr.contains("did you mean --tls12?"), "{stderr}");
-    assert!(stderr.contains("(13 problems)"), "{stderr}");
+    assert!(stderr.contains("(14 problems)"), "{stderr}");
     // A lone unknown flag is a usage error too, and so is one given to the subcommand.
     for args in [&["--frobnicate"][..], &["wait-ready", "--frobnicate"]] {
         let out = Command::new(bins::proxy()).args(args).output().unwrap();

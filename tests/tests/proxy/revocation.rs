@@ -1,0 +1,148 @@
+//! `--crl`: certificate revocation lists (a mounted ConfigMap, say), read and reloaded with the
+//! certificates, swapped the way the kubelet swaps a volume. A revoked peer is refused on either
+//! side and counted as `revoked`; a new list takes effect without a restart; a list the CA did
+//! not sign keeps the last good one; the root revoking an intermediate cuts off every leaf under
+//! it.
+
+use std::time::Duration;
+
+use gembok_certwatch::testing::SecretDir;
+use gembok_tests::openssl::{Identity, SServer};
+use gembok_tests::pair::Inbound;
+use gembok_tests::pki::{CertDir, TestPki, dns_name};
+use gembok_tests::proxy::Proxy;
+use gembok_tests::tls::Client;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::rejections::try_exchange;
+use crate::support::wait_metric;
+
+const REVOKED: [(&str, &str); 2] = [("direction", "inbound"), ("reason", "revoked")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_is_refused_and_a_new_list_takes_effect_without_a_restart() {
+    let pki = TestPki::new();
+    let volume = tempfile::tempdir().unwrap();
+    let crls = SecretDir::new(volume.path());
+    let publish = |pem: String| {
+        crls.swap(&[("ca.crl", pem.as_bytes())])
+            .expect("kubelet-style swap")
+    };
+    let (client_leaf, other_leaf) = (pki.workload("client"), pki.workload("other"));
+    publish(
+        pki.intermediate
+            .crl_pem(&[other_leaf.serial_hex()], 1)
+            .unwrap(),
+    );
+    let crl = volume.path().join("ca.crl");
+    let Inbound {
+        proxy,
+        app: _app,
+        dir: _dir,
+    } = Inbound::start(&pki, "", &["--crl", crl.to_str().unwrap()]).await;
+    let client = Client::new(pki.root_pem(), Some(&client_leaf), false);
+    let other = Client::new(pki.root_pem(), Some(&other_leaf), false);
+
+    try_exchange(&proxy, &client).await.unwrap();
+    try_exchange(&proxy, &client).await.unwrap(); // resumed
+    try_exchange(&proxy, &other).await.unwrap_err();
+    wait_metric(&proxy, "gembok_handshake_failures_total", &REVOKED, 1.0).await;
+
+    // The next list revokes `client` instead: refused at once, its session notwithstanding
+    // (a reload starts new session and verification caches); `other` is admitted again.
+    publish(
+        pki.intermediate
+            .crl_pem(&[client_leaf.serial_hex()], 2)
+            .unwrap(),
+    );
+    let loaded = [("result", "success")];
+    wait_metric(&proxy, "gembok_cert_reloads_total", &loaded, 2.0).await;
+    try_exchange(&proxy, &client).await.unwrap_err();
+    wait_metric(&proxy, "gembok_handshake_failures_total", &REVOKED, 2.0).await;
+    try_exchange(&proxy, &other).await.unwrap();
+
+    // A list under the intermediate's name that its key did not sign is refused with its
+    // reason; the last good list stays.
+    let impostor = TestPki::new();
+    publish(
+        impostor
+            .intermediate
+            .crl_pem(&[other_leaf.serial_hex()], 3)
+            .unwrap(),
+    );
+    let refused = [("result", "failure")];
+    wait_metric(&proxy, "gembok_cert_reloads_total", &refused, 1.0).await;
+    proxy.wait_log("bad_crl", Duration::from_secs(10)).await;
+    try_exchange(&proxy, &other).await.unwrap();
+    try_exchange(&proxy, &client).await.unwrap_err();
+    wait_metric(&proxy, "gembok_handshake_failures_total", &REVOKED, 3.0).await;
+    assert_eq!(proxy.get("/ready").await.0, 200, "still serving");
+
+    // The root revokes the intermediate: every leaf under it is refused, and the proxy says that
+    // its own certificate is among them.
+    let root_list = pki
+        .root
+        .crl_pem(&[pki.intermediate.serial_hex()], 1)
+        .unwrap();
+    publish(root_list);
+    wait_metric(&proxy, "gembok_cert_reloads_total", &loaded, 3.0).await;
+    try_exchange(&proxy, &other).await.unwrap_err();
+    wait_metric(&proxy, "gembok_handshake_failures_total", &REVOKED, 4.0).await;
+    assert!(
+        proxy
+            .logs()
+            .contains("is revoked by a configured revocation list"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+/// An outbound route refuses a server whose certificate a list revokes, and reaches one that no
+/// list names.
+#[tokio::test]
+async fn an_outbound_refuses_a_revoked_server() {
+    let pki = TestPki::new();
+    let (revoked, fine) = (pki.workload("server"), pki.workload("server"));
+    let volume = tempfile::tempdir().unwrap();
+    let crl = volume.path().join("ca.crl");
+    std::fs::write(
+        &crl,
+        pki.intermediate
+            .crl_pem(&[revoked.serial_hex()], 1)
+            .unwrap(),
+    )
+    .unwrap();
+    let client_dir = CertDir::new(&pki.workload("client"));
+    let reply_through = async |server: &SServer| {
+        let outbound = Proxy::builder()
+            .cert_dir(&client_dir)
+            .outbound(
+                &server.addr.to_string(),
+                &format!(",server-name={}", dns_name("server")),
+            )
+            .args(["--crl", crl.to_str().unwrap()])
+            .start();
+        outbound.ready().await;
+        let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
+        app.write_all(b"hello gembok\n").await.unwrap();
+        let mut reply = String::new();
+        let mut app = BufReader::new(&mut app);
+        let read = tokio::time::timeout(Duration::from_secs(10), app.read_line(&mut reply)).await;
+        (
+            outbound,
+            read.is_ok_and(|r| r.is_ok()) && reply == "kobmeg olleh\n",
+        )
+    };
+    let extra = ["-rev", "-tls1_3", "-Verify", "2", "-verify_return_error"];
+
+    let server = SServer::start(&Identity::new(&pki, &fine), &extra).await;
+    let (_, answered) = reply_through(&server).await;
+    assert!(answered, "a server no list names is reached");
+
+    let server = SServer::start(&Identity::new(&pki, &revoked), &extra).await;
+    let (outbound, answered) = reply_through(&server).await;
+    assert!(!answered, "a revoked server is refused");
+    let labels = [("direction", "outbound"), ("reason", "revoked")];
+    wait_metric(&outbound, "gembok_handshake_failures_total", &labels, 1.0).await;
+}
