@@ -35,6 +35,8 @@ pub const IMAGE: &str = "gembok.io/image";
 pub const SIDECAR_MODE: &str = "gembok.io/sidecar-mode";
 pub const KEY_EXCHANGE: &str = "gembok.io/key-exchange";
 pub const CIPHER_SUITES: &str = "gembok.io/cipher-suites";
+/// A ConfigMap whose `ca.crl` key holds the certificate revocation lists the proxy enforces.
+pub const CRL_CONFIGMAP: &str = "gembok.io/crl-configmap";
 /// Written by the injector: what was injected. Its presence makes re-injection a no-op.
 pub const STATUS: &str = "gembok.io/status";
 
@@ -54,6 +56,7 @@ const KNOWN: &[&str] = &[
     SIDECAR_MODE,
     KEY_EXCHANGE,
     CIPHER_SUITES,
+    CRL_CONFIGMAP,
     STATUS,
 ];
 
@@ -163,6 +166,8 @@ pub struct PodSettings {
     pub key_exchange: Option<String>,
     /// `gembok.io/cipher-suites`, as the proxy spells the suites, comma-separated.
     pub cipher_suites: Option<String>,
+    /// `gembok.io/crl-configmap`: a ConfigMap name.
+    pub crl_configmap: Option<String>,
 }
 
 /// Why the injector refuses a pod: almost always an annotation's value. Display names the
@@ -247,6 +252,16 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             )),
             Ok(list) => out.settings.allowed_sans = list,
             Err(reason) => out.errors.push(error(ALLOWED_SANS, value, reason)),
+        }
+    }
+    if let Some(value) = get(CRL_CONFIGMAP) {
+        match check_object_name(value) {
+            Ok(()) => out.settings.crl_configmap = Some(value.to_owned()),
+            Err(reason) => out.errors.push(error(
+                CRL_CONFIGMAP,
+                value,
+                format!("not a valid ConfigMap name: {reason}"),
+            )),
         }
     }
     if let Some(value) = get(ALLOWED_SANS_CONFIGMAP) {

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::annotations::{
     self, ALLOWED_SANS, ALLOWED_SANS_CONFIGMAP, AnnotationError, CERT_SECRET, CPU_LIMIT,
-    CPU_REQUEST, DRAIN_SECONDS, INBOUND, INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND,
-    PodSettings, STATUS, SidecarMode,
+    CPU_REQUEST, CRL_CONFIGMAP, DRAIN_SECONDS, INBOUND, INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST,
+    OUTBOUND, PodSettings, STATUS, SidecarMode,
 };
 use crate::policy::{self, SkipReason, Unannotated};
 use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, PullPolicy, Resources, VOLUME_NAME};
@@ -154,19 +154,25 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     };
     errors.extend(check_ports(&settings, spec, pod_annotations));
     errors.extend(check_linux(spec));
-    if settings.allowed_sans_configmap.is_some()
-        && spec
-            .volumes
-            .iter()
-            .flatten()
-            .any(|v| v.name == sidecar::ALLOWED_SANS_VOLUME)
-    {
-        errors.push(AnnotationError::Pod {
-            reason: format!(
-                "{ALLOWED_SANS_CONFIGMAP} needs a volume named {}, and the pod has one already",
-                sidecar::ALLOWED_SANS_VOLUME
-            ),
-        });
+    for (annotation, set, volume) in [
+        (
+            ALLOWED_SANS_CONFIGMAP,
+            settings.allowed_sans_configmap.is_some(),
+            sidecar::ALLOWED_SANS_VOLUME,
+        ),
+        (
+            CRL_CONFIGMAP,
+            settings.crl_configmap.is_some(),
+            sidecar::CRL_VOLUME,
+        ),
+    ] {
+        if set && spec.volumes.iter().flatten().any(|v| v.name == volume) {
+            errors.push(AnnotationError::Pod {
+                reason: format!(
+                    "{annotation} needs a volume named {volume}, and the pod has one already"
+                ),
+            });
+        }
     }
     let cert_secret = match resolve_cert_secret(&settings, spec) {
         Ok(name) => name,
@@ -192,6 +198,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         outbound: settings.outbound.clone(),
         cert_secret,
         allowed_sans_configmap: settings.allowed_sans_configmap.clone(),
+        crl_configmap: settings.crl_configmap.clone(),
         log_level: settings.log_level.clone(),
         resources: resolve_resources(&settings, &mut warnings),
         drain_seconds: settings
@@ -825,19 +832,24 @@ mod tests {
     /// when it asks for the ConfigMap list (never merged into, never renamed), and is fine
     /// when it does not.
     #[test]
-    fn the_allow_list_volume_name_must_be_free_when_it_is_needed() {
-        let volumes = json!({"volumes": [{"name": "gembok-allowed-sans", "emptyDir": {}}]});
-        let asks = [(INBOUND, "8443=8080"), (ALLOWED_SANS_CONFIGMAP, "who")];
-        let errors = rejections(&pod(&asks, &[8080], volumes.clone()));
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(
-            errors[0].contains("a volume named gembok-allowed-sans"),
-            "{errors:?}"
-        );
-        assert!(matches!(
-            decide(&pod(&asks[..1], &[8080], volumes)),
-            Decision::Inject { .. }
-        ));
+    fn the_list_volume_names_must_be_free_when_they_are_needed() {
+        for (annotation, volume) in [
+            (ALLOWED_SANS_CONFIGMAP, "gembok-allowed-sans"),
+            (CRL_CONFIGMAP, "gembok-crl"),
+        ] {
+            let volumes = json!({"volumes": [{"name": volume, "emptyDir": {}}]});
+            let asks = [(INBOUND, "8443=8080"), (annotation, "lists")];
+            let errors = rejections(&pod(&asks, &[8080], volumes.clone()));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains(&format!("{annotation} needs a volume named {volume}")),
+                "{errors:?}"
+            );
+            assert!(matches!(
+                decide(&pod(&asks[..1], &[8080], volumes)),
+                Decision::Inject { .. }
+            ));
+        }
     }
 
     /// An APPPORT on the admin port would hand mesh peers the admin endpoint (it trusts

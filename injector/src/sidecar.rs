@@ -21,6 +21,10 @@ pub const CERT_MOUNT_PATH: &str = "/etc/gembok/certs";
 pub const ALLOWED_SANS_VOLUME: &str = "gembok-allowed-sans";
 pub const ALLOWED_SANS_MOUNT_PATH: &str = "/etc/gembok/allowed-sans";
 pub const ALLOWED_SANS_KEY: &str = "allowed-sans";
+/// The `gembok.io/crl-configmap` volume, its mount and the ConfigMap key it maps.
+pub const CRL_VOLUME: &str = "gembok-crl";
+pub const CRL_MOUNT_PATH: &str = "/etc/gembok/crl";
+pub const CRL_KEY: &str = "ca.crl";
 pub const ADMIN_PORT: u16 = 15700;
 pub const ADMIN_PORT_NAME: &str = "gembok-admin";
 /// The distroless `nonroot` user, the default of `--proxy-uid`; any fixed non-zero UID works, a
@@ -88,6 +92,8 @@ pub struct Plan {
     pub cert_secret: String,
     /// `gembok.io/allowed-sans-configmap`, mounted at [`ALLOWED_SANS_MOUNT_PATH`].
     pub allowed_sans_configmap: Option<String>,
+    /// `gembok.io/crl-configmap`, mounted at [`CRL_MOUNT_PATH`] and named in `GEMBOK_CRL`.
+    pub crl_configmap: Option<String>,
     pub log_level: Option<String>,
     pub resources: Resources,
     pub drain_seconds: Option<u32>,
@@ -180,6 +186,9 @@ pub fn container(plan: &Plan) -> Container {
         push("GEMBOK_OUTBOUND", outbound_env(&plan.outbound));
     }
     push("GEMBOK_CERT_DIR", CERT_MOUNT_PATH.to_owned());
+    if plan.crl_configmap.is_some() {
+        push("GEMBOK_CRL", format!("{CRL_MOUNT_PATH}/{CRL_KEY}"));
+    }
     // Kubelet probes and Prometheus reach the admin port on the pod IP, not loopback.
     push("GEMBOK_ADMIN", format!("[::]:{ADMIN_PORT}"));
     if let Some(level) = &plan.log_level {
@@ -294,14 +303,18 @@ fn volume_mounts(plan: &Plan) -> Vec<VolumeMount> {
     if plan.allowed_sans_configmap.is_some() {
         mounts.push(mount(ALLOWED_SANS_VOLUME, ALLOWED_SANS_MOUNT_PATH));
     }
+    if plan.crl_configmap.is_some() {
+        mounts.push(mount(CRL_VOLUME, CRL_MOUNT_PATH));
+    }
     mounts
 }
 
 /// The certificate Secret, mounted read-only; a missing Secret keeps the pod pending with a
 /// clear event rather than starting a proxy that cannot serve. With
-/// `gembok.io/allowed-sans-configmap`, that ConfigMap's `allowed-sans` key too, as a volume
-/// (not `subPath`: the kubelet updates a volume in place, which the proxy reloads) that must
-/// exist (a pod whose list is missing stays pending instead of admitting anyone).
+/// `gembok.io/allowed-sans-configmap` and `gembok.io/crl-configmap`, that ConfigMap's
+/// `allowed-sans` or `ca.crl` key too, as a volume (not `subPath`: the kubelet updates a volume
+/// in place, which the proxy reloads) that must exist (a pod whose list is missing stays
+/// pending instead of admitting anyone).
 pub fn volumes(plan: &Plan) -> Vec<Volume> {
     let mut volumes = vec![Volume {
         name: VOLUME_NAME.to_owned(),
@@ -313,22 +326,28 @@ pub fn volumes(plan: &Plan) -> Vec<Volume> {
         }),
         ..Volume::default()
     }];
+    // Must exist: a pod whose list is missing stays pending instead of admitting anyone the
+    // list would refuse, or revoked peers.
+    let config_map = |volume: &str, name: &str, key: &str| Volume {
+        name: volume.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.to_owned(),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: key.to_owned(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o444),
+            optional: Some(false),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
     if let Some(name) = &plan.allowed_sans_configmap {
-        volumes.push(Volume {
-            name: ALLOWED_SANS_VOLUME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
-                items: Some(vec![KeyToPath {
-                    key: ALLOWED_SANS_KEY.to_owned(),
-                    path: ALLOWED_SANS_KEY.to_owned(),
-                    ..KeyToPath::default()
-                }]),
-                default_mode: Some(0o444),
-                optional: Some(false),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        volumes.push(config_map(ALLOWED_SANS_VOLUME, name, ALLOWED_SANS_KEY));
+    }
+    if let Some(name) = &plan.crl_configmap {
+        volumes.push(config_map(CRL_VOLUME, name, CRL_KEY));
     }
     volumes
 }

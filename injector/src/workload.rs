@@ -433,6 +433,12 @@ pub fn explain(report: &Report) -> String {
                     "  key exchange {groups} (gembok.io/key-exchange)\n"
                 ));
             }
+            if let Some(name) = &plan.crl_configmap {
+                out.push_str(&format!(
+                    "  revocation lists in ConfigMap {name} key {} (gembok.io/crl-configmap; reloaded when it changes)\n",
+                    sidecar::CRL_KEY
+                ));
+            }
             if let Some(suites) = &plan.cipher_suites {
                 out.push_str(&format!(
                     "  cipher suites {suites} (gembok.io/cipher-suites)\n"
