@@ -1950,6 +1950,43 @@ fn the_proxy_takes_every_cipher_suite_the_injector_writes() -> Result<()> {
     Ok(())
 }
 
+/// `gembok.io/crl-configmap`: the file `GEMBOK_CRL` names is where the ConfigMap's key is
+/// mounted in the sidecar, and the proxy's configuration check takes it.
+#[test]
+fn the_proxy_takes_the_revocation_list_file_the_injector_mounts() -> Result<()> {
+    let (code, injected, stderr) = inject_annotated("gembok.io/crl-configmap", "gembok-crl")?;
+    assert_eq!(code, Some(0), "{stderr}");
+    let written = sidecar_env(&injected, "GEMBOK_CRL")?;
+    let pod: Value = serde_yaml_ng::from_str(&injected)?;
+    let mount = pod
+        .pointer("/spec/initContainers/0/volumeMounts")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().find(|m| m["name"] == "gembok-crl"))
+        .context("the list's mount")?;
+    let volume = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .and_then(|v| v.iter().find(|v| v["name"] == "gembok-crl"))
+        .context("the list's volume")?;
+    let key = volume
+        .pointer("/configMap/items/0/path")
+        .and_then(Value::as_str)
+        .context("the mapped key")?;
+    let mounted = format!("{}/{key}", mount["mountPath"].as_str().unwrap_or_default());
+    assert_eq!(written, mounted);
+    assert_eq!(
+        volume.pointer("/configMap/name"),
+        Some(&Value::from("gembok-crl"))
+    );
+    assert_eq!(
+        volume.pointer("/configMap/optional"),
+        Some(&Value::from(false))
+    );
+    let proxy_err = proxy_config_check("GEMBOK_CRL", &written)?;
+    assert!(!proxy_err.contains("--crl"), "{proxy_err}");
+    Ok(())
+}
+
 /// What the injector accepts in SAN patterns, host and server names and the log filter, the
 /// proxy's own configuration check takes (it would exit 64 and crash-loop the sidecar
 /// otherwise); what the proxy refuses, the injector refuses at admission (or, for the tuning
