@@ -17,17 +17,7 @@ fn write(dir: &Path, cert: &str, key: &str, ca: &str) -> CertSource {
 }
 
 fn validate(src: &CertSource) -> Result<Material, LoadError> {
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let files = src.read(true).unwrap();
-    Material::validate(
-        &files,
-        &provider,
-        &Requirements {
-            ca_required: true,
-            usages: vec![Usage::Server, Usage::Client],
-        },
-        SystemTime::now(),
-    )
+    validate_with_crls(src, &[])
 }
 
 #[test]
@@ -271,7 +261,8 @@ fn rsa_key_sizes_are_read_from_the_key() {
     assert_eq!(rsa_modulus_bits(&pem(&ecdsa)), None);
 }
 
-/// [`validate`] with CRL files (path, contents) read alongside.
+/// [`validate`] with CRL files (path, contents) read alongside: server and client use, CA
+/// required.
 fn validate_with_crls(src: &CertSource, crls: &[(&str, &[u8])]) -> Result<Material, LoadError> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let mut files = src.read(true).unwrap();
