@@ -302,11 +302,32 @@ fn inject_template(template: &mut Value, config: &InjectorConfig, context: &Cont
                 template["metadata"] = Value::Object(Map::new());
             }
             match json_patch::patch(template, &patch::diff(&before, &after).0) {
-                Ok(()) => Verdict::Injected {
-                    plan,
-                    warnings: outcome.warnings,
-                },
+                Ok(()) => {
+                    name_first(template);
+                    Verdict::Injected {
+                        plan,
+                        warnings: outcome.warnings,
+                    }
+                }
                 Err(e) => Verdict::Invalid(format!("patch does not apply: {e}")),
+            }
+        }
+    }
+}
+
+/// The sidecar container as a person writes one: `name` first (the typed Pod it comes from
+/// writes its fields in alphabetical order). Only in files: the webhook's patch has no order.
+fn name_first(template: &mut Value) {
+    for list in ["/spec/initContainers", "/spec/containers"] {
+        let Some(Value::Array(containers)) = template.pointer_mut(list) else {
+            continue;
+        };
+        for container in containers {
+            if let Value::Object(fields) = container
+                && fields.get("name") == Some(&Value::from(sidecar::CONTAINER_NAME))
+                && let Some(name) = fields.shift_remove("name")
+            {
+                fields.shift_insert(0, "name".to_owned(), name);
             }
         }
     }
@@ -489,6 +510,11 @@ mod tests {
         );
         assert!(
             pod.contains("  containers:\n  - name: web\n    image: web:1\n  initContainers:\n"),
+            "{pod}"
+        );
+        // The sidecar reads as a person writes a container: its name first.
+        assert!(
+            pod.contains("  initContainers:\n  - name: gembok-proxy\n    env:\n"),
             "{pod}"
         );
         // A comment inside an injected document is not kept: the document is written anew.
