@@ -313,10 +313,13 @@ impl Material {
 
         let mut crls = Vec::new();
         for (path, bytes) in &files.crls {
-            let parsed = parse_crls(bytes).map_err(|reason| LoadError::BadCrl {
-                path: path.clone(),
-                reason,
-            })?;
+            let (ders, lists): (Vec<_>, Vec<_>) = parse_crls(bytes)
+                .map_err(|reason| LoadError::BadCrl {
+                    path: path.clone(),
+                    reason,
+                })?
+                .into_iter()
+                .unzip();
             let Some(roots) = &roots else {
                 return Err(LoadError::BadCrl {
                     path: path.clone(),
@@ -324,14 +327,14 @@ impl Material {
                 });
             };
             if let Some(usage) = req.usages.first() {
-                check_crls(&chain, roots, provider, *usage, &parsed, now).map_err(|reason| {
+                check_crls(&chain, roots, provider, *usage, &lists, now).map_err(|reason| {
                     LoadError::BadCrl {
                         path: path.clone(),
                         reason,
                     }
                 })?;
             }
-            crls.extend(parsed);
+            crls.extend(ders);
         }
 
         Ok(Material {
@@ -455,8 +458,14 @@ fn verify_chain(
 }
 
 /// The CRLs of one file: one or more PEM `X509 CRL` blocks, or a single DER CRL; each must be a
-/// CRL webpki can use (v2, no unsupported critical extension, no indirect CRL).
-fn parse_crls(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+/// CRL webpki can use (v2, no unsupported critical extension, no indirect CRL). Each as DER (for
+/// rustls' verifiers) and as webpki parsed it (for [`check_crls`]).
+type ParsedCrl = (
+    CertificateRevocationListDer<'static>,
+    webpki::CertRevocationList<'static>,
+);
+
+fn parse_crls(bytes: &[u8]) -> Result<Vec<ParsedCrl>, String> {
     let crls: Vec<CertificateRevocationListDer<'static>> =
         match CertificateRevocationListDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>() {
             Ok(pem) if !pem.is_empty() => pem,
@@ -465,11 +474,14 @@ fn parse_crls(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>
             Ok(_) => return Err("no PEM `X509 CRL` block and not a DER CRL".to_owned()),
             Err(e) => return Err(format!("invalid PEM: {}", describe_pem_error(&e))),
         };
-    for (i, crl) in crls.iter().enumerate() {
-        webpki::OwnedCertRevocationList::from_der(crl)
-            .map_err(|e| format!("CRL {} of the file cannot be used: {e}", i + 1))?;
-    }
-    Ok(crls)
+    crls.into_iter()
+        .enumerate()
+        .map(|(i, der)| {
+            let parsed = webpki::OwnedCertRevocationList::from_der(&der)
+                .map_err(|e| format!("CRL {} of the file cannot be used: {e}", i + 1))?;
+            Ok((der, parsed.into()))
+        })
+        .collect()
 }
 
 /// Verifies our own chain again with `crls`, so that a CRL issued by a certificate on it (the
@@ -482,15 +494,10 @@ fn check_crls(
     roots: &RootCertStore,
     provider: &CryptoProvider,
     usage: Usage,
-    crls: &[CertificateRevocationListDer<'static>],
+    crls: &[webpki::CertRevocationList<'_>],
     now: SystemTime,
 ) -> Result<(), String> {
-    let owned: Vec<webpki::CertRevocationList<'static>> = crls
-        .iter()
-        .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
-        .map(webpki::CertRevocationList::from)
-        .collect();
-    let refs: Vec<&webpki::CertRevocationList<'_>> = owned.iter().collect();
+    let refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
     let Ok(options) = webpki::RevocationOptionsBuilder::new(&refs) else {
         return Ok(()); // no list: nothing to check
     };

@@ -201,6 +201,16 @@ impl Problems {
         r.map_err(|e| self.0.push(format!("--{flag}: {e}"))).ok()
     }
 
+    /// [`Problems::check`] for a parser that reports every problem it finds.
+    fn check_each<T>(&mut self, flag: &str, r: Result<T, Vec<String>>) -> Option<T> {
+        r.map_err(|problems| {
+            for problem in problems {
+                self.push(flag, problem);
+            }
+        })
+        .ok()
+    }
+
     fn push(&mut self, flag: &str, message: impl fmt::Display) {
         self.0.push(format!("--{flag}: {message}"));
     }
@@ -304,24 +314,14 @@ impl Config {
                     .ok_or_else(|| format!("`{other}` is not one of auto, aws-lc-rs, ring")),
             },
         );
-        let cipher_suites = match cipher_suites::parse(&args.cipher_suites, tls12) {
-            Ok(suites) => Some(suites),
-            Err(problems) => {
-                for problem in problems {
-                    p.push("cipher-suites", problem);
-                }
-                None
-            }
-        };
-        let key_exchange = match key_exchange::parse(&args.key_exchange, provider, tls12) {
-            Ok(groups) => Some(groups),
-            Err(problems) => {
-                for problem in problems {
-                    p.push("key-exchange", problem);
-                }
-                None
-            }
-        };
+        let cipher_suites = p.check_each(
+            "cipher-suites",
+            cipher_suites::parse(&args.cipher_suites, tls12),
+        );
+        let key_exchange = p.check_each(
+            "key-exchange",
+            key_exchange::parse(&args.key_exchange, provider, tls12),
+        );
         let alpn = p.check("alpn", parse_alpn_list(&args.alpn));
         let workers = p.check(
             "workers",

@@ -173,16 +173,11 @@ pub fn build(
 
     // Revocation: what the lists say is refused; a certificate no list covers is not (the lists
     // name what is revoked, they need not cover every issuer), and a list past its next update
-    // still counts.
-    let revoking = !material.crls.is_empty();
+    // still counts. Without lists rustls checks no revocation at all.
     let client_verifier = || {
-        let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .with_crls(material.crls.iter().cloned());
-        if revoking {
-            builder.allow_unknown_revocation_status()
-        } else {
-            builder
-        }
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .with_crls(material.crls.iter().cloned())
+            .allow_unknown_revocation_status()
     };
     let base_client_verifier = match config.client_auth {
         ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
@@ -220,12 +215,11 @@ pub fn build(
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
 
-    let mut server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .with_crls(material.crls.iter().cloned());
-    if revoking {
-        server_verifier = server_verifier.allow_unknown_revocation_status();
-    }
-    let server_verifier = Arc::new(CachingServerVerifier::new(server_verifier.build()?));
+    let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(material.crls.iter().cloned())
+        .allow_unknown_revocation_status()
+        .build()?;
+    let server_verifier = Arc::new(CachingServerVerifier::new(server_verifier));
     let outbound = config
         .outbound
         .iter()
