@@ -254,24 +254,22 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             Err(reason) => out.errors.push(error(ALLOWED_SANS, value, reason)),
         }
     }
-    if let Some(value) = get(CRL_CONFIGMAP) {
-        match check_object_name(value) {
-            Ok(()) => out.settings.crl_configmap = Some(value.to_owned()),
-            Err(reason) => out.errors.push(error(
-                CRL_CONFIGMAP,
-                value,
-                format!("not a valid ConfigMap name: {reason}"),
-            )),
-        }
-    }
-    if let Some(value) = get(ALLOWED_SANS_CONFIGMAP) {
-        match check_object_name(value) {
-            Ok(()) => out.settings.allowed_sans_configmap = Some(value.to_owned()),
-            Err(reason) => out.errors.push(error(
-                ALLOWED_SANS_CONFIGMAP,
-                value,
-                format!("not a valid ConfigMap name: {reason}"),
-            )),
+    for (key, slot) in [
+        (CRL_CONFIGMAP, &mut out.settings.crl_configmap),
+        (
+            ALLOWED_SANS_CONFIGMAP,
+            &mut out.settings.allowed_sans_configmap,
+        ),
+    ] {
+        if let Some(value) = get(key) {
+            match check_object_name(value) {
+                Ok(()) => *slot = Some(value.to_owned()),
+                Err(reason) => out.errors.push(error(
+                    key,
+                    value,
+                    format!("not a valid ConfigMap name: {reason}"),
+                )),
+            }
         }
     }
     if let Some(value) = get(CERT_SECRET) {

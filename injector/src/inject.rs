@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::annotations::{
     self, ALLOWED_SANS, ALLOWED_SANS_CONFIGMAP, AnnotationError, CERT_SECRET, CPU_LIMIT,
-    CPU_REQUEST, CRL_CONFIGMAP, DRAIN_SECONDS, INBOUND, INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST,
-    OUTBOUND, PodSettings, STATUS, SidecarMode,
+    CPU_REQUEST, DRAIN_SECONDS, INBOUND, INJECT_LABEL, MEMORY_LIMIT, MEMORY_REQUEST, OUTBOUND,
+    PodSettings, STATUS, SidecarMode,
 };
 use crate::policy::{self, SkipReason, Unannotated};
 use crate::sidecar::{self, ADMIN_PORT, CONTAINER_NAME, Plan, PullPolicy, Resources, VOLUME_NAME};
@@ -154,22 +154,18 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     };
     errors.extend(check_ports(&settings, spec, pod_annotations));
     errors.extend(check_linux(spec));
-    for (annotation, set, volume) in [
+    for (list, set) in [
         (
-            ALLOWED_SANS_CONFIGMAP,
-            settings.allowed_sans_configmap.is_some(),
-            sidecar::ALLOWED_SANS_VOLUME,
+            &sidecar::ALLOWED_SANS_LIST,
+            &settings.allowed_sans_configmap,
         ),
-        (
-            CRL_CONFIGMAP,
-            settings.crl_configmap.is_some(),
-            sidecar::CRL_VOLUME,
-        ),
+        (&sidecar::CRL_LIST, &settings.crl_configmap),
     ] {
-        if set && spec.volumes.iter().flatten().any(|v| v.name == volume) {
+        if set.is_some() && spec.volumes.iter().flatten().any(|v| v.name == list.volume) {
             errors.push(AnnotationError::Pod {
                 reason: format!(
-                    "{annotation} needs a volume named {volume}, and the pod has one already"
+                    "{} needs a volume named {}, and the pod has one already",
+                    list.annotation, list.volume
                 ),
             });
         }
@@ -802,6 +798,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::annotations::CRL_CONFIGMAP;
 
     /// A pod with one container `app` (declaring `ports`), `annotations` and `spec` extras.
     fn pod(annotations: &[(&str, &str)], ports: &[i32], spec: serde_json::Value) -> Pod {

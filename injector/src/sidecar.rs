@@ -17,14 +17,38 @@ use crate::annotations::{InboundMapping, OutboundRoute, SidecarMode};
 pub const CONTAINER_NAME: &str = "gembok-proxy";
 pub const VOLUME_NAME: &str = "gembok-certs";
 pub const CERT_MOUNT_PATH: &str = "/etc/gembok/certs";
-/// The `gembok.io/allowed-sans-configmap` volume, its mount and the ConfigMap key it maps.
-pub const ALLOWED_SANS_VOLUME: &str = "gembok-allowed-sans";
-pub const ALLOWED_SANS_MOUNT_PATH: &str = "/etc/gembok/allowed-sans";
-pub const ALLOWED_SANS_KEY: &str = "allowed-sans";
-/// The `gembok.io/crl-configmap` volume, its mount and the ConfigMap key it maps.
-pub const CRL_VOLUME: &str = "gembok-crl";
-pub const CRL_MOUNT_PATH: &str = "/etc/gembok/crl";
-pub const CRL_KEY: &str = "ca.crl";
+/// A file the proxy reloads from a ConfigMap that a pod names in an annotation: the volume the
+/// injector adds for it, where that is mounted and the ConfigMap key mapped there.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListVolume {
+    pub annotation: &'static str,
+    pub volume: &'static str,
+    pub mount_path: &'static str,
+    pub key: &'static str,
+}
+
+impl ListVolume {
+    /// Where the proxy reads the list.
+    pub fn file(&self) -> String {
+        format!("{}/{}", self.mount_path, self.key)
+    }
+}
+
+/// `gembok.io/allowed-sans-configmap`: more SAN patterns, one per line (`allow-san-file=`).
+pub const ALLOWED_SANS_LIST: ListVolume = ListVolume {
+    annotation: crate::annotations::ALLOWED_SANS_CONFIGMAP,
+    volume: "gembok-allowed-sans",
+    mount_path: "/etc/gembok/allowed-sans",
+    key: "allowed-sans",
+};
+pub const ALLOWED_SANS_KEY: &str = ALLOWED_SANS_LIST.key;
+/// `gembok.io/crl-configmap`: certificate revocation lists (`GEMBOK_CRL`).
+pub const CRL_LIST: ListVolume = ListVolume {
+    annotation: crate::annotations::CRL_CONFIGMAP,
+    volume: "gembok-crl",
+    mount_path: "/etc/gembok/crl",
+    key: "ca.crl",
+};
 pub const ADMIN_PORT: u16 = 15700;
 pub const ADMIN_PORT_NAME: &str = "gembok-admin";
 /// The distroless `nonroot` user, the default of `--proxy-uid`; any fixed non-zero UID works, a
@@ -90,9 +114,9 @@ pub struct Plan {
     pub inbound: Vec<InboundMapping>,
     pub outbound: Vec<OutboundRoute>,
     pub cert_secret: String,
-    /// `gembok.io/allowed-sans-configmap`, mounted at [`ALLOWED_SANS_MOUNT_PATH`].
+    /// `gembok.io/allowed-sans-configmap` ([`ALLOWED_SANS_LIST`]).
     pub allowed_sans_configmap: Option<String>,
-    /// `gembok.io/crl-configmap`, mounted at [`CRL_MOUNT_PATH`] and named in `GEMBOK_CRL`.
+    /// `gembok.io/crl-configmap` ([`CRL_LIST`]), named in `GEMBOK_CRL`.
     pub crl_configmap: Option<String>,
     pub log_level: Option<String>,
     pub resources: Resources,
@@ -187,7 +211,7 @@ pub fn container(plan: &Plan) -> Container {
     }
     push("GEMBOK_CERT_DIR", CERT_MOUNT_PATH.to_owned());
     if plan.crl_configmap.is_some() {
-        push("GEMBOK_CRL", format!("{CRL_MOUNT_PATH}/{CRL_KEY}"));
+        push("GEMBOK_CRL", CRL_LIST.file());
     }
     // Kubelet probes and Prometheus reach the admin port on the pod IP, not loopback.
     push("GEMBOK_ADMIN", format!("[::]:{ADMIN_PORT}"));
@@ -300,12 +324,10 @@ fn volume_mounts(plan: &Plan) -> Vec<VolumeMount> {
         ..VolumeMount::default()
     };
     let mut mounts = vec![mount(VOLUME_NAME, CERT_MOUNT_PATH)];
-    if plan.allowed_sans_configmap.is_some() {
-        mounts.push(mount(ALLOWED_SANS_VOLUME, ALLOWED_SANS_MOUNT_PATH));
-    }
-    if plan.crl_configmap.is_some() {
-        mounts.push(mount(CRL_VOLUME, CRL_MOUNT_PATH));
-    }
+    mounts.extend(
+        plan.lists()
+            .map(|(list, _)| mount(list.volume, list.mount_path)),
+    );
     mounts
 }
 
@@ -328,13 +350,13 @@ pub fn volumes(plan: &Plan) -> Vec<Volume> {
     }];
     // Must exist: a pod whose list is missing stays pending instead of admitting anyone the
     // list would refuse, or revoked peers.
-    let config_map = |volume: &str, name: &str, key: &str| Volume {
-        name: volume.to_owned(),
+    volumes.extend(plan.lists().map(|(list, name)| Volume {
+        name: list.volume.to_owned(),
         config_map: Some(ConfigMapVolumeSource {
             name: name.to_owned(),
             items: Some(vec![KeyToPath {
-                key: key.to_owned(),
-                path: key.to_owned(),
+                key: list.key.to_owned(),
+                path: list.key.to_owned(),
                 ..KeyToPath::default()
             }]),
             default_mode: Some(0o444),
@@ -342,13 +364,7 @@ pub fn volumes(plan: &Plan) -> Vec<Volume> {
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()
-    };
-    if let Some(name) = &plan.allowed_sans_configmap {
-        volumes.push(config_map(ALLOWED_SANS_VOLUME, name, ALLOWED_SANS_KEY));
-    }
-    if let Some(name) = &plan.crl_configmap {
-        volumes.push(config_map(CRL_VOLUME, name, CRL_KEY));
-    }
+    }));
     volumes
 }
 
@@ -362,7 +378,19 @@ pub fn proxy_container(spec: &PodSpec) -> Option<&Container> {
 
 /// Where the proxy reads the `gembok.io/allowed-sans-configmap` list.
 pub fn allowed_sans_file() -> String {
-    format!("{ALLOWED_SANS_MOUNT_PATH}/{ALLOWED_SANS_KEY}")
+    ALLOWED_SANS_LIST.file()
+}
+
+impl Plan {
+    /// The ConfigMap lists this pod names, each with its ConfigMap.
+    pub fn lists(&self) -> impl Iterator<Item = (&'static ListVolume, &str)> {
+        [
+            (&ALLOWED_SANS_LIST, &self.allowed_sans_configmap),
+            (&CRL_LIST, &self.crl_configmap),
+        ]
+        .into_iter()
+        .filter_map(|(list, name)| Some((list, name.as_deref()?)))
+    }
 }
 
 /// A probe of the admin endpoint `path`. An HTTP probe, except in pods Istio injects: Istio

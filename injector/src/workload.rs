@@ -425,7 +425,7 @@ pub fn explain(report: &Report) -> String {
                 if let (Some(_), Some(name)) = (&m.allow_san_file, &plan.allowed_sans_configmap) {
                     lists.push(format!(
                         "those in ConfigMap {name} key {} (reloaded when it changes)",
-                        sidecar::ALLOWED_SANS_KEY
+                        sidecar::ALLOWED_SANS_LIST.key
                     ));
                 }
                 let sans = if lists.is_empty() {
@@ -456,8 +456,9 @@ pub fn explain(report: &Report) -> String {
             }
             if let Some(name) = &plan.crl_configmap {
                 out.push_str(&format!(
-                    "  revocation lists in ConfigMap {name} key {} (gembok.io/crl-configmap; reloaded when it changes)\n",
-                    sidecar::CRL_KEY
+                    "  revocation lists in ConfigMap {name} key {} ({}; reloaded when it changes)\n",
+                    sidecar::CRL_LIST.key,
+                    sidecar::CRL_LIST.annotation
                 ));
             }
             if let Some(suites) = &plan.cipher_suites {
