@@ -95,17 +95,21 @@ pub struct SServer {
 }
 
 impl SServer {
-    /// Starts `openssl s_server` with `extra` flags (e.g. `-rev -tls1_3 -Verify 2`) and waits
-    /// until it accepts TCP connections. s_server cannot report a port it picked, so a free one
-    /// is chosen and the start retried if it was taken meanwhile.
     /// `s_server -rev` (each line answered reversed) as the workload `server`, speaking only
     /// `version` (`-tls1_3`, `-tls1_2`) and requiring a client certificate that verifies.
     pub async fn reversing(pki: &TestPki, version: &str) -> Self {
-        let id = Identity::new(pki, &pki.workload("server"));
-        let extra = ["-rev", version, "-Verify", "2", "-verify_return_error"];
-        Self::start(&id, &extra).await
+        Self::reversing_as(&Identity::new(pki, &pki.workload("server")), &[version]).await
     }
 
+    /// [`SServer::reversing`] as `id`, with `extra` flags (e.g. `-tls1_3 -ciphersuites ...`).
+    pub async fn reversing_as(id: &Identity, extra: &[&str]) -> Self {
+        let flags = [&["-rev", "-Verify", "2", "-verify_return_error"], extra].concat();
+        Self::start(id, &flags).await
+    }
+
+    /// Starts `openssl s_server` with `extra` flags (e.g. `-rev -tls1_3 -Verify 2`) and waits
+    /// until it accepts TCP connections. s_server cannot report a port it picked, so a free one
+    /// is chosen and the start retried if it was taken meanwhile.
     pub async fn start(id: &Identity, extra: &[&str]) -> Self {
         for _ in 0..10 {
             let addr = crate::pair::unused_port();

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 
-use crate::support::wait_metric;
+use crate::support::{outbound_to, reply_through, wait_metric};
 
 /// An HTTP/1.1 app that answers every request with `hello from the app`.
 async fn http_app() -> SocketAddr {
@@ -67,20 +67,6 @@ async fn inbound_for(dir: &CertDir, app: SocketAddr, options: &str, args: &[&str
         .start();
     inbound.ready().await;
     inbound
-}
-
-/// An outbound sidecar as `client`, routing to `server` under the name of the `server` workload.
-async fn outbound_to(dir: &CertDir, server: SocketAddr, args: &[&str]) -> Proxy {
-    let outbound = Proxy::builder()
-        .cert_dir(dir)
-        .outbound(
-            &server.to_string(),
-            &format!(",server-name={}", dns_name("server")),
-        )
-        .args(args)
-        .start();
-    outbound.ready().await;
-    outbound
 }
 
 #[tokio::test]
@@ -169,17 +155,8 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
     let server = SServer::reversing(&pki, "-tls1_3").await;
     let client_dir = CertDir::new(&pki.workload("client"));
     let outbound = outbound_to(&client_dir, server.addr, &[]).await;
-    let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
-    app.write_all(b"hello gembok\n").await.unwrap();
-    let mut reply = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        BufReader::new(&mut app).read_line(&mut reply),
-    )
-    .await
-    .expect("s_server answered")
-    .unwrap();
-    assert_eq!(reply.trim_end(), "kobmeg olleh");
+    let reply = reply_through(&outbound, "hello gembok").await;
+    assert_eq!(reply.as_deref(), Some("kobmeg olleh"));
     wait_metric(
         &outbound,
         "gembok_handshake_duration_seconds_count",
@@ -376,24 +353,11 @@ async fn an_outbound_offers_only_the_cipher_suites_it_names() {
     let pki = TestPki::new();
     let client_dir = CertDir::new(&pki.workload("client"));
     let suites = ["--cipher-suites", "TLS13_AES_256_GCM_SHA384"];
-    let exchange = async |server: &SServer| {
-        let outbound = outbound_to(&client_dir, server.addr, &suites).await;
-        let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
-        app.write_all(b"hello gembok\n").await.unwrap();
-        let mut reply = String::new();
-        let mut app = BufReader::new(&mut app);
-        let answered =
-            tokio::time::timeout(Duration::from_secs(10), app.read_line(&mut reply)).await;
-        (
-            outbound,
-            answered.is_ok_and(|r| r.is_ok()) && reply == "kobmeg olleh\n",
-        )
-    };
-
     // s_server prefers AES-128-GCM (the client's order is OpenSSL's default rule).
     let server = SServer::reversing(&pki, "-tls1_3").await;
-    let (outbound, answered) = exchange(&server).await;
-    assert!(answered, "s_server answered");
+    let outbound = outbound_to(&client_dir, server.addr, &suites).await;
+    let reply = reply_through(&outbound, "hello gembok").await;
+    assert_eq!(reply.as_deref(), Some("kobmeg olleh"));
     let labels = [
         ("direction", "outbound"),
         ("suite", "TLS13_AES_256_GCM_SHA384"),
@@ -401,20 +365,11 @@ async fn an_outbound_offers_only_the_cipher_suites_it_names() {
     wait_metric(&outbound, "gembok_tls_handshakes_total", &labels, 1.0).await;
 
     let id = Identity::new(&pki, &pki.workload("server"));
-    let aes128_only = SServer::start(
-        &id,
-        &[
-            "-rev",
-            "-tls1_3",
-            "-ciphersuites",
-            "TLS_AES_128_GCM_SHA256",
-            "-Verify",
-            "2",
-        ],
-    )
-    .await;
-    let (outbound, answered) = exchange(&aes128_only).await;
-    assert!(!answered, "no suite in common, no answer");
+    let aes128_only = ["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"];
+    let server = SServer::reversing_as(&id, &aes128_only).await;
+    let outbound = outbound_to(&client_dir, server.addr, &suites).await;
+    let reply = reply_through(&outbound, "hello gembok").await;
+    assert_eq!(reply, None, "no suite in common, no answer");
     wait_metric(
         &outbound,
         "gembok_handshake_failures_total",

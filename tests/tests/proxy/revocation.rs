@@ -9,14 +9,11 @@ use std::time::Duration;
 use gembok_certwatch::testing::SecretDir;
 use gembok_tests::openssl::{Identity, SServer};
 use gembok_tests::pair::Inbound;
-use gembok_tests::pki::{CertDir, TestPki, dns_name};
-use gembok_tests::proxy::Proxy;
+use gembok_tests::pki::{CertDir, TestPki};
 use gembok_tests::tls::Client;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::rejections::try_exchange;
-use crate::support::wait_metric;
+use crate::support::{outbound_to, reply_through, wait_metric};
 
 const REVOKED: [(&str, &str); 2] = [("direction", "inbound"), ("reason", "revoked")];
 
@@ -114,35 +111,21 @@ async fn an_outbound_refuses_a_revoked_server() {
     )
     .unwrap();
     let client_dir = CertDir::new(&pki.workload("client"));
-    let reply_through = async |server: &SServer| {
-        let outbound = Proxy::builder()
-            .cert_dir(&client_dir)
-            .outbound(
-                &server.addr.to_string(),
-                &format!(",server-name={}", dns_name("server")),
-            )
-            .args(["--crl", crl.to_str().unwrap()])
-            .start();
-        outbound.ready().await;
-        let mut app = TcpStream::connect(outbound.outbound[0]).await.unwrap();
-        app.write_all(b"hello gembok\n").await.unwrap();
-        let mut reply = String::new();
-        let mut app = BufReader::new(&mut app);
-        let read = tokio::time::timeout(Duration::from_secs(10), app.read_line(&mut reply)).await;
-        (
-            outbound,
-            read.is_ok_and(|r| r.is_ok()) && reply == "kobmeg olleh\n",
-        )
-    };
-    let extra = ["-rev", "-tls1_3", "-Verify", "2", "-verify_return_error"];
+    let with_crl = ["--crl", crl.to_str().unwrap()];
 
-    let server = SServer::start(&Identity::new(&pki, &fine), &extra).await;
-    let (_, answered) = reply_through(&server).await;
-    assert!(answered, "a server no list names is reached");
+    let server = SServer::reversing_as(&Identity::new(&pki, &fine), &["-tls1_3"]).await;
+    let outbound = outbound_to(&client_dir, server.addr, &with_crl).await;
+    let reply = reply_through(&outbound, "hello gembok").await;
+    assert_eq!(
+        reply.as_deref(),
+        Some("kobmeg olleh"),
+        "a server no list names is reached"
+    );
 
-    let server = SServer::start(&Identity::new(&pki, &revoked), &extra).await;
-    let (outbound, answered) = reply_through(&server).await;
-    assert!(!answered, "a revoked server is refused");
+    let server = SServer::reversing_as(&Identity::new(&pki, &revoked), &["-tls1_3"]).await;
+    let outbound = outbound_to(&client_dir, server.addr, &with_crl).await;
+    let reply = reply_through(&outbound, "hello gembok").await;
+    assert_eq!(reply, None, "a revoked server is refused");
     let labels = [("direction", "outbound"), ("reason", "revoked")];
     wait_metric(&outbound, "gembok_handshake_failures_total", &labels, 1.0).await;
 }

@@ -1,6 +1,7 @@
 //! Fixtures shared by the proxy tests (the harness holds the reusable parts).
 
 pub use gembok_tests::pair::{Pair, unused_port};
+use gembok_tests::pki::{CertDir, dns_name};
 use gembok_tests::proxy::Proxy;
 
 /// Polls `/metrics` until the sum of `name` over samples matching `labels` equals `want`.
@@ -24,5 +25,38 @@ pub async fn assert_the_app_is_turned_away(outbound: std::net::SocketAddr) {
             assert!(got.is_empty(), "{got:?}");
         }
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+/// An outbound sidecar with `dir`'s certificate routing to `server` under the name of the
+/// `server` workload, with `args`; returned ready.
+pub async fn outbound_to(dir: &CertDir, server: std::net::SocketAddr, args: &[&str]) -> Proxy {
+    let outbound = Proxy::builder()
+        .cert_dir(dir)
+        .outbound(
+            &server.to_string(),
+            &format!(",server-name={}", dns_name("server")),
+        )
+        .args(args)
+        .start();
+    outbound.ready().await;
+    outbound
+}
+
+/// What an app gets back through `outbound` for `line` from a server that answers each line
+/// (`openssl s_server -rev`), without its newline; `None` when nothing comes within 10 s or the
+/// connection ends first.
+pub async fn reply_through(outbound: &Proxy, line: &str) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut app = tokio::net::TcpStream::connect(outbound.outbound[0])
+        .await
+        .ok()?;
+    app.write_all(format!("{line}\n").as_bytes()).await.ok()?;
+    let mut reply = String::new();
+    let mut app = BufReader::new(&mut app);
+    let read = app.read_line(&mut reply);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
+        Ok(Ok(n)) if n > 0 => Some(reply.trim_end_matches('\n').to_owned()),
+        _ => None,
     }
 }
