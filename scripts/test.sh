@@ -4,9 +4,9 @@
 #   1. system packages (apt) and each part's set-up (Python packages for manifest validation,
 #      checkov in a virtualenv), all idempotent;
 #   2. cargo fmt --check and clippy with warnings as errors;
-#   3. every Rust test in the workspace (unit, golden files, the real binaries end to end,
-#      manifest consistency, the benchmark harness's smoke run), and each criterion
-#      micro-benchmark once in test mode;
+#   3. every Rust test in the workspace (unit, golden files, the real binaries end to end, the
+#      proxy's FIPS build among them, manifest consistency, the benchmark harness's smoke run),
+#      and each criterion micro-benchmark once in test mode;
 #   4. the manifests: kubectl kustomize, strict validation, injected output, checkov;
 #   5. the kTLS data path inside qemu VMs (scripts/ktls-vm.sh), with two Debian kernels: one
 #      without and one with kernel rekey (TLS 1.3 KeyUpdate).
@@ -21,7 +21,9 @@ step() { printf '\n=== %s (%ds) ===\n' "$*" $((SECONDS - started)); }
 
 step "system packages"
 missing=()
-for pkg_tool in curl:curl openssl:openssl procps:kill iproute2:ss python3:python3; do
+# cmake and golang-go build AWS-LC's FIPS module (the proxy's FIPS build, tested below).
+for pkg_tool in curl:curl openssl:openssl procps:kill iproute2:ss python3:python3 cmake:cmake \
+  golang-go:go; do
   command -v "${pkg_tool#*:}" >/dev/null || missing+=("${pkg_tool%%:*}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -45,6 +47,10 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "build"
 cargo build --locked --workspace --bins
+# The FIPS build in a target directory of its own (its aws-lc-rs links the FIPS module instead
+# of the one every other binary uses); tests/tests/proxy/fips.rs runs it, and must find it.
+cargo build --locked -p gembok-proxy --features fips --target-dir target/fips
+export GEMBOK_TEST_FIPS=1
 
 step "Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast

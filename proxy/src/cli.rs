@@ -206,8 +206,9 @@ pub struct ProxyArgs {
     pub record_limit: String,
     /// Who protects records after the handshake when the kernel does not: gembok (its own
     /// TLS 1.3 record layer, which seals and opens records in place, without copying bytes in
-    /// user space) or rustls (its buffered API; TLS 1.2 connections always use it).
-    #[arg(long, env = "GEMBOK_RECORD_LAYER", default_value = "gembok")]
+    /// user space) or rustls (its buffered API; TLS 1.2 connections always use it); `auto` is
+    /// gembok, and rustls in the FIPS build.
+    #[arg(long, env = "GEMBOK_RECORD_LAYER", default_value = "auto")]
     pub record_layer: String,
     /// Runtime worker threads: a number, or `auto` (the CPUs this process may use).
     #[arg(long, env = "GEMBOK_WORKERS", default_value = "auto")]

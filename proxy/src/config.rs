@@ -15,6 +15,7 @@ use crate::cli::ProxyArgs;
 use crate::identity::SanPattern;
 
 pub mod cipher_suites;
+pub mod fips;
 pub mod key_exchange;
 pub use cipher_suites::Suite;
 pub use key_exchange::KxGroup;
@@ -139,6 +140,8 @@ pub struct Limits {
 
 #[derive(Debug, Clone)]
 pub struct TlsOptions {
+    /// FIPS mode: the FIPS build ([`fips::BUILD`]); every choice below is one it allows.
+    pub fips: bool,
     pub tls12: bool,
     pub provider: Provider,
     /// Which library seals and opens records; `None` is `--aead auto` (chosen by CPU, see
@@ -223,7 +226,14 @@ impl Config {
         self.ktls != crate::ktls::Mode::Off && self.ktls_support.available()
     }
 
+    /// The configuration `args` give this build (FIPS mode in the FIPS build).
     pub fn from_cli(args: &ProxyArgs) -> Result<Config, ConfigErrors> {
+        Config::parse(args, fips::BUILD)
+    }
+
+    /// The configuration `args` give a build that is the FIPS build if `fips` ([`fips`]: what
+    /// it refuses, and what `auto` picks there).
+    pub fn parse(args: &ProxyArgs, fips: bool) -> Result<Config, ConfigErrors> {
         let mut p = Problems::default();
 
         let inbound: Vec<InboundRoute> = args
@@ -331,7 +341,7 @@ impl Config {
             },
         );
 
-        let ktls = p.check("ktls", args.ktls.parse::<crate::ktls::Mode>());
+        let mut ktls = p.check("ktls", args.ktls.parse::<crate::ktls::Mode>());
         let sandbox = p.check("sandbox", args.sandbox.parse::<crate::sandbox::Mode>());
 
         let record_limit = p.check(
@@ -344,11 +354,31 @@ impl Config {
         let record_layer = p.check(
             "record-layer",
             match args.record_layer.as_str() {
-                "gembok" => Ok(crate::records::Choice::Gembok),
+                "auto" if fips => Ok(crate::records::Choice::Rustls),
+                "auto" | "gembok" => Ok(crate::records::Choice::Gembok),
                 "rustls" => Ok(crate::records::Choice::Rustls),
-                other => Err(format!("`{other}` is not one of gembok, rustls")),
+                other => Err(format!("`{other}` is not one of auto, gembok, rustls")),
             },
         );
+        let mut aead = aead;
+        if fips {
+            fips::check(
+                &fips::Choices {
+                    provider,
+                    aead,
+                    cipher_suites: cipher_suites.as_ref().and_then(|s| s.as_deref()),
+                    key_exchange: key_exchange.as_ref().and_then(|g| g.as_deref()),
+                    ktls,
+                    record_layer: &args.record_layer,
+                },
+                &mut p,
+            );
+            // What `auto` means there: records sealed by the module, in user space.
+            aead = aead.map(|a| a.or(Some(Provider::AwsLcRs)));
+            if ktls == Some(crate::ktls::Mode::Auto) {
+                ktls = Some(crate::ktls::Mode::Off);
+            }
+        }
 
         check_unique_listeners(&inbound, &outbound, admin, &mut p);
         check_targets_are_not_own_listeners(&inbound, &outbound, admin, &mut p);
@@ -375,6 +405,7 @@ impl Config {
                 max_connections: max_connections.expect(some),
             },
             tls: TlsOptions {
+                fips,
                 tls12: tls12.expect(some),
                 provider: provider.expect(some),
                 aead: aead.expect(some),

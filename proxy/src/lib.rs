@@ -161,7 +161,22 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::Result<()> {
     let prometheus = metrics::install();
     let (provider, aead) = tls::configured(&config.tls);
-    metrics::build_info(config.tls.provider.name(), aead.name());
+    if config.tls.fips {
+        let not_fips = tls::not_fips(&provider);
+        if !not_fips.is_empty() {
+            return Err(io::Error::other(format!(
+                "this is the FIPS build, but these would run outside FIPS mode: {}",
+                not_fips.join(", ")
+            )));
+        }
+        tracing::info!(
+            aws_lc = aws_lc_rs::awslc_version(),
+            fips_module = aws_lc_rs::fips_version(),
+            "FIPS mode: key exchange, signatures, randomness and records in AWS-LC's FIPS module, \
+             self-tests passed; records sealed by rustls in user space"
+        );
+    }
+    metrics::build_info(config.tls.provider.name(), aead.name(), config.tls.fips);
     metrics::sandbox_info(config.sandboxed);
     let key_exchange = tls::group_names(&provider);
     let cipher_suites = tls::suite_names(&provider);
@@ -207,6 +222,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
         })
     });
     let data_path = match config.ktls {
+        ktls::Mode::Off if config.tls.fips => "user space (FIPS build)".to_owned(),
         ktls::Mode::Off => "user space (--ktls off)".to_owned(),
         _ => config.ktls_support.to_string(),
     };

@@ -176,7 +176,7 @@ fn describe() {
     );
     metrics::describe_gauge!(
         BUILD_INFO,
-        "Always 1; labels carry the version, the crypto provider (key exchange, signatures) and the aead library (records in user space; kTLS connections are protected by the kernel)."
+        "Always 1; labels carry the version, the crypto provider (key exchange, signatures), the aead library (records in user space; kTLS connections are protected by the kernel) and whether this is the FIPS build (then in FIPS mode)."
     );
     metrics::describe_counter!(
         DATA_PATH,
@@ -232,10 +232,11 @@ pub fn dns_lookups(listener: &str) -> LookupCounters {
     }
 }
 
-/// Records the build-info gauge.
-pub fn build_info(provider: &'static str, aead: &'static str) {
+/// Records the build-info gauge; `fips` is whether this is the FIPS build (in FIPS mode: it
+/// does not start otherwise).
+pub fn build_info(provider: &'static str, aead: &'static str, fips: bool) {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "provider" => provider,
-        "aead" => aead)
+        "aead" => aead, "fips" => if fips { "true" } else { "false" })
     .set(1.0);
 }
 

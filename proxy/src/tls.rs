@@ -63,13 +63,20 @@ pub fn suites(aead: Provider, list: &[Suite], tls12: bool) -> Vec<SupportedCiphe
 
 /// The provider a running proxy uses, from its TLS options: [`provider`] with the record
 /// library `--aead` picks ([`record_library`], also returned), the suites `--cipher-suites`
-/// names ([`suites`]) and, when `--key-exchange` names them, those groups ([`key_exchange`])
-/// instead of the provider's own list.
+/// names ([`suites`]; by default Gembok's order, the FIPS-approved ones in FIPS mode) and,
+/// when `--key-exchange` names them, those groups ([`key_exchange`]) instead of the provider's
+/// own list.
 pub fn configured(options: &TlsOptions) -> (CryptoProvider, Provider) {
     let aead = record_library(options.provider, options.aead);
     let mut configured = provider(options.provider, aead, options.tls12);
     if let Some(list) = &options.cipher_suites {
         configured.cipher_suites = suites(aead, list, options.tls12);
+    } else if options.fips {
+        let approved: Vec<Suite> = Suite::ALL
+            .into_iter()
+            .filter(|s| s.fips_approved())
+            .collect();
+        configured.cipher_suites = suites(aead, &approved, options.tls12);
     }
     if let Some(groups) = &options.key_exchange {
         configured.kx_groups = key_exchange(options.provider, groups);
@@ -84,6 +91,34 @@ pub fn key_exchange(kind: Provider, groups: &[KxGroup]) -> Vec<&'static dyn Supp
         .iter()
         .filter_map(|g| g.implementation(kind))
         .collect()
+}
+
+/// What keeps `provider` from being FIPS throughout, in rustls' own judgement
+/// (`CryptoProvider::fips`), one part per entry; empty when it is. The FIPS build refuses to
+/// start otherwise (`config::fips` should have made that impossible).
+pub fn not_fips(provider: &CryptoProvider) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Err(why) = aws_lc_rs::try_fips_mode() {
+        parts.push(format!("aws-lc-rs: {why}"));
+    } else if aws_lc_rs::try_fips_self_test().is_err() {
+        parts.push("AWS-LC's self-tests failed".to_owned());
+    }
+    for suite in provider.cipher_suites.iter().filter(|s| !s.fips()) {
+        parts.push(format!("cipher suite {:?}", suite.suite()));
+    }
+    for group in provider.kx_groups.iter().filter(|g| !g.fips()) {
+        parts.push(format!("key exchange group {:?}", group.name()));
+    }
+    if !provider.signature_verification_algorithms.fips() {
+        parts.push("signature verification".to_owned());
+    }
+    if !provider.secure_random.fips() {
+        parts.push("random numbers".to_owned());
+    }
+    if !provider.key_provider.fips() {
+        parts.push("private keys".to_owned());
+    }
+    parts
 }
 
 /// The names of the groups `provider` offers, in order (for the start-up log), spelled as the
@@ -355,11 +390,31 @@ mod tests {
         }
     }
 
+    /// What the FIPS build checks at start names every part outside FIPS mode. This build links
+    /// AWS-LC without its FIPS module, so all of it is (the FIPS build's own verdict is tested
+    /// by starting it: `tests/tests/proxy/fips.rs`).
+    #[test]
+    fn not_fips_names_each_part_outside_fips_mode() {
+        let parts = not_fips(&provider(Provider::AwsLcRs, Provider::AwsLcRs, false));
+        assert!(parts[0].starts_with("aws-lc-rs: "), "{parts:?}");
+        for part in [
+            "TLS13_CHACHA20_POLY1305_SHA256",
+            "X25519MLKEM768",
+            "random numbers",
+        ] {
+            assert!(
+                parts.iter().any(|p| p.contains(part)),
+                "{part} in {parts:?}"
+            );
+        }
+    }
+
     /// `--cipher-suites` replaces the list and its order, from the record library the `aead`
     /// choice picks; `auto` is the order above.
     #[test]
     fn named_suites_keep_their_order_and_their_record_library() {
         let options = |aead, tls12, cipher_suites| TlsOptions {
+            fips: false,
             tls12,
             provider: Provider::AwsLcRs,
             aead: Some(aead),
@@ -466,6 +521,7 @@ mod tests {
             3
         );
         let options = |provider, key_exchange| TlsOptions {
+            fips: false,
             tls12: false,
             provider,
             aead: None,

@@ -23,3 +23,19 @@ pub fn path(name: &str) -> PathBuf {
 pub fn proxy() -> PathBuf {
     path("gembok-proxy")
 }
+
+/// The FIPS build of the proxy, where the test command builds it (`cargo build -p gembok-proxy
+/// --features fips --target-dir target/fips`: its own target directory, so that the module's
+/// aws-lc-rs does not replace the one every other binary links): `target/fips/<profile>/`.
+/// `None` when it has not been built.
+pub fn fips_proxy() -> Option<PathBuf> {
+    let exe = std::env::current_exe().expect("executable path");
+    let mut dir = exe.parent().expect("executable has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
+    let profile = dir.file_name().expect("a profile directory");
+    let target = dir.parent().expect("the target directory");
+    let bin = target.join("fips").join(profile).join("gembok-proxy");
+    bin.exists().then_some(bin)
+}

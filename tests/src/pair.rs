@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::pki::{CertDir, TestPki, dns_name};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyBuilder};
 use crate::traffic::{Exchange, ExchangeApp};
 
 pub struct Pair {
@@ -28,6 +28,18 @@ impl Pair {
         Self::launch(app.addr, app, inbound_args, outbound_args).await
     }
 
+    /// A pair of `program` (another build of `gembok-proxy`: the FIPS one) in front of an
+    /// [`ExchangeApp`], with extra flags for each proxy.
+    pub async fn start_program(
+        program: &std::path::Path,
+        inbound_args: &[&str],
+        outbound_args: &[&str],
+    ) -> Self {
+        let app = ExchangeApp::start().await;
+        let args = |args: &[&str]| Proxy::builder().program(program).args(args);
+        Self::launch_builders(app.addr, app, args(inbound_args), args(outbound_args)).await
+    }
+
     /// A pair whose inbound forwards to `target` (which need not be `app`), with extra inbound flags.
     pub async fn start_with(target: SocketAddr, app: ExchangeApp, inbound_args: &[&str]) -> Self {
         Self::launch(target, app, inbound_args, &[]).await
@@ -39,21 +51,27 @@ impl Pair {
         inbound_args: &[&str],
         outbound_args: &[&str],
     ) -> Self {
+        let (inbound, outbound) = (Proxy::builder(), Proxy::builder());
+        let (inbound, outbound) = (inbound.args(inbound_args), outbound.args(outbound_args));
+        Self::launch_builders(target, app, inbound, outbound).await
+    }
+
+    async fn launch_builders(
+        target: SocketAddr,
+        app: ExchangeApp,
+        inbound: ProxyBuilder,
+        outbound: ProxyBuilder,
+    ) -> Self {
         let pki = TestPki::new();
         let server_dir = CertDir::new(&pki.workload("server"));
         let client_dir = CertDir::new(&pki.workload("client"));
-        let inbound = Proxy::builder()
-            .cert_dir(&server_dir)
-            .inbound(target, "")
-            .args(inbound_args)
-            .start();
-        let outbound = Proxy::builder()
+        let inbound = inbound.cert_dir(&server_dir).inbound(target, "").start();
+        let outbound = outbound
             .cert_dir(&client_dir)
             .outbound(
                 &inbound.inbound[0].to_string(),
                 &format!(",server-name={}", dns_name("server")),
             )
-            .args(outbound_args)
             .start();
         inbound.ready().await;
         outbound.ready().await;

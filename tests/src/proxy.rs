@@ -24,6 +24,8 @@ pub struct ProxyBuilder {
     /// A program and its arguments that start the proxy (its path and arguments follow):
     /// a shell setting a limit, a new PID namespace.
     launcher: Vec<String>,
+    /// Another build of the proxy (the FIPS one) instead of the workspace's.
+    program: Option<std::path::PathBuf>,
 }
 
 impl ProxyBuilder {
@@ -78,6 +80,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Runs `program` (another build of `gembok-proxy`) instead of the workspace's binary.
+    pub fn program(mut self, program: &std::path::Path) -> Self {
+        self.program = Some(program.to_owned());
+        self
+    }
+
     /// Starts the proxy and waits for its start-up log line (not for readiness).
     pub fn start(self) -> Proxy {
         Proxy::spawn(self)
@@ -105,11 +113,12 @@ impl Proxy {
     }
 
     fn spawn(b: ProxyBuilder) -> Proxy {
+        let proxy = b.program.clone().unwrap_or_else(crate::bins::proxy);
         let mut cmd = match b.launcher.split_first() {
-            None => Command::new(crate::bins::proxy()),
+            None => Command::new(proxy),
             Some((program, args)) => {
                 let mut launcher = Command::new(program);
-                launcher.args(args).arg(crate::bins::proxy());
+                launcher.args(args).arg(proxy);
                 launcher
             }
         };

@@ -12,6 +12,8 @@ mod allow_list;
 mod clients;
 #[path = "proxy/exit_with_app.rs"]
 mod exit_with_app;
+#[path = "proxy/fips.rs"]
+mod fips;
 #[path = "proxy/half_close.rs"]
 mod half_close;
 #[path = "proxy/lifecycle.rs"]

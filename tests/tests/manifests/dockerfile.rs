@@ -1,5 +1,5 @@
-//! Static checks of the Dockerfile (no container engine here): multi-stage, both images built
-//! from the workspace, distroless runtime, numeric non-root USER in every runtime stage,
+//! Static checks of the Dockerfile (no container engine here): multi-stage, every image built
+//! from the workspace (the proxy also as its FIPS build), distroless runtime, numeric non-root USER in every runtime stage,
 //! exec-form entrypoints, and a build context that leaves out build outputs and secrets.
 
 use std::fs;
@@ -93,9 +93,42 @@ fn dockerfile_builds_both_images_as_non_root_distroless() {
             || format!("the build stage does not build {package} on its own with --release --locked: {cargo_builds:?}"),
         );
     }
-    for (target, binary, ports) in [
-        ("gembok-proxy", "gembok-proxy", &["15700"][..]),
-        ("gembok-injector", "gembok-injector", &["8443", "15780"][..]),
+    // The FIPS build: the proxy alone, with the feature, in a target directory of its own.
+    let fips_builds: Vec<&str> = all
+        .iter()
+        .filter(|s| s.name == "build-fips")
+        .flat_map(|b| instr(b, "RUN"))
+        .flat_map(|r| r.split("&&"))
+        .filter(|c| c.contains("cargo build"))
+        .collect();
+    f.check(
+        fips_builds.len() == 1
+            && fips_builds.iter().all(|c| {
+                c.contains("--release")
+                    && c.contains("--locked")
+                    && c.contains("-p gembok-proxy --features fips")
+                    && c.contains("--target-dir target/fips")
+            }),
+        || {
+            format!(
+                "the build-fips stage does not build the proxy's FIPS build alone: {fips_builds:?}"
+            )
+        },
+    );
+    for (target, binary, from, ports) in [
+        ("gembok-proxy", "gembok-proxy", "build", &["15700"][..]),
+        (
+            "gembok-proxy-fips",
+            "gembok-proxy",
+            "build-fips",
+            &["15700"][..],
+        ),
+        (
+            "gembok-injector",
+            "gembok-injector",
+            "build",
+            &["8443", "15780"][..],
+        ),
     ] {
         let Some(s) = all.iter().find(|s| s.name == target) else {
             f.push(format!("no stage named {target}"));
@@ -122,10 +155,10 @@ fn dockerfile_builds_both_images_as_non_root_distroless() {
         );
         let copies = instr(s, "COPY");
         f.check(
-            copies
-                .iter()
-                .any(|c| c.contains("--from=build") && c.contains(binary)),
-            || format!("{target}: does not copy {binary} from the build stage"),
+            copies.iter().any(|c| {
+                c.split_whitespace().any(|w| w == format!("--from={from}")) && c.contains(binary)
+            }),
+            || format!("{target}: does not copy {binary} from the {from} stage"),
         );
         f.check(instr(s, "RUN").is_empty(), || {
             format!("{target}: runtime stage runs commands (distroless has no shell)")
