@@ -125,7 +125,8 @@ impl Provider {
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    pub filter: String,
+    /// `--log`: levels per target (`warn,gembok_proxy::conn=debug`), tracing's `Targets`.
+    pub filter: tracing_subscriber::filter::Targets,
     pub json: bool,
 }
 
@@ -226,14 +227,21 @@ impl Config {
         self.ktls != crate::ktls::Mode::Off && self.ktls_support.available()
     }
 
-    /// The configuration `args` give this build (FIPS mode in the FIPS build).
+    /// The configuration `args` give this build (FIPS mode in the FIPS build) on this kernel
+    /// (probed for kTLS unless `--ktls off`).
     pub fn from_cli(args: &ProxyArgs) -> Result<Config, ConfigErrors> {
-        Config::parse(args, fips::BUILD)
+        Config::parse(args, fips::BUILD, crate::ktls::probe)
     }
 
     /// The configuration `args` give a build that is the FIPS build if `fips` ([`fips`]: what
-    /// it refuses, and what `auto` picks there).
-    pub fn parse(args: &ProxyArgs, fips: bool) -> Result<Config, ConfigErrors> {
+    /// it refuses, and what `auto` picks there), on a kernel that `probe` finds able to do what
+    /// it reports (called only when kTLS may be used, so that `--ktls require` on a kernel
+    /// without it is reported with every other problem).
+    pub fn parse(
+        args: &ProxyArgs,
+        fips: bool,
+        probe: impl FnOnce() -> crate::ktls::Support,
+    ) -> Result<Config, ConfigErrors> {
         let mut p = Problems::default();
 
         let inbound: Vec<InboundRoute> = args
@@ -277,11 +285,13 @@ impl Config {
                 other => Err(format!("`{other}` is not one of text, json")),
             },
         );
-        // Levels per target (`warn,gembok_proxy::conn=debug`): tracing's `Targets`, as main.rs
-        // and the injector's check of gembok.io/log-level read it.
-        if let Err(e) = args.log.parse::<tracing_subscriber::filter::Targets>() {
-            p.push("log", format!("`{}`: {e}", args.log));
-        }
+        // Levels per target (`warn,gembok_proxy::conn=debug`): tracing's `Targets`, as the
+        // injector's check of gembok.io/log-level reads it.
+        let log_filter = p.check(
+            "log",
+            (args.log.parse::<tracing_subscriber::filter::Targets>())
+                .map_err(|e| format!("`{}`: {e}", args.log)),
+        );
         let handshake_timeout =
             p.check("handshake-timeout", parse_duration(&args.handshake_timeout));
         let connect_timeout = p.check("connect-timeout", parse_duration(&args.connect_timeout));
@@ -375,9 +385,22 @@ impl Config {
             );
             // What `auto` means there: records sealed by the module, in user space.
             aead = aead.map(|a| a.or(Some(Provider::AwsLcRs)));
-            if ktls == Some(crate::ktls::Mode::Auto) {
-                ktls = Some(crate::ktls::Mode::Off);
-            }
+            ktls = match ktls {
+                Some(crate::ktls::Mode::Auto) => Some(crate::ktls::Mode::Off),
+                // Refused above: nothing to probe the kernel for.
+                Some(crate::ktls::Mode::Require) => None,
+                other => other,
+            };
+        }
+        let ktls_support = match ktls {
+            Some(crate::ktls::Mode::Off) | None => crate::ktls::Support::not_probed(),
+            Some(_) => probe(),
+        };
+        if ktls == Some(crate::ktls::Mode::Require) && !ktls_support.available() {
+            p.push(
+                "ktls",
+                format!("require, but this kernel cannot do it: {ktls_support}"),
+            );
         }
 
         check_unique_listeners(&inbound, &outbound, admin, &mut p);
@@ -395,7 +418,7 @@ impl Config {
             admin: admin.expect(some),
             client_auth: client_auth.expect(some),
             log: LogConfig {
-                filter: args.log.clone(),
+                filter: log_filter.expect(some),
                 json: json.expect(some),
             },
             limits: Limits {
@@ -422,7 +445,7 @@ impl Config {
             workers: workers.expect(some),
             ktls: ktls.expect(some),
             sandbox: sandbox.expect(some),
-            ktls_support: crate::ktls::Support::not_probed(),
+            ktls_support,
             sandboxed: crate::sandbox::Achieved::OFF,
             record_limit: record_limit.expect(some),
             record_layer: record_layer.expect(some),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gembok_proxy::cli::{self, Command};
 use gembok_proxy::config::{Config, LogConfig};
-use gembok_proxy::{Listeners, fd_limit, ktls, sandbox, wait_ready};
+use gembok_proxy::{Listeners, fd_limit, sandbox, wait_ready};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -42,31 +42,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Probes the kernel for kTLS too, so that `--ktls require` where it cannot be met is
+    // reported with the other problems, not after they are fixed.
     let config = Config::from_cli(&cli.proxy);
     if let Err(errors) = &config {
         // A value from a GEMBOK_* variable is reported under the variable's name.
         usage.add(&errors.0);
     }
-    // Whether `--ktls require` can be met depends on this kernel: probed now, so that it is
-    // reported with the other problems, not after they are fixed.
-    let mode = cli.proxy.ktls.parse::<ktls::Mode>().ok();
-    let support = mode
-        .filter(|m| *m != ktls::Mode::Off)
-        .map(|_| ktls::probe());
-    if mode == Some(ktls::Mode::Require)
-        && let Some(support) = support.as_ref().filter(|s| !s.available())
-    {
-        usage.add([format!(
-            "--ktls: require, but this kernel cannot do it: {support}"
-        )]);
-    }
     let mut config = match usage.finish(config.ok()) {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    if let Some(support) = support {
-        config.ktls_support = support;
-    }
     init_tracing(&config.log);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), certs = %gembok_proxy::describe_certs(&config.certs), "starting");
     open_files(&config);
@@ -140,10 +126,8 @@ fn open_files(config: &Config) {
 
 fn init_tracing(log: &LogConfig) {
     use tracing_subscriber::prelude::*;
-    // Checked with the rest of the configuration; levels per target, applied to every event.
-    let filter: tracing_subscriber::filter::Targets = log.filter.parse().unwrap_or_else(|_| {
-        tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-    });
+    // Levels per target, applied to every event.
+    let filter = log.filter.clone();
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     if log.json {

@@ -202,8 +202,7 @@ pub fn build(
         .ok_or("a CA bundle is required to verify peers")?;
     let versions = versions(config.tls.tls12);
     // Secrets may leave rustls only when the kernel or gembok's record layer can take them.
-    let extract = (config.ktls != crate::ktls::Mode::Off && config.ktls_support.available())
-        || config.record_layer == crate::records::Choice::Gembok;
+    let extract = config.kernel_tls() || config.record_layer == crate::records::Choice::Gembok;
     let resolver = Arc::new(SingleCertAndKey::from(material.certified_key.clone()));
 
     // Revocation: what the lists say is refused; a certificate no list covers is not (the lists
