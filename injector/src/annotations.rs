@@ -35,6 +35,9 @@ pub const IMAGE: &str = "gembok.io/image";
 pub const SIDECAR_MODE: &str = "gembok.io/sidecar-mode";
 pub const KEY_EXCHANGE: &str = "gembok.io/key-exchange";
 pub const CIPHER_SUITES: &str = "gembok.io/cipher-suites";
+/// `"true"`: the sidecar is the proxy's FIPS build (`--proxy-image-fips`, unless
+/// `gembok.io/image` names one), and the suites and groups asked for must be FIPS-approved.
+pub const FIPS: &str = "gembok.io/fips";
 /// A ConfigMap whose `ca.crl` key holds the certificate revocation lists the proxy enforces.
 pub const CRL_CONFIGMAP: &str = "gembok.io/crl-configmap";
 /// Written by the injector: what was injected. Its presence makes re-injection a no-op.
@@ -56,6 +59,7 @@ const KNOWN: &[&str] = &[
     SIDECAR_MODE,
     KEY_EXCHANGE,
     CIPHER_SUITES,
+    FIPS,
     CRL_CONFIGMAP,
     STATUS,
 ];
@@ -82,6 +86,11 @@ pub const TLS13_CIPHER_SUITES: &[&str] = &[
     "TLS13_AES_256_GCM_SHA384",
     "TLS13_CHACHA20_POLY1305_SHA256",
 ];
+
+/// The groups and suites above that FIPS 140-3 does not approve, which the proxy's FIPS build
+/// refuses (`proxy/src/config/fips.rs`; `tests/tests/injector.rs` checks that it takes all the
+/// others): X25519 alone (the X25519MLKEM768 hybrid is approved) and ChaCha20-Poly1305.
+pub const NOT_FIPS_APPROVED: &[&str] = &["X25519", "TLS13_CHACHA20_POLY1305_SHA256"];
 
 /// Longest drain the injector accepts; longer is almost certainly a unit mistake.
 const MAX_DRAIN_SECONDS: u32 = 3600;
@@ -168,6 +177,8 @@ pub struct PodSettings {
     pub cipher_suites: Option<String>,
     /// `gembok.io/crl-configmap`: a ConfigMap name.
     pub crl_configmap: Option<String>,
+    /// `gembok.io/fips: "true"`: the proxy's FIPS build.
+    pub fips: bool,
 }
 
 /// Why the injector refuses a pod: almost always an annotation's value. Display names the
@@ -313,6 +324,41 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
         match parse_cipher_suites(value) {
             Ok(suites) => out.settings.cipher_suites = Some(suites),
             Err(reason) => out.errors.push(error(CIPHER_SUITES, value, reason)),
+        }
+    }
+    // The FIPS build refuses to start on anything FIPS does not approve: refused here instead,
+    // where the pod's author sees why, not in a crash-looping sidecar.
+    if let Some(value) = get(FIPS) {
+        match value {
+            "true" => out.settings.fips = true,
+            "false" => {}
+            other => out
+                .errors
+                .push(error(FIPS, other, "not \"true\" or \"false\"".to_owned())),
+        }
+    }
+    if out.settings.fips {
+        let lists = [
+            (KEY_EXCHANGE, &out.settings.key_exchange),
+            (CIPHER_SUITES, &out.settings.cipher_suites),
+        ];
+        for (key, list) in lists {
+            let Some(list) = list else { continue };
+            let refused: Vec<&str> = list
+                .split(',')
+                .filter(|name| NOT_FIPS_APPROVED.contains(name))
+                .collect();
+            if !refused.is_empty() {
+                let is = if refused.len() == 1 { "is" } else { "are" };
+                let reason = format!(
+                    "{} {is} not FIPS-approved, and {FIPS} is \"true\" (the proxy's FIPS build \
+                     refuses to start with {})",
+                    refused.join(", "),
+                    if refused.len() == 1 { "it" } else { "them" }
+                );
+                out.errors
+                    .push(error(key, get(key).unwrap_or_default(), reason));
+            }
         }
     }
 
@@ -793,6 +839,68 @@ mod tests {
             );
             assert_eq!(parsed.settings.cipher_suites, None);
         }
+    }
+
+    /// `gembok.io/fips: "true"` refuses the suites and groups the proxy's FIPS build refuses,
+    /// naming only those, on the annotation that asked for them; other values of it reject too.
+    #[test]
+    fn fips_refuses_the_suites_and_groups_fips_does_not_approve() {
+        let parsed = parse(&annotations(&[
+            (FIPS, "true"),
+            (KEY_EXCHANGE, "MLKEM1024,x25519,secp384r1"),
+            (
+                CIPHER_SUITES,
+                "TLS_AES_256_GCM_SHA384,TLS_CHACHA20_POLY1305_SHA256",
+            ),
+        ]));
+        let refused: Vec<(Option<&str>, &str)> = parsed
+            .errors
+            .iter()
+            .map(|e| (e.key(), e.reason()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    Some(KEY_EXCHANGE),
+                    "X25519 is not FIPS-approved, and gembok.io/fips is \"true\" (the proxy's \
+                     FIPS build refuses to start with it)"
+                ),
+                (
+                    Some(CIPHER_SUITES),
+                    "TLS13_CHACHA20_POLY1305_SHA256 is not FIPS-approved, and gembok.io/fips is \
+                     \"true\" (the proxy's FIPS build refuses to start with it)"
+                ),
+            ]
+        );
+        assert!(parsed.settings.fips);
+
+        let approved: Vec<&str> = KEY_EXCHANGE_GROUPS
+            .iter()
+            .chain(TLS13_CIPHER_SUITES)
+            .filter(|n| !NOT_FIPS_APPROVED.contains(n))
+            .copied()
+            .collect();
+        assert_eq!(approved.len(), 8, "6 groups and 2 suites: {approved:?}");
+        let parsed = parse(&annotations(&[
+            (FIPS, "true"),
+            (KEY_EXCHANGE, &approved[..6].join(",")),
+            (CIPHER_SUITES, &approved[6..].join(",")),
+        ]));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+
+        // Without it, everything the proxy knows is taken.
+        let parsed = parse(&annotations(&[
+            (FIPS, "false"),
+            (KEY_EXCHANGE, "X25519"),
+            (CIPHER_SUITES, "TLS13_CHACHA20_POLY1305_SHA256"),
+        ]));
+        assert!(parsed.errors.is_empty() && !parsed.settings.fips);
+        let parsed = parse(&annotations(&[(FIPS, "yes")]));
+        assert_eq!(
+            parsed.errors[0].to_string(),
+            "annotation gembok.io/fips=\"yes\": not \"true\" or \"false\""
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::annotations::{IMAGE, INJECT_LABEL};
+use crate::annotations::{FIPS, IMAGE, INJECT_LABEL};
 use crate::inject::{Context, Decision, InjectorConfig, inject};
 use crate::policy::SkipReason;
 use crate::sidecar::{CONTAINER_NAME, proxy_container};
@@ -186,8 +186,12 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
             }
         };
         if let Some(sidecar) = pod.spec.as_ref().and_then(proxy_container) {
-            let annotation = pod.metadata.annotations.as_ref().and_then(|a| a.get(IMAGE));
-            let wanted = config.image_for(annotation.map(String::as_str));
+            let annotations = pod.metadata.annotations.as_ref();
+            let annotation = annotations.and_then(|a| a.get(IMAGE));
+            let fips = annotations
+                .and_then(|a| a.get(FIPS))
+                .is_some_and(|v| v == "true");
+            let wanted = config.image_for(annotation.map(String::as_str), fips);
             let running = sidecar.image.clone().unwrap_or_default();
             if running != wanted {
                 report
@@ -406,6 +410,47 @@ items:
         assert_eq!((report.pods, report.in_scope), (1, 1));
         assert!(report.findings.is_empty(), "{report:?}");
     }
+    /// A pod annotated `gembok.io/fips: "true"` should run the FIPS build's image: one that runs
+    /// the default image is stale (it is not in FIPS mode), one that runs the FIPS image is not.
+    #[test]
+    fn a_fips_pod_is_judged_against_the_fips_image() {
+        let cluster = |image: &str| {
+            read_documents(&format!(
+                r#"
+apiVersion: v1
+kind: List
+items:
+- {{apiVersion: v1, kind: Namespace, metadata: {{name: shop, labels: {{gembok-injection: enabled}}}}}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {{name: pay-1, namespace: shop, annotations: {{gembok.io/inbound: "8443=8080", gembok.io/fips: "true"}}}}
+  spec:
+    containers: [{{name: app, image: shop/pay:1}}, {{name: gembok-proxy, image: "{image}"}}]
+"#
+            ))
+            .unwrap()
+        };
+        let config = InjectorConfig {
+            proxy_image: "ghcr.io/gembok/gembok-proxy:9".into(),
+            proxy_image_fips: "ghcr.io/gembok/gembok-proxy:9-fips".into(),
+            ..InjectorConfig::default()
+        };
+        let report = audit(&cluster("ghcr.io/gembok/gembok-proxy:9"), &config);
+        assert_eq!(
+            report
+                .findings
+                .iter()
+                .map(|f| &f.problem)
+                .collect::<Vec<_>>(),
+            [&Problem::StaleImage {
+                running: "ghcr.io/gembok/gembok-proxy:9".into(),
+                wanted: "ghcr.io/gembok/gembok-proxy:9-fips".into(),
+            }]
+        );
+        let report = audit(&cluster("ghcr.io/gembok/gembok-proxy:9-fips"), &config);
+        assert!(report.findings.is_empty(), "{report:?}");
+    }
+
     /// `--output json`: each finding flat, `problem` naming the variant beside its fields, and
     /// the text line as `message`; keys in camelCase.
     #[test]

@@ -44,6 +44,10 @@ pub struct CommonArgs {
     /// Sidecar image when the pod has no gembok.io/image [default: ghcr.io/gembok/gembok-proxy:<version>]
     #[arg(long, env = "GEMBOK_INJECTOR_PROXY_IMAGE")]
     pub proxy_image: Option<String>,
+    /// Sidecar image for pods annotated gembok.io/fips: "true" and no gembok.io/image: the
+    /// proxy's FIPS build [default: ghcr.io/gembok/gembok-proxy:<version>-fips]
+    #[arg(long, env = "GEMBOK_INJECTOR_PROXY_IMAGE_FIPS")]
+    pub proxy_image_fips: Option<String>,
     /// imagePullPolicy of the sidecar: `Always`, `IfNotPresent` or `Never`
     #[arg(
         long,
@@ -365,12 +369,25 @@ fn is_json(flag: &str, value: &str, errors: &mut Vec<String>) -> bool {
 
 fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogConfig) {
     let mut injector = InjectorConfig::default();
-    if let Some(image) = &args.proxy_image {
-        match crate::image::check(image) {
-            Ok(()) => injector.proxy_image = image.clone(),
-            Err(why) => errors.push(format!(
-                "--proxy-image: {image:?} is not an image reference: {why}"
-            )),
+    for (flag, given, slot) in [
+        (
+            "--proxy-image",
+            &args.proxy_image,
+            &mut injector.proxy_image,
+        ),
+        (
+            "--proxy-image-fips",
+            &args.proxy_image_fips,
+            &mut injector.proxy_image_fips,
+        ),
+    ] {
+        if let Some(image) = given {
+            match crate::image::check(image) {
+                Ok(()) => *slot = image.clone(),
+                Err(why) => errors.push(format!(
+                    "{flag}: {image:?} is not an image reference: {why}"
+                )),
+            }
         }
     }
     match args.proxy_uid.as_str() {
@@ -468,6 +485,13 @@ mod tests {
             config.injector.proxy_image,
             format!("ghcr.io/gembok/gembok-proxy:{}", env!("CARGO_PKG_VERSION"))
         );
+        assert_eq!(
+            config.injector.proxy_image_fips,
+            format!(
+                "ghcr.io/gembok/gembok-proxy:{}-fips",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
     }
 
     #[test]
@@ -496,9 +520,11 @@ mod tests {
             "ten",
             "--max-connections",
             "0",
+            "--proxy-image-fips",
+            "Gembok Proxy",
         ])
         .unwrap_err();
-        assert_eq!(errors.len(), 11, "{errors:#?}");
+        assert_eq!(errors.len(), 12, "{errors:#?}");
         for flag in [
             "--listen",
             "--admin",
@@ -511,6 +537,7 @@ mod tests {
             "--body-timeout",
             "--header-timeout",
             "--max-connections",
+            "--proxy-image-fips",
         ] {
             assert!(
                 errors.iter().any(|e| e.contains(flag)),

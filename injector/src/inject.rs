@@ -27,6 +27,8 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InjectorConfig {
     pub proxy_image: String,
+    /// The proxy's FIPS build, for pods annotated `gembok.io/fips: "true"`.
+    pub proxy_image_fips: String,
     pub proxy_pull_policy: PullPolicy,
     pub sidecar_mode: SidecarMode,
     /// What happens to a pod with neither `gembok.io/inbound` nor `gembok.io/outbound`.
@@ -38,14 +40,25 @@ pub struct InjectorConfig {
 }
 
 impl InjectorConfig {
-    /// The sidecar image a pod gets: its `gembok.io/image`, else `--proxy-image`.
-    pub fn image_for(&self, annotation: Option<&str>) -> String {
-        annotation.map_or_else(|| self.proxy_image.clone(), str::to_owned)
+    /// The sidecar image a pod gets: its `gembok.io/image`, else `--proxy-image-fips` for a
+    /// pod that asks for the FIPS build, else `--proxy-image`.
+    pub fn image_for(&self, annotation: Option<&str>, fips: bool) -> String {
+        match (annotation, fips) {
+            (Some(image), _) => image.to_owned(),
+            (None, true) => self.proxy_image_fips.clone(),
+            (None, false) => self.proxy_image.clone(),
+        }
     }
 
     /// `ghcr.io/gembok/gembok-proxy:<this injector's version>`.
     pub fn default_proxy_image() -> String {
         format!("ghcr.io/gembok/gembok-proxy:{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// The FIPS build's image: [`InjectorConfig::default_proxy_image`] tagged `-fips`, as the
+    /// Dockerfile's `gembok-proxy-fips` target is.
+    pub fn default_proxy_image_fips() -> String {
+        format!("{}-fips", Self::default_proxy_image())
     }
 }
 
@@ -53,6 +66,7 @@ impl Default for InjectorConfig {
     fn default() -> Self {
         Self {
             proxy_image: Self::default_proxy_image(),
+            proxy_image_fips: Self::default_proxy_image_fips(),
             proxy_pull_policy: PullPolicy::default(),
             sidecar_mode: SidecarMode::Native,
             unannotated: Unannotated::default(),
@@ -188,7 +202,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     let mode = settings.sidecar_mode.unwrap_or(config.sidecar_mode);
     let plan = Plan {
         mode,
-        image: config.image_for(settings.image.as_deref()),
+        image: config.image_for(settings.image.as_deref(), settings.fips),
         pull_policy: config.proxy_pull_policy,
         inbound: merge_allowed_sans(&settings, &mut warnings),
         outbound: settings.outbound.clone(),
@@ -202,6 +216,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             .or_else(|| drain_within_grace(spec.termination_grace_period_seconds)),
         key_exchange: settings.key_exchange.clone(),
         cipher_suites: settings.cipher_suites.clone(),
+        fips: settings.fips,
         istio: istio.is_some(),
         run_as: config.proxy_uid,
         exit_with_app: ends_with_app(mode, spec) == Some(Ok(())),
@@ -798,7 +813,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::annotations::CRL_CONFIGMAP;
+    use crate::annotations::{CRL_CONFIGMAP, FIPS, IMAGE};
 
     /// A pod with one container `app` (declaring `ports`), `annotations` and `spec` extras.
     fn pod(annotations: &[(&str, &str)], ports: &[i32], spec: serde_json::Value) -> Pod {
@@ -847,6 +862,27 @@ mod tests {
                 Decision::Inject { .. }
             ));
         }
+    }
+
+    /// `gembok.io/fips: "true"` gets the FIPS build's image, unless `gembok.io/image` names one.
+    #[test]
+    fn a_fips_pod_gets_the_fips_image_unless_it_names_its_own() {
+        let image =
+            |annotations: &[(&str, &str)]| match decide(&pod(annotations, &[8080], json!({}))) {
+                Decision::Inject { plan, .. } => plan.image.clone(),
+                other => panic!("not injected: {other:?}"),
+            };
+        let inbound = (INBOUND, "8443=8080");
+        let defaults = InjectorConfig::default();
+        assert_eq!(image(&[inbound]), defaults.proxy_image);
+        assert_eq!(image(&[inbound, (FIPS, "false")]), defaults.proxy_image);
+        assert_eq!(image(&[inbound, (FIPS, "true")]), defaults.proxy_image_fips);
+        assert_eq!(
+            defaults.proxy_image_fips,
+            format!("{}-fips", defaults.proxy_image)
+        );
+        let own = (IMAGE, "registry.example/gembok-proxy:0.1.0-fips-rhel");
+        assert_eq!(image(&[inbound, (FIPS, "true"), own]), own.1);
     }
 
     /// An APPPORT on the admin port would hand mesh peers the admin endpoint (it trusts

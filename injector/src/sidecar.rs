@@ -125,6 +125,8 @@ pub struct Plan {
     pub key_exchange: Option<String>,
     /// `GEMBOK_CIPHER_SUITES`, when the pod names its suites.
     pub cipher_suites: Option<String>,
+    /// `gembok.io/fips: "true"`: `image` is the proxy's FIPS build.
+    pub fips: bool,
     /// The pod is (or will be) Istio-injected: the proxy's probes must be exec probes.
     pub istio: bool,
     /// `runAsUser`/`runAsGroup`, or left to the pod and the platform.

@@ -466,6 +466,12 @@ pub fn explain(report: &Report) -> String {
                     "  cipher suites {suites} (gembok.io/cipher-suites)\n"
                 ));
             }
+            if plan.fips {
+                out.push_str(
+                    "  FIPS build: all cryptography in AWS-LC's FIPS module, FIPS-approved \
+                     suites and groups only (gembok.io/fips)\n",
+                );
+            }
             warn(warnings, &mut out);
         }
     }

@@ -25,6 +25,7 @@ use gembok_injector::{Context, InjectorConfig};
 use serde_json::{Value, json};
 
 const IMAGE: &str = "ghcr.io/gembok/gembok-proxy:golden";
+const IMAGE_FIPS: &str = "ghcr.io/gembok/gembok-proxy:golden-fips";
 
 /// The configuration `inject -f - --proxy-image IMAGE` plus the flags of the input's
 /// `# flags: ...` line, through the real command-line parser.
@@ -41,6 +42,8 @@ fn config_for(input: &str) -> InjectConfig {
         "-",
         "--proxy-image",
         IMAGE,
+        "--proxy-image-fips",
+        IMAGE_FIPS,
     ];
     let cli = Cli::try_parse_from(args.into_iter().chain(flags)).expect("flags parse");
     match cli.validate() {

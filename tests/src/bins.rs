@@ -27,8 +27,23 @@ pub fn proxy() -> PathBuf {
 /// The FIPS build of the proxy, where the test command builds it (`cargo build -p gembok-proxy
 /// --features fips --target-dir target/fips`: its own target directory, so that the module's
 /// aws-lc-rs does not replace the one every other binary links): `target/fips/<profile>/`.
-/// `None` when it has not been built.
+/// `None`, with a note on stderr, when it has not been built; the test command sets
+/// `GEMBOK_TEST_FIPS=1`, which makes that a failure instead (a test that needs it then cannot
+/// pass by skipping).
 pub fn fips_proxy() -> Option<PathBuf> {
+    let found = fips_proxy_built();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("GEMBOK_TEST_FIPS").is_none_or(|v| v != "1"),
+            "GEMBOK_TEST_FIPS=1 but target/fips has no gembok-proxy: build it with `cargo \
+             build -p gembok-proxy --features fips --target-dir target/fips`"
+        );
+        eprintln!("skipped: the FIPS build of gembok-proxy is not in target/fips");
+    }
+    found
+}
+
+fn fips_proxy_built() -> Option<PathBuf> {
     let exe = std::env::current_exe().expect("executable path");
     let mut dir = exe.parent().expect("executable has a directory");
     if dir.file_name().is_some_and(|n| n == "deps") {

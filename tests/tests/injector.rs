@@ -1837,8 +1837,17 @@ fn inject_command_prints_skip_reasons_and_refuses_input_that_is_not_text() -> Re
 
 /// `inject` on a one-container Pod with `annotation: value`: (exit code, stdout, stderr).
 fn inject_annotated(annotation: &str, value: &str) -> Result<(Option<i32>, String, String)> {
+    inject_annotations(&[(annotation, value)])
+}
+
+/// [`inject_annotated`] with several annotations.
+fn inject_annotations(annotations: &[(&str, &str)]) -> Result<(Option<i32>, String, String)> {
+    let annotations: String = annotations
+        .iter()
+        .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
+        .collect();
     let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n    {annotation}: \"{value}\"\nspec:\n  containers:\n  - name: a\n    image: a:1\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    gembok.io/inbound: \"8443=8080\"\n{annotations}spec:\n  containers:\n  - name: a\n    image: a:1\n"
     );
     run(&["inject", "-f", "-"], &pod)
 }
@@ -1846,7 +1855,12 @@ fn inject_annotated(annotation: &str, value: &str) -> Result<(Option<i32>, Strin
 /// The proxy's configuration check with `variable=value` in its environment: every problem
 /// listed, exit 64 (a bad `--max-connections` makes sure it never starts serving). Its stderr.
 fn proxy_config_check(variable: &str, value: &str) -> Result<String> {
-    let out = Command::new(gembok_tests::bins::proxy())
+    config_check_of(&gembok_tests::bins::proxy(), variable, value)
+}
+
+/// [`proxy_config_check`] of another build of the proxy (the FIPS one).
+fn config_check_of(proxy: &Path, variable: &str, value: &str) -> Result<String> {
+    let out = Command::new(proxy)
         .args([
             "--inbound",
             "127.0.0.1:1=127.0.0.1:2",
@@ -1947,6 +1961,67 @@ fn the_proxy_takes_every_cipher_suite_the_injector_writes() -> Result<()> {
     assert_eq!(written, injector_suites.join(","));
     let proxy_err = proxy_config_check(variable, &written)?;
     assert!(!proxy_err.contains("--cipher-suites"), "{proxy_err}");
+    Ok(())
+}
+
+/// Under `gembok.io/fips: "true"` the injector refuses exactly the suites and groups the proxy's
+/// FIPS build refuses to start with: every name the injector knows, one at a time, is either
+/// refused by the injector or written and then taken by the FIPS build's configuration check.
+/// The pod gets the FIPS image. Needs the FIPS build (`gembok_tests::bins::fips_proxy`).
+#[test]
+fn under_fips_the_injector_refuses_what_the_fips_proxy_refuses() -> Result<()> {
+    let Some(fips) = gembok_tests::bins::fips_proxy() else {
+        return Ok(());
+    };
+    let lists = [
+        (
+            "gembok.io/key-exchange",
+            "GEMBOK_KEY_EXCHANGE",
+            "--key-exchange",
+            "X448",
+            "is not a key exchange group (one of ",
+        ),
+        (
+            "gembok.io/cipher-suites",
+            "GEMBOK_CIPHER_SUITES",
+            "--cipher-suites",
+            "TLS_AES_128_CCM_SHA256",
+            "is not a TLS 1.3 cipher suite (one of ",
+        ),
+    ];
+    let mut refused = Vec::new();
+    for (annotation, variable, flag, unknown, listing) in lists {
+        let (_, _, err) = inject_annotated(annotation, unknown)?;
+        let names = names_listed(&err, listing);
+        assert!(names.len() >= 3, "{err}");
+        for name in names {
+            let (code, injected, stderr) =
+                inject_annotations(&[("gembok.io/fips", "true"), (annotation, &name)])?;
+            let proxy_err = config_check_of(&fips, variable, &name)?;
+            let proxy_refuses =
+                proxy_err.contains(&format!("({flag}): {name} is not FIPS-approved"));
+            match code {
+                Some(65) => {
+                    assert!(stderr.contains("is not FIPS-approved"), "{stderr}");
+                    assert!(proxy_refuses, "the FIPS proxy takes {name}: {proxy_err}");
+                    refused.push(name);
+                }
+                Some(0) => {
+                    assert_eq!(sidecar_env(&injected, variable)?, name);
+                    assert!(
+                        injected.contains(&format!(
+                            "image: ghcr.io/gembok/gembok-proxy:{}-fips",
+                            env!("CARGO_PKG_VERSION")
+                        )),
+                        "{injected}"
+                    );
+                    assert!(!proxy_err.contains(flag), "{name}: {proxy_err}");
+                }
+                other => panic!("{other:?}: {stderr}"),
+            }
+        }
+    }
+    assert_eq!(refused, ["X25519", "TLS13_CHACHA20_POLY1305_SHA256"]);
     Ok(())
 }
 

@@ -4,9 +4,8 @@
 //!
 //! The test command builds it into `target/fips/` and sets `GEMBOK_TEST_FIPS=1`, which makes
 //! a missing build a failure; without either (a plain `cargo test`), these tests say so and
-//! pass.
+//! pass (`bins::fips_proxy`).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use gembok_tests::bins;
@@ -15,23 +14,11 @@ use gembok_tests::pki::dns_name;
 
 use crate::support::{Pair, wait_metric};
 
-/// The FIPS build, or `None` (with a note) where it was not built and not required.
-fn fips_proxy() -> Option<PathBuf> {
-    let found = bins::fips_proxy();
-    if found.is_none() {
-        assert!(
-            std::env::var_os("GEMBOK_TEST_FIPS").is_none_or(|v| v != "1"),
-            "GEMBOK_TEST_FIPS=1 but target/fips has no gembok-proxy: build it with `cargo \
-             build -p gembok-proxy --features fips --target-dir target/fips`"
-        );
-        eprintln!("skipped: the FIPS build of gembok-proxy is not in target/fips");
-    }
-    found
-}
-
 #[test]
 fn the_fips_build_refuses_every_choice_outside_the_module_listing_each() {
-    let Some(fips) = fips_proxy() else { return };
+    let Some(fips) = bins::fips_proxy() else {
+        return;
+    };
     let out = Command::new(fips)
         .args([
             "--cert-dir",
@@ -77,7 +64,9 @@ fn the_fips_build_refuses_every_choice_outside_the_module_listing_each() {
 /// X25519MLKEM768, and says it is the FIPS build.
 #[tokio::test]
 async fn a_fips_pair_runs_in_fips_mode_with_everything_it_allows() {
-    let Some(fips) = fips_proxy() else { return };
+    let Some(fips) = bins::fips_proxy() else {
+        return;
+    };
     let approved = [
         "--tls12",
         "true",
@@ -117,7 +106,9 @@ async fn a_fips_pair_runs_in_fips_mode_with_everything_it_allows() {
 /// after a HelloRetryRequest for its X25519 key share).
 #[tokio::test]
 async fn a_fips_inbound_refuses_clients_that_offer_only_what_fips_does_not_approve() {
-    let Some(fips) = fips_proxy() else { return };
+    let Some(fips) = bins::fips_proxy() else {
+        return;
+    };
     let pair = Pair::start_program(&fips, &[], &[]).await;
     let id = Identity::new(&pair.pki, &pair.pki.workload("client"));
     let inbound = pair.inbound.inbound[0];
