@@ -177,8 +177,9 @@ pub struct PodSettings {
     pub cipher_suites: Option<String>,
     /// `gembok.io/crl-configmap`: a ConfigMap name.
     pub crl_configmap: Option<String>,
-    /// `gembok.io/fips: "true"`: the proxy's FIPS build.
-    pub fips: bool,
+    /// `gembok.io/fips`: the proxy's FIPS build or not; `None` leaves it to the injector's
+    /// `--fips`.
+    pub fips: Option<bool>,
 }
 
 /// Why the injector refuses a pod: almost always an annotation's value. Display names the
@@ -326,39 +327,13 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
             Err(reason) => out.errors.push(error(CIPHER_SUITES, value, reason)),
         }
     }
-    // The FIPS build refuses to start on anything FIPS does not approve: refused here instead,
-    // where the pod's author sees why, not in a crash-looping sidecar.
     if let Some(value) = get(FIPS) {
         match value {
-            "true" => out.settings.fips = true,
-            "false" => {}
+            "true" => out.settings.fips = Some(true),
+            "false" => out.settings.fips = Some(false),
             other => out
                 .errors
                 .push(error(FIPS, other, "not \"true\" or \"false\"".to_owned())),
-        }
-    }
-    if out.settings.fips {
-        let lists = [
-            (KEY_EXCHANGE, &out.settings.key_exchange),
-            (CIPHER_SUITES, &out.settings.cipher_suites),
-        ];
-        for (key, list) in lists {
-            let Some(list) = list else { continue };
-            let refused: Vec<&str> = list
-                .split(',')
-                .filter(|name| NOT_FIPS_APPROVED.contains(name))
-                .collect();
-            if !refused.is_empty() {
-                let is = if refused.len() == 1 { "is" } else { "are" };
-                let reason = format!(
-                    "{} {is} not FIPS-approved, and {FIPS} is \"true\" (the proxy's FIPS build \
-                     refuses to start with {})",
-                    refused.join(", "),
-                    if refused.len() == 1 { "it" } else { "them" }
-                );
-                out.errors
-                    .push(error(key, get(key).unwrap_or_default(), reason));
-            }
         }
     }
 
@@ -668,6 +643,44 @@ fn check_san_pattern(pattern: &str) -> Result<(), String> {
         .map_err(|e| format!("SAN pattern {pattern:?}: {e}"))
 }
 
+/// What keeps a pod on the proxy's FIPS build (`fips_by`: why it is on it, an annotation or
+/// the injector's `--fips`) from starting: the suites and groups its annotations name that FIPS
+/// does not approve ([`NOT_FIPS_APPROVED`]), one error per annotation. Refused here, where the
+/// pod's author sees why, rather than in a crash-looping sidecar.
+pub fn fips_refusals(
+    settings: &PodSettings,
+    annotations: &BTreeMap<String, String>,
+    fips_by: &str,
+) -> Vec<AnnotationError> {
+    let lists = [
+        (KEY_EXCHANGE, &settings.key_exchange),
+        (CIPHER_SUITES, &settings.cipher_suites),
+    ];
+    let mut errors = Vec::new();
+    for (key, list) in lists {
+        let Some(list) = list else { continue };
+        let refused: Vec<&str> = list
+            .split(',')
+            .filter(|name| NOT_FIPS_APPROVED.contains(name))
+            .collect();
+        if !refused.is_empty() {
+            let (is, them) = if refused.len() == 1 {
+                ("is", "it")
+            } else {
+                ("are", "them")
+            };
+            let reason = format!(
+                "{} {is} not FIPS-approved, and {fips_by} (the proxy's FIPS build refuses to \
+                 start with {them})",
+                refused.join(", ")
+            );
+            let value = annotations.get(key).map_or("", String::as_str);
+            errors.push(error(key, value, reason));
+        }
+    }
+    errors
+}
+
 /// `gembok.io/key-exchange`: group names separated by commas, most preferred first, matched
 /// without regard to case; returned in the proxy's spelling.
 fn parse_key_exchange(value: &str) -> Result<String, String> {
@@ -841,61 +854,16 @@ mod tests {
         }
     }
 
-    /// `gembok.io/fips: "true"` refuses the suites and groups the proxy's FIPS build refuses,
-    /// naming only those, on the annotation that asked for them; other values of it reject too.
+    /// `gembok.io/fips` is `"true"` or `"false"`, anything else rejects; what it refuses
+    /// alongside is `fips_refusals` (tested in `inject.rs`, where the injector's `--fips` joins).
     #[test]
-    fn fips_refuses_the_suites_and_groups_fips_does_not_approve() {
-        let parsed = parse(&annotations(&[
-            (FIPS, "true"),
-            (KEY_EXCHANGE, "MLKEM1024,x25519,secp384r1"),
-            (
-                CIPHER_SUITES,
-                "TLS_AES_256_GCM_SHA384,TLS_CHACHA20_POLY1305_SHA256",
-            ),
-        ]));
-        let refused: Vec<(Option<&str>, &str)> = parsed
-            .errors
-            .iter()
-            .map(|e| (e.key(), e.reason()))
-            .collect();
-        assert_eq!(
-            refused,
-            [
-                (
-                    Some(KEY_EXCHANGE),
-                    "X25519 is not FIPS-approved, and gembok.io/fips is \"true\" (the proxy's \
-                     FIPS build refuses to start with it)"
-                ),
-                (
-                    Some(CIPHER_SUITES),
-                    "TLS13_CHACHA20_POLY1305_SHA256 is not FIPS-approved, and gembok.io/fips is \
-                     \"true\" (the proxy's FIPS build refuses to start with it)"
-                ),
-            ]
-        );
-        assert!(parsed.settings.fips);
-
-        let approved: Vec<&str> = KEY_EXCHANGE_GROUPS
-            .iter()
-            .chain(TLS13_CIPHER_SUITES)
-            .filter(|n| !NOT_FIPS_APPROVED.contains(n))
-            .copied()
-            .collect();
-        assert_eq!(approved.len(), 8, "6 groups and 2 suites: {approved:?}");
-        let parsed = parse(&annotations(&[
-            (FIPS, "true"),
-            (KEY_EXCHANGE, &approved[..6].join(",")),
-            (CIPHER_SUITES, &approved[6..].join(",")),
-        ]));
-        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-
-        // Without it, everything the proxy knows is taken.
-        let parsed = parse(&annotations(&[
-            (FIPS, "false"),
-            (KEY_EXCHANGE, "X25519"),
-            (CIPHER_SUITES, "TLS13_CHACHA20_POLY1305_SHA256"),
-        ]));
-        assert!(parsed.errors.is_empty() && !parsed.settings.fips);
+    fn fips_is_true_or_false() {
+        for (value, fips) in [("true", Some(true)), ("false", Some(false))] {
+            let parsed = parse(&annotations(&[(FIPS, value)]));
+            assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+            assert_eq!(parsed.settings.fips, fips);
+        }
+        assert_eq!(parse(&annotations(&[])).settings.fips, None);
         let parsed = parse(&annotations(&[(FIPS, "yes")]));
         assert_eq!(
             parsed.errors[0].to_string(),

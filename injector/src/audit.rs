@@ -188,9 +188,11 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
         if let Some(sidecar) = pod.spec.as_ref().and_then(proxy_container) {
             let annotations = pod.metadata.annotations.as_ref();
             let annotation = annotations.and_then(|a| a.get(IMAGE));
-            let fips = annotations
-                .and_then(|a| a.get(FIPS))
-                .is_some_and(|v| v == "true");
+            let fips = match annotations.and_then(|a| a.get(FIPS)).map(String::as_str) {
+                Some("true") => true,
+                Some("false") => false,
+                _ => config.fips,
+            };
             let wanted = config.image_for(annotation.map(String::as_str), fips);
             let running = sidecar.image.clone().unwrap_or_default();
             if running != wanted {

@@ -67,6 +67,11 @@ pub struct CommonArgs {
     /// sidecar, with a warning) or `deny` (refused, naming the annotations to add)
     #[arg(long, env = "GEMBOK_INJECTOR_UNANNOTATED_PODS", default_value = "skip")]
     pub unannotated_pods: String,
+    /// `true`: every pod without gembok.io/fips gets the proxy's FIPS build
+    /// (--proxy-image-fips), and FIPS-approved suites and groups only; `false`: only pods
+    /// annotated gembok.io/fips: "true" do
+    #[arg(long, env = "GEMBOK_INJECTOR_FIPS", default_value = "false")]
+    pub fips: String,
     /// Log level or tracing filter directive
     #[arg(long, env = "GEMBOK_INJECTOR_LOG", default_value = "info")]
     pub log: String,
@@ -412,6 +417,11 @@ fn common(args: &CommonArgs, errors: &mut Vec<String>) -> (InjectorConfig, LogCo
         Ok(policy) => injector.unannotated = policy,
         Err(e) => errors.push(format!("--unannotated-pods: {e}")),
     }
+    match args.fips.as_str() {
+        "true" => injector.fips = true,
+        "false" => injector.fips = false,
+        other => errors.push(format!("--fips: {other:?} is not true or false")),
+    }
     let format = if is_json("--log-format", &args.log_format, errors) {
         LogFormat::Json
     } else {
@@ -522,9 +532,11 @@ mod tests {
             "0",
             "--proxy-image-fips",
             "Gembok Proxy",
+            "--fips",
+            "yes",
         ])
         .unwrap_err();
-        assert_eq!(errors.len(), 12, "{errors:#?}");
+        assert_eq!(errors.len(), 13, "{errors:#?}");
         for flag in [
             "--listen",
             "--admin",
@@ -538,6 +550,7 @@ mod tests {
             "--header-timeout",
             "--max-connections",
             "--proxy-image-fips",
+            "--fips",
         ] {
             assert!(
                 errors.iter().any(|e| e.contains(flag)),

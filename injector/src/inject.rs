@@ -27,8 +27,10 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InjectorConfig {
     pub proxy_image: String,
-    /// The proxy's FIPS build, for pods annotated `gembok.io/fips: "true"`.
+    /// The proxy's FIPS build, for pods on it (`fips`, `gembok.io/fips`).
     pub proxy_image_fips: String,
+    /// `--fips`: whether a pod without `gembok.io/fips` gets the FIPS build.
+    pub fips: bool,
     pub proxy_pull_policy: PullPolicy,
     pub sidecar_mode: SidecarMode,
     /// What happens to a pod with neither `gembok.io/inbound` nor `gembok.io/outbound`.
@@ -67,6 +69,7 @@ impl Default for InjectorConfig {
         Self {
             proxy_image: Self::default_proxy_image(),
             proxy_image_fips: Self::default_proxy_image_fips(),
+            fips: false,
             proxy_pull_policy: PullPolicy::default(),
             sidecar_mode: SidecarMode::Native,
             unannotated: Unannotated::default(),
@@ -151,6 +154,14 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     warnings.extend(parsed.warnings);
     let mut errors = parsed.errors;
     let settings = parsed.settings;
+    let fips = settings.fips.unwrap_or(config.fips);
+    if fips {
+        let by = match settings.fips {
+            Some(_) => format!("{} is \"true\"", annotations::FIPS),
+            None => "the injector gives every pod the FIPS build (--fips)".to_owned(),
+        };
+        errors.extend(annotations::fips_refusals(&settings, pod_annotations, &by));
+    }
 
     if errors.is_empty() && settings.inbound.is_empty() && settings.outbound.is_empty() {
         return Outcome {
@@ -202,7 +213,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     let mode = settings.sidecar_mode.unwrap_or(config.sidecar_mode);
     let plan = Plan {
         mode,
-        image: config.image_for(settings.image.as_deref(), settings.fips),
+        image: config.image_for(settings.image.as_deref(), fips),
         pull_policy: config.proxy_pull_policy,
         inbound: merge_allowed_sans(&settings, &mut warnings),
         outbound: settings.outbound.clone(),
@@ -216,7 +227,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             .or_else(|| drain_within_grace(spec.termination_grace_period_seconds)),
         key_exchange: settings.key_exchange.clone(),
         cipher_suites: settings.cipher_suites.clone(),
-        fips: settings.fips,
+        fips,
         istio: istio.is_some(),
         run_as: config.proxy_uid,
         exit_with_app: ends_with_app(mode, spec) == Some(Ok(())),
@@ -813,7 +824,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::annotations::{CRL_CONFIGMAP, FIPS, IMAGE};
+    use crate::annotations::{
+        CIPHER_SUITES, CRL_CONFIGMAP, FIPS, IMAGE, KEY_EXCHANGE, KEY_EXCHANGE_GROUPS,
+        NOT_FIPS_APPROVED, TLS13_CIPHER_SUITES,
+    };
 
     /// A pod with one container `app` (declaring `ports`), `annotations` and `spec` extras.
     fn pod(annotations: &[(&str, &str)], ports: &[i32], spec: serde_json::Value) -> Pod {
@@ -864,6 +878,88 @@ mod tests {
         }
     }
 
+    /// A pod on the FIPS build (by its annotation or the injector's `--fips`) is refused when
+    /// its annotations name suites or groups FIPS does not approve, each named on the annotation
+    /// that asked for it with the reason it is on that build; `gembok.io/fips: "false"` opts a
+    /// pod out of `--fips`.
+    #[test]
+    fn fips_refuses_the_suites_and_groups_fips_does_not_approve() {
+        let asks = [
+            (INBOUND, "8443=8080"),
+            (KEY_EXCHANGE, "MLKEM1024,x25519,secp384r1"),
+            (
+                CIPHER_SUITES,
+                "TLS_AES_256_GCM_SHA384,TLS_CHACHA20_POLY1305_SHA256",
+            ),
+        ];
+        let by_annotation = [&asks[..], &[(FIPS, "true")]].concat();
+        assert_eq!(
+            rejections(&pod(&by_annotation, &[8080], json!({}))),
+            [
+                "annotation gembok.io/key-exchange=\"MLKEM1024,x25519,secp384r1\": X25519 is not \
+                 FIPS-approved, and gembok.io/fips is \"true\" (the proxy's FIPS build refuses \
+                 to start with it)",
+                "annotation gembok.io/cipher-suites=\"TLS_AES_256_GCM_SHA384,\
+                 TLS_CHACHA20_POLY1305_SHA256\": TLS13_CHACHA20_POLY1305_SHA256 is not \
+                 FIPS-approved, and gembok.io/fips is \"true\" (the proxy's FIPS build refuses \
+                 to start with it)",
+            ]
+        );
+        let everywhere = InjectorConfig {
+            fips: true,
+            ..InjectorConfig::default()
+        };
+        let decide_with = |annotations: &[(&str, &str)], config: &InjectorConfig| {
+            inject(
+                &pod(annotations, &[8080], json!({})),
+                config,
+                &Context::default(),
+            )
+            .decision
+        };
+        match decide_with(&asks, &everywhere) {
+            Decision::Reject(errors) => {
+                assert_eq!(errors.len(), 2, "{errors:?}");
+                assert!(
+                    errors[0].to_string().contains(
+                        "X25519 is not FIPS-approved, and the injector gives every pod the FIPS \
+                         build (--fips)"
+                    ),
+                    "{errors:?}"
+                );
+            }
+            other => panic!("not rejected: {other:?}"),
+        }
+        let opted_out = [&asks[..], &[(FIPS, "false")]].concat();
+        assert!(matches!(
+            decide_with(&opted_out, &everywhere),
+            Decision::Inject { .. }
+        ));
+        // Without either, every name the proxy knows is taken.
+        assert!(matches!(
+            decide(&pod(&asks, &[8080], json!({}))),
+            Decision::Inject { .. }
+        ));
+
+        let approved: Vec<&str> = KEY_EXCHANGE_GROUPS
+            .iter()
+            .chain(TLS13_CIPHER_SUITES)
+            .filter(|n| !NOT_FIPS_APPROVED.contains(n))
+            .copied()
+            .collect();
+        assert_eq!(approved.len(), 8, "6 groups and 2 suites: {approved:?}");
+        let (groups, suites) = (approved[..6].join(","), approved[6..].join(","));
+        let all = [
+            (INBOUND, "8443=8080"),
+            (KEY_EXCHANGE, groups.as_str()),
+            (CIPHER_SUITES, suites.as_str()),
+        ];
+        assert!(matches!(
+            decide_with(&all, &everywhere),
+            Decision::Inject { .. }
+        ));
+    }
+
     /// `gembok.io/fips: "true"` gets the FIPS build's image, unless `gembok.io/image` names one.
     #[test]
     fn a_fips_pod_gets_the_fips_image_unless_it_names_its_own() {
@@ -883,6 +979,26 @@ mod tests {
         );
         let own = (IMAGE, "registry.example/gembok-proxy:0.1.0-fips-rhel");
         assert_eq!(image(&[inbound, (FIPS, "true"), own]), own.1);
+        // --fips: the FIPS image unless the pod opts out.
+        let everywhere = InjectorConfig {
+            fips: true,
+            ..InjectorConfig::default()
+        };
+        let image_with = |annotations: &[(&str, &str)]| match inject(
+            &pod(annotations, &[8080], json!({})),
+            &everywhere,
+            &Context::default(),
+        )
+        .decision
+        {
+            Decision::Inject { plan, .. } => plan.image.clone(),
+            other => panic!("not injected: {other:?}"),
+        };
+        assert_eq!(image_with(&[inbound]), defaults.proxy_image_fips);
+        assert_eq!(
+            image_with(&[inbound, (FIPS, "false")]),
+            defaults.proxy_image
+        );
     }
 
     /// An APPPORT on the admin port would hand mesh peers the admin endpoint (it trusts

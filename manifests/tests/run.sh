@@ -31,9 +31,10 @@ work="${KEEP:-$(mktemp -d)}"
 mkdir -p "$work"
 [[ -n "${KEEP:-}" ]] || trap 'rm -rf "$work"' EXIT
 
-# tests/classic-sidecars is production with components/classic-sidecars (Kubernetes 1.25-1.28).
+# tests/classic-sidecars is production with components/classic-sidecars (Kubernetes 1.25-1.28);
+# tests/fips is production with components/fips (every sidecar on the proxy's FIPS build).
 targets=(overlays/development overlays/staging overlays/production clusters/us clusters/eu clusters/asia
-  tests/classic-sidecars base/gembok)
+  tests/classic-sidecars tests/fips base/gembok)
 passed=0 failed=0
 ok() { passed=$((passed + 1)); echo "ok   $*"; }
 bad() { failed=$((failed + 1)); echo "FAIL $*"; }
@@ -62,7 +63,8 @@ import sys, yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d.get("kind") == "Deployment" and d["metadata"]["name"] == "gembok-injector":
         for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []):
-            if e["name"] in ("GEMBOK_INJECTOR_PROXY_IMAGE", "GEMBOK_INJECTOR_PROXY_PULL_POLICY"):
+            if e["name"] in ("GEMBOK_INJECTOR_PROXY_IMAGE", "GEMBOK_INJECTOR_PROXY_PULL_POLICY",
+                             "GEMBOK_INJECTOR_PROXY_IMAGE_FIPS", "GEMBOK_INJECTOR_FIPS"):
                 print(f'{e["name"]}={e["value"]}')
 PYEOF
 }

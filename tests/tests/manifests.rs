@@ -36,6 +36,9 @@ mod operations;
 #[path = "manifests/versions.rs"]
 mod versions;
 
+#[path = "manifests/fips.rs"]
+mod fips;
+
 #[path = "manifests/authz.rs"]
 mod authz;
 

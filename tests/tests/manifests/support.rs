@@ -25,6 +25,8 @@ pub const REGIONS: [&str; 3] = ["us", "eu", "asia"];
 /// Production with `components/classic-sidecars` (Kubernetes 1.25-1.28): a test fixture, not a
 /// deployment target.
 pub const CLASSIC_FIXTURE: &str = "tests/classic-sidecars";
+/// Production with `components/fips` (every sidecar on the proxy's FIPS build): a test fixture.
+pub const FIPS_FIXTURE: &str = "tests/fips";
 pub const SERVICES: [&str; 4] = ["product-catalog", "payment", "recommendation", "auth"];
 /// The shop's service-to-service calls (caller, callee), by name (issue 4).
 pub const SERVICE_CALLS: [(&str, &str); 2] =
@@ -137,8 +139,10 @@ pub fn injector_bin() -> PathBuf {
 
 /// The environment variables of the rendered injector Deployment that shape what it does to a pod
 /// (`inject` reads the same variables as `serve`), so offline injection matches the deployed one.
-pub const INJECTOR_SIDECAR_SETTINGS: [&str; 4] = [
+pub const INJECTOR_SIDECAR_SETTINGS: [&str; 6] = [
     "GEMBOK_INJECTOR_PROXY_IMAGE",
+    "GEMBOK_INJECTOR_PROXY_IMAGE_FIPS",
+    "GEMBOK_INJECTOR_FIPS",
     "GEMBOK_INJECTOR_PROXY_PULL_POLICY",
     "GEMBOK_INJECTOR_SIDECAR_MODE",
     "GEMBOK_INJECTOR_UNANNOTATED_PODS",

@@ -644,6 +644,14 @@ fn images_are_consistent_and_tagged_per_overlay() {
         f.check(tag(image) == tag(proxy), || {
             format!("{target}: injector {image} and injected proxy {proxy} are different releases")
         });
+        let fips = arr(&c["env"])
+            .iter()
+            .find(|e| e["name"] == "GEMBOK_INJECTOR_PROXY_IMAGE_FIPS")
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or("");
+        f.check(fips == format!("{proxy}-fips"), || {
+            format!("{target}: the FIPS proxy image {fips:?} is not {proxy}-fips, the same release's FIPS build")
+        });
     }
     f.assert_none("images");
 }
