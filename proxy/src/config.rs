@@ -149,6 +149,7 @@ pub struct TlsOptions {
     /// `tls::record_library`).
     pub aead: Option<Provider>,
     /// `--cipher-suites`, most preferred first; `None` keeps Gembok's order ([`Suite::ALL`]).
+    /// In FIPS mode `auto` is already resolved here, to the approved ones.
     pub cipher_suites: Option<Vec<Suite>>,
     /// `--key-exchange`, most preferred first; `None` keeps the provider's own list.
     pub key_exchange: Option<Vec<KxGroup>>,
@@ -370,7 +371,7 @@ impl Config {
                 other => Err(format!("`{other}` is not one of auto, gembok, rustls")),
             },
         );
-        let mut aead = aead;
+        let (mut aead, mut cipher_suites) = (aead, cipher_suites);
         if fips {
             fips::check(
                 &fips::Choices {
@@ -379,12 +380,14 @@ impl Config {
                     cipher_suites: cipher_suites.as_ref().and_then(|s| s.as_deref()),
                     key_exchange: key_exchange.as_ref().and_then(|g| g.as_deref()),
                     ktls,
-                    record_layer: &args.record_layer,
+                    record_layer,
                 },
                 &mut p,
             );
-            // What `auto` means there: records sealed by the module, in user space.
+            // What `auto` means there: records sealed by the module, in user space, under the
+            // approved suites in Gembok's order.
             aead = aead.map(|a| a.or(Some(Provider::AwsLcRs)));
+            cipher_suites = cipher_suites.map(|s| s.or_else(|| Some(fips::approved_suites())));
             ktls = match ktls {
                 Some(crate::ktls::Mode::Auto) => Some(crate::ktls::Mode::Off),
                 // Refused above: nothing to probe the kernel for.

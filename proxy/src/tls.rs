@@ -63,20 +63,13 @@ pub fn suites(aead: Provider, list: &[Suite], tls12: bool) -> Vec<SupportedCiphe
 
 /// The provider a running proxy uses, from its TLS options: [`provider`] with the record
 /// library `--aead` picks ([`record_library`], also returned), the suites `--cipher-suites`
-/// names ([`suites`]; by default Gembok's order, the FIPS-approved ones in FIPS mode) and,
-/// when `--key-exchange` names them, those groups ([`key_exchange`]) instead of the provider's
-/// own list.
+/// names ([`suites`]) and, when `--key-exchange` names them, those groups ([`key_exchange`])
+/// instead of the provider's own list.
 pub fn configured(options: &TlsOptions) -> (CryptoProvider, Provider) {
     let aead = record_library(options.provider, options.aead);
     let mut configured = provider(options.provider, aead, options.tls12);
     if let Some(list) = &options.cipher_suites {
         configured.cipher_suites = suites(aead, list, options.tls12);
-    } else if options.fips {
-        let approved: Vec<Suite> = Suite::ALL
-            .into_iter()
-            .filter(|s| s.fips_approved())
-            .collect();
-        configured.cipher_suites = suites(aead, &approved, options.tls12);
     }
     if let Some(groups) = &options.key_exchange {
         configured.kx_groups = key_exchange(options.provider, groups);

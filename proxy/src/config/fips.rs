@@ -21,6 +21,7 @@
 //! suite and group allowed here).
 
 use super::{KxGroup, Problems, Provider, Suite};
+use crate::records::Choice;
 
 /// Whether this binary is the FIPS build.
 pub const BUILD: bool = cfg!(feature = "fips");
@@ -53,8 +54,27 @@ pub(super) struct Choices<'a> {
     pub cipher_suites: Option<&'a [Suite]>,
     pub key_exchange: Option<&'a [KxGroup]>,
     pub ktls: Option<crate::ktls::Mode>,
-    /// `--record-layer` as written.
-    pub record_layer: &'a str,
+    /// `--record-layer`, resolved: only an explicit `gembok` is `Gembok` in FIPS mode.
+    pub record_layer: Option<Choice>,
+}
+
+/// What `--cipher-suites auto` is in FIPS mode: the approved suites, in Gembok's order.
+pub fn approved_suites() -> Vec<Suite> {
+    Suite::ALL
+        .into_iter()
+        .filter(|s| s.fips_approved())
+        .collect()
+}
+
+/// The names in `list` (a flag's parsed value, `None` when invalid or `auto`) that `approved`
+/// refuses.
+fn unapproved<T: Copy>(
+    list: Option<&[T]>,
+    approved: impl Fn(T) -> bool,
+    name: impl Fn(T) -> &'static str,
+) -> Vec<&'static str> {
+    let list = list.unwrap_or_default().iter().copied();
+    list.filter(|&t| !approved(t)).map(name).collect()
 }
 
 /// Pushes one problem per flag whose value a FIPS build cannot run with.
@@ -80,35 +100,21 @@ pub(super) fn check(c: &Choices<'_>, p: &mut Problems) {
             approved.join(", ")
         )
     };
-    if let Some(suites) = c.cipher_suites {
-        let names: Vec<&str> = suites
-            .iter()
-            .filter(|s| !s.fips_approved())
-            .map(|s| s.name())
-            .collect();
-        if !names.is_empty() {
-            let approved = Suite::ALL
-                .into_iter()
-                .filter(|s| s.fips_approved() && s.tls13());
-            let approved = approved
-                .map(Suite::name)
-                .chain(["the TLS 1.2 AES-GCM suites"]);
-            p.push("cipher-suites", refused(names, approved.collect()));
-        }
+    let names = unapproved(c.cipher_suites, Suite::fips_approved, Suite::name);
+    if !names.is_empty() {
+        let approved = approved_suites().into_iter().filter(|s| s.tls13());
+        let approved = approved
+            .map(Suite::name)
+            .chain(["the TLS 1.2 AES-GCM suites"]);
+        p.push("cipher-suites", refused(names, approved.collect()));
     }
-    if let Some(groups) = c.key_exchange {
-        let names: Vec<&str> = groups
-            .iter()
-            .filter(|g| !g.fips_approved())
-            .map(|g| g.name())
-            .collect();
-        if !names.is_empty() {
-            let approved = KxGroup::ALL.into_iter().filter(|g| g.fips_approved());
-            p.push(
-                "key-exchange",
-                refused(names, approved.map(KxGroup::name).collect()),
-            );
-        }
+    let names = unapproved(c.key_exchange, KxGroup::fips_approved, KxGroup::name);
+    if !names.is_empty() {
+        let approved = KxGroup::ALL.into_iter().filter(|g| g.fips_approved());
+        p.push(
+            "key-exchange",
+            refused(names, approved.map(KxGroup::name).collect()),
+        );
     }
     if c.ktls == Some(crate::ktls::Mode::Require) {
         p.push(
@@ -116,7 +122,7 @@ pub(super) fn check(c: &Choices<'_>, p: &mut Problems) {
             format!("require: {BUILD_NOTE}, and the kernel's AES-GCM is not AWS-LC's FIPS module; records stay in user space (`auto` and `off` do that)"),
         );
     }
-    if c.record_layer == "gembok" {
+    if c.record_layer == Some(Choice::Gembok) {
         p.push(
             "record-layer",
             format!("gembok: {BUILD_NOTE}; its AES-GCM nonces are not checked by the FIPS module (FIPS 140-3 IG C.H), rustls' records are (`auto` picks rustls)"),
@@ -131,7 +137,6 @@ mod tests {
     use super::*;
     use crate::cli::Cli;
     use crate::config::{Config, ConfigErrors};
-    use crate::records::Choice;
 
     /// The configuration `args` give the FIPS build (`fips`) or the default one.
     fn config(fips: bool, args: &[&str]) -> Result<Config, ConfigErrors> {
