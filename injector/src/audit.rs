@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::annotations::{FIPS, IMAGE, INJECT_LABEL};
+use crate::annotations::{self, INJECT_LABEL};
 use crate::inject::{Context, Decision, InjectorConfig, inject};
 use crate::policy::SkipReason;
 use crate::sidecar::{CONTAINER_NAME, proxy_container};
@@ -186,14 +186,9 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
             }
         };
         if let Some(sidecar) = pod.spec.as_ref().and_then(proxy_container) {
-            let annotations = pod.metadata.annotations.as_ref();
-            let annotation = annotations.and_then(|a| a.get(IMAGE));
-            let fips = match annotations.and_then(|a| a.get(FIPS)).map(String::as_str) {
-                Some("true") => true,
-                Some("false") => false,
-                _ => config.fips,
-            };
-            let wanted = config.image_for(annotation.map(String::as_str), fips);
+            // The pod's annotations as the webhook reads them (an invalid value is no choice).
+            let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+            let wanted = config.image_for(&annotations::parse(&annotations).settings);
             let running = sidecar.image.clone().unwrap_or_default();
             if running != wanted {
                 report

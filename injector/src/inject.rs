@@ -42,11 +42,18 @@ pub struct InjectorConfig {
 }
 
 impl InjectorConfig {
-    /// The sidecar image a pod gets: its `gembok.io/image`, else `--proxy-image-fips` for a
-    /// pod that asks for the FIPS build, else `--proxy-image`.
-    pub fn image_for(&self, annotation: Option<&str>, fips: bool) -> String {
-        match (annotation, fips) {
-            (Some(image), _) => image.to_owned(),
+    /// Whether a pod with these settings runs the proxy's FIPS build: its `gembok.io/fips`,
+    /// else `--fips`.
+    pub fn fips_for(&self, settings: &PodSettings) -> bool {
+        settings.fips.unwrap_or(self.fips)
+    }
+
+    /// The sidecar image a pod with these settings gets: its `gembok.io/image`, else
+    /// `--proxy-image-fips` on the FIPS build ([`InjectorConfig::fips_for`]), else
+    /// `--proxy-image`.
+    pub fn image_for(&self, settings: &PodSettings) -> String {
+        match (&settings.image, self.fips_for(settings)) {
+            (Some(image), _) => image.clone(),
             (None, true) => self.proxy_image_fips.clone(),
             (None, false) => self.proxy_image.clone(),
         }
@@ -154,7 +161,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     warnings.extend(parsed.warnings);
     let mut errors = parsed.errors;
     let settings = parsed.settings;
-    let fips = settings.fips.unwrap_or(config.fips);
+    let fips = config.fips_for(&settings);
     if fips {
         let by = match settings.fips {
             Some(_) => format!("{} is \"true\"", annotations::FIPS),
@@ -213,7 +220,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
     let mode = settings.sidecar_mode.unwrap_or(config.sidecar_mode);
     let plan = Plan {
         mode,
-        image: config.image_for(settings.image.as_deref(), fips),
+        image: config.image_for(&settings),
         pull_policy: config.proxy_pull_policy,
         inbound: merge_allowed_sans(&settings, &mut warnings),
         outbound: settings.outbound.clone(),
