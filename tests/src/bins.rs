@@ -3,15 +3,20 @@
 
 use std::path::PathBuf;
 
-/// Path of a workspace binary in the same target directory and profile as this test.
-pub fn path(name: &str) -> PathBuf {
+/// `target/<profile>/` of this test (or of the demo binary).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("executable path");
     // Tests run from target/<profile>/deps/, binaries (the demo) from target/<profile>/.
     let mut dir = exe.parent().expect("executable has a directory");
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir = dir.parent().expect("deps has a parent");
     }
-    let bin = dir.join(name);
+    dir.to_owned()
+}
+
+/// Path of a workspace binary in the same target directory and profile as this test.
+pub fn path(name: &str) -> PathBuf {
+    let bin = profile_dir().join(name);
     assert!(
         bin.exists(),
         "{} is missing: build the binaries first (`cargo build --workspace --bins`)",
@@ -44,11 +49,7 @@ pub fn fips_proxy() -> Option<PathBuf> {
 }
 
 fn fips_proxy_built() -> Option<PathBuf> {
-    let exe = std::env::current_exe().expect("executable path");
-    let mut dir = exe.parent().expect("executable has a directory");
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir.parent().expect("deps has a parent");
-    }
+    let dir = profile_dir();
     let profile = dir.file_name().expect("a profile directory");
     let target = dir.parent().expect("the target directory");
     let bin = target.join("fips").join(profile).join("gembok-proxy");
