@@ -172,8 +172,8 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
         tracing::info!(
             aws_lc = aws_lc_rs::awslc_version(),
             fips_module = aws_lc_rs::fips_version(),
-            "FIPS mode: key exchange, signatures, randomness and records in AWS-LC's FIPS module, \
-             self-tests passed; records sealed by rustls in user space"
+            "FIPS mode: key exchange, signatures, randomness and records in AWS-LC's FIPS module \
+             (its power-on self-tests passed); records sealed by rustls in user space"
         );
     }
     metrics::build_info(config.tls.provider.name(), aead.name(), config.tls.fips);
