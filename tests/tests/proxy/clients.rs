@@ -168,8 +168,11 @@ async fn an_outbound_route_reaches_openssl_s_server_with_mtls() {
 
 /// An outbound route to a TLS 1.2-only server (`--tls12`). Our last handshake flight is held for
 /// the app's first bytes only in TLS 1.3: here nothing may be held, neither the handshake nor,
-/// later, any record of the app's (a held write waits for the kernel's 200 ms probe timer, so
-/// 20 round trips would take 4 s; they take milliseconds).
+/// later, any record of the app's. A held write waits for the kernel's probe timer, which fires
+/// no sooner than the minimum retransmission timeout (200 ms), so held writes make every round
+/// trip last at least that; unheld ones take well under a millisecond here, and a few
+/// milliseconds under heavy load. The median of 20 is judged, not their sum, so that a stalled
+/// machine (which slows some round trips, not the kernel's timer) cannot fail the test.
 #[tokio::test]
 async fn an_outbound_route_speaks_tls12_to_a_tls12_only_server_without_holding_writes() {
     let pki = TestPki::new();
@@ -187,22 +190,24 @@ async fn an_outbound_route_speaks_tls12_to_a_tls12_only_server_without_holding_w
         1.0,
     )
     .await;
-    let started = std::time::Instant::now();
+    let mut round_trips = Vec::new();
     for i in 0..20 {
         let line = format!("request {i}\n");
+        let started = std::time::Instant::now();
         app.get_mut().write_all(line.as_bytes()).await.unwrap();
         let mut reply = String::new();
         tokio::time::timeout(Duration::from_secs(10), app.read_line(&mut reply))
             .await
             .expect("s_server answered")
             .unwrap();
+        round_trips.push(started.elapsed());
         let want: String = line.trim_end().chars().rev().collect();
         assert_eq!(reply.trim_end(), want);
     }
+    round_trips.sort();
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "20 round trips took {:?}: writes held",
-        started.elapsed()
+        round_trips[round_trips.len() / 2] < Duration::from_millis(100),
+        "writes held: round trips (sorted) {round_trips:?}"
     );
 }
 

@@ -70,8 +70,9 @@ async fn the_app_gets_its_connection_with_the_clients_first_bytes() {
 #[tokio::test]
 async fn an_app_that_speaks_first_greets_without_delay() {
     // Were the ACK held for a first write that never comes, each connection would wait for
-    // the kernel's delayed-ACK timer (200 ms) before the app even accepted it: 20 connections
-    // would take 4 s. They take milliseconds.
+    // the kernel's delayed-ACK timer (200 ms) before the app even accepted it; unheld, a
+    // greeting arrives in well under a millisecond, a few under heavy load. The median of 20
+    // is judged, not their sum, so that a stalled machine cannot fail the test.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -84,17 +85,19 @@ async fn an_app_that_speaks_first_greets_without_delay() {
         }
     });
     let pair = Pair::start_with(app, ExchangeApp::start().await, &[]).await;
-    let began = Instant::now();
+    let mut greeted_after = Vec::new();
     for _ in 0..20 {
+        let began = Instant::now();
         let mut client = TcpStream::connect(pair.entry()).await.unwrap();
         let mut greeting = [0u8; 11];
         client.read_exact(&mut greeting).await.unwrap();
         assert_eq!(&greeting, b"220 hello\r\n");
+        greeted_after.push(began.elapsed());
     }
-    let took = began.elapsed();
+    greeted_after.sort();
     assert!(
-        took < Duration::from_secs(3),
-        "20 server-first connections took {took:?}\n{}",
+        greeted_after[greeted_after.len() / 2] < Duration::from_millis(100),
+        "server-first connections greeted late (sorted): {greeted_after:?}\n{}",
         pair.logs()
     );
 }
