@@ -349,7 +349,10 @@ fn launch(mut l: Launch, dir: &Path) -> Result<Proc> {
     Ok(proc)
 }
 
-/// Polls until every listener accepts (and gembok's `/ready` says 200); never sleeps blindly.
+/// Polls until every listener is listening (and gembok's `/ready` says 200); never sleeps
+/// blindly. Listeners are found in the kernel's socket table, not by connecting: a connection
+/// to an outbound side would start a proxied connection and its TLS handshake, so the idle
+/// memory measured next would no longer be the memory of a sidecar that has carried nothing.
 fn wait_ready(
     proc: &Proc,
     listens: &[SocketAddr],
@@ -368,7 +371,8 @@ fn wait_ready(
         {
             admin = None;
         }
-        pending.retain(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_err());
+        let listening = listening_ports()?;
+        pending.retain(|a| !listening.contains(&a.port()));
         if pending.is_empty() && admin.is_none() {
             return Ok(());
         }
@@ -381,6 +385,33 @@ fn wait_ready(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// TCP ports in the LISTEN state in this network namespace (`/proc/net/tcp` and `tcp6`; the
+/// run's ports are its own, see [`Ports::pick`]).
+fn listening_ports() -> Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        match std::fs::read_to_string(table) {
+            Ok(text) => ports.extend(parse_listening(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // no IPv6
+            Err(e) => return Err(e).with_context(|| format!("reading {table}")),
+        }
+    }
+    Ok(ports)
+}
+
+/// The local ports of the LISTEN (`0A`) rows of a `/proc/net/tcp`-style table.
+fn parse_listening(table: &str) -> impl Iterator<Item = u16> + '_ {
+    table.lines().skip(1).filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1)?;
+        let state = fields.nth(1)?;
+        let port = local.rsplit_once(':')?.1;
+        (state == "0A")
+            .then(|| u16::from_str_radix(port, 16).ok())
+            .flatten()
+    })
 }
 
 /// Status code of a plain HTTP/1.0 GET (gembok's admin listener).
@@ -411,4 +442,35 @@ fn write_config(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
     let p = dir.join(name);
     std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_ports_are_read_from_the_listen_rows_only() {
+        // Rows as Linux writes them: 8080 listening, 8081 established, 8082 in TIME_WAIT.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:1F92 0100007F:D432 06 00000000:00000000 03:00000F5A 00000000     0        0 0 3 0000000000000000
+";
+        assert_eq!(parse_listening(table).collect::<Vec<_>>(), vec![8080]);
+    }
+
+    #[test]
+    fn a_bound_listener_is_found_without_connecting_to_it() {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening_ports().unwrap().contains(&port));
+        listener.set_nonblocking(true).unwrap();
+        // Found in the table, and nothing connected: no connection waits to be accepted.
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        drop(listener);
+        assert!(!listening_ports().unwrap().contains(&port));
+    }
 }
