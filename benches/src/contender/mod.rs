@@ -408,9 +408,10 @@ fn parse_listening(table: &str) -> impl Iterator<Item = u16> + '_ {
         let local = fields.nth(1)?;
         let state = fields.nth(1)?;
         let port = local.rsplit_once(':')?.1;
-        (state == "0A")
-            .then(|| u16::from_str_radix(port, 16).ok())
-            .flatten()
+        if state != "0A" {
+            return None;
+        }
+        u16::from_str_radix(port, 16).ok()
     })
 }
 

@@ -4,6 +4,23 @@ pub use gembok_tests::pair::{Pair, unused_port};
 use gembok_tests::pki::{CertDir, dns_name};
 use gembok_tests::proxy::Proxy;
 
+/// Fails when `times` (of round trips, or of connections until their first bytes) look held
+/// by a kernel timer: a write the kernel keeps (`MSG_MORE`) until its probe timer, or an ACK
+/// held for a write that never comes until the delayed-ACK timer, waits at least 200 ms every
+/// time. Unheld, each takes well under a millisecond here and a few under heavy load; a stalled
+/// machine slows some of them, not every one, so the median is judged, not the sum.
+pub fn assert_not_held_by_a_kernel_timer(
+    mut times: Vec<std::time::Duration>,
+    what: &str,
+    context: impl std::fmt::Display,
+) {
+    times.sort();
+    assert!(
+        times[times.len() / 2] < std::time::Duration::from_millis(100),
+        "{what} held by a kernel timer (sorted): {times:?}\n{context}"
+    );
+}
+
 /// Polls `/metrics` until the sum of `name` over samples matching `labels` equals `want`.
 pub async fn wait_metric(proxy: &Proxy, name: &str, labels: &[(&str, &str)], want: f64) {
     proxy.wait_metric(name, labels, want).await;
