@@ -63,6 +63,10 @@ struct Args {
     /// service account of that name in --namespace), e.g. for curl through a port-forward.
     #[arg(long, env = "GEMBOK_CERTS_DEV_CLIENTS", default_value = "")]
     clients: String,
+    /// Comma-separated names from --clients that also get a revoked certificate of the same
+    /// identity (<region>/<name>-revoked/), listed in the revocation lists (crl/ca.crl).
+    #[arg(long, env = "GEMBOK_CERTS_DEV_REVOKED_CLIENTS", default_value = "")]
+    revoked_clients: String,
     /// Comma-separated DNS names of a Redis Enterprise proxy certificate, written also as the
     /// Secret redis-proxy-tls in Redis' own shape (name/certificate/key). None: no such certificate.
     #[arg(long, env = "GEMBOK_CERTS_DEV_REDIS_PROXY_NAMES", default_value = "")]
@@ -123,6 +127,7 @@ where
         days: leaf_days,
         ca_days,
         clients: split_list(&parsed.clients),
+        revoked_clients: split_list(&parsed.revoked_clients),
         redis_proxy_names: split_list(&parsed.redis_proxy_names),
         ..Options::default()
     };
@@ -161,6 +166,7 @@ fn flag(field: Field) -> &'static str {
         Field::InjectorService => "injector service",
         Field::InjectorNamespace => "injector namespace",
         Field::Clients => "--clients",
+        Field::RevokedClients => "--revoked-clients",
         Field::RedisProxyNames => "--redis-proxy-names",
     }
 }

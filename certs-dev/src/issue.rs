@@ -229,6 +229,16 @@ impl Ca {
     /// naming the certificates with these serials (lowercase hex, as [`Leaf::serial_hex`] and
     /// [`Ca::serial_hex`] give them) revoked as of now; its next update is in 7 days.
     pub fn crl_pem(&self, serials: &[String], number: u64) -> Result<String, IssueError> {
+        self.crl_pem_for(serials, number, time::Duration::days(7))
+    }
+
+    /// [`Ca::crl_pem`] with its next update `lifetime` from now.
+    pub fn crl_pem_for(
+        &self,
+        serials: &[String],
+        number: u64,
+        lifetime: time::Duration,
+    ) -> Result<String, IssueError> {
         let rcgen_err = rcgen_err(&self.common_name);
         let now = OffsetDateTime::now_utc();
         let revoked_certs = serials
@@ -248,7 +258,7 @@ impl Ca {
             .collect::<Result<Vec<_>, IssueError>>()?;
         let params = rcgen::CertificateRevocationListParams {
             this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::days(7),
+            next_update: now + lifetime,
             crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs,

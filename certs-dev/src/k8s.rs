@@ -1,5 +1,5 @@
-//! Kubernetes manifests: one `kubernetes.io/tls` Secret per certificate and a
-//! `kustomization.yaml` per region, so an overlay can list `<out>/k8s/<region>` as a resource.
+//! Kubernetes manifests: one `kubernetes.io/tls` Secret per certificate, the revocation lists'
+//! ConfigMap per namespace with services, and a `kustomization.yaml` per region, so an overlay can list `<out>/k8s/<region>` as a resource.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,7 @@ pub const WARNING: &str =
 pub const DEV_ONLY_LABEL: &str = "gembok.io/development-only";
 pub const WARNING_ANNOTATION: &str = "gembok.io/warning";
 
-/// Who a Secret is for.
+/// Who a Secret (or ConfigMap) is for.
 #[derive(Debug, Clone, Copy)]
 pub struct SecretMeta<'a> {
     pub name: &'a str,
@@ -37,6 +37,15 @@ struct Secret<'a> {
     #[serde(rename = "type")]
     type_: &'static str,
     data: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigMap<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Metadata<'a>,
+    data: BTreeMap<&'static str, &'a str>,
 }
 
 #[derive(Serialize)]
@@ -86,11 +95,22 @@ pub fn redis_proxy_secret_yaml(
     secret(meta, "Opaque", data)
 }
 
-fn secret(
+/// The ConfigMap a workload's `gembok.io/crl-configmap` names: the revocation lists under
+/// `ca.crl` (public data, so not a Secret).
+pub fn crl_configmap_yaml(
     meta: SecretMeta<'_>,
-    type_: &'static str,
-    data: BTreeMap<&'static str, String>,
+    crl_pem: &str,
 ) -> Result<String, serde_yaml_ng::Error> {
+    let map = ConfigMap {
+        api_version: "v1",
+        kind: "ConfigMap",
+        metadata: metadata(meta),
+        data: BTreeMap::from([(layout::CRL_FILE, crl_pem)]),
+    };
+    serde_yaml_ng::to_string(&map)
+}
+
+fn metadata<'a>(meta: SecretMeta<'a>) -> Metadata<'a> {
     let labels = BTreeMap::from([
         ("app.kubernetes.io/name", meta.app),
         ("app.kubernetes.io/part-of", "gembok"),
@@ -98,15 +118,23 @@ fn secret(
         ("gembok.io/region", meta.region),
         (DEV_ONLY_LABEL, "true"),
     ]);
+    Metadata {
+        name: meta.name,
+        namespace: meta.namespace,
+        labels,
+        annotations: BTreeMap::from([(WARNING_ANNOTATION, WARNING)]),
+    }
+}
+
+fn secret(
+    meta: SecretMeta<'_>,
+    type_: &'static str,
+    data: BTreeMap<&'static str, String>,
+) -> Result<String, serde_yaml_ng::Error> {
     let secret = Secret {
         api_version: "v1",
         kind: "Secret",
-        metadata: Metadata {
-            name: meta.name,
-            namespace: meta.namespace,
-            labels,
-            annotations: BTreeMap::from([(WARNING_ANNOTATION, WARNING)]),
-        },
+        metadata: metadata(meta),
         type_,
         data,
     };

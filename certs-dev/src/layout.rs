@@ -12,6 +12,12 @@ pub const ROOT_KEY: &str = "ca.key";
 pub const INTERMEDIATE_DIR: &str = "intermediate";
 pub const K8S_DIR: &str = "k8s";
 pub const KUSTOMIZATION: &str = "kustomization.yaml";
+/// `crl/ca.crl`: the revocation lists of the root and of every region's intermediate, PEM.
+pub const CRL_DIR: &str = "crl";
+pub const CRL_FILE: &str = "ca.crl";
+/// The ConfigMap holding [`CRL_FILE`] in each namespace with services, named by the workloads'
+/// `gembok.io/crl-configmap` annotation.
+pub const CRL_CONFIGMAP: &str = "gembok-crl";
 /// `<region>/redis-proxy/`: the Redis Enterprise proxy certificate (with `--redis-proxy-names`).
 pub const REDIS_PROXY_DIR: &str = "redis-proxy";
 /// The Secret Redis Enterprise reads its proxy certificate from (`proxyCertificateSecretName`).
@@ -38,6 +44,20 @@ pub fn intermediate_dir(out: &Path, region: &str) -> PathBuf {
 /// `name` is a service, a client, the injector's service name or [`REDIS_PROXY_DIR`].
 pub fn cert_dir(out: &Path, region: &str, name: &str) -> PathBuf {
     out.join(region).join(name)
+}
+
+pub fn crl_file(out: &Path) -> PathBuf {
+    out.join(CRL_DIR).join(CRL_FILE)
+}
+
+/// Directory name of a client's revoked second certificate (`--revoked-clients`).
+pub fn revoked_client_dir(client: &str) -> String {
+    format!("{client}-revoked")
+}
+
+/// File name of the revocation lists' ConfigMap for `namespace` inside [`k8s_dir`].
+pub fn crl_configmap_file(namespace: &str) -> String {
+    format!("{CRL_CONFIGMAP}.{namespace}.yaml")
 }
 
 pub fn k8s_dir(out: &Path, region: &str) -> PathBuf {

@@ -3,7 +3,9 @@
 //! One root CA, one intermediate CA per region (path length 0) and, per region, one leaf per
 //! service (DNS and SPIFFE URI SANs, serverAuth + clientAuth, ECDSA P-256) plus the injector's
 //! webhook serving certificate. Every region chains to the same root, so a sidecar in `eu`
-//! verifies a peer from `us` with nothing but `ca.crt`.
+//! verifies a peer from `us` with nothing but `ca.crt`. The root's and the intermediates'
+//! revocation lists go with them (`crl/ca.crl`), revoking nothing unless `--revoked-clients`
+//! asks for a revoked certificate to test with.
 //!
 //! ```no_run
 //! use gembok_certs_dev::{DevPki, Existing, LeafSpec, Options, Validity};

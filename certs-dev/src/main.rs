@@ -54,16 +54,26 @@ fn summary(pki: &DevPki, written: &Written) {
     println!("{}.", k8s::WARNING);
     println!("Wrote {} files to {}:", written.files.len(), out.display());
     println!("  root CA      {}", layout::root_dir(out).display());
+    println!(
+        "  revocation   {} (the root's and every intermediate's lists)",
+        layout::crl_file(out).display()
+    );
     for region in &pki.regions {
         let r = &region.name;
         let mut leaves = pki.options.services.clone();
         leaves.push(pki.options.injector_service.clone());
         leaves.extend(region.clients.iter().map(|(c, _)| format!("{c} (client)")));
+        leaves.extend(
+            region
+                .revoked_clients
+                .iter()
+                .map(|(c, _)| format!("{} (client, revoked)", layout::revoked_client_dir(c))),
+        );
         if region.redis_proxy.is_some() {
             leaves.push(layout::REDIS_PROXY_DIR.to_owned());
         }
         println!(
-            "  {r:<12} intermediate {}, certificates for {} in {}, Secrets in {}",
+            "  {r:<12} intermediate {}, certificates for {} in {}, Secrets and ConfigMaps in {}",
             layout::intermediate_dir(out, r).display(),
             leaves.join(", "),
             out.join(r).display(),

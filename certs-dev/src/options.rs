@@ -37,6 +37,11 @@ pub struct Options {
     /// Client-only certificates for people and tools (e.g. `curl` through a port-forward), each
     /// with the SPIFFE ID of a service account of that name in `namespace`. PEM files only.
     pub clients: Vec<String>,
+    /// Names from `clients` that also get a second certificate of the same identity, listed as
+    /// revoked in their region's revocation list and written to `<region>/<name>-revoked/`: a
+    /// leaked key's certificate, to see a sidecar given the lists refuse it while it admits
+    /// the same identity's good certificate.
+    pub revoked_clients: Vec<String>,
     /// DNS names of the Redis Enterprise proxy certificate (the databases' Service names); none
     /// means no such certificate. Written as PEM files and as a Secret in Redis' own shape.
     pub redis_proxy_names: Vec<String>,
@@ -55,6 +60,7 @@ impl Default for Options {
             injector_service: "gembok-injector".into(),
             injector_namespace: "gembok-system".into(),
             clients: Vec::new(),
+            revoked_clients: Vec::new(),
             redis_proxy_names: Vec::new(),
         }
     }
@@ -73,6 +79,7 @@ pub enum Field {
     InjectorService,
     InjectorNamespace,
     Clients,
+    RevokedClients,
     RedisProxyNames,
 }
 
@@ -128,6 +135,11 @@ impl Options {
         );
         flag("clients", self.clients.join(","), default.clients.join(","));
         flag(
+            "revoked-clients",
+            self.revoked_clients.join(","),
+            default.revoked_clients.join(","),
+        );
+        flag(
             "redis-proxy-names",
             self.redis_proxy_names.join(","),
             default.redis_proxy_names.join(","),
@@ -155,7 +167,7 @@ impl Options {
             }
         }
         // A region is a directory beside the root CA's and the manifests'.
-        let top_level = [layout::ROOT_DIR, layout::K8S_DIR];
+        let top_level = [layout::ROOT_DIR, layout::K8S_DIR, layout::CRL_DIR];
         check_list(
             Field::Regions,
             "region",
@@ -207,6 +219,30 @@ impl Options {
                 Field::Clients,
                 format!("client {name:?} is also a service (each gets a directory of its name)"),
             );
+        }
+        let mut seen = HashSet::new();
+        for name in &self.revoked_clients {
+            let dir = layout::revoked_client_dir(name);
+            if !self.clients.contains(name) {
+                push(
+                    Field::RevokedClients,
+                    format!(
+                        "{name:?} is not in --clients (a revoked certificate is a second one of a client's identity)"
+                    ),
+                );
+            } else if !seen.insert(name) {
+                push(Field::RevokedClients, format!("{name:?} is listed twice"));
+            } else if let Err(why) = check_label(&dir) {
+                push(
+                    Field::RevokedClients,
+                    format!("{name:?}: its directory {dir:?} {why}"),
+                );
+            } else if service_names.contains(&dir) || self.clients.contains(&dir) {
+                push(
+                    Field::RevokedClients,
+                    format!("{name:?}: its directory {dir:?} is also a service's or a client's"),
+                );
+            }
         }
         let mut seen = HashSet::new();
         for name in &self.redis_proxy_names {
@@ -435,9 +471,38 @@ mod tests {
     }
 
     #[test]
+    fn revoked_clients_are_clients_with_a_free_directory() {
+        let long = "a".repeat(60);
+        let opts = Options {
+            services: vec!["payment".into(), "bob-revoked".into()],
+            clients: vec!["alice".into(), "bob".into(), long.clone(), "carol".into()],
+            revoked_clients: vec![
+                "alice".into(),
+                "mallory".into(),
+                "alice".into(),
+                "bob".into(),
+                long.clone(),
+            ],
+            ..Options::default()
+        };
+        let messages: Vec<String> = opts.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "RevokedClients: \"mallory\" is not in --clients (a revoked certificate is a second one of a client's identity)",
+                "RevokedClients: \"alice\" is listed twice",
+                "RevokedClients: \"bob\": its directory \"bob-revoked\" is also a service's or a client's",
+                &format!(
+                    "RevokedClients: \"{long}\": its directory \"{long}-revoked\" must be 1 to 63 characters long"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn regions_cannot_take_the_names_of_the_top_level_directories() {
         let opts = Options {
-            regions: vec!["k8s".into(), "root".into(), "us".into()],
+            regions: vec!["k8s".into(), "root".into(), "us".into(), "crl".into()],
             ..Options::default()
         };
         let messages: Vec<String> = opts.validate().iter().map(ToString::to_string).collect();
@@ -446,6 +511,7 @@ mod tests {
             [
                 "Regions: region \"k8s\" is reserved by the output layout",
                 "Regions: region \"root\" is reserved by the output layout",
+                "Regions: region \"crl\" is reserved by the output layout",
             ]
         );
     }

@@ -49,6 +49,10 @@ pub struct DevPki {
     pub root: Ca,
     /// In the order of `options.regions`.
     pub regions: Vec<Region>,
+    /// The root's revocation list (revoking nothing) and each region's intermediate's (revoking
+    /// that region's `revoked_clients`), in that order, PEM: what a sidecar's `--crl` takes.
+    /// Their next update is as far away as the leaves' expiry.
+    pub crl_pem: String,
 }
 
 #[derive(Debug)]
@@ -62,6 +66,9 @@ pub struct Region {
     pub injector: Leaf,
     /// `(client name, leaf)` in the order of `options.clients`.
     pub clients: Vec<(String, Leaf)>,
+    /// `(client name, leaf)` in the order of `options.revoked_clients`: a second certificate of
+    /// the client's identity, listed as revoked in the intermediate's revocation list.
+    pub revoked_clients: Vec<(String, Leaf)>,
     /// The Redis Enterprise proxy certificate, when `options.redis_proxy_names` has names.
     pub redis_proxy: Option<Leaf>,
 }
@@ -76,15 +83,26 @@ impl DevPki {
         let ca_validity = Validity::days(options.ca_days);
         let id = pki_id();
         let root = Ca::root(&root_common_name(&id), ca_validity)?;
-        let regions = options
+        let regions: Vec<Region> = options
             .regions
             .iter()
             .map(|region| generate_region(&root, &id, ca_validity, region, options))
             .collect::<Result<_, _>>()?;
+        let lifetime = time::Duration::days(i64::from(options.days));
+        let mut crl_pem = root.crl_pem_for(&[], 1, lifetime)?;
+        for region in &regions {
+            let revoked: Vec<String> = region
+                .revoked_clients
+                .iter()
+                .map(|(_, leaf)| leaf.serial_hex())
+                .collect();
+            crl_pem += &region.intermediate.crl_pem_for(&revoked, 1, lifetime)?;
+        }
         Ok(Self {
             options: options.clone(),
             root,
             regions,
+            crl_pem,
         })
     }
 
@@ -102,6 +120,13 @@ impl Region {
 
     pub fn client(&self, name: &str) -> Option<&Leaf> {
         self.clients
+            .iter()
+            .find_map(|(client, leaf)| (client == name).then_some(leaf))
+    }
+
+    /// The revoked second certificate of client `name` (`--revoked-clients`).
+    pub fn revoked_client(&self, name: &str) -> Option<&Leaf> {
+        self.revoked_clients
             .iter()
             .find_map(|(client, leaf)| (client == name).then_some(leaf))
     }
@@ -166,27 +191,18 @@ fn generate_region(
     options: &Options,
 ) -> Result<Region, IssueError> {
     let intermediate = root.intermediate(&intermediate_common_name(region, id), ca_validity)?;
-    let services = options
-        .services
-        .iter()
-        .map(|svc| {
-            Ok((
-                svc.clone(),
-                intermediate.issue(&service_spec(options, svc))?,
-            ))
-        })
-        .collect::<Result<_, IssueError>>()?;
+    // `(name, leaf)` for each name, the leaf issued from the spec `spec` gives that name.
+    let each = |names: &[String], spec: &dyn Fn(&str) -> LeafSpec| {
+        names
+            .iter()
+            .map(|name| Ok((name.clone(), intermediate.issue(&spec(name))?)))
+            .collect::<Result<Vec<_>, IssueError>>()
+    };
+    let services = each(&options.services, &|svc| service_spec(options, svc))?;
     let injector = intermediate.issue(&injector_spec(options))?;
-    let clients = options
-        .clients
-        .iter()
-        .map(|name| {
-            Ok((
-                name.clone(),
-                intermediate.issue(&client_spec(options, name))?,
-            ))
-        })
-        .collect::<Result<_, IssueError>>()?;
+    let clients = each(&options.clients, &|name| client_spec(options, name))?;
+    // A second leaf of each such client's identity, for the revocation lists to name.
+    let revoked_clients = each(&options.revoked_clients, &|name| client_spec(options, name))?;
     let redis_proxy = redis_proxy_spec(options)
         .map(|spec| intermediate.issue(&spec))
         .transpose()?;
@@ -196,6 +212,7 @@ fn generate_region(
         services,
         injector,
         clients,
+        revoked_clients,
         redis_proxy,
     })
 }

@@ -179,6 +179,8 @@ impl DevPki {
             SECRET_MODE,
         )?;
 
+        w.file(&layout::crl_file(Path::new("")), &self.crl_pem, PUBLIC_MODE)?;
+
         for region in &self.regions {
             let r = region.name.as_str();
             let inter = layout::intermediate_dir(Path::new(""), r);
@@ -246,6 +248,10 @@ impl DevPki {
             for (name, cert) in &region.clients {
                 w.cert_dir(&layout::cert_dir(Path::new(""), r, name), cert)?;
             }
+            for (name, cert) in &region.revoked_clients {
+                let dir = layout::revoked_client_dir(name);
+                w.cert_dir(&layout::cert_dir(Path::new(""), r, &dir), cert)?;
+            }
             if let Some(cert) = &region.redis_proxy {
                 let meta = SecretMeta {
                     name: layout::REDIS_PROXY_SECRET,
@@ -255,6 +261,32 @@ impl DevPki {
                 };
                 let render = k8s::redis_proxy_secret_yaml;
                 leaf(&mut w, layout::REDIS_PROXY_DIR, cert, meta, render)?;
+            }
+            // The revocation lists, in every namespace whose workloads get a Secret here.
+            let mut namespaces: Vec<&str> = opts
+                .services
+                .iter()
+                .map(|item| opts.service(item).0)
+                .collect();
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            for namespace in namespaces {
+                let file = layout::crl_configmap_file(namespace);
+                let path = k8s_dir.join(&file);
+                let meta = SecretMeta {
+                    name: layout::CRL_CONFIGMAP,
+                    namespace,
+                    app: layout::CRL_CONFIGMAP,
+                    region: r,
+                };
+                let yaml = k8s::crl_configmap_yaml(meta, &self.crl_pem).map_err(|source| {
+                    WriteError::Yaml {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                w.file(&path, &(header.clone() + &yaml), PUBLIC_MODE)?;
+                resources.push(file);
             }
 
             let path = k8s_dir.join(layout::KUSTOMIZATION);
@@ -276,7 +308,8 @@ fn marker_text(pki: &DevPki, regenerate: &str) -> String {
          Regenerate (from where it was run; a new root, so every Secret deployed from here must \
          be replaced too):\n  {regenerate}\n\n\
          regions:  {regions}\nservices: {services}\nnamespace: {ns}\ntrust domain: {td}\n\
-         cluster domain: {cd}\nclients: {clients}\nredis proxy names: {redis}\n\
+         cluster domain: {cd}\nclients: {clients}\nrevoked clients: {revoked}\n\
+         redis proxy names: {redis}\n\
          leaf lifetime: {days} days\nCA lifetime: {ca_days} days\n",
         warning = k8s::WARNING,
         regions = o.regions.join(", "),
@@ -285,6 +318,7 @@ fn marker_text(pki: &DevPki, regenerate: &str) -> String {
         td = o.trust_domain,
         cd = o.cluster_domain,
         clients = o.clients.join(", "),
+        revoked = o.revoked_clients.join(", "),
         redis = o.redis_proxy_names.join(", "),
         days = o.days,
         ca_days = o.ca_days,

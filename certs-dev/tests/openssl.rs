@@ -178,3 +178,57 @@ fn openssl_agrees_each_key_matches_its_certificate() -> Result<()> {
     }
     Ok(())
 }
+
+/// `--revoked-clients`: OpenSSL, given crl/ca.crl, refuses the revoked certificate and accepts
+/// the same identity's good one and every service's; each list verifies under its issuer.
+#[test]
+fn openssl_sees_the_revoked_client_as_revoked_and_the_others_as_good() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = tmp.path().join("out");
+    let output = run(
+        &[
+            "--out",
+            s(&out),
+            "--regions=us,eu",
+            "--clients=dev-client",
+            "--revoked-clients=dev-client",
+        ],
+        tmp.path(),
+    )?;
+    ensure(output.status.success(), || format!("{output:?}"))?;
+    let crl = layout::crl_file(&out);
+    let pem = fs::read_to_string(&crl)?;
+    ensure(pem.matches("-----BEGIN X509 CRL-----").count() == 3, || {
+        format!("want the root's list and one per region:\n{pem}")
+    })?;
+    let root = out.join("root").join(layout::ROOT_CERT);
+    for region in ["us", "eu"] {
+        // Trusted: the root and this region's intermediate, so each leaf's issuer is known.
+        let inter = layout::intermediate_dir(&out, region).join(layout::CERT);
+        let cas = tmp.path().join(format!("{region}-cas.pem"));
+        fs::write(&cas, [fs::read(&root)?, fs::read(&inter)?].concat())?;
+        let verify = |name: &str| {
+            let leaf = layout::cert_dir(&out, region, name).join(layout::CERT);
+            openssl(&[
+                "verify",
+                "-crl_check_all",
+                "-CAfile",
+                s(&cas),
+                "-CRLfile",
+                s(&crl),
+                s(&leaf),
+            ])
+        };
+        let (ok, text) = verify("dev-client-revoked")?;
+        ensure(!ok && text.contains("certificate revoked"), || {
+            format!("{region}/dev-client-revoked: {text}")
+        })?;
+        for name in ["dev-client", "product-catalog", "gembok-injector"] {
+            let (ok, text) = verify(name)?;
+            ensure(ok && text.contains(": OK"), || {
+                format!("{region}/{name}: {text}")
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -51,14 +51,16 @@ fn walk(dir: &Path) -> Result<BTreeMap<PathBuf, u32>> {
 /// The layout table of README.md, expanded for the given regions and services, no clients and
 /// no Redis proxy certificate.
 fn readme_layout(regions: &[&str], services: &[&str]) -> Result<BTreeMap<PathBuf, u32>> {
-    readme_layout_with(regions, services, &[], false)
+    readme_layout_with(regions, services, &[], &[], false)
 }
 
-/// The same with clients, and with the `redis-proxy` lines when `redis` is set.
+/// The same with clients and revoked clients, and with the `redis-proxy` lines when `redis` is
+/// set. Every service is in the default namespace.
 fn readme_layout_with(
     regions: &[&str],
     services: &[&str],
     clients: &[&str],
+    revoked: &[&str],
     redis: bool,
 ) -> Result<BTreeMap<PathBuf, u32>> {
     let readme = fs::read_to_string(manifest_dir().join("README.md"))?;
@@ -85,6 +87,8 @@ fn readme_layout_with(
             ("<region>", regions),
             ("<service>", services),
             ("<client>", clients),
+            ("<revoked>", revoked),
+            ("<namespace>", &["ecommerce"]),
         ] {
             if pattern.contains(placeholder) {
                 paths = paths
@@ -107,7 +111,7 @@ fn layout_matches_the_readme() -> Result<()> {
     let expected = readme_layout(&REGIONS, &SERVICES)?;
     assert_eq!(
         expected.len(),
-        3 + 3 * (3 + 4 * 3 + 3 + 4 + 2),
+        4 + 3 * (3 + 4 * 3 + 3 + 4 + 3),
         "README table size"
     );
     assert_eq!(walk(&out)?, expected);
@@ -126,12 +130,13 @@ fn layout_matches_the_readme() -> Result<()> {
         &[
             "--regions=lab",
             "--clients=alice,bob",
+            "--revoked-clients=bob",
             "--redis-proxy-names=db.redis.svc",
         ],
     )?;
     assert_eq!(
         walk(&out)?,
-        readme_layout_with(&["lab"], &SERVICES, &["alice", "bob"], true)?
+        readme_layout_with(&["lab"], &SERVICES, &["alice", "bob"], &["bob"], true)?
     );
     Ok(())
 }
@@ -303,6 +308,22 @@ fn secrets_decode_back_to_the_pem_files() -> Result<()> {
             }
             secrets.push(file);
         }
+        // The revocation lists' ConfigMap holds crl/ca.crl as it is on disk.
+        let file = "gembok-crl.ecommerce.yaml".to_owned();
+        let doc = yaml(&k8s.join(&file))?;
+        assert_eq!(str_at(&doc, &["kind"]), Some("ConfigMap"));
+        assert_eq!(str_at(&doc, &["metadata", "name"]), Some("gembok-crl"));
+        assert_eq!(str_at(&doc, &["metadata", "namespace"]), Some("ecommerce"));
+        assert_eq!(
+            str_at(&doc, &["metadata", "labels", "gembok.io/development-only"]),
+            Some("true")
+        );
+        assert_eq!(
+            str_at(&doc, &["data", "ca.crl"]).map(str::as_bytes),
+            Some(&fs::read(layout::crl_file(&out))?[..]),
+            "{region}: ca.crl"
+        );
+        secrets.push(file);
         let kustomization = yaml(&k8s.join("kustomization.yaml"))?;
         assert_eq!(str_at(&kustomization, &["kind"]), Some("Kustomization"));
         let resources: BTreeSet<&str> = kustomization["resources"]
@@ -370,8 +391,8 @@ fn kustomize_renders_and_the_manifests_validate() -> Result<()> {
             .collect::<Result<_, _>>()?;
         assert_eq!(
             docs.len(),
-            5,
-            "{region}: four service Secrets and the injector's"
+            6,
+            "{region}: four service Secrets, the injector's, the revocation lists' ConfigMap"
         );
 
         let mut child = Command::new("python3")
@@ -390,7 +411,7 @@ fn kustomize_renders_and_the_manifests_validate() -> Result<()> {
                 String::from_utf8_lossy(&result.stdout)
             )
         })?;
-        assert!(stderr.contains("5 object(s), 0 error(s)"), "{stderr}");
+        assert!(stderr.contains("6 object(s), 0 error(s)"), "{stderr}");
     }
     Ok(())
 }

@@ -2,8 +2,9 @@
 # Regenerates the DEVELOPMENT-ONLY certificate fixtures with gembok-certs-dev: one throw-away
 # root, one intermediate ("dev"), a sidecar Secret per service and for the Jaeger collector
 # (monitoring/jaeger, base/config/jaeger.yaml), the webhook's serving Secret and
-# Redis Enterprise's proxy Secret (certs/), and a client certificate for developers
-# (dev-client/). The root's key is thrown away. Run from anywhere inside the repository:
+# Redis Enterprise's proxy Secret (certs/), the revocation lists' ConfigMaps (certs/), and a
+# client certificate for developers (dev-client/) with a revoked twin of the same identity
+# (dev-client-revoked/). The root's key is thrown away. Run from anywhere inside the repository:
 #   manifests/overlays/development/regenerate-certs.sh
 # then commit certs/ and dev-client/. Never use these keys outside a development cluster.
 set -euo pipefail
@@ -17,7 +18,7 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$top" && cargo run --quiet -p gembok-certs-dev -- \
   --out "$tmp/pki" --regions dev --days 1825 --ca-days 3650 \
   --services product-catalog,payment,recommendation,auth,monitoring/jaeger \
-  --clients dev-client --redis-proxy-names "$redis_names")
+  --clients dev-client --revoked-clients dev-client --redis-proxy-names "$redis_names")
 rm -f "$here"/certs/*.yaml
 # The generator's header names its own regeneration command; these copies are regenerated here.
 for f in "$tmp"/pki/k8s/dev/*.yaml; do
@@ -33,4 +34,14 @@ their sidecars (kubectl port-forward; manifests/README.md, "Development"). Its S
 spiffe://cluster.local/ns/ecommerce/sa/dev-client, is admitted in the development overlay only.
 Regenerate: manifests/overlays/development/regenerate-certs.sh
 EOF
-echo "regenerated $(ls "$here"/certs | wc -l) files in $here/certs and the client in $here/dev-client (commit both)"
+rm -rf "$here/dev-client-revoked"
+mkdir "$here/dev-client-revoked"
+cp "$tmp"/pki/dev/dev-client-revoked/{tls.crt,tls.key,ca.crt} "$here/dev-client-revoked/"
+cat >"$here/dev-client-revoked/DEVELOPMENT-ONLY.txt" <<'EOF'
+DEVELOPMENT ONLY: a second client certificate of dev-client's identity
+(spiffe://cluster.local/ns/ecommerce/sa/dev-client), revoked in the development revocation lists
+(certs/gembok-crl.*.yaml): every sidecar of the development overlay refuses it, while it admits
+dev-client/ (manifests/README.md, "Development"). It stands for a leaked key.
+Regenerate: manifests/overlays/development/regenerate-certs.sh
+EOF
+echo "regenerated $(ls "$here"/certs | wc -l) files in $here/certs and the clients in $here/dev-client and $here/dev-client-revoked (commit all three)"

@@ -2,6 +2,7 @@
 //! and the directories it applies with `kubectl apply -f` hold nothing but Kubernetes objects.
 
 use std::fs;
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -301,4 +302,86 @@ fn development_redis_and_client_certificates_match_what_production_and_the_overl
         }
     }
     f.assert_none("development certificates");
+}
+
+/// Revocation in development: every sidecar there (the four services, the Jaeger collector)
+/// names the ConfigMap `gembok-crl`, it is in their namespace, and its lists, checked by
+/// OpenSSL, revoke `dev-client-revoked/` and not `dev-client/` (same identity).
+#[test]
+fn development_sidecars_take_lists_that_revoke_the_revoked_client_only() {
+    let mut f = Failures::default();
+    let dev = render("overlays/development");
+    const ANNOTATION: &str = "gembok.io/crl-configmap";
+    let mut lists = Vec::new();
+    let mut named = |who: String, namespace: &str, name: Option<&str>, f: &mut Failures| {
+        if name != Some("gembok-crl") {
+            f.push(format!("{who}: {ANNOTATION} is {name:?}, want gembok-crl"));
+            return;
+        }
+        match find(&dev, "ConfigMap", namespace, "gembok-crl") {
+            Some(cm) => lists.push(cm["data"]["ca.crl"].as_str().unwrap_or_default().to_owned()),
+            None => f.push(format!("{who}: no ConfigMap {namespace}/gembok-crl")),
+        }
+    };
+    let services: Vec<_> = pod_templates(&dev)
+        .into_iter()
+        .filter(|t| t.namespace() == APP_NAMESPACE && kind(t.owner) == "Deployment")
+        .filter(|t| {
+            t.labels()
+                .get("app.kubernetes.io/part-of")
+                .map(String::as_str)
+                == Some("ecommerce")
+        })
+        .collect();
+    f.check(services.len() == 4, || {
+        format!("{} service Deployments, want 4", services.len())
+    });
+    for t in &services {
+        let ann = t.annotations();
+        named(
+            t.app(),
+            APP_NAMESPACE,
+            ann.get(ANNOTATION).map(String::as_str),
+            &mut f,
+        );
+    }
+    match find(&dev, "Jaeger", "monitoring", "jaeger") {
+        Some(jaeger) => {
+            let name = jaeger["spec"]["allInOne"]["annotations"][ANNOTATION].as_str();
+            named("jaeger".into(), "monitoring", name, &mut f);
+        }
+        None => f.push("development has no Jaeger monitoring/jaeger"),
+    }
+    lists.dedup();
+    f.check(lists.len() == 1, || {
+        format!("{} different lists, want one", lists.len())
+    });
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let crl = tmp.path().join("ca.crl");
+    fs::write(&crl, lists.first().cloned().unwrap_or_default()).expect("write ca.crl");
+    for (client, revoked) in [("dev-client", false), ("dev-client-revoked", true)] {
+        let dir = manifests_dir().join("overlays/development").join(client);
+        let path = |name: &str| dir.join(name).to_str().expect("UTF-8 path").to_owned();
+        let out = Command::new("openssl")
+            .args(["verify", "-crl_check_all", "-CAfile", &path("ca.crt")])
+            .args(["-untrusted", &path("tls.crt"), "-CRLfile"])
+            .arg(&crl)
+            .arg(path("tls.crt"))
+            .output()
+            .expect("run openssl verify");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let seen_revoked = text.contains("certificate revoked");
+        f.check(
+            out.status.success() != revoked && seen_revoked == revoked,
+            || format!("{client}: openssl verify says {text}"),
+        );
+        f.check(
+            pem_sans(&fs::read(dir.join("tls.crt")).unwrap_or_default()).1
+                == ["spiffe://cluster.local/ns/ecommerce/sa/dev-client"],
+            || format!("{client}: not the dev-client identity"),
+        );
+    }
+    f.assert_none("development revocation lists");
 }

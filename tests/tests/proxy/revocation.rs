@@ -129,3 +129,91 @@ async fn an_outbound_refuses_a_revoked_server() {
     let labels = [("direction", "outbound"), ("reason", "revoked")];
     wait_metric(&outbound, "gembok_handshake_failures_total", &labels, 1.0).await;
 }
+
+/// The development overlay's own fixtures, as a sidecar there is given them: product-catalog's
+/// Secret as its certificate directory, the ConfigMap `gembok-crl`'s `ca.crl` as `--crl`, and
+/// the overlay's SPIFFE ID for the developers' client admitted. `dev-client/` gets through;
+/// `dev-client-revoked/`, the same identity, is refused as revoked (openssl s_client for both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_overlay_admits_its_client_and_refuses_the_revoked_twin() {
+    use base64::Engine as _;
+    use gembok_tests::proxy::Proxy;
+    use gembok_tests::traffic::ExchangeApp;
+
+    let dev =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/overlays/development");
+    let manifest = |file: &str| -> serde_yaml_ng::Value {
+        let text = std::fs::read_to_string(dev.join("certs").join(file)).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap()
+    };
+    let volume = tempfile::tempdir().unwrap();
+    let secret = manifest("product-catalog-gembok-tls.yaml");
+    let certs = volume.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let data = secret["data"][key].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        std::fs::write(certs.join(key), bytes).unwrap();
+    }
+    let lists = manifest("gembok-crl.ecommerce.yaml");
+    let crl = volume.path().join("ca.crl");
+    std::fs::write(&crl, lists["data"]["ca.crl"].as_str().unwrap()).unwrap();
+
+    let app = ExchangeApp::start().await;
+    let proxy = Proxy::builder()
+        .args(["--cert-dir", certs.to_str().unwrap()])
+        .args(["--crl", crl.to_str().unwrap()])
+        .inbound(
+            app.addr,
+            ",allow-san=spiffe://cluster.local/ns/ecommerce/sa/dev-client",
+        )
+        .start();
+    proxy.ready().await;
+
+    let handshake = |client: &str| {
+        let dir = dev.join(client);
+        let [cert, key, ca] = ["tls.crt", "tls.key", "ca.crt"]
+            .map(|name| dir.join(name).to_str().unwrap().to_owned());
+        let addr = proxy.inbound[0].to_string();
+        async move {
+            tokio::process::Command::new("openssl")
+                .args(["s_client", "-connect", &addr, "-verify_return_error"])
+                .args(["-servername", "product-catalog.ecommerce.svc.cluster.local"])
+                .args([
+                    "-cert",
+                    &cert,
+                    "-cert_chain",
+                    &cert,
+                    "-key",
+                    &key,
+                    "-CAfile",
+                    &ca,
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .expect("run openssl s_client")
+        }
+    };
+    let inbound = [("direction", "inbound")];
+    let revoked = handshake("dev-client-revoked").await;
+    wait_metric(&proxy, "gembok_handshake_failures_total", &REVOKED, 1.0).await;
+    let text = String::from_utf8_lossy(&revoked.stdout);
+    assert!(
+        text.contains("Verify return code: 0"),
+        "the client verified the sidecar:\n{text}"
+    );
+    let good = handshake("dev-client").await;
+    wait_metric(&proxy, "gembok_tls_handshakes_total", &inbound, 1.0).await;
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(text.contains("Verify return code: 0"), "{text}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics.sum("gembok_handshake_failures_total", &inbound),
+        1.0,
+        "only the revoked twin refused:\n{}",
+        metrics.show("gembok_handshake_failures_total")
+    );
+}
