@@ -4,7 +4,8 @@
 //! machine has, and DWARF call graphs: the release build keeps no frame pointers). The samples
 //! are folded with inferno into a flamegraph SVG and a summary: the kernel by system call (and
 //! the share of softirq, the loopback receiver's packet processing, inside them), crypto,
-//! memory copies, the allocator, and the rest of user space.
+//! memory copies, the allocator, and the rest of user space, for both sidecars together and
+//! for each (`perf script --pid`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,12 +27,14 @@ const FREQUENCY: &str = "499";
 pub struct Recording {
     proc: Proc,
     data: PathBuf,
+    pids: Vec<u32>,
 }
 
 impl Recording {
     /// Attaches to every thread of `pids`; returns once perf has started writing `data`.
     pub fn start(pids: &[u32], data: PathBuf) -> Result<Self> {
         let _ = std::fs::remove_file(&data);
+        let attached = pids.to_vec();
         let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
         let mut cmd = procs::command("perf");
         cmd.args(["record", "-q", "-e", "cpu-clock", "-F", FREQUENCY])
@@ -58,43 +61,77 @@ impl Recording {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(Self { proc, data })
+        Ok(Self {
+            proc,
+            data,
+            pids: attached,
+        })
     }
 
-    /// Stops recording (SIGINT: perf finishes its file) and folds the samples, one
-    /// `frame;frame;...;leaf count` line per distinct stack, kernel frames marked `_[k]`.
-    pub fn finish(self) -> Result<Vec<String>> {
+    /// Stops recording (SIGINT: perf finishes its file) and folds the samples of each process
+    /// apart, in the order of `start`'s `pids`: one `frame;frame;...;leaf count` line per
+    /// distinct stack, kernel frames marked `_[k]`.
+    pub fn finish(self) -> Result<Vec<Vec<String>>> {
         procs::signal_and_wait(&self.proc, Sig::INT, Duration::from_secs(30))?;
-        let script = Command::new("perf")
-            .arg("script")
-            .arg("-i")
-            .arg(&self.data)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .context("run perf script")?;
-        if !script.status.success() {
-            bail!(
-                "perf script -i {} failed ({})",
-                self.data.display(),
-                script.status
-            );
-        }
-        let mut options = inferno::collapse::perf::Options::default();
-        options.annotate_kernel = true;
-        options.nthreads = 1;
-        let mut folded = Vec::new();
-        inferno::collapse::perf::Folder::from(options)
-            .collapse(&script.stdout[..], &mut folded)
-            .context("fold perf samples")?;
+        let folded = self
+            .pids
+            .iter()
+            .map(|&pid| fold(&self.data, pid))
+            .collect::<Result<Vec<_>>>();
         // Tens of MB of stack copies, and perf's (empty) log.
         let _ = std::fs::remove_file(&self.data);
         let _ = std::fs::remove_file(&self.proc.log);
-        Ok(String::from_utf8_lossy(&folded)
-            .lines()
-            .map(str::to_owned)
-            .collect())
+        folded
     }
+}
+
+/// The samples of process `pid` in `data`, folded.
+fn fold(data: &Path, pid: u32) -> Result<Vec<String>> {
+    let script = Command::new("perf")
+        .arg("script")
+        .arg("-i")
+        .arg(data)
+        .arg("--pid")
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("run perf script")?;
+    if !script.status.success() {
+        bail!(
+            "perf script -i {} --pid {pid} failed ({})",
+            data.display(),
+            script.status
+        );
+    }
+    let mut options = inferno::collapse::perf::Options::default();
+    options.annotate_kernel = true;
+    options.nthreads = 1;
+    let mut folded = Vec::new();
+    inferno::collapse::perf::Folder::from(options)
+        .collapse(&script.stdout[..], &mut folded)
+        .context("fold perf samples")?;
+    Ok(String::from_utf8_lossy(&folded)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The folded stacks of several processes as one set: a stack found in more than one counts
+/// their samples together, once.
+pub fn merge(sets: &[Vec<String>]) -> Vec<String> {
+    let mut stacks: BTreeMap<&str, u64> = BTreeMap::new();
+    for line in sets.iter().flatten() {
+        if let Some((stack, count)) = line.rsplit_once(' ')
+            && let Ok(count) = count.parse::<u64>()
+        {
+            *stacks.entry(stack).or_default() += count;
+        }
+    }
+    stacks
+        .into_iter()
+        .map(|(stack, count)| format!("{stack} {count}"))
+        .collect()
 }
 
 /// Writes the flamegraph of `folded` to `svg`. Frames lose their generic arguments (see [`short`]): the frames of one function merge, and
@@ -201,6 +238,13 @@ impl Summary {
 
     /// Markdown: the categories, largest first, then the `top` hottest leaf functions.
     pub fn markdown(&self, top: usize) -> String {
+        self.markdown_with_sides(&[], top)
+    }
+
+    /// [`Summary::markdown`] with a column per side (`(name, that side's own summary)`, e.g. the
+    /// outbound and the inbound sidecar) beside each category's share: shares of all the
+    /// samples, so a row's sides add up to its total.
+    pub fn markdown_with_sides(&self, sides: &[(&str, &Summary)], top: usize) -> String {
         let pct = |n: u64| 100.0 * n as f64 / self.cpu_ns.max(1) as f64;
         let mut out = String::new();
         let kernel: u64 = self
@@ -217,11 +261,20 @@ impl Summary {
             pct(kernel),
             pct(self.softirq)
         );
-        let _ = writeln!(out, "| where | share |\n|---|---|");
+        let names: String = sides.iter().map(|(name, _)| format!(" {name} |")).collect();
+        let rules = "---|".repeat(sides.len());
+        let _ = writeln!(out, "| where | share |{names}\n|---|---|{rules}");
         let mut cats: Vec<_> = self.categories.iter().collect();
         cats.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (name, n) in cats {
-            let _ = writeln!(out, "| {name} | {:.1} % |", pct(*n));
+            let per_side: String = sides
+                .iter()
+                .map(|(_, side)| {
+                    let n = side.categories.get(name).copied().unwrap_or(0);
+                    format!(" {:.1} % |", pct(n))
+                })
+                .collect();
+            let _ = writeln!(out, "| {name} | {:.1} % |{per_side}", pct(*n));
         }
         let _ = writeln!(out, "\n| hottest functions (self) | share |\n|---|---|");
         let mut leaves: Vec<_> = self.leaves.iter().collect();
@@ -438,6 +491,43 @@ mod tests {
                 "| `tcp_sendmsg_[k]` | 25.0 % |",
                 "| `tcp_v4_rcv_[k]` | 25.0 % |",
             ]
+        );
+    }
+
+    #[test]
+    fn the_sides_are_merged_and_shown_beside_the_total() {
+        let outbound = folded(&[
+            "gembok-proxy;aws_lc_0_47_0_aes_gcm 300",
+            "gembok-proxy;__GI___writev;do_syscall_64_[k];do_writev_[k];tcp_sendmsg_[k] 100",
+        ]);
+        let inbound = folded(&[
+            "gembok-proxy;aws_lc_0_47_0_aes_gcm 200",
+            "gembok-proxy;__GI___recvfrom;do_syscall_64_[k];__sys_recvfrom_[k];tcp_recvmsg_[k] 400",
+        ]);
+        let both = merge(&[outbound.clone(), inbound.clone()]);
+        // The stack both sides have counts once, with both sides' samples.
+        assert_eq!(both.len(), 3, "{both:?}");
+        assert!(both.contains(&"gembok-proxy;aws_lc_0_47_0_aes_gcm 500".to_owned()));
+        let (o, i) = (
+            Summary::from_folded(&outbound),
+            Summary::from_folded(&inbound),
+        );
+        let total = Summary::from_folded(&both);
+        assert_eq!(total.cpu_ns, o.cpu_ns + i.cpu_ns);
+        let md = total.markdown_with_sides(&[("outbound", &o), ("inbound", &i)], 2);
+        assert!(
+            md.contains("| where | share | outbound | inbound |\n|---|---|---|---|\n"),
+            "{md}"
+        );
+        // Shares of all the samples: a row's sides add up to its total.
+        assert!(md.contains("| crypto | 50.0 % | 30.0 % | 20.0 % |"), "{md}");
+        assert!(
+            md.contains("| kernel: recvfrom | 40.0 % | 0.0 % | 40.0 % |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| kernel: writev | 10.0 % | 10.0 % | 0.0 % |"),
+            "{md}"
         );
     }
 

@@ -884,7 +884,8 @@ async fn profile_all(
          Written by `gembok-bench --profile`: after the measured repetitions, each load ran once \
          more with `perf record -e cpu-clock --call-graph dwarf` attached to both sidecars \
          (figures under perf are lower than the measured ones). Shares are of both sidecars' \
-         samples together. Kernel samples are grouped by the system call they ran in; softirq \
+         samples together, then split by sidecar (each side's column adds up to its share of \
+         the whole). Kernel samples are grouped by the system call they ran in; softirq \
          is the loopback receiver's packet processing, which runs inside the sender's call.\n\n",
     );
     let pairs = subjects.iter().filter_map(|s| {
@@ -975,8 +976,9 @@ async fn profile_one(
         ("64 B ping-pong", load)
     };
     // perf is stopped whether or not the load went through; `perf script` takes seconds.
-    let folded = tokio::task::spawn_blocking(move || recording.finish()).await?;
-    let (load, folded) = (load?, folded?);
+    let sides = tokio::task::spawn_blocking(move || recording.finish()).await?;
+    let (load, sides) = (load?, sides?);
+    let folded = profile::merge(&sides);
     if folded.is_empty() {
         anyhow::bail!("perf recorded no samples");
     }
@@ -987,10 +989,17 @@ async fn profile_one(
         &svg,
     )?;
     let summary = profile::Summary::from_folded(&folded);
+    // `pids` are the outbound's, then the inbound's (`profile_all`).
+    let per_side: Vec<profile::Summary> = sides
+        .iter()
+        .map(|f| profile::Summary::from_folded(f))
+        .collect();
+    let named: Vec<(&str, &profile::Summary)> =
+        ["outbound", "inbound"].into_iter().zip(&per_side).collect();
     Ok(format!(
         "## {title} through the pair: {}\n\nUnder perf: {load}. Flamegraph: [{name}.svg]({name}.svg)\n\n{}\n",
         s.id,
-        summary.markdown(15)
+        summary.markdown_with_sides(&named, 15)
     ))
 }
 

@@ -727,6 +727,33 @@ fn a_profile_run_writes_flamegraphs_and_where_the_cpu_went() {
     assert!(connections.contains("| crypto | "), "{connections}");
     assert!(bulk.contains("| crypto | "), "{bulk}");
     assert!(bulk.contains("GiB on one stream"), "{bulk}");
+    // Each side's column: the outbound seals and the inbound opens, and the two add up to the
+    // total (to the rounding of three one-decimal figures).
+    assert!(
+        bulk.contains("| where | share | outbound | inbound |"),
+        "{bulk}"
+    );
+    let row = |name: &str| -> [f64; 3] {
+        let cells: Vec<f64> = bulk
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} | ")))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{bulk}"))
+            .split('|')
+            .filter_map(|cell| cell.trim().strip_suffix(" %")?.parse().ok())
+            .collect();
+        cells
+            .try_into()
+            .unwrap_or_else(|c| panic!("{name} row {c:?} in:\n{bulk}"))
+    };
+    let [total, outbound, inbound] = row("crypto");
+    assert!(outbound > 0.0 && inbound > 0.0, "{bulk}");
+    assert!((outbound + inbound - total).abs() <= 0.15, "{bulk}");
+    // And each column is its own side: the outbound reads the app's bytes with `readv` (into
+    // record-shaped slots), the inbound reads the sealed records with `recvfrom`.
+    let [_, outbound, inbound] = row("kernel: readv");
+    assert!(outbound > inbound, "readv: {bulk}");
+    let [_, outbound, inbound] = row("kernel: recvfrom");
+    assert!(inbound > outbound, "recvfrom: {bulk}");
     // perf's data files (tens of MB) are gone.
     let left: Vec<_> = std::fs::read_dir(profile.path())
         .unwrap()
