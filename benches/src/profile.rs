@@ -206,6 +206,11 @@ const CRYPTO: &[&str] = &[
     "hkdf",
 ];
 
+/// C functions of the crypto libraries that keep no library prefix once inlined (aws-lc's
+/// `OPENSSL_memset` zeroing a context, `CRYPTO_bswap4`, `crypto_md32_update`, `EVP_*`):
+/// matched at the start of the name only, so that no Rust path is taken for one.
+const CRYPTO_C: &[&str] = &["openssl_", "crypto_", "evp_", "pkey_", "kem_", "rand_bytes"];
+
 impl Summary {
     pub fn from_folded(folded: &[String]) -> Self {
         let mut s = Summary::default();
@@ -299,6 +304,25 @@ const JEMALLOC: &[&str] = &[
     "cache_bin",
     "arena_",
     "extent_",
+    "emap_",
+    "edata_",
+    "eset_",
+    "ecache_",
+    "tsd_",
+    "sz_",
+    "pac_",
+    "pa_",
+    "san_",
+];
+
+/// glibc's allocator, which the C libraries (aws-lc's `OPENSSL_malloc`) use.
+const GLIBC_MALLOC: &[&str] = &[
+    "_int_free",
+    "_int_malloc",
+    "__gi___libc_free",
+    "__libc_malloc",
+    "cfree",
+    "unlink_chunk",
 ];
 
 fn is_softirq(frame: &str) -> bool {
@@ -352,7 +376,7 @@ fn kernel_category(frames: &[&str]) -> String {
 
 fn user_category(leaf: &str) -> &'static str {
     let lower = leaf.to_ascii_lowercase();
-    if CRYPTO.iter().any(|c| lower.contains(c)) {
+    if CRYPTO.iter().any(|c| lower.contains(c)) || CRYPTO_C.iter().any(|c| lower.starts_with(c)) {
         "crypto"
     } else if ["memmove", "memcpy", "memset"]
         .iter()
@@ -361,6 +385,7 @@ fn user_category(leaf: &str) -> &'static str {
         "user space: memory copies"
     } else if lower.contains("_rjem_")
         || JEMALLOC.iter().any(|p| lower.starts_with(p))
+        || GLIBC_MALLOC.iter().any(|p| lower.starts_with(p))
         || ["malloc", "sdallocx", "realloc", "free"]
             .iter()
             .any(|m| lower.starts_with(m) || lower.starts_with(&format!("__{m}")))
@@ -440,13 +465,18 @@ mod tests {
             "gembok-proxy;gembok_proxy::conn::carry;asm_sysvec_apic_timer_interrupt_[k];hrtimer_interrupt_[k] 50000000",
             "gembok-proxy;rustls::server::hs::handle;aws_lc_0_47_0_x25519_scalar_mult_adx 250000000",
             "gembok-proxy;<gembok_proxy::forward::Pump<T> as core::future::Future>::poll;__memmove_avx_unaligned_erms 40000000",
-            "gembok-proxy;alloc::raw_vec::finish_grow;_rjem_malloc 40000000",
+            "gembok-proxy;alloc::raw_vec::finish_grow;_rjem_malloc 36000000",
             "gembok-proxy;<tokio::runtime::scheduler::multi_thread::worker::Context>::run 40000000",
-            "gembok-proxy;<rustls::server::hs::ExpectClientHello as rustls::common_state::State<rustls::server::ServerConnectionData>>::handle 30000000",
+            "gembok-proxy;<rustls::server::hs::ExpectClientHello as rustls::common_state::State<rustls::server::ServerConnectionData>>::handle 27000000",
             "gembok-proxy;gembok_proxy::records::key::open 20000000",
             "gembok-proxy;tokio::time::Instant::now;__GI___clock_gettime 10000000",
             "gembok-proxy;aws_lc_0_47_0_mlkem768_encap;Lmlk_rej_uniform_asm_loop_start 5000000",
             "gembok-proxy;alloc::alloc::alloc;imalloc_fastpath 4000000",
+            // Inlined C leaves: aws-lc zeroing an HMAC context is crypto, not a copy; jemalloc's
+            // and glibc's internals are the allocator.
+            "gembok-proxy;aws_lc_0_47_0_HMAC_CTX_init;OPENSSL_memset 3000000",
+            "gembok-proxy;_rjem_malloc;emap_alloc_ctx_lookup 2000000",
+            "gembok-proxy;aws_lc_0_47_0_OPENSSL_free;__GI___libc_free;_int_free 2000000",
             "gembok-proxy;tokio::time::Instant::now;__vdso_clock_gettime_[k];read_tsc_[k] 1000000",
         ]));
         assert_eq!(s.cpu_ns, 1_000_000_000);
@@ -459,11 +489,11 @@ mod tests {
             1
         );
         assert_eq!(cat("kernel: no system call"), 5);
-        assert_eq!(s.categories["crypto"], 255_000_000);
+        assert_eq!(s.categories["crypto"], 258_000_000);
         assert_eq!(cat("user space: memory copies"), 4);
         assert_eq!(s.categories["user space: allocator"], 44_000_000);
         assert_eq!(cat("user space: tokio (scheduler, I/O driver, timers)"), 4);
-        assert_eq!(cat("user space: rustls"), 3);
+        assert_eq!(cat("user space: rustls"), 2);
         assert_eq!(cat("user space: gembok"), 2);
         assert_eq!(s.categories[LIBC], 11_000_000);
         assert_eq!(s.softirq, 250_000_000);

@@ -1,5 +1,6 @@
 //! Kubernetes manifests: one `kubernetes.io/tls` Secret per certificate, the revocation lists'
-//! ConfigMap per namespace with services, and a `kustomization.yaml` per region, so an overlay can list `<out>/k8s/<region>` as a resource.
+//! ConfigMap per namespace with services, and a `kustomization.yaml` per region, so an overlay
+//! can list `<out>/k8s/<region>` as a resource.
 
 use std::collections::BTreeMap;
 
