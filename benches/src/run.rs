@@ -891,9 +891,10 @@ async fn profile_all(
     let pairs = subjects.iter().filter_map(|s| {
         let r = s.running.as_ref()?;
         let out = r.outbound.as_ref()?;
-        r.kind.is_gembok().then_some((s, [out.pid, r.inbound.pid]))
+        let sides = [("outbound", out.pid), ("inbound", r.inbound.pid)];
+        r.kind.is_gembok().then_some((s, sides))
     });
-    for (s, pids) in pairs {
+    for (s, sides) in pairs {
         for scenario in [Scenario::Bulk, Scenario::Connections, Scenario::Latency] {
             if !plan.runs(scenario) {
                 continue;
@@ -902,7 +903,7 @@ async fn profile_all(
             if !s.alive(&what, rec) {
                 continue;
             }
-            match profile_one(s, scenario, &pids, plan, app, pki, dir).await {
+            match profile_one(s, scenario, &sides, plan, app, pki, dir).await {
                 Ok(section) => {
                     eprintln!("  {what}: written");
                     md.push_str(&section);
@@ -920,7 +921,7 @@ async fn profile_all(
 async fn profile_one(
     s: &Subject,
     scenario: Scenario,
-    pids: &[u32],
+    sides: &[(&str, u32)],
     plan: &Plan,
     app: std::net::SocketAddr,
     pki: &Pki,
@@ -928,7 +929,8 @@ async fn profile_one(
 ) -> Result<String> {
     let target = s.target(Topology::Pair, app, pki, ClientOpts::FULL)?;
     let name = format!("{}-pair-{}", scenario.name(), s.id);
-    let recording = profile::Recording::start(pids, dir.join(format!("{name}.perf.data")))?;
+    let pids: Vec<u32> = sides.iter().map(|&(_, pid)| pid).collect();
+    let recording = profile::Recording::start(&pids, dir.join(format!("{name}.perf.data")))?;
     // Long enough for a few hundred samples even at the smoke test's sizes.
     let duration = plan.cps_duration.max(Duration::from_secs(1));
     let (title, load) = if scenario == Scenario::Bulk {
@@ -976,9 +978,9 @@ async fn profile_one(
         ("64 B ping-pong", load)
     };
     // perf is stopped whether or not the load went through; `perf script` takes seconds.
-    let sides = tokio::task::spawn_blocking(move || recording.finish()).await?;
-    let (load, sides) = (load?, sides?);
-    let folded = profile::merge(&sides);
+    let per_side = tokio::task::spawn_blocking(move || recording.finish()).await?;
+    let (load, per_side) = (load?, per_side?);
+    let folded = profile::merge(&per_side);
     if folded.is_empty() {
         anyhow::bail!("perf recorded no samples");
     }
@@ -989,17 +991,16 @@ async fn profile_one(
         &svg,
     )?;
     let summary = profile::Summary::from_folded(&folded);
-    // `pids` are the outbound's, then the inbound's (`profile_all`).
-    let per_side: Vec<profile::Summary> = sides
+    let per_side: Vec<profile::Summary> = per_side
         .iter()
         .map(|f| profile::Summary::from_folded(f))
         .collect();
     let named: Vec<(&str, &profile::Summary)> =
-        ["outbound", "inbound"].into_iter().zip(&per_side).collect();
+        sides.iter().map(|&(name, _)| name).zip(&per_side).collect();
     Ok(format!(
         "## {title} through the pair: {}\n\nUnder perf: {load}. Flamegraph: [{name}.svg]({name}.svg)\n\n{}\n",
         s.id,
-        summary.markdown_with_sides(&named, 15)
+        summary.markdown(&named, 15)
     ))
 }
 

@@ -153,6 +153,18 @@ impl Options {
             .unwrap_or((self.namespace.as_str(), item))
     }
 
+    /// The namespaces of the services, each once, sorted.
+    pub fn service_namespaces(&self) -> Vec<&str> {
+        let mut namespaces: Vec<&str> = self
+            .services
+            .iter()
+            .map(|item| self.service(item).0)
+            .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        namespaces
+    }
+
     /// Every problem at once; empty when the options are usable.
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();

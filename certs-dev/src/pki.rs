@@ -123,13 +123,6 @@ impl Region {
             .iter()
             .find_map(|(client, leaf)| (client == name).then_some(leaf))
     }
-
-    /// The revoked second certificate of client `name` (`--revoked-clients`).
-    pub fn revoked_client(&self, name: &str) -> Option<&Leaf> {
-        self.revoked_clients
-            .iter()
-            .find_map(|(client, leaf)| (client == name).then_some(leaf))
-    }
 }
 
 /// The leaf spec used for each service (exposed so tests can compare against it).

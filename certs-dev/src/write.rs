@@ -180,6 +180,7 @@ impl DevPki {
         )?;
 
         w.file(&layout::crl_file(Path::new("")), &self.crl_pem, PUBLIC_MODE)?;
+        let namespaces = opts.service_namespaces();
 
         for region in &self.regions {
             let r = region.name.as_str();
@@ -210,12 +211,12 @@ impl DevPki {
                             render: SecretRender| {
                 w.cert_dir(&layout::cert_dir(Path::new(""), r, name), leaf)?;
                 let file = layout::secret_file(meta.name);
-                let path = k8s_dir.join(&file);
-                let yaml = render(meta, leaf).map_err(|source| WriteError::Yaml {
-                    path: path.clone(),
-                    source,
-                })?;
-                w.file(&path, &(header.clone() + &yaml), SECRET_MODE)?;
+                w.manifest(
+                    &k8s_dir.join(&file),
+                    &header,
+                    render(meta, leaf),
+                    SECRET_MODE,
+                )?;
                 resources.push(file);
                 Ok::<_, WriteError>(())
             };
@@ -263,38 +264,22 @@ impl DevPki {
                 leaf(&mut w, layout::REDIS_PROXY_DIR, cert, meta, render)?;
             }
             // The revocation lists, in every namespace whose workloads get a Secret here.
-            let mut namespaces: Vec<&str> = opts
-                .services
-                .iter()
-                .map(|item| opts.service(item).0)
-                .collect();
-            namespaces.sort_unstable();
-            namespaces.dedup();
-            for namespace in namespaces {
+            for &namespace in &namespaces {
                 let file = layout::crl_configmap_file(namespace);
-                let path = k8s_dir.join(&file);
                 let meta = SecretMeta {
                     name: layout::CRL_CONFIGMAP,
                     namespace,
                     app: layout::CRL_CONFIGMAP,
                     region: r,
                 };
-                let yaml = k8s::crl_configmap_yaml(meta, &self.crl_pem).map_err(|source| {
-                    WriteError::Yaml {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                w.file(&path, &(header.clone() + &yaml), PUBLIC_MODE)?;
+                let rendered = k8s::crl_configmap_yaml(meta, &self.crl_pem);
+                w.manifest(&k8s_dir.join(&file), &header, rendered, PUBLIC_MODE)?;
                 resources.push(file);
             }
 
             let path = k8s_dir.join(layout::KUSTOMIZATION);
-            let yaml = k8s::kustomization_yaml(&resources).map_err(|source| WriteError::Yaml {
-                path: path.clone(),
-                source,
-            })?;
-            w.file(&path, &(header.clone() + &yaml), PUBLIC_MODE)?;
+            let rendered = k8s::kustomization_yaml(&resources);
+            w.manifest(&path, &header, rendered, PUBLIC_MODE)?;
         }
         Ok(w.files)
     }
@@ -390,6 +375,21 @@ impl Tree<'_> {
         write_file(&path, contents.as_bytes(), mode)?;
         self.files.push(rel.to_owned());
         Ok(())
+    }
+
+    /// A manifest as `render` gave it, after `header`; a rendering error names the file.
+    fn manifest(
+        &mut self,
+        rel: &Path,
+        header: &str,
+        rendered: Result<String, serde_yaml_ng::Error>,
+        mode: u32,
+    ) -> Result<(), WriteError> {
+        let yaml = rendered.map_err(|source| WriteError::Yaml {
+            path: rel.to_owned(),
+            source,
+        })?;
+        self.file(rel, &(header.to_owned() + &yaml), mode)
     }
 
     fn cert_dir(&mut self, rel: &Path, leaf: &Leaf) -> Result<(), WriteError> {

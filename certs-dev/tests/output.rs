@@ -344,7 +344,7 @@ fn a_service_in_another_namespace_gets_its_secret_and_names_there() -> Result<()
     let tmp = tempfile::tempdir()?;
     let out = generate(
         tmp.path(),
-        &["--regions=dev", "--services=payment,monitoring/jaeger"],
+        &["--regions=dev", "--services=payment,auth,monitoring/jaeger"],
     )?;
     let k8s = layout::k8s_dir(&out, "dev");
     for (app, ns) in [("payment", "ecommerce"), ("jaeger", "monitoring")] {
@@ -364,7 +364,23 @@ fn a_service_in_another_namespace_gets_its_secret_and_names_there() -> Result<()
             ]
         );
         assert_eq!(s.uri, [format!("spiffe://cluster.local/ns/{ns}/sa/{app}")]);
+        // The revocation lists reach that namespace too, once.
+        let doc = yaml(&k8s.join(format!("gembok-crl.{ns}.yaml")))?;
+        assert_eq!(str_at(&doc, &["metadata", "namespace"]), Some(ns));
     }
+    // Two services in ecommerce, one in monitoring: one ConfigMap for each namespace.
+    let kustomization = fs::read_to_string(k8s.join("kustomization.yaml"))?;
+    let maps: Vec<&str> = kustomization
+        .lines()
+        .filter(|l| l.contains("gembok-crl."))
+        .collect();
+    assert_eq!(
+        maps,
+        [
+            "- gembok-crl.ecommerce.yaml",
+            "- gembok-crl.monitoring.yaml"
+        ]
+    );
     Ok(())
 }
 

@@ -9,7 +9,8 @@
 //! - [`traffic`]: app stand-ins and clients that move seeded random bytes and check SHA-256;
 //! - [`tls`]: a rustls client for driving inbound listeners directly;
 //! - [`openssl`]: `openssl s_client` and `s_server` as real TLS peers;
-//! - [`netns`]: a network namespace of a test's own, for host settings such as `bindv6only`.
+//! - [`netns`]: a network namespace of a test's own, for host settings such as `bindv6only`;
+//! - [`repo`]: the repository's top directory and its committed Kubernetes fixtures.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod openssl;
 pub mod pair;
 pub mod pki;
 pub mod proxy;
+pub mod repo;
 pub mod tls;
 pub mod traffic;
 

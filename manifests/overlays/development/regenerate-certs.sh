@@ -25,19 +25,20 @@ for f in "$tmp"/pki/k8s/dev/*.yaml; do
   sed 's|^# Regenerate (from where it was run): .*$|# Regenerate: manifests/overlays/development/regenerate-certs.sh|' \
     "$f" >"$here/certs/$(basename "$f")"
 done
-rm -rf "$here/dev-client"
-mkdir "$here/dev-client"
-cp "$tmp"/pki/dev/dev-client/{tls.crt,tls.key,ca.crt} "$here/dev-client/"
-cat >"$here/dev-client/DEVELOPMENT-ONLY.txt" <<'EOF'
+# The PEM files of client $1 into $1/, beside its DEVELOPMENT-ONLY.txt read from stdin.
+copy_client() {
+  rm -rf "${here:?}/$1"
+  mkdir "$here/$1"
+  cp "$tmp/pki/dev/$1"/{tls.crt,tls.key,ca.crt} "$here/$1/"
+  cat >"$here/$1/DEVELOPMENT-ONLY.txt"
+}
+copy_client dev-client <<'EOF'
 DEVELOPMENT ONLY: a client certificate for calling the development cluster's services through
 their sidecars (kubectl port-forward; manifests/README.md, "Development"). Its SPIFFE ID,
 spiffe://cluster.local/ns/ecommerce/sa/dev-client, is admitted in the development overlay only.
 Regenerate: manifests/overlays/development/regenerate-certs.sh
 EOF
-rm -rf "$here/dev-client-revoked"
-mkdir "$here/dev-client-revoked"
-cp "$tmp"/pki/dev/dev-client-revoked/{tls.crt,tls.key,ca.crt} "$here/dev-client-revoked/"
-cat >"$here/dev-client-revoked/DEVELOPMENT-ONLY.txt" <<'EOF'
+copy_client dev-client-revoked <<'EOF'
 DEVELOPMENT ONLY: a second client certificate of dev-client's identity
 (spiffe://cluster.local/ns/ecommerce/sa/dev-client), revoked in the development revocation lists
 (certs/gembok-crl.*.yaml): every sidecar of the development overlay refuses it, while it admits

@@ -34,12 +34,7 @@ pub const SERVICE_CALLS: [(&str, &str); 2] =
 pub const APP_NAMESPACE: &str = "ecommerce";
 pub const PROXY_CONTAINER: &str = "gembok-proxy";
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
+pub use gembok_tests::repo::root as repo;
 
 pub fn manifests_dir() -> PathBuf {
     repo().join("manifests")

@@ -136,13 +136,12 @@ async fn an_outbound_refuses_a_revoked_server() {
 /// `dev-client-revoked/`, the same identity, is refused as revoked (openssl s_client for both).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_development_overlay_admits_its_client_and_refuses_the_revoked_twin() {
-    use base64::Engine as _;
     use gembok_tests::proxy::Proxy;
+    use gembok_tests::repo;
     use gembok_tests::traffic::ExchangeApp;
 
-    let dev =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/overlays/development");
-    let manifest = |file: &str| -> serde_yaml_ng::Value {
+    let dev = repo::root().join("manifests/overlays/development");
+    let manifest = |file: &str| -> serde_json::Value {
         let text = std::fs::read_to_string(dev.join("certs").join(file)).unwrap();
         serde_yaml_ng::from_str(&text).unwrap()
     };
@@ -151,11 +150,7 @@ async fn the_development_overlay_admits_its_client_and_refuses_the_revoked_twin(
     let certs = volume.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     for key in ["tls.crt", "tls.key", "ca.crt"] {
-        let data = secret["data"][key].as_str().unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .unwrap();
-        std::fs::write(certs.join(key), bytes).unwrap();
+        std::fs::write(certs.join(key), repo::secret_data(&secret, key)).unwrap();
     }
     let lists = manifest("gembok-crl.ecommerce.yaml");
     let crl = volume.path().join("ca.crl");
