@@ -40,8 +40,9 @@ pub struct Material {
     pub leaf: LeafInfo,
     /// The allow-san list files, parsed, in the order configured.
     pub allow_san: Vec<AllowList>,
-    /// Every certificate revocation list of the CRL files, in the order configured; each parsed
-    /// and, where its issuer is on our own chain, its signature checked ([`Material::validate`]).
+    /// The certificate revocation lists of the CRL files, in the order configured, the newest
+    /// of each issuer only; each parsed and, where its issuer is on our own chain, its signature
+    /// checked ([`Material::validate`]).
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Digest of the file contents this material was built from.
     pub digest: [u8; 32],
@@ -311,22 +312,28 @@ impl Material {
             })
             .collect::<Result<_, _>>()?;
 
-        let mut crls = Vec::new();
+        let mut parsed = Vec::new();
         for (path, bytes) in &files.crls {
-            let (ders, lists): (Vec<_>, Vec<_>) = parse_crls(bytes)
-                .map_err(|reason| LoadError::BadCrl {
-                    path: path.clone(),
-                    reason,
-                })?
-                .into_iter()
-                .unzip();
-            let Some(roots) = &roots else {
+            let lists = parse_crls(bytes).map_err(|reason| LoadError::BadCrl {
+                path: path.clone(),
+                reason,
+            })?;
+            if roots.is_none() {
                 return Err(LoadError::BadCrl {
                     path: path.clone(),
                     reason: "revocation lists need the CA bundle".to_owned(),
                 });
-            };
-            if let Some(usage) = req.usages.first() {
+            }
+            parsed.extend(lists.into_iter().map(|(der, list)| Crl { path, der, list }));
+        }
+        let kept = newest_per_issuer(parsed)?;
+        if let (Some(roots), Some(usage)) = (&roots, req.usages.first()) {
+            for (path, _) in &files.crls {
+                let lists: Vec<_> = kept
+                    .iter()
+                    .filter(|crl| crl.path == path)
+                    .map(|crl| &crl.list)
+                    .collect();
                 check_crls(&chain, roots, provider, *usage, &lists, now).map_err(|reason| {
                     LoadError::BadCrl {
                         path: path.clone(),
@@ -334,8 +341,8 @@ impl Material {
                     }
                 })?;
             }
-            crls.extend(ders);
         }
+        let crls = kept.into_iter().map(|crl| crl.der).collect();
 
         Ok(Material {
             chain,
@@ -484,6 +491,86 @@ fn parse_crls(bytes: &[u8]) -> Result<Vec<ParsedCrl>, String> {
         .collect()
 }
 
+/// One revocation list as read: the file it came from, its DER, and webpki's parse.
+struct Crl<'p> {
+    path: &'p PathBuf,
+    der: CertificateRevocationListDer<'static>,
+    list: webpki::CertRevocationList<'static>,
+}
+
+/// One list per issuer (and issuing distribution point, which partitions an issuer's lists):
+/// webpki consults only the first list that covers a certificate, so a newer list behind an
+/// older one of the same CA, appended to a bundle or named in a later file, would go unread and
+/// the certificates it revokes accepted. A complete list supersedes its issuer's earlier ones
+/// (RFC 5280 5.1.2.4), so the newest is kept (and the others logged); the same list twice is
+/// kept once. Two lists of one issuer that differ but claim the same age are refused: which one
+/// holds cannot be told.
+fn newest_per_issuer(crls: Vec<Crl<'_>>) -> Result<Vec<Crl<'_>>, LoadError> {
+    let mut kept: Vec<Crl<'_>> = Vec::with_capacity(crls.len());
+    for crl in crls {
+        let same_scope = kept.iter().position(|k| {
+            k.list.issuer() == crl.list.issuer()
+                && k.list.issuing_distribution_point() == crl.list.issuing_distribution_point()
+        });
+        let Some(i) = same_scope else {
+            kept.push(crl);
+            continue;
+        };
+        if kept[i].der == crl.der {
+            continue;
+        }
+        let (older, newer) = match compare_age(&crl.der, &kept[i].der) {
+            std::cmp::Ordering::Greater => (std::mem::replace(&mut kept[i], crl), &kept[i]),
+            std::cmp::Ordering::Less => (crl, &kept[i]),
+            std::cmp::Ordering::Equal => {
+                return Err(LoadError::BadCrl {
+                    path: crl.path.clone(),
+                    reason: format!(
+                        "it holds a list of {} that differs from one in {} with the same CRL \
+                         number and update time; keep only the current one",
+                        issuer_of(&crl.der),
+                        kept[i].path.display()
+                    ),
+                });
+            }
+        };
+        tracing::info!(
+            issuer = %issuer_of(&older.der),
+            superseded = %older.path.display(),
+            by = %newer.path.display(),
+            "a revocation list is superseded by a newer one of the same issuer; only the newest is used"
+        );
+    }
+    Ok(kept)
+}
+
+/// Which of two lists of one issuer is newer: by CRL number where both have one (RFC 5280
+/// 5.2.3: it grows with every list an issuer signs), then by update time. Lists x509-parser
+/// cannot read (webpki could) count as equally new.
+fn compare_age(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let read = |der| {
+        CertificateRevocationList::from_der(der)
+            .ok()
+            .map(|(_, crl)| crl)
+    };
+    let (Some(a), Some(b)) = (read(a), read(b)) else {
+        return std::cmp::Ordering::Equal;
+    };
+    let by_number = match (a.crl_number(), b.crl_number()) {
+        (Some(x), Some(y)) => x.cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    };
+    by_number.then(a.last_update().cmp(&b.last_update()))
+}
+
+fn issuer_of(der: &[u8]) -> String {
+    x509_parser::revocation_list::CertificateRevocationList::from_der(der).map_or_else(
+        |_| "an unreadable issuer".to_owned(),
+        |(_, crl)| crl.issuer().to_string(),
+    )
+}
+
 /// Verifies our own chain again with `crls`, so that a CRL issued by a certificate on it (the
 /// CA or our intermediate) has its signature checked before it is used; one whose issuer is
 /// elsewhere (another region's intermediate) is checked at the handshakes it applies to.
@@ -494,11 +581,10 @@ fn check_crls(
     roots: &RootCertStore,
     provider: &CryptoProvider,
     usage: Usage,
-    crls: &[webpki::CertRevocationList<'_>],
+    crls: &[&webpki::CertRevocationList<'_>],
     now: SystemTime,
 ) -> Result<(), String> {
-    let refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
-    let Ok(options) = webpki::RevocationOptionsBuilder::new(&refs) else {
+    let Ok(options) = webpki::RevocationOptionsBuilder::new(crls) else {
         return Ok(()); // no list: nothing to check
     };
     let options = options

@@ -54,6 +54,12 @@ pub fn good_leaf(ca: &Ca) -> Leaf {
 
 /// A certificate revocation list signed by `ca` naming the certificates (PEM) given.
 pub fn crl(ca: &Ca, revoked: &[&str]) -> String {
+    crl_numbered(ca, revoked, 1, None)
+}
+
+/// A revocation list of `ca` with this CRL number and, if given, an issuing distribution point
+/// (the URI that scopes a partitioned list).
+pub fn crl_numbered(ca: &Ca, revoked: &[&str], number: u64, scope: Option<&str>) -> String {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
     let now = OffsetDateTime::now_utc();
@@ -73,8 +79,13 @@ pub fn crl(ca: &Ca, revoked: &[&str]) -> String {
     let params = rcgen::CertificateRevocationListParams {
         this_update: now - TimeDuration::minutes(1),
         next_update: now + TimeDuration::days(1),
-        crl_number: rcgen::SerialNumber::from(1u64),
-        issuing_distribution_point: None,
+        crl_number: rcgen::SerialNumber::from(number),
+        issuing_distribution_point: scope.map(|uri| rcgen::CrlIssuingDistributionPoint {
+            distribution_point: rcgen::CrlDistributionPoint {
+                uris: vec![uri.to_owned()],
+            },
+            scope: None,
+        }),
         revoked_certs,
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
     };

@@ -238,7 +238,7 @@ impl DirWatch {
                         changed.notify_one();
                     }
                 }
-                // An overflowed queue means we lost events: reload to be safe.
+                // The watcher failed to read its events: reload to be safe.
                 Err(_) => changed.notify_one(),
             }
         });
@@ -335,6 +335,15 @@ fn on_event(event: &Event, dirs: &[PathBuf], gone: &Mutex<Vec<PathBuf>>) -> bool
     // Our own reads show up as access events; only changes matter.
     if matches!(event.kind, EventKind::Access(_)) {
         return false;
+    }
+    // An overflowed inotify queue: notify reports it as an event with no paths and the Rescan
+    // flag (not as an error). Events were lost, so reload, and watch every directory afresh (one
+    // may have been replaced unseen; re-watching one that stayed costs nothing).
+    if event.need_rescan() {
+        gone.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(dirs.iter().cloned());
+        return true;
     }
     let mut relevant = false;
     for (index, path) in event.paths.iter().enumerate() {

@@ -290,12 +290,12 @@ fn revocation_lists_are_parsed_and_checked_against_our_own_chain() {
     let theirs = good_leaf(&ca);
     let src = write(dir.path(), &ours.cert, &ours.key, &ca.pem);
 
-    // Two lists in one file (PEM), and one DER file.
-    let two = format!("{}{}", crl(&ca, &[&theirs.cert]), crl(&ca, &[]));
-    let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(
-        crl(&ca, &[&theirs.cert]).as_bytes(),
-    )
-    .unwrap();
+    // Two lists in one file (PEM, two issuers), and one DER file (a third issuer).
+    let (other, third) = (crate::test_pki::ca("other"), crate::test_pki::ca("third"));
+    let two = format!("{}{}", crl(&ca, &[&theirs.cert]), crl(&other, &[]));
+    let der =
+        rustls_pki_types::CertificateRevocationListDer::from_pem_slice(crl(&third, &[]).as_bytes())
+            .unwrap();
     let m = validate_with_crls(
         &src,
         &[("two.pem", two.as_bytes()), ("one.der", der.as_ref())],
@@ -332,4 +332,79 @@ fn revocation_lists_are_parsed_and_checked_against_our_own_chain() {
         assert_eq!(err.reason(), "bad_crl");
         assert!(err.to_string().contains(why), "{err}");
     }
+}
+
+/// webpki consults only the first list covering a certificate: of one issuer's lists, only the
+/// newest reaches the verifiers, wherever it stands; a list twice is one list; lists scoped to
+/// different distribution points are all kept; two that differ with the same number are refused.
+#[test]
+fn of_one_issuers_lists_the_newest_is_used() {
+    use rustls::server::WebPkiClientVerifier;
+
+    use crate::test_pki::crl_numbered;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("root");
+    let ours = good_leaf(&ca);
+    let theirs = good_leaf(&ca);
+    let src = write(dir.path(), &ours.cert, &ours.key, &ca.pem);
+    let old = crl_numbered(&ca, &[], 1, None);
+    let new = crl_numbered(&ca, &[&theirs.cert], 2, None);
+    let theirs_der = CertificateDer::from_pem_slice(theirs.cert.as_bytes()).unwrap();
+    // Whether a client verifier given the material's lists refuses `theirs` as revoked.
+    let revoked = |m: &Material| {
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            m.roots.clone().unwrap(),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .with_crls(m.crls.clone())
+        .build()
+        .unwrap();
+        let now = UnixTime::now();
+        match verifier.verify_client_cert(&theirs_der, &[], now) {
+            Ok(_) => false,
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => true,
+            Err(e) => panic!("neither accepted nor revoked: {e}"),
+        }
+    };
+
+    for files in [
+        vec![("ca.crl", format!("{old}{new}"))],
+        vec![("old.crl", old.clone()), ("new.crl", new.clone())],
+        vec![("new.crl", new.clone()), ("old.crl", old.clone())],
+        vec![("ca.crl", format!("{old}{new}{old}{new}"))],
+    ] {
+        let names: Vec<_> = files.iter().map(|(name, _)| *name).collect();
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, pem)| (*n, pem.as_bytes())).collect();
+        let m = validate_with_crls(&src, &files).unwrap();
+        assert_eq!(m.crls.len(), 1, "{names:?}");
+        assert!(
+            revoked(&m),
+            "the newer list of {names:?} was not the one used"
+        );
+    }
+
+    // Lists scoped to distribution points of their own are not each other's successors.
+    let (a, b) = (
+        crl_numbered(&ca, &[], 1, Some("http://crl.example/a.crl")),
+        crl_numbered(&ca, &[], 2, Some("http://crl.example/b.crl")),
+    );
+    let m = validate_with_crls(&src, &[("ab.crl", format!("{a}{b}").as_bytes())]).unwrap();
+    assert_eq!(m.crls.len(), 2);
+
+    // The same number, different contents: which one holds cannot be told.
+    let rival = crl_numbered(&ca, &[&theirs.cert], 1, None);
+    let err = validate_with_crls(
+        &src,
+        &[("old.crl", old.as_bytes()), ("rival.crl", rival.as_bytes())],
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "bad_crl");
+    assert!(
+        err.to_string().starts_with(
+            "rival.crl: certificate revocation list refused: it holds a list of CN=root"
+        ) && err
+            .to_string()
+            .contains("differs from one in old.crl with the same CRL number"),
+        "{err}"
+    );
 }

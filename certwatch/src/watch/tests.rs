@@ -288,4 +288,10 @@ fn only_the_directories_and_their_entries_wake_the_watcher() {
         &["/run/certs", "/run/certs.old"]
     )));
     assert_eq!(taken(), dirs);
+    // An overflowed queue (notify: no paths, the Rescan flag): reload and watch afresh.
+    assert!(relevant(
+        &Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
+    ));
+    assert_eq!(taken(), dirs);
+    assert!(!relevant(&Event::new(EventKind::Other)));
 }
