@@ -96,7 +96,10 @@ pub enum SandboxError {
 
 /// The directories to read `files` from: each file's directory as given and, as of now, the
 /// real directories behind a symlinked file or directory (the kubelet's `..data` swaps stay
-/// inside the given directory; a certbot-style link into `archive/` keeps its directory).
+/// inside the given directory; a certbot-style link into `archive/` keeps its directory). A
+/// Landlock rule holds the directory a path names when the rule is made, so a directory that is
+/// itself a symlink (`certs/current -> v1`, re-pointed to `v2` by a release tool) also gives
+/// the directory its target lies in (`certs/`), else the new target could never be read.
 pub fn directories_of(files: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for file in files {
@@ -105,6 +108,10 @@ pub fn directories_of(files: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> 
             dirs.push(parent(&real));
         }
         if let Ok(real) = std::fs::canonicalize(&dir) {
+            let linked = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink());
+            if linked {
+                dirs.push(parent(&real));
+            }
             dirs.push(real);
         }
         dirs.push(dir);
@@ -311,6 +318,73 @@ mod tests {
         for want in [live, PathBuf::from("/k"), PathBuf::from(".")] {
             assert!(dirs.contains(&want), "{want:?} missing from {dirs:?}");
         }
+    }
+
+    /// A certificate directory that is a symlink, re-pointed the way `ln -sfn v2 current` does
+    /// (a new link renamed over the old): the new target is read under the sandbox, a sibling
+    /// of the directory holding the link is not. On a thread of its own, like the port test.
+    #[test]
+    fn a_symlinked_directory_stays_readable_when_it_is_re_pointed() {
+        let tmp = std::env::temp_dir().join(format!("gembok-sandbox-flip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let certs = tmp.join("certs");
+        for (dir, content) in [("v1", "one"), ("v2", "two")] {
+            std::fs::create_dir_all(certs.join(dir)).unwrap();
+            std::fs::write(certs.join(dir).join("tls.crt"), content).unwrap();
+        }
+        std::fs::create_dir_all(tmp.join("other")).unwrap();
+        std::fs::write(tmp.join("other/secret"), "no").unwrap();
+        let current = certs.join("current");
+        std::os::unix::fs::symlink("v1", &current).unwrap();
+        let rights = Allowed {
+            readable: directories_of([current.join("tls.crt")]),
+            bind: BTreeSet::new(),
+            connect: BTreeSet::new(),
+        };
+        // The sandboxed thread may only read: this thread re-points the link when it asks.
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (done, flipped) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn({
+            let current = current.clone();
+            move || {
+                let probe = Ruleset::default()
+                    .handle_access(AccessFs::from_all(ABI::V1))
+                    .and_then(|r| r.create());
+                if let Err(e) = probe {
+                    eprintln!("SKIP: Landlock refused here: {e}");
+                    return None;
+                }
+                let status = restrict(&rights, false).unwrap();
+                if status.ruleset == RulesetStatus::NotEnforced {
+                    eprintln!("SKIP: this kernel has no Landlock");
+                    return None;
+                }
+                let before = std::fs::read_to_string(current.join("tls.crt"));
+                ask.send(()).unwrap();
+                flipped.recv().unwrap();
+                let after = std::fs::read_to_string(current.join("tls.crt"));
+                let outside = std::fs::read_to_string(current.join("../../other/secret"));
+                Some((before.ok(), after.ok(), outside.map_err(|e| e.kind())))
+            }
+        });
+        if asked.recv().is_ok() {
+            let next = certs.join(".current.new");
+            std::os::unix::fs::symlink("v2", &next).unwrap();
+            std::fs::rename(&next, &current).unwrap();
+            done.send(()).unwrap();
+        }
+        let outcome = reader.join().unwrap();
+        let _ = std::fs::remove_dir_all(&tmp);
+        let Some((before, after, outside)) = outcome else {
+            return;
+        };
+        assert_eq!(before.as_deref(), Some("one"));
+        assert_eq!(
+            after.as_deref(),
+            Some("two"),
+            "the re-pointed link's new target"
+        );
+        assert_eq!(outside, Err(std::io::ErrorKind::PermissionDenied));
     }
 
     /// The kernel enforces the ports: checked on a thread of its own, sandboxed alone (without
