@@ -185,6 +185,10 @@ impl CertPaths {
     }
 }
 
+/// The most `--max-connections` takes (above it a typo, and past tokio's semaphore limit a panic
+/// at start instead of exit 64).
+pub const MAX_CONNECTIONS: usize = 10_000_000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
@@ -273,7 +277,13 @@ impl Cli {
                 let body_timeout =
                     positive_duration("--body-timeout", &args.body_timeout, &mut errors);
                 let max_connections = match args.max_connections.parse::<usize>() {
-                    Ok(n) if n > 0 => Some(n),
+                    Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Some(n),
+                    Ok(n) if n > MAX_CONNECTIONS => {
+                        errors.push(format!(
+                            "--max-connections: {n} is more than the most this takes, {MAX_CONNECTIONS}"
+                        ));
+                        None
+                    }
                     _ => {
                         errors.push(format!(
                             "--max-connections: {:?} is not a whole number above 0",
@@ -557,6 +567,16 @@ mod tests {
                 "nothing about {flag}: {errors:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_connection_limit_beyond_what_a_process_can_hold_is_refused() {
+        let errors = parse(&["serve", "--max-connections", "2305843009213693952"]).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e
+                == "--max-connections: 2305843009213693952 is more than the most this takes, 10000000"),
+            "{errors:#?}"
+        );
     }
 
     #[test]

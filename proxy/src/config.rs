@@ -298,7 +298,10 @@ impl Config {
         let connect_timeout = p.check("connect-timeout", parse_duration(&args.connect_timeout));
         let dns_cache = p.check("dns-cache", parse_duration_allow_zero(&args.dns_cache));
         let idle_timeout = p.check("idle-timeout", parse_duration(&args.idle_timeout));
-        let max_connections = p.check("max-connections", parse_positive(&args.max_connections));
+        let max_connections = p.check(
+            "max-connections",
+            parse_at_most(&args.max_connections, MAX_CONNECTIONS),
+        );
         let drain_grace = p.check("drain-grace", parse_duration_allow_zero(&args.drain_grace));
         let drain_delay = p.check("drain-delay", parse_duration_allow_zero(&args.drain_delay));
         if let (Some(delay), Some(grace)) = (drain_delay, drain_grace)
@@ -348,7 +351,7 @@ impl Config {
             "workers",
             match args.workers.as_str() {
                 "auto" => Ok(None),
-                n => parse_positive(n).map(Some),
+                n => parse_at_most(n, MAX_WORKERS).map(Some),
             },
         );
 
@@ -771,6 +774,22 @@ fn parse_duration_allow_zero(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// The most `--max-connections` takes: 10 million connections per direction already hold
+/// 20 million file descriptors and, idle, about 70 GiB. Above it a typo, not a plan (and past
+/// tokio's semaphore limit, a panic at start instead of exit 64).
+pub const MAX_CONNECTIONS: usize = 10_000_000;
+/// The most `--workers` takes: runtime threads are all started at once.
+pub const MAX_WORKERS: usize = 1024;
+
+/// A positive whole number no larger than `max`.
+fn parse_at_most(s: &str, max: usize) -> Result<usize, String> {
+    let n = parse_positive(s)?;
+    if n > max {
+        return Err(format!("`{s}` is more than the most this takes, {max}"));
+    }
+    Ok(n)
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {

@@ -143,7 +143,16 @@ impl Handler for Outbound {
 
         // 4. and 5. Forward (the app's first bytes, when already there, with our Finished),
         //    then close.
-        let first = match send_first(&mut app, &mut peer, &self.metrics).await {
+        //    A peer that takes nothing (its window shut) cannot hold this step past the idle
+        //    timeout or the drain.
+        let first = send_first(&mut app, &mut peer, &self.metrics);
+        let first = tokio::time::timeout(self.limits.idle_timeout, first);
+        let first = match abort.run_until_cancelled(first).await {
+            None => Err(End::Aborted),
+            Some(Err(_)) => Err(End::IdleTimeout { unsent: true }),
+            Some(Ok(first)) => first,
+        };
+        let first = match first {
             Ok(first) => first,
             Err(end) => {
                 conn::finish(&end, &mut app, &mut peer, &self.metrics).await;

@@ -8,8 +8,11 @@
 //! - `PP2_TYPE_AUTHORITY` (0x02): the server name the client asked for (SNI), when it sent one;
 //! - `PP2_TYPE_SSL` (0x20): the client came over TLS (`PP2_CLIENT_SSL`) with a certificate
 //!   (`PP2_CLIENT_CERT_CONN` when presented on this connection, `PP2_CLIENT_CERT_SESS` when the
-//!   session has one, resumed or not), verification 0 (it passed: unverified clients never get
-//!   this far), and the sub-fields `PP2_SUBTYPE_SSL_VERSION` ("TLSv1.3"),
+//!   session has one, resumed or not), verification 0 when the client's certificate was
+//!   verified (a certificate that fails never gets this far) and 1 when it presented none (under
+//!   `--inbound-client-auth optional` or `none`: the specification's "non-zero otherwise", so an
+//!   app that trusts `verify` alone is not told an anonymous client was verified), and the
+//!   sub-fields `PP2_SUBTYPE_SSL_VERSION` ("TLSv1.3"),
 //!   `PP2_SUBTYPE_SSL_CIPHER` (IANA name) and `PP2_SUBTYPE_SSL_CN` (the certificate subject's
 //!   common name, when it has one);
 //! - `0xE0`, the first of the application-specific types: the client certificate's first URI
@@ -104,7 +107,10 @@ pub fn encode(client: SocketAddr, local: SocketAddr, id: &Identity<'_>) -> Vec<u
     if let Some(sni) = id.sni {
         tlv(&mut out, TYPE_AUTHORITY, sni.as_bytes());
     }
-    let mut ssl = vec![CLIENT_SSL, 0, 0, 0, 0]; // client flags, then verify = 0 (passed)
+    // Client flags, then `verify`: 0 only for a verified certificate.
+    let verify: u32 = if id.certificate.is_some() { 0 } else { 1 };
+    let mut ssl = vec![CLIENT_SSL];
+    ssl.extend_from_slice(&verify.to_be_bytes());
     if id.certificate.is_some() {
         ssl[0] |= CLIENT_CERT_SESS
             | if id.presented_now {
@@ -244,7 +250,11 @@ mod tests {
             header.addresses
         );
         let ssl: Vec<_> = header.tlvs().map(|t| t.unwrap().value.to_vec()).collect();
-        assert_eq!(ssl, [vec![CLIENT_SSL, 0, 0, 0, 0]], "TLS, no certificate");
+        assert_eq!(
+            ssl,
+            [vec![CLIENT_SSL, 0, 0, 0, 1]],
+            "TLS, no certificate: verify is not 0"
+        );
 
         let client: SocketAddr = "[fd00::1]:40000".parse().unwrap();
         let local: SocketAddr = "[fd00::2]:8443".parse().unwrap();
@@ -268,5 +278,6 @@ mod tests {
         }
         let first = header.tlvs().next().unwrap().unwrap();
         assert_eq!(first.value[0], CLIENT_SSL | CLIENT_CERT_SESS);
+        assert_eq!(&first.value[1..5], &[0, 0, 0, 0], "verified");
     }
 }

@@ -2,7 +2,8 @@
 //! with the injector: [`gembok_net::sandbox`]). It may:
 //! - read beneath its certificate files' and allow-san files' directories as configured and the
 //!   real directories their symlinks resolve to at start (reloads keep working: the kubelet's
-//!   `..data` swaps stay inside the configured directory), `/etc` (name resolution reads
+//!   `..data` swaps stay inside the configured directory; a directory that is itself a symlink
+//!   also gives the directory its target lies in, so it can be re-pointed), `/etc` (name resolution reads
 //!   `/etc/hosts`, `/etc/resolv.conf` and `/etc/nsswitch.conf` on every lookup) and the
 //!   shared-library directories (glibc may load an NSS module), and with `--exit-with-app`
 //!   `/proc` (to see the app's processes; other users' entries stay closed to it, as ever);

@@ -104,6 +104,45 @@ fn reports_every_problem_at_once_naming_each_flag() {
 }
 
 #[test]
+fn counts_beyond_what_a_process_can_hold_are_refused_not_panicked_on() {
+    // tokio's semaphore panics above usize::MAX >> 3 permits; a runtime starts every worker.
+    let err = config(&[
+        "--cert-dir",
+        "d",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080",
+        "--max-connections",
+        "2305843009213693952",
+        "--workers",
+        "100000",
+    ])
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "--max-connections: `2305843009213693952` is more than the most this takes, 10000000",
+        "--workers: `100000` is more than the most this takes, 1024",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(err.0.len(), 2, "{text}");
+    let c = config(&[
+        "--cert-dir",
+        "d",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080",
+        "--max-connections",
+        "10000000",
+        "--workers",
+        "1024",
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.limits.max_connections, c.workers),
+        (MAX_CONNECTIONS, Some(MAX_WORKERS))
+    );
+}
+
+#[test]
 fn refuses_clashing_listeners_and_missing_routes() {
     let err = config(&[
         "--cert-dir",
