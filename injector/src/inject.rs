@@ -153,6 +153,9 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
             }
             reason => Decision::Skip(reason),
         };
+        if decision == Decision::Skip(SkipReason::AlreadyInjected) {
+            warnings.extend(uncovered_by_istio_exclusions(pod, context));
+        }
         return Outcome { decision, warnings };
     }
     let empty = BTreeMap::new();
@@ -373,20 +376,16 @@ fn exclude_from_istio(
     plan: &Plan,
     why: &str,
 ) -> String {
-    let mut inbound: Vec<u16> = plan.inbound.iter().map(|m| m.tls_port).collect();
-    inbound.push(ADMIN_PORT);
-    let outbound: Vec<u16> = unique(plan.outbound.iter().map(|r| r.port));
-    let added_in = istio::exclude_ports(annotations, istio::EXCLUDE_INBOUND, &inbound);
-    let added_out = istio::exclude_ports(annotations, istio::EXCLUDE_OUTBOUND, &outbound);
+    let [added_in, added_out] = add_istio_exclusions(
+        annotations,
+        plan.inbound.iter().map(|m| m.tls_port),
+        plan.outbound.iter().map(|r| r.port),
+    );
     let list = |ports: &[u16]| {
         if ports.is_empty() {
             "no port".to_owned()
         } else {
-            ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+            port_list(ports)
         }
     };
     format!(
@@ -397,6 +396,59 @@ fn exclude_from_istio(
         list(&added_out),
         istio::EXCLUDE_OUTBOUND,
     )
+}
+
+/// Adds Gembok's ports to Istio's exclusions: inbound its TLS ports and the admin port (kubelet
+/// probes, Prometheus), outbound the peers' ports. Returns the ports added to each.
+fn add_istio_exclusions(
+    annotations: &mut BTreeMap<String, String>,
+    tls_ports: impl Iterator<Item = u16>,
+    peer_ports: impl Iterator<Item = u16>,
+) -> [Vec<u16>; 2] {
+    let inbound: Vec<u16> = tls_ports.chain([ADMIN_PORT]).collect();
+    let outbound = unique(peer_ports);
+    [
+        istio::exclude_ports(annotations, istio::EXCLUDE_INBOUND, &inbound),
+        istio::exclude_ports(annotations, istio::EXCLUDE_OUTBOUND, &outbound),
+    ]
+}
+
+fn port_list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A pod injected already (`gembok.io/status`), by `gembok-injector inject` without Istio in view
+/// say, that Istio also injects but whose exclusions lack Gembok's ports: it is not injected
+/// again, so say what Istio will capture.
+fn uncovered_by_istio_exclusions(pod: &Pod, context: &Context) -> Option<String> {
+    let why = istio::detect(pod, context.namespace_istio)?;
+    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let settings = annotations::parse(&annotations).settings;
+    let missing = add_istio_exclusions(
+        &mut annotations,
+        settings.inbound.iter().map(|m| m.tls_port),
+        settings.outbound.iter().map(|r| r.port),
+    );
+    let lacks = [istio::EXCLUDE_INBOUND, istio::EXCLUDE_OUTBOUND]
+        .into_iter()
+        .zip(&missing)
+        .filter(|(_, ports)| !ports.is_empty())
+        .map(|(key, ports)| format!("{key} lacks {}", port_list(ports)))
+        .collect::<Vec<_>>();
+    if lacks.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "Istio also injects this pod ({why}), but Gembok's sidecar was injected already ({STATUS} \
+         is set) without Istio in view: {}, so Istio will capture Gembok's TLS; inject it with \
+         Istio in view (gembok-injector inject --istio, or a Namespace object labelled for Istio \
+         in the input) or let the webhook inject it",
+        lacks.join(" and ")
+    ))
 }
 
 fn unique(ports: impl Iterator<Item = u16>) -> Vec<u16> {
@@ -1165,6 +1217,49 @@ mod tests {
         pod.metadata.annotations = None;
         assert_eq!(decide(&pod), Decision::Skip(SkipReason::NothingToEncrypt));
     }
+    /// A pod injected without Istio in view (the CLI without `--istio`) comes to the webhook's
+    /// Istio path: not injected again, but told which of Gembok's ports Istio will capture. One
+    /// injected with Istio in view, or outside Istio, is not.
+    #[test]
+    fn an_already_injected_pod_that_istio_would_capture_is_warned_about() {
+        let asks = [(INBOUND, "8443=8080"), (OUTBOUND, "15701=svc:9443")];
+        let istio = Context {
+            namespace_istio: true,
+        };
+        let injected = |context: &Context| {
+            let outcome = inject(
+                &pod(&asks, &[8080], json!({})),
+                &InjectorConfig::default(),
+                context,
+            );
+            let Decision::Inject { pod, .. } = outcome.decision else {
+                panic!("not injected: {:?}", outcome.decision)
+            };
+            *pod
+        };
+        let again = |pod: &Pod, context: &Context| {
+            let outcome = inject(pod, &InjectorConfig::default(), context);
+            assert_eq!(
+                outcome.decision,
+                Decision::Skip(SkipReason::AlreadyInjected)
+            );
+            outcome.warnings
+        };
+        let without = injected(&Context::default());
+        let warnings = again(&without, &istio);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(&format!(
+                "{} lacks 8443,{ADMIN_PORT} and {} lacks 9443, so Istio will capture",
+                istio::EXCLUDE_INBOUND,
+                istio::EXCLUDE_OUTBOUND
+            )),
+            "{warnings:?}"
+        );
+        assert_eq!(again(&without, &Context::default()), Vec::<String>::new());
+        assert_eq!(again(&injected(&istio), &istio), Vec::<String>::new());
+    }
+
     /// `--proxy-uid`: the default fixes the sidecar's user and group at 65532; `none` leaves
     /// both to the pod and the platform (still non-root), and warns where the pod runs as root,
     /// which the kubelet would then refuse for the proxy.

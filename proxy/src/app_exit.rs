@@ -8,6 +8,14 @@
 //! the proxy's own container (exec probes, the `postStart` hook) shares the proxy's. Once such a
 //! process has been seen and none is left, the proxy drains and exits 0, as after
 //! `POST /shutdown`. `/proc/<pid>/cgroup` is readable by any user, so this needs no privilege.
+//!
+//! Native sidecars (init containers with `restartPolicy: Always`: a log shipper, Istio's
+//! `istio-proxy` under `ENABLE_NATIVE_SIDECARS`) are not the app: the kubelet stops them only
+//! after every regular container has ended, the proxy among them, so waiting for them would keep
+//! the Job running for ever. The kubelet starts them all before the first regular container, and
+//! the classic proxy is that container (its `postStart` hook holds the app until it is ready), so
+//! the cgroups that have processes when the proxy starts are theirs: [`Table::at_start`] notes
+//! them, and their processes never count as the app's.
 
 use std::io;
 use std::path::PathBuf;
@@ -36,6 +44,8 @@ pub struct Table {
     me: u32,
     /// The app process found last time.
     known: Option<u32>,
+    /// The cgroups that had processes when the proxy started: native sidecars'.
+    before: Vec<Vec<u8>>,
 }
 
 impl Table {
@@ -45,7 +55,24 @@ impl Table {
             ours,
             me,
             known: None,
+            before: Vec::new(),
         }
+    }
+
+    /// The table at the proxy's start, before the app can run: the cgroups other containers'
+    /// processes are in now are native sidecars', left out from then on.
+    pub fn at_start(proc: PathBuf, ours: Vec<u8>, me: u32) -> io::Result<Table> {
+        let mut table = Table::new(proc, ours, me);
+        let mut before: Vec<Vec<u8>> = table.pids()?.filter_map(|pid| table.others(pid)).collect();
+        before.sort();
+        before.dedup();
+        table.before = before;
+        Ok(table)
+    }
+
+    /// How many containers' processes were running at the start ([`at_start`](Self::at_start)).
+    pub fn sidecars(&self) -> usize {
+        self.before.len()
     }
 
     /// A process of the pod's other containers, if one is running: the one found last time
@@ -61,25 +88,37 @@ impl Table {
     }
 
     fn scan(&self) -> io::Result<Option<u32>> {
-        for entry in std::fs::read_dir(&self.proc)? {
-            let name = entry?.file_name();
-            if let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok())
-                && self.is_app(pid)
-            {
-                return Ok(Some(pid));
-            }
-        }
-        Ok(None)
+        Ok(self.pids()?.find(|&pid| self.is_app(pid)))
     }
 
-    /// Not PID 1 (the pause process), not the proxy, in cgroups other than the proxy's. A
-    /// process that exits while it is looked at is not the app's.
-    fn is_app(&self, pid: u32) -> bool {
+    /// The process ids in the table (a listing error is the table's; an entry's, skipped).
+    fn pids(&self) -> io::Result<impl Iterator<Item = u32>> {
+        Ok(std::fs::read_dir(&self.proc)?.filter_map(|entry| {
+            entry
+                .ok()?
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+        }))
+    }
+
+    /// The cgroups of a process of another container: not PID 1 (the pause process), not the
+    /// proxy, in cgroups other than the proxy's. A process that exits while it is looked at is
+    /// none.
+    fn others(&self, pid: u32) -> Option<Vec<u8>> {
         if pid == 1 || pid == self.me {
-            return false;
+            return None;
         }
         let path = self.proc.join(pid.to_string()).join("cgroup");
-        matches!(std::fs::read(path), Ok(cgroups) if cgroups != self.ours)
+        std::fs::read(path)
+            .ok()
+            .filter(|cgroups| *cgroups != self.ours)
+    }
+
+    /// Another container's process, and not a native sidecar's.
+    fn is_app(&self, pid: u32) -> bool {
+        self.others(pid)
+            .is_some_and(|cgroups| !self.before.contains(&cgroups))
     }
 }
 
@@ -112,10 +151,11 @@ impl Seen {
     }
 }
 
-/// Completes once the app's processes, seen at least once, have all exited. Never completes
-/// where that cannot be told (logged once, with why): the proxy then stops only on a signal or
-/// `POST /shutdown`, as without the flag.
-pub async fn exited() {
+/// Where `--exit-with-app` looks, set up at the proxy's start (before it can be ready, so
+/// before the kubelet starts the app: see the module's doc); `None` where the app cannot be told
+/// (logged, with why): the proxy then stops only on a signal or `POST /shutdown`, as without the
+/// flag.
+pub fn start() -> Option<Table> {
     let me = std::process::id();
     if me == 1 {
         tracing::error!(
@@ -123,7 +163,7 @@ pub async fn exited() {
              namespace (shareProcessNamespace: true) and the app's processes cannot be seen; \
              the proxy stops only on a signal or POST /shutdown"
         );
-        return std::future::pending().await;
+        return None;
     }
     let proc = PathBuf::from(PROC);
     let own = proc.join("self/cgroup");
@@ -133,10 +173,35 @@ pub async fn exited() {
             tracing::error!(error = %e, path = %own.display(),
                 "--exit-with-app: cannot read the proxy's own cgroups; the proxy stops only on a \
                  signal or POST /shutdown");
-            return std::future::pending().await;
+            return None;
         }
     };
-    let mut table = Table::new(proc, ours, me);
+    match Table::at_start(proc.clone(), ours.clone(), me) {
+        Ok(table) => {
+            if table.sidecars() > 0 {
+                tracing::info!(
+                    containers = table.sidecars(),
+                    "--exit-with-app: other containers' processes were running before the proxy \
+                     started: native sidecars, which the kubelet stops after the app; not waited for"
+                );
+            }
+            Some(table)
+        }
+        Err(e) => {
+            // Nothing known to leave out; the looks below report their own failures.
+            tracing::warn!(error = %e, path = PROC,
+                "--exit-with-app: cannot list the pod's processes at start");
+            Some(Table::new(proc, ours, me))
+        }
+    }
+}
+
+/// Completes once the app's processes, seen at least once, have all exited; never without a
+/// table ([`start`]).
+pub async fn exited(table: Option<Table>) {
+    let Some(mut table) = table else {
+        return std::future::pending().await;
+    };
     let mut seen = Seen::NotYet;
     let mut failing = false;
     loop {
@@ -217,6 +282,30 @@ mod tests {
         let alone = procfs(&[("1", Some(APP)), ("7", Some(OURS)), ("12", Some(OURS))]);
         let mut table = Table::new(alone.path().to_owned(), OURS.into(), 7);
         assert_eq!(table.app().unwrap(), None);
+    }
+
+    /// A native sidecar runs before the proxy starts and after the app ends: not the app.
+    #[test]
+    fn containers_running_at_the_proxys_start_are_not_the_app() {
+        const SIDECAR: &str = "0::/../cri-containerd-istio-proxy.scope\n";
+        let proc = procfs(&[
+            ("1", Some("0::/../cri-containerd-pause.scope\n")),
+            ("3", Some(SIDECAR)),
+            ("4", Some(SIDECAR)),
+            ("7", Some(OURS)),
+        ]);
+        let mut table = Table::at_start(proc.path().to_owned(), OURS.into(), 7).unwrap();
+        assert_eq!(table.sidecars(), 1);
+        assert_eq!(table.app().unwrap(), None, "only the sidecar runs");
+        // The app starts after the proxy is ready, runs, and ends; the sidecar runs on.
+        std::fs::create_dir(proc.path().join("30")).unwrap();
+        std::fs::write(proc.path().join("30/cgroup"), APP).unwrap();
+        assert_eq!(table.app().unwrap(), Some(30));
+        std::fs::remove_dir_all(proc.path().join("30")).unwrap();
+        assert_eq!(table.app().unwrap(), None, "the sidecar is still running");
+        // Without the snapshot, the sidecar would be taken for the app.
+        let mut plain = Table::new(proc.path().to_owned(), OURS.into(), 7);
+        assert!(matches!(plain.app().unwrap(), Some(3 | 4)));
     }
 
     #[test]

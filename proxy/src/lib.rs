@@ -236,6 +236,8 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
         shutdown_requested: tokio_util::sync::CancellationToken::new(),
         last_answer: std::sync::Mutex::new(Ok(())),
     });
+    // Before the admin server answers /ready, which lets the kubelet start the app.
+    let app_table = config.exit_with_app.then(app_exit::start).flatten();
     let admin_addr = listeners.admin.local_addr()?;
     let admin_stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(metrics::upkeep(
@@ -330,7 +332,7 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> io::
 
     let app_exited = async {
         if config.exit_with_app {
-            app_exit::exited().await
+            app_exit::exited(app_table).await
         } else {
             std::future::pending().await
         }

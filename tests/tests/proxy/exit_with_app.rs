@@ -1,7 +1,9 @@
 //! `--exit-with-app`: a classic sidecar in a Job's pod ends when the app's processes do. The pod
-//! is played by a new PID namespace whose PID 1 is a shell (the pause process), with the proxy,
-//! a lingering process in the proxy's own cgroup (as an exec probe would be) and the app in a
-//! cgroup of its own (as in a container of its own).
+//! is played by a new PID namespace whose PID 1 is a shell (the pause process), with a native
+//! sidecar in a cgroup of its own (it runs before the proxy starts and after the app ends), the
+//! proxy, a lingering process in the proxy's own cgroup (as an exec probe would be) and, once the
+//! proxy is ready (the kubelet's `postStart` hold), the app in a cgroup of its own (as in a
+//! container of its own).
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -12,14 +14,20 @@ use gembok_tests::pki::{CertDir, TestPki};
 use gembok_tests::proxy::{Proxy, ProxyBuilder};
 use gembok_tests::traffic::ExchangeApp;
 
-/// PID 1 of the pod: starts the lingering process, the app (which moves itself into
-/// `$APP_CGROUP` and then waits for the test to close `$APP_FIFO`), then the proxy (`$0 "$@"`),
-/// and exits with the proxy's status.
+/// PID 1 of the pod: starts the native sidecar (which moves itself into `$SIDECAR_CGROUP` and
+/// runs until the pod ends), the lingering process and the proxy (`$0 "$@"`); waits until the
+/// test closes `$START_FIFO` (the proxy is ready); starts the app (which moves itself into
+/// `$APP_CGROUP` and then waits for the test to close `$APP_FIFO`); and exits with the proxy's
+/// status.
 const POD: &str = r#"
+sh -c 'echo $$ > "$SIDECAR_CGROUP/cgroup.procs" && exec tail -f /dev/null' >/dev/null 2>&1 &
+until grep -q . "$SIDECAR_CGROUP/cgroup.procs"; do :; done
 tail -f /dev/null 2>/dev/null &
-sh -c 'echo $$ > "$APP_CGROUP/cgroup.procs" && exec cat "$APP_FIFO" >/dev/null 2>&1' &
 "$0" "$@" &
-wait $!
+proxy=$!
+cat "$START_FIFO" >/dev/null
+sh -c 'echo $$ > "$APP_CGROUP/cgroup.procs" && exec cat "$APP_FIFO" >/dev/null 2>&1' &
+wait $proxy
 "#;
 
 /// A cgroup (v2) of the test's own, removed on drop; `None` where the host gives none to make
@@ -46,9 +54,29 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
+    /// A cgroup can be removed once its processes are gone; the pod's are killed with its PID 1,
+    /// which the kernel may still be doing.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        for _ in 0..200 {
+            match std::fs::remove_dir(&self.0) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => return,
+            }
+        }
     }
+}
+
+/// Opens a FIFO for writing and closes it: its reader, blocked until then, reads EOF.
+async fn close_fifo(path: PathBuf) {
+    let writer =
+        tokio::task::spawn_blocking(move || OpenOptions::new().write(true).open(&path).map(drop));
+    tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("the FIFO's reader opened it")
+        .unwrap()
+        .unwrap();
 }
 
 fn mkfifo(path: &Path) {
@@ -67,13 +95,17 @@ async fn job_sidecar() -> (ExchangeApp, CertDir, ProxyBuilder) {
 
 #[tokio::test]
 async fn a_sidecar_exits_when_the_apps_processes_have_all_exited() {
-    let Some(cgroup) = Cgroup::new("gembok-test-app") else {
+    let (Some(cgroup), Some(sidecar)) = (
+        Cgroup::new("gembok-test-app"),
+        Cgroup::new("gembok-test-sidecar"),
+    ) else {
         eprintln!("skipped: no cgroup to put the app in (needs root and a cgroup2 mount)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let fifo = tmp.path().join("app");
+    let (fifo, start) = (tmp.path().join("app"), tmp.path().join("start"));
     mkfifo(&fifo);
+    mkfifo(&start);
     let (_app, _dir, builder) = job_sidecar().await;
     let mut proxy = builder
         .launcher(&[
@@ -88,11 +120,20 @@ async fn a_sidecar_exits_when_the_apps_processes_have_all_exited() {
         ])
         .env("APP_CGROUP", &cgroup.0.display().to_string())
         .env("APP_FIFO", &fifo.display().to_string())
+        .env("SIDECAR_CGROUP", &sidecar.0.display().to_string())
+        .env("START_FIFO", &start.display().to_string())
         .env("GEMBOK_EXIT_WITH_APP", "true")
         // The app is gone: a drain delay (meant for SIGTERM) does not hold the exit.
         .args(["--drain-delay", "60s", "--drain-grace", "120s"])
         .start();
     proxy.ready().await;
+    assert!(
+        proxy.logs().contains("native sidecars") && proxy.logs().contains(r#""containers":1"#),
+        "the sidecar running before the proxy was noted:\n{}",
+        proxy.logs()
+    );
+    // Ready: the kubelet lets the app start.
+    close_fifo(start).await;
     proxy
         .wait_log("the app is running", Duration::from_secs(10))
         .await;
@@ -103,15 +144,8 @@ async fn a_sidecar_exits_when_the_apps_processes_have_all_exited() {
         proxy.logs()
     );
 
-    // The app ends: its `cat` reads EOF once the only writer closes.
-    let writer =
-        tokio::task::spawn_blocking(move || OpenOptions::new().write(true).open(&fifo).map(drop));
-    tokio::time::timeout(Duration::from_secs(10), writer)
-        .await
-        .expect("the app opened its FIFO")
-        .unwrap()
-        .unwrap();
-
+    // The app ends (its `cat` reads EOF once the only writer closes); the sidecar runs on.
+    close_fifo(fifo).await;
     let status = proxy.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}\n{}", proxy.logs());
     let logs = proxy.logs();
