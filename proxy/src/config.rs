@@ -248,12 +248,12 @@ impl Config {
         let inbound: Vec<InboundRoute> = args
             .inbound
             .iter()
-            .filter_map(|spec| p.check("inbound", parse_inbound(spec)))
+            .filter_map(|spec| p.check_each("inbound", parse_inbound(spec)))
             .collect();
         let outbound: Vec<OutboundRoute> = args
             .outbound
             .iter()
-            .filter_map(|spec| p.check("outbound", parse_outbound(spec)))
+            .filter_map(|spec| p.check_each("outbound", parse_outbound(spec)))
             .collect();
         if args.inbound.is_empty() && args.outbound.is_empty() {
             p.0.push("--inbound/--outbound: nothing to do; give at least one route".to_owned());
@@ -614,82 +614,107 @@ impl InboundRoute {
 }
 
 /// `LISTEN=TARGET[,allow-san=PATTERN]...[,allow-san-file=PATH]...[,alpn=PROTO]...[,proxy-protocol=v2]`
-pub fn parse_inbound(spec: &str) -> Result<InboundRoute, String> {
-    let (listen, target, options) = split_spec(spec)?;
-    let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
-    let target = parse_addr(target).map_err(|e| format!("`{spec}`: target {e}"))?;
-    if !target.ip().to_canonical().is_loopback() {
-        return Err(format!(
-            "`{spec}`: target {target} is not a loopback address; plaintext must not leave the pod"
+pub fn parse_inbound(spec: &str) -> Result<InboundRoute, Vec<String>> {
+    let (listen, target, options) = split_spec(spec).map_err(|e| vec![e])?;
+    let mut problems = Vec::new();
+    let mut bad = |problem: String| problems.push(format!("`{spec}`: {problem}"));
+    let listen = parse_addr(listen)
+        .map_err(|e| bad(format!("listen {e}")))
+        .ok();
+    let target = parse_addr(target)
+        .map_err(|e| bad(format!("target {e}")))
+        .ok();
+    if let Some(target) = target
+        && !target.ip().to_canonical().is_loopback()
+    {
+        bad(format!(
+            "target {target} is not a loopback address; plaintext must not leave the pod"
         ));
     }
-    let mut route = InboundRoute {
-        listen,
-        target,
-        allow_san: Vec::new(),
-        allow_san_files: Vec::new(),
-        alpn: Vec::new(),
-        proxy_protocol: false,
-    };
+    let (mut allow_san, mut allow_san_files, mut alpn) = (Vec::new(), Vec::new(), Vec::new());
+    let mut proxy_protocol = false;
     for (key, value) in options {
         match key {
-            "allow-san" => route
-                .allow_san
-                .push(SanPattern::parse(value).map_err(|e| format!("`{spec}`: allow-san {e}"))?),
-            "allow-san-file" => route.allow_san_files.push(PathBuf::from(value)),
-            "alpn" => route
-                .alpn
-                .push(parse_alpn(value).map_err(|e| format!("`{spec}`: {e}"))?),
-            "proxy-protocol" if value == "v2" => route.proxy_protocol = true,
-            "proxy-protocol" => {
-                return Err(format!(
-                    "`{spec}`: proxy-protocol `{value}` is not supported (only v2, the binary form)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "`{spec}`: unknown option `{other}` (expected allow-san, allow-san-file, alpn or proxy-protocol)"
-                ));
-            }
+            "allow-san" => match SanPattern::parse(value) {
+                Ok(pattern) => allow_san.push(pattern),
+                Err(e) => bad(format!("allow-san {e}")),
+            },
+            "allow-san-file" => allow_san_files.push(PathBuf::from(value)),
+            "alpn" => match parse_alpn(value) {
+                Ok(protocol) => alpn.push(protocol),
+                Err(e) => bad(e),
+            },
+            "proxy-protocol" if value == "v2" => proxy_protocol = true,
+            "proxy-protocol" => bad(format!(
+                "proxy-protocol `{value}` is not supported (only v2, the binary form)"
+            )),
+            other => bad(format!(
+                "unknown option `{other}` (expected allow-san, allow-san-file, alpn or proxy-protocol)"
+            )),
         }
     }
-    Ok(route)
+    match (listen, target) {
+        (Some(listen), Some(target)) if problems.is_empty() => Ok(InboundRoute {
+            listen,
+            target,
+            allow_san,
+            allow_san_files,
+            alpn,
+            proxy_protocol,
+        }),
+        _ => Err(problems),
+    }
 }
 
 /// `LISTEN=HOST:PORT[,server-name=NAME][,alpn=PROTO]...`
-pub fn parse_outbound(spec: &str) -> Result<OutboundRoute, String> {
-    let (listen, upstream, options) = split_spec(spec)?;
-    let listen = parse_addr(listen).map_err(|e| format!("`{spec}`: listen {e}"))?;
-    if !listen.ip().to_canonical().is_loopback() {
-        return Err(format!(
-            "`{spec}`: listen {listen} is not a loopback address; outbound plaintext is only accepted from inside the pod"
+pub fn parse_outbound(spec: &str) -> Result<OutboundRoute, Vec<String>> {
+    let (listen, upstream, options) = split_spec(spec).map_err(|e| vec![e])?;
+    let mut problems = Vec::new();
+    let mut bad = |problem: String| problems.push(format!("`{spec}`: {problem}"));
+    let listen = parse_addr(listen)
+        .map_err(|e| bad(format!("listen {e}")))
+        .ok();
+    if let Some(listen) = listen
+        && !listen.ip().to_canonical().is_loopback()
+    {
+        bad(format!(
+            "listen {listen} is not a loopback address; outbound plaintext is only accepted from inside the pod"
         ));
     }
-    let (host, port) = split_host_port(upstream).map_err(|e| format!("`{spec}`: {e}"))?;
+    let upstream = split_host_port(upstream).map_err(&mut bad).ok();
     let mut server_name = None;
     let mut alpn = Vec::new();
     for (key, value) in options {
         match key {
             "server-name" if server_name.is_none() => server_name = Some(value),
-            "server-name" => return Err(format!("`{spec}`: server-name given twice")),
-            "alpn" => alpn.push(parse_alpn(value).map_err(|e| format!("`{spec}`: {e}"))?),
-            other => {
-                return Err(format!(
-                    "`{spec}`: unknown option `{other}` (expected server-name or alpn)"
-                ));
-            }
+            "server-name" => bad("server-name given twice".to_owned()),
+            "alpn" => match parse_alpn(value) {
+                Ok(protocol) => alpn.push(protocol),
+                Err(e) => bad(e),
+            },
+            other => bad(format!(
+                "unknown option `{other}` (expected server-name or alpn)"
+            )),
         }
     }
-    let name = server_name.unwrap_or(host.as_str());
-    let server_name = ServerName::try_from(name.to_owned())
-        .map_err(|_| format!("`{spec}`: `{name}` is not a valid server name"))?;
-    Ok(OutboundRoute {
-        listen,
-        host,
-        port,
-        server_name,
-        alpn,
-    })
+    let name = server_name.or(upstream.as_ref().map(|(host, _)| host.as_str()));
+    let server_name = name.and_then(|name| {
+        ServerName::try_from(name.to_owned())
+            .map_err(|_| bad(format!("`{name}` is not a valid server name")))
+            .ok()
+    });
+    match (listen, upstream, server_name) {
+        (Some(listen), Some((host, port)), Some(server_name)) if problems.is_empty() => {
+            Ok(OutboundRoute {
+                listen,
+                host,
+                port,
+                server_name,
+                alpn,
+            })
+        }
+        _ => Err(problems),
+    }
 }
 
 type Options<'a> = Vec<(&'a str, &'a str)>;

@@ -343,10 +343,49 @@ fn proxy_protocol_is_v2_on_inbound_routes_only() {
             .unwrap()
             .proxy_protocol
     );
-    let e = parse_inbound("0.0.0.0:8443=127.0.0.1:8080,proxy-protocol=v1").unwrap_err();
+    let e = parse_inbound("0.0.0.0:8443=127.0.0.1:8080,proxy-protocol=v1")
+        .unwrap_err()
+        .join("\n");
     assert!(e.contains("only v2"), "{e}");
-    let e = parse_outbound("127.0.0.1:15701=auth:8443,proxy-protocol=v2").unwrap_err();
+    let e = parse_outbound("127.0.0.1:15701=auth:8443,proxy-protocol=v2")
+        .unwrap_err()
+        .join("\n");
     assert!(e.contains("unknown option `proxy-protocol`"), "{e}");
+}
+
+/// A route with several mistakes gets each of them named, not only the first.
+#[test]
+fn every_problem_of_one_route_is_named() {
+    let long = "x".repeat(256);
+    let spec = format!("bad=10.0.0.1:80,allow-san=*.com,alpn={long},colour=blue");
+    let problems = parse_inbound(&spec).unwrap_err();
+    let spec = format!("`{spec}`");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    for (problem, starts) in problems.iter().zip([
+        "listen ",
+        "target 10.0.0.1:80 is not a loopback address",
+        "allow-san ",
+        "ALPN protocol `xxx",
+        "unknown option `colour`",
+    ]) {
+        assert!(
+            problem.starts_with(&format!("{spec}: {starts}")),
+            "{problem:?} does not start with {starts:?}"
+        );
+    }
+    let problems = parse_outbound(&format!(
+        "0.0.0.0:1=svc,server-name=a,server-name=b,alpn={long}"
+    ))
+    .unwrap_err();
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    for (problem, says) in problems.iter().zip([
+        "listen 0.0.0.0:1 is not a loopback address",
+        "`svc` must be HOST:PORT",
+        "server-name given twice",
+        "ALPN protocol",
+    ]) {
+        assert!(problem.contains(says), "{problem:?} does not say {says:?}");
+    }
 }
 
 /// The kernel is probed for kTLS only when it may be used, and `--ktls require` on a kernel that
