@@ -153,6 +153,8 @@ fn leading_comments(piece: &str) -> String {
 pub fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
     match (api_version, kind) {
         ("v1", "Pod") => Some(""),
+        ("v1", "ReplicationController") => Some("/spec/template"),
+        ("v1", "PodTemplate") => Some("/template"),
         ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
         | ("batch/v1", "Job") => Some("/spec/template"),
         ("batch/v1", "CronJob") => Some("/spec/jobTemplate/spec/template"),
