@@ -12,7 +12,7 @@
 #              qemu-utils. If, and only if, the packages cannot be fetched, print SKIP and exit 0.
 #   extract    `dpkg-deb --fsys-tarfile` / `dpkg -x` into the cache, once per package version;
 #              `.ko.xz` modules (6.12 kernels) are decompressed because busybox insmod needs `.ko`.
-#   build      `cargo build --workspace --bins`, `cargo test --workspace --test ktls --no-run
+#   build      `cargo test --workspace --no-run`, `cargo test --workspace --test ktls --no-run
 #              --message-format=json` (the JSON names the test executable). --workspace, not -p:
 #              the same features as scripts/test.sh's builds, so nothing is rebuilt after them.
 #   initramfs  /t/deps/<test exe>, /t/gembok-proxy (the harness looks for the proxy beside deps/),
@@ -327,9 +327,10 @@ phase_end extract
 
 # ---------------------------------------------------------------------------------------------
 # build
-# --workspace, like scripts/test.sh's build and nextest run: the same feature set, so the artifacts
-# those built are reused (with -p, cargo resolves other features and rebuilds rustls and friends).
-cargo build --locked --workspace --bins
+# cargo test --workspace, like scripts/test.sh's build and nextest run: the same feature set (the
+# dev-dependencies' included), so the artifacts those built are reused, gembok-proxy's binary
+# among them. `cargo build --bins` or -p would resolve other features and rebuild the tree.
+cargo test --locked --workspace --no-run
 cargo_json=$(cargo test --locked --workspace --test "$test_target" --no-run --message-format=json) ||
     die "cargo test --test $test_target --no-run failed"
 test_exe=$(python3 -c '

@@ -46,7 +46,14 @@ cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "build"
-cargo build --locked --workspace --bins
+# One build of the workspace for every step below: cargo test's, which resolves features with
+# the dev-dependencies', and which also builds the binaries of each package with integration
+# tests (the binaries the tests run). A `cargo build --bins`, or anything with -p, resolves them
+# otherwise: a second build of the whole dependency tree, which CI paid for before (the test
+# build rebuilt tokio, syn, serde and all that depends on them).
+cargo test --locked --workspace --no-run
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 # The FIPS build in a target directory of its own (its aws-lc-rs links the FIPS module instead
 # of the one every other binary uses); tests/tests/proxy/fips.rs runs it, and must find it.
 cargo build --locked -p gembok-proxy --features fips --target-dir target/fips
@@ -56,10 +63,13 @@ step "Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast
 
 step "criterion micro-benchmarks, each run once (test mode) so they cannot rot"
-cargo test --locked -p gembok-bench --benches
+# --workspace, not -p gembok-bench: the build above, only the benchmark targets are new.
+cargo test --locked --workspace --benches
 
 step "manifests"
-GEMBOK_MANIFESTS_SKIP_RUST=1 manifests/tests/run.sh
+# The injector built above (run.sh alone would build it with -p, another feature set).
+GEMBOK_MANIFESTS_SKIP_RUST=1 GEMBOK_INJECTOR_BIN="$target_dir/debug/gembok-injector" \
+  manifests/tests/run.sh
 
 if [[ -x scripts/ktls-vm.sh ]]; then
   # Two kernels: Debian 12's (kTLS without rekey: a KeyUpdate ends the connection) and a

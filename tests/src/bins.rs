@@ -1,5 +1,6 @@
-//! The binaries under test, built by `cargo build --workspace --bins` (the test command and the
-//! demo script do that first).
+//! The binaries under test, built with the tests by `cargo test --workspace` or `cargo nextest
+//! run --workspace` (cargo builds the binaries of each package whose integration tests it builds;
+//! the demo script builds its own).
 
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ pub fn path(name: &str) -> PathBuf {
     let bin = profile_dir().join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`)",
+        "{} is missing: build the binaries first (`cargo test --workspace --no-run`)",
         bin.display()
     );
     bin

@@ -1,7 +1,7 @@
 //! Black-box tests of the real `gembok-proxy` binary. One test binary, one module per concern.
 //!
 //! Every test starts its own processes on port 0 and waits on `/ready` or on a port, never on a
-//! sleep. Run `cargo build --workspace --bins` first (the project's test command does).
+//! sleep. `cargo nextest run --workspace` builds the binaries it runs (`-p gembok-tests` alone does not).
 
 #[path = "proxy/support.rs"]
 mod support;
