@@ -322,7 +322,7 @@ impl Config {
             parse_duration_allow_zero(&args.cert_expiry_margin),
         );
         let reload_interval = p.check("reload-interval", parse_duration(&args.reload_interval));
-        let crl_files = p.check("crl", parse_crl_files(&args.crl));
+        let crl_files = p.check_each("crl", parse_crl_files(&args.crl));
         let tls12 = p.check("tls12", parse_bool(&args.tls12));
         let provider = p.check(
             "crypto-provider",
@@ -573,23 +573,27 @@ fn check_targets_are_not_own_listeners(
 
 // === route specs ===
 
-/// `--crl`: comma-separated file paths (none by default), each once.
-fn parse_crl_files(value: &str) -> Result<Vec<PathBuf>, String> {
+/// `--crl`: comma-separated file paths (none by default), each once; every problem named.
+fn parse_crl_files(value: &str) -> Result<Vec<PathBuf>, Vec<String>> {
     let mut files: Vec<PathBuf> = Vec::new();
+    let mut problems = Vec::new();
     if value.trim().is_empty() {
         return Ok(files);
     }
-    for path in value.split(',').map(str::trim) {
-        if path.is_empty() {
-            return Err("an empty file name".to_owned());
+    for path in value.split(',').map(str::trim).map(PathBuf::from) {
+        if path.as_os_str().is_empty() {
+            problems.push("an empty file name".to_owned());
+        } else if files.contains(&path) {
+            problems.push(format!("{} is named twice", path.display()));
+        } else {
+            files.push(path);
         }
-        let path = PathBuf::from(path);
-        if files.contains(&path) {
-            return Err(format!("{} is named twice", path.display()));
-        }
-        files.push(path);
     }
-    Ok(files)
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(problems)
+    }
 }
 
 impl Config {

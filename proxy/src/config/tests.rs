@@ -438,3 +438,23 @@ fn ktls_require_is_checked_against_the_probe_with_every_other_problem() {
     let config = parse(&["--ktls", "off"], &never).unwrap();
     assert!(!config.kernel_tls());
 }
+
+#[test]
+fn every_problem_of_the_crl_list_is_named() {
+    let route = [
+        "--cert-dir",
+        "d",
+        "--inbound",
+        "0.0.0.0:8443=127.0.0.1:8080",
+    ];
+    let with = |crl| config(&[&route[..], &["--crl", crl]].concat());
+    let c = with(" a.pem, dir/b.pem ").unwrap();
+    assert_eq!(c.crl_files, [PathBuf::from("a.pem"), "dir/b.pem".into()]);
+    assert!(config(&route).unwrap().crl_files.is_empty());
+
+    let err = with("a.pem,,b.pem,a.pem").unwrap_err();
+    assert_eq!(
+        err.0,
+        ["--crl: an empty file name", "--crl: a.pem is named twice"],
+    );
+}
