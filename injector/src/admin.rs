@@ -5,21 +5,19 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
+use gembok_net::admin::MAX_CONNECTIONS;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::server::text;
 
@@ -46,43 +44,22 @@ impl Health {
     }
 }
 
-/// Serves until `stop` is cancelled.
+/// Serves until `stop` is cancelled, at most [`gembok_net::admin::MAX_CONNECTIONS`]
+/// connections at once.
 pub async fn serve(
     listener: TcpListener,
     health: Health,
     prometheus: PrometheusHandle,
     stop: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let health = health.clone();
-        let prometheus = prometheus.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = respond(&req, &health, &prometheus);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                () = stop.cancelled() => {}
-            }
-        });
-    }
+    gembok_net::admin::serve(listener, MAX_CONNECTIONS, stop, move |_client| {
+        let (health, prometheus) = (health.clone(), prometheus.clone());
+        service_fn(move |req| {
+            let response = respond(&req, &health, &prometheus);
+            async move { Ok::<_, Infallible>(response) }
+        })
+    })
+    .await;
 }
 
 fn respond(

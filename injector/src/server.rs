@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gembok_certwatch::{Material, Options, Reloadable, Requirements, Usage};
+use gembok_net::accept::{Backoff, is_per_connection};
 use gembok_net::signals::{self, Signals};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
@@ -254,7 +255,7 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::default();
     loop {
         let permit = tokio::select! {
             () = stop.cancelled() => return graceful,
@@ -267,16 +268,22 @@ async fn accept_loop(
             () = stop.cancelled() => return graceful,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
-                    backoff = Duration::from_millis(5);
+                    backoff.reset();
                     accepted
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    warn!(error = %e, "accept failed");
                     metrics::error("accept");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
+                    if is_per_connection(&e) {
+                        debug!(error = %e, "accept failed for one connection");
+                        continue;
+                    }
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    let wait = backoff.pause();
+                    warn!(error = %e, retry_in = ?wait, "accept failed; backing off");
+                    tokio::select! {
+                        () = stop.cancelled() => return graceful,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
                 }
             },
         };

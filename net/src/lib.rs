@@ -1,6 +1,7 @@
 //! What gembok-proxy and gembok-injector do the same way at the process's edge: open listening
-//! sockets ([`listen`]), take the signals that stop them ([`signals`]) and sandbox themselves
-//! with Landlock ([`sandbox`]) and seccomp ([`seccomp`]).
+//! sockets ([`listen`]), treat `accept`'s errors ([`accept`]), serve the plaintext admin
+//! listener with a bounded number of connections ([`admin`]), take the signals that stop them
+//! ([`signals`]) and sandbox themselves with Landlock ([`sandbox`]) and seccomp ([`seccomp`]).
 //!
 //! `[::]` listens on IPv6 and IPv4 alike (`IPV6_V6ONLY` off, whatever the host's
 //! `net.ipv6.bindv6only`), so one address serves single-stack IPv4, single-stack IPv6 and
@@ -9,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
+pub mod admin;
 pub mod sandbox;
 pub mod seccomp;
 pub mod signals;

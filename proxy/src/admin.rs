@@ -1,4 +1,5 @@
-//! The plaintext admin listener.
+//! The plaintext admin listener's endpoints (the accept loop, with its connection limit, is
+//! `gembok_net::admin`'s, shared with the injector).
 //!
 //! | endpoint   | answers |
 //! |------------|---------|
@@ -7,6 +8,7 @@
 //! | `/metrics` | Prometheus text format (see `metrics.rs` for the names) |
 //! | `POST /shutdown` | from a loopback peer only (403 otherwise): 202, then the same drain as SIGTERM. Lets a Job's app end a classic (non-native) sidecar so the pod completes |
 
+use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use gembok_certwatch::Reloadable;
+use gembok_net::admin::MAX_CONNECTIONS;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -122,40 +124,22 @@ impl Health {
     }
 }
 
-/// Serves the admin endpoints until `stop` is cancelled.
+/// Serves the admin endpoints until `stop` is cancelled, at most
+/// [`gembok_net::admin::MAX_CONNECTIONS`] connections at once.
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: PrometheusHandle,
     stop: CancellationToken,
 ) {
-    loop {
-        let (stream, client) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    gembok_net::admin::serve(listener, MAX_CONNECTIONS, stop, move |client| {
         let (health, metrics) = (health.clone(), metrics.clone());
-        let service = hyper::service::service_fn(move |req| {
+        hyper::service::service_fn(move |req| {
             let response = respond(&req, client, &health, &metrics);
-            async move { Ok::<_, std::convert::Infallible>(response) }
-        });
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
-    }
+            async move { Ok::<_, Infallible>(response) }
+        })
+    })
+    .await;
 }
 
 fn respond(

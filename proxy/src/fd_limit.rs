@@ -10,10 +10,10 @@ use std::fmt;
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
-/// Descriptors kept aside for everything that is not a connection: listeners, the admin
-/// server's connections, the certificate watcher, the runtime's epoll and wake-up descriptors,
-/// DNS lookups, logs.
-pub const RESERVE: u64 = 64;
+/// Descriptors kept aside for everything that is not a proxied connection: the admin server's
+/// connections (at most [`gembok_net::admin::MAX_CONNECTIONS`]), and 64 for the listeners, the
+/// certificate watcher, the runtime's epoll and wake-up descriptors, DNS lookups and logs.
+pub const RESERVE: u64 = gembok_net::admin::MAX_CONNECTIONS as u64 + 64;
 
 /// The limit before and after [`raise`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +67,12 @@ mod tests {
 
     #[test]
     fn the_need_counts_every_direction_and_the_pipe_under_ktls() {
-        assert_eq!(needed(10_000, 2, false), 40_064);
-        assert_eq!(needed(10_000, 1, true), 40_064);
-        assert_eq!(needed(100, 1, false), 264);
+        assert_eq!(needed(10_000, 2, false), 40_128);
+        assert_eq!(needed(10_000, 1, true), 40_128);
+        assert_eq!(needed(100, 1, false), 328);
         assert_eq!(needed(usize::MAX, 2, true), u64::MAX);
-        assert_eq!(connections_within(1024, false), 480);
-        assert_eq!(connections_within(1024, true), 240);
+        assert_eq!(connections_within(1024, false), 448);
+        assert_eq!(connections_within(1024, true), 224);
         assert_eq!(connections_within(10, false), 0);
     }
 

@@ -10,15 +10,15 @@
 //! from the listener.
 
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use gembok_net::accept::{Backoff, is_per_connection};
 
 use crate::Direction;
 use crate::metrics::ListenerMetrics;
@@ -71,7 +71,7 @@ pub async fn serve<H: Handler>(
                     tracing::debug!(listener = %listen, error = %e, "accept failed for one connection");
                     continue;
                 }
-                let wait = backoff.next();
+                let wait = backoff.pause();
                 tracing::warn!(listener = %listen, error = %e, retry_in = ?wait, "accept failed; backing off");
                 tokio::select! {
                     _ = shutdown.token.cancelled() => break,
@@ -125,43 +125,6 @@ impl<'a> Active<'a> {
 impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.decrement(1.0);
-    }
-}
-
-/// Errors that concern one connection (it was reset before we accepted it), not the listener.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-    )
-}
-
-/// 5 ms doubling to 1 s; reset by a successful accept.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(5);
-    const MAX: Duration = Duration::from_secs(1);
-
-    fn next(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        now
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
     }
 }
 
@@ -268,20 +231,11 @@ mod tests {
         }
         assert_eq!(permits.available_permits(), 1, "idle loops hold permits");
         let _client = TcpStream::connect(addrs[1]).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), served.recv()).await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), served.recv()).await;
         assert_eq!(got, Ok(Some(true)), "the second listener was served");
         shutdown.token.cancel();
         for server in servers {
             server.await.unwrap();
         }
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_ceiling_and_resets() {
-        let mut b = Backoff::default();
-        let waits: Vec<_> = (0..10).map(|_| b.next().as_millis()).collect();
-        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        b.reset();
-        assert_eq!(b.next(), Duration::from_millis(5));
     }
 }
