@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::annotations::{self, INJECT_LABEL};
 use crate::inject::{Context, Decision, InjectorConfig, inject};
-use crate::policy::SkipReason;
 use crate::sidecar::{CONTAINER_NAME, proxy_container};
 use crate::workload::{istio_namespaces, objects};
 
@@ -201,6 +200,7 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
             namespace_istio: istio.contains(namespace),
         };
         match inject(&pod, config, &context).decision {
+            // Not injected, or marked injected with the container edited out since.
             Decision::Inject { .. } => report.findings.push(finding(Problem::Missing)),
             Decision::Deny(why) => report
                 .findings
@@ -210,10 +210,6 @@ pub fn audit(docs: &[Value], config: &InjectorConfig) -> Report {
                 report.findings.push(finding(Problem::WouldBeRefused {
                     reason: why.join("; "),
                 }));
-            }
-            // Marked injected, yet the container is gone (edited out by hand, say).
-            Decision::Skip(SkipReason::AlreadyInjected) => {
-                report.findings.push(finding(Problem::Missing));
             }
             // hostNetwork, a name taken, nothing to encrypt under `--unannotated-pods skip`:
             // the webhook lets such a pod run without the sidecar too.

@@ -158,6 +158,7 @@ pub fn inject(pod: &Pod, config: &InjectorConfig, context: &Context) -> Outcome 
         }
         return Outcome { decision, warnings };
     }
+    warnings.extend(policy::stale_status(pod));
     let empty = BTreeMap::new();
     let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let parsed = annotations::parse(pod_annotations);

@@ -56,7 +56,8 @@ impl fmt::Display for SkipReason {
             Self::AlreadyInjected => write!(f, "already injected ({STATUS} is set)"),
             Self::NameTaken(what) => write!(
                 f,
-                "{what} is already in the pod without {STATUS}; remove it or opt out"
+                "{what} is already in the pod and not known as the sidecar's ({STATUS} with \
+                 the {CONTAINER_NAME} container); remove it or opt out"
             ),
             Self::NothingToEncrypt => write!(
                 f,
@@ -114,6 +115,25 @@ pub fn unannotated_denied() -> String {
     )
 }
 
+fn has_status(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STATUS))
+}
+
+/// Why the pod's `gembok.io/status` does not make it injected: it is set, but no container is
+/// the proxy. `None` when it is not set, or the proxy is there.
+pub fn stale_status(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    (has_status(pod) && proxy_container(spec).is_none()).then(|| {
+        format!(
+            "{STATUS} is set but the pod has no {CONTAINER_NAME} container (edited out, or \
+             copied without it): injected again"
+        )
+    })
+}
+
 /// Reasons that do not need the annotations, in the order they are checked.
 pub fn precheck(pod: &Pod) -> Option<SkipReason> {
     let meta = &pod.metadata;
@@ -126,14 +146,12 @@ pub fn precheck(pod: &Pod) -> Option<SkipReason> {
     {
         return Some(SkipReason::OptedOut);
     }
-    if meta
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(STATUS))
-    {
+    let spec = pod.spec.as_ref()?;
+    // Injected means the sidecar is there: a pod marked injected whose container was edited out
+    // (or copied without it) is injected again, not let through in plaintext.
+    if has_status(pod) && proxy_container(spec).is_some() {
         return Some(SkipReason::AlreadyInjected);
     }
-    let spec = pod.spec.as_ref()?;
     if spec.host_network == Some(true) {
         return Some(SkipReason::HostNetwork);
     }
