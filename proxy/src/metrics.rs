@@ -184,7 +184,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         KTLS_FALLBACKS,
-        "Connections kTLS could not take, by direction, listener and reason (ulp, unsupported_cipher, partial_record, buffered_records, flush, extract_secrets, tls_tx, tls_rx, ...)."
+        "Connections kTLS could not take, by direction, listener and reason (ulp, unsupported_cipher, partial_record, buffered_records, peer_closed, flush, extract_secrets, tls_tx, tls_rx, ...)."
     );
     metrics::describe_counter!(
         KTLS_CLOSES,

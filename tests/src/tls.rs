@@ -68,6 +68,46 @@ impl Client {
         first: &[u8],
     ) -> std::io::Result<(rustls::ClientConnection, std::net::TcpStream)> {
         use std::io::Write;
+        self.handshake_then(addr, server_name, |tls| tls.writer().write_all(first))
+    }
+
+    /// Completes a handshake over blocking I/O with close_notify in the same write as the
+    /// client's Finished, then half-closes TCP: a connection closed before any data, its last
+    /// records arriving together.
+    pub fn handshake_closing(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> std::io::Result<(rustls::ClientConnection, std::net::TcpStream)> {
+        let (tls, tcp) = self.handshake_then(addr, server_name, |tls| {
+            tls.send_close_notify();
+            Ok(())
+        })?;
+        tcp.shutdown(std::net::Shutdown::Write)?;
+        Ok((tls, tcp))
+    }
+
+    /// Completes a handshake over blocking I/O, then half-closes TCP right behind the
+    /// client's Finished with no close_notify: a truncation, its FIN arriving with the last
+    /// flight.
+    pub fn handshake_truncating(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> std::io::Result<(rustls::ClientConnection, std::net::TcpStream)> {
+        let (tls, tcp) = self.handshake_then(addr, server_name, |_| Ok(()))?;
+        tcp.shutdown(std::net::Shutdown::Write)?;
+        Ok((tls, tcp))
+    }
+
+    /// The handshake, `last` run on the connection while its last flight is queued (not yet
+    /// written), then everything queued written at once.
+    fn handshake_then(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        last: impl FnOnce(&mut rustls::ClientConnection) -> std::io::Result<()>,
+    ) -> std::io::Result<(rustls::ClientConnection, std::net::TcpStream)> {
         let name = ServerName::try_from(server_name.to_owned()).expect("server name");
         let mut tls = rustls::ClientConnection::new(self.config.clone(), name)
             .map_err(std::io::Error::other)?;
@@ -82,11 +122,13 @@ impl Client {
             }
             tls.process_new_packets().map_err(std::io::Error::other)?;
         }
-        // The last flight is queued, not yet written: the first bytes join it.
-        tls.writer().write_all(first)?;
+        last(&mut tls)?;
+        // One write_tls call can stop at a record; gathered, they leave in one write.
+        let mut queued = Vec::new();
         while tls.wants_write() {
-            tls.write_tls(&mut tcp)?;
+            tls.write_tls(&mut queued)?;
         }
+        std::io::Write::write_all(&mut tcp, &queued)?;
         Ok((tls, tcp))
     }
 }

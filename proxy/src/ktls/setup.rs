@@ -46,6 +46,10 @@ pub trait TlsSession: AsyncRead + AsyncWrite + Unpin + Send + Sized {
     fn mid_record(&self) -> bool;
     /// Reads the rest of that record into rustls (and processes it); ready at its end.
     fn poll_finish_record(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Whether rustls has already read the peer's close_notify (tokio-rustls reads on after
+    /// the handshake while rustls has no plaintext, so an empty connection's close_notify can
+    /// arrive with the peer's Finished).
+    fn peer_has_closed(&mut self) -> bool;
     /// Turns record-aligned or bounded reads off (the connection stays with rustls).
     fn release(&mut self);
     /// How many encrypted bytes rustls may queue before a write waits.
@@ -94,6 +98,14 @@ macro_rules! tls_session {
                 }
                 Poll::Ready(Ok(()))
             }
+            fn peer_has_closed(&mut self) -> bool {
+                // Nothing new to process: this only reads the state. (An error here is the
+                // connection's, and the hand-over's own steps report it.)
+                self.get_mut()
+                    .1
+                    .process_new_packets()
+                    .is_ok_and(|state| state.peer_has_closed())
+            }
             fn release(&mut self) {
                 self.get_mut().0.release()
             }
@@ -125,6 +137,9 @@ impl<T: TlsSession> TlsSession for Box<T> {
     }
     fn at_boundary(&self) -> bool {
         (**self).at_boundary()
+    }
+    fn peer_has_closed(&mut self) -> bool {
+        (**self).peer_has_closed()
     }
     fn mid_record(&self) -> bool {
         (**self).mid_record()
@@ -223,6 +238,12 @@ pub async fn release<S: TlsSession>(mut tls: S) -> Handover<Released, S> {
             return Handover::Kept(tls, "partial_record");
         }
     }
+    // Neither the kernel's record layer nor ours can be told that the close_notify was read
+    // already; rustls can: it answers EOF. Left with it, the connection ends cleanly instead of
+    // as a truncation (the next read would find only the TCP FIN).
+    if tls.peer_has_closed() {
+        return Handover::Kept(tls, "peer_closed");
+    }
     if let Err(e) = tls.flush().await {
         return Handover::Failed(e, "flush");
     }
@@ -233,8 +254,14 @@ pub async fn release<S: TlsSession>(mut tls: S) -> Handover<Released, S> {
     let suite = conn.negotiated_cipher_suite();
     let is_server = matches!(conn, rustls::Connection::Server(_));
     let mut early = Vec::new();
+    // WouldBlock: all of it taken, the connection open. UnexpectedEof: rustls saw the TCP FIN
+    // with no close_notify; the new record layer finds that FIN again on its first read and
+    // ends the connection as the truncation it is, after the plaintext taken here.
     if let Err(e) = conn.reader().read_to_end(&mut early)
-        && e.kind() != io::ErrorKind::WouldBlock
+        && !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::UnexpectedEof
+        )
     {
         return Handover::Failed(e, "pending_plaintext");
     }

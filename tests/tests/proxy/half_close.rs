@@ -273,3 +273,102 @@ async fn a_peer_sidecar_that_dies_mid_stream_resets_the_client() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_close_notify_that_comes_with_the_finished_is_a_clean_end() {
+    // The client's Finished and close_notify in one segment, then FIN: the inbound reads the
+    // close_notify while it completes the handshake, before the connection leaves rustls for the
+    // record layer (or the kernel), which must still learn of it.
+    let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
+    let pair = pair_to(app).await;
+    let client = Client::new(
+        pair.pki.root_pem(),
+        Some(&pair.pki.workload("client")),
+        false,
+    );
+    let inbound = pair.inbound.inbound[0];
+    let answer = tokio::task::spawn_blocking(move || {
+        let (mut tls, mut tcp) = client
+            .handshake_closing(inbound, &dns_name("server"))
+            .unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Everything the inbound sends until its FIN: its close_notify, not a reset.
+        loop {
+            match tls.read_tls(&mut tcp) {
+                Ok(0) => return Ok(tls.process_new_packets().unwrap().peer_has_closed()),
+                Ok(_) => {
+                    tls.process_new_packets().unwrap();
+                }
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer, Ok(true), "the inbound's answer (close_notify seen)");
+    assert_eq!(saw.await.unwrap(), AppSaw::Eof(Vec::new()));
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "clean")],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_fin_that_comes_with_the_finished_is_a_truncation() {
+    // The client's Finished, then FIN with no close_notify: rustls may see that FIN while it
+    // completes the handshake. The connection is a truncation (the app reset), not a failed
+    // hand-over.
+    let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
+    let pair = pair_to(app).await;
+    let client = Client::new(
+        pair.pki.root_pem(),
+        Some(&pair.pki.workload("client")),
+        false,
+    );
+    let inbound = pair.inbound.inbound[0];
+    let _client = tokio::task::spawn_blocking(move || {
+        client
+            .handshake_truncating(inbound, &dns_name("server"))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    match saw.await.unwrap() {
+        AppSaw::Error(io::ErrorKind::ConnectionReset, got) => assert_eq!(got, b""),
+        other => panic!("the app must see a reset, not {other:?}"),
+    }
+    wait_metric(&pair.inbound, "gembok_truncations_total", &[], 1.0).await;
+    wait_metric(
+        &pair.inbound,
+        "gembok_connections_closed_total",
+        &[("end", "truncated")],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_any_data_ends_cleanly_on_both_sides() {
+    // The client connects and closes at once; through the pair, the outbound's Finished and
+    // close_notify can reach the inbound together (the deterministic case is above).
+    let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
+    let pair = pair_to(app).await;
+    let mut client = TcpStream::connect(pair.entry()).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"");
+    assert_eq!(saw.await.unwrap(), AppSaw::Eof(Vec::new()));
+    for side in [&pair.inbound, &pair.outbound] {
+        wait_metric(
+            side,
+            "gembok_connections_closed_total",
+            &[("end", "clean")],
+            1.0,
+        )
+        .await;
+    }
+}
