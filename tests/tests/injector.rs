@@ -536,11 +536,16 @@ fn fed(command: &mut Command, stdin: impl AsRef<[u8]>) -> Result<std::process::O
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    child
+    let written = child
         .stdin
         .take()
         .context("stdin")?
-        .write_all(stdin.as_ref())?;
+        .write_all(stdin.as_ref());
+    // A command refused on its flags exits before reading its input: the pipe is closed then.
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
     Ok(child.wait_with_output()?)
 }
 
