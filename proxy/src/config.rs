@@ -589,8 +589,13 @@ fn parse_crl_files(value: &str) -> Result<Vec<PathBuf>, Vec<String>> {
             files.push(path);
         }
     }
+    unless_problems(files, problems)
+}
+
+/// `value` when nothing was wrong with what it came from, else every problem found.
+fn unless_problems<T>(value: T, problems: Vec<String>) -> Result<T, Vec<String>> {
     if problems.is_empty() {
-        Ok(files)
+        Ok(value)
     } else {
         Err(problems)
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::pki::{CertDir, TestPki, dns_name};
 use crate::proxy::{Proxy, ProxyBuilder};
+use crate::tls::Client;
 use crate::traffic::{Exchange, ExchangeApp};
 
 pub struct Pair {
@@ -17,6 +18,15 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// A TLS client of the mesh (the PKI's `client` workload), to talk straight to the inbound.
+    pub fn mesh_client(&self) -> Client {
+        Client::new(
+            self.pki.root_pem(),
+            Some(&self.pki.workload("client")),
+            false,
+        )
+    }
+
     /// A pair in front of an [`ExchangeApp`].
     pub async fn start() -> Self {
         Self::start_args(&[], &[]).await

@@ -71,31 +71,21 @@ impl Client {
         self.handshake_then(addr, server_name, |tls| tls.writer().write_all(first))
     }
 
-    /// Completes a handshake over blocking I/O with close_notify in the same write as the
-    /// client's Finished, then half-closes TCP: a connection closed before any data, its last
-    /// records arriving together.
-    pub fn handshake_closing(
+    /// Completes a handshake over blocking I/O, then half-closes TCP right behind the client's
+    /// Finished: with `close_notify` in the same write (a connection closed before any data,
+    /// its last records arriving together), or without one (a truncation).
+    pub fn handshake_then_fin(
         &self,
         addr: SocketAddr,
         server_name: &str,
+        close_notify: bool,
     ) -> std::io::Result<(rustls::ClientConnection, std::net::TcpStream)> {
         let (tls, tcp) = self.handshake_then(addr, server_name, |tls| {
-            tls.send_close_notify();
+            if close_notify {
+                tls.send_close_notify();
+            }
             Ok(())
         })?;
-        tcp.shutdown(std::net::Shutdown::Write)?;
-        Ok((tls, tcp))
-    }
-
-    /// Completes a handshake over blocking I/O, then half-closes TCP right behind the
-    /// client's Finished with no close_notify: a truncation, its FIN arriving with the last
-    /// flight.
-    pub fn handshake_truncating(
-        &self,
-        addr: SocketAddr,
-        server_name: &str,
-    ) -> std::io::Result<(rustls::ClientConnection, std::net::TcpStream)> {
-        let (tls, tcp) = self.handshake_then(addr, server_name, |_| Ok(()))?;
         tcp.shutdown(std::net::Shutdown::Write)?;
         Ok((tls, tcp))
     }

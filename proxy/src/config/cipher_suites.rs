@@ -11,7 +11,7 @@ use std::fmt;
 
 use rustls::SupportedCipherSuite;
 
-use super::Provider;
+use super::{Provider, unless_problems};
 
 /// A cipher suite `--cipher-suites` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +150,7 @@ pub fn parse(value: &str, tls12: Option<bool>) -> Result<Option<Vec<Suite>>, Vec
         ),
         _ => {}
     }
-    if problems.is_empty() {
-        Ok(Some(suites))
-    } else {
-        Err(problems)
-    }
+    unless_problems(Some(suites), problems)
 }
 
 #[cfg(test)]

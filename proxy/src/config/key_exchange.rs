@@ -10,7 +10,7 @@ use std::fmt;
 
 use rustls::crypto::SupportedKxGroup;
 
-use super::Provider;
+use super::{Provider, unless_problems};
 
 /// A key exchange group `--key-exchange` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,11 +127,7 @@ pub fn parse(
                 .to_owned(),
         );
     }
-    if problems.is_empty() {
-        Ok(Some(groups))
-    } else {
-        Err(problems)
-    }
+    unless_problems(Some(groups), problems)
 }
 
 #[cfg(test)]

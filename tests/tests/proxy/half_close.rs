@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use gembok_tests::pki::dns_name;
-use gembok_tests::tls::Client;
+use gembok_tests::proxy::Proxy;
 use gembok_tests::traffic::ExchangeApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,6 +53,23 @@ async fn pair_to(target: SocketAddr) -> Pair {
     Pair::start_with(target, ExchangeApp::start().await, &[]).await
 }
 
+/// Waits until `side` has closed a connection the way `end` says.
+async fn closed(side: &Proxy, end: &str) {
+    wait_metric(
+        side,
+        "gembok_connections_closed_total",
+        &[("end", end)],
+        1.0,
+    )
+    .await;
+}
+
+/// Waits until `side` has counted a truncation and closed the connection as one.
+async fn truncated(side: &Proxy) {
+    wait_metric(side, "gembok_truncations_total", &[], 1.0).await;
+    closed(side, "truncated").await;
+}
+
 #[tokio::test]
 async fn client_fin_first_keeps_the_reply_flowing() {
     // The app answers only after it has seen the whole request (EOF), like a batch upload.
@@ -71,20 +88,8 @@ async fn client_fin_first_keeps_the_reply_flowing() {
     client.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, b"reply after your FIN");
     assert_eq!(saw.await.unwrap(), AppSaw::Eof(b"request".to_vec()));
-    wait_metric(
-        &pair.inbound,
-        "gembok_connections_closed_total",
-        &[("end", "clean")],
-        1.0,
-    )
-    .await;
-    wait_metric(
-        &pair.outbound,
-        "gembok_connections_closed_total",
-        &[("end", "clean")],
-        1.0,
-    )
-    .await;
+    closed(&pair.inbound, "clean").await;
+    closed(&pair.outbound, "clean").await;
 }
 
 #[tokio::test]
@@ -110,13 +115,7 @@ async fn server_fin_first_keeps_the_request_flowing() {
         saw.await.unwrap(),
         AppSaw::Eof(b"data after the server's FIN".to_vec())
     );
-    wait_metric(
-        &pair.inbound,
-        "gembok_connections_closed_total",
-        &[("end", "clean")],
-        1.0,
-    )
-    .await;
+    closed(&pair.inbound, "clean").await;
 }
 
 #[tokio::test]
@@ -124,11 +123,7 @@ async fn a_peer_fin_without_close_notify_resets_the_app() {
     let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
     let pair = pair_to(app).await;
     // A TLS client straight to the inbound listener that drops TCP without close_notify.
-    let client = Client::new(
-        pair.pki.root_pem(),
-        Some(&pair.pki.workload("client")),
-        false,
-    );
+    let client = pair.mesh_client();
     let mut tls = client
         .connect(pair.inbound.inbound[0], &dns_name("server"))
         .await
@@ -148,14 +143,7 @@ async fn a_peer_fin_without_close_notify_resets_the_app() {
         AppSaw::Error(io::ErrorKind::ConnectionReset, got) => assert_eq!(got, b"half a request"),
         other => panic!("the app must see a reset, not {other:?}"),
     }
-    wait_metric(&pair.inbound, "gembok_truncations_total", &[], 1.0).await;
-    wait_metric(
-        &pair.inbound,
-        "gembok_connections_closed_total",
-        &[("end", "truncated")],
-        1.0,
-    )
-    .await;
+    truncated(&pair.inbound).await;
 }
 
 #[tokio::test]
@@ -175,20 +163,8 @@ async fn a_refused_upstream_resets_the_client() {
         1.0,
     )
     .await;
-    wait_metric(
-        &pair.inbound,
-        "gembok_connections_closed_total",
-        &[("end", "upstream_failed")],
-        1.0,
-    )
-    .await;
-    wait_metric(
-        &pair.outbound,
-        "gembok_connections_closed_total",
-        &[("end", "reset")],
-        1.0,
-    )
-    .await;
+    closed(&pair.inbound, "upstream_failed").await;
+    closed(&pair.outbound, "reset").await;
 }
 
 #[tokio::test]
@@ -225,20 +201,8 @@ async fn an_upstream_reset_mid_stream_reaches_the_client() {
         "client saw {saw:?}, upload {upload:?}"
     );
     assert!(upload.is_err(), "the upload must fail, not complete");
-    wait_metric(
-        &pair.inbound,
-        "gembok_connections_closed_total",
-        &[("end", "reset")],
-        1.0,
-    )
-    .await;
-    wait_metric(
-        &pair.outbound,
-        "gembok_connections_closed_total",
-        &[("end", "reset")],
-        1.0,
-    )
-    .await;
+    closed(&pair.inbound, "reset").await;
+    closed(&pair.outbound, "reset").await;
 }
 
 #[tokio::test]
@@ -264,14 +228,7 @@ async fn a_peer_sidecar_that_dies_mid_stream_resets_the_client() {
         matches!(saw, AppSaw::Error(io::ErrorKind::ConnectionReset, _)),
         "the client must see a reset, not {saw:?}"
     );
-    wait_metric(&pair.outbound, "gembok_truncations_total", &[], 1.0).await;
-    wait_metric(
-        &pair.outbound,
-        "gembok_connections_closed_total",
-        &[("end", "truncated")],
-        1.0,
-    )
-    .await;
+    truncated(&pair.outbound).await;
 }
 
 #[tokio::test]
@@ -281,15 +238,11 @@ async fn a_close_notify_that_comes_with_the_finished_is_a_clean_end() {
     // record layer (or the kernel), which must still learn of it.
     let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
     let pair = pair_to(app).await;
-    let client = Client::new(
-        pair.pki.root_pem(),
-        Some(&pair.pki.workload("client")),
-        false,
-    );
+    let client = pair.mesh_client();
     let inbound = pair.inbound.inbound[0];
     let answer = tokio::task::spawn_blocking(move || {
         let (mut tls, mut tcp) = client
-            .handshake_closing(inbound, &dns_name("server"))
+            .handshake_then_fin(inbound, &dns_name("server"), true)
             .unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // Everything the inbound sends until its FIN: its close_notify, not a reset.
@@ -307,13 +260,7 @@ async fn a_close_notify_that_comes_with_the_finished_is_a_clean_end() {
     .unwrap();
     assert_eq!(answer, Ok(true), "the inbound's answer (close_notify seen)");
     assert_eq!(saw.await.unwrap(), AppSaw::Eof(Vec::new()));
-    wait_metric(
-        &pair.inbound,
-        "gembok_connections_closed_total",
-        &[("end", "clean")],
-        1.0,
-    )
-    .await;
+    closed(&pair.inbound, "clean").await;
 }
 
 #[tokio::test]
@@ -323,15 +270,11 @@ async fn a_fin_that_comes_with_the_finished_is_a_truncation() {
     // hand-over.
     let (app, saw) = one_shot_app(|mut s| async move { read_until_end(&mut s).await }).await;
     let pair = pair_to(app).await;
-    let client = Client::new(
-        pair.pki.root_pem(),
-        Some(&pair.pki.workload("client")),
-        false,
-    );
+    let client = pair.mesh_client();
     let inbound = pair.inbound.inbound[0];
     let _client = tokio::task::spawn_blocking(move || {
         client
-            .handshake_truncating(inbound, &dns_name("server"))
+            .handshake_then_fin(inbound, &dns_name("server"), false)
             .unwrap()
     })
     .await
@@ -340,14 +283,7 @@ async fn a_fin_that_comes_with_the_finished_is_a_truncation() {
         AppSaw::Error(io::ErrorKind::ConnectionReset, got) => assert_eq!(got, b""),
         other => panic!("the app must see a reset, not {other:?}"),
     }
-    wait_metric(&pair.inbound, "gembok_truncations_total", &[], 1.0).await;
-    wait_metric(
-        &pair.inbound,
-        "gembok_connections_closed_total",
-        &[("end", "truncated")],
-        1.0,
-    )
-    .await;
+    truncated(&pair.inbound).await;
 }
 
 #[tokio::test]
@@ -363,12 +299,6 @@ async fn a_connection_closed_before_any_data_ends_cleanly_on_both_sides() {
     assert_eq!(reply, b"");
     assert_eq!(saw.await.unwrap(), AppSaw::Eof(Vec::new()));
     for side in [&pair.inbound, &pair.outbound] {
-        wait_metric(
-            side,
-            "gembok_connections_closed_total",
-            &[("end", "clean")],
-            1.0,
-        )
-        .await;
+        closed(side, "clean").await;
     }
 }

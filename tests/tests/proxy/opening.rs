@@ -13,7 +13,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{Pair, assert_not_held_by_a_kernel_timer};
 use gembok_tests::pki::dns_name;
-use gembok_tests::tls::Client;
 use gembok_tests::traffic::ExchangeApp;
 
 /// Segments the app's end of a connection (`local` ← `peer`) has received, from `ss`.
@@ -42,11 +41,7 @@ async fn the_app_gets_its_connection_with_the_clients_first_bytes() {
     let pair = Pair::start_with(app, ExchangeApp::start().await, &[]).await;
     // A TLS client straight to the inbound whose request leaves with its Finished (as from an
     // outbound sidecar): full handshake first, then resumed ones.
-    let client = Client::new(
-        pair.pki.root_pem(),
-        Some(&pair.pki.workload("client")),
-        false,
-    );
+    let client = pair.mesh_client();
     let inbound = pair.inbound.inbound[0];
     for round in 0..3 {
         let client = client.clone();
